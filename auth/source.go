@@ -1,0 +1,302 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/relayd/relayd/config"
+)
+
+// SourceOptions configure a Source.
+type SourceOptions struct {
+	Account *config.Account
+	Store   *Store
+	// HTTPClient talks to the token endpoint. Default: a client with a
+	// 30 second timeout.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	// RefreshMargin: an access token with less than this left is refreshed
+	// before use, because Exchange ends a session when its token expires.
+	// Default 10 minutes.
+	RefreshMargin time.Duration
+	// FailureThreshold transient refresh failures in a row turn the account
+	// from degraded into needs_reauth, as a helpdesk's connector does.
+	// Default 8.
+	FailureThreshold int
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// Source hands out access tokens for one account. All connections of the
+// account share it: at most one refresh runs at a time, and concurrent
+// callers wait for its result. Rotated refresh tokens are persisted to the
+// Store on every refresh. Methods are safe for use from any goroutine.
+type Source struct {
+	opts   SourceOptions
+	acct   *config.Account
+	log    *slog.Logger
+	secret string
+
+	mu       sync.Mutex
+	grant    *Grant // nil: none stored
+	gen      uint64 // bumped by Install; a refresh started before is discarded
+	inflight *refreshCall
+	health   healthState
+}
+
+type refreshCall struct {
+	done  chan struct{}
+	token string
+	err   error
+}
+
+// NewSource returns the token source of an OAuth account, loading its
+// stored grant, if any.
+func NewSource(opts SourceOptions) (*Source, error) {
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RefreshMargin == 0 {
+		opts.RefreshMargin = 10 * time.Minute
+	}
+	if opts.FailureThreshold == 0 {
+		opts.FailureThreshold = 8
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	a := opts.Account
+	s := &Source{opts: opts, acct: a, log: opts.Logger.With("account", a.Name)}
+	if a.ClientSecretFile != "" {
+		secret, err := ReadSecretFile(a.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("account %q: client_secret_file: %w", a.Name, err)
+		}
+		s.secret = secret
+	}
+	g, err := opts.Store.Load(a.Name)
+	switch {
+	case errors.Is(err, ErrNoGrant):
+		if a.Grant != config.GrantClientCredentials {
+			s.health.set(StateNeedsReauth, "no grant stored yet: run 'relayd authorize "+a.Name+"'", opts.Now())
+		}
+	case err != nil:
+		return nil, err
+	default:
+		s.grant = g
+	}
+	return s, nil
+}
+
+// ReadSecretFile reads a secret (client secret, password) from a file,
+// without its trailing newline.
+func ReadSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// Account returns the account the source serves.
+func (s *Source) Account() *config.Account { return s.acct }
+
+// Token returns a valid access token, refreshing first when the cached one
+// has less than RefreshMargin left. Errors are *AccountError.
+func (s *Source) Token(ctx context.Context) (string, error) {
+	return s.token(ctx, "")
+}
+
+// Refresh gets a new access token because an upstream rejected stale. When
+// another caller has already replaced stale, its token is returned without
+// a new refresh.
+func (s *Source) Refresh(ctx context.Context, stale string) (string, error) {
+	return s.token(ctx, stale)
+}
+
+func (s *Source) token(ctx context.Context, stale string) (string, error) {
+	s.mu.Lock()
+	if g := s.grant; g != nil && g.AccessToken != "" && g.AccessToken != stale &&
+		g.Expiry.Sub(s.opts.Now()) > s.opts.RefreshMargin {
+		tok := g.AccessToken
+		s.mu.Unlock()
+		return tok, nil
+	}
+	call := s.inflight
+	if call == nil {
+		call = &refreshCall{done: make(chan struct{})}
+		s.inflight = call
+		go s.refresh(call, s.gen, s.grant)
+	}
+	s.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.token, call.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// refresh runs one request to the token endpoint. It does not use the
+// caller's context, so a client that hangs up does not waste a refresh
+// whose rotated refresh token must be stored anyway.
+func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.opts.HTTPClient)
+	tok, err := s.fetch(ctx, old)
+	now := s.opts.Now()
+
+	s.mu.Lock()
+	defer func() {
+		s.inflight = nil
+		s.mu.Unlock()
+		close(call.done)
+	}()
+	if s.gen != gen {
+		// A new grant was installed while this refresh ran: keep the new one.
+		if s.grant != nil && s.grant.AccessToken != "" {
+			call.token = s.grant.AccessToken
+			return
+		}
+	}
+	if err != nil {
+		call.err = s.fail(err, now)
+		return
+	}
+	g := &Grant{ClientID: s.acct.ClientID, GrantedAt: now}
+	if old != nil {
+		*g = *old
+	}
+	g.AccessToken = tok.AccessToken
+	g.Expiry = tok.Expiry
+	g.RefreshedAt = now
+	if tok.RefreshToken != "" {
+		g.RefreshToken = tok.RefreshToken
+	}
+	if err := s.opts.Store.Save(s.acct.Name, g); err != nil {
+		// The rotated refresh token could not be kept: the old one may be
+		// dead already. Use the token, but say loudly what is at stake.
+		s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
+	}
+	s.grant = g
+	s.health.succeed(now)
+	call.token = g.AccessToken
+}
+
+func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {
+	a := s.acct
+	style := oauth2.AuthStyleAutoDetect
+	if a.Provider == "office365" || a.Provider == "outlook" {
+		style = oauth2.AuthStyleInParams
+	}
+	if a.Grant == config.GrantClientCredentials {
+		cc := clientcredentials.Config{
+			ClientID: a.ClientID, ClientSecret: s.secret, TokenURL: a.TokenURL,
+			Scopes: a.Scopes, AuthStyle: style,
+		}
+		return cc.Token(ctx)
+	}
+	if old == nil || old.RefreshToken == "" {
+		return nil, errNoGrant
+	}
+	oc := oauth2.Config{
+		ClientID: a.ClientID, ClientSecret: s.secret, Scopes: a.Scopes,
+		Endpoint: oauth2.Endpoint{TokenURL: a.TokenURL, AuthStyle: style},
+	}
+	return oc.TokenSource(ctx, &oauth2.Token{RefreshToken: old.RefreshToken}).Token()
+}
+
+var errNoGrant = errors.New("no grant stored")
+
+// fail records a refresh failure and returns it as an *AccountError.
+// s.mu is held.
+func (s *Source) fail(err error, now time.Time) error {
+	state, advice := Classify(s.acct, err)
+	if state == StateDegraded && s.health.failures+1 >= s.opts.FailureThreshold {
+		state = StateNeedsReauth
+		advice = fmt.Sprintf("%d token refreshes failed in a row; check connectivity to %s, then run 'relayd authorize %s'",
+			s.health.failures+1, hostOf(s.acct.TokenURL), s.acct.Name)
+	}
+	msg := describe(err)
+	s.health.fail(state, advice, msg, now)
+	s.log.Warn("token refresh failed", "state", state, "err", msg, "advice", advice)
+	return &AccountError{Account: s.acct.Name, State: state, Advice: advice, Err: errors.New(msg)}
+}
+
+// Install makes g the account's grant, persisting it first. A refresh that
+// is running while Install is called does not overwrite g.
+func (s *Source) Install(g *Grant) error {
+	if err := s.opts.Store.Save(s.acct.Name, g); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.grant = g
+	s.gen++
+	s.health.succeed(s.opts.Now())
+	s.log.Info("new grant installed")
+	return nil
+}
+
+// Status reports the account's token state.
+func (s *Source) Status() TokenStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := TokenStatus{
+		State:       s.health.state,
+		Advice:      s.health.advice,
+		LastError:   s.health.lastErr,
+		LastErrorAt: s.health.lastErrAt,
+		LastSuccess: s.health.lastOK,
+	}
+	if g := s.grant; g != nil {
+		st.AccessTokenExpiry = g.Expiry
+		st.LastRefresh = g.RefreshedAt
+		st.GrantedAt = g.GrantedAt
+		if st.State == "" {
+			st.State = StateOK
+		}
+	}
+	if st.State == "" {
+		st.State = StateOK
+	}
+	return st
+}
+
+// MarkUpstreamRejected records that the upstream server refused a fresh
+// token: the grant lacks a scope, or the mailbox is not reachable for this
+// sign-in. Only a new grant or an admin fixes that.
+func (s *Source) MarkUpstreamRejected(server, reply string) *AccountError {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	advice := fmt.Sprintf("%s refused a fresh token for %s; check that %s may open this mailbox, then run 'relayd authorize %s'",
+		server, s.acct.Email, s.acct.Login, s.acct.Name)
+	s.health.fail(StateNeedsReauth, advice, "upstream said: "+reply, s.opts.Now())
+	return &AccountError{Account: s.acct.Name, State: StateNeedsReauth, Advice: advice, Err: errors.New(reply)}
+}
+
+func hostOf(u string) string {
+	u = strings.TrimPrefix(strings.TrimPrefix(u, "https://"), "http://")
+	if i := strings.IndexByte(u, '/'); i >= 0 {
+		u = u[:i]
+	}
+	return u
+}

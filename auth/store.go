@@ -1,0 +1,154 @@
+package auth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Grant is what relayd stores for an account: the refresh token of a
+// delegated grant and the current access token. It is written as JSON, one
+// file per account, mode 0600.
+type Grant struct {
+	AccessToken  string    `json:"access_token,omitempty"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	Expiry       time.Time `json:"expiry,omitempty"` // of the access token
+	// ClientID is the client the refresh token was issued to (RFC 6749 §6:
+	// it works only with that client).
+	ClientID string `json:"client_id,omitempty"`
+	// GrantedAt is when the grant was obtained (authorize), RefreshedAt the
+	// last successful refresh. Both feed the expiry forecast.
+	GrantedAt   time.Time `json:"granted_at"`
+	RefreshedAt time.Time `json:"refreshed_at,omitempty"`
+	// Subject is who signed in, when known.
+	Subject string `json:"subject,omitempty"`
+}
+
+// Store keeps grants under a directory: DIR/NAME.json. Writes go to a
+// temporary file which is fsynced, renamed over the old file, and followed by
+// an fsync of the directory, so a crash leaves either the old or the new
+// grant, never a torn one. Store is safe for use from any goroutine and any
+// process: writers take an exclusive flock on DIR/NAME.lock.
+type Store struct {
+	Dir string
+}
+
+// ErrNoGrant is returned by Load when an account has no stored grant.
+var ErrNoGrant = errors.New("no grant stored")
+
+func (s *Store) path(name string) string { return filepath.Join(s.Dir, name+".json") }
+
+// Load returns the stored grant of account name, or ErrNoGrant.
+func (s *Store) Load(name string) (*Grant, error) {
+	b, err := os.ReadFile(s.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoGrant
+	} else if err != nil {
+		return nil, fmt.Errorf("reading grant of account %q: %w", name, err)
+	}
+	var g Grant
+	if err := json.Unmarshal(b, &g); err != nil {
+		return nil, fmt.Errorf("grant file %s is corrupt (%v): run 'relayd authorize %s' again", s.path(name), err, name)
+	}
+	return &g, nil
+}
+
+// Save writes the grant of account name durably.
+func (s *Store) Save(name string, g *Grant) error {
+	unlock, err := s.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return s.save(name, g)
+}
+
+func (s *Store) save(name string, g *Grant) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("creating state directory: %w", err)
+	}
+	b, err := json.MarshalIndent(g, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.Dir, "."+name+".tmp*")
+	if err != nil {
+		return fmt.Errorf("saving grant of account %q: %w", name, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("saving grant of account %q: %w", name, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("saving grant of account %q: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("saving grant of account %q: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("saving grant of account %q: %w", name, err)
+	}
+	if err := os.Rename(tmp, s.path(name)); err != nil {
+		return fmt.Errorf("saving grant of account %q: %w", name, err)
+	}
+	return syncDir(s.Dir)
+}
+
+// Update loads the grant of account name, lets fn change it, and saves the
+// result, all under the account's file lock. fn receives nil when no grant
+// is stored.
+func (s *Store) Update(name string, fn func(*Grant) (*Grant, error)) error {
+	unlock, err := s.lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	old, err := s.Load(name)
+	if err != nil && !errors.Is(err, ErrNoGrant) {
+		return err
+	}
+	g, err := fn(old)
+	if err != nil {
+		return err
+	}
+	return s.save(name, g)
+}
+
+func (s *Store) lock(name string) (unlock func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.Dir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("locking grant of account %q: %w", name, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking grant of account %q: %w", name, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}

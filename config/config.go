@@ -1,0 +1,261 @@
+// Package config turns relayd's TOML configuration file into a typed,
+// validated Config.
+//
+// Decoding is strict: an unknown key is an error that names the key, and every
+// validation error names the key it concerns, for example
+//
+//	account[2].provider: unknown provider "office356" (did you mean "office365"?)
+//
+// Defaults live in Defaults and in the provider presets of package auth; the
+// example file config.example.toml at the repository root documents every key
+// and is parsed by the tests.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is relayd's whole configuration.
+type Config struct {
+	// StateDir holds the token store. Default /var/lib/relayd.
+	StateDir string
+	// StatusSocket is the path of the Unix status socket. Default
+	// /run/relayd/status.sock.
+	StatusSocket string
+	// LogLevel is the minimum level logged. Default info.
+	LogLevel slog.Level
+	IMAP     IMAP
+	SMTP     SMTP
+	Accounts []*Account
+}
+
+// IMAP configures the downstream IMAP listeners.
+type IMAP struct {
+	// Listen are loopback host:port addresses. Default 127.0.0.1:1143.
+	Listen []string
+	// PreauthTimeout bounds how long a downstream client may take to log in.
+	// Default 60s.
+	PreauthTimeout time.Duration
+	// IdleTimeout closes a session whose downstream client sent nothing for
+	// this long (RFC 3501 §5.4 autologout timer: at least 30 minutes).
+	// Default 31m.
+	IdleTimeout time.Duration
+}
+
+// SMTP configures the downstream SMTP listeners.
+type SMTP struct {
+	// Listen are loopback host:port addresses. Default 127.0.0.1:1587.
+	Listen []string
+}
+
+// Security is how relayd protects a connection to an upstream server.
+type Security string
+
+// Connection security modes.
+const (
+	SecurityTLS      Security = "tls"      // implicit TLS
+	SecuritySTARTTLS Security = "starttls" // plaintext, then STARTTLS
+	SecurityNone     Security = "none"     // plaintext; loopback servers only
+)
+
+// Direction says which way mail flows for an account.
+type Direction string
+
+// Account directions.
+const (
+	DirIncoming Direction = "incoming"
+	DirOutgoing Direction = "outgoing"
+	DirBoth     Direction = "both"
+)
+
+// Incoming reports whether the account serves IMAP logins.
+func (d Direction) Incoming() bool { return d == DirIncoming || d == DirBoth }
+
+// Outgoing reports whether the account may send mail.
+func (d Direction) Outgoing() bool { return d == DirOutgoing || d == DirBoth }
+
+// Grant types an account can use.
+const (
+	GrantRefreshToken      = "refresh_token"      // delegated: a user's grant
+	GrantClientCredentials = "client_credentials" // Microsoft app-only
+)
+
+// Account is one upstream mailbox and the local credentials that reach it.
+type Account struct {
+	Name     string
+	Provider string
+	// Email is the mailbox: XOAUTH2 user=. Required.
+	Email string
+	// Login is who signs in. Defaults to Email.
+	Login string
+	// Tenant is the Microsoft tenant (office365). Default "organizations".
+	Tenant           string
+	ClientID         string
+	ClientSecretFile string
+	// Grant is refresh_token (default) or client_credentials.
+	Grant     string
+	Direction Direction
+	// LocalUser is the user name the legacy client sends. Defaults to Email.
+	LocalUser         string
+	LocalPasswordHash string
+
+	// Endpoints and servers; filled from the provider preset unless given.
+	TokenURL      string
+	AuthURL       string
+	DeviceAuthURL string
+	Scopes        []string
+	IMAPServer    string
+	SMTPServer    string
+	IMAPSecurity  Security
+	SMTPSecurity  Security
+	// CAFile is a PEM bundle of private CAs trusted for the upstream servers.
+	CAFile string
+	// PasswordFile holds the upstream password (provider "password").
+	PasswordFile string
+}
+
+// OAuth reports whether the account logs in upstream with OAuth 2.0.
+func (a *Account) OAuth() bool { return a.Provider != "password" }
+
+// Defaults returns the configuration used for keys a file leaves out.
+func Defaults() *Config {
+	return &Config{
+		StateDir:     "/var/lib/relayd",
+		StatusSocket: "/run/relayd/status.sock",
+		LogLevel:     slog.LevelInfo,
+		IMAP: IMAP{
+			Listen:         []string{"127.0.0.1:1143"},
+			PreauthTimeout: 60 * time.Second,
+			IdleTimeout:    31 * time.Minute,
+		},
+		SMTP: SMTP{Listen: []string{"127.0.0.1:1587"}},
+	}
+}
+
+// Providers are the known provider names.
+var Providers = []string{"office365", "outlook", "gmail", "password", "custom"}
+
+// Error is a configuration error about one key.
+type Error struct {
+	Key string // e.g. "account[2].provider"; empty for file-level errors
+	Msg string
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return e.Msg
+	}
+	return e.Key + ": " + e.Msg
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	cfg, err := Parse(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes and validates a configuration document. All problems found
+// are returned together, joined, each naming its key.
+func Parse(doc string) (*Config, error) {
+	var raw rawConfig
+	md, err := toml.Decode(doc, &raw)
+	if err != nil {
+		return nil, tomlError(err)
+	}
+	var errs []error
+	for _, k := range md.Undecoded() {
+		errs = append(errs, &Error{Key: keyName(k, doc), Msg: "unknown key"})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	cfg, errs := raw.convert()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+func tomlError(err error) error {
+	var perr toml.ParseError
+	if errors.As(err, &perr) {
+		return &Error{Msg: fmt.Sprintf("line %d: %s", perr.Position.Line, perr.Message)}
+	}
+	return &Error{Msg: err.Error()}
+}
+
+// keyName renders an unknown key as the user wrote it. For a key inside an
+// [[account]] table it names the account's position, account[2].foo, which
+// the TOML decoder does not report.
+func keyName(k toml.Key, doc string) string {
+	if len(k) == 2 && k[0] == "account" {
+		var generic struct {
+			Account []map[string]any `toml:"account"`
+		}
+		if _, err := toml.Decode(doc, &generic); err == nil {
+			var idx []string
+			for i, m := range generic.Account {
+				if _, ok := m[k[1]]; ok {
+					idx = append(idx, fmt.Sprint(i+1))
+				}
+			}
+			if len(idx) > 0 {
+				return "account[" + strings.Join(idx, ",") + "]." + k[1]
+			}
+		}
+	}
+	return k.String()
+}
+
+// CheckLoopback returns an error unless addr is host:port with a loopback IP
+// host (or "localhost"). Listeners and plaintext upstreams are restricted to
+// loopback until relayd has listener TLS.
+func CheckLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address", host)
+	}
+	return nil
+}
+
+// Account returns the account named name, or nil.
+func (c *Config) Account(name string) *Account {
+	for _, a := range c.Accounts {
+		if a.Name == name {
+			return a
+		}
+	}
+	return nil
+}
+
+// AccountNames lists the configured account names, for error messages.
+func (c *Config) AccountNames() []string {
+	names := make([]string, len(c.Accounts))
+	for i, a := range c.Accounts {
+		names[i] = a.Name
+	}
+	return names
+}

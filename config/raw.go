@@ -1,0 +1,332 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// rawConfig mirrors the file's shape; convert turns it into a Config.
+type rawConfig struct {
+	StateDir     *string      `toml:"state_dir"`
+	StatusSocket *string      `toml:"status_socket"`
+	Log          rawLog       `toml:"log"`
+	IMAP         rawIMAP      `toml:"imap"`
+	SMTP         rawSMTP      `toml:"smtp"`
+	Account      []rawAccount `toml:"account"`
+}
+
+type rawLog struct {
+	Level *string `toml:"level"`
+}
+
+type rawIMAP struct {
+	Listen         []string `toml:"listen"`
+	PreauthTimeout *string  `toml:"preauth_timeout"`
+	IdleTimeout    *string  `toml:"idle_timeout"`
+}
+
+type rawSMTP struct {
+	Listen []string `toml:"listen"`
+}
+
+type rawAccount struct {
+	Name              string   `toml:"name"`
+	Provider          string   `toml:"provider"`
+	Email             string   `toml:"email"`
+	Login             string   `toml:"login"`
+	Tenant            string   `toml:"tenant"`
+	ClientID          string   `toml:"client_id"`
+	ClientSecretFile  string   `toml:"client_secret_file"`
+	Grant             string   `toml:"grant"`
+	Direction         string   `toml:"direction"`
+	LocalUser         string   `toml:"local_user"`
+	LocalPasswordHash string   `toml:"local_password_hash"`
+	TokenURL          string   `toml:"token_url"`
+	AuthURL           string   `toml:"auth_url"`
+	DeviceAuthURL     string   `toml:"device_auth_url"`
+	Scopes            []string `toml:"scopes"`
+	IMAPServer        string   `toml:"imap_server"`
+	SMTPServer        string   `toml:"smtp_server"`
+	IMAPSecurity      string   `toml:"imap_security"`
+	SMTPSecurity      string   `toml:"smtp_security"`
+	CAFile            string   `toml:"ca_file"`
+	PasswordFile      string   `toml:"password_file"`
+}
+
+func (r *rawConfig) convert() (*Config, []error) {
+	cfg := Defaults()
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if r.StateDir != nil {
+		if *r.StateDir == "" {
+			bad("state_dir", "must not be empty")
+		}
+		cfg.StateDir = *r.StateDir
+	}
+	if r.StatusSocket != nil {
+		if *r.StatusSocket == "" {
+			bad("status_socket", "must not be empty")
+		}
+		cfg.StatusSocket = *r.StatusSocket
+	}
+	if r.Log.Level != nil {
+		if err := cfg.LogLevel.UnmarshalText([]byte(*r.Log.Level)); err != nil {
+			bad("log.level", "unknown level %q (use debug, info, warn or error)", *r.Log.Level)
+		}
+	}
+	if r.IMAP.Listen != nil {
+		cfg.IMAP.Listen = r.IMAP.Listen
+	}
+	if r.SMTP.Listen != nil {
+		cfg.SMTP.Listen = r.SMTP.Listen
+	}
+	for i, addr := range cfg.IMAP.Listen {
+		checkListen(fmt.Sprintf("imap.listen[%d]", i), addr, bad)
+	}
+	for i, addr := range cfg.SMTP.Listen {
+		checkListen(fmt.Sprintf("smtp.listen[%d]", i), addr, bad)
+	}
+	duration(&cfg.IMAP.PreauthTimeout, r.IMAP.PreauthTimeout, "imap.preauth_timeout", bad)
+	duration(&cfg.IMAP.IdleTimeout, r.IMAP.IdleTimeout, "imap.idle_timeout", bad)
+
+	names := map[string]int{}
+	locals := map[string]int{}
+	for i := range r.Account {
+		key := fmt.Sprintf("account[%d]", i+1)
+		a := r.Account[i].convert(key, bad)
+		if a.Name != "" {
+			if j, dup := names[a.Name]; dup {
+				bad(key+".name", "%q is already the name of account[%d]", a.Name, j)
+			}
+			names[a.Name] = i + 1
+		}
+		if a.LocalUser != "" {
+			lu := strings.ToLower(a.LocalUser)
+			if j, dup := locals[lu]; dup {
+				bad(key+".local_user", "%q is already the local user of account[%d]", a.LocalUser, j)
+			}
+			locals[lu] = i + 1
+		}
+		cfg.Accounts = append(cfg.Accounts, a)
+	}
+	return cfg, errs
+}
+
+func checkListen(key, addr string, bad func(key, format string, args ...any)) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		bad(key, "%q is not host:port", addr)
+		return
+	}
+	if err := CheckLoopback(addr); err != nil {
+		bad(key, "%v: relayd listens on loopback only until listener TLS exists, because legacy clients send passwords in the clear", err)
+	}
+}
+
+func duration(dst *time.Duration, src *string, key string, bad func(key, format string, args ...any)) {
+	if src == nil {
+		return
+	}
+	d, err := time.ParseDuration(*src)
+	if err != nil || d <= 0 {
+		bad(key, "%q is not a positive duration like \"90s\" or \"30m\"", *src)
+		return
+	}
+	*dst = d
+}
+
+func (r *rawAccount) convert(key string, bad func(key, format string, args ...any)) *Account {
+	a := &Account{
+		Name:              r.Name,
+		Provider:          r.Provider,
+		Email:             r.Email,
+		Login:             r.Login,
+		Tenant:            r.Tenant,
+		ClientID:          r.ClientID,
+		ClientSecretFile:  r.ClientSecretFile,
+		Grant:             r.Grant,
+		Direction:         Direction(r.Direction),
+		LocalUser:         r.LocalUser,
+		LocalPasswordHash: r.LocalPasswordHash,
+		TokenURL:          r.TokenURL,
+		AuthURL:           r.AuthURL,
+		DeviceAuthURL:     r.DeviceAuthURL,
+		Scopes:            r.Scopes,
+		IMAPServer:        r.IMAPServer,
+		SMTPServer:        r.SMTPServer,
+		IMAPSecurity:      Security(r.IMAPSecurity),
+		SMTPSecurity:      Security(r.SMTPSecurity),
+		CAFile:            r.CAFile,
+		PasswordFile:      r.PasswordFile,
+	}
+	if a.Name == "" {
+		bad(key+".name", "required: a short name used on the command line, e.g. relayd authorize support")
+	} else if strings.ContainsAny(a.Name, "/\\ \t\n") || strings.HasPrefix(a.Name, ".") {
+		bad(key+".name", "%q may not contain slashes or spaces, nor start with a dot", a.Name)
+	}
+	if a.Email == "" {
+		bad(key+".email", "required: the mailbox address")
+	} else if !strings.Contains(a.Email, "@") {
+		bad(key+".email", "%q is not an email address", a.Email)
+	}
+	if a.Login == "" {
+		a.Login = a.Email
+	}
+	if a.LocalUser == "" {
+		a.LocalUser = a.Email
+	}
+	if a.Direction == "" {
+		a.Direction = DirBoth
+	}
+	switch a.Direction {
+	case DirIncoming, DirOutgoing, DirBoth:
+	default:
+		bad(key+".direction", "unknown direction %q (use incoming, outgoing or both)", r.Direction)
+	}
+	if a.LocalPasswordHash == "" {
+		bad(key+".local_password_hash", "required: create one with 'relayd hash-password'")
+	} else if !strings.HasPrefix(a.LocalPasswordHash, "$2") {
+		bad(key+".local_password_hash", "not a bcrypt hash: create one with 'relayd hash-password'")
+	}
+	for _, s := range []struct {
+		key string
+		val *Security
+	}{{"imap_security", &a.IMAPSecurity}, {"smtp_security", &a.SMTPSecurity}} {
+		switch *s.val {
+		case "", SecurityTLS, SecuritySTARTTLS, SecurityNone:
+		default:
+			bad(key+"."+s.key, "unknown security %q (use tls, starttls or none)", *s.val)
+		}
+	}
+
+	p, known := presets[a.Provider]
+	switch {
+	case a.Provider == "":
+		bad(key+".provider", "required: one of %s", strings.Join(Providers, ", "))
+	case !known:
+		msg := fmt.Sprintf("unknown provider %q", a.Provider)
+		if s := suggest(a.Provider, Providers); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		} else {
+			msg += " (use one of " + strings.Join(Providers, ", ") + ")"
+		}
+		bad(key+".provider", "%s", msg)
+	default:
+		p.apply(a)
+	}
+
+	if a.Grant == "" {
+		a.Grant = GrantRefreshToken
+	}
+	switch {
+	case a.Provider == "password":
+		if a.PasswordFile == "" {
+			bad(key+".password_file", "required for provider \"password\": a file holding the upstream password")
+		}
+		for k, v := range map[string]string{"client_id": a.ClientID, "client_secret_file": a.ClientSecretFile, "token_url": a.TokenURL} {
+			if v != "" {
+				bad(key+"."+k, "not used with provider \"password\"")
+			}
+		}
+	case known:
+		if a.ClientID == "" {
+			bad(key+".client_id", "required: the OAuth application (client) id")
+		}
+		if a.TokenURL == "" {
+			bad(key+".token_url", "required for provider %q", a.Provider)
+		}
+		if a.PasswordFile != "" {
+			bad(key+".password_file", "only used with provider \"password\"")
+		}
+		switch a.Grant {
+		case GrantRefreshToken:
+		case GrantClientCredentials:
+			if a.ClientSecretFile == "" {
+				bad(key+".client_secret_file", "required with grant \"client_credentials\"")
+			}
+			if a.Provider == "office365" && (a.Tenant == "organizations" || a.Tenant == "common") {
+				bad(key+".tenant", "grant \"client_credentials\" needs the tenant id or domain, not %q", a.Tenant)
+			}
+			if a.Provider == "gmail" || a.Provider == "outlook" {
+				bad(key+".grant", "%q does not support the client_credentials grant", a.Provider)
+			}
+		default:
+			bad(key+".grant", "unknown grant %q (use refresh_token or client_credentials)", a.Grant)
+		}
+	}
+	if a.Direction.Incoming() && known {
+		if a.IMAPServer == "" {
+			bad(key+".imap_server", "required for an account with direction %q", a.Direction)
+		} else {
+			checkUpstream(key, "imap", a.IMAPServer, a.IMAPSecurity, bad)
+		}
+	}
+	if a.Direction.Outgoing() && known && a.SMTPServer != "" {
+		checkUpstream(key, "smtp", a.SMTPServer, a.SMTPSecurity, bad)
+	}
+	for _, f := range []struct{ key, path string }{
+		{"client_secret_file", a.ClientSecretFile}, {"password_file", a.PasswordFile}, {"ca_file", a.CAFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			bad(key+"."+f.key, "cannot read %s: %v", f.path, unwrapPathErr(err))
+		}
+	}
+	return a
+}
+
+func checkUpstream(key, proto, addr string, sec Security, bad func(key, format string, args ...any)) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		bad(key+"."+proto+"_server", "%q is not host:port", addr)
+		return
+	}
+	if sec == SecurityNone {
+		if err := CheckLoopback(addr); err != nil {
+			bad(key+"."+proto+"_security", "\"none\" sends tokens in the clear and is allowed only for a loopback server, but %v", err)
+		}
+	}
+}
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// suggest returns the candidate within edit distance 2 of s, if any.
+func suggest(s string, candidates []string) string {
+	best, bestD := "", 3
+	for _, c := range candidates {
+		if d := editDistance(strings.ToLower(s), c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,288 @@
+// Package testkit holds in-process fakes that behave like the real providers
+// (see PROVIDERS.md): an OAuth 2.0 identity provider with refresh-token
+// rotation, revocation, Microsoft-style AADSTS errors and RFC 7662 token
+// introspection, and XOAUTH2-only IMAP upstreams in Google's and Exchange's
+// styles. Tests and `relayd demo` use them; nothing here listens beyond
+// loopback.
+package testkit
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// IdP is a fake OAuth 2.0 identity provider. Its token endpoint is
+// URL+"/token", its introspection endpoint URL+"/introspect". Methods are
+// safe for use from any goroutine.
+type IdP struct {
+	URL string
+
+	srv *http.Server
+	ln  net.Listener
+
+	// AccessTTL is the lifetime of issued access tokens. Default 1 hour.
+	AccessTTL time.Duration
+
+	refreshes atomic.Int64
+	down      atomic.Bool
+
+	mu      sync.Mutex
+	clients map[string]string          // client id → secret ("" for public)
+	grants  map[string]*grant          // refresh token → grant
+	access  map[string]*accessToken    // access token → holder
+	apps    map[string]map[string]bool // client id → mailboxes granted app access
+	errNext string                     // a canned error body for the next token request
+}
+
+type grant struct {
+	clientID, login string
+}
+
+type accessToken struct {
+	login   string // "" for app-only tokens
+	app     string // client id of an app-only token
+	expires time.Time
+}
+
+// NewIdP starts a fake IdP on 127.0.0.1.
+func NewIdP() (*IdP, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &IdP{
+		URL:       "http://" + ln.Addr().String(),
+		ln:        ln,
+		AccessTTL: time.Hour,
+		clients:   map[string]string{},
+		grants:    map[string]*grant{},
+		access:    map[string]*accessToken{},
+		apps:      map[string]map[string]bool{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /token", p.handleToken)
+	mux.HandleFunc("POST /introspect", p.handleIntrospect)
+	p.srv = &http.Server{Handler: mux}
+	go p.srv.Serve(ln)
+	return p, nil
+}
+
+// Close stops the IdP.
+func (p *IdP) Close() error { return p.srv.Close() }
+
+// TokenURL is the token endpoint.
+func (p *IdP) TokenURL() string { return p.URL + "/token" }
+
+// IntrospectURL is the RFC 7662 introspection endpoint Dovecot's oauth2
+// passdb calls.
+func (p *IdP) IntrospectURL() string { return p.URL + "/introspect" }
+
+// AddClient registers an OAuth client. A public client has secret "".
+func (p *IdP) AddClient(id, secret string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clients[id] = secret
+}
+
+// GrantApp gives client id app-only access to mailbox (Microsoft's
+// IMAP.AccessAsApp with the service principal registered in Exchange).
+func (p *IdP) GrantApp(clientID, mailbox string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.apps[clientID] == nil {
+		p.apps[clientID] = map[string]bool{}
+	}
+	p.apps[clientID][mailbox] = true
+}
+
+// IssueRefreshToken creates a grant of login to clientID, as a completed
+// consent would, and returns its refresh token.
+func (p *IdP) IssueRefreshToken(clientID, login string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rt := "rt-" + randHex()
+	p.grants[rt] = &grant{clientID: clientID, login: login}
+	return rt
+}
+
+// IssueAccessToken returns an access token for login valid for ttl, for
+// tests that talk to an upstream directly.
+func (p *IdP) IssueAccessToken(login string, ttl time.Duration) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at := "at-" + randHex()
+	p.access[at] = &accessToken{login: login, expires: time.Now().Add(ttl)}
+	return at
+}
+
+// Revoke kills every grant and access token of login, as a password change
+// or an admin's revocation does.
+func (p *IdP) Revoke(login string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for rt, g := range p.grants {
+		if g.login == login {
+			delete(p.grants, rt)
+		}
+	}
+	for at, a := range p.access {
+		if a.login == login {
+			delete(p.access, at)
+		}
+	}
+}
+
+// ExpireAccessTokens makes every issued access token expired.
+func (p *IdP) ExpireAccessTokens() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range p.access {
+		a.expires = time.Now().Add(-time.Second)
+	}
+}
+
+// FailNext makes the next token request fail with Microsoft's error for an
+// expired client secret (kind "secret") or a plain HTTP 503 (kind "down").
+func (p *IdP) FailNext(kind string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.errNext = kind
+}
+
+// SetDown makes the token endpoint answer 503 until called with false.
+func (p *IdP) SetDown(down bool) { p.down.Store(down) }
+
+// Refreshes counts refresh_token grant requests answered so far, failed
+// ones included.
+func (p *IdP) Refreshes() int { return int(p.refreshes.Load()) }
+
+// Validate reports who an access token belongs to and whether it may open
+// mailbox: the signed-in user's own mailbox, or any mailbox granted to an
+// app-only client. Shared mailboxes are modelled by the caller.
+func (p *IdP) Validate(token, mailbox string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.access[token]
+	if a == nil || time.Now().After(a.expires) {
+		return false
+	}
+	if a.app != "" {
+		return p.apps[a.app][mailbox]
+	}
+	return a.login == mailbox
+}
+
+func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
+	if p.down.Load() {
+		http.Error(w, "service unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, 400, "invalid_request", "AADSTS900144: bad form", 900144)
+		return
+	}
+	clientID, secret, ok := r.BasicAuth()
+	if !ok {
+		clientID, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	grantType := r.PostForm.Get("grant_type")
+	if grantType == "refresh_token" {
+		p.refreshes.Add(1)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.errNext {
+	case "secret":
+		p.errNext = ""
+		oauthError(w, 401, "invalid_client", "AADSTS7000222: The provided client secret keys for app are expired.", 7000222)
+		return
+	case "down":
+		p.errNext = ""
+		http.Error(w, "service unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	want, known := p.clients[clientID]
+	if !known || want != secret {
+		oauthError(w, 401, "invalid_client", "AADSTS7000215: Invalid client secret provided.", 7000215)
+		return
+	}
+	switch grantType {
+	case "refresh_token":
+		rt := r.PostForm.Get("refresh_token")
+		g := p.grants[rt]
+		if g == nil {
+			oauthError(w, 400, "invalid_grant", "AADSTS70008: The provided authorization code or refresh token has expired due to inactivity.", 70008)
+			return
+		}
+		if g.clientID != clientID {
+			oauthError(w, 400, "invalid_grant", "AADSTS700024: Refresh token was issued to a different client.", 700024)
+			return
+		}
+		// Refresh tokens roll on every use: the old one dies.
+		delete(p.grants, rt)
+		newRT := "rt-" + randHex()
+		p.grants[newRT] = g
+		p.writeToken(w, &accessToken{login: g.login}, newRT)
+	case "client_credentials":
+		if secret == "" {
+			oauthError(w, 400, "invalid_client", "AADSTS7000218: The request body must contain client_secret.", 7000218)
+			return
+		}
+		p.writeToken(w, &accessToken{app: clientID}, "")
+	default:
+		oauthError(w, 400, "unsupported_grant_type", "AADSTS70003: unsupported grant type", 70003)
+	}
+}
+
+// writeToken stores a and answers with it. p.mu is held.
+func (p *IdP) writeToken(w http.ResponseWriter, a *accessToken, refreshToken string) {
+	at := "at-" + randHex()
+	a.expires = time.Now().Add(p.AccessTTL)
+	p.access[at] = a
+	resp := map[string]any{
+		"token_type":   "Bearer",
+		"access_token": at,
+		"expires_in":   int(p.AccessTTL / time.Second),
+	}
+	if refreshToken != "" {
+		resp["refresh_token"] = refreshToken
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
+}
+
+func (p *IdP) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	tok := r.PostForm.Get("token")
+	p.mu.Lock()
+	a := p.access[tok]
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	if a == nil || time.Now().After(a.expires) || a.login == "" {
+		fmt.Fprint(w, `{"active": false}`)
+		return
+	}
+	json.NewEncoder(w).Encode(map[string]any{"active": true, "email": a.login})
+}
+
+func oauthError(w http.ResponseWriter, status int, code, desc string, aadsts int) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{
+		"error": code, "error_description": desc, "error_codes": []int{aadsts},
+	})
+}
+
+func randHex() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
