@@ -1,0 +1,189 @@
+// Package daemon wires relayd together: it builds the accounts' token
+// sources, the downstream listeners and the status socket from a Config,
+// and runs them until told to stop. cmd/relayd's serve and demo commands
+// are thin layers over it.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/proxy"
+	"github.com/relayd/relayd/status"
+)
+
+// Version is relayd's version, set at build time.
+var Version = "dev"
+
+// Options tune a Daemon beyond its Config; tests and the demo use them.
+type Options struct {
+	Logger *slog.Logger
+	// HTTPClient talks to token endpoints. Default: 30s timeout.
+	HTTPClient *http.Client
+	// Dialer dials upstream servers.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// AuthFailureDelay: see proxy.IMAPOptions.
+	AuthFailureDelay time.Duration
+	// IMAPListeners, when set, are used instead of listening on
+	// Config.IMAP.Listen (socket activation, tests).
+	IMAPListeners []net.Listener
+}
+
+// Daemon is a running relayd.
+type Daemon struct {
+	cfg     *config.Config
+	opts    Options
+	log     *slog.Logger
+	started time.Time
+
+	accounts map[string]*proxy.Account
+	imap     *proxy.IMAPServer
+	status   *status.Server
+
+	imapLns  []net.Listener
+	statusLn net.Listener
+	wg       sync.WaitGroup
+}
+
+// New builds a daemon from cfg and opens its listeners, so that once New
+// returns, clients can connect.
+func New(cfg *config.Config, opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, started: time.Now(), accounts: map[string]*proxy.Account{}}
+	store := &auth.Store{Dir: cfg.StateDir}
+	for _, a := range cfg.Accounts {
+		var src *auth.Source
+		if a.OAuth() {
+			var err error
+			src, err = auth.NewSource(auth.SourceOptions{
+				Account: a, Store: store, HTTPClient: opts.HTTPClient, Logger: opts.Logger,
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		acct, err := proxy.NewAccount(a, src)
+		if err != nil {
+			return nil, err
+		}
+		d.accounts[a.Name] = acct
+	}
+	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
+		Users:            auth.NewUsers(cfg.Accounts),
+		Accounts:         func(name string) *proxy.Account { return d.accounts[name] },
+		Logger:           opts.Logger,
+		Dialer:           opts.Dialer,
+		PreauthTimeout:   cfg.IMAP.PreauthTimeout,
+		IdleTimeout:      cfg.IMAP.IdleTimeout,
+		AuthFailureDelay: opts.AuthFailureDelay,
+	})
+	d.status = status.NewServer(d, opts.Logger)
+
+	var err error
+	if d.statusLn, err = status.Listen(cfg.StatusSocket); err != nil {
+		return nil, err
+	}
+	d.imapLns = opts.IMAPListeners
+	if d.imapLns == nil {
+		for _, addr := range cfg.IMAP.Listen {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				d.closeListeners()
+				return nil, fmt.Errorf("imap.listen %s: %w", addr, err)
+			}
+			d.imapLns = append(d.imapLns, ln)
+		}
+	}
+	return d, nil
+}
+
+func (d *Daemon) closeListeners() {
+	d.statusLn.Close()
+	for _, ln := range d.imapLns {
+		ln.Close()
+	}
+}
+
+// IMAPAddrs returns the addresses the IMAP listeners are bound to.
+func (d *Daemon) IMAPAddrs() []string {
+	var addrs []string
+	for _, ln := range d.imapLns {
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs
+}
+
+// Start serves in the background.
+func (d *Daemon) Start() {
+	for _, ln := range d.imapLns {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.imap.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				d.log.Error("IMAP listener failed", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.status.Serve(d.statusLn); err != nil {
+			d.log.Error("status socket failed", "err", err)
+		}
+	}()
+	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "status_socket", d.cfg.StatusSocket,
+		"accounts", len(d.accounts))
+}
+
+// Shutdown stops accepting, lets established sessions end until ctx is done,
+// then closes everything.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	err := d.imap.Shutdown(ctx)
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	d.status.Shutdown(sctx)
+	d.wg.Wait()
+	return err
+}
+
+// Status implements status.Backend.
+func (d *Daemon) Status() *status.Status {
+	st := &status.Status{Version: Version, Started: d.started}
+	for _, a := range d.cfg.Accounts {
+		acct := d.accounts[a.Name]
+		sa := status.Account{
+			Name: a.Name, Email: a.Email, Provider: a.Provider, Direction: string(a.Direction),
+			IMAPSessions: acct.IMAPSessions(),
+		}
+		if acct.Tokens != nil {
+			sa.Token = acct.Tokens.Status()
+		} else {
+			sa.Token = auth.TokenStatus{State: auth.StateOK}
+		}
+		st.Accounts = append(st.Accounts, sa)
+	}
+	st.Banner = status.MakeBanner(st.Accounts)
+	return st
+}
+
+// InstallGrant implements status.Backend.
+func (d *Daemon) InstallGrant(name string, g *auth.Grant) error {
+	acct := d.accounts[name]
+	if acct == nil {
+		return fmt.Errorf("%w %q", status.ErrUnknownAccount, name)
+	}
+	if acct.Tokens == nil {
+		return fmt.Errorf("account %q uses provider \"password\" and takes no OAuth grant", name)
+	}
+	return acct.Tokens.Install(g)
+}

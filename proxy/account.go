@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+)
+
+// Account is what the proxy needs to log in upstream for one configured
+// account. Safe for use from any goroutine.
+type Account struct {
+	Config *config.Account
+	// Tokens hands out access tokens; nil for provider "password".
+	Tokens *auth.Source
+	// Password is the upstream password of a provider "password" account.
+	Password string
+	// RootCAs verifies the upstream's certificate; nil means the system
+	// roots.
+	RootCAs *x509.CertPool
+
+	imapSessions atomic.Int64
+}
+
+// NewAccount prepares a for use by the proxy: it reads the password file and
+// the private CA bundle named in the configuration.
+func NewAccount(a *config.Account, tokens *auth.Source) (*Account, error) {
+	acct := &Account{Config: a, Tokens: tokens}
+	if a.PasswordFile != "" {
+		pw, err := auth.ReadSecretFile(a.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("account %q: password_file: %w", a.Name, err)
+		}
+		acct.Password = pw
+	}
+	if a.CAFile != "" {
+		pem, err := os.ReadFile(a.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("account %q: ca_file: %w", a.Name, err)
+		}
+		acct.RootCAs = x509.NewCertPool()
+		if !acct.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("account %q: ca_file %s holds no PEM certificate", a.Name, a.CAFile)
+		}
+	}
+	return acct, nil
+}
+
+// IMAPSessions is the number of open IMAP sessions of the account.
+func (a *Account) IMAPSessions() int64 { return a.imapSessions.Load() }
+
+func (a *Account) tlsConfig(host string) *tls.Config {
+	return &tls.Config{ServerName: host, RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12}
+}

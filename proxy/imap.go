@@ -1,0 +1,491 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+)
+
+// ErrServerClosed is returned by Serve after Close or Shutdown.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// preauthCaps is what relayd offers before login. LITERAL- (RFC 7888), not
+// LITERAL+, because relayd bounds pre-auth literals.
+const preauthCaps = "IMAP4rev1 SASL-IR LITERAL- ID AUTH=PLAIN AUTH=LOGIN"
+
+// IMAPOptions configure an IMAPServer. Zero values take the defaults named.
+type IMAPOptions struct {
+	// Users checks downstream credentials. Required.
+	Users *auth.Users
+	// Accounts returns the account with the given name, or nil. Required;
+	// called on every login, so a reload takes effect for the next one.
+	Accounts func(name string) *Account
+	Logger   *slog.Logger
+	// Dialer dials upstream servers. Default: a net.Dialer.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// PreauthTimeout bounds the time to log in. Default 60s.
+	PreauthTimeout time.Duration
+	// IdleTimeout ends a session whose client sent nothing for this long.
+	// Default 31 minutes (RFC 3501 §5.4).
+	IdleTimeout time.Duration
+	// UpstreamTimeout bounds dialing and logging in upstream. Default 30s.
+	UpstreamTimeout time.Duration
+	// AuthFailureDelay is waited before answering a failed local login, as
+	// Dovecot's auth_failure_delay. Default 2s; negative disables.
+	AuthFailureDelay time.Duration
+}
+
+// IMAPServer is the downstream IMAP listener. Its methods are safe for use
+// from any goroutine.
+type IMAPServer struct {
+	opts IMAPOptions
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*imapSession]struct{}
+	closed    bool
+	wg        sync.WaitGroup
+	nextID    atomic.Uint64
+
+	// Panics counts recovered panics in sessions.
+	Panics atomic.Int64
+}
+
+// NewIMAPServer returns a server; call Serve to accept connections.
+func NewIMAPServer(opts IMAPOptions) *IMAPServer {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Dialer == nil {
+		var d net.Dialer
+		opts.Dialer = d.DialContext
+	}
+	if opts.PreauthTimeout == 0 {
+		opts.PreauthTimeout = 60 * time.Second
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 31 * time.Minute
+	}
+	if opts.UpstreamTimeout == 0 {
+		opts.UpstreamTimeout = 30 * time.Second
+	}
+	if opts.AuthFailureDelay == 0 {
+		opts.AuthFailureDelay = 2 * time.Second
+	}
+	return &IMAPServer{
+		opts: opts, log: opts.Logger,
+		listeners: map[net.Listener]struct{}{},
+		sessions:  map[*imapSession]struct{}{},
+	}
+}
+
+// Serve accepts connections on ln until Close or Shutdown, and then returns
+// ErrServerClosed. Temporary accept errors are retried with backoff.
+func (s *IMAPServer) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accepting IMAP connection failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		sess := &imapSession{
+			srv: s, down: c, id: s.nextID.Add(1),
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return ErrServerClosed
+		}
+		s.sessions[sess] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go sess.serve()
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Close closes the listeners and every session at once.
+func (s *IMAPServer) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for sess := range s.sessions {
+		sess.close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Shutdown stops accepting, says BYE to clients that have not logged in,
+// and waits for established sessions to end until ctx is done, when the
+// rest are closed.
+func (s *IMAPServer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for sess := range s.sessions {
+		if !sess.spliced.Load() {
+			sess.bye("relayd is shutting down")
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// imapSession is one downstream connection.
+type imapSession struct {
+	srv  *IMAPServer
+	down net.Conn
+	id   uint64
+	log  *slog.Logger
+
+	writeMu sync.Mutex // guards writes to down before splicing
+	spliced atomic.Bool
+	closeMu sync.Mutex
+	up      net.Conn
+}
+
+func (c *imapSession) close() {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	c.down.Close()
+	if c.up != nil {
+		c.up.Close()
+	}
+}
+
+func (c *imapSession) bye(text string) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.down.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(c.down, "* BYE "+text+"\r\n")
+	c.down.Close()
+}
+
+func (c *imapSession) writeLine(s string) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	_, err := io.WriteString(c.down, s+"\r\n")
+	return err
+}
+
+// lockedWriter serialises continuation requests with other writes.
+type lockedWriter struct{ c *imapSession }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.c.writeMu.Lock()
+	defer w.c.writeMu.Unlock()
+	return w.c.down.Write(b)
+}
+
+func (c *imapSession) serve() {
+	s := c.srv
+	defer s.wg.Done()
+	defer func() {
+		if v := recover(); v != nil {
+			s.Panics.Add(1)
+			s.log.Error("panic in IMAP session", "conn", c.id, "panic", v, "stack", string(debug.Stack()))
+		}
+		c.close()
+		s.mu.Lock()
+		delete(s.sessions, c)
+		s.mu.Unlock()
+	}()
+	c.log = s.log.With("conn", c.id, "remote", c.down.RemoteAddr().String())
+	c.log.Debug("IMAP connection opened")
+
+	c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
+	if err := c.writeLine("* OK [CAPABILITY " + preauthCaps + "] relayd ready"); err != nil {
+		return
+	}
+	br := bufio.NewReaderSize(c.down, 1024)
+	r := &preauthReader{br: br, cont: lockedWriter{c}}
+	for {
+		cmd, err := r.readCommand()
+		if err != nil {
+			var pe *protoError
+			if !errors.As(err, &pe) {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					c.bye("Autologout: no login within " + s.opts.PreauthTimeout.String())
+				}
+				return
+			}
+			tag := pe.tag
+			if tag == "" {
+				tag = "*"
+			}
+			c.writeLine(tag + " BAD " + pe.msg)
+			if pe.fatal {
+				c.bye("Too much invalid input")
+				return
+			}
+			continue
+		}
+		acct, done := c.handle(cmd, r)
+		if done {
+			return
+		}
+		if acct != nil {
+			c.splice(acct, br)
+			return
+		}
+	}
+}
+
+// handle runs one pre-auth command. It returns the account once the upstream
+// login succeeded, or done when the connection is over.
+func (c *imapSession) handle(cmd *command, r *preauthReader) (acct *upstreamLogin, done bool) {
+	switch cmd.name {
+	case "CAPABILITY":
+		if len(cmd.args) != 0 {
+			c.writeLine(cmd.tag + " BAD CAPABILITY takes no arguments")
+			return nil, false
+		}
+		c.writeLine("* CAPABILITY " + preauthCaps)
+		c.writeLine(cmd.tag + " OK CAPABILITY completed")
+	case "NOOP":
+		c.writeLine(cmd.tag + " OK NOOP completed")
+	case "LOGOUT":
+		c.writeLine("* BYE logging out")
+		c.writeLine(cmd.tag + " OK LOGOUT completed")
+		return nil, true
+	case "ID":
+		// RFC 2971: relayd answers for itself; the client's ID is not
+		// forwarded because the upstream session does not exist yet.
+		c.writeLine(`* ID ("name" "relayd")`)
+		c.writeLine(cmd.tag + " OK ID completed")
+	case "STARTTLS":
+		c.writeLine(cmd.tag + " BAD STARTTLS is not available: relayd listens on loopback without TLS")
+	case "LOGIN":
+		if len(cmd.args) != 2 {
+			c.writeLine(cmd.tag + " BAD LOGIN expects a user name and a password")
+			return nil, false
+		}
+		return c.login(cmd.tag, cmd.args[0], cmd.args[1])
+	case "AUTHENTICATE":
+		user, pass, ok := c.saslLogin(cmd, r)
+		if !ok {
+			return nil, false
+		}
+		return c.login(cmd.tag, user, pass)
+	case "SELECT", "EXAMINE", "LIST", "LSUB", "STATUS", "APPEND", "FETCH", "SEARCH",
+		"IDLE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "NAMESPACE", "ENABLE":
+		c.writeLine(cmd.tag + " BAD " + cmd.name + " is not allowed before LOGIN")
+	default:
+		c.writeLine(cmd.tag + " BAD unknown command")
+	}
+	return nil, false
+}
+
+// saslLogin runs AUTHENTICATE PLAIN or LOGIN, with an initial response
+// (RFC 4959) or with continuations.
+func (c *imapSession) saslLogin(cmd *command, r *preauthReader) (user, pass string, ok bool) {
+	if len(cmd.args) < 1 || len(cmd.args) > 2 {
+		c.writeLine(cmd.tag + " BAD AUTHENTICATE expects a mechanism and an optional initial response")
+		return "", "", false
+	}
+	mech := strings.ToUpper(cmd.args[0])
+	var ir []byte
+	hasIR := len(cmd.args) == 2
+	if hasIR {
+		if cmd.args[1] != "=" {
+			var err error
+			if ir, err = base64.StdEncoding.DecodeString(cmd.args[1]); err != nil {
+				c.writeLine(cmd.tag + " BAD invalid base64 in the initial response")
+				return "", "", false
+			}
+		}
+	}
+	// next sends a challenge and reads the client's base64 answer.
+	next := func(challenge string) ([]byte, bool) {
+		if err := c.writeLine("+ " + base64.StdEncoding.EncodeToString([]byte(challenge))); err != nil {
+			return nil, false
+		}
+		line, err := r.readLine()
+		if err != nil {
+			var pe *protoError
+			if errors.As(err, &pe) {
+				c.writeLine(cmd.tag + " BAD " + pe.msg)
+			}
+			return nil, false
+		}
+		if string(line) == "*" {
+			c.writeLine(cmd.tag + " BAD AUTHENTICATE cancelled")
+			return nil, false
+		}
+		b, err := base64.StdEncoding.DecodeString(string(line))
+		if err != nil {
+			c.writeLine(cmd.tag + " BAD invalid base64 in the SASL response")
+			return nil, false
+		}
+		return b, true
+	}
+	switch mech {
+	case "PLAIN":
+		if !hasIR {
+			if ir, ok = next(""); !ok {
+				return "", "", false
+			}
+		}
+		parts := strings.Split(string(ir), "\x00")
+		if len(parts) != 3 || parts[1] == "" {
+			c.writeLine(cmd.tag + " BAD malformed PLAIN response")
+			return "", "", false
+		}
+		if parts[0] != "" && parts[0] != parts[1] {
+			c.writeLine(cmd.tag + " NO [AUTHORIZATIONFAILED] logging in as another user (authzid) is not supported")
+			return "", "", false
+		}
+		return parts[1], parts[2], true
+	case "LOGIN":
+		// draft-murchison-sasl-login: "Username:" then "Password:".
+		if hasIR {
+			user = string(ir)
+		} else {
+			b, ok := next("Username:")
+			if !ok {
+				return "", "", false
+			}
+			user = string(b)
+		}
+		b, ok := next("Password:")
+		if !ok {
+			return "", "", false
+		}
+		return user, string(b), true
+	default:
+		c.writeLine(cmd.tag + " NO [CANNOT] unsupported mechanism; use PLAIN or LOGIN")
+		return "", "", false
+	}
+}
+
+// upstreamLogin is a logged-in upstream connection ready to splice.
+type upstreamLogin struct {
+	acct *Account
+	up   *upstreamConn
+}
+
+func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
+	s := c.srv
+	cfgAcct, err := s.opts.Users.Check(user, pass)
+	if err != nil {
+		if s.opts.AuthFailureDelay > 0 {
+			time.Sleep(s.opts.AuthFailureDelay)
+		}
+		c.log.Info("IMAP login failed: unknown user or wrong password", "user", user)
+		c.writeLine(tag + " NO [AUTHENTICATIONFAILED] invalid user name or password")
+		return nil, false
+	}
+	log := c.log.With("account", cfgAcct.Name)
+	acct := s.opts.Accounts(cfgAcct.Name)
+	if acct == nil || !cfgAcct.Direction.Incoming() {
+		log.Warn("IMAP login refused: the account is not configured for incoming mail")
+		c.writeLine(fmt.Sprintf("%s NO [NOPERM] mailbox %q is configured for outgoing mail only", tag, cfgAcct.Name))
+		return nil, false
+	}
+	c.down.SetDeadline(time.Time{})
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UpstreamTimeout)
+	defer cancel()
+	up, text, caps, err := s.loginUpstream(ctx, acct)
+	if err != nil {
+		reply := c.failure(log, acct, err)
+		c.writeLine(tag + " " + reply)
+		c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
+		return nil, false
+	}
+	c.log = log
+	if text == "" {
+		text = "logged in"
+	}
+	if err := c.writeLine(fmt.Sprintf("%s OK [CAPABILITY %s] %s", tag, strings.Join(caps, " "), text)); err != nil {
+		up.conn.Close()
+		return nil, true
+	}
+	log.Info("IMAP session logged in upstream", "upstream", up.host)
+	return &upstreamLogin{acct: acct, up: up}, false
+}
+
+// failure logs a failed upstream login and returns the reply for the
+// client, in words an admin can act on.
+func (c *imapSession) failure(log *slog.Logger, a *Account, err error) string {
+	name := a.Config.Name
+	var ae *auth.AccountError
+	var ue *unavailableError
+	switch {
+	case errors.As(err, &ae):
+		log.Warn("IMAP login failed: account needs attention", "state", ae.State, "err", ae.Err, "advice", ae.Advice)
+		switch ae.State {
+		case auth.StateNeedsReauth:
+			return fmt.Sprintf("NO [AUTHENTICATIONFAILED] mailbox %q needs reauthorization: run 'relayd authorize %s'", name, name)
+		case auth.StateNeedsAdmin:
+			return fmt.Sprintf("NO [AUTHENTICATIONFAILED] mailbox %q needs an administrator: %s", name, ae.Advice)
+		default:
+			return fmt.Sprintf("NO [UNAVAILABLE] cannot get a token for mailbox %q right now, try again", name)
+		}
+	case errors.As(err, &ue):
+		log.Warn("IMAP login failed: upstream unavailable", "upstream", ue.host, "err", ue.err)
+		return fmt.Sprintf("NO [UNAVAILABLE] upstream %s unreachable, try again", ue.host)
+	default:
+		log.Error("IMAP login failed", "err", err)
+		return "NO [UNAVAILABLE] internal error, try again"
+	}
+}

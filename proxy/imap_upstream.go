@@ -1,0 +1,313 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+)
+
+// upstreamConn is an upstream IMAP connection being logged in.
+type upstreamConn struct {
+	conn net.Conn
+	br   *bufio.Reader
+	host string // for messages
+	caps []string
+	n    int // tag counter
+}
+
+// unavailableError is an upstream that could not be reached or spoke
+// nonsense: the client should try again later.
+type unavailableError struct {
+	host string
+	err  error
+}
+
+func (e *unavailableError) Error() string {
+	return fmt.Sprintf("upstream %s: %v", e.host, e.err)
+}
+
+func (e *unavailableError) Unwrap() error { return e.err }
+
+// rejectedError is an upstream's refusal of our credentials.
+type rejectedError struct {
+	reply string // the upstream's final line, for the log
+}
+
+func (e *rejectedError) Error() string { return "upstream rejected the login: " + e.reply }
+
+// dialIMAP connects to the account's IMAP server and reads its greeting,
+// upgrading with STARTTLS when configured.
+func (s *IMAPServer) dialIMAP(ctx context.Context, a *Account) (*upstreamConn, error) {
+	addr := a.Config.IMAPServer
+	host, _, _ := net.SplitHostPort(addr)
+	fail := func(err error) error { return &unavailableError{host: host, err: err} }
+
+	ctx, cancel := context.WithTimeout(ctx, s.opts.UpstreamTimeout)
+	defer cancel()
+	raw, err := s.opts.Dialer(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fail(err)
+	}
+	deadline, _ := ctx.Deadline()
+	raw.SetDeadline(deadline)
+	conn := raw
+	if a.Config.IMAPSecurity == config.SecurityTLS {
+		tc := tls.Client(raw, a.tlsConfig(host))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fail(fmt.Errorf("TLS handshake: %w", err))
+		}
+		conn = tc
+	}
+	u := &upstreamConn{conn: conn, br: bufio.NewReaderSize(conn, 4096), host: host}
+	greeting, err := u.readLine()
+	if err != nil {
+		conn.Close()
+		return nil, fail(fmt.Errorf("reading greeting: %w", err))
+	}
+	if !strings.HasPrefix(greeting, "* OK") {
+		conn.Close()
+		return nil, fail(fmt.Errorf("unexpected greeting %q", truncate(greeting)))
+	}
+	u.caps = capsFromCode(greeting[len("* OK"):])
+	if a.Config.IMAPSecurity == config.SecuritySTARTTLS {
+		if _, err := u.command("STARTTLS", nil); err != nil {
+			conn.Close()
+			return nil, fail(fmt.Errorf("STARTTLS: %w", err))
+		}
+		if u.br.Buffered() > 0 {
+			conn.Close()
+			return nil, fail(errors.New("data after STARTTLS response (possible injection)"))
+		}
+		tc := tls.Client(raw, a.tlsConfig(host))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fail(fmt.Errorf("TLS handshake after STARTTLS: %w", err))
+		}
+		u.conn, u.br, u.caps = tc, bufio.NewReaderSize(tc, 4096), nil
+	}
+	if u.caps == nil {
+		if u.caps, err = u.capability(); err != nil {
+			u.conn.Close()
+			return nil, fail(err)
+		}
+	}
+	return u, nil
+}
+
+// authenticate runs AUTHENTICATE with the given mechanism and raw initial
+// response, using SASL-IR when the upstream has it. It returns the tagged
+// OK's text and the post-login capabilities, or a *rejectedError.
+func (u *upstreamConn) authenticate(mech string, ir []byte) (text string, caps []string, err error) {
+	u.n++
+	tag := fmt.Sprintf("R%d", u.n)
+	enc := base64.StdEncoding.EncodeToString(ir)
+	if hasCap(u.caps, "SASL-IR") {
+		err = u.writeLine(tag + " AUTHENTICATE " + mech + " " + enc)
+	} else {
+		err = u.writeLine(tag + " AUTHENTICATE " + mech)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	sentIR := hasCap(u.caps, "SASL-IR")
+	for {
+		line, err := u.readLine()
+		if err != nil {
+			return "", nil, err
+		}
+		switch {
+		case strings.HasPrefix(line, "+"):
+			if !sentIR {
+				sentIR = true
+				if err := u.writeLine(enc); err != nil {
+					return "", nil, err
+				}
+				continue
+			}
+			// An error challenge (Google, Dovecot): answer with an empty
+			// response to get the final NO.
+			if err := u.writeLine(""); err != nil {
+				return "", nil, err
+			}
+		case strings.HasPrefix(line, "* CAPABILITY "):
+			caps = strings.Fields(line[len("* CAPABILITY "):])
+		case strings.HasPrefix(line, "* BYE"):
+			return "", nil, fmt.Errorf("upstream closed the connection: %s", truncate(line))
+		case strings.HasPrefix(line, "*"):
+			// other untagged data: ignore
+		case strings.HasPrefix(line, tag+" OK"):
+			rest := strings.TrimPrefix(line, tag+" OK")
+			if c := capsFromCode(rest); c != nil {
+				caps = c
+				rest = rest[strings.IndexByte(rest, ']')+1:]
+			}
+			text = strings.TrimSpace(rest)
+			if caps == nil {
+				if caps, err = u.capability(); err != nil {
+					return "", nil, err
+				}
+			}
+			return text, caps, nil
+		case strings.HasPrefix(line, tag+" "):
+			return "", nil, &rejectedError{reply: truncate(strings.TrimPrefix(line, tag+" "))}
+		default:
+			return "", nil, fmt.Errorf("unexpected reply %q", truncate(line))
+		}
+	}
+}
+
+// command sends a simple command and returns its tagged OK line.
+func (u *upstreamConn) command(name string, untagged func(string)) (string, error) {
+	u.n++
+	tag := fmt.Sprintf("R%d", u.n)
+	if err := u.writeLine(tag + " " + name); err != nil {
+		return "", err
+	}
+	for {
+		line, err := u.readLine()
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(line, tag+" ") {
+			if strings.HasPrefix(line, tag+" OK") {
+				return line, nil
+			}
+			return "", fmt.Errorf("%s failed: %s", name, truncate(line))
+		}
+		if untagged != nil {
+			untagged(line)
+		}
+	}
+}
+
+func (u *upstreamConn) capability() ([]string, error) {
+	var caps []string
+	_, err := u.command("CAPABILITY", func(line string) {
+		if c, ok := strings.CutPrefix(line, "* CAPABILITY "); ok {
+			caps = strings.Fields(c)
+		}
+	})
+	if err == nil && caps == nil {
+		err = errors.New("CAPABILITY returned no capabilities")
+	}
+	return caps, err
+}
+
+func (u *upstreamConn) writeLine(s string) error {
+	_, err := io.WriteString(u.conn, s+"\r\n")
+	return err
+}
+
+// readLine reads one line of at most 64 KiB without its CRLF.
+func (u *upstreamConn) readLine() (string, error) {
+	var line []byte
+	for {
+		chunk, err := u.br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > 64<<10 {
+			return "", errors.New("line too long")
+		}
+		if err == nil {
+			break
+		}
+		if err != bufio.ErrBufferFull {
+			return "", err
+		}
+	}
+	return strings.TrimRight(string(line), "\r\n"), nil
+}
+
+// capsFromCode extracts the capabilities of a "[CAPABILITY ...]" response
+// code at the start of s, or nil.
+func capsFromCode(s string) []string {
+	s = strings.TrimLeft(s, " ")
+	rest, ok := strings.CutPrefix(s, "[CAPABILITY ")
+	if !ok {
+		return nil
+	}
+	end := strings.IndexByte(rest, ']')
+	if end < 0 {
+		return nil
+	}
+	return strings.Fields(rest[:end])
+}
+
+func hasCap(caps []string, c string) bool {
+	for _, x := range caps {
+		if strings.EqualFold(x, c) {
+			return true
+		}
+	}
+	return false
+}
+
+func truncate(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}
+
+// loginUpstream dials the account's IMAP server and logs in: XOAUTH2 with
+// the account's token (refreshing once and retrying once when the upstream
+// rejects it), or PLAIN with the account's password.
+func (s *IMAPServer) loginUpstream(ctx context.Context, a *Account) (*upstreamConn, string, []string, error) {
+	var token string
+	if a.Tokens != nil {
+		var err error
+		if token, err = a.Tokens.Token(ctx); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	u, err := s.dialIMAP(ctx, a)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	u.conn.SetDeadline(time.Now().Add(s.opts.UpstreamTimeout))
+	cfg := a.Config
+	if a.Tokens == nil {
+		ir := []byte("\x00" + cfg.Login + "\x00" + a.Password)
+		text, caps, err := u.authenticate("PLAIN", ir)
+		if err != nil {
+			u.conn.Close()
+			var rej *rejectedError
+			if errors.As(err, &rej) {
+				return nil, "", nil, &auth.AccountError{Account: cfg.Name, State: auth.StateNeedsAdmin,
+					Advice: fmt.Sprintf("upstream %s refused the password in %s", u.host, cfg.PasswordFile), Err: err}
+			}
+			return nil, "", nil, &unavailableError{host: u.host, err: err}
+		}
+		return u, text, caps, nil
+	}
+	for attempt := 0; ; attempt++ {
+		text, caps, err := u.authenticate(auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, token))
+		if err == nil {
+			return u, text, caps, nil
+		}
+		var rej *rejectedError
+		if !errors.As(err, &rej) {
+			u.conn.Close()
+			return nil, "", nil, &unavailableError{host: u.host, err: err}
+		}
+		if attempt == 1 {
+			u.conn.Close()
+			return nil, "", nil, a.Tokens.MarkUpstreamRejected(u.host, rej.reply)
+		}
+		s.log.Info("upstream rejected the access token; refreshing once", "account", cfg.Name, "reply", rej.reply)
+		if token, err = a.Tokens.Refresh(ctx, token); err != nil {
+			u.conn.Close()
+			return nil, "", nil, err
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+)
+
+// Backend is what the status server reports on and controls.
+type Backend interface {
+	Status() *Status
+	// InstallGrant makes g the grant of account name at once.
+	InstallGrant(name string, g *auth.Grant) error
+}
+
+// Server serves the status API.
+type Server struct {
+	backend Backend
+	log     *slog.Logger
+	srv     *http.Server
+}
+
+// NewServer returns a status server for b.
+func NewServer(b Backend, log *slog.Logger) *Server {
+	s := &Server{backend: b, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("POST /v1/accounts/{name}/grant", s.handleGrant)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Listen creates the Unix socket at path with mode 0660, replacing a stale
+// socket left by a crash.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating status socket directory: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("status socket %s is in use: is relayd already running?", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops the server, waiting for calls in progress until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.backend.Status())
+}
+
+func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var g auth.Grant
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&g); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed grant: " + err.Error()})
+		return
+	}
+	if err := s.backend.InstallGrant(name, &g); err != nil {
+		status := http.StatusInternalServerError
+		if errors.Is(err, ErrUnknownAccount) {
+			status = http.StatusNotFound
+		}
+		writeJSON(w, status, apiError{Error: err.Error()})
+		return
+	}
+	s.log.Info("grant handed over by 'relayd authorize'", "account", name)
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// ErrUnknownAccount is returned for an account name the daemon does not
+// have.
+var ErrUnknownAccount = errors.New("unknown account")
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

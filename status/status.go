@@ -1,0 +1,82 @@
+// Package status serves relayd's status socket: an HTTP API on a Unix
+// socket (mode 0660) with GET /v1/status, one JSON document describing
+// every account, and the control calls the command line needs, such as
+// handing a new grant to the running daemon. It also holds the client the
+// CLI uses and the human-readable rendering of the status.
+package status
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+)
+
+// Status is the document served at GET /v1/status.
+type Status struct {
+	Version  string    `json:"version"`
+	Started  time.Time `json:"started"`
+	Banner   string    `json:"banner"`
+	Accounts []Account `json:"accounts"`
+}
+
+// Account is one account's status.
+type Account struct {
+	Name         string           `json:"name"`
+	Email        string           `json:"email"`
+	Provider     string           `json:"provider"`
+	Direction    string           `json:"direction"`
+	Token        auth.TokenStatus `json:"token"`
+	IMAPSessions int64            `json:"imap_sessions"`
+}
+
+// NeedsAttention reports whether an admin must act on the account.
+func (a *Account) NeedsAttention() bool {
+	return a.Token.State == auth.StateNeedsReauth || a.Token.State == auth.StateNeedsAdmin
+}
+
+// MakeBanner summarises the accounts in one line, e.g. "1 of 3 mailboxes
+// needs reauthorization: support".
+func MakeBanner(accts []Account) string {
+	var reauth, admin, degraded []string
+	for _, a := range accts {
+		switch a.Token.State {
+		case auth.StateNeedsReauth:
+			reauth = append(reauth, a.Name)
+		case auth.StateNeedsAdmin:
+			admin = append(admin, a.Name)
+		case auth.StateDegraded:
+			degraded = append(degraded, a.Name)
+		}
+	}
+	n := len(accts)
+	var parts []string
+	if len(reauth) > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d %s reauthorization: %s", len(reauth), n, needs(len(reauth)), strings.Join(reauth, ", ")))
+	}
+	if len(admin) > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d %s an administrator: %s", len(admin), n, needs(len(admin)), strings.Join(admin, ", ")))
+	}
+	if len(degraded) > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d degraded (retrying): %s", len(degraded), n, strings.Join(degraded, ", ")))
+	}
+	if len(parts) == 0 {
+		return fmt.Sprintf("all %d %s ok", n, plural(n, "mailbox", "mailboxes"))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func needs(n int) string {
+	if n == 1 {
+		return "mailbox needs"
+	}
+	return "mailboxes need"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
