@@ -3,6 +3,7 @@ package testkit
 import (
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"encoding/base64"
 	"net"
 	"strings"
@@ -307,3 +308,22 @@ func (c *filterConn) Read(b []byte) (int, error) {
 type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
+
+// Deliver appends msg to the INBOX of email.
+func (u *IMAPUpstream) Deliver(email string, msg []byte) error {
+	u.mu.Lock()
+	user := u.users[email]
+	u.mu.Unlock()
+	if user == nil {
+		return fmt.Errorf("no mailbox %s", email)
+	}
+	_, err := user.Append("INBOX", literal{bytes.NewReader(msg), int64(len(msg))}, &imap.AppendOptions{})
+	return err
+}
+
+type literal struct {
+	*bytes.Reader
+	size int64
+}
+
+func (l literal) Size() int64 { return l.size }

@@ -1,0 +1,26 @@
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func runCheckConfig(args []string) error {
+	fs := newFlagSet("check-config")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path := defaultConfig
+	if fs.NArg() == 1 {
+		path = fs.Arg(0)
+	} else if fs.NArg() > 1 {
+		return fmt.Errorf("expected at most one configuration file")
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitError{1}
+	}
+	fmt.Printf("%s: ok, %d account(s)\n", path, len(cfg.Accounts))
+	return nil
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/daemon"
+	"github.com/relayd/relayd/internal/testkit"
+)
+
+const (
+	demoUser     = "demo@example.com"
+	demoPassword = "demo-password"
+	demoClient   = "relayd-demo"
+)
+
+// runDemo runs the real daemon against the in-process fake identity
+// provider and an XOAUTH2-only IMAP server, so a newcomer sees relayd work
+// without any account.
+func runDemo(args []string) error {
+	fs := newFlagSet("demo")
+	listen := fs.String("listen", "127.0.0.1:1143", "IMAP listen `address`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "relayd-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	idp, err := testkit.NewIdP()
+	if err != nil {
+		return err
+	}
+	defer idp.Close()
+	idp.AddClient(demoClient, "")
+	up, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{Style: testkit.Google, TLS: true})
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	up.AddUser(demoUser)
+	for i, subj := range []string{"Welcome to relayd", "Your ticket #4711 was updated"} {
+		msg := fmt.Sprintf("From: helpdesk@example.com\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <demo-%d@example.com>\r\n\r\n"+
+			"This message was read from an IMAP server that accepts only OAuth 2.0 (XOAUTH2).\r\n"+
+			"relayd logged in there for you with a token it keeps fresh.\r\n",
+			demoUser, subj, time.Now().Format(time.RFC1123Z), i)
+		up.Deliver(demoUser, []byte(msg))
+	}
+	caFile := filepath.Join(dir, "upstream-ca.pem")
+	if err := os.WriteFile(caFile, up.CertPEM, 0o600); err != nil {
+		return err
+	}
+	hash, err := auth.HashPassword(demoPassword)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Parse(fmt.Sprintf(`
+state_dir = %q
+status_socket = %q
+[imap]
+listen = [%q]
+[[account]]
+name = "demo"
+provider = "custom"
+email = %q
+client_id = %q
+token_url = %q
+imap_server = %q
+imap_security = "tls"
+ca_file = %q
+direction = "incoming"
+local_user = "demo"
+local_password_hash = %q
+`, filepath.Join(dir, "state"), filepath.Join(dir, "status.sock"), *listen, demoUser, demoClient,
+		idp.TokenURL(), up.Addr, caFile, hash))
+	if err != nil {
+		return err
+	}
+	// Consent happens at the fake IdP; relayd imports the refresh token as
+	// 'relayd authorize demo --refresh-token-file F' would.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g, err := auth.ImportRefreshToken(ctx, cfg.Accounts[0], nil, idp.IssueRefreshToken(demoClient, demoUser))
+	if err != nil {
+		return err
+	}
+	if err := (&auth.Store{Dir: cfg.StateDir}).Save("demo", g); err != nil {
+		return err
+	}
+	d, err := daemon.New(cfg, daemon.Options{Logger: newLogger(cfg.LogLevel)})
+	if err != nil {
+		return fmt.Errorf("%w (choose another address with --listen)", err)
+	}
+	addr := d.IMAPAddrs()[0]
+	fmt.Printf(`relayd demo: IMAP on %s, proxying to an XOAUTH2-only server at %s
+
+  user:     demo
+  password: %s
+
+Try:
+  curl -s imap://%s/INBOX -u demo:%s -X 'FETCH 1:* (FLAGS BODY[HEADER.FIELDS (SUBJECT)])'
+  relayd status --socket %s
+
+Press Ctrl-C to stop.
+`, addr, up.Addr, demoPassword, addr, demoPassword, cfg.StatusSocket)
+	return runUntilSignal(d, 5*time.Second)
+}

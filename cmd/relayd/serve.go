@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/relayd/relayd/internal/daemon"
+)
+
+func runServe(args []string) error {
+	fs := newFlagSet("serve")
+	cfgPath := configFlag(fs)
+	grace := fs.Duration("grace", 30*time.Second, "how long shutdown waits for sessions to end")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel)
+	d, err := daemon.New(cfg, daemon.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	return runUntilSignal(d, *grace)
+}
+
+// runUntilSignal starts d, tells systemd it is ready, and shuts it down on
+// SIGINT or SIGTERM.
+func runUntilSignal(d *daemon.Daemon, grace time.Duration) error {
+	d.Start()
+	sddaemon.SdNotify(false, sddaemon.SdNotifyReady+"\nSTATUS="+d.Status().Banner)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	signal.Stop(sig)
+	sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	d.Shutdown(ctx)
+	return nil
+}

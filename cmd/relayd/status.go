@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/status"
+)
+
+// Nagios plugin exit codes.
+const (
+	nagiosOK       = 0
+	nagiosWarning  = 1
+	nagiosCritical = 2
+	nagiosUnknown  = 3
+)
+
+func runStatus(args []string) error {
+	fs := newFlagSet("status")
+	cfgPath := configFlag(fs)
+	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
+	asJSON := fs.Bool("json", false, "print the status document as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path := *socket
+	if path == "" {
+		cfg, err := loadConfig(*cfgPath)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "UNKNOWN: %v\n", err)
+			return exitError{nagiosUnknown}
+		}
+		path = cfg.StatusSocket
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := status.NewClient(path).Status(ctx)
+	if err != nil {
+		if errors.Is(err, status.ErrNotRunning) {
+			fmt.Printf("UNKNOWN: %v\n", err)
+		} else {
+			fmt.Printf("UNKNOWN: %v\n", err)
+		}
+		return exitError{nagiosUnknown}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+	} else {
+		status.Render(os.Stdout, st, time.Now())
+	}
+	code := nagiosOK
+	for _, a := range st.Accounts {
+		switch {
+		case a.NeedsAttention():
+			code = nagiosCritical
+		case a.Token.State == auth.StateDegraded && code == nagiosOK:
+			code = nagiosWarning
+		}
+	}
+	if code != nagiosOK {
+		return exitError{code}
+	}
+	return nil
+}
