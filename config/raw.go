@@ -268,16 +268,6 @@ func (r *rawAccount) convert(key string, bad func(key, format string, args ...an
 	if a.Direction.Outgoing() && known && a.SMTPServer != "" {
 		checkUpstream(key, "smtp", a.SMTPServer, a.SMTPSecurity, bad)
 	}
-	for _, f := range []struct{ key, path string }{
-		{"client_secret_file", a.ClientSecretFile}, {"password_file", a.PasswordFile}, {"ca_file", a.CAFile},
-	} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			bad(key+"."+f.key, "cannot read %s: %v", f.path, unwrapPathErr(err))
-		}
-	}
 	return a
 }
 
@@ -291,6 +281,27 @@ func checkUpstream(key, proto, addr string, sec Security, bad func(key, format s
 			bad(key+"."+proto+"_security", "\"none\" sends tokens in the clear and is allowed only for a loopback server, but %v", err)
 		}
 	}
+}
+
+// CheckFiles reports the secret, password and CA files the configuration
+// names that relayd cannot read now. Parse does not look at the file
+// system; the daemon reads these files when it starts.
+func (c *Config) CheckFiles() []error {
+	var errs []error
+	for i, a := range c.Accounts {
+		for _, f := range []struct{ key, path string }{
+			{"client_secret_file", a.ClientSecretFile}, {"password_file", a.PasswordFile}, {"ca_file", a.CAFile},
+		} {
+			if f.path == "" {
+				continue
+			}
+			if _, err := os.ReadFile(f.path); err != nil {
+				errs = append(errs, &Error{Key: fmt.Sprintf("account[%d].%s", i+1, f.key),
+					Msg: fmt.Sprintf("cannot read %s: %v", f.path, unwrapPathErr(err))})
+			}
+		}
+	}
+	return errs
 }
 
 func unwrapPathErr(err error) error {

@@ -21,6 +21,9 @@ func runCheckConfig(args []string) error {
 		fmt.Fprintln(os.Stderr, err)
 		return exitError{1}
 	}
+	for _, err := range cfg.CheckFiles() {
+		fmt.Fprintf(os.Stderr, "warning: %v (relayd will not start until it can read it)\n", err)
+	}
 	fmt.Printf("%s: ok, %d account(s)\n", path, len(cfg.Accounts))
 	return nil
 }

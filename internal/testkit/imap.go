@@ -3,8 +3,8 @@ package testkit
 import (
 	"bytes"
 	"crypto/tls"
-	"fmt"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"strings"
 	"sync"

@@ -1,0 +1,185 @@
+package config
+
+import (
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+const hash = "$2a$10$abcdefghijklmnopqrstuuJ5yH0pQ8f1Hb2oQFv6v9y3a9d3L8r2W"
+
+const good = `
+state_dir = "/tmp/relayd-state"
+[imap]
+listen = ["127.0.0.1:1143", "[::1]:1143"]
+idle_timeout = "45m"
+[[account]]
+name = "support"
+provider = "office365"
+email = "support@contoso.com"
+login = "agent@contoso.com"
+tenant = "contoso.onmicrosoft.com"
+client_id = "cid"
+local_password_hash = "` + hash + `"
+`
+
+func TestParseGood(t *testing.T) {
+	cfg, err := Parse(good)
+	if err != nil {
+		t.Fatalf("Parse() = %v, want nil", err)
+	}
+	if cfg.StateDir != "/tmp/relayd-state" || cfg.StatusSocket != "/run/relayd/status.sock" {
+		t.Errorf("dirs = %q %q", cfg.StateDir, cfg.StatusSocket)
+	}
+	if cfg.IMAP.IdleTimeout != 45*time.Minute || cfg.IMAP.PreauthTimeout != time.Minute {
+		t.Errorf("timeouts = %v %v", cfg.IMAP.IdleTimeout, cfg.IMAP.PreauthTimeout)
+	}
+	a := cfg.Account("support")
+	if a == nil {
+		t.Fatal("account support missing")
+	}
+	want := Account{
+		Name: "support", Provider: "office365", Email: "support@contoso.com", Login: "agent@contoso.com",
+		Tenant: "contoso.onmicrosoft.com", ClientID: "cid", Grant: GrantRefreshToken, Direction: DirBoth,
+		LocalUser: "support@contoso.com", LocalPasswordHash: hash,
+		TokenURL:      "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token",
+		AuthURL:       "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize",
+		DeviceAuthURL: "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode",
+		IMAPServer:    "outlook.office365.com:993", SMTPServer: "smtp.office365.com:587",
+		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
+	}
+	got := *a
+	got.Scopes = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("account =\n%+v\nwant\n%+v", got, want)
+	}
+	if !strings.Contains(strings.Join(a.Scopes, " "), "IMAP.AccessAsUser.All") {
+		t.Errorf("scopes = %v, want Microsoft's IMAP scope", a.Scopes)
+	}
+}
+
+func TestPresets(t *testing.T) {
+	for _, tc := range []struct{ provider, grant, imap, smtp, token, scope string }{
+		{"outlook", "", "outlook.office365.com:993", "smtp-mail.outlook.com:587", "https://login.microsoftonline.com/consumers/oauth2/v2.0/token", "offline_access"},
+		{"gmail", "", "imap.gmail.com:993", "smtp.gmail.com:465", "https://oauth2.googleapis.com/token", "https://mail.google.com/"},
+		{"office365", "client_credentials", "outlook.office365.com:993", "smtp.office365.com:587", "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token", "https://outlook.office365.com/.default"},
+	} {
+		doc := `[[account]]
+name = "a"
+provider = "` + tc.provider + `"
+email = "a@contoso.com"
+client_id = "c"
+tenant = "contoso.com"
+local_password_hash = "` + hash + `"
+`
+		if tc.grant != "" {
+			doc += "grant = \"" + tc.grant + "\"\nclient_secret_file = \"/etc/secret\"\n"
+		}
+		if tc.provider != "office365" {
+			doc = strings.Replace(doc, `tenant = "contoso.com"`, "", 1)
+		}
+		cfg, err := Parse(doc)
+		if err != nil {
+			t.Errorf("%s: Parse() = %v", tc.provider, err)
+			continue
+		}
+		a := cfg.Accounts[0]
+		if a.IMAPServer != tc.imap || a.SMTPServer != tc.smtp || a.TokenURL != tc.token {
+			t.Errorf("%s: servers %s %s %s", tc.provider, a.IMAPServer, a.SMTPServer, a.TokenURL)
+		}
+		if !strings.Contains(strings.Join(a.Scopes, " "), tc.scope) {
+			t.Errorf("%s: scopes %v lack %s", tc.provider, a.Scopes, tc.scope)
+		}
+	}
+}
+
+// Every error names its key.
+func TestParseErrors(t *testing.T) {
+	acct := func(extra string) string {
+		return "[[account]]\nname = \"a\"\nprovider = \"custom\"\nemail = \"a@example.com\"\nclient_id = \"c\"\n" +
+			"token_url = \"http://127.0.0.1/token\"\nimap_server = \"127.0.0.1:993\"\nlocal_password_hash = \"" + hash + "\"\n" + extra
+	}
+	for _, tc := range []struct{ name, doc, want string }{
+		{"unknown top key", "stat_dir = \"/x\"\n", `^stat_dir: unknown key$`},
+		{"unknown section key", "[imap]\nlisten_on = [\"127.0.0.1:1\"]\n", `^imap.listen_on: unknown key$`},
+		{"unknown account key", acct("") + acct("colour = \"red\"\n"), `^account\[2\].colour: unknown key$`},
+		{"provider typo", strings.Replace(acct(""), `"custom"`, `"office356"`, 1), `^account\[1\].provider: unknown provider "office356" \(did you mean "office365"\?\)$`},
+		{"provider missing", strings.Replace(acct(""), `provider = "custom"`, "", 1), `^account\[1\].provider: required`},
+		{"name missing", strings.Replace(acct(""), `name = "a"`, "", 1), `^account\[1\].name: required`},
+		{"name with slash", strings.Replace(acct(""), `name = "a"`, `name = "a/b"`, 1), `^account\[1\].name: "a/b" may not`},
+		{"duplicate name", acct("") + strings.Replace(acct(""), "a@", "b@", 2), `^account\[2\].name: "a" is already the name of account\[1\]`},
+		{"duplicate local user", acct("") + strings.Replace(acct(""), `name = "a"`, `name = "b"`, 1), `^account\[2\].local_user: "a@example.com" is already`},
+		{"email", strings.Replace(acct(""), "a@example.com", "nobody", 1), `^account\[1\].email: "nobody" is not an email address`},
+		{"hash missing", strings.Replace(acct(""), "local_password_hash", "#", 1), `^account\[1\].local_password_hash: required: create one with 'relayd hash-password'`},
+		{"hash not bcrypt", strings.Replace(acct(""), hash, "secret", 1), `^account\[1\].local_password_hash: not a bcrypt hash`},
+		{"direction", acct("direction = \"out\"\n"), `^account\[1\].direction: unknown direction "out"`},
+		{"security", acct("imap_security = \"ssl\"\n"), `^account\[1\].imap_security: unknown security "ssl"`},
+		{"plaintext remote", strings.Replace(acct("imap_security = \"none\"\n"), "127.0.0.1:993", "mail.example.com:143", 1), `^account\[1\].imap_security: "none" sends tokens in the clear`},
+		{"server not host:port", strings.Replace(acct(""), "127.0.0.1:993", "mail.example.com", 1), `^account\[1\].imap_server: "mail.example.com" is not host:port`},
+		{"client id", strings.Replace(acct(""), `client_id = "c"`, "", 1), `^account\[1\].client_id: required`},
+		{"token url", strings.Replace(acct(""), `token_url = "http://127.0.0.1/token"`, "", 1), `^account\[1\].token_url: required for provider "custom"`},
+		{"grant", acct("grant = \"implicit\"\n"), `^account\[1\].grant: unknown grant "implicit"`},
+		{"cc without secret", acct("grant = \"client_credentials\"\n"), `^account\[1\].client_secret_file: required with grant "client_credentials"`},
+		{"password without file", "[[account]]\nname = \"p\"\nprovider = \"password\"\nemail = \"p@example.com\"\nimap_server = \"127.0.0.1:993\"\nlocal_password_hash = \"" + hash + "\"\n", `^account\[1\].password_file: required`},
+		{"listen not loopback", "[imap]\nlisten = [\"0.0.0.0:143\"]\n", `^imap.listen\[0\]: "0.0.0.0" is not a loopback address: relayd listens on loopback only`},
+		{"smtp listen", "[smtp]\nlisten = [\"1587\"]\n", `^smtp.listen\[0\]: "1587" is not host:port`},
+		{"duration", "[imap]\nidle_timeout = \"soon\"\n", `^imap.idle_timeout: "soon" is not a positive duration`},
+		{"log level", "[log]\nlevel = \"loud\"\n", `^log.level: unknown level "loud"`},
+		{"syntax", "state_dir = \n", `^line 1: `},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.doc)
+			if err == nil {
+				t.Fatalf("Parse() = nil, want error matching %s", tc.want)
+			}
+			if !regexp.MustCompile(tc.want).MatchString(err.Error()) {
+				t.Errorf("Parse() = %q, want match for %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckFiles(t *testing.T) {
+	cfg, err := Parse(`[[account]]
+name = "p"
+provider = "password"
+email = "p@example.com"
+imap_server = "127.0.0.1:993"
+password_file = "/nonexistent/pw"
+local_password_hash = "` + hash + `"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := cfg.CheckFiles()
+	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "account[1].password_file: cannot read /nonexistent/pw") {
+		t.Errorf("CheckFiles() = %v", errs)
+	}
+}
+
+// config.example.toml parses, and documents every key relayd knows.
+func TestExampleDocumentsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(string(b)); err != nil {
+		t.Fatalf("Parse(config.example.toml) = %v", err)
+	}
+	for _, key := range knownKeys() {
+		re := regexp.MustCompile(`(?m)^#? ?` + regexp.QuoteMeta(key) + ` =`)
+		if !re.MatchString(string(b)) {
+			t.Errorf("config.example.toml does not document %q", key)
+		}
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	for in, want := range map[string]string{"gmial": "gmail", "Office365": "office365", "passwrd": "password", "zzz": ""} {
+		if got := suggest(in, Providers); got != want {
+			t.Errorf("suggest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
