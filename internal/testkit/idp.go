@@ -38,7 +38,7 @@ type IdP struct {
 	grants  map[string]*grant          // refresh token → grant
 	access  map[string]*accessToken    // access token → holder
 	apps    map[string]map[string]bool // client id → mailboxes granted app access
-	errNext string                     // a canned error body for the next token request
+	expired map[string]bool            // client ids whose secret expired
 }
 
 type grant struct {
@@ -65,6 +65,7 @@ func NewIdP() (*IdP, error) {
 		grants:    map[string]*grant{},
 		access:    map[string]*accessToken{},
 		apps:      map[string]map[string]bool{},
+		expired:   map[string]bool{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", p.handleToken)
@@ -148,12 +149,12 @@ func (p *IdP) ExpireAccessTokens() {
 	}
 }
 
-// FailNext makes the next token request fail with Microsoft's error for an
-// expired client secret (kind "secret") or a plain HTTP 503 (kind "down").
-func (p *IdP) FailNext(kind string) {
+// ExpireClientSecret makes every token request of client id fail as
+// Microsoft's does once the app's secret expired (AADSTS7000222).
+func (p *IdP) ExpireClientSecret(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.errNext = kind
+	p.expired[id] = true
 }
 
 // SetDown makes the token endpoint answer 503 until called with false.
@@ -199,14 +200,8 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch p.errNext {
-	case "secret":
-		p.errNext = ""
+	if p.expired[clientID] {
 		oauthError(w, 401, "invalid_client", "AADSTS7000222: The provided client secret keys for app are expired.", 7000222)
-		return
-	case "down":
-		p.errNext = ""
-		http.Error(w, "service unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	want, known := p.clients[clientID]

@@ -1,0 +1,320 @@
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/testkit"
+)
+
+func newIdP(t *testing.T) *testkit.IdP {
+	t.Helper()
+	idp, err := testkit.NewIdP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idp.Close() })
+	idp.AddClient("client", "")
+	return idp
+}
+
+func testAccount(idp *testkit.IdP) *config.Account {
+	return &config.Account{
+		Name: "support", Provider: "custom", Email: "support@example.com", Login: "support@example.com",
+		ClientID: "client", TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken,
+	}
+}
+
+// newSource stores a fresh grant for the account and returns its source.
+func newSource(t *testing.T, idp *testkit.IdP, opts SourceOptions) (*Source, *Store) {
+	t.Helper()
+	store := &Store{Dir: t.TempDir()}
+	if opts.Account == nil {
+		opts.Account = testAccount(idp)
+	}
+	rt := idp.IssueRefreshToken("client", opts.Account.Login)
+	if err := store.Save(opts.Account.Name, &Grant{RefreshToken: rt, GrantedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	opts.Store = store
+	src, err := NewSource(opts)
+	if err != nil {
+		t.Fatalf("NewSource() = %v", err)
+	}
+	return src, store
+}
+
+func TestXOAUTH2Response(t *testing.T) {
+	got := base64.StdEncoding.EncodeToString(XOAUTH2Response("someuser@example.com", "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"))
+	// The example from Google's XOAUTH2 documentation.
+	want := "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+	if got != want {
+		t.Errorf("XOAUTH2Response = %s, want %s", got, want)
+	}
+}
+
+func TestXOAUTH2ClientErrorChallenge(t *testing.T) {
+	c := NewXOAUTH2Client("u@example.com", "tok")
+	mech, ir, err := c.Start()
+	if mech != "XOAUTH2" || err != nil || string(ir) != "user=u@example.com\x01auth=Bearer tok\x01\x01" {
+		t.Fatalf("Start() = %q %q %v", mech, ir, err)
+	}
+	// The JSON error challenge is answered with an empty, non-nil response.
+	resp, err := c.Next([]byte(`{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}`))
+	if err != nil || resp == nil || len(resp) != 0 {
+		t.Fatalf("Next(error challenge) = %q (nil=%v), %v; want empty non-nil response", resp, resp == nil, err)
+	}
+	// A second challenge is a protocol violation.
+	if _, err := c.Next([]byte("again")); err == nil {
+		t.Error("Next(second challenge) = nil error, want an error")
+	}
+}
+
+func TestRefreshRotationPersisted(t *testing.T) {
+	idp := newIdP(t)
+	src, store := newSource(t, idp, SourceOptions{})
+	before, _ := store.Load("support")
+	tok, err := src.Token(context.Background())
+	if err != nil {
+		t.Fatalf("Token() = %v", err)
+	}
+	after, err := store.Load("support")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.RefreshToken == before.RefreshToken {
+		t.Fatal("rotated refresh token was not persisted")
+	}
+	if after.AccessToken != tok || after.RefreshedAt.IsZero() {
+		t.Errorf("stored grant = %+v", after)
+	}
+	// The old refresh token is dead at the IdP: only the stored one works.
+	src2, err := NewSource(SourceOptions{Account: testAccount(idp), Store: store, RefreshMargin: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src2.Token(context.Background()); err != nil {
+		t.Fatalf("Token() with the persisted refresh token = %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(store.Dir, "support.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("grant file mode = %v, %v; want 0600", fi.Mode(), err)
+	}
+}
+
+func TestConcurrentRefreshIsOneRequest(t *testing.T) {
+	idp := newIdP(t)
+	src, _ := newSource(t, idp, SourceOptions{})
+	var wg sync.WaitGroup
+	toks := make([]string, 50)
+	errs := make([]error, 50)
+	for i := range toks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			toks[i], errs[i] = src.Token(context.Background())
+		}()
+	}
+	wg.Wait()
+	for i := range toks {
+		if errs[i] != nil || toks[i] != toks[0] {
+			t.Fatalf("Token() #%d = %q, %v; want %q", i, toks[i], errs[i], toks[0])
+		}
+	}
+	if n := idp.Refreshes(); n != 1 {
+		t.Errorf("IdP saw %d refreshes, want 1", n)
+	}
+}
+
+func TestProactiveRefresh(t *testing.T) {
+	idp := newIdP(t)
+	now := time.Now()
+	src, _ := newSource(t, idp, SourceOptions{Now: func() time.Time { return now }})
+	first, err := src.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(45 * time.Minute) // 15 minutes left: still good
+	if tok, _ := src.Token(context.Background()); tok != first || idp.Refreshes() != 1 {
+		t.Errorf("token with 15m left was refreshed (%d refreshes)", idp.Refreshes())
+	}
+	now = now.Add(6 * time.Minute) // 9 minutes left: refresh first
+	if tok, _ := src.Token(context.Background()); tok == first || idp.Refreshes() != 2 {
+		t.Errorf("token with 9m left was not refreshed (%d refreshes)", idp.Refreshes())
+	}
+}
+
+func TestRevokedGrantNeedsReauth(t *testing.T) {
+	idp := newIdP(t)
+	src, _ := newSource(t, idp, SourceOptions{})
+	idp.Revoke("support@example.com")
+	_, err := src.Token(context.Background())
+	var ae *AccountError
+	if !errors.As(err, &ae) || ae.State != StateNeedsReauth {
+		t.Fatalf("Token() = %v, want needs_reauth AccountError", err)
+	}
+	st := src.Status()
+	if st.State != StateNeedsReauth || !strings.Contains(st.Advice, "relayd authorize support") ||
+		!strings.Contains(st.LastError, "invalid_grant") || !strings.Contains(st.LastError, "AADSTS70008") {
+		t.Errorf("Status() = %+v", st)
+	}
+}
+
+func TestTransientFailuresBecomeNeedsReauth(t *testing.T) {
+	idp := newIdP(t)
+	src, _ := newSource(t, idp, SourceOptions{FailureThreshold: 3})
+	idp.SetDown(true)
+	for i, want := range []State{StateDegraded, StateDegraded, StateNeedsReauth} {
+		src.Token(context.Background())
+		if st := src.Status(); st.State != want {
+			t.Errorf("after failure %d: state %s, want %s (%s)", i+1, st.State, want, st.Advice)
+		}
+	}
+	idp.SetDown(false)
+	if _, err := src.Token(context.Background()); err != nil {
+		t.Fatalf("Token() after recovery = %v", err)
+	}
+	if st := src.Status(); st.State != StateOK || st.LastSuccess.IsZero() {
+		t.Errorf("after recovery: %+v", st)
+	}
+}
+
+func TestExpiredClientSecretNeedsAdmin(t *testing.T) {
+	idp := newIdP(t)
+	src, _ := newSource(t, idp, SourceOptions{})
+	idp.ExpireClientSecret("client")
+	_, err := src.Token(context.Background())
+	var ae *AccountError
+	if !errors.As(err, &ae) || ae.State != StateNeedsAdmin || !strings.Contains(ae.Advice, "AADSTS7000222") {
+		t.Fatalf("Token() = %v, want needs_admin naming AADSTS7000222", err)
+	}
+}
+
+func TestNoGrantNeedsReauth(t *testing.T) {
+	idp := newIdP(t)
+	src, err := NewSource(SourceOptions{Account: testAccount(idp), Store: &Store{Dir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := src.Status(); st.State != StateNeedsReauth || !strings.Contains(st.Advice, "relayd authorize support") {
+		t.Errorf("Status() = %+v", st)
+	}
+	if _, err := src.Token(context.Background()); err == nil {
+		t.Error("Token() without a grant = nil error")
+	}
+	if idp.Refreshes() != 0 {
+		t.Errorf("refresh attempted without a refresh token")
+	}
+}
+
+// A grant installed while a refresh of the old grant is running wins.
+func TestInstallBeatsRunningRefresh(t *testing.T) {
+	idp := newIdP(t)
+	gate := make(chan struct{})
+	entered := make(chan struct{})
+	hc := testkit.GatedClient(entered, gate)
+	src, store := newSource(t, idp, SourceOptions{HTTPClient: hc})
+	done := make(chan string)
+	go func() {
+		tok, _ := src.Token(context.Background())
+		done <- tok
+	}()
+	<-entered // the refresh of the old grant is at the IdP
+	fresh := &Grant{AccessToken: "at-new", RefreshToken: "rt-new", Expiry: time.Now().Add(time.Hour), GrantedAt: time.Now()}
+	if err := src.Install(fresh); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if tok := <-done; tok != "at-new" {
+		t.Errorf("Token() during Install = %q, want the installed token", tok)
+	}
+	g, _ := store.Load("support")
+	if g.RefreshToken != "rt-new" {
+		t.Errorf("stored refresh token = %q, want the installed one", g.RefreshToken)
+	}
+	if tok, _ := src.Token(context.Background()); tok != "at-new" {
+		t.Errorf("Token() after = %q, want at-new", tok)
+	}
+}
+
+func TestClientCredentials(t *testing.T) {
+	idp := newIdP(t)
+	idp.AddClient("app", "s3cret")
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	os.WriteFile(secretFile, []byte("s3cret\n"), 0o600)
+	a := testAccount(idp)
+	a.ClientID, a.ClientSecretFile, a.Grant = "app", secretFile, config.GrantClientCredentials
+	src, err := NewSource(SourceOptions{Account: a, Store: &Store{Dir: dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := src.Token(context.Background())
+	if err != nil || tok == "" {
+		t.Fatalf("Token() = %q, %v", tok, err)
+	}
+	idp.GrantApp("app", "support@example.com")
+	if !idp.Validate(tok, "support@example.com") {
+		t.Error("app token not valid for the granted mailbox")
+	}
+}
+
+func TestImportRefreshToken(t *testing.T) {
+	idp := newIdP(t)
+	a := testAccount(idp)
+	rt := idp.IssueRefreshToken("client", a.Login)
+	g, err := ImportRefreshToken(context.Background(), a, nil, rt)
+	if err != nil {
+		t.Fatalf("ImportRefreshToken() = %v", err)
+	}
+	if g.AccessToken == "" || g.RefreshToken == rt || g.ClientID != "client" {
+		t.Errorf("grant = %+v; want a validated, rotated grant", g)
+	}
+	// A token issued to another client is refused with an explanation.
+	idp.AddClient("other", "")
+	foreign := idp.IssueRefreshToken("other", a.Login)
+	_, err = ImportRefreshToken(context.Background(), a, nil, foreign)
+	if err == nil || !strings.Contains(err.Error(), "issued to another client id") {
+		t.Errorf("ImportRefreshToken(foreign) = %v", err)
+	}
+	if err != nil && strings.Contains(err.Error(), foreign) {
+		t.Error("error text contains the refresh token")
+	}
+}
+
+func TestUsersCheckAndCache(t *testing.T) {
+	h, err := HashPassword("pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &config.Account{Name: "a", LocalUser: "Alice@Example.com", LocalPasswordHash: h}
+	now := time.Now()
+	u := NewUsers([]*config.Account{a})
+	u.Now = func() time.Time { return now }
+	if got, err := u.Check("alice@example.com", "pw1"); err != nil || got != a {
+		t.Fatalf("Check(good) = %v, %v", got, err)
+	}
+	if _, err := u.Check("alice@example.com", "pw2"); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("Check(wrong password) = %v", err)
+	}
+	if _, err := u.Check("bob", "pw1"); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("Check(unknown user) = %v", err)
+	}
+	// A cached login is answered without bcrypt: swap the hash to prove it.
+	a.LocalPasswordHash = "$2a$10$invalidinvalidinvalidinvalidinvalidinvalidinvalidinva"
+	if _, err := u.Check("alice@example.com", "pw1"); err != nil {
+		t.Errorf("cached Check() = %v", err)
+	}
+	now = now.Add(6 * time.Minute)
+	if _, err := u.Check("alice@example.com", "pw1"); err == nil {
+		t.Error("Check() after the cache TTL used the stale entry")
+	}
+}
