@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -167,6 +168,24 @@ func (s *upstreamSession) Close() error {
 		return s.UserSession.Close()
 	}
 	return nil
+}
+
+// Idle polls the mailbox while idling, as Dovecot does, instead of relying
+// on imapmemserver's notification alone, which misses changes made between
+// the "+ idling" continuation and the start of its wait.
+func (s *upstreamSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := s.UserSession.Poll(w, true); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 func (s *upstreamSession) AuthenticateMechanisms() []string { return []string{"XOAUTH2"} }
