@@ -36,6 +36,9 @@ type relayOpts struct {
 	idleTimeout    time.Duration
 	preauthTimeout time.Duration
 	now            func() time.Time
+	// upstream, when set, is a real server to use instead of the fake;
+	// upstreamCA is its certificate for a TLS upstream.
+	upstream func(idp *testkit.IdP) (addr string, caPEM []byte)
 }
 
 type testRelay struct {
@@ -84,25 +87,34 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	}
 	t.Cleanup(func() { idp.Close() })
 	idp.AddClient("client", "")
-	up, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{Style: o.style, NoSASLIR: o.noSASLIR, TLS: o.tls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Close() })
-	up.AddUser(testMailbox)
-	for i := 1; i <= 3; i++ {
-		up.Deliver(testMailbox, []byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i)))
+	var up *testkit.IMAPUpstream
+	var upAddr string
+	var caPEM []byte
+	if o.upstream != nil {
+		upAddr, caPEM = o.upstream(idp)
+	} else {
+		var err error
+		up, err = testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{Style: o.style, NoSASLIR: o.noSASLIR, TLS: o.tls})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { up.Close() })
+		up.AddUser(testMailbox)
+		for i := 1; i <= 3; i++ {
+			up.Deliver(testMailbox, []byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i)))
+		}
+		upAddr, caPEM = up.Addr, up.CertPEM
 	}
 	dir := t.TempDir()
 	cfg := &config.Account{
 		Name: "support", Provider: "custom", Email: testMailbox, Login: testMailbox, ClientID: "client",
 		TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken, Direction: config.DirBoth,
-		LocalUser: testUser, LocalPasswordHash: testHash, IMAPServer: up.Addr, IMAPSecurity: config.SecurityNone,
+		LocalUser: testUser, LocalPasswordHash: testHash, IMAPServer: upAddr, IMAPSecurity: config.SecurityNone,
 	}
 	if o.tls {
 		cfg.IMAPSecurity = config.SecurityTLS
 		cfg.CAFile = filepath.Join(dir, "ca.pem")
-		os.WriteFile(cfg.CAFile, up.CertPEM, 0o600)
+		os.WriteFile(cfg.CAFile, caPEM, 0o600)
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

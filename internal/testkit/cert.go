@@ -48,3 +48,12 @@ func SelfSigned(host string) (tls.Certificate, []byte, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	return cert, certPEM, err
 }
+
+// pemKey returns the PEM encoding of cert's private key.
+func pemKey(cert tls.Certificate) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}

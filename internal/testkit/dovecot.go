@@ -1,0 +1,245 @@
+package testkit
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Dovecot is a real Dovecot started from its own configuration in a scratch
+// directory, checking XOAUTH2 tokens against an IdP's introspection
+// endpoint (see REAL-SERVERS.md). It listens on loopback only.
+type Dovecot struct {
+	IMAPAddr  string // plaintext IMAP
+	IMAPSAddr string // implicit TLS, with CertPEM
+	POP3Addr  string
+	CertPEM   []byte
+	// Password is the static password of every user, for tests that
+	// compare with a direct plain login.
+	Password string
+
+	dir, conf string
+	doveadm   string
+	proc      *exec.Cmd
+	exited    chan struct{}
+}
+
+// DovecotOptions tune StartDovecot.
+type DovecotOptions struct {
+	// MaxSessions raises Dovecot's per-user and process limits, for
+	// benchmarks that hold many sessions.
+	MaxSessions int
+}
+
+// StartDovecot starts Dovecot and stops it when the test ends. It skips
+// (or fails under RELAYD_REQUIRE_REAL=1) when Dovecot is not installed.
+func StartDovecot(t testing.TB, idp *IdP, opts DovecotOptions) *Dovecot {
+	t.Helper()
+	bin := RequireBinary(t, "dovecot", "dovecot-imapd")
+	doveadm := RequireBinary(t, "doveadm", "dovecot-core")
+	d, err := startDovecot(bin, doveadm, idp.IntrospectURL(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Stop)
+	return d
+}
+
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var ports []int
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dovecot, error) {
+	dir, err := os.MkdirTemp("", "relayd-dovecot-")
+	if err != nil {
+		return nil, err
+	}
+	// Dovecot's unprivileged login processes must reach base_dir.
+	os.Chmod(dir, 0o755)
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	cert, certPEM, err := SelfSigned("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	_ = cert
+	keyPEM, err := pemKey(cert)
+	if err != nil {
+		return nil, err
+	}
+	os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644)
+	os.WriteFile(filepath.Join(dir, "key.pem"), keyPEM, 0o600)
+	mail := filepath.Join(dir, "mail")
+	os.MkdirAll(mail, 0o755)
+	exec.Command("chown", "-R", "mail:mail", mail).Run()
+	limit := opts.MaxSessions
+	if limit < 100 {
+		limit = 100
+	}
+	d := &Dovecot{
+		IMAPAddr:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		IMAPSAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		POP3Addr:  fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		CertPEM:   certPEM,
+		Password:  "static-" + randHex()[:12],
+		dir:       dir,
+		conf:      filepath.Join(dir, "dovecot.conf"),
+		doveadm:   doveadm,
+	}
+	oauth := fmt.Sprintf(`introspection_mode = post
+introspection_url = %s
+username_attribute = email
+active_attribute = active
+active_value = true
+force_introspection = yes
+`, introspectURL)
+	os.WriteFile(filepath.Join(dir, "oauth2.conf"), []byte(oauth), 0o644)
+	conf := fmt.Sprintf(`base_dir = %[1]s/run
+state_dir = %[1]s/state
+log_path = %[1]s/dovecot.log
+instance_name = relayd-test-%[2]d
+listen = 127.0.0.1
+protocols = imap pop3
+ssl = yes
+ssl_cert = <%[1]s/cert.pem
+ssl_key = <%[1]s/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login xoauth2 oauthbearer
+mail_location = maildir:%[1]s/mail/%%n
+mail_uid = mail
+mail_gid = mail
+first_valid_uid = 8
+mail_max_userip_connections = %[3]d
+default_process_limit = %[3]d
+default_client_limit = %[4]d
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = %[1]s/oauth2.conf
+}
+passdb {
+  driver = static
+  args = password=%[5]s
+}
+userdb {
+  driver = static
+  args = uid=mail gid=mail home=%[1]s/mail/%%n
+}
+service imap-login {
+  inet_listener imap {
+    port = %[6]d
+  }
+  inet_listener imaps {
+    port = %[7]d
+    ssl = yes
+  }
+  process_limit = %[3]d
+  client_limit = %[4]d
+  service_count = 0
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = %[8]d
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service imap {
+  process_limit = %[3]d
+  client_limit = 1
+}
+service auth {
+  unix_listener auth-client {
+    mode = 0666
+  }
+}
+`, dir, ports[0], limit, limit*4, d.Password, ports[0], ports[1], ports[2])
+	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	// -F keeps the master in the foreground, as our child.
+	var stderr bytes.Buffer
+	d.proc = exec.Command(bin, "-F", "-c", d.conf)
+	d.proc.Stderr = &stderr
+	if err := d.proc.Start(); err != nil {
+		return nil, fmt.Errorf("starting dovecot: %v", err)
+	}
+	d.exited = make(chan struct{})
+	go func() { d.proc.Wait(); close(d.exited) }()
+	// Wait until the listeners accept: Dovecot has no readiness signal
+	// outside systemd.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.Dial("tcp", d.IMAPAddr)
+		if err == nil {
+			c.Close()
+			return d, nil
+		}
+		select {
+		case <-d.exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("dovecot exited: %s %s", stderr.String(), log)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
+			d.Stop()
+			return nil, fmt.Errorf("dovecot did not listen on %s: %s", d.IMAPAddr, log)
+		}
+	}
+}
+
+// Stop kills Dovecot and removes its directory.
+func (d *Dovecot) Stop() {
+	// SIGTERM lets the master stop its children too.
+	d.proc.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		d.proc.Process.Kill()
+		<-d.exited
+	}
+	os.RemoveAll(d.dir)
+}
+
+// Log returns Dovecot's log so far.
+func (d *Dovecot) Log() string {
+	b, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.log"))
+	return string(b)
+}
+
+// Deliver saves msg into user's INBOX with doveadm.
+func (d *Dovecot) Deliver(user string, msg []byte) error {
+	cmd := exec.Command(d.doveadm, "-c", d.conf, "save", "-u", user)
+	cmd.Stdin = bytes.NewReader(msg)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("doveadm save: %v: %s", err, out)
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package proxy
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/relayd/relayd/internal/testkit"
+)
+
+// startDovecot runs a real Dovecot whose oauth2 passdb checks tokens at the
+// test's fake IdP, with three messages for testMailbox.
+func startDovecot(t *testing.T, tls bool) (*testkit.Dovecot, relayOpts) {
+	var d *testkit.Dovecot
+	o := relayOpts{tls: tls, upstream: func(idp *testkit.IdP) (string, []byte) {
+		d = testkit.StartDovecot(t, idp, testkit.DovecotOptions{})
+		for i := 1; i <= 3; i++ {
+			if err := d.Deliver(testMailbox, []byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tls {
+			return d.IMAPSAddr, d.CertPEM
+		}
+		return d.IMAPAddr, nil
+	}}
+	return d, o
+}
+
+// curl, a real IMAP client, reads mail from Dovecot through relayd.
+func TestDovecotCurl(t *testing.T) {
+	curl := testkit.RequireBinary(t, "curl", "curl")
+	for _, tls := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tls), func(t *testing.T) {
+			_, o := startDovecot(t, tls)
+			r := newTestRelay(t, o)
+			out, err := exec.Command(curl, "-sS", "--max-time", "20",
+				"imap://"+r.addr+"/INBOX;UID=2", "-u", testUser+":"+testPassword).CombinedOutput()
+			if err != nil {
+				t.Fatalf("curl: %v: %s\nrelayd log:\n%s", err, out, r.logs.String())
+			}
+			if got, want := string(out), "Subject: message 2\r\n\r\nbody 2\r\n"; got != want {
+				t.Errorf("curl fetched %q, want %q", got, want)
+			}
+			out, err = exec.Command(curl, "-sS", "--max-time", "20",
+				"imap://"+r.addr+"/INBOX", "-u", testUser+":"+testPassword, "-X", "SEARCH ALL").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "* SEARCH 1 2 3") {
+				t.Errorf("curl SEARCH = %q, %v", out, err)
+			}
+		})
+	}
+}
+
+// imapclient logs in through relayd to Dovecot, gets Dovecot's capabilities,
+// and a revoked grant produces Dovecot's JSON error challenge, which relayd
+// answers correctly before telling the client what to do.
+func TestDovecotCapabilitiesAndRevocation(t *testing.T) {
+	_, o := startDovecot(t, false)
+	r := newTestRelay(t, o)
+	c := r.login()
+	if caps := c.Caps(); !caps.Has(imap.Cap("IDLE")) || !caps.Has(imap.Cap("CONDSTORE")) {
+		t.Errorf("capabilities = %v, want Dovecot's (IDLE, CONDSTORE)", caps)
+	}
+	sel, err := c.Select("INBOX", &imap.SelectOptions{CondStore: true}).Wait()
+	if err != nil || sel.NumMessages != 3 || sel.HighestModSeq == 0 {
+		t.Fatalf("SELECT (CONDSTORE) = %+v, %v", sel, err)
+	}
+	c.Logout().Wait()
+
+	r.idp.Revoke(testMailbox)
+	rw := r.raw()
+	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
+	want := `a NO [AUTHENTICATIONFAILED] mailbox "support" needs reauthorization: run 'relayd authorize support'`
+	if got := rw.line(); got != want {
+		t.Errorf("reply = %q, want %q\nrelayd log:\n%s", got, want, r.logs.String())
+	}
+	if !strings.Contains(r.logs.String(), "upstream rejected the access token; refreshing once") {
+		t.Errorf("relayd did not see Dovecot's rejection:\n%s", r.logs.String())
+	}
+}
