@@ -39,6 +39,7 @@ type IdP struct {
 	access  map[string]*accessToken    // access token → holder
 	apps    map[string]map[string]bool // client id → mailboxes granted app access
 	expired map[string]bool            // client ids whose secret expired
+	issued  []string                   // every token ever issued
 }
 
 type grant struct {
@@ -110,6 +111,7 @@ func (p *IdP) IssueRefreshToken(clientID, login string) string {
 	defer p.mu.Unlock()
 	rt := "rt-" + randHex()
 	p.grants[rt] = &grant{clientID: clientID, login: login}
+	p.issued = append(p.issued, rt)
 	return rt
 }
 
@@ -120,6 +122,7 @@ func (p *IdP) IssueAccessToken(login string, ttl time.Duration) string {
 	defer p.mu.Unlock()
 	at := "at-" + randHex()
 	p.access[at] = &accessToken{login: login, expires: time.Now().Add(ttl)}
+	p.issued = append(p.issued, at)
 	return at
 }
 
@@ -159,6 +162,14 @@ func (p *IdP) ExpireClientSecret(id string) {
 
 // SetDown makes the token endpoint answer 503 until called with false.
 func (p *IdP) SetDown(down bool) { p.down.Store(down) }
+
+// Issued returns every access and refresh token the IdP has issued, for
+// tests that check that no secret leaked.
+func (p *IdP) Issued() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.issued...)
+}
 
 // Refreshes counts refresh_token grant requests answered so far, failed
 // ones included.
@@ -225,6 +236,7 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 		delete(p.grants, rt)
 		newRT := "rt-" + randHex()
 		p.grants[newRT] = g
+		p.issued = append(p.issued, newRT)
 		p.writeToken(w, &accessToken{login: g.login}, newRT)
 	case "client_credentials":
 		if secret == "" {
@@ -242,6 +254,7 @@ func (p *IdP) writeToken(w http.ResponseWriter, a *accessToken, refreshToken str
 	at := "at-" + randHex()
 	a.expires = time.Now().Add(p.AccessTTL)
 	p.access[at] = a
+	p.issued = append(p.issued, at)
 	resp := map[string]any{
 		"token_type":   "Bearer",
 		"access_token": at,
