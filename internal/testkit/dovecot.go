@@ -2,11 +2,13 @@ package testkit
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +51,42 @@ func StartDovecot(t testing.TB, idp *IdP, opts DovecotOptions) *Dovecot {
 	}
 	t.Cleanup(d.Stop)
 	return d
+}
+
+// RunDovecot starts Dovecot outside a test (the benchmark harness). Call
+// Stop when done.
+func RunDovecot(idp *IdP, opts DovecotOptions) (*Dovecot, error) {
+	bin, err := exec.LookPath("dovecot")
+	if err != nil {
+		return nil, errors.New("dovecot not found: install the Debian package dovecot-imapd")
+	}
+	doveadm, err := exec.LookPath("doveadm")
+	if err != nil {
+		return nil, errors.New("doveadm not found: install the Debian package dovecot-core")
+	}
+	return startDovecot(bin, doveadm, idp.IntrospectURL(), opts)
+}
+
+// FillMaildir writes count messages of about size bytes each straight into
+// user's maildir (faster than doveadm save for benchmark mailboxes).
+func (d *Dovecot) FillMaildir(user string, count, size int) error {
+	local, _, _ := strings.Cut(user, "@")
+	root := filepath.Join(d.dir, "mail", local)
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	line := strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 1) + "\r\n"
+	body := strings.Repeat(line, size/len(line)+1)
+	for i := 0; i < count; i++ {
+		msg := fmt.Sprintf("From: bench@example.com\r\nTo: %s\r\nSubject: bench %d\r\nMessage-ID: <bench-%d@example.com>\r\n\r\n%s", user, i, i, body)
+		name := filepath.Join(root, "new", fmt.Sprintf("%d.M%dP1.bench", 1700000000+i, i))
+		if err := os.WriteFile(name, []byte(msg), 0o600); err != nil {
+			return err
+		}
+	}
+	return exec.Command("chown", "-R", "mail:mail", root).Run()
 }
 
 func freePorts(n int) ([]int, error) {
@@ -98,6 +136,12 @@ func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dov
 	limit := opts.MaxSessions
 	if limit < 100 {
 		limit = 100
+	}
+	// Many sessions share imap processes, so that a benchmark measures
+	// relayd rather than thousands of Dovecot processes.
+	imapClients := 1
+	if opts.MaxSessions > 100 {
+		imapClients = 50
 	}
 	d := &Dovecot{
 		IMAPAddr:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
@@ -170,14 +214,14 @@ service pop3-login {
 }
 service imap {
   process_limit = %[3]d
-  client_limit = 1
+  client_limit = %[9]d
 }
 service auth {
   unix_listener auth-client {
     mode = 0666
   }
 }
-`, dir, ports[0], limit, limit*4, d.Password, ports[0], ports[1], ports[2])
+`, dir, ports[0], limit, limit*4, d.Password, ports[0], ports[1], ports[2], imapClients)
 	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,517 @@
+// Command imapbench measures relayd's IMAP path side by side with a direct
+// connection to the same real Dovecot, in the same run. relayd, Dovecot and
+// the client (this program) each run in their own process; this program also
+// hosts the fake identity provider whose introspection endpoint Dovecot
+// uses. The defaults are the targets of the foundation issue:
+//
+//   - bulk FETCH of a 100 MB mailbox, plaintext and TLS upstream
+//     (targets: 0.95 and 0.90 of direct throughput);
+//   - connect + LOGIN + SELECT + LOGOUT with a TLS upstream, token and local
+//     credential cache warm (target: p50 within 2 ms of direct), plus the
+//     cold bcrypt cost;
+//   - relayd's RSS per idle (IDLE) session over 2,000 sessions (target under
+//     40 KB with a plaintext upstream; TLS reported).
+//
+// Run: go run ./bench/imapbench (as root, with Debian's dovecot-imapd).
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/testkit"
+)
+
+const (
+	mailbox  = "support@example.com"
+	password = "bench-local-pw"
+	clientID = "bench"
+)
+
+var (
+	mailboxMB  = flag.Int("mailbox-mb", 100, "size of the mailbox fetched in bulk, in MB")
+	msgKB      = flag.Int("message-kb", 1024, "size of each message, in KB")
+	rounds     = flag.Int("rounds", 5, "bulk FETCH rounds per path")
+	logins     = flag.Int("logins", 300, "login round trips per path")
+	idle       = flag.Int("idle", 2000, "idle sessions to hold")
+	relaydPath = flag.String("relayd", "", "relayd binary (default: build ./cmd/relayd)")
+)
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	if err := run(); err != nil {
+		log.Fatal("imapbench: ", err)
+	}
+}
+
+type setup struct {
+	idp     *testkit.IdP
+	dove    *testkit.Dovecot
+	relayd  *exec.Cmd
+	pid     int
+	relayAt string
+	roots   *x509.CertPool
+	tmp     string
+	logFile *os.File
+}
+
+func run() error {
+	s, err := start()
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	report(s)
+
+	fmt.Println("\n## Bulk FETCH of the whole mailbox (BODY.PEEK[] of every message)")
+	for _, tlsUp := range []bool{false, true} {
+		if err := benchFetch(s, tlsUp); err != nil {
+			return err
+		}
+	}
+	fmt.Println("\n## connect + LOGIN + SELECT + LOGOUT, TLS upstream, caches warm")
+	if err := benchLogin(s); err != nil {
+		return err
+	}
+	fmt.Println("\n## Idle sessions (IDLE), relayd's resident memory per session")
+	for _, tlsUp := range []bool{false, true} {
+		if err := benchIdle(s, tlsUp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func start() (*setup, error) {
+	s := &setup{}
+	var err error
+	if s.tmp, err = os.MkdirTemp("", "imapbench-"); err != nil {
+		return nil, err
+	}
+	if s.idp, err = testkit.NewIdP(); err != nil {
+		return nil, err
+	}
+	s.idp.AddClient(clientID, "")
+	s.idp.AccessTTL = 24 * time.Hour
+	if s.dove, err = testkit.RunDovecot(s.idp, testkit.DovecotOptions{MaxSessions: *idle * 2}); err != nil {
+		return nil, err
+	}
+	count := *mailboxMB * 1024 / *msgKB
+	if err := s.dove.FillMaildir(mailbox, count, *msgKB*1024); err != nil {
+		return nil, err
+	}
+	s.roots = x509.NewCertPool()
+	s.roots.AppendCertsFromPEM(s.dove.CertPEM)
+
+	bin := *relaydPath
+	if bin == "" {
+		bin = filepath.Join(s.tmp, "relayd")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/relayd").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building relayd: %v: %s", err, out)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.relayAt = ln.Addr().String()
+	ln.Close()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return nil, err
+	}
+	ca := filepath.Join(s.tmp, "ca.pem")
+	os.WriteFile(ca, s.dove.CertPEM, 0o600)
+	acct := func(name, server, sec string) string {
+		return fmt.Sprintf(`
+[[account]]
+name = %q
+provider = "custom"
+email = %q
+client_id = %q
+token_url = %q
+imap_server = %q
+imap_security = %q
+ca_file = %q
+direction = "incoming"
+local_user = %q
+local_password_hash = %q
+`, name, mailbox, clientID, s.idp.TokenURL(), server, sec, ca, name, hash)
+	}
+	cfgText := fmt.Sprintf("state_dir = %q\nstatus_socket = %q\n[log]\nlevel = \"warn\"\n[imap]\nlisten = [%q]\n",
+		filepath.Join(s.tmp, "state"), filepath.Join(s.tmp, "status.sock"), s.relayAt) +
+		acct("plain", s.dove.IMAPAddr, "none") + acct("tls", s.dove.IMAPSAddr, "tls")
+	cfgFile := filepath.Join(s.tmp, "relayd.toml")
+	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
+	cfg, err := config.Parse(cfgText)
+	if err != nil {
+		return nil, err
+	}
+	store := &auth.Store{Dir: cfg.StateDir}
+	for _, a := range cfg.Accounts {
+		g, err := auth.ImportRefreshToken(context.Background(), a, nil, s.idp.IssueRefreshToken(clientID, mailbox))
+		if err != nil {
+			return nil, err
+		}
+		store.Save(a.Name, g)
+	}
+	if s.logFile, err = os.Create(filepath.Join(s.tmp, "relayd.log")); err != nil {
+		return nil, err
+	}
+	s.relayd = exec.Command(bin, "serve", "-c", cfgFile, "-grace", "1s")
+	s.relayd.Stderr = s.logFile
+	if err := s.relayd.Start(); err != nil {
+		return nil, err
+	}
+	s.pid = s.relayd.Process.Pid
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", s.relayAt); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("relayd did not start listening")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s, nil
+}
+
+func (s *setup) stop() {
+	if s.relayd != nil {
+		s.relayd.Process.Kill()
+		s.relayd.Wait()
+	}
+	if s.dove != nil {
+		s.dove.Stop()
+	}
+	if s.idp != nil {
+		s.idp.Close()
+	}
+	os.RemoveAll(s.tmp)
+}
+
+func report(s *setup) {
+	var rl syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	kernel, _ := exec.Command("uname", "-r").Output()
+	dv, _ := exec.Command("dovecot", "--version").Output()
+	fmt.Printf("# imapbench %s\n\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("machine: %d cores, %s, kernel %s", runtime.NumCPU(), cpu, kernel)
+	fmt.Printf("go %s, dovecot %s", runtime.Version(), dv)
+	fmt.Printf("open-file limit: soft %d, hard %d\n", rl.Cur, rl.Max)
+	fmt.Printf("mailbox: %d messages of %d KB; relayd, Dovecot and this client in separate processes on loopback\n",
+		*mailboxMB*1024 / *msgKB, *msgKB)
+}
+
+// conn is a minimal raw IMAP client.
+type conn struct {
+	c  net.Conn
+	br *bufio.Reader
+	n  int
+}
+
+func dial(addr string, tlsCfg *tls.Config) (*conn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tlsCfg != nil {
+		tc := tls.Client(c, tlsCfg)
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc
+	}
+	cn := &conn{c: c, br: bufio.NewReaderSize(c, 64<<10)}
+	if _, err := cn.br.ReadString('\n'); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return cn, nil
+}
+
+// cmd sends a command and reads its response, skipping literals; it returns
+// the number of bytes read.
+func (c *conn) cmd(text string) (int64, error) {
+	c.n++
+	tag := "t" + strconv.Itoa(c.n)
+	if _, err := io.WriteString(c.c, tag+" "+text+"\r\n"); err != nil {
+		return 0, err
+	}
+	return c.readUntil(tag)
+}
+
+func (c *conn) readUntil(tag string) (int64, error) {
+	var total int64
+	for {
+		line, err := c.br.ReadSlice('\n')
+		total += int64(len(line))
+		if err != nil {
+			return total, err
+		}
+		if n := len(line); n > 3 && line[n-3] == '}' {
+			if i := strings.LastIndexByte(string(line), '{'); i >= 0 {
+				size, err := strconv.ParseInt(string(line[i+1:n-3]), 10, 64)
+				if err == nil {
+					m, err := io.CopyN(io.Discard, c.br, size)
+					total += m
+					if err != nil {
+						return total, err
+					}
+					continue
+				}
+			}
+		}
+		if strings.HasPrefix(string(line), tag+" ") {
+			if !strings.HasPrefix(string(line), tag+" OK") {
+				return total, fmt.Errorf("%s", strings.TrimSpace(string(line)))
+			}
+			return total, nil
+		}
+	}
+}
+
+// direct logs in to Dovecot itself with XOAUTH2, as relayd would.
+func (s *setup) direct(tlsUp bool) (*conn, error) {
+	addr, cfg := s.dove.IMAPAddr, (*tls.Config)(nil)
+	if tlsUp {
+		addr, cfg = s.dove.IMAPSAddr, &tls.Config{RootCAs: s.roots, ServerName: "127.0.0.1"}
+	}
+	c, err := dial(addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	_, err = c.cmd("AUTHENTICATE XOAUTH2 " + testkit.EncodeXOAUTH2(mailbox, s.token()))
+	return c, err
+}
+
+var cachedToken string
+
+func (s *setup) token() string {
+	if cachedToken == "" {
+		cachedToken = s.idp.IssueAccessToken(mailbox, 24*time.Hour)
+	}
+	return cachedToken
+}
+
+func (s *setup) viaRelayd(tlsUp bool) (*conn, error) {
+	c, err := dial(s.relayAt, nil)
+	if err != nil {
+		return nil, err
+	}
+	user := "plain"
+	if tlsUp {
+		user = "tls"
+	}
+	_, err = c.cmd("LOGIN " + user + " " + password)
+	return c, err
+}
+
+func upName(tlsUp bool) string {
+	if tlsUp {
+		return "TLS upstream"
+	}
+	return "plaintext upstream"
+}
+
+func benchFetch(s *setup, tlsUp bool) error {
+	var direct, relayed []float64
+	for i := 0; i < *rounds*2; i++ {
+		viaRelay := i%2 == 1
+		var c *conn
+		var err error
+		if viaRelay {
+			c, err = s.viaRelayd(tlsUp)
+		} else {
+			c, err = s.direct(tlsUp)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := c.cmd("EXAMINE INBOX"); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		n, err := c.cmd("FETCH 1:* BODY.PEEK[]")
+		if err != nil {
+			return err
+		}
+		mbps := float64(n) / 1e6 / time.Since(t0).Seconds()
+		c.cmd("LOGOUT")
+		c.c.Close()
+		if viaRelay {
+			relayed = append(relayed, mbps)
+		} else {
+			direct = append(direct, mbps)
+		}
+	}
+	d, r := median(direct), median(relayed)
+	fmt.Printf("%-20s direct %8.1f MB/s   relayd %8.1f MB/s   ratio %.3f   (median of %d; direct %s; relayd %s)\n",
+		upName(tlsUp), d, r, r/d, *rounds, fmtAll(direct), fmtAll(relayed))
+	return nil
+}
+
+func benchLogin(s *setup) error {
+	once := func(viaRelay bool) (time.Duration, error) {
+		t0 := time.Now()
+		var c *conn
+		var err error
+		if viaRelay {
+			c, err = s.viaRelayd(true)
+		} else {
+			c, err = s.direct(true)
+		}
+		if err != nil {
+			return 0, err
+		}
+		defer c.c.Close()
+		if _, err := c.cmd("SELECT INBOX"); err != nil {
+			return 0, err
+		}
+		if _, err := c.cmd("LOGOUT"); err != nil {
+			return 0, err
+		}
+		return time.Since(t0), nil
+	}
+	// Warm the token and the local credential cache.
+	if _, err := once(true); err != nil {
+		return err
+	}
+	var direct, relayed []float64
+	for i := 0; i < *logins*2; i++ {
+		d, err := once(i%2 == 1)
+		if err != nil {
+			return err
+		}
+		ms := float64(d.Microseconds()) / 1000
+		if i%2 == 1 {
+			relayed = append(relayed, ms)
+		} else {
+			direct = append(direct, ms)
+		}
+	}
+	dp50, rp50 := median(direct), median(relayed)
+	fmt.Printf("p50: direct %.2f ms, relayd %.2f ms, difference %+.2f ms   p90: direct %.2f ms, relayd %.2f ms   (%d each, interleaved)\n",
+		dp50, rp50, rp50-dp50, pct(direct, 0.9), pct(relayed, 0.9), *logins)
+	t0 := time.Now()
+	h, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	const n = 10
+	t0 = time.Now()
+	for i := 0; i < n; i++ {
+		bcrypt.CompareHashAndPassword(h, []byte(password))
+	}
+	fmt.Printf("cold login adds one bcrypt check (cost %d): %.1f ms\n", bcrypt.DefaultCost, float64(time.Since(t0).Microseconds())/1000/n)
+	return nil
+}
+
+func benchIdle(s *setup, tlsUp bool) error {
+	// One session first, so that one-time costs (TLS roots, pools, the
+	// token) are not counted per session.
+	warm, err := s.viaRelayd(tlsUp)
+	if err != nil {
+		return err
+	}
+	before, err := rssKB(s.pid)
+	if err != nil {
+		return err
+	}
+	conns := make([]*conn, 0, *idle)
+	defer func() {
+		for _, c := range conns {
+			c.c.Close()
+		}
+		warm.c.Close()
+	}()
+	for i := 0; i < *idle; i++ {
+		c, err := s.viaRelayd(tlsUp)
+		if err != nil {
+			return fmt.Errorf("session %d: %w", i+1, err)
+		}
+		if _, err := c.cmd("SELECT INBOX"); err != nil {
+			return fmt.Errorf("session %d: %w", i+1, err)
+		}
+		io.WriteString(c.c, "idle IDLE\r\n")
+		if l, err := c.br.ReadString('\n'); err != nil || !strings.HasPrefix(l, "+") {
+			return fmt.Errorf("session %d: IDLE: %q %v", i+1, l, err)
+		}
+		conns = append(conns, c)
+	}
+	runtime.GC()
+	after, err := rssKB(s.pid)
+	if err != nil {
+		return err
+	}
+	// Prove the sessions are alive: end IDLE on a sample.
+	for _, c := range []*conn{conns[0], conns[len(conns)/2], conns[len(conns)-1]} {
+		io.WriteString(c.c, "DONE\r\n")
+		if _, err := c.readUntil("idle"); err != nil {
+			return fmt.Errorf("session not alive after the measurement: %w", err)
+		}
+	}
+	fmt.Printf("%-20s %d sessions: relayd VmRSS %d KB -> %d KB, %.1f KB per session\n",
+		upName(tlsUp), len(conns), before, after, float64(after-before)/float64(len(conns)))
+	return nil
+}
+
+func rssKB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			return strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+func median(v []float64) float64 { return pct(v, 0.5) }
+
+func pct(v []float64, p float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+func fmtAll(v []float64) string {
+	var parts []string
+	for _, x := range v {
+		parts = append(parts, fmt.Sprintf("%.0f", x))
+	}
+	return strings.Join(parts, " ")
+}
