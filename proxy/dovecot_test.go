@@ -8,15 +8,22 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
 // startDovecot runs a real Dovecot whose oauth2 passdb checks tokens at the
-// test's fake IdP, with three messages for testMailbox.
-func startDovecot(t *testing.T, tls bool) (*testkit.Dovecot, relayOpts) {
+// test's fake IdP, with three messages for testMailbox. The relay reaches it
+// in plaintext, with implicit TLS or with STARTTLS.
+func startDovecot(t *testing.T, sec config.Security) (*testkit.Dovecot, relayOpts) {
+	return startDovecotOpts(t, sec, testkit.DovecotOptions{})
+}
+
+func startDovecotOpts(t *testing.T, sec config.Security, dopts testkit.DovecotOptions) (*testkit.Dovecot, relayOpts) {
 	var d *testkit.Dovecot
-	o := relayOpts{tls: tls, upstream: func(idp *testkit.IdP) (string, []byte) {
-		d = testkit.StartDovecot(t, idp, testkit.DovecotOptions{})
+	tls := sec == config.SecurityTLS
+	o := relayOpts{tls: sec != config.SecurityNone, security: sec, upstream: func(idp *testkit.IdP) (string, []byte) {
+		d = testkit.StartDovecot(t, idp, dopts)
 		for i := 1; i <= 3; i++ {
 			if err := d.Deliver(testMailbox, []byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i))); err != nil {
 				t.Fatal(err)
@@ -25,7 +32,7 @@ func startDovecot(t *testing.T, tls bool) (*testkit.Dovecot, relayOpts) {
 		if tls {
 			return d.IMAPSAddr, d.CertPEM
 		}
-		return d.IMAPAddr, nil
+		return d.IMAPAddr, d.CertPEM
 	}}
 	return d, o
 }
@@ -33,9 +40,9 @@ func startDovecot(t *testing.T, tls bool) (*testkit.Dovecot, relayOpts) {
 // curl, a real IMAP client, reads mail from Dovecot through relayd.
 func TestDovecotCurl(t *testing.T) {
 	curl := testkit.RequireBinary(t, "curl", "curl")
-	for _, tls := range []bool{false, true} {
-		t.Run(fmt.Sprintf("tls=%v", tls), func(t *testing.T) {
-			_, o := startDovecot(t, tls)
+	for _, sec := range []config.Security{config.SecurityNone, config.SecurityTLS, config.SecuritySTARTTLS} {
+		t.Run(string(sec), func(t *testing.T) {
+			_, o := startDovecot(t, sec)
 			r := newTestRelay(t, o)
 			out, err := exec.Command(curl, "-sS", "--max-time", "20",
 				"imap://"+r.addr+"/INBOX;UID=2", "-u", testUser+":"+testPassword).CombinedOutput()
@@ -58,7 +65,7 @@ func TestDovecotCurl(t *testing.T) {
 // and a revoked grant produces Dovecot's JSON error challenge, which relayd
 // answers correctly before telling the client what to do.
 func TestDovecotCapabilitiesAndRevocation(t *testing.T) {
-	_, o := startDovecot(t, false)
+	_, o := startDovecot(t, config.SecurityNone)
 	r := newTestRelay(t, o)
 	c := r.login()
 	if caps := c.Caps(); !caps.Has(imap.Cap("IDLE")) || !caps.Has(imap.Cap("CONDSTORE")) {
@@ -79,5 +86,34 @@ func TestDovecotCapabilitiesAndRevocation(t *testing.T) {
 	}
 	if !strings.Contains(r.logs.String(), "upstream rejected the access token; refreshing once") {
 		t.Errorf("relayd did not see Dovecot's rejection:\n%s", r.logs.String())
+	}
+}
+
+// Provider "password": relayd logs in upstream with AUTHENTICATE PLAIN and
+// the account's password (Dovecot's static passdb here), and a wrong
+// password is an account condition an admin must fix.
+func TestDovecotPasswordProvider(t *testing.T) {
+	const upstreamPassword = "upstream-static-pw"
+	_, o := startDovecotOpts(t, config.SecurityTLS, testkit.DovecotOptions{Password: upstreamPassword})
+	o.password = upstreamPassword
+	r := newTestRelay(t, o)
+	c := r.login()
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil || sel.NumMessages != 3 {
+		t.Fatalf("SELECT = %v, %v", sel, err)
+	}
+	c.Logout().Wait()
+
+	_, o = startDovecotOpts(t, config.SecurityTLS, testkit.DovecotOptions{Password: upstreamPassword})
+	o.password = "not-the-upstream-password"
+	r = newTestRelay(t, o)
+	rw := r.raw()
+	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
+	got := rw.line()
+	if !strings.HasPrefix(got, `a NO [AUTHENTICATIONFAILED] mailbox "support" needs an administrator: upstream 127.0.0.1 refused the password in `) {
+		t.Errorf("reply = %q", got)
+	}
+	if strings.Contains(got, "not-the-upstream-password") || strings.Contains(r.logs.String(), "not-the-upstream-password") {
+		t.Error("the upstream password leaked into a reply or the log")
 	}
 }

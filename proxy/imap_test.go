@@ -37,8 +37,13 @@ type relayOpts struct {
 	preauthTimeout time.Duration
 	now            func() time.Time
 	// upstream, when set, is a real server to use instead of the fake;
-	// upstreamCA is its certificate for a TLS upstream.
+	// it returns the server's address and its certificate.
 	upstream func(idp *testkit.IdP) (addr string, caPEM []byte)
+	// security overrides the upstream security ("starttls").
+	security config.Security
+	// password makes the account provider "password" with this upstream
+	// password.
+	password string
 }
 
 type testRelay struct {
@@ -116,13 +121,24 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		cfg.CAFile = filepath.Join(dir, "ca.pem")
 		os.WriteFile(cfg.CAFile, caPEM, 0o600)
 	}
+	if o.security != "" {
+		cfg.IMAPSecurity = o.security
+	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store := &auth.Store{Dir: dir}
 	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", testMailbox), GrantedAt: time.Now()})
-	src, err := auth.NewSource(auth.SourceOptions{Account: cfg, Store: store, Logger: log, Now: o.now})
-	if err != nil {
-		t.Fatal(err)
+	var src *auth.Source
+	if o.password != "" {
+		cfg.Provider, cfg.ClientID, cfg.TokenURL = "password", "", ""
+		cfg.PasswordFile = filepath.Join(dir, "upstream.password")
+		os.WriteFile(cfg.PasswordFile, []byte(o.password+"\n"), 0o600)
+	} else {
+		var err error
+		src, err = auth.NewSource(auth.SourceOptions{Account: cfg, Store: store, Logger: log, Now: o.now})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	acct, err := NewAccount(cfg, src)
 	if err != nil {

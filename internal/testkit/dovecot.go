@@ -37,6 +37,8 @@ type DovecotOptions struct {
 	// MaxSessions raises Dovecot's per-user and process limits, for
 	// benchmarks that hold many sessions.
 	MaxSessions int
+	// Password is every user's static password. Default: random.
+	Password string
 }
 
 // StartDovecot starts Dovecot and stops it when the test ends. It skips
@@ -148,10 +150,13 @@ func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dov
 		IMAPSAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		POP3Addr:  fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		CertPEM:   certPEM,
-		Password:  "static-" + randHex()[:12],
+		Password:  opts.Password,
 		dir:       dir,
 		conf:      filepath.Join(dir, "dovecot.conf"),
 		doveadm:   doveadm,
+	}
+	if d.Password == "" {
+		d.Password = "static-" + randHex()[:12]
 	}
 	oauth := fmt.Sprintf(`introspection_mode = post
 introspection_url = %s
