@@ -74,11 +74,56 @@ func copyBulk(dst, src net.Conn) error {
 			return err
 		}
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
-	return err
+	return copyCoalesce(dst, src)
 }
+
+// coalescePool holds the buffers copyCoalesce gathers records in.
+var coalescePool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// copyCoalesce copies from a TLS upstream. A TLS Read yields at most one
+// record (16 KiB), and writing each record on its own wakes the client once
+// per record, which costs more CPU than the copy. So after a blocking read
+// into a small buffer it gathers what is already available, without
+// blocking (a read deadline in the past; crypto/tls keeps its state on a
+// timeout), and writes it at once. Only the small buffer is held while the
+// session waits.
+func copyCoalesce(dst, src net.Conn) error {
+	var first [2048]byte
+	for {
+		n, err := src.Read(first[:])
+		if n > 0 {
+			bp := coalescePool.Get().(*[]byte)
+			buf := *bp
+			k := copy(buf, first[:n])
+			if err == nil {
+				src.SetReadDeadline(longAgo)
+				for k < len(buf) {
+					m, rerr := src.Read(buf[k:])
+					k += m
+					if rerr != nil {
+						if !errors.Is(rerr, os.ErrDeadlineExceeded) {
+							err = rerr
+						}
+						break
+					}
+				}
+				src.SetReadDeadline(time.Time{})
+			}
+			_, werr := dst.Write(buf[:k])
+			coalescePool.Put(bp)
+			if werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// longAgo is a deadline in the past: reads return at once with what is
+// available.
+var longAgo = time.Unix(1, 0)
 
 // copyIdle copies downstream to upstream, ending with
 // os.ErrDeadlineExceeded when the client sends nothing for idle. On a TCP

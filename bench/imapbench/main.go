@@ -52,11 +52,15 @@ const (
 var (
 	mailboxMB  = flag.Int("mailbox-mb", 100, "size of the mailbox fetched in bulk, in MB")
 	msgKB      = flag.Int("message-kb", 1024, "size of each message, in KB")
-	rounds     = flag.Int("rounds", 5, "bulk FETCH rounds per path")
+	rounds     = flag.Int("rounds", 7, "bulk FETCH rounds per path")
+	repeat     = flag.Int("repeat", 3, "whole-mailbox FETCHes per round, on one connection")
 	logins     = flag.Int("logins", 300, "login round trips per path")
 	idle       = flag.Int("idle", 2000, "idle sessions to hold")
 	relaydPath = flag.String("relayd", "", "relayd binary (default: build ./cmd/relayd)")
+	only       = flag.String("only", "fetch,login,idle", "comma-separated benchmarks to run")
 )
+
+func enabled(name string) bool { return strings.Contains(","+*only+",", ","+name+",") }
 
 func main() {
 	flag.Parse()
@@ -85,20 +89,26 @@ func run() error {
 	defer s.stop()
 	report(s)
 
-	fmt.Println("\n## Bulk FETCH of the whole mailbox (BODY.PEEK[] of every message)")
-	for _, tlsUp := range []bool{false, true} {
-		if err := benchFetch(s, tlsUp); err != nil {
+	if enabled("fetch") {
+		fmt.Println("\n## Bulk FETCH of the whole mailbox (BODY.PEEK[] of every message)")
+		for _, tlsUp := range []bool{false, true} {
+			if err := benchFetch(s, tlsUp); err != nil {
+				return err
+			}
+		}
+	}
+	if enabled("login") {
+		fmt.Println("\n## connect + LOGIN + SELECT + LOGOUT, TLS upstream, caches warm")
+		if err := benchLogin(s); err != nil {
 			return err
 		}
 	}
-	fmt.Println("\n## connect + LOGIN + SELECT + LOGOUT, TLS upstream, caches warm")
-	if err := benchLogin(s); err != nil {
-		return err
-	}
-	fmt.Println("\n## Idle sessions (IDLE), relayd's resident memory per session")
-	for _, tlsUp := range []bool{false, true} {
-		if err := benchIdle(s, tlsUp); err != nil {
-			return err
+	if enabled("idle") {
+		fmt.Println("\n## Idle sessions (IDLE), relayd's resident memory per session")
+		for _, tlsUp := range []bool{false, true} {
+			if err := benchIdle(s, tlsUp); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -350,8 +360,14 @@ func upName(tlsUp bool) string {
 
 func benchFetch(s *setup, tlsUp bool) error {
 	var direct, relayed []float64
-	for i := 0; i < *rounds*2; i++ {
-		viaRelay := i%2 == 1
+	var relaydCPU float64
+	var relayedBytes int64
+	clientCPU := map[bool]float64{}
+	clientBytes := map[bool]int64{}
+	// Round -2 and -1 warm the page cache and both paths; they are not
+	// counted.
+	for i := -2; i < *rounds*2; i++ {
+		viaRelay := i%2 != 0
 		var c *conn
 		var err error
 		if viaRelay {
@@ -366,13 +382,33 @@ func benchFetch(s *setup, tlsUp bool) error {
 			return err
 		}
 		t0 := time.Now()
-		n, err := c.cmd("FETCH 1:* BODY.PEEK[]")
-		if err != nil {
-			return err
+		cpu0 := cpuSeconds(s.pid)
+		var self0 syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &self0)
+		var n int64
+		for j := 0; j < *repeat; j++ {
+			m, err := c.cmd("FETCH 1:* BODY.PEEK[]")
+			if err != nil {
+				return err
+			}
+			n += m
 		}
 		mbps := float64(n) / 1e6 / time.Since(t0).Seconds()
+		var self1 syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &self1)
+		if viaRelay && i >= 0 {
+			relaydCPU += cpuSeconds(s.pid) - cpu0
+			relayedBytes += n
+		}
+		if i >= 0 {
+			clientCPU[viaRelay] += tv(self1.Utime) + tv(self1.Stime) - tv(self0.Utime) - tv(self0.Stime)
+			clientBytes[viaRelay] += n
+		}
 		c.cmd("LOGOUT")
 		c.c.Close()
+		if i < 0 {
+			continue
+		}
 		if viaRelay {
 			relayed = append(relayed, mbps)
 		} else {
@@ -382,6 +418,9 @@ func benchFetch(s *setup, tlsUp bool) error {
 	d, r := median(direct), median(relayed)
 	fmt.Printf("%-20s direct %8.1f MB/s   relayd %8.1f MB/s   ratio %.3f   (median of %d; direct %s; relayd %s)\n",
 		upName(tlsUp), d, r, r/d, *rounds, fmtAll(direct), fmtAll(relayed))
+	fmt.Printf("%-20s CPU per GB: relayd %.2f s; client %.2f s direct, %.2f s through relayd\n", "",
+		relaydCPU/float64(relayedBytes)*1e9, clientCPU[false]/float64(clientBytes[false])*1e9,
+		clientCPU[true]/float64(clientBytes[true])*1e9)
 	return nil
 }
 
@@ -486,6 +525,21 @@ func benchIdle(s *setup, tlsUp bool) error {
 		upName(tlsUp), len(conns), before, after, float64(after-before)/float64(len(conns)))
 	return nil
 }
+
+// cpuSeconds is the user plus system CPU time process pid has used.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
 func rssKB(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

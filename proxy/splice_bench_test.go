@@ -1,0 +1,109 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/relayd/relayd/internal/testkit"
+)
+
+// BenchmarkCopyBulk measures the upstream-to-downstream copy alone, with a
+// plaintext (splice) and a TLS upstream, against reading the same stream
+// directly: go test -bench CopyBulk ./proxy
+func BenchmarkCopyBulk(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		tls   bool
+		relay bool
+	}{
+		{"plain/direct", false, false}, {"plain/relayd", false, true},
+		{"tls/direct", true, false}, {"tls/relayd", true, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			const chunk = 1 << 20
+			src, dst := pipeline(b, tc.tls, tc.relay)
+			payload := make([]byte, chunk)
+			go func() {
+				for {
+					if _, err := src.Write(payload); err != nil {
+						return
+					}
+				}
+			}()
+			b.SetBytes(chunk)
+			b.ResetTimer()
+			buf := make([]byte, 64<<10)
+			for i := 0; i < b.N; i++ {
+				for n := 0; n < chunk; {
+					m, err := dst.Read(buf[:min(len(buf), chunk-n)])
+					if err != nil {
+						b.Fatal(err)
+					}
+					n += m
+				}
+			}
+		})
+	}
+}
+
+// pipeline returns the writing end of an upstream and the reading end the
+// client sees: directly, or through copyBulk.
+func pipeline(b *testing.B, useTLS, relay bool) (up io.Writer, down io.Reader) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	cert, pemBytes, _ := testkit.SelfSigned("127.0.0.1")
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if useTLS {
+			c = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+		}
+		accepted <- c
+	}()
+	var upClient net.Conn
+	upClient, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if useTLS {
+		acct := &Account{}
+		acct.RootCAs = x509Pool(pemBytes)
+		upClient = tls.Client(upClient, acct.tlsConfig("127.0.0.1"))
+	}
+	server := <-accepted
+	b.Cleanup(func() { server.Close(); upClient.Close() })
+	if !relay {
+		return server, upClient
+	}
+	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
+	b.Cleanup(func() { ln2.Close() })
+	go func() {
+		c, err := ln2.Accept()
+		if err != nil {
+			return
+		}
+		copyBulk(c, upClient)
+		c.Close()
+	}()
+	down, err = net.Dial("tcp", ln2.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { down.(net.Conn).Close() })
+	return server, down
+}
+
+func x509Pool(pemBytes []byte) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(pemBytes)
+	return p
+}
