@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -316,5 +317,79 @@ func TestUsersCheckAndCache(t *testing.T) {
 	now = now.Add(6 * time.Minute)
 	if _, err := u.Check("alice@example.com", "pw1"); err == nil {
 		t.Error("Check() after the cache TTL used the stale entry")
+	}
+}
+
+// countingClient signals every token request on ch.
+func countingClient(ch chan<- struct{}) *http.Client {
+	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+		return resp, err
+	})}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Run refreshes a grant nobody uses, so that it does not expire unused.
+func TestRunKeepsGrantAlive(t *testing.T) {
+	idp := newIdP(t)
+	requests := make(chan struct{}, 16)
+	src, store := newSource(t, idp, SourceOptions{HTTPClient: countingClient(requests), KeepAlive: 50 * time.Millisecond})
+	tok, err := src.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-requests
+	first, _ := store.Load("support")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { src.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-requests:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no keep-alive refresh within 10s")
+	}
+	// Join the keep-alive refresh (or see its result): a refresh for the
+	// old token returns once the new grant is stored.
+	if newTok, err := src.Refresh(context.Background(), tok); err != nil || newTok == tok {
+		t.Fatalf("Refresh() = %q, %v; want the keep-alive's new token", newTok, err)
+	}
+	if g, _ := store.Load("support"); g.RefreshToken == first.RefreshToken {
+		t.Error("keep-alive refresh not stored")
+	}
+}
+
+// Run retries a degraded account with backoff and reports recovery.
+func TestRunRetriesDegraded(t *testing.T) {
+	idp := newIdP(t)
+	changes := make(chan State, 16)
+	src, _ := newSource(t, idp, SourceOptions{
+		RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
+		OnChange: func(s State) { changes <- s },
+	})
+	idp.SetDown(true)
+	src.Token(context.Background())
+	if got := <-changes; got != StateDegraded {
+		t.Fatalf("state change = %s, want degraded", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { src.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	idp.SetDown(false)
+	select {
+	case got := <-changes:
+		if got != StateOK {
+			t.Errorf("state change = %s, want ok", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not recover the degraded account")
 	}
 }

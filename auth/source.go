@@ -35,6 +35,16 @@ type SourceOptions struct {
 	FailureThreshold int
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// KeepAlive: Run refreshes a grant that has not been refreshed for
+	// this long, so that a mailbox nobody reads does not lose its grant
+	// (Microsoft: 90 days unused). Default 24 hours.
+	KeepAlive time.Duration
+	// RetryMin and RetryMax bound the backoff of Run's retries after a
+	// failed refresh. Defaults 1 and 30 minutes.
+	RetryMin, RetryMax time.Duration
+	// OnChange, if set, is called after the account's state changed or a
+	// new grant was installed (the queue releases held mail on it).
+	OnChange func(State)
 }
 
 // Source hands out access tokens for one account. All connections of the
@@ -50,8 +60,9 @@ type Source struct {
 	mu       sync.Mutex
 	grant    *Grant // nil: none stored
 	gen      uint64 // bumped by Install; a refresh started before is discarded
-	inflight *refreshCall
-	health   healthState
+	inflight  *refreshCall
+	health    healthState
+	installCh chan struct{} // closed by Install
 }
 
 type refreshCall struct {
@@ -77,6 +88,15 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.KeepAlive == 0 {
+		opts.KeepAlive = 24 * time.Hour
+	}
+	if opts.RetryMin == 0 {
+		opts.RetryMin = time.Minute
+	}
+	if opts.RetryMax == 0 {
+		opts.RetryMax = 30 * time.Minute
 	}
 	a := opts.Account
 	s := &Source{opts: opts, acct: a, log: opts.Logger.With("account", a.Name)}
@@ -113,6 +133,72 @@ func ReadSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return s, nil
+}
+
+// Run keeps the grant alive until ctx ends: it refreshes a grant unused for
+// KeepAlive, and retries failed refreshes with exponential backoff while the
+// account is degraded. An account that needs reauthorization or an admin is
+// left alone until a new grant is installed.
+func (s *Source) Run(ctx context.Context) {
+	if s.acct.Grant == config.GrantClientCredentials {
+		return // nothing to keep alive: tokens are fetched on demand
+	}
+	backoff := s.opts.RetryMin
+	for {
+		wait := s.nextKeepAlive()
+		if st := s.Status().State; st == StateDegraded {
+			wait = backoff
+			backoff = min(2*backoff, s.opts.RetryMax)
+		} else {
+			backoff = s.opts.RetryMin
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.installed():
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		switch s.Status().State {
+		case StateNeedsReauth, StateNeedsAdmin:
+			continue // waits for installed()
+		}
+		s.mu.Lock()
+		due := s.grant != nil && (s.health.state == StateDegraded ||
+			s.opts.Now().Sub(s.grant.RefreshedAt) >= s.opts.KeepAlive)
+		stale := ""
+		if s.grant != nil {
+			stale = s.grant.AccessToken
+		}
+		s.mu.Unlock()
+		if due {
+			s.Refresh(ctx, stale)
+		}
+	}
+}
+
+// nextKeepAlive is how long until the grant should be refreshed to stay
+// alive.
+func (s *Source) nextKeepAlive() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.grant == nil {
+		return s.opts.KeepAlive
+	}
+	return max(s.grant.RefreshedAt.Add(s.opts.KeepAlive).Sub(s.opts.Now()), time.Second)
+}
+
+// installed returns a channel closed at the next Install.
+func (s *Source) installed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.installCh == nil {
+		s.installCh = make(chan struct{})
+	}
+	return s.installCh
 }
 
 // Account returns the account the source serves.
@@ -165,10 +251,15 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 	now := s.opts.Now()
 
 	s.mu.Lock()
+	prev := s.health.state
 	defer func() {
 		s.inflight = nil
+		now := s.health.state
 		s.mu.Unlock()
 		close(call.done)
+		if now != prev && s.opts.OnChange != nil {
+			s.opts.OnChange(now)
+		}
 	}()
 	if s.gen != gen {
 		// A new grant was installed while this refresh ran: keep the new one.
@@ -248,11 +339,18 @@ func (s *Source) Install(g *Grant) error {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.grant = g
 	s.gen++
 	s.health.succeed(s.opts.Now())
+	if s.installCh != nil {
+		close(s.installCh)
+		s.installCh = nil
+	}
+	s.mu.Unlock()
 	s.log.Info("new grant installed")
+	if s.opts.OnChange != nil {
+		s.opts.OnChange(StateOK)
+	}
 	return nil
 }
 

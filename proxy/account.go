@@ -24,12 +24,15 @@ type Account struct {
 	RootCAs *x509.CertPool
 
 	imapSessions atomic.Int64
+	// tlsSessions lets upstream TLS handshakes resume (RFC 8446 §2.2),
+	// skipping certificate verification and a round of key exchange.
+	tlsSessions tls.ClientSessionCache
 }
 
 // NewAccount prepares a for use by the proxy: it reads the password file and
 // the private CA bundle named in the configuration.
 func NewAccount(a *config.Account, tokens *auth.Source) (*Account, error) {
-	acct := &Account{Config: a, Tokens: tokens}
+	acct := &Account{Config: a, Tokens: tokens, tlsSessions: tls.NewLRUClientSessionCache(16)}
 	if a.PasswordFile != "" {
 		pw, err := auth.ReadSecretFile(a.PasswordFile)
 		if err != nil {
@@ -54,5 +57,6 @@ func NewAccount(a *config.Account, tokens *auth.Source) (*Account, error) {
 func (a *Account) IMAPSessions() int64 { return a.imapSessions.Load() }
 
 func (a *Account) tlsConfig(host string) *tls.Config {
-	return &tls.Config{ServerName: host, RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12}
+	return &tls.Config{ServerName: host, RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12,
+		ClientSessionCache: a.tlsSessions}
 }

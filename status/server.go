@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/relayd/relayd/auth"
@@ -58,6 +60,12 @@ func Listen(path string) (net.Listener, error) {
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	// Members of group relayd may use relayd status without root.
+	if g, err := user.LookupGroup("relayd"); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil {
+			os.Chown(path, -1, gid)
+		}
 	}
 	return ln, nil
 }

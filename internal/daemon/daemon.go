@@ -51,6 +51,7 @@ type Daemon struct {
 	imapLns  []net.Listener
 	statusLn net.Listener
 	wg       sync.WaitGroup
+	cancel   context.CancelFunc // stops background work
 }
 
 // New builds a daemon from cfg and opens its listeners, so that once New
@@ -125,6 +126,17 @@ func (d *Daemon) IMAPAddrs() []string {
 
 // Start serves in the background.
 func (d *Daemon) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	for _, acct := range d.accounts {
+		if acct.Tokens != nil {
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				acct.Tokens.Run(ctx)
+			}()
+		}
+	}
 	for _, ln := range d.imapLns {
 		d.wg.Add(1)
 		go func() {
@@ -149,6 +161,9 @@ func (d *Daemon) Start() {
 // then closes everything.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	err := d.imap.Shutdown(ctx)
+	if d.cancel != nil {
+		d.cancel()
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	d.status.Shutdown(sctx)
