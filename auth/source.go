@@ -57,9 +57,9 @@ type Source struct {
 	log    *slog.Logger
 	secret string
 
-	mu       sync.Mutex
-	grant    *Grant // nil: none stored
-	gen      uint64 // bumped by Install; a refresh started before is discarded
+	mu        sync.Mutex
+	grant     *Grant // nil: none stored
+	gen       uint64 // bumped by Install; a refresh started before is discarded
 	inflight  *refreshCall
 	health    healthState
 	installCh chan struct{} // closed by Install
