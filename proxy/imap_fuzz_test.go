@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+)
+
+// FuzzIMAPSession feeds arbitrary bytes to a whole pre-auth session: it
+// must answer and end when the client is done, never panic or hang. The
+// account's upstream is unreachable, so a good login ends in [UNAVAILABLE].
+func FuzzIMAPSession(f *testing.F) {
+	for _, s := range []string{
+		"a LOGIN helpdesk legacy-pw\r\n",
+		"a CAPABILITY\r\nb NOOP\r\nc LOGOUT\r\n",
+		"a AUTHENTICATE PLAIN\r\nAGhlbHBkZXNrAGxlZ2FjeS1wdw==\r\n",
+		"a AUTHENTICATE LOGIN\r\naGVscGRlc2s=\r\n*\r\n",
+		"a LOGIN {8}\r\nhelpdesk {9+}\r\nlegacy-pw\r\n",
+		"a LOGIN {5000+}\r\n", "\r\n\r\n* * *\r\n", "a ID (\"name\" {3}\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	cfg := &config.Account{Name: "support", Provider: "password", Email: testMailbox, Login: testMailbox,
+		LocalUser: testUser, LocalPasswordHash: testHash, Direction: config.DirBoth,
+		IMAPServer: deadAddr, IMAPSecurity: config.SecurityNone}
+	acct := &Account{Config: cfg, Password: "x"}
+	srv := NewIMAPServer(IMAPOptions{
+		Users:            auth.NewUsers([]*config.Account{cfg}),
+		Accounts:         func(string) *Account { return acct },
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		AuthFailureDelay: -1,
+		PreauthTimeout:   5 * time.Second,
+	})
+	go srv.Serve(ln)
+	defer srv.Close()
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			c.Write(in)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("session did not end: %v", err)
+		}
+		if n := srv.Panics.Load(); n != 0 {
+			t.Fatalf("%d panics", n)
+		}
+	})
+}
