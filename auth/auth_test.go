@@ -220,7 +220,7 @@ func TestNoGrantNeedsReauth(t *testing.T) {
 func TestInstallBeatsRunningRefresh(t *testing.T) {
 	idp := newIdP(t)
 	gate := make(chan struct{})
-	entered := make(chan struct{})
+	entered := make(chan struct{}, 1)
 	hc := testkit.GatedClient(entered, gate)
 	src, store := newSource(t, idp, SourceOptions{HTTPClient: hc})
 	done := make(chan string)

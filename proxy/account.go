@@ -1,62 +1,20 @@
 package proxy
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"fmt"
-	"os"
 	"sync/atomic"
 
 	"github.com/relayd/relayd/auth"
-	"github.com/relayd/relayd/config"
 )
 
-// Account is what the proxy needs to log in upstream for one configured
-// account. Safe for use from any goroutine.
+// Account is an account as the IMAP proxy sees it: its upstream credentials
+// and its open sessions. Safe for use from any goroutine.
 type Account struct {
-	Config *config.Account
-	// Tokens hands out access tokens; nil for provider "password".
-	Tokens *auth.Source
-	// Password is the upstream password of a provider "password" account.
-	Password string
-	// RootCAs verifies the upstream's certificate; nil means the system
-	// roots.
-	RootCAs *x509.CertPool
-
+	*auth.Account
 	imapSessions atomic.Int64
-	// tlsSessions lets upstream TLS handshakes resume (RFC 8446 §2.2),
-	// skipping certificate verification and a round of key exchange.
-	tlsSessions tls.ClientSessionCache
 }
 
-// NewAccount prepares a for use by the proxy: it reads the password file and
-// the private CA bundle named in the configuration.
-func NewAccount(a *config.Account, tokens *auth.Source) (*Account, error) {
-	acct := &Account{Config: a, Tokens: tokens, tlsSessions: tls.NewLRUClientSessionCache(16)}
-	if a.PasswordFile != "" {
-		pw, err := auth.ReadSecretFile(a.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("account %q: password_file: %w", a.Name, err)
-		}
-		acct.Password = pw
-	}
-	if a.CAFile != "" {
-		pem, err := os.ReadFile(a.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("account %q: ca_file: %w", a.Name, err)
-		}
-		acct.RootCAs = x509.NewCertPool()
-		if !acct.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("account %q: ca_file %s holds no PEM certificate", a.Name, a.CAFile)
-		}
-	}
-	return acct, nil
-}
+// NewAccount wraps an account's credentials for the proxy.
+func NewAccount(a *auth.Account) *Account { return &Account{Account: a} }
 
 // IMAPSessions is the number of open IMAP sessions of the account.
 func (a *Account) IMAPSessions() int64 { return a.imapSessions.Load() }
-
-func (a *Account) tlsConfig(host string) *tls.Config {
-	return &tls.Config{ServerName: host, RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12,
-		ClientSessionCache: a.tlsSessions}
-}

@@ -35,7 +35,7 @@ func FuzzIMAPSession(f *testing.F) {
 	cfg := &config.Account{Name: "support", Provider: "password", Email: testMailbox, Login: testMailbox,
 		LocalUser: testUser, LocalPasswordHash: testHash, Direction: config.DirBoth,
 		IMAPServer: deadAddr, IMAPSecurity: config.SecurityNone}
-	acct := &Account{Config: cfg, Password: "x"}
+	acct := NewAccount(&auth.Account{Config: cfg, Password: "x"})
 	srv := NewIMAPServer(IMAPOptions{
 		Users:            auth.NewUsers([]*config.Account{cfg}),
 		Accounts:         func(string) *Account { return acct },

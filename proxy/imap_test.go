@@ -140,10 +140,11 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 			t.Fatal(err)
 		}
 	}
-	acct, err := NewAccount(cfg, src)
+	creds, err := auth.NewAccount(cfg, src)
 	if err != nil {
 		t.Fatal(err)
 	}
+	acct := NewAccount(creds)
 	srv := NewIMAPServer(IMAPOptions{
 		Users:            auth.NewUsers([]*config.Account{cfg}),
 		Accounts:         func(name string) *Account { return map[string]*Account{"support": acct}[name] },

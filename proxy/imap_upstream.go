@@ -62,7 +62,7 @@ func (s *IMAPServer) dialIMAP(ctx context.Context, a *Account) (*upstreamConn, e
 	raw.SetDeadline(deadline)
 	conn := raw
 	if a.Config.IMAPSecurity == config.SecurityTLS {
-		tc := tls.Client(raw, a.tlsConfig(host))
+		tc := tls.Client(raw, a.TLSConfig(host))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, fail(fmt.Errorf("TLS handshake: %w", err))
@@ -89,7 +89,7 @@ func (s *IMAPServer) dialIMAP(ctx context.Context, a *Account) (*upstreamConn, e
 			conn.Close()
 			return nil, fail(errors.New("data after STARTTLS response (possible injection)"))
 		}
-		tc := tls.Client(raw, a.tlsConfig(host))
+		tc := tls.Client(raw, a.TLSConfig(host))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, fail(fmt.Errorf("TLS handshake after STARTTLS: %w", err))

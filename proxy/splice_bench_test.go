@@ -7,6 +7,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
@@ -75,9 +76,8 @@ func pipeline(b *testing.B, useTLS, relay bool) (up io.Writer, down io.Reader) {
 		b.Fatal(err)
 	}
 	if useTLS {
-		acct := &Account{}
-		acct.RootCAs = x509Pool(pemBytes)
-		upClient = tls.Client(upClient, acct.tlsConfig("127.0.0.1"))
+		acct := &auth.Account{RootCAs: x509Pool(pemBytes)}
+		upClient = tls.Client(upClient, acct.TLSConfig("127.0.0.1"))
 	}
 	server := <-accepted
 	b.Cleanup(func() { server.Close(); upClient.Close() })

@@ -73,11 +73,11 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 				return nil, err
 			}
 		}
-		acct, err := proxy.NewAccount(a, src)
+		creds, err := auth.NewAccount(a, src)
 		if err != nil {
 			return nil, err
 		}
-		d.accounts[a.Name] = acct
+		d.accounts[a.Name] = proxy.NewAccount(creds)
 	}
 	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
 		Users:            auth.NewUsers(cfg.Accounts),

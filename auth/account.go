@@ -1,0 +1,57 @@
+package auth
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	"github.com/relayd/relayd/config"
+)
+
+// Account is what relayd needs to log in upstream for one configured
+// account, shared by the IMAP proxy and the SMTP queue. Safe for use from any
+// goroutine.
+type Account struct {
+	Config *config.Account
+	// Tokens hands out access tokens; nil for provider "password".
+	Tokens *Source
+	// Password is the upstream password of a provider "password" account.
+	Password string
+	// RootCAs verifies the upstream's certificate; nil means the system
+	// roots.
+	RootCAs *x509.CertPool
+	// tlsSessions lets upstream TLS handshakes resume (RFC 8446 §2.2),
+	// skipping certificate verification and a round of key exchange.
+	tlsSessions tls.ClientSessionCache
+}
+
+// NewAccount reads the password file and the private CA bundle the
+// configuration names.
+func NewAccount(a *config.Account, tokens *Source) (*Account, error) {
+	acct := &Account{Config: a, Tokens: tokens, tlsSessions: tls.NewLRUClientSessionCache(16)}
+	if a.PasswordFile != "" {
+		pw, err := ReadSecretFile(a.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("account %q: password_file: %w", a.Name, err)
+		}
+		acct.Password = pw
+	}
+	if a.CAFile != "" {
+		pem, err := os.ReadFile(a.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("account %q: ca_file: %w", a.Name, err)
+		}
+		acct.RootCAs = x509.NewCertPool()
+		if !acct.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("account %q: ca_file %s holds no PEM certificate", a.Name, a.CAFile)
+		}
+	}
+	return acct, nil
+}
+
+// TLSConfig is the configuration for a TLS connection to an upstream host.
+func (a *Account) TLSConfig(host string) *tls.Config {
+	return &tls.Config{ServerName: host, RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12,
+		ClientSessionCache: a.tlsSessions}
+}

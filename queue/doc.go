@@ -1,0 +1,38 @@
+// Package queue is relayd's durable outbound mail queue: the spool on disk,
+// the per-account delivery scheduler, delivery over SMTP with XOAUTH2, holds
+// and releases, and delivery status notifications (RFC 3464).
+//
+// # On-disk layout
+//
+// The spool is one directory, DIR, with two kinds of files per message:
+//
+//	DIR/ID.msg   the message as received plus relayd's Received: header
+//	             (and a Message-ID: when the client sent none)
+//	DIR/ID.json  the metadata: account, envelope, per-recipient state,
+//	             attempts, timestamps, last error, state
+//
+// and DIR/tmp/ for files being written. A message is written to a temporary
+// file, fsynced and renamed to ID.msg; then its metadata likewise to
+// ID.json; then DIR is fsynced. Only after that does the client get
+// "250 2.0.0 queued as ID" (as Postfix does). Concurrent submissions share
+// the directory fsync (group commit). On start, every ID with both files is
+// recovered; a lone ID.msg or ID.json, and everything in tmp/, is the
+// remains of an unacknowledged submission and is deleted.
+//
+// Metadata changes (attempts, recipient results, holds) rewrite ID.json
+// the same way, so a crash leaves either the old or the new metadata.
+//
+// # States
+//
+//	queued   waiting for its next attempt (NextAttempt), or being delivered
+//	held     not delivered until released: by an admin (relayd queue
+//	         hold), or because the account cannot log in upstream (its grant
+//	         died, or SMTP AUTH is disabled). While an account holds its
+//	         mail, lifetimes and attempt counters stop.
+//	failed   every recipient is done and at least one failed permanently:
+//	         kept for inspection (relayd queue show, retry, delete)
+//
+// A message whose recipients were all delivered is removed. Delivery is
+// at-least-once: a crash after the upstream's 250 but before the spool is
+// updated sends the message again, with the same Message-ID.
+package queue

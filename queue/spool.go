@@ -1,0 +1,222 @@
+package queue
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// Spool stores queued messages durably; see the package documentation for
+// the layout. Its methods are safe for use from any goroutine.
+type Spool struct {
+	dir string
+	fs  FS
+	// failpoint, when set, is called at named points of a submission, for
+	// crash tests: "after-temp-write", "after-rename".
+	failpoint func(string)
+
+	smu     sync.Mutex
+	pending *syncBatch // renames waiting for the next directory fsync
+	syncing bool
+}
+
+type syncBatch struct {
+	done chan struct{}
+	err  error
+}
+
+// OpenSpool opens (creating) the spool in dir.
+func OpenSpool(dir string, fs FS) (*Spool, error) {
+	if fs == nil {
+		fs = OSFS{}
+	}
+	if err := fs.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("creating spool: %w", err)
+	}
+	return &Spool{dir: dir, fs: fs}, nil
+}
+
+func (s *Spool) msgPath(id string) string  { return filepath.Join(s.dir, id+".msg") }
+func (s *Spool) metaPath(id string) string { return filepath.Join(s.dir, id+".json") }
+
+func (s *Spool) fail(name string) {
+	if s.failpoint != nil {
+		s.failpoint(name)
+	}
+}
+
+// writeTemp writes r to a new file in tmp/ and fsyncs it.
+func (s *Spool) writeTemp(pattern string, r io.Reader) (name string, n int64, err error) {
+	f, err := s.fs.CreateTemp(filepath.Join(s.dir, "tmp"), pattern)
+	if err != nil {
+		return "", 0, err
+	}
+	name = f.Name()
+	n, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		s.fs.Remove(name)
+		return "", 0, err
+	}
+	return name, n, nil
+}
+
+// Put stores a new message: body, then e's metadata (with e.Size set),
+// each written, fsynced and renamed into place, then the directory fsynced.
+// When Put returns nil the message survives a crash; when it returns an
+// error nothing of it remains.
+func (s *Spool) Put(e *Entry, body io.Reader) error {
+	tmpMsg, n, err := s.writeTemp(e.ID+".msg.*", body)
+	if err != nil {
+		return fmt.Errorf("writing message: %w", err)
+	}
+	s.fail("after-temp-write")
+	if err := s.fs.Rename(tmpMsg, s.msgPath(e.ID)); err != nil {
+		s.fs.Remove(tmpMsg)
+		return fmt.Errorf("writing message: %w", err)
+	}
+	e.Size = n
+	if err := s.writeMeta(e, false); err != nil {
+		s.fs.Remove(s.msgPath(e.ID))
+		return err
+	}
+	s.fail("after-rename")
+	if err := s.syncDir(); err != nil {
+		s.fs.Remove(s.metaPath(e.ID))
+		s.fs.Remove(s.msgPath(e.ID))
+		return fmt.Errorf("syncing spool directory: %w", err)
+	}
+	return nil
+}
+
+// Update rewrites e's metadata durably.
+func (s *Spool) Update(e *Entry) error {
+	return s.writeMeta(e, true)
+}
+
+func (s *Spool) writeMeta(e *Entry, sync bool) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	tmp, _, err := s.writeTemp(e.ID+".json.*", strings.NewReader(string(b)))
+	if err != nil {
+		return fmt.Errorf("writing metadata: %w", err)
+	}
+	if err := s.fs.Rename(tmp, s.metaPath(e.ID)); err != nil {
+		s.fs.Remove(tmp)
+		return fmt.Errorf("writing metadata: %w", err)
+	}
+	if sync {
+		return s.syncDir()
+	}
+	return nil
+}
+
+// syncDir fsyncs the spool directory. Callers that arrive while an fsync
+// runs share the next one (group commit): every rename made before a call
+// is durable when it returns.
+func (s *Spool) syncDir() error {
+	s.smu.Lock()
+	if s.pending == nil {
+		s.pending = &syncBatch{done: make(chan struct{})}
+	}
+	b := s.pending
+	if !s.syncing {
+		s.syncing = true
+		go s.syncLoop()
+	}
+	s.smu.Unlock()
+	<-b.done
+	return b.err
+}
+
+func (s *Spool) syncLoop() {
+	for {
+		s.smu.Lock()
+		b := s.pending
+		s.pending = nil
+		if b == nil {
+			s.syncing = false
+			s.smu.Unlock()
+			return
+		}
+		s.smu.Unlock()
+		b.err = s.fs.SyncDir(s.dir)
+		close(b.done)
+	}
+}
+
+// Remove deletes a message: metadata first, so that a crash in between
+// leaves a lone message file, which recovery removes.
+func (s *Spool) Remove(id string) error {
+	if err := s.fs.Remove(s.metaPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := s.fs.Remove(s.msgPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Open returns the stored message.
+func (s *Spool) Open(id string) (io.ReadCloser, error) {
+	return s.fs.Open(s.msgPath(id))
+}
+
+// Recover returns every complete entry and deletes the remains of
+// submissions that were never acknowledged.
+func (s *Spool) Recover() ([]*Entry, error) {
+	tmp := filepath.Join(s.dir, "tmp")
+	if des, err := s.fs.ReadDir(tmp); err == nil {
+		for _, de := range des {
+			s.fs.Remove(filepath.Join(tmp, de.Name()))
+		}
+	}
+	des, err := s.fs.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading spool: %w", err)
+	}
+	msgs := map[string]bool{}
+	metas := map[string]bool{}
+	for _, de := range des {
+		name := de.Name()
+		if id, ok := strings.CutSuffix(name, ".msg"); ok {
+			msgs[id] = true
+		} else if id, ok := strings.CutSuffix(name, ".json"); ok {
+			metas[id] = true
+		}
+	}
+	var entries []*Entry
+	for id := range metas {
+		if !msgs[id] {
+			s.fs.Remove(s.metaPath(id))
+			continue
+		}
+		b, err := s.fs.ReadFile(s.metaPath(id))
+		if err != nil {
+			return nil, fmt.Errorf("reading spool entry %s: %w", id, err)
+		}
+		var e Entry
+		if err := json.Unmarshal(b, &e); err != nil || e.ID != id {
+			return nil, fmt.Errorf("spool entry %s is corrupt (%v): move %s and %s aside and restart", id, err, s.metaPath(id), s.msgPath(id))
+		}
+		entries = append(entries, &e)
+	}
+	for id := range msgs {
+		if !metas[id] {
+			s.fs.Remove(s.msgPath(id))
+		}
+	}
+	return entries, nil
+}
