@@ -14,5 +14,6 @@ require (
 
 require (
 	github.com/emersion/go-message v0.18.2 // indirect
+	github.com/emersion/go-smtp v0.25.1 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 )

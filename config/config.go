@@ -35,6 +35,7 @@ type Config struct {
 	LogLevel slog.Level
 	IMAP     IMAP
 	SMTP     SMTP
+	Queue    Queue
 	Accounts []*Account
 }
 
@@ -55,6 +56,19 @@ type IMAP struct {
 type SMTP struct {
 	// Listen are loopback host:port addresses. Default 127.0.0.1:1587.
 	Listen []string
+	// MaxMessageSize is the largest message accepted, in bytes. Default
+	// 35 MiB (Exchange Online's limit).
+	MaxMessageSize int64
+}
+
+// Queue configures the outbound queue.
+type Queue struct {
+	// RetryMin is the first retry delay; it doubles per attempt up to
+	// RetryMax. Defaults 1m and 30m.
+	RetryMin, RetryMax time.Duration
+	// Lifetime is how long a message may wait (not counting time its
+	// account was held) before it bounces. Default 120h (5 days).
+	Lifetime time.Duration
 }
 
 // Security is how relayd protects a connection to an upstream server.
@@ -121,6 +135,16 @@ type Account struct {
 	CAFile string
 	// PasswordFile holds the upstream password (provider "password").
 	PasswordFile string
+	// SendAs are the addresses besides Email the account may send as
+	// (MAIL FROM).
+	SendAs []string
+	// SMTPConnections caps concurrent upstream SMTP connections. Default
+	// from the provider: 3 for Microsoft (Exchange Online's limit), 5 for
+	// Gmail, 2 otherwise.
+	SMTPConnections int
+	// SMTPRate caps messages per minute. Default 30 for Microsoft, else
+	// unlimited (0).
+	SMTPRate int
 }
 
 // OAuth reports whether the account logs in upstream with OAuth 2.0.
@@ -137,7 +161,8 @@ func Defaults() *Config {
 			PreauthTimeout: 60 * time.Second,
 			IdleTimeout:    31 * time.Minute,
 		},
-		SMTP: SMTP{Listen: []string{"127.0.0.1:1587"}},
+		SMTP:  SMTP{Listen: []string{"127.0.0.1:1587"}, MaxMessageSize: 35 << 20},
+		Queue: Queue{RetryMin: time.Minute, RetryMax: 30 * time.Minute, Lifetime: 120 * time.Hour},
 	}
 }
 

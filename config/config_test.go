@@ -100,7 +100,7 @@ local_password_hash = "` + hash + `"
 func TestParseErrors(t *testing.T) {
 	acct := func(extra string) string {
 		return "[[account]]\nname = \"a\"\nprovider = \"custom\"\nemail = \"a@example.com\"\nclient_id = \"c\"\n" +
-			"token_url = \"http://127.0.0.1/token\"\nimap_server = \"127.0.0.1:993\"\nlocal_password_hash = \"" + hash + "\"\n" + extra
+			"token_url = \"http://127.0.0.1/token\"\nimap_server = \"127.0.0.1:993\"\nsmtp_server = \"127.0.0.1:587\"\nlocal_password_hash = \"" + hash + "\"\n" + extra
 	}
 	for _, tc := range []struct{ name, doc, want string }{
 		{"unknown top key", "stat_dir = \"/x\"\n", `^stat_dir: unknown key$`},
@@ -123,7 +123,11 @@ func TestParseErrors(t *testing.T) {
 		{"token url", strings.Replace(acct(""), `token_url = "http://127.0.0.1/token"`, "", 1), `^account\[1\].token_url: required for provider "custom"`},
 		{"grant", acct("grant = \"implicit\"\n"), `^account\[1\].grant: unknown grant "implicit"`},
 		{"cc without secret", acct("grant = \"client_credentials\"\n"), `^account\[1\].client_secret_file: required with grant "client_credentials"`},
-		{"password without file", "[[account]]\nname = \"p\"\nprovider = \"password\"\nemail = \"p@example.com\"\nimap_server = \"127.0.0.1:993\"\nlocal_password_hash = \"" + hash + "\"\n", `^account\[1\].password_file: required`},
+		{"smtp server missing", strings.Replace(acct(""), `smtp_server = "127.0.0.1:587"`, "", 1), `^account\[1\].smtp_server: required for an account with direction "both"`},
+		{"send_as", acct("send_as = [\"nobody\"]\n"), `^account\[1\].send_as\[0\]: "nobody" is not an email address`},
+		{"queue retry order", "[queue]\nretry_min = \"1h\"\nretry_max = \"1m\"\n", `^queue.retry_max: 1m0s is shorter than queue.retry_min`},
+		{"max size", "[smtp]\nmax_message_size = 10\n", `^smtp.max_message_size: 10 is too small`},
+		{"password without file", "[[account]]\nname = \"p\"\nprovider = \"password\"\nemail = \"p@example.com\"\ndirection = \"incoming\"\nimap_server = \"127.0.0.1:993\"\nlocal_password_hash = \"" + hash + "\"\n", `^account\[1\].password_file: required`},
 		{"listen not loopback", "[imap]\nlisten = [\"0.0.0.0:143\"]\n", `^imap.listen\[0\]: "0.0.0.0" is not a loopback address: relayd listens on loopback only`},
 		{"smtp listen", "[smtp]\nlisten = [\"1587\"]\n", `^smtp.listen\[0\]: "1587" is not host:port`},
 		{"duration", "[imap]\nidle_timeout = \"soon\"\n", `^imap.idle_timeout: "soon" is not a positive duration`},
@@ -148,6 +152,7 @@ name = "p"
 provider = "password"
 email = "p@example.com"
 imap_server = "127.0.0.1:993"
+direction = "incoming"
 password_file = "/nonexistent/pw"
 local_password_hash = "` + hash + `"`)
 	if err != nil {

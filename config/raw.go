@@ -15,6 +15,7 @@ type rawConfig struct {
 	Log          rawLog       `toml:"log"`
 	IMAP         rawIMAP      `toml:"imap"`
 	SMTP         rawSMTP      `toml:"smtp"`
+	Queue        rawQueue     `toml:"queue"`
 	Account      []rawAccount `toml:"account"`
 }
 
@@ -29,7 +30,14 @@ type rawIMAP struct {
 }
 
 type rawSMTP struct {
-	Listen []string `toml:"listen"`
+	Listen         []string `toml:"listen"`
+	MaxMessageSize *int64   `toml:"max_message_size"`
+}
+
+type rawQueue struct {
+	RetryMin *string `toml:"retry_min"`
+	RetryMax *string `toml:"retry_max"`
+	Lifetime *string `toml:"lifetime"`
 }
 
 type rawAccount struct {
@@ -54,6 +62,9 @@ type rawAccount struct {
 	SMTPSecurity      string   `toml:"smtp_security"`
 	CAFile            string   `toml:"ca_file"`
 	PasswordFile      string   `toml:"password_file"`
+	SendAs            []string `toml:"send_as"`
+	SMTPConnections   int      `toml:"smtp_connections"`
+	SMTPRate          int      `toml:"smtp_rate"`
 }
 
 func (r *rawConfig) convert() (*Config, []error) {
@@ -93,6 +104,18 @@ func (r *rawConfig) convert() (*Config, []error) {
 	}
 	duration(&cfg.IMAP.PreauthTimeout, r.IMAP.PreauthTimeout, "imap.preauth_timeout", bad)
 	duration(&cfg.IMAP.IdleTimeout, r.IMAP.IdleTimeout, "imap.idle_timeout", bad)
+	duration(&cfg.Queue.RetryMin, r.Queue.RetryMin, "queue.retry_min", bad)
+	duration(&cfg.Queue.RetryMax, r.Queue.RetryMax, "queue.retry_max", bad)
+	duration(&cfg.Queue.Lifetime, r.Queue.Lifetime, "queue.lifetime", bad)
+	if cfg.Queue.RetryMax < cfg.Queue.RetryMin {
+		bad("queue.retry_max", "%s is shorter than queue.retry_min (%s)", cfg.Queue.RetryMax, cfg.Queue.RetryMin)
+	}
+	if r.SMTP.MaxMessageSize != nil {
+		if *r.SMTP.MaxMessageSize < 1024 {
+			bad("smtp.max_message_size", "%d is too small: give the size in bytes, e.g. 36700160 for 35 MiB", *r.SMTP.MaxMessageSize)
+		}
+		cfg.SMTP.MaxMessageSize = *r.SMTP.MaxMessageSize
+	}
 
 	names := map[string]int{}
 	locals := map[string]int{}
@@ -162,6 +185,20 @@ func (r *rawAccount) convert(key string, bad func(key, format string, args ...an
 		SMTPSecurity:      Security(r.SMTPSecurity),
 		CAFile:            r.CAFile,
 		PasswordFile:      r.PasswordFile,
+		SendAs:            r.SendAs,
+		SMTPConnections:   r.SMTPConnections,
+		SMTPRate:          r.SMTPRate,
+	}
+	for i, addr := range a.SendAs {
+		if !strings.Contains(addr, "@") {
+			bad(fmt.Sprintf("%s.send_as[%d]", key, i), "%q is not an email address", addr)
+		}
+	}
+	if a.SMTPConnections < 0 {
+		bad(key+".smtp_connections", "must not be negative")
+	}
+	if a.SMTPRate < 0 {
+		bad(key+".smtp_rate", "must not be negative (0 means no limit)")
 	}
 	if a.Name == "" {
 		bad(key+".name", "required: a short name used on the command line, e.g. relayd authorize support")
@@ -265,8 +302,12 @@ func (r *rawAccount) convert(key string, bad func(key, format string, args ...an
 			checkUpstream(key, "imap", a.IMAPServer, a.IMAPSecurity, bad)
 		}
 	}
-	if a.Direction.Outgoing() && known && a.SMTPServer != "" {
-		checkUpstream(key, "smtp", a.SMTPServer, a.SMTPSecurity, bad)
+	if a.Direction.Outgoing() && known {
+		if a.SMTPServer == "" {
+			bad(key+".smtp_server", "required for an account with direction %q", a.Direction)
+		} else {
+			checkUpstream(key, "smtp", a.SMTPServer, a.SMTPSecurity, bad)
+		}
 	}
 	return a
 }

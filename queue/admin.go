@@ -1,0 +1,175 @@
+package queue
+
+import (
+	"time"
+)
+
+// List returns every queued, held and failed message, oldest first.
+func (q *Queue) List() []*Entry {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	l := q.sortedEntries(nil)
+	for _, e := range l {
+		if a := q.accounts[e.Account]; a != nil && a.hold != nil && e.State == StateQueued {
+			e.State = StateHeld
+		}
+		if e.AdminHold && e.State == StateQueued {
+			e.State = StateHeld
+		}
+	}
+	return l
+}
+
+// Get returns one message's metadata.
+func (q *Queue) Get(id string) (*Entry, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.entries[id]
+	if e == nil {
+		return nil, ErrNotFound(id)
+	}
+	return e.clone(), nil
+}
+
+// Flush makes every queued message of account (all accounts when empty)
+// due now, like postqueue -f. It does not release holds.
+func (q *Queue) Flush(acct string) int {
+	q.mu.Lock()
+	n := 0
+	now := q.opts.Now()
+	var wake []*account
+	for _, e := range q.entries {
+		if e.State == StateQueued && (acct == "" || e.Account == acct) {
+			e.NextAttempt = now
+			n++
+		}
+	}
+	for name, a := range q.accounts {
+		if acct == "" || name == acct {
+			if a.outage {
+				a.probeAt = now
+			}
+			wake = append(wake, a)
+		}
+	}
+	q.mu.Unlock()
+	for _, a := range wake {
+		a.wake()
+	}
+	return n
+}
+
+// Hold holds a message (target is a queue ID) or every message of an
+// account (target is an account name), like postsuper -h.
+func (q *Queue) Hold(target string) (int, error) {
+	return q.setAdminHold(target, true)
+}
+
+// Release releases what Hold held. Releasing an account also lifts an
+// account condition hold, so that its mail is tried again now.
+func (q *Queue) Release(target string) (int, error) {
+	n, err := q.setAdminHold(target, false)
+	if err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	_, isAccount := q.accounts[target]
+	q.mu.Unlock()
+	if isAccount {
+		q.release(target, "released by an admin")
+	}
+	return n, nil
+}
+
+func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
+	q.mu.Lock()
+	var changed []*Entry
+	if e := q.entries[target]; e != nil {
+		if e.State != StateFailed && e.AdminHold != hold {
+			e.AdminHold = hold
+			e.NextAttempt = q.opts.Now()
+			changed = append(changed, e.clone())
+		}
+	} else if _, ok := q.accounts[target]; ok {
+		for _, e := range q.entries {
+			if e.Account == target && e.State != StateFailed && e.AdminHold != hold {
+				e.AdminHold = hold
+				e.NextAttempt = q.opts.Now()
+				changed = append(changed, e.clone())
+			}
+		}
+	} else {
+		q.mu.Unlock()
+		return 0, ErrNotFound(target)
+	}
+	a := q.accounts[target]
+	if len(changed) > 0 && a == nil {
+		a = q.accounts[changed[0].Account]
+	}
+	q.mu.Unlock()
+	for _, e := range changed {
+		if err := q.spool.Update(e); err != nil {
+			return 0, err
+		}
+	}
+	if a != nil {
+		a.wake()
+	}
+	return len(changed), nil
+}
+
+// Retry makes a message due now; a failed one gets its failed recipients
+// back and is queued again, like postsuper -r.
+func (q *Queue) Retry(id string) error {
+	q.mu.Lock()
+	e := q.entries[id]
+	if e == nil {
+		q.mu.Unlock()
+		return ErrNotFound(id)
+	}
+	if e.State == StateFailed {
+		for i := range e.Recipients {
+			if e.Recipients[i].State == RcptFailed {
+				e.Recipients[i].State = RcptPending
+			}
+		}
+		e.State = StateQueued
+		e.Created = q.opts.Now() // a fresh lifetime
+		e.Frozen = 0
+	}
+	e.NextAttempt = q.opts.Now().Add(-time.Nanosecond)
+	snapshot := e.clone()
+	a := q.account(e.Account)
+	q.mu.Unlock()
+	if err := q.spool.Update(snapshot); err != nil {
+		return err
+	}
+	a.wake()
+	return nil
+}
+
+// Delete removes a message from the queue, like postsuper -d.
+func (q *Queue) Delete(id string) error {
+	q.mu.Lock()
+	e := q.entries[id]
+	if e == nil {
+		q.mu.Unlock()
+		return ErrNotFound(id)
+	}
+	if q.busy[id] {
+		q.mu.Unlock()
+		return errBusy
+	}
+	delete(q.entries, id)
+	q.mu.Unlock()
+	return q.spool.Remove(id)
+}
+
+var errBusy = ErrBusyError{}
+
+// ErrBusyError: the message is being delivered right now.
+type ErrBusyError struct{}
+
+func (ErrBusyError) Error() string {
+	return "the message is being delivered right now; try again in a moment"
+}

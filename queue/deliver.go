@@ -1,0 +1,564 @@
+package queue
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+)
+
+// worker delivers one account's mail until ctx ends.
+func (q *Queue) worker(ctx context.Context, a *account) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		ids, wait := q.due(a)
+		if len(ids) > 0 {
+			q.deliverBatch(ctx, a, ids)
+			continue
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+// due returns the messages to attempt now, or how long to wait.
+func (q *Queue) due(a *account) ([]string, time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := q.opts.Now()
+	var queued []*Entry
+	for _, e := range q.entries {
+		if e.Account == a.name && e.State == StateQueued && !e.AdminHold && !q.busy[e.ID] {
+			queued = append(queued, e)
+		}
+	}
+	if len(queued) == 0 {
+		return nil, time.Hour
+	}
+	sort.Slice(queued, func(i, j int) bool { return queued[i].ID < queued[j].ID })
+	if a.hold != nil && a.hold.State != auth.StateDegraded {
+		return nil, time.Hour // until a new grant or an admin releases it
+	}
+	if a.hold != nil || a.outage {
+		// Probe with the oldest message; success releases the rest.
+		if !now.Before(a.probeAt) {
+			return []string{queued[0].ID}, 0
+		}
+		return nil, a.probeAt.Sub(now)
+	}
+	var ids []string
+	next := time.Duration(1<<63 - 1)
+	for _, e := range queued {
+		if !now.Before(e.NextAttempt) {
+			ids = append(ids, e.ID)
+		} else {
+			next = min(next, e.NextAttempt.Sub(now))
+		}
+	}
+	return ids, next
+}
+
+// accountError is a condition of the account found while logging in
+// upstream: the account's mail is held.
+type accountError struct {
+	state  auth.State
+	advice string
+	err    error
+}
+
+func (e *accountError) Error() string { return e.advice + ": " + errText(e.err) }
+
+// deliverBatch delivers ids over up to the account's connection limit,
+// reusing each connection for several messages.
+func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
+	creds := q.opts.Accounts(a.name)
+	if creds == nil {
+		q.holdAccount(a, auth.StateNeedsAdmin, fmt.Sprintf("account %q is not in the configuration any more: add it back, or delete its mail with 'relayd queue delete'", a.name), nil)
+		return
+	}
+	q.mu.Lock()
+	for _, id := range ids {
+		q.busy[id] = true
+	}
+	q.mu.Unlock()
+	var (
+		mu   sync.Mutex
+		next int
+	)
+	take := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if next == len(ids) {
+			return ""
+		}
+		next++
+		return ids[next-1]
+	}
+	conns := min(maxConns(creds.Config), len(ids))
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.runConnection(ctx, a, creds, take)
+		}()
+	}
+	wg.Wait()
+	q.mu.Lock()
+	for _, id := range ids {
+		delete(q.busy, id)
+	}
+	q.mu.Unlock()
+}
+
+// maxConns is the account's limit of concurrent upstream SMTP connections:
+// Exchange Online allows 3 per mailbox.
+func maxConns(a *config.Account) int {
+	if a.SMTPConnections > 0 {
+		return a.SMTPConnections
+	}
+	switch a.Provider {
+	case "office365", "outlook":
+		return 3
+	case "gmail":
+		return 5
+	}
+	return 2
+}
+
+// minInterval is the pause between two messages of an account that a
+// provider's rate limit needs (Exchange Online: 30 per minute).
+func minInterval(a *config.Account) time.Duration {
+	rate := a.SMTPRate
+	if rate == 0 {
+		switch a.Provider {
+		case "office365", "outlook":
+			rate = 30
+		}
+	}
+	if rate <= 0 {
+		return 0
+	}
+	return time.Minute / time.Duration(rate)
+}
+
+// runConnection opens one upstream connection and delivers messages from
+// take over it until there are none or the connection fails.
+func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Account, take func() string) {
+	c, err := q.connect(ctx, creds)
+	if err != nil {
+		var ae *accountError
+		if errors.As(err, &ae) {
+			q.holdAccount(a, ae.state, ae.advice, ae.err)
+		} else {
+			q.outage(a, creds, err)
+		}
+		return
+	}
+	defer c.Close()
+	probe := false
+	q.mu.Lock()
+	probe = a.hold != nil || a.outage
+	q.mu.Unlock()
+	if probe {
+		q.release(a.name, "the upstream answers again")
+	}
+	for {
+		id := take()
+		if id == "" {
+			c.Quit()
+			return
+		}
+		q.pace(ctx, a, creds.Config)
+		q.mu.Lock()
+		e := q.entries[id]
+		var snapshot *Entry
+		if e != nil && e.State == StateQueued && !e.AdminHold {
+			snapshot = e.clone()
+		}
+		q.mu.Unlock()
+		if snapshot == nil {
+			continue // deleted or held meanwhile
+		}
+		results, connErr := q.deliverOne(c, snapshot)
+		q.finish(a, id, results, connErr)
+		if connErr != nil {
+			return
+		}
+		if err := c.Reset(); err != nil {
+			return
+		}
+	}
+}
+
+// pace waits until the account's rate limit allows the next message.
+func (q *Queue) pace(ctx context.Context, a *account, cfg *config.Account) {
+	iv := minInterval(cfg)
+	if iv == 0 {
+		return
+	}
+	q.mu.Lock()
+	wait := a.lastSend.Add(iv).Sub(q.opts.Now())
+	a.lastSend = q.opts.Now().Add(max(wait, 0))
+	q.mu.Unlock()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// outage records a connection or TLS failure. Messages keep aging; a probe
+// checks the upstream again after a backoff.
+func (q *Queue) outage(a *account, creds *auth.Account, err error) {
+	q.mu.Lock()
+	first := !a.outage
+	a.outage = true
+	a.backoff = min(max(2*a.backoff, q.opts.RetryMin), q.opts.RetryMax)
+	if first {
+		a.backoff = q.opts.RetryMin
+	}
+	a.probeAt = q.opts.Now().Add(a.backoff)
+	a.lastError, a.lastErrorAt = errText(err), q.opts.Now()
+	q.mu.Unlock()
+	q.log.Warn("upstream SMTP server unreachable; mail stays queued and is retried", "account", a.name,
+		"upstream", creds.Config.SMTPServer, "err", err, "retry_in", a.backoff)
+	q.event("deferred", "", a.name)
+}
+
+// connect dials the account's SMTP server and logs in.
+func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*smtp.Client, error) {
+	cfg := creds.Config
+	addr := cfg.SMTPServer
+	host, _, _ := net.SplitHostPort(addr)
+	dctx, cancel := context.WithTimeout(ctx, q.opts.Timeout)
+	defer cancel()
+	conn, err := q.opts.Dialer(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dialing %s: %w", addr, err)
+	}
+	var c *smtp.Client
+	switch cfg.SMTPSecurity {
+	case config.SecurityTLS:
+		tc := tls.Client(conn, creds.TLSConfig(host))
+		if err := tc.HandshakeContext(dctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		c = smtp.NewClient(tc)
+	case config.SecurityNone:
+		c = smtp.NewClient(conn)
+	default:
+		conn.SetDeadline(time.Now().Add(q.opts.Timeout))
+		c, err = smtp.NewClientStartTLS(conn, creds.TLSConfig(host))
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("STARTTLS with %s: %w", addr, err)
+		}
+		conn.SetDeadline(time.Time{})
+	}
+	c.CommandTimeout = q.opts.Timeout
+	c.SubmissionTimeout = q.opts.Timeout
+	if err := c.Hello(q.opts.Hostname); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("EHLO to %s: %w", addr, err)
+	}
+	if err := q.login(ctx, c, creds, host); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// login authenticates: XOAUTH2 with the account's token (refreshing once
+// and retrying once on a rejection), or PLAIN with its password. Every
+// failure is an account condition.
+func (q *Queue) login(ctx context.Context, c *smtp.Client, creds *auth.Account, host string) error {
+	cfg := creds.Config
+	if creds.Tokens == nil {
+		err := c.Auth(sasl.NewPlainClient("", cfg.Login, creds.Password))
+		if err != nil {
+			return authError(cfg, host, err, fmt.Sprintf("%s refused the password in %s: put the right one there", host, cfg.PasswordFile))
+		}
+		return nil
+	}
+	tok, err := creds.Tokens.Token(ctx)
+	if err != nil {
+		return tokenError(err)
+	}
+	for attempt := 0; ; attempt++ {
+		err = c.Auth(auth.NewXOAUTH2Client(cfg.Email, tok))
+		if err == nil {
+			return nil
+		}
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			return fmt.Errorf("AUTH at %s: %w", host, err)
+		}
+		if attempt == 1 || isSMTPAuthDisabled(se) || se.Code/100 == 4 {
+			reauth := fmt.Sprintf("%s refused a fresh token: run 'relayd authorize %s'", host, cfg.Name)
+			if attempt == 1 {
+				creds.Tokens.MarkUpstreamRejected(host, se.Error())
+			}
+			return authError(cfg, host, err, reauth)
+		}
+		q.log.Info("upstream rejected the access token; refreshing once", "account", cfg.Name, "reply", se.Error())
+		if tok, err = creds.Tokens.Refresh(ctx, tok); err != nil {
+			return tokenError(err)
+		}
+	}
+}
+
+func tokenError(err error) error {
+	var ae *auth.AccountError
+	if errors.As(err, &ae) {
+		return &accountError{state: ae.State, advice: ae.Advice, err: ae.Err}
+	}
+	return &accountError{state: auth.StateDegraded, advice: "could not get an access token", err: err}
+}
+
+// isSMTPAuthDisabled recognises Exchange's 535 5.7.139: SMTP AUTH is
+// switched off for the tenant or the mailbox.
+func isSMTPAuthDisabled(se *smtp.SMTPError) bool {
+	return se.EnhancedCode == smtp.EnhancedCode{5, 7, 139} || strings.Contains(se.Message, "SmtpClientAuthentication is disabled")
+}
+
+// authError turns a refused AUTH into an account condition.
+func authError(cfg *config.Account, host string, err error, reauth string) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		switch {
+		case isSMTPAuthDisabled(se):
+			return &accountError{state: auth.StateNeedsAdmin, err: err, advice: fmt.Sprintf(
+				"%s has SMTP AUTH switched off for %s (535 5.7.139): an Exchange admin must enable it, e.g. Set-CASMailbox -Identity %s -SmtpClientAuthenticationDisabled $false, or for the tenant with Set-TransportConfig -SmtpClientAuthenticationDisabled $false",
+				host, cfg.Email, cfg.Email)}
+		case se.Code/100 == 4:
+			return &accountError{state: auth.StateDegraded, err: err, advice: host + " refused AUTH for now; relayd retries"}
+		}
+	}
+	if cfg.Provider == "password" {
+		return &accountError{state: auth.StateNeedsAdmin, advice: reauth, err: err}
+	}
+	return &accountError{state: auth.StateNeedsReauth, advice: reauth, err: err}
+}
+
+// outcome of one recipient.
+type outcome struct {
+	idx   int
+	state string // RcptSent, RcptFailed, RcptPending (temporary)
+	reply string
+}
+
+// deliverOne sends e on c. It returns each pending recipient's outcome, and
+// a non-nil error when the connection broke.
+func (q *Queue) deliverOne(c *smtp.Client, e *Entry) ([]outcome, error) {
+	pending := e.pending()
+	all := func(state, reply string) []outcome {
+		var out []outcome
+		for _, i := range pending {
+			out = append(out, outcome{idx: i, state: state, reply: reply})
+		}
+		return out
+	}
+	if err := c.Mail(e.From, &smtp.MailOptions{Size: e.Size}); err != nil {
+		st, reply, broken := classify(err)
+		if broken {
+			return all(RcptPending, reply), err
+		}
+		return all(st, reply), nil
+	}
+	var results, accepted []outcome
+	for _, i := range pending {
+		err := c.Rcpt(e.Recipients[i].Addr, nil)
+		st, reply, broken := classify(err)
+		if broken {
+			return all(RcptPending, reply), err
+		}
+		if st == RcptSent {
+			accepted = append(accepted, outcome{idx: i})
+		} else {
+			results = append(results, outcome{idx: i, state: st, reply: reply})
+		}
+	}
+	if len(accepted) == 0 {
+		return results, nil
+	}
+	w, err := c.Data()
+	if err != nil {
+		st, reply, broken := classify(err)
+		for _, o := range accepted {
+			results = append(results, outcome{idx: o.idx, state: st, reply: reply})
+		}
+		if broken {
+			return results, err
+		}
+		return results, nil
+	}
+	msg, err := q.spool.Open(e.ID)
+	if err != nil {
+		w.Close()
+		return all(RcptPending, "reading the spool: "+err.Error()), err
+	}
+	_, err = io.Copy(w, msg)
+	msg.Close()
+	if err == nil {
+		err = w.Close()
+	} else {
+		w.Close()
+	}
+	st, reply, broken := classify(err)
+	if st == RcptSent {
+		reply = "250 accepted"
+		if q.opts.Failpoint != nil {
+			q.opts.Failpoint("after-upstream-250")
+		}
+	}
+	for _, o := range accepted {
+		results = append(results, outcome{idx: o.idx, state: st, reply: reply})
+	}
+	if broken {
+		return results, err
+	}
+	return results, nil
+}
+
+// classify maps an upstream reply to a recipient state: sent, failed
+// (permanent) or pending (retry). Provider throttles are temporary even
+// when they carry a 5xx code. broken reports a connection failure.
+func classify(err error) (state, reply string, broken bool) {
+	if err == nil {
+		return RcptSent, "", false
+	}
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return RcptPending, err.Error(), true
+	}
+	reply = se.Error()
+	switch {
+	case se.Code/100 == 2:
+		return RcptSent, reply, false
+	case se.Code/100 == 4 || isThrottle(se):
+		return RcptPending, reply, false
+	default:
+		return RcptFailed, reply, false
+	}
+}
+
+// isThrottle recognises provider quota and throttling replies, which defer
+// rather than bounce: Exchange's 554 5.2.0 ...SubmissionQuotaExceeded and
+// Gmail's 550 5.4.5 daily sending limit.
+func isThrottle(se *smtp.SMTPError) bool {
+	return strings.Contains(se.Message, "SubmissionQuotaExceeded") ||
+		se.EnhancedCode == smtp.EnhancedCode{5, 4, 5} || se.EnhancedCode == smtp.EnhancedCode{4, 4, 5}
+}
+
+// finish records the outcome of an attempt.
+func (q *Queue) finish(a *account, id string, results []outcome, connErr error) {
+	now := q.opts.Now()
+	q.mu.Lock()
+	e := q.entries[id]
+	if e == nil {
+		q.mu.Unlock()
+		return
+	}
+	var failed []Recipient
+	var lastTemp string
+	for _, o := range results {
+		r := &e.Recipients[o.idx]
+		r.Reply = o.reply
+		switch o.state {
+		case RcptSent:
+			r.State = RcptSent
+		case RcptFailed:
+			r.State = RcptFailed
+			failed = append(failed, *r)
+		default:
+			lastTemp = o.reply
+		}
+	}
+	e.Attempts++
+	e.LastAttempt = now
+	remaining := len(e.pending())
+	if remaining > 0 && e.age(now) > q.opts.Lifetime {
+		for _, i := range e.pending() {
+			r := &e.Recipients[i]
+			r.State = RcptFailed
+			r.Reply = fmt.Sprintf("gave up after %s in the queue; last reply: %s", q.opts.Lifetime, r.Reply)
+			failed = append(failed, *r)
+		}
+		remaining = 0
+	}
+	var kind string
+	switch {
+	case remaining > 0:
+		e.LastError = lastTemp
+		if connErr != nil {
+			e.LastError = connErr.Error()
+		}
+		e.NextAttempt = now.Add(q.backoff(e.Attempts))
+		a.lastError, a.lastErrorAt = e.LastError, now
+		kind = "deferred"
+	case hasFailed(e):
+		e.State = StateFailed
+		e.LastError = "permanent failure"
+		kind = "failed"
+	default:
+		kind = "delivered"
+	}
+	snapshot := e.clone()
+	if kind == "delivered" {
+		delete(q.entries, id)
+	}
+	q.mu.Unlock()
+
+	if kind == "delivered" {
+		if err := q.spool.Remove(id); err != nil {
+			q.log.Error("delivered message could not be removed from the spool; it may be sent again", "id", id, "err", err)
+		}
+		q.log.Info("delivered", "id", id, "account", a.name, "recipients", len(snapshot.Recipients))
+	} else {
+		if err := q.spool.Update(snapshot); err != nil {
+			q.log.Error("could not record a delivery attempt in the spool", "id", id, "err", err)
+		}
+		if kind == "deferred" {
+			q.log.Info("delivery deferred", "id", id, "account", a.name, "reply", snapshot.LastError, "next_attempt", snapshot.NextAttempt)
+		}
+	}
+	if len(failed) > 0 {
+		q.log.Warn("delivery failed permanently", "id", id, "account", a.name, "recipients", len(failed), "reply", failed[0].Reply)
+		if !snapshot.DSN {
+			q.bounce(snapshot, failed)
+		}
+	}
+	q.event(kind, id, a.name)
+}
+
+func hasFailed(e *Entry) bool {
+	for _, r := range e.Recipients {
+		if r.State == RcptFailed {
+			return true
+		}
+	}
+	return false
+}

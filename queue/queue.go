@@ -1,0 +1,441 @@
+package queue
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+)
+
+// Options configure a Queue. Zero values take the defaults named.
+type Options struct {
+	// Dir is the spool directory. Required.
+	Dir string
+	// FS is the spool's file system. Default: the real one.
+	FS     FS
+	Logger *slog.Logger
+	// Accounts returns an account's upstream credentials, or nil. Required.
+	Accounts func(name string) *auth.Account
+	// Dialer dials upstream servers. Default: a net.Dialer.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Hostname names relayd in EHLO, Received: headers and DSNs. Default:
+	// the host name.
+	Hostname string
+	// RetryMin is the first retry delay after a temporary failure, doubled
+	// per attempt (with ±10% jitter) up to RetryMax. Defaults 1 and 30
+	// minutes.
+	RetryMin, RetryMax time.Duration
+	// Lifetime is how long a message may stay queued (not counting time its
+	// account held it) before it bounces. Default 5 days.
+	Lifetime time.Duration
+	// Timeout bounds each upstream SMTP command and the dial. Default 5
+	// minutes (RFC 5321 §4.5.3.2 suggests longer for DATA; providers
+	// answer faster).
+	Timeout time.Duration
+	Now     func() time.Time
+	// Failpoint, when set, is called at named points, for crash tests:
+	// "after-temp-write", "after-rename" (spool), "after-upstream-250"
+	// (delivery).
+	Failpoint func(string)
+	// OnEvent, when set, is called after deliveries and state changes
+	// (for tests and the status socket's waiters).
+	OnEvent func(Event)
+}
+
+// Event reports something the queue did.
+type Event struct {
+	Kind    string // "delivered", "deferred", "failed", "held", "released", "queued"
+	ID      string
+	Account string
+}
+
+// Queue is the outbound queue. Its methods are safe for use from any
+// goroutine.
+type Queue struct {
+	opts  Options
+	log   *slog.Logger
+	spool *Spool
+
+	mu       sync.Mutex
+	entries  map[string]*Entry
+	busy     map[string]bool // being delivered
+	accounts map[string]*account
+	ctx      context.Context // set by Run
+	wg       sync.WaitGroup
+}
+
+// account is an account's delivery state.
+type account struct {
+	name string
+	kick chan struct{}
+	// hold is the account condition that stops delivery, or nil.
+	hold *Hold
+	// outage is set after a connection or TLS failure: lifetimes keep
+	// running; a probe at probeAt checks whether the upstream is back.
+	outage  bool
+	probeAt time.Time
+	backoff time.Duration
+
+	lastError   string
+	lastErrorAt time.Time
+	lastSend    time.Time
+	running     bool
+}
+
+// Hold is an account condition: the account's mail waits until it is fixed.
+type Hold struct {
+	State  auth.State `json:"state"`
+	Advice string     `json:"advice"`
+	Since  time.Time  `json:"since"`
+}
+
+// Open opens the spool, recovers its messages and returns the queue. Call
+// Run to deliver.
+func Open(opts Options) (*Queue, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Dialer == nil {
+		var d net.Dialer
+		opts.Dialer = d.DialContext
+	}
+	if opts.Hostname == "" {
+		opts.Hostname, _ = os.Hostname()
+		if opts.Hostname == "" {
+			opts.Hostname = "localhost"
+		}
+	}
+	if opts.RetryMin == 0 {
+		opts.RetryMin = time.Minute
+	}
+	if opts.RetryMax == 0 {
+		opts.RetryMax = 30 * time.Minute
+	}
+	if opts.Lifetime == 0 {
+		opts.Lifetime = 5 * 24 * time.Hour
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	sp, err := OpenSpool(opts.Dir, opts.FS)
+	if err != nil {
+		return nil, err
+	}
+	sp.failpoint = opts.Failpoint
+	q := &Queue{
+		opts: opts, log: opts.Logger, spool: sp,
+		entries: map[string]*Entry{}, busy: map[string]bool{}, accounts: map[string]*account{},
+	}
+	entries, err := sp.Recover()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		q.entries[e.ID] = e
+		q.account(e.Account)
+	}
+	if len(entries) > 0 {
+		q.log.Info("queue recovered", "messages", len(entries))
+	}
+	return q, nil
+}
+
+// account returns the delivery state of name, creating it. q.mu is held or
+// the queue is not shared yet.
+func (q *Queue) account(name string) *account {
+	a := q.accounts[name]
+	if a == nil {
+		a = &account{name: name, kick: make(chan struct{}, 1)}
+		q.accounts[name] = a
+		if q.ctx != nil {
+			q.startWorker(a)
+		}
+	}
+	return a
+}
+
+func (a *account) wake() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (q *Queue) startWorker(a *account) {
+	if a.running {
+		return
+	}
+	a.running = true
+	q.wg.Add(1)
+	go func() {
+		defer q.wg.Done()
+		q.worker(q.ctx, a)
+	}()
+}
+
+// Run delivers until ctx ends, then waits for deliveries in progress.
+func (q *Queue) Run(ctx context.Context) {
+	q.mu.Lock()
+	q.ctx = ctx
+	for _, a := range q.accounts {
+		q.startWorker(a)
+	}
+	q.mu.Unlock()
+	<-ctx.Done()
+	q.wg.Wait()
+}
+
+func (q *Queue) event(kind, id, acct string) {
+	if q.opts.OnEvent != nil {
+		q.opts.OnEvent(Event{Kind: kind, ID: id, Account: acct})
+	}
+}
+
+// Submission is a message to queue.
+type Submission struct {
+	Account string
+	From    string
+	To      []string
+	// Trace returns the header lines (each ending in CRLF) to prepend for
+	// the queue ID: the Received: trace header (RFC 5321 §4.4).
+	Trace func(id string) string
+	Body  io.Reader
+	// DSN marks a delivery status notification.
+	DSN bool
+}
+
+// maxHeaderScan bounds how much of a message's header relayd buffers to
+// look for a Message-ID.
+const maxHeaderScan = 256 << 10
+
+// Submit stores a message durably and returns its queue ID. When it returns
+// nil the message survives a crash.
+func (q *Queue) Submit(s *Submission) (string, error) {
+	now := q.opts.Now()
+	e := &Entry{
+		ID: newID(now), Account: s.Account, From: s.From, Created: now,
+		State: StateQueued, NextAttempt: now, DSN: s.DSN,
+	}
+	for _, to := range s.To {
+		e.Recipients = append(e.Recipients, Recipient{Addr: to, State: RcptPending})
+	}
+	br := bufio.NewReaderSize(s.Body, 32<<10)
+	header, msgID, err := scanHeader(br)
+	if err != nil {
+		return "", err
+	}
+	var prefix strings.Builder
+	if s.Trace != nil {
+		prefix.WriteString(s.Trace(e.ID))
+	}
+	if msgID == "" {
+		// A resend after a crash must be recognisable (DESIGN.md).
+		msgID = "<" + e.ID + "@" + q.opts.Hostname + ">"
+		prefix.WriteString("Message-ID: " + msgID + "\r\n")
+	}
+	e.MessageID = msgID
+	body := io.MultiReader(strings.NewReader(prefix.String()), bytes.NewReader(header), br)
+	if err := q.spool.Put(e, body); err != nil {
+		q.log.Error("could not queue a message: answering 452 so the client retries", "account", s.Account, "err", err)
+		return "", err
+	}
+	q.mu.Lock()
+	q.entries[e.ID] = e
+	a := q.account(e.Account)
+	q.mu.Unlock()
+	a.wake()
+	q.event("queued", e.ID, e.Account)
+	return e.ID, nil
+}
+
+// scanHeader reads the message header (up to maxHeaderScan bytes) and
+// returns it with the value of its Message-ID field, if any.
+func scanHeader(br *bufio.Reader) ([]byte, string, error) {
+	var header []byte
+	msgID := ""
+	for len(header) < maxHeaderScan {
+		line, err := br.ReadSlice('\n')
+		header = append(header, line...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
+			return header, msgID, nil
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if len(line) <= 2 && strings.TrimRight(string(line), "\r\n") == "" {
+			break // end of header
+		}
+		if len(line) > 11 && strings.EqualFold(string(line[:11]), "message-id:") {
+			msgID = strings.TrimSpace(string(line[11:]))
+		}
+	}
+	return header, msgID, nil
+}
+
+// backoff is the delay before attempt n+1 after n failures.
+func (q *Queue) backoff(attempts int) time.Duration {
+	d := q.opts.RetryMin
+	for i := 1; i < attempts && d < q.opts.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, q.opts.RetryMax)
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	return d + jitter
+}
+
+// AccountStats summarises an account's queue for the status socket.
+type AccountStats struct {
+	Queued      int       `json:"queued"`
+	Held        int       `json:"held"`
+	Failed      int       `json:"failed"`
+	OldestAge   int64     `json:"oldest_age_seconds"`
+	Hold        *Hold     `json:"hold,omitempty"`
+	Outage      bool      `json:"outage,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Stats returns the queue statistics of account name.
+func (q *Queue) Stats(name string) AccountStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var st AccountStats
+	now := q.opts.Now()
+	a := q.accounts[name]
+	for _, e := range q.entries {
+		if e.Account != name {
+			continue
+		}
+		switch {
+		case e.State == StateFailed:
+			st.Failed++
+		case e.AdminHold || a != nil && a.hold != nil:
+			st.Held++
+		default:
+			st.Queued++
+		}
+		if e.State != StateFailed {
+			st.OldestAge = max(st.OldestAge, int64(now.Sub(e.Created)/time.Second))
+		}
+	}
+	if a != nil {
+		if a.hold != nil {
+			h := *a.hold
+			st.Hold = &h
+		}
+		st.Outage = a.outage
+		st.LastError, st.LastErrorAt = a.lastError, a.lastErrorAt
+	}
+	return st
+}
+
+// AccountChanged tells the queue that an account's credentials changed
+// state. When they work again (a new grant), held mail is released and
+// delivered at once.
+func (q *Queue) AccountChanged(name string, st auth.State) {
+	if st != auth.StateOK {
+		return
+	}
+	q.release(name, "credentials work again")
+}
+
+// release lifts an account hold and makes its queued mail due now.
+func (q *Queue) release(name, why string) {
+	q.mu.Lock()
+	a := q.accounts[name]
+	if a == nil {
+		q.mu.Unlock()
+		return
+	}
+	now := q.opts.Now()
+	released := a.hold != nil
+	if a.hold != nil {
+		frozen := now.Sub(a.hold.Since)
+		for _, e := range q.entries {
+			if e.Account == name && e.State == StateQueued {
+				e.Frozen += frozen
+			}
+		}
+		a.hold = nil
+	}
+	a.outage = false
+	for _, e := range q.entries {
+		if e.Account == name && e.State == StateQueued {
+			e.NextAttempt = now
+		}
+	}
+	q.mu.Unlock()
+	if released {
+		q.log.Info("account released: delivering its held mail now", "account", name, "why", why)
+		q.event("released", "", name)
+	}
+	a.wake()
+}
+
+// holdAccount stops delivery for an account until its condition is fixed.
+func (q *Queue) holdAccount(a *account, st auth.State, advice string, err error) {
+	q.mu.Lock()
+	first := a.hold == nil
+	if first {
+		a.hold = &Hold{State: st, Advice: advice, Since: q.opts.Now()}
+	} else {
+		a.hold.State, a.hold.Advice = st, advice
+	}
+	a.lastError, a.lastErrorAt = errText(err), q.opts.Now()
+	if st == auth.StateDegraded {
+		a.backoff = min(max(2*a.backoff, q.opts.RetryMin), q.opts.RetryMax)
+		a.probeAt = q.opts.Now().Add(a.backoff)
+	}
+	q.mu.Unlock()
+	if first {
+		q.log.Warn("holding the account's outgoing mail: nothing bounces, new mail is still accepted",
+			"account", a.name, "state", st, "advice", advice, "err", errText(err))
+		q.event("held", "", a.name)
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// errNotFound is returned by admin operations for an unknown ID.
+var errNotFound = errors.New("no such message in the queue")
+
+// ErrNotFound reports an unknown queue ID or account.
+func ErrNotFound(what string) error { return fmt.Errorf("%w: %s", errNotFound, what) }
+
+// IsNotFound reports whether err is about an unknown queue ID.
+func IsNotFound(err error) bool { return errors.Is(err, errNotFound) }
+
+// sortedEntries returns clones of the entries, oldest first. q.mu is held.
+func (q *Queue) sortedEntries(filter func(*Entry) bool) []*Entry {
+	var l []*Entry
+	for _, e := range q.entries {
+		if filter == nil || filter(e) {
+			l = append(l, e.clone())
+		}
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].ID < l[j].ID })
+	return l
+}
