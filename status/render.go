@@ -5,6 +5,8 @@ import (
 	"io"
 	"text/tabwriter"
 	"time"
+
+	"github.com/relayd/relayd/queue"
 )
 
 // Render writes st as a table for people: the banner, then one line per
@@ -13,22 +15,36 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	fmt.Fprintln(w, st.Banner)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tIMAP")
+	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tIMAP\tQUEUED\tHELD\tFAILED")
 	for _, a := range st.Accounts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", a.Name, a.Email, a.Provider, a.Direction,
-			a.Token.State, ago(a.Token.AccessTokenExpiry, now), ago(a.Token.LastRefresh, now), a.IMAPSessions)
+		state, _ := a.State()
+		var q queue.AccountStats
+		if a.Queue != nil {
+			q = *a.Queue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, a.Direction,
+			state, ago(a.Token.AccessTokenExpiry, now), ago(a.Token.LastRefresh, now), a.IMAPSessions,
+			q.Queued, q.Held, q.Failed)
 	}
 	tw.Flush()
 	for _, a := range st.Accounts {
-		if a.Token.Advice == "" && a.Token.LastError == "" {
+		state, advice := a.State()
+		lastErr, lastErrAt := a.Token.LastError, a.Token.LastErrorAt
+		if a.Queue != nil && a.Queue.LastErrorAt.After(lastErrAt) {
+			lastErr, lastErrAt = a.Queue.LastError, a.Queue.LastErrorAt
+		}
+		if advice == "" && lastErr == "" {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s: %s\n", a.Name, a.Token.State)
-		if a.Token.Advice != "" {
-			fmt.Fprintf(w, "  what to do: %s\n", a.Token.Advice)
+		fmt.Fprintf(w, "\n%s: %s\n", a.Name, state)
+		if advice != "" {
+			fmt.Fprintf(w, "  what to do: %s\n", advice)
 		}
-		if a.Token.LastError != "" {
-			fmt.Fprintf(w, "  last error: %s (%s)\n", a.Token.LastError, ago(a.Token.LastErrorAt, now))
+		if lastErr != "" {
+			fmt.Fprintf(w, "  last error: %s (%s)\n", lastErr, ago(lastErrAt, now))
+		}
+		if a.Queue != nil && a.Queue.Hold != nil {
+			fmt.Fprintf(w, "  outgoing mail held since %s; nothing bounces, it is sent once this is fixed\n", ago(a.Queue.Hold.Since, now))
 		}
 	}
 }

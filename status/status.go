@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/queue"
 )
 
 // Status is the document served at GET /v1/status.
@@ -29,11 +30,36 @@ type Account struct {
 	Direction    string           `json:"direction"`
 	Token        auth.TokenStatus `json:"token"`
 	IMAPSessions int64            `json:"imap_sessions"`
+	// Queue is the account's outbound queue.
+	Queue *queue.AccountStats `json:"queue,omitempty"`
+}
+
+// State is the account's overall health: the worse of its token state and
+// a hold on its outgoing mail.
+func (a *Account) State() (auth.State, string) {
+	st, advice := a.Token.State, a.Token.Advice
+	if h := a.Queue; h != nil && h.Hold != nil && rank(h.Hold.State) > rank(st) {
+		st, advice = h.Hold.State, h.Hold.Advice
+	}
+	return st, advice
+}
+
+func rank(s auth.State) int {
+	switch s {
+	case auth.StateDegraded:
+		return 1
+	case auth.StateNeedsReauth:
+		return 2
+	case auth.StateNeedsAdmin:
+		return 3
+	}
+	return 0
 }
 
 // NeedsAttention reports whether an admin must act on the account.
 func (a *Account) NeedsAttention() bool {
-	return a.Token.State == auth.StateNeedsReauth || a.Token.State == auth.StateNeedsAdmin
+	st, _ := a.State()
+	return st == auth.StateNeedsReauth || st == auth.StateNeedsAdmin
 }
 
 // MakeBanner summarises the accounts in one line, e.g. "1 of 3 mailboxes
@@ -41,7 +67,8 @@ func (a *Account) NeedsAttention() bool {
 func MakeBanner(accts []Account) string {
 	var reauth, admin, degraded []string
 	for _, a := range accts {
-		switch a.Token.State {
+		st, _ := a.State()
+		switch st {
 		case auth.StateNeedsReauth:
 			reauth = append(reauth, a.Name)
 		case auth.StateNeedsAdmin:

@@ -322,7 +322,7 @@ func TestDaemonLifecycleAndSecretsSweep(t *testing.T) {
 		t.Fatal("relayd did not stop on SIGTERM")
 	}
 	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("exit code after SIGTERM = %d", code)
+		t.Errorf("exit code after SIGTERM = %d\n%s", code, d.stderr.String())
 	}
 	e.record("relayd serve stderr (final)", []byte(d.stderr.String()))
 

@@ -60,7 +60,7 @@ func runStatus(args []string) error {
 		switch {
 		case a.NeedsAttention():
 			code = nagiosCritical
-		case a.Token.State == auth.StateDegraded && code == nagiosOK:
+		case stateOf(a) == auth.StateDegraded && code == nagiosOK:
 			code = nagiosWarning
 		}
 	}
@@ -68,4 +68,9 @@ func runStatus(args []string) error {
 		return exitError{code}
 	}
 	return nil
+}
+
+func stateOf(a status.Account) auth.State {
+	st, _ := a.State()
+	return st
 }

@@ -11,12 +11,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/proxy"
+	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/status"
 )
 
@@ -32,9 +35,11 @@ type Options struct {
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 	// AuthFailureDelay: see proxy.IMAPOptions.
 	AuthFailureDelay time.Duration
-	// IMAPListeners, when set, are used instead of listening on
-	// Config.IMAP.Listen (socket activation, tests).
-	IMAPListeners []net.Listener
+	// IMAPListeners and SMTPListeners, when set, are used instead of
+	// listening on the configured addresses (socket activation, tests).
+	IMAPListeners, SMTPListeners []net.Listener
+	// Failpoint: see queue.Options.
+	Failpoint func(string)
 }
 
 // Daemon is a running relayd.
@@ -46,9 +51,12 @@ type Daemon struct {
 
 	accounts map[string]*proxy.Account
 	imap     *proxy.IMAPServer
+	smtp     *proxy.SMTPServer
+	queue    *queue.Queue
 	status   *status.Server
 
 	imapLns  []net.Listener
+	smtpLns  []net.Listener
 	statusLn net.Listener
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc // stops background work
@@ -62,12 +70,30 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, started: time.Now(), accounts: map[string]*proxy.Account{}}
 	store := &auth.Store{Dir: cfg.StateDir}
+	hostname, _ := os.Hostname()
+	q, err := queue.Open(queue.Options{
+		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: opts.Logger, Dialer: opts.Dialer,
+		Accounts: func(name string) *auth.Account {
+			if a := d.accounts[name]; a != nil {
+				return a.Account
+			}
+			return nil
+		},
+		Hostname: hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax,
+		Lifetime: cfg.Queue.Lifetime, Failpoint: opts.Failpoint,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.queue = q
 	for _, a := range cfg.Accounts {
 		var src *auth.Source
 		if a.OAuth() {
 			var err error
+			name := a.Name
 			src, err = auth.NewSource(auth.SourceOptions{
 				Account: a, Store: store, HTTPClient: opts.HTTPClient, Logger: opts.Logger,
+				OnChange: func(st auth.State) { q.AccountChanged(name, st) },
 			})
 			if err != nil {
 				return nil, err
@@ -79,8 +105,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		}
 		d.accounts[a.Name] = proxy.NewAccount(creds)
 	}
+	users := auth.NewUsers(cfg.Accounts)
 	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
-		Users:            auth.NewUsers(cfg.Accounts),
+		Users:            users,
 		Accounts:         func(name string) *proxy.Account { return d.accounts[name] },
 		Logger:           opts.Logger,
 		Dialer:           opts.Dialer,
@@ -88,13 +115,16 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		IdleTimeout:      cfg.IMAP.IdleTimeout,
 		AuthFailureDelay: opts.AuthFailureDelay,
 	})
+	d.smtp = proxy.NewSMTPServer(proxy.SMTPOptions{
+		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
+		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
+	})
 	d.status = status.NewServer(d, opts.Logger)
 
-	var err error
 	if d.statusLn, err = status.Listen(cfg.StatusSocket); err != nil {
 		return nil, err
 	}
-	d.imapLns = opts.IMAPListeners
+	d.imapLns, d.smtpLns = opts.IMAPListeners, opts.SMTPListeners
 	if d.imapLns == nil {
 		for _, addr := range cfg.IMAP.Listen {
 			ln, err := net.Listen("tcp", addr)
@@ -105,15 +135,37 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			d.imapLns = append(d.imapLns, ln)
 		}
 	}
+	if d.smtpLns == nil {
+		for _, addr := range cfg.SMTP.Listen {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				d.closeListeners()
+				return nil, fmt.Errorf("smtp.listen %s: %w", addr, err)
+			}
+			d.smtpLns = append(d.smtpLns, ln)
+		}
+	}
 	return d, nil
 }
 
 func (d *Daemon) closeListeners() {
 	d.statusLn.Close()
-	for _, ln := range d.imapLns {
+	for _, ln := range append(d.imapLns, d.smtpLns...) {
 		ln.Close()
 	}
 }
+
+// SMTPAddrs returns the addresses the SMTP listeners are bound to.
+func (d *Daemon) SMTPAddrs() []string {
+	var addrs []string
+	for _, ln := range d.smtpLns {
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs
+}
+
+// Queue returns the outbound queue.
+func (d *Daemon) Queue() *queue.Queue { return d.queue }
 
 // IMAPAddrs returns the addresses the IMAP listeners are bound to.
 func (d *Daemon) IMAPAddrs() []string {
@@ -146,6 +198,20 @@ func (d *Daemon) Start() {
 			}
 		}()
 	}
+	for _, ln := range d.smtpLns {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.smtp.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				d.log.Error("SMTP listener failed", "addr", ln.Addr().String(), "err", err)
+			}
+		}()
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.queue.Run(ctx)
+	}()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -153,7 +219,7 @@ func (d *Daemon) Start() {
 			d.log.Error("status socket failed", "err", err)
 		}
 	}()
-	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "status_socket", d.cfg.StatusSocket,
+	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "smtp", d.SMTPAddrs(), "status_socket", d.cfg.StatusSocket,
 		"accounts", len(d.accounts))
 }
 
@@ -161,8 +227,11 @@ func (d *Daemon) Start() {
 // then closes everything.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	err := d.imap.Shutdown(ctx)
+	if e := d.smtp.Shutdown(ctx); err == nil {
+		err = e
+	}
 	if d.cancel != nil {
-		d.cancel()
+		d.cancel() // stops the queue after deliveries in progress
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -185,6 +254,8 @@ func (d *Daemon) Status() *status.Status {
 		} else {
 			sa.Token = auth.TokenStatus{State: auth.StateOK}
 		}
+		qs := d.queue.Stats(a.Name)
+		sa.Queue = &qs
 		st.Accounts = append(st.Accounts, sa)
 	}
 	st.Banner = status.MakeBanner(st.Accounts)

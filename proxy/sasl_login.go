@@ -1,0 +1,41 @@
+package proxy
+
+import (
+	"errors"
+
+	"github.com/emersion/go-sasl"
+)
+
+// loginServer is the server side of the LOGIN SASL mechanism
+// (draft-murchison-sasl-login), which go-sasl no longer provides and many
+// legacy clients (Outlook Express, scanners) still use: the server asks
+// "Username:" then "Password:".
+type loginServer struct {
+	check    func(user, pass string) error
+	user     string
+	gotUser  bool
+	finished bool
+}
+
+// newLoginServer returns a LOGIN sasl.Server that calls check with the
+// credentials.
+func newLoginServer(check func(user, pass string) error) sasl.Server {
+	return &loginServer{check: check}
+}
+
+func (s *loginServer) Next(resp []byte) (challenge []byte, done bool, err error) {
+	if s.finished {
+		return nil, false, errors.New("sasl: LOGIN exchange already finished")
+	}
+	switch {
+	case !s.gotUser && resp == nil:
+		return []byte("Username:"), false, nil
+	case !s.gotUser:
+		// An initial response (RFC 4954 §4) carries the user name.
+		s.user, s.gotUser = string(resp), true
+		return []byte("Password:"), false, nil
+	default:
+		s.finished = true
+		return nil, true, s.check(s.user, string(resp))
+	}
+}

@@ -1,0 +1,292 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/queue"
+)
+
+// Submitter stores a message; *queue.Queue implements it.
+type Submitter interface {
+	Submit(*queue.Submission) (string, error)
+}
+
+// SMTPOptions configure an SMTPServer.
+type SMTPOptions struct {
+	// Users checks downstream credentials. Required.
+	Users *auth.Users
+	// Queue stores accepted messages. Required.
+	Queue  Submitter
+	Logger *slog.Logger
+	// Hostname names relayd in the greeting and Received: headers.
+	Hostname string
+	// MaxMessageSize in bytes. Default 35 MiB.
+	MaxMessageSize int64
+	// MaxRecipients per message. Default 500.
+	MaxRecipients int
+	// Timeout bounds reading a command or a chunk of data. Default 5
+	// minutes (RFC 5321 §4.5.3.2).
+	Timeout time.Duration
+	// AuthFailureDelay: as IMAPOptions. Default 2s; negative disables.
+	AuthFailureDelay time.Duration
+	// Now is the clock of the Received: header. Default time.Now.
+	Now func() time.Time
+}
+
+// SMTPServer is the downstream submission server: AUTH PLAIN or LOGIN
+// with local credentials, the envelope policy, and DATA or BDAT into the
+// queue. One go-smtp server serves each listener, so plaintext AUTH can be
+// allowed on loopback listeners only.
+type SMTPServer struct {
+	opts   SMTPOptions
+	log    *slog.Logger
+	nextID atomic.Uint64
+
+	mu      sync.Mutex
+	servers []*smtp.Server
+	closed  bool
+}
+
+// NewSMTPServer returns a server; call Serve for each listener.
+func NewSMTPServer(opts SMTPOptions) *SMTPServer {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Hostname == "" {
+		opts.Hostname = "localhost"
+	}
+	if opts.MaxMessageSize == 0 {
+		opts.MaxMessageSize = 35 << 20
+	}
+	if opts.MaxRecipients == 0 {
+		opts.MaxRecipients = 500
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	if opts.AuthFailureDelay == 0 {
+		opts.AuthFailureDelay = 2 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &SMTPServer{opts: opts, log: opts.Logger}
+}
+
+// Serve accepts submissions on ln until Close or Shutdown.
+func (s *SMTPServer) Serve(ln net.Listener) error {
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = s.opts.Hostname
+	srv.MaxMessageBytes = s.opts.MaxMessageSize
+	srv.MaxRecipients = s.opts.MaxRecipients
+	srv.ReadTimeout = s.opts.Timeout
+	srv.WriteTimeout = s.opts.Timeout
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = slogLogger{s.log}
+	// Plaintext AUTH only where the password cannot leave the machine.
+	if err := config.CheckLoopback(ln.Addr().String()); err == nil {
+		srv.AllowInsecureAuth = true
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+	err := srv.Serve(ln)
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// Close closes the listeners and every session.
+func (s *SMTPServer) Close() error {
+	for _, srv := range s.stop() {
+		srv.Close()
+	}
+	return nil
+}
+
+// Shutdown stops accepting and waits for sessions to end until ctx ends.
+func (s *SMTPServer) Shutdown(ctx context.Context) error {
+	var err error
+	for _, srv := range s.stop() {
+		if e := srv.Shutdown(ctx); e != nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// stop marks the server closed and returns its go-smtp servers.
+func (s *SMTPServer) stop() []*smtp.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return append([]*smtp.Server(nil), s.servers...)
+}
+
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Printf(format string, v ...any) { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Println(v ...any)               { l.log.Warn(fmt.Sprint(v...)) }
+
+func (s *SMTPServer) newSession(c *smtp.Conn) (smtp.Session, error) {
+	id := s.nextID.Add(1)
+	remote := c.Conn().RemoteAddr().String()
+	return &smtpSession{srv: s, conn: c, remote: remote,
+		log: s.log.With("conn", fmt.Sprintf("smtp-%d", id), "remote", remote)}, nil
+}
+
+// smtpSession is one downstream SMTP connection.
+type smtpSession struct {
+	srv    *SMTPServer
+	conn   *smtp.Conn
+	remote string
+	log    *slog.Logger
+	acct   *config.Account
+	from   string
+	to     []string
+}
+
+var (
+	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required: AUTH with the account's local user and password"}
+	errBadAuth      = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Invalid user name or password"}
+)
+
+func (s *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
+	check := func(user, pass string) error {
+		if s.acct != nil {
+			return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
+		}
+		a, err := s.srv.opts.Users.Check(user, pass)
+		if err != nil {
+			if d := s.srv.opts.AuthFailureDelay; d > 0 {
+				time.Sleep(d)
+			}
+			s.log.Info("SMTP login failed: unknown user or wrong password", "user", user)
+			return errBadAuth
+		}
+		if !a.Direction.Outgoing() {
+			s.log.Warn("SMTP login refused: the account is not configured for outgoing mail", "account", a.Name)
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
+				Message: fmt.Sprintf("Mailbox %q is configured for incoming mail only (direction)", a.Name)}
+		}
+		s.acct = a
+		s.log = s.log.With("account", a.Name)
+		s.log.Debug("SMTP login")
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, user, pass string) error {
+			if identity != "" && identity != user {
+				return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Logging in as another user (authzid) is not supported"}
+			}
+			return check(user, pass)
+		}), nil
+	case sasl.Login:
+		return newLoginServer(check), nil
+	}
+	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported mechanism: use PLAIN or LOGIN"}
+}
+
+func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
+	if s.acct == nil {
+		return errAuthRequired
+	}
+	if !s.mayUse(from) {
+		allowed := append([]string{s.acct.Email}, s.acct.SendAs...)
+		s.log.Warn("SMTP sender refused by the envelope policy", "from", from)
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("Sender <%s> not allowed for %q: use %s (or add it to send_as)", from, s.acct.Name, strings.Join(allowed, ", "))}
+	}
+	s.from = from
+	return nil
+}
+
+// mayUse reports whether the account may send as addr: its own mailbox or
+// one of its send_as addresses (case-insensitively).
+func (s *smtpSession) mayUse(addr string) bool {
+	if strings.EqualFold(addr, s.acct.Email) {
+		return true
+	}
+	for _, a := range s.acct.SendAs {
+		if strings.EqualFold(addr, a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.acct == nil {
+		return errAuthRequired
+	}
+	if s.from == "" {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
+	}
+	if !strings.Contains(to, "@") {
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Recipient must be a full email address"}
+	}
+	s.to = append(s.to, to)
+	return nil
+}
+
+func (s *smtpSession) Data(r io.Reader) error {
+	if s.acct == nil {
+		return errAuthRequired
+	}
+	if len(s.to) == 0 {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "RCPT TO first"}
+	}
+	now := s.srv.opts.Now()
+	helo := s.conn.Hostname()
+	trace := func(id string) string {
+		// RFC 5321 §4.4; ESMTPSA per RFC 3848.
+		for_ := ""
+		if len(s.to) == 1 {
+			for_ = "\r\n\tfor <" + s.to[0] + ">"
+		}
+		return fmt.Sprintf("Received: from %s (%s)\r\n\tby %s (relayd) with ESMTPSA id %s%s;\r\n\t%s\r\n",
+			helo, s.remote, s.srv.opts.Hostname, id, for_, now.Format(time.RFC1123Z))
+	}
+	id, err := s.srv.opts.Queue.Submit(&queue.Submission{
+		Account: s.acct.Name, From: s.from, To: s.to, Trace: trace, Body: r,
+	})
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se // too large, from go-smtp's reader
+		}
+		s.log.Error("could not queue the message", "err", err)
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage: the message was not queued, try again later"}
+	}
+	s.log.Info("message queued", "id", id, "from", s.from, "recipients", len(s.to))
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "queued as " + id}
+}
+
+func (s *smtpSession) Reset() {
+	s.from, s.to = "", nil
+}
+
+func (s *smtpSession) Logout() error { return nil }
