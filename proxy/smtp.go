@@ -96,6 +96,9 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	srv.ReadTimeout = s.opts.Timeout
 	srv.WriteTimeout = s.opts.Timeout
 	srv.EnableSMTPUTF8 = true
+	// Legacy software sends unwrapped HTML and base64 lines far beyond
+	// RFC 5321's 998; like Postfix, accept them rather than lose the mail.
+	srv.MaxLineLength = 1 << 20
 	srv.ErrorLog = slogLogger{s.log}
 	// Plaintext AUTH only where the password cannot leave the machine.
 	if err := config.CheckLoopback(ln.Addr().String()); err == nil {
@@ -261,14 +264,15 @@ func (s *smtpSession) Data(r io.Reader) error {
 	}
 	now := s.srv.opts.Now()
 	helo := s.conn.Hostname()
+	ip, _, _ := net.SplitHostPort(s.remote)
 	trace := func(id string) string {
 		// RFC 5321 §4.4; ESMTPSA per RFC 3848.
 		for_ := ""
 		if len(s.to) == 1 {
 			for_ = "\r\n\tfor <" + s.to[0] + ">"
 		}
-		return fmt.Sprintf("Received: from %s (%s)\r\n\tby %s (relayd) with ESMTPSA id %s%s;\r\n\t%s\r\n",
-			helo, s.remote, s.srv.opts.Hostname, id, for_, now.Format(time.RFC1123Z))
+		return fmt.Sprintf("Received: from %s ([%s])\r\n\tby %s (relayd) with ESMTPSA id %s%s;\r\n\t%s\r\n",
+			helo, ip, s.srv.opts.Hostname, id, for_, now.Format(time.RFC1123Z))
 	}
 	id, err := s.srv.opts.Queue.Submit(&queue.Submission{
 		Account: s.acct.Name, From: s.from, To: s.to, Trace: trace, Body: r,

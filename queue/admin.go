@@ -10,7 +10,7 @@ func (q *Queue) List() []*Entry {
 	defer q.mu.Unlock()
 	l := q.sortedEntries(nil)
 	for _, e := range l {
-		if a := q.accounts[e.Account]; a != nil && a.hold != nil && e.State == StateQueued {
+		if a := q.accounts[e.Account]; a != nil && (a.hold != nil || a.adminHold) && e.State == StateQueued {
 			e.State = StateHeld
 		}
 		if e.AdminHold && e.State == StateQueued {
@@ -59,8 +59,9 @@ func (q *Queue) Flush(acct string) int {
 	return n
 }
 
-// Hold holds a message (target is a queue ID) or every message of an
-// account (target is an account name), like postsuper -h.
+// Hold holds a message (target is a queue ID), like postsuper -h, or a
+// whole account (target is an account name): its mail, present and future,
+// waits until Release, like Postfix's defer_transports.
 func (q *Queue) Hold(target string) (int, error) {
 	return q.setAdminHold(target, true)
 }
@@ -72,40 +73,48 @@ func (q *Queue) Release(target string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	q.mu.Lock()
-	_, isAccount := q.accounts[target]
-	q.mu.Unlock()
-	if isAccount {
+	if q.isAccount(target) {
 		q.release(target, "released by an admin")
 	}
 	return n, nil
 }
 
+// isAccount reports whether name is a configured account.
+func (q *Queue) isAccount(name string) bool {
+	return q.opts.Accounts(name) != nil
+}
+
 func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
-	q.mu.Lock()
 	var changed []*Entry
-	if e := q.entries[target]; e != nil {
-		if e.State != StateFailed && e.AdminHold != hold {
-			e.AdminHold = hold
-			e.NextAttempt = q.opts.Now()
-			changed = append(changed, e.clone())
-		}
-	} else if _, ok := q.accounts[target]; ok {
-		for _, e := range q.entries {
-			if e.Account == target && e.State != StateFailed && e.AdminHold != hold {
-				e.AdminHold = hold
-				e.NextAttempt = q.opts.Now()
-				changed = append(changed, e.clone())
+	var a *account
+	if q.isAccount(target) {
+		q.mu.Lock()
+		a = q.account(target)
+		n := 0
+		if a.adminHold != hold {
+			a.adminHold = hold
+			for _, e := range q.entries {
+				if e.Account == target && e.State == StateQueued {
+					n++
+				}
 			}
 		}
-	} else {
+		q.mu.Unlock()
+		a.wake()
+		return n, nil
+	}
+	q.mu.Lock()
+	e := q.entries[target]
+	if e == nil {
 		q.mu.Unlock()
 		return 0, ErrNotFound(target)
 	}
-	a := q.accounts[target]
-	if len(changed) > 0 && a == nil {
-		a = q.accounts[changed[0].Account]
+	if e.State != StateFailed && e.AdminHold != hold {
+		e.AdminHold = hold
+		e.NextAttempt = q.opts.Now()
+		changed = append(changed, e.clone())
 	}
+	a = q.accounts[e.Account]
 	q.mu.Unlock()
 	for _, e := range changed {
 		if err := q.spool.Update(e); err != nil {

@@ -54,7 +54,7 @@ func (q *Queue) due(a *account) ([]string, time.Duration) {
 		return nil, time.Hour
 	}
 	sort.Slice(queued, func(i, j int) bool { return queued[i].ID < queued[j].ID })
-	if a.hold != nil && a.hold.State != auth.StateDegraded {
+	if a.adminHold || a.hold != nil && a.hold.State != auth.StateDegraded {
 		return nil, time.Hour // until a new grant or an admin releases it
 	}
 	if a.hold != nil || a.outage {
@@ -85,6 +85,17 @@ type accountError struct {
 }
 
 func (e *accountError) Error() string { return e.advice + ": " + errText(e.err) }
+
+func errText(err error) string {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return replyText(se)
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
 
 // deliverBatch delivers ids over up to the account's connection limit,
 // reusing each connection for several messages.
@@ -319,11 +330,11 @@ func (q *Queue) login(ctx context.Context, c *smtp.Client, creds *auth.Account, 
 		if attempt == 1 || isSMTPAuthDisabled(se) || se.Code/100 == 4 {
 			reauth := fmt.Sprintf("%s refused a fresh token: run 'relayd authorize %s'", host, cfg.Name)
 			if attempt == 1 {
-				creds.Tokens.MarkUpstreamRejected(host, se.Error())
+				creds.Tokens.MarkUpstreamRejected(host, replyText(se))
 			}
 			return authError(cfg, host, err, reauth)
 		}
-		q.log.Info("upstream rejected the access token; refreshing once", "account", cfg.Name, "reply", se.Error())
+		q.log.Info("upstream rejected the access token; refreshing once", "account", cfg.Name, "reply", replyText(se))
 		if tok, err = creds.Tokens.Refresh(ctx, tok); err != nil {
 			return tokenError(err)
 		}
@@ -454,7 +465,7 @@ func classify(err error) (state, reply string, broken bool) {
 	if !errors.As(err, &se) {
 		return RcptPending, err.Error(), true
 	}
-	reply = se.Error()
+	reply = replyText(se)
 	switch {
 	case se.Code/100 == 2:
 		return RcptSent, reply, false
@@ -463,6 +474,15 @@ func classify(err error) (state, reply string, broken bool) {
 	default:
 		return RcptFailed, reply, false
 	}
+}
+
+// replyText renders an SMTP reply as the server sent it: "550 5.1.1 text".
+func replyText(se *smtp.SMTPError) string {
+	if se.EnhancedCode == smtp.NoEnhancedCode || se.EnhancedCode == (smtp.EnhancedCode{}) {
+		return fmt.Sprintf("%d %s", se.Code, se.Message)
+	}
+	e := se.EnhancedCode
+	return fmt.Sprintf("%d %d.%d.%d %s", se.Code, e[0], e[1], e[2], se.Message)
 }
 
 // isThrottle recognises provider quota and throttling replies, which defer

@@ -82,6 +82,8 @@ type account struct {
 	kick chan struct{}
 	// hold is the account condition that stops delivery, or nil.
 	hold *Hold
+	// adminHold is set by relayd queue hold ACCOUNT.
+	adminHold bool
 	// outage is set after a connection or TLS failure: lifetimes keep
 	// running; a probe at probeAt checks whether the upstream is back.
 	outage  bool
@@ -327,7 +329,7 @@ func (q *Queue) Stats(name string) AccountStats {
 		switch {
 		case e.State == StateFailed:
 			st.Failed++
-		case e.AdminHold || a != nil && a.hold != nil:
+		case e.AdminHold || a != nil && (a.hold != nil || a.adminHold):
 			st.Held++
 		default:
 			st.Queued++
@@ -410,13 +412,6 @@ func (q *Queue) holdAccount(a *account, st auth.State, advice string, err error)
 			"account", a.name, "state", st, "advice", advice, "err", errText(err))
 		q.event("held", "", a.name)
 	}
-}
-
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 // errNotFound is returned by admin operations for an unknown ID.

@@ -20,6 +20,9 @@ type SMTPOptions struct {
 	// TLS serves implicit TLS; STARTTLS offers STARTTLS (both with the
 	// self-signed CertPEM).
 	TLS, STARTTLS bool
+	// Addr to listen on. Default 127.0.0.1:0; tests that restart an
+	// upstream reuse its address.
+	Addr string
 }
 
 // Message is one message an upstream accepted.
@@ -57,7 +60,11 @@ type SMTPUpstream struct {
 // NewSMTPUpstream starts a fake submission server on 127.0.0.1.
 func NewSMTPUpstream(idp *IdP, opts SMTPOptions) (*SMTPUpstream, error) {
 	u := &SMTPUpstream{idp: idp, opts: opts, rcptReply: map[string]*smtp.SMTPError{}, notify: make(chan struct{}, 1)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
