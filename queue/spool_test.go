@@ -1,0 +1,253 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recordingFS logs every operation on the real file system and can fail
+// one of them.
+type recordingFS struct {
+	OSFS
+	mu     sync.Mutex
+	ops    []string
+	failOp string // e.g. "sync msg": fail the first operation with this name
+}
+
+var errInjected = errors.New("injected failure")
+
+func (r *recordingFS) do(op string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops = append(r.ops, op)
+	if r.failOp != "" && op == r.failOp {
+		r.failOp = ""
+		return errInjected
+	}
+	return nil
+}
+
+// kind names a path by what it is: msg, json, dir.
+func kind(name string) string {
+	switch {
+	case strings.Contains(filepath.Base(name), ".msg"):
+		return "msg"
+	case strings.Contains(filepath.Base(name), ".json"):
+		return "json"
+	}
+	return "dir"
+}
+
+func (r *recordingFS) CreateTemp(dir, pattern string) (File, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, err
+	}
+	return &recordingFile{File: f, fs: r, kind: kind(pattern)}, nil
+}
+
+func (r *recordingFS) Rename(o, n string) error {
+	if err := r.do("rename " + kind(n)); err != nil {
+		return err
+	}
+	return os.Rename(o, n)
+}
+
+func (r *recordingFS) SyncDir(dir string) error {
+	if err := r.do("syncdir"); err != nil {
+		return err
+	}
+	return r.OSFS.SyncDir(dir)
+}
+
+type recordingFile struct {
+	*os.File
+	fs   *recordingFS
+	kind string
+}
+
+func (f *recordingFile) Write(b []byte) (int, error) {
+	if err := f.fs.do("write " + f.kind); err != nil {
+		return 0, err
+	}
+	return f.File.Write(b)
+}
+
+func (f *recordingFile) Sync() error {
+	if err := f.fs.do("sync " + f.kind); err != nil {
+		return err
+	}
+	return f.File.Sync()
+}
+
+func (f *recordingFile) Close() error {
+	f.fs.do("close " + f.kind)
+	return f.File.Close()
+}
+
+// dedupe collapses repeated writes.
+func dedupe(ops []string) []string {
+	var out []string
+	for _, op := range ops {
+		if len(out) > 0 && out[len(out)-1] == op {
+			continue
+		}
+		out = append(out, op)
+	}
+	return out
+}
+
+func newEntry() *Entry {
+	now := time.Now()
+	return &Entry{ID: newID(now), Account: "a", From: "a@example.com", Created: now, State: StateQueued,
+		Recipients: []Recipient{{Addr: "b@example.net", State: RcptPending}}}
+}
+
+// The acknowledgement may only come after write → fsync → rename of the
+// message and of its metadata, and the directory fsync.
+func TestPutDurabilityOrder(t *testing.T) {
+	fs := &recordingFS{}
+	sp, err := OpenSpool(t.TempDir(), fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Put(newEntry(), strings.NewReader("Subject: x\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"write msg", "sync msg", "close msg", "rename msg", "write json", "sync json", "close json", "rename json", "syncdir"}
+	if got := dedupe(fs.ops); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("operations:\n got %v\nwant %v", got, want)
+	}
+}
+
+// A failure at any step is an error, and nothing of the message remains,
+// now or after a restart.
+func TestPutFailureLeavesNothing(t *testing.T) {
+	for _, op := range []string{"write msg", "sync msg", "rename msg", "write json", "sync json", "rename json", "syncdir"} {
+		t.Run(op, func(t *testing.T) {
+			fs := &recordingFS{failOp: op}
+			dir := t.TempDir()
+			sp, err := OpenSpool(dir, fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sp.Put(newEntry(), strings.NewReader("Subject: x\r\n\r\nbody\r\n")); !errors.Is(err, errInjected) {
+				t.Fatalf("Put() with %s failing = %v, want the injected error", op, err)
+			}
+			assertEmpty(t, dir)
+			entries, err := sp.Recover()
+			if err != nil || len(entries) != 0 {
+				t.Errorf("Recover() = %v, %v; want nothing", entries, err)
+			}
+		})
+	}
+}
+
+func assertEmpty(t *testing.T, dir string) {
+	t.Helper()
+	var files []string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) != 0 {
+		t.Errorf("files left behind: %v", files)
+	}
+}
+
+// Recovery keeps complete entries and removes the remains of unacknowledged
+// submissions: temporary files and a message or metadata without its
+// partner.
+func TestRecover(t *testing.T) {
+	dir := t.TempDir()
+	sp, _ := OpenSpool(dir, nil)
+	good := newEntry()
+	if err := sp.Put(good, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tmp", "x.msg.123"), []byte("partial"), 0o600)
+	os.WriteFile(filepath.Join(dir, "lonely.msg"), []byte("no metadata"), 0o600)
+	os.WriteFile(filepath.Join(dir, "orphan.json"), []byte(`{"id":"orphan"}`), 0o600)
+	entries, err := sp.Recover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].ID != good.ID || entries[0].Size != int64(len("Subject: x\r\n\r\nx\r\n")) {
+		t.Fatalf("Recover() = %+v", entries)
+	}
+	des, _ := os.ReadDir(dir)
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	if strings.Join(names, " ") != good.ID+".json "+good.ID+".msg tmp" {
+		t.Errorf("spool after recovery: %v", names)
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
+		t.Errorf("tmp not emptied: %v", tmp)
+	}
+	f, _ := sp.Open(good.ID)
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "Subject: x\r\n\r\nx\r\n" {
+		t.Errorf("message = %q", b)
+	}
+}
+
+// Concurrent submissions share directory fsyncs (group commit) and all
+// survive.
+func TestGroupCommit(t *testing.T) {
+	fs := &slowSyncFS{recordingFS: &recordingFS{}}
+	dir := t.TempDir()
+	sp, _ := OpenSpool(dir, fs)
+	const n = 32
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sp.Put(newEntry(), strings.NewReader(fmt.Sprintf("Subject: %d\r\n\r\n", i))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	syncs := 0
+	for _, op := range fs.ops {
+		if op == "syncdir" {
+			syncs++
+		}
+	}
+	if syncs >= n {
+		t.Errorf("%d directory fsyncs for %d concurrent messages: no group commit", syncs, n)
+	}
+	entries, _ := sp.Recover()
+	if len(entries) != n {
+		t.Errorf("recovered %d of %d", len(entries), n)
+	}
+}
+
+// slowSyncFS makes a directory fsync take long enough for others to queue
+// behind it, as on a real disk.
+type slowSyncFS struct{ *recordingFS }
+
+func (s *slowSyncFS) SyncDir(dir string) error {
+	time.Sleep(2 * time.Millisecond)
+	return s.recordingFS.SyncDir(dir)
+}
+
+// ReadFrom keeps io.Copy going through Write, so that writes are recorded.
+func (f *recordingFile) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{f}, r)
+}
+
+func (f *recordingFile) WriteString(s string) (int, error) { return f.Write([]byte(s)) }
