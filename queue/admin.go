@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"io"
 	"time"
 )
 
@@ -181,4 +182,15 @@ type ErrBusyError struct{}
 
 func (ErrBusyError) Error() string {
 	return "the message is being delivered right now; try again in a moment"
+}
+
+// Message returns the stored message of id.
+func (q *Queue) Message(id string) (io.ReadCloser, error) {
+	q.mu.Lock()
+	_, ok := q.entries[id]
+	q.mu.Unlock()
+	if !ok {
+		return nil, ErrNotFound(id)
+	}
+	return q.spool.Open(id)
 }

@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/queue"
 )
 
 // Client talks to a running daemon over its status socket.
@@ -61,14 +65,69 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		var e apiError
 		json.NewDecoder(resp.Body).Decode(&e)
 		if resp.StatusCode == http.StatusNotFound && e.Error != "" {
-			return fmt.Errorf("%w: %s", ErrUnknownAccount, e.Error)
+			return &NotFoundError{Msg: e.Error}
 		}
 		return fmt.Errorf("relayd answered %s: %s", resp.Status, e.Error)
 	}
-	if out != nil {
+	switch out := out.(type) {
+	case nil:
+		return nil
+	case io.Writer:
+		_, err := io.Copy(out, resp.Body)
+		return err
+	default:
 		return json.NewDecoder(resp.Body).Decode(out)
 	}
-	return nil
+}
+
+// NotFoundError is the daemon's answer about an unknown account or queue
+// ID.
+type NotFoundError struct{ Msg string }
+
+func (e *NotFoundError) Error() string { return e.Msg }
+
+// Is makes errors.Is(err, ErrUnknownAccount) work for unknown accounts.
+func (e *NotFoundError) Is(target error) bool {
+	return target == ErrUnknownAccount && strings.Contains(e.Msg, "account")
+}
+
+// QueueList returns every message in the queue.
+func (c *Client) QueueList(ctx context.Context) ([]*queue.Entry, error) {
+	var l []*queue.Entry
+	err := c.do(ctx, http.MethodGet, "/v1/queue", nil, &l)
+	return l, err
+}
+
+// QueueShow returns one message's metadata and writes the message to w.
+func (c *Client) QueueShow(ctx context.Context, id string, w io.Writer) (*queue.Entry, error) {
+	var e queue.Entry
+	if err := c.do(ctx, http.MethodGet, "/v1/queue/"+url.PathEscape(id), nil, &e); err != nil {
+		return nil, err
+	}
+	if w != nil {
+		if err := c.do(ctx, http.MethodGet, "/v1/queue/"+url.PathEscape(id)+"/message", nil, w); err != nil {
+			return nil, err
+		}
+	}
+	return &e, nil
+}
+
+// QueueOp runs flush, hold or release on target (an account, a queue ID,
+// or "" for everything with flush).
+func (c *Client) QueueOp(ctx context.Context, op, target string) (int, error) {
+	var r QueueResult
+	err := c.do(ctx, http.MethodPost, "/v1/queue/"+op+"?target="+url.QueryEscape(target), nil, &r)
+	return r.Count, err
+}
+
+// QueueRetry makes a message due now, requeueing a failed one.
+func (c *Client) QueueRetry(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "/v1/queue/"+url.PathEscape(id)+"/retry", nil, nil)
+}
+
+// QueueDelete removes a message.
+func (c *Client) QueueDelete(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/queue/"+url.PathEscape(id), nil, nil)
 }
 
 // Status fetches the daemon's status.

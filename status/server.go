@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/queue"
 )
 
 // Backend is what the status server reports on and controls.
@@ -23,6 +24,8 @@ type Backend interface {
 	Status() *Status
 	// InstallGrant makes g the grant of account name at once.
 	InstallGrant(name string, g *auth.Grant) error
+	// Queue is the outbound queue, for the queue admin calls.
+	Queue() *queue.Queue
 }
 
 // Server serves the status API.
@@ -38,6 +41,12 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /v1/accounts/{name}/grant", s.handleGrant)
+	mux.HandleFunc("GET /v1/queue", s.handleQueueList)
+	mux.HandleFunc("GET /v1/queue/{id}", s.handleQueueShow)
+	mux.HandleFunc("GET /v1/queue/{id}/message", s.handleQueueMessage)
+	mux.HandleFunc("POST /v1/queue/{op}", s.handleQueueOp)
+	mux.HandleFunc("POST /v1/queue/{id}/retry", s.handleQueueRetry)
+	mux.HandleFunc("DELETE /v1/queue/{id}", s.handleQueueDelete)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }
@@ -103,6 +112,85 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("grant handed over by 'relayd authorize'", "account", name)
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) handleQueueList(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.backend.Queue().List())
+}
+
+func (s *Server) handleQueueShow(w http.ResponseWriter, r *http.Request) {
+	e, err := s.backend.Queue().Get(r.PathValue("id"))
+	if err != nil {
+		queueError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
+func (s *Server) handleQueueMessage(w http.ResponseWriter, r *http.Request) {
+	m, err := s.backend.Queue().Message(r.PathValue("id"))
+	if err != nil {
+		queueError(w, err)
+		return
+	}
+	defer m.Close()
+	w.Header().Set("Content-Type", "message/rfc822")
+	io.Copy(w, m)
+}
+
+// QueueResult answers the queue operations.
+type QueueResult struct {
+	Count int `json:"count"`
+}
+
+func (s *Server) handleQueueOp(w http.ResponseWriter, r *http.Request) {
+	q, target := s.backend.Queue(), r.URL.Query().Get("target")
+	var n int
+	var err error
+	switch r.PathValue("op") {
+	case "flush":
+		n = q.Flush(target)
+	case "hold":
+		n, err = q.Hold(target)
+	case "release":
+		n, err = q.Release(target)
+	default:
+		writeJSON(w, http.StatusNotFound, apiError{Error: "unknown queue operation"})
+		return
+	}
+	if err != nil {
+		queueError(w, err)
+		return
+	}
+	s.log.Info("queue operation", "op", r.PathValue("op"), "target", target, "count", n)
+	writeJSON(w, http.StatusOK, QueueResult{Count: n})
+}
+
+func (s *Server) handleQueueRetry(w http.ResponseWriter, r *http.Request) {
+	if err := s.backend.Queue().Retry(r.PathValue("id")); err != nil {
+		queueError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, QueueResult{Count: 1})
+}
+
+func (s *Server) handleQueueDelete(w http.ResponseWriter, r *http.Request) {
+	if err := s.backend.Queue().Delete(r.PathValue("id")); err != nil {
+		queueError(w, err)
+		return
+	}
+	s.log.Info("queue operation", "op", "delete", "id", r.PathValue("id"))
+	writeJSON(w, http.StatusOK, QueueResult{Count: 1})
+}
+
+func queueError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	if queue.IsNotFound(err) {
+		status = http.StatusNotFound
+	} else if errors.As(err, new(queue.ErrBusyError)) {
+		status = http.StatusConflict
+	}
+	writeJSON(w, status, apiError{Error: err.Error()})
 }
 
 // ErrUnknownAccount is returned for an account name the daemon does not

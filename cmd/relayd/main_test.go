@@ -184,7 +184,13 @@ func (s *syncBuf) String() string {
 // serve starts 'relayd serve' and returns once it logged that it started.
 func (e *env) serve() *daemonProc {
 	e.t.Helper()
+	return e.serveEnv(nil)
+}
+
+func (e *env) serveEnv(extraEnv []string) *daemonProc {
+	e.t.Helper()
 	cmd := exec.Command(relaydBin, "serve", "-c", e.cfg, "-grace", "2s")
+	cmd.Env = append(os.Environ(), extraEnv...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,7 +28,7 @@ func runServe(args []string) error {
 		return err
 	}
 	log := newLogger(cfg.LogLevel)
-	d, err := daemon.New(cfg, daemon.Options{Logger: log})
+	d, err := daemon.New(cfg, daemon.Options{Logger: log, Failpoint: failpointFromEnv(log)})
 	if err != nil {
 		return err
 	}
@@ -45,4 +49,27 @@ func runUntilSignal(d *daemon.Daemon, grace time.Duration) error {
 	defer cancel()
 	d.Shutdown(ctx)
 	return nil
+}
+
+// failpointFromEnv arms a crash-test failpoint from RELAYD_FAILPOINT=NAME[:N]:
+// the process kills itself with SIGKILL the Nth time it passes NAME
+// ("after-temp-write", "after-rename", "after-upstream-250"). For tests
+// only.
+func failpointFromEnv(log *slog.Logger) func(string) {
+	spec := os.Getenv("RELAYD_FAILPOINT")
+	if spec == "" {
+		return nil
+	}
+	name, count, _ := strings.Cut(spec, ":")
+	n, err := strconv.Atoi(count)
+	if err != nil || n < 1 {
+		n = 1
+	}
+	log.Warn("crash-test failpoint armed: relayd will kill itself", "failpoint", name, "hit", n)
+	var hits atomic.Int64
+	return func(p string) {
+		if p == name && hits.Add(1) == int64(n) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }

@@ -51,6 +51,7 @@ type SMTPUpstream struct {
 	mu       sync.Mutex
 	messages []Message
 	notify   chan struct{}
+	attempts chan struct{} // after every DATA, accepted or not
 	// rcptReply maps a recipient to the error RCPT TO returns for it.
 	rcptReply map[string]*smtp.SMTPError
 	dataReply *smtp.SMTPError
@@ -59,7 +60,8 @@ type SMTPUpstream struct {
 
 // NewSMTPUpstream starts a fake submission server on 127.0.0.1.
 func NewSMTPUpstream(idp *IdP, opts SMTPOptions) (*SMTPUpstream, error) {
-	u := &SMTPUpstream{idp: idp, opts: opts, rcptReply: map[string]*smtp.SMTPError{}, notify: make(chan struct{}, 1)}
+	u := &SMTPUpstream{idp: idp, opts: opts, rcptReply: map[string]*smtp.SMTPError{},
+		notify: make(chan struct{}, 1), attempts: make(chan struct{}, 1)}
 	addr := opts.Addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -75,6 +77,7 @@ func NewSMTPUpstream(idp *IdP, opts SMTPOptions) (*SMTPUpstream, error) {
 	u.srv.AllowInsecureAuth = true
 	u.srv.EnableSMTPUTF8 = true
 	u.srv.MaxMessageBytes = 200 << 20
+	u.srv.MaxLineLength = 1 << 20
 	u.srv.ErrorLog = nopLogger{}
 	if opts.TLS || opts.STARTTLS {
 		cert, pemBytes, err := SelfSigned("127.0.0.1")
@@ -109,6 +112,10 @@ func (u *SMTPUpstream) Messages() []Message {
 
 // Arrived returns a channel that receives after each accepted message.
 func (u *SMTPUpstream) Arrived() <-chan struct{} { return u.notify }
+
+// Attempted returns a channel that receives after each DATA, whether the
+// message was accepted or refused.
+func (u *SMTPUpstream) Attempted() <-chan struct{} { return u.attempts }
 
 // Connections counts connections accepted so far.
 func (u *SMTPUpstream) Connections() int64 { return u.conns.Load() }
@@ -228,6 +235,12 @@ func (s *upSMTPSession) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		select {
+		case s.u.attempts <- struct{}{}:
+		default:
+		}
+	}()
 	s.u.mu.Lock()
 	if s.u.dataReply != nil {
 		err := s.u.dataReply

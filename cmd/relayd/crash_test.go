@@ -1,0 +1,280 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/relayd/relayd/internal/testkit"
+)
+
+// smtpEnv is a relayd configuration for outgoing mail to a fake
+// XOAUTH2-only submission server.
+type smtpEnv struct {
+	*env
+	smtpAddr string
+	smtpUp   *testkit.SMTPUpstream
+}
+
+func newSMTPEnv(t *testing.T, upAddr string) *smtpEnv {
+	t.Helper()
+	e := newEnv(t)
+	up, err := testkit.NewSMTPUpstream(e.idp, testkit.SMTPOptions{Addr: upAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	smtpAddr, _ := freeAddr()
+	hash, _ := bcrypt.GenerateFromPassword([]byte(localPassword), bcrypt.MinCost)
+	cfg := fmt.Sprintf(`state_dir = %q
+status_socket = %q
+[log]
+level = "info"
+[imap]
+listen = [%q]
+[smtp]
+listen = [%q]
+[queue]
+retry_min = "50ms"
+retry_max = "200ms"
+[[account]]
+name = "support"
+provider = "custom"
+email = %q
+client_id = "client"
+client_secret_file = %q
+token_url = %q
+smtp_server = %q
+smtp_security = "none"
+direction = "outgoing"
+local_user = "helpdesk"
+local_password_hash = %q
+`, filepath.Join(e.dir, "state"), e.socket, e.imapAddr, smtpAddr, mbox, filepath.Join(e.dir, "client.secret"),
+		e.idp.TokenURL(), up.Addr, hash)
+	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
+		t.Fatalf("authorize: %s", out)
+	}
+	return &smtpEnv{env: e, smtpAddr: smtpAddr, smtpUp: up}
+}
+
+// start runs relayd serve with extra environment, returning once it listens.
+func (e *smtpEnv) start(extraEnv ...string) *daemonProc {
+	e.t.Helper()
+	return e.serveEnv(extraEnv)
+}
+
+var messageIDRe = regexp.MustCompile(`(?m)^Message-ID: (<[^>]+>)`)
+
+// Every message that got a 250 reaches the upstream, whatever moment relayd
+// is killed with SIGKILL at: at random points and at named failpoints.
+func TestCrashSafety(t *testing.T) {
+	rounds := 100
+	if testing.Short() {
+		rounds = 20
+	}
+	if s := os.Getenv("RELAYD_CRASH_ROUNDS"); s != "" {
+		rounds, _ = strconv.Atoi(s)
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("RELAYD_CRASH_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("crash test: %d rounds, seed %d (RELAYD_CRASH_SEED=%d to replay)", rounds, seed, seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	e := newSMTPEnv(t, "")
+
+	var mu sync.Mutex
+	acked := map[string]bool{} // Message-IDs that got a 250
+	failpoints := []string{"after-temp-write", "after-rename", "after-upstream-250"}
+	kills := 0
+	for round := 0; round < rounds; round++ {
+		var fp string
+		if round%2 == 1 {
+			fp = fmt.Sprintf("%s:%d", failpoints[(round/2)%len(failpoints)], 1+rng.IntN(5))
+		}
+		env := []string{}
+		if fp != "" {
+			env = append(env, "RELAYD_FAILPOINT="+fp)
+		}
+		d := e.start(env...)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			e.submitUntilError(round, func(id string) {
+				mu.Lock()
+				acked[id] = true
+				mu.Unlock()
+			})
+		}()
+		if fp == "" {
+			// A random moment: during submissions and deliveries.
+			time.Sleep(time.Duration(10+rng.IntN(200)) * time.Millisecond)
+			d.cmd.Process.Signal(syscall.SIGKILL)
+		}
+		select {
+		case <-d.exited:
+		case <-time.After(30 * time.Second):
+			// The failpoint was not reached in time: kill anyway.
+			d.cmd.Process.Signal(syscall.SIGKILL)
+			<-d.exited
+		}
+		kills++
+		<-done
+	}
+	// A last start drains what is left.
+	last := e.start()
+	mu.Lock()
+	want := len(acked)
+	mu.Unlock()
+	deadline := time.After(60 * time.Second)
+	for {
+		got := map[string]int{}
+		for _, m := range e.smtpUp.Messages() {
+			if id := messageIDRe.FindSubmatch(m.Data); id != nil {
+				got[string(id[1])]++
+			}
+		}
+		missing := 0
+		for id := range acked {
+			if got[id] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			dups := 0
+			for _, n := range got {
+				dups += n - 1
+			}
+			t.Logf("%d rounds, %d kills, %d messages acknowledged, all delivered; %d duplicates (%.2f per kill; at most 3 per kill are allowed: one per delivery connection)",
+				rounds, kills, want, dups, float64(dups)/float64(kills))
+			if dups > 3*kills {
+				t.Errorf("%d duplicates for %d kills", dups, kills)
+			}
+			if want < rounds {
+				t.Errorf("only %d messages acknowledged over %d rounds: the test did not exercise relayd", want, rounds)
+			}
+			return
+		}
+		select {
+		case <-e.smtpUp.Arrived():
+		case <-deadline:
+			t.Fatalf("%d of %d acknowledged messages never reached the upstream\nlast relayd log:\n%s", missing, want, last.stderr.String())
+		}
+	}
+}
+
+// submitUntilError sends messages over one connection until relayd dies,
+// reporting the Message-ID of each message it acknowledged.
+func (e *smtpEnv) submitUntilError(round int, ack func(id string)) {
+	c, err := smtp.Dial(e.smtpAddr)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", "helpdesk", localPassword)); err != nil {
+		return
+	}
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("<crash-%d-%d@test>", round, i)
+		msg := fmt.Sprintf("Subject: crash %d/%d\r\nMessage-ID: %s\r\n\r\n%s\r\n", round, i, id, strings.Repeat("x", 2000))
+		if err := c.Mail(mbox, nil); err != nil {
+			return
+		}
+		if err := c.Rcpt(fmt.Sprintf("r%d@example.net", i%3), nil); err != nil {
+			return
+		}
+		w, err := c.Data()
+		if err != nil {
+			return
+		}
+		if _, err := w.Write([]byte(msg)); err != nil {
+			return
+		}
+		if err := w.Close(); err != nil {
+			if os.Getenv("RELAYD_CRASH_DEBUG") != "" {
+				fmt.Println("submit:", err)
+			}
+			return
+		}
+		ack(id)
+	}
+}
+
+// swaks, a real SMTP client, submits through a real relayd process; the
+// queue is visible and manageable with relayd queue.
+func TestSwaksAndQueueCommands(t *testing.T) {
+	swaks := testkit.RequireBinary(t, "swaks", "swaks")
+	e := newSMTPEnv(t, "")
+	e.smtpUp.FailData(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
+	d := e.start()
+	_ = d
+	host, port, _ := strings.Cut(e.smtpAddr, ":")
+	cmd := exec.Command(swaks, "--server", host, "--port", port, "--auth", "LOGIN",
+		"--auth-user", "helpdesk", "--auth-password", localPassword,
+		"--from", mbox, "--to", "someone@example.net", "--header", "Subject: swaks test", "--body", "hello from swaks")
+	out, err := cmd.CombinedOutput()
+	e.record("swaks", out)
+	if err != nil || !strings.Contains(string(out), "250 2.0.0 queued as ") {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	id := regexp.MustCompile(`queued as (\S+)`).FindStringSubmatch(string(out))[1]
+
+	// list shows it with the upstream's temporary error.
+	var listed string
+	for i := 0; i < 50; i++ {
+		listed, _ = e.run("queue", "-c", e.cfg, "list")
+		if strings.Contains(listed, "451 4.3.0 try later") {
+			break
+		}
+		select { // the next delivery attempt, or a moment
+		case <-e.smtpUp.Attempted():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(listed, id) || !strings.Contains(listed, "someone@example.net") {
+		t.Fatalf("queue list:\n%s", listed)
+	}
+	if out, code := e.run("queue", "-c", e.cfg, "hold", "support"); code != 0 || !strings.Contains(out, `account "support": held`) {
+		t.Errorf("queue hold: %d %s", code, out)
+	}
+	out2, _ := e.run("queue", "-c", e.cfg, "list", "--json")
+	if !strings.Contains(out2, `"state": "held"`) {
+		t.Errorf("queue list --json after hold:\n%s", out2)
+	}
+	show, code := e.run("queue", "-c", e.cfg, "show", id)
+	if code != 0 || !strings.Contains(show, "hello from swaks") || !strings.Contains(show, `"account": "support"`) {
+		t.Errorf("queue show:\n%s", show)
+	}
+	e.smtpUp.FailData(nil)
+	if out, code := e.run("queue", "-c", e.cfg, "release", "support"); code != 0 {
+		t.Errorf("queue release: %s", out)
+	}
+	select {
+	case <-e.smtpUp.Arrived():
+	case <-time.After(20 * time.Second):
+		t.Fatal("released message not delivered")
+	}
+	m := e.smtpUp.Messages()
+	if len(m) != 1 || !strings.Contains(string(m[0].Data), "hello from swaks") {
+		t.Fatalf("upstream got %d messages", len(m))
+	}
+	if out, code := e.run("queue", "-c", e.cfg, "delete", "no-such-id"); code == 0 || !strings.Contains(out, "no such message") {
+		t.Errorf("queue delete of an unknown ID: %d %s", code, out)
+	}
+}

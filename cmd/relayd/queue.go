@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/queue"
+	"github.com/relayd/relayd/status"
+)
+
+const queueUsage = `usage: relayd queue [-c FILE] COMMAND
+  list [--json]        list queued, held and failed messages (postqueue -p)
+  show ID              print a message's metadata and content (postcat)
+  flush [ACCOUNT]      attempt delivery of queued mail now (postqueue -f)
+  hold ID|ACCOUNT      hold a message, or all mail of an account (postsuper -h)
+  release ID|ACCOUNT   release what hold held, and an account's held mail (postsuper -H)
+  retry ID             attempt a message again now, also a failed one (postsuper -r)
+  delete ID            remove a message (postsuper -d)`
+
+// queueAdmin is the queue, through the running daemon or on disk.
+type queueAdmin interface {
+	list() ([]*queue.Entry, error)
+	show(id string, w io.Writer) (*queue.Entry, error)
+	op(op, target string) (int, error)
+	retry(id string) error
+	delete(id string) error
+}
+
+func runQueue(args []string) error {
+	fs := newFlagSet("queue")
+	cfgPath := configFlag(fs)
+	asJSON := fs.Bool("json", false, "list as JSON")
+	fs.Usage = func() { fmt.Fprintln(os.Stderr, queueUsage) }
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		fmt.Fprintln(os.Stderr, queueUsage)
+		return exitError{2}
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	admin, err := openQueueAdmin(cfg)
+	if err != nil {
+		return err
+	}
+	arg := func() (string, error) {
+		if len(pos) != 2 {
+			return "", fmt.Errorf("queue %s takes one argument\n%s", pos[0], queueUsage)
+		}
+		return pos[1], nil
+	}
+	switch pos[0] {
+	case "list":
+		l, err := admin.list()
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(l)
+		}
+		printQueue(os.Stdout, l, time.Now())
+	case "show":
+		id, err := arg()
+		if err != nil {
+			return err
+		}
+		var msg strings.Builder
+		e, err := admin.show(id, &msg)
+		if err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(e, "", "  ")
+		fmt.Printf("%s\n\n%s", b, msg.String())
+	case "flush":
+		target := ""
+		if len(pos) == 2 {
+			target = pos[1]
+		}
+		n, err := admin.op("flush", target)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%d message(s) due now\n", n)
+	case "hold", "release":
+		target, err := arg()
+		if err != nil {
+			return err
+		}
+		n, err := admin.op(pos[0], target)
+		if err != nil {
+			return err
+		}
+		done := map[string]string{"hold": "held", "release": "released"}[pos[0]]
+		if cfg.Account(target) != nil {
+			fmt.Printf("account %q: %s (%d queued message(s))\n", target, done, n)
+		} else {
+			fmt.Printf("%s: %s\n", target, done)
+		}
+	case "retry":
+		id, err := arg()
+		if err != nil {
+			return err
+		}
+		if err := admin.retry(id); err != nil {
+			return err
+		}
+		fmt.Printf("%s: queued for delivery now\n", id)
+	case "delete":
+		id, err := arg()
+		if err != nil {
+			return err
+		}
+		if err := admin.delete(id); err != nil {
+			return err
+		}
+		fmt.Printf("%s: deleted\n", id)
+	default:
+		return fmt.Errorf("unknown queue command %q\n%s", pos[0], queueUsage)
+	}
+	return nil
+}
+
+// openQueueAdmin talks to the daemon when it runs, else opens the spool
+// itself.
+func openQueueAdmin(cfg *config.Config) (queueAdmin, error) {
+	c := status.NewClient(cfg.StatusSocket)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Status(ctx); err == nil {
+		return remoteQueue{c}, nil
+	} else if !errors.Is(err, status.ErrNotRunning) {
+		return nil, err
+	}
+	q, err := queue.Open(queue.Options{
+		Dir:    filepath.Join(cfg.StateDir, "queue"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Accounts: func(name string) *auth.Account {
+			if a := cfg.Account(name); a != nil {
+				return &auth.Account{Config: a}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return localQueue{q}, nil
+}
+
+type remoteQueue struct{ c *status.Client }
+
+// The status client's own timeout bounds these calls.
+func (r remoteQueue) list() ([]*queue.Entry, error) { return r.c.QueueList(context.Background()) }
+func (r remoteQueue) show(id string, w io.Writer) (*queue.Entry, error) {
+	return r.c.QueueShow(context.Background(), id, w)
+}
+func (r remoteQueue) op(op, target string) (int, error) {
+	return r.c.QueueOp(context.Background(), op, target)
+}
+func (r remoteQueue) retry(id string) error  { return r.c.QueueRetry(context.Background(), id) }
+func (r remoteQueue) delete(id string) error { return r.c.QueueDelete(context.Background(), id) }
+
+type localQueue struct{ q *queue.Queue }
+
+func (l localQueue) list() ([]*queue.Entry, error) { return l.q.List(), nil }
+func (l localQueue) show(id string, w io.Writer) (*queue.Entry, error) {
+	e, err := l.q.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	m, err := l.q.Message(id)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	_, err = io.Copy(w, m)
+	return e, err
+}
+func (l localQueue) op(op, target string) (int, error) {
+	switch op {
+	case "flush":
+		return l.q.Flush(target), nil
+	case "hold":
+		return l.q.Hold(target)
+	default:
+		return l.q.Release(target)
+	}
+}
+func (l localQueue) retry(id string) error  { return l.q.Retry(id) }
+func (l localQueue) delete(id string) error { return l.q.Delete(id) }
+
+// printQueue prints the queue like postqueue -p.
+func printQueue(w io.Writer, l []*queue.Entry, now time.Time) {
+	if len(l) == 0 {
+		fmt.Fprintln(w, "Mail queue is empty")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tACCOUNT\tSTATE\tSIZE\tAGE\tATTEMPTS\tFROM\tTO")
+	counts := map[queue.State]int{}
+	for _, e := range l {
+		counts[e.State]++
+		var to []string
+		for _, r := range e.Recipients {
+			mark := ""
+			switch r.State {
+			case queue.RcptSent:
+				mark = " (sent)"
+			case queue.RcptFailed:
+				mark = " (failed)"
+			}
+			to = append(to, r.Addr+mark)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", e.ID, e.Account, e.State, e.Size,
+			now.Sub(e.Created).Round(time.Second), e.Attempts, e.From, strings.Join(to, ", "))
+	}
+	tw.Flush()
+	for _, e := range l {
+		if e.LastError != "" {
+			fmt.Fprintf(w, "%s: %s\n", e.ID, e.LastError)
+		}
+	}
+	fmt.Fprintf(w, "-- %d message(s): %d queued, %d held, %d failed\n", len(l),
+		counts[queue.StateQueued], counts[queue.StateHeld], counts[queue.StateFailed])
+}
