@@ -276,6 +276,10 @@ func (d *Dovecot) Stop() {
 	os.RemoveAll(d.dir)
 }
 
+// AuthSocket is the path of Dovecot's SASL socket for Postfix
+// (smtpd_sasl_type = dovecot).
+func (d *Dovecot) AuthSocket() string { return filepath.Join(d.dir, "run", "auth-client") }
+
 // Log returns Dovecot's log so far.
 func (d *Dovecot) Log() string {
 	b, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.log"))

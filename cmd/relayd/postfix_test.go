@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/relayd/relayd/internal/testkit"
+)
+
+// swaks submits through a real relayd to a real Postfix (Dovecot SASL
+// checking XOAUTH2 at the fake IdP), which relays to smtp-sink. A revoked
+// grant holds the mail; relayd authorize drains it.
+func TestPostfixUpstream(t *testing.T) {
+	swaks := testkit.RequireBinary(t, "swaks", "swaks")
+	e := newEnv(t)
+	dove := testkit.StartDovecot(t, e.idp, testkit.DovecotOptions{})
+	pf := testkit.StartPostfix(t, dove)
+	smtpAddr, _ := freeAddr()
+	hash, _ := bcrypt.GenerateFromPassword([]byte(localPassword), bcrypt.MinCost)
+	cfg := fmt.Sprintf(`state_dir = %q
+status_socket = %q
+[imap]
+listen = [%q]
+[smtp]
+listen = [%q]
+[queue]
+retry_min = "100ms"
+retry_max = "1s"
+[[account]]
+name = "support"
+provider = "custom"
+email = %q
+client_id = "client"
+client_secret_file = %q
+token_url = %q
+smtp_server = %q
+smtp_security = "none"
+direction = "outgoing"
+local_user = "helpdesk"
+local_password_hash = %q
+`, filepath.Join(e.dir, "state"), e.socket, e.imapAddr, smtpAddr, mbox, filepath.Join(e.dir, "client.secret"),
+		e.idp.TokenURL(), pf.SubmissionAddr, hash)
+	os.WriteFile(e.cfg, []byte(cfg), 0o600)
+	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
+		t.Fatalf("authorize: %s", out)
+	}
+	e.serve()
+	host, port, _ := strings.Cut(smtpAddr, ":")
+	send := func(body string) string {
+		out, err := exec.Command(swaks, "--server", host, "--port", port, "--auth", "PLAIN",
+			"--auth-user", "helpdesk", "--auth-password", localPassword, "--from", mbox, "--to", "customer@example.net",
+			"--header", "Subject: via postfix", "--body", body).CombinedOutput()
+		e.record("swaks", out)
+		if err != nil || !strings.Contains(string(out), "250 2.0.0 queued as") {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	send("first message through Postfix")
+	if !pf.WaitSunk([]byte("first message through Postfix"), 30*time.Second) {
+		t.Fatalf("message did not reach smtp-sink\npostfix log:\n%s\ndovecot log:\n%s", pf.Log(), dove.Log())
+	}
+
+	// Revoked grant: Postfix answers 535 5.7.8; mail is held, not bounced.
+	e.idp.Revoke(mbox)
+	send("second message, held while the grant is dead")
+	var st string
+	for i := 0; i < 100; i++ {
+		st, _ = e.run("status", "--socket", e.socket)
+		if strings.Contains(st, "needs_reauth") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(st, "1 of 1 mailbox needs reauthorization: support") || !strings.Contains(st, "outgoing mail held") {
+		t.Fatalf("status while held:\n%s\npostfix log:\n%s", st, pf.Log())
+	}
+	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
+		t.Fatalf("authorize: %s", out)
+	}
+	if !pf.WaitSunk([]byte("second message, held while the grant is dead"), 30*time.Second) {
+		t.Fatalf("held message not delivered after authorize\npostfix log:\n%s", pf.Log())
+	}
+	if strings.Contains(string(pf.Sunk()), "Undelivered Mail") {
+		t.Error("a bounce was sent")
+	}
+}
