@@ -55,6 +55,8 @@ type SMTPServer struct {
 	opts   SMTPOptions
 	log    *slog.Logger
 	nextID atomic.Uint64
+	// Panics counts panics go-smtp recovered in sessions.
+	Panics atomic.Int64
 
 	mu      sync.Mutex
 	servers []*smtp.Server
@@ -99,7 +101,7 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	// Legacy software sends unwrapped HTML and base64 lines far beyond
 	// RFC 5321's 998; like Postfix, accept them rather than lose the mail.
 	srv.MaxLineLength = 1 << 20
-	srv.ErrorLog = slogLogger{s.log}
+	srv.ErrorLog = slogLogger{s.log, &s.Panics}
 	// Plaintext AUTH only where the password cannot leave the machine.
 	if err := config.CheckLoopback(ln.Addr().String()); err == nil {
 		srv.AllowInsecureAuth = true
@@ -146,10 +148,23 @@ func (s *SMTPServer) stop() []*smtp.Server {
 	return append([]*smtp.Server(nil), s.servers...)
 }
 
-type slogLogger struct{ log *slog.Logger }
+// slogLogger is go-smtp's error log: it goes to slog, and counts the panics
+// go-smtp recovered ("panic serving ...").
+type slogLogger struct {
+	log    *slog.Logger
+	panics *atomic.Int64
+}
 
-func (l slogLogger) Printf(format string, v ...any) { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l slogLogger) Println(v ...any)               { l.log.Warn(fmt.Sprint(v...)) }
+func (l slogLogger) Printf(format string, v ...any) {
+	if strings.HasPrefix(format, "panic") {
+		l.panics.Add(1)
+		l.log.Error(fmt.Sprintf(format, v...))
+		return
+	}
+	l.log.Warn(fmt.Sprintf(format, v...))
+}
+
+func (l slogLogger) Println(v ...any) { l.log.Warn(fmt.Sprint(v...)) }
 
 func (s *SMTPServer) newSession(c *smtp.Conn) (smtp.Session, error) {
 	id := s.nextID.Add(1)

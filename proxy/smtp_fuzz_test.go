@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/queue"
+)
+
+// FuzzSMTPSession drives a downstream SMTP session with arbitrary input
+// after a greeting, in every state (before and after AUTH, in MAIL, RCPT,
+// DATA and BDAT): it must answer and end, never panic or hang.
+func FuzzSMTPSession(f *testing.F) {
+	authCmd := "AUTH PLAIN " + base64Std("\x00"+testUser+"\x00"+testPassword) + "\r\n"
+	for _, s := range []string{
+		"EHLO x\r\n" + authCmd + "MAIL FROM:<support@example.com>\r\nRCPT TO:<a@example.net>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+		"EHLO x\r\n" + authCmd + "MAIL FROM:<support@example.com>\r\nRCPT TO:<a@example.net>\r\nBDAT 5 LAST\r\nhello",
+		"EHLO x\r\nAUTH LOGIN\r\naGVscGRlc2s=\r\nbGVnYWN5LXB3\r\nMAIL FROM:<x@y>\r\n",
+		"HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<>\r\nDATA\r\n",
+		"EHLO x\r\n" + authCmd + "MAIL FROM:<support@example.com> SIZE=99999999999\r\nRCPT TO:<a@b> NOTIFY=NEVER\r\nBDAT 999999999999\r\n",
+		"EHLO x\r\nAUTH PLAIN =\r\nAUTH XOAUTH2 abc\r\nSTARTTLS\r\nVRFY a\r\nRSET\r\nNOOP\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	dir := f.TempDir()
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	cfg := &config.Account{Name: "support", Provider: "password", Email: testMailbox, Login: testMailbox,
+		LocalUser: testUser, LocalPasswordHash: testHash, Direction: config.DirBoth,
+		SMTPServer: deadAddr, SMTPSecurity: config.SecurityNone}
+	creds := &auth.Account{Config: cfg, Password: "x"}
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Accounts: func(string) *auth.Account { return creds }, RetryMin: time.Hour})
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := NewSMTPServer(SMTPOptions{Users: auth.NewUsers([]*config.Account{cfg}), Queue: q, Logger: log,
+		AuthFailureDelay: -1, MaxMessageSize: 1 << 20, Timeout: 5 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	defer os.RemoveAll(dir)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			c.Write(in)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		out, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("session did not end: %v", err)
+		}
+		if !bytes.HasPrefix(out, []byte("220 ")) {
+			t.Fatalf("no greeting: %q", out)
+		}
+		if n := srv.Panics.Load(); n != 0 {
+			t.Fatalf("%d panics in sessions:\n%s", n, logs.String())
+		}
+	})
+}
