@@ -27,6 +27,16 @@ type Postfix struct {
 	sinkDone       chan struct{}
 }
 
+// PostfixOptions tune a Postfix instance.
+type PostfixOptions struct {
+	// Dir is where Postfix keeps its queue. Default: a new directory under
+	// the system's temporary directory.
+	Dir string
+	// DeferTransports holds all mail in the queue (defer_transports =
+	// smtp), for measuring acceptance alone.
+	DeferTransports bool
+}
+
 // StartPostfix starts Postfix and its sink; both stop when the test ends.
 // It skips (or fails under RELAYD_REQUIRE_REAL=1) without Postfix.
 func StartPostfix(t testing.TB, d *Dovecot) *Postfix {
@@ -34,7 +44,7 @@ func StartPostfix(t testing.TB, d *Dovecot) *Postfix {
 	postfix := RequireBinary(t, "postfix", "postfix")
 	postconf := RequireBinary(t, "postconf", "postfix")
 	sinkBin := RequireBinary(t, "smtp-sink", "postfix")
-	p, err := startPostfix(postfix, postconf, sinkBin, d)
+	p, err := startPostfix(postfix, postconf, sinkBin, d, PostfixOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +52,25 @@ func StartPostfix(t testing.TB, d *Dovecot) *Postfix {
 	return p
 }
 
-func startPostfix(postfix, postconf, sinkBin string, d *Dovecot) (*Postfix, error) {
-	dir, err := os.MkdirTemp("", "relayd-postfix-")
+// RunPostfix starts Postfix outside a test (the benchmark harness). Call
+// Stop when done.
+func RunPostfix(d *Dovecot, opts PostfixOptions) (*Postfix, error) {
+	var bins []string
+	for _, name := range []string{"postfix", "postconf", "smtp-sink"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			p = "/usr/sbin/" + name
+			if !fileExists(p) {
+				return nil, fmt.Errorf("%s not found: install the Debian package postfix", name)
+			}
+		}
+		bins = append(bins, p)
+	}
+	return startPostfix(bins[0], bins[1], bins[2], d, opts)
+}
+
+func startPostfix(postfix, postconf, sinkBin string, d *Dovecot, opts PostfixOptions) (*Postfix, error) {
+	dir, err := os.MkdirTemp(opts.Dir, "relayd-postfix-")
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +142,11 @@ smtp_tls_security_level = none
 maillog_file = %[1]s/maillog
 maillog_file_prefixes = %[1]s
 message_size_limit = 104857600
+in_flow_delay = 0s
 `, dir, ports[1], d.AuthSocket())
+	if opts.DeferTransports {
+		main += "defer_transports = smtp\n"
+	}
 	os.WriteFile(filepath.Join(conf, "main.cf"), []byte(main), 0o644)
 
 	// Postfix accepts -c only for directories the default configuration
