@@ -1,6 +1,9 @@
 package queue
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
 	"io"
 	"time"
 )
@@ -193,4 +196,44 @@ func (q *Queue) Message(id string) (io.ReadCloser, error) {
 		return nil, ErrNotFound(id)
 	}
 	return q.spool.Open(id)
+}
+
+// WriteList writes entries as text, like postqueue -p, or as JSON (format
+// "json"), buffered: a list may hold a hundred thousand messages.
+func WriteList(w io.Writer, l []*Entry, format string, now time.Time) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	if format == "json" {
+		if err := json.NewEncoder(bw).Encode(l); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	if len(l) == 0 {
+		fmt.Fprintln(bw, "Mail queue is empty")
+		return bw.Flush()
+	}
+	counts := map[State]int{}
+	fmt.Fprintf(bw, "%-32s %-12s %-7s %9s %9s %4s  %s -> %s\n", "ID", "ACCOUNT", "STATE", "SIZE", "AGE", "TRY", "FROM", "TO")
+	for _, e := range l {
+		counts[e.State]++
+		fmt.Fprintf(bw, "%-32s %-12s %-7s %9d %9s %4d  %s ->", e.ID, e.Account, e.State, e.Size,
+			now.Sub(e.Created).Round(time.Second), e.Attempts, e.From)
+		for _, r := range e.Recipients {
+			switch r.State {
+			case RcptSent:
+				fmt.Fprintf(bw, " %s (sent)", r.Addr)
+			case RcptFailed:
+				fmt.Fprintf(bw, " %s (failed)", r.Addr)
+			default:
+				fmt.Fprintf(bw, " %s", r.Addr)
+			}
+		}
+		bw.WriteByte('\n')
+		if e.LastError != "" {
+			fmt.Fprintf(bw, "%32s last error: %s\n", "", e.LastError)
+		}
+	}
+	fmt.Fprintf(bw, "-- %d message(s): %d queued, %d held, %d failed\n", len(l),
+		counts[StateQueued], counts[StateHeld], counts[StateFailed])
+	return bw.Flush()
 }

@@ -258,9 +258,17 @@ func (q *Queue) outage(a *account, creds *auth.Account, err error) {
 	q.event("deferred", "", a.name)
 }
 
-// connect dials the account's SMTP server and logs in.
+// connect dials the account's SMTP server and logs in. The token comes
+// first: with a dead grant there is no point in dialing.
 func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*smtp.Client, error) {
 	cfg := creds.Config
+	var tok string
+	if creds.Tokens != nil {
+		var err error
+		if tok, err = creds.Tokens.Token(ctx); err != nil {
+			return nil, tokenError(err)
+		}
+	}
 	addr := cfg.SMTPServer
 	host, _, _ := net.SplitHostPort(addr)
 	dctx, cancel := context.WithTimeout(ctx, q.opts.Timeout)
@@ -295,7 +303,7 @@ func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*smtp.Client,
 		c.Close()
 		return nil, fmt.Errorf("EHLO to %s: %w", addr, err)
 	}
-	if err := q.login(ctx, c, creds, host); err != nil {
+	if err := q.login(ctx, c, creds, host, tok); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -305,7 +313,7 @@ func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*smtp.Client,
 // login authenticates: XOAUTH2 with the account's token (refreshing once
 // and retrying once on a rejection), or PLAIN with its password. Every
 // failure is an account condition.
-func (q *Queue) login(ctx context.Context, c *smtp.Client, creds *auth.Account, host string) error {
+func (q *Queue) login(ctx context.Context, c *smtp.Client, creds *auth.Account, host, tok string) error {
 	cfg := creds.Config
 	if creds.Tokens == nil {
 		err := c.Auth(sasl.NewPlainClient("", cfg.Login, creds.Password))
@@ -314,12 +322,8 @@ func (q *Queue) login(ctx context.Context, c *smtp.Client, creds *auth.Account, 
 		}
 		return nil
 	}
-	tok, err := creds.Tokens.Token(ctx)
-	if err != nil {
-		return tokenError(err)
-	}
 	for attempt := 0; ; attempt++ {
-		err = c.Auth(auth.NewXOAUTH2Client(cfg.Email, tok))
+		err := c.Auth(auth.NewXOAUTH2Client(cfg.Email, tok))
 		if err == nil {
 			return nil
 		}

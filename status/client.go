@@ -98,6 +98,12 @@ func (c *Client) QueueList(ctx context.Context) ([]*queue.Entry, error) {
 	return l, err
 }
 
+// QueueListTo writes the queue to w as "text" or "json", as the daemon
+// renders it.
+func (c *Client) QueueListTo(ctx context.Context, w io.Writer, format string) error {
+	return c.do(ctx, http.MethodGet, "/v1/queue?format="+url.QueryEscape(format), nil, w)
+}
+
 // QueueShow returns one message's metadata and writes the message to w.
 func (c *Client) QueueShow(ctx context.Context, id string, w io.Writer) (*queue.Entry, error) {
 	var e queue.Entry

@@ -114,8 +114,17 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
+// handleQueueList streams the queue as JSON, or as the text of relayd
+// queue list with ?format=text.
 func (s *Server) handleQueueList(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.backend.Queue().List())
+	format := r.URL.Query().Get("format")
+	if format == "text" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	} else {
+		format = "json"
+		w.Header().Set("Content-Type", "application/json")
+	}
+	queue.WriteList(w, s.backend.Queue().List(), format, time.Now())
 }
 
 func (s *Server) handleQueueShow(w http.ResponseWriter, r *http.Request) {

@@ -25,6 +25,7 @@ const (
 func runDemo(args []string) error {
 	fs := newFlagSet("demo")
 	listen := fs.String("listen", "127.0.0.1:1143", "IMAP listen `address`")
+	smtpListen := fs.String("smtp-listen", "127.0.0.1:1587", "SMTP listen `address`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,18 +54,25 @@ func runDemo(args []string) error {
 			demoUser, subj, time.Now().Format(time.RFC1123Z), i)
 		up.Deliver(demoUser, []byte(msg))
 	}
+	smtpUp, err := testkit.NewSMTPUpstream(idp, testkit.SMTPOptions{Style: testkit.Exchange, TLS: true})
+	if err != nil {
+		return err
+	}
+	defer smtpUp.Close()
 	caFile := filepath.Join(dir, "upstream-ca.pem")
-	if err := os.WriteFile(caFile, up.CertPEM, 0o600); err != nil {
+	if err := os.WriteFile(caFile, append(append([]byte{}, up.CertPEM...), smtpUp.CertPEM...), 0o600); err != nil {
 		return err
 	}
 	hash, err := auth.HashPassword(demoPassword)
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Parse(fmt.Sprintf(`
+	cfgText := fmt.Sprintf(`
 state_dir = %q
 status_socket = %q
 [imap]
+listen = [%q]
+[smtp]
 listen = [%q]
 [[account]]
 name = "demo"
@@ -74,12 +82,15 @@ client_id = %q
 token_url = %q
 imap_server = %q
 imap_security = "tls"
+smtp_server = %q
+smtp_security = "tls"
 ca_file = %q
-direction = "incoming"
+direction = "both"
 local_user = "demo"
 local_password_hash = %q
-`, filepath.Join(dir, "state"), filepath.Join(dir, "status.sock"), *listen, demoUser, demoClient,
-		idp.TokenURL(), up.Addr, caFile, hash))
+`, filepath.Join(dir, "state"), filepath.Join(dir, "status.sock"), *listen, *smtpListen, demoUser, demoClient,
+		idp.TokenURL(), up.Addr, smtpUp.Addr, caFile, hash)
+	cfg, err := config.Parse(cfgText)
 	if err != nil {
 		return err
 	}
@@ -94,21 +105,35 @@ local_password_hash = %q
 	if err := (&auth.Store{Dir: cfg.StateDir}).Save("demo", g); err != nil {
 		return err
 	}
+	os.WriteFile(filepath.Join(dir, "relayd.toml"), []byte(cfgText), 0o600)
 	d, err := daemon.New(cfg, daemon.Options{Logger: newLogger(cfg.LogLevel)})
 	if err != nil {
 		return fmt.Errorf("%w (choose another address with --listen)", err)
 	}
-	addr := d.IMAPAddrs()[0]
-	fmt.Printf(`relayd demo: IMAP on %s, proxying to an XOAUTH2-only server at %s
+	addr, smtpAddr := d.IMAPAddrs()[0], d.SMTPAddrs()[0]
+	fmt.Printf(`relayd demo: IMAP on %s and SMTP on %s, in front of XOAUTH2-only servers
 
   user:     demo
   password: %s
 
 Try:
   curl -s imap://%s/INBOX -u demo:%s -X 'FETCH 1:* (FLAGS BODY[HEADER.FIELDS (SUBJECT)])'
+  swaks --server %s --auth LOGIN --auth-user demo --auth-password %s --from %s --to someone@example.net
   relayd status --socket %s
+  relayd queue list -c %s
 
 Press Ctrl-C to stop.
-`, addr, up.Addr, demoPassword, addr, demoPassword, cfg.StatusSocket)
+`, addr, smtpAddr, demoPassword, addr, demoPassword, smtpAddr, demoPassword, demoUser, cfg.StatusSocket,
+		filepath.Join(dir, "relayd.toml"))
+	go func() {
+		seen := 0
+		for range smtpUp.Arrived() {
+			msgs := smtpUp.Messages()
+			for _, m := range msgs[seen:] {
+				fmt.Printf("demo upstream: received a message from %s to %v (%d bytes) over XOAUTH2\n", m.From, m.To, len(m.Data))
+			}
+			seen = len(msgs)
+		}
+	}()
 	return runUntilSignal(d, 5*time.Second)
 }

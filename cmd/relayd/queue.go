@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/relayd/relayd/auth"
@@ -30,7 +29,8 @@ const queueUsage = `usage: relayd queue [-c FILE] COMMAND
 
 // queueAdmin is the queue, through the running daemon or on disk.
 type queueAdmin interface {
-	list() ([]*queue.Entry, error)
+	// list writes the queue as text (like postqueue -p) or JSON.
+	list(w io.Writer, format string) error
 	show(id string, w io.Writer) (*queue.Entry, error)
 	op(op, target string) (int, error)
 	retry(id string) error
@@ -66,16 +66,11 @@ func runQueue(args []string) error {
 	}
 	switch pos[0] {
 	case "list":
-		l, err := admin.list()
-		if err != nil {
-			return err
-		}
+		format := "text"
 		if *asJSON {
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(l)
+			format = "json"
 		}
-		printQueue(os.Stdout, l, time.Now())
+		return admin.list(os.Stdout, format)
 	case "show":
 		id, err := arg()
 		if err != nil {
@@ -167,7 +162,9 @@ func openQueueAdmin(cfg *config.Config) (queueAdmin, error) {
 type remoteQueue struct{ c *status.Client }
 
 // The status client's own timeout bounds these calls.
-func (r remoteQueue) list() ([]*queue.Entry, error) { return r.c.QueueList(context.Background()) }
+func (r remoteQueue) list(w io.Writer, format string) error {
+	return r.c.QueueListTo(context.Background(), w, format)
+}
 func (r remoteQueue) show(id string, w io.Writer) (*queue.Entry, error) {
 	return r.c.QueueShow(context.Background(), id, w)
 }
@@ -179,7 +176,9 @@ func (r remoteQueue) delete(id string) error { return r.c.QueueDelete(context.Ba
 
 type localQueue struct{ q *queue.Queue }
 
-func (l localQueue) list() ([]*queue.Entry, error) { return l.q.List(), nil }
+func (l localQueue) list(w io.Writer, format string) error {
+	return queue.WriteList(w, l.q.List(), format, time.Now())
+}
 func (l localQueue) show(id string, w io.Writer) (*queue.Entry, error) {
 	e, err := l.q.Get(id)
 	if err != nil {
@@ -205,38 +204,3 @@ func (l localQueue) op(op, target string) (int, error) {
 }
 func (l localQueue) retry(id string) error  { return l.q.Retry(id) }
 func (l localQueue) delete(id string) error { return l.q.Delete(id) }
-
-// printQueue prints the queue like postqueue -p.
-func printQueue(w io.Writer, l []*queue.Entry, now time.Time) {
-	if len(l) == 0 {
-		fmt.Fprintln(w, "Mail queue is empty")
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tACCOUNT\tSTATE\tSIZE\tAGE\tATTEMPTS\tFROM\tTO")
-	counts := map[queue.State]int{}
-	for _, e := range l {
-		counts[e.State]++
-		var to []string
-		for _, r := range e.Recipients {
-			mark := ""
-			switch r.State {
-			case queue.RcptSent:
-				mark = " (sent)"
-			case queue.RcptFailed:
-				mark = " (failed)"
-			}
-			to = append(to, r.Addr+mark)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", e.ID, e.Account, e.State, e.Size,
-			now.Sub(e.Created).Round(time.Second), e.Attempts, e.From, strings.Join(to, ", "))
-	}
-	tw.Flush()
-	for _, e := range l {
-		if e.LastError != "" {
-			fmt.Fprintf(w, "%s: %s\n", e.ID, e.LastError)
-		}
-	}
-	fmt.Fprintf(w, "-- %d message(s): %d queued, %d held, %d failed\n", len(l),
-		counts[queue.StateQueued], counts[queue.StateHeld], counts[queue.StateFailed])
-}
