@@ -128,6 +128,9 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 		<-sdone
 		cancel()
 		<-qdone
+		if n := srv.Panics.Load(); n != 0 {
+			t.Errorf("%d panics in SMTP sessions", n)
+		}
 		if t.Failed() {
 			t.Logf("relayd log:\n%s", r.logs.String())
 		}
@@ -568,5 +571,99 @@ func TestSMTPTemporaryFailuresRetried(t *testing.T) {
 				t.Errorf("%d messages", len(got))
 			}
 		})
+	}
+}
+
+// failingFS fails the spool's directory fsync.
+type failingFS struct{ queue.OSFS }
+
+func (failingFS) SyncDir(string) error { return fmt.Errorf("injected: no space left on device") }
+
+// A spool failure is a 452 4.3.1 to the client, and leaves nothing queued.
+func TestSMTPSpoolFailureIs452(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &config.Account{Name: "support", Provider: "password", Email: testMailbox, Login: testMailbox,
+		LocalUser: testUser, LocalPasswordHash: testHash, Direction: config.DirBoth,
+		SMTPServer: "127.0.0.1:1", SMTPSecurity: config.SecurityNone}
+	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), FS: failingFS{},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Accounts: func(string) *auth.Account { return &auth.Account{Config: cfg} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewSMTPServer(SMTPOptions{Users: auth.NewUsers([]*config.Account{cfg}), Queue: q,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AuthFailureDelay: -1})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := smtp.Dial(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", testUser, testPassword)); err != nil {
+		t.Fatal(err)
+	}
+	r := &smtpRelay{t: t}
+	err = r.send(c, testMailbox, []string{"x@example.net"}, []byte("Subject: x\r\n\r\nx\r\n"))
+	se, ok := err.(*smtp.SMTPError)
+	if !ok || se.Code != 452 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 1}) {
+		t.Fatalf("send with a failing spool = %v, want 452 4.3.1", err)
+	}
+	if l := q.List(); len(l) != 0 {
+		t.Errorf("queue after the failure: %+v", l)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "q", "*"))
+	if len(files) != 1 { // only tmp/
+		t.Errorf("spool after the failure: %v", files)
+	}
+}
+
+// Delivery over STARTTLS, as Office 365's port 587 wants.
+func TestSMTPStartTLSUpstream(t *testing.T) {
+	idp, err := testkit.NewIdP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idp.Close()
+	idp.AddClient("client", "")
+	up, err := testkit.NewSMTPUpstream(idp, testkit.SMTPOptions{STARTTLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, up.CertPEM, 0o600)
+	cfg := &config.Account{Name: "support", Provider: "custom", Email: testMailbox, Login: testMailbox,
+		ClientID: "client", TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken, Direction: config.DirBoth,
+		SMTPServer: up.Addr, SMTPSecurity: config.SecuritySTARTTLS, CAFile: ca}
+	store := &auth.Store{Dir: dir}
+	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", testMailbox)})
+	src, _ := auth.NewSource(auth.SourceOptions{Account: cfg, Store: store})
+	creds, err := auth.NewAccount(cfg, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Accounts: func(string) *auth.Account { return creds }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if _, err := q.Submit(&queue.Submission{Account: "support", From: testMailbox, To: []string{"x@example.net"},
+		Body: strings.NewReader("Subject: starttls\r\n\r\nx\r\n")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-up.Arrived():
+	case <-time.After(15 * time.Second):
+		t.Fatal("not delivered over STARTTLS")
+	}
+	if up.Logins.Load() != 1 {
+		t.Errorf("logins = %d", up.Logins.Load())
 	}
 }
