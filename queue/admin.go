@@ -95,7 +95,8 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 		q.mu.Lock()
 		a = q.account(target)
 		n := 0
-		if a.adminHold != hold {
+		changed := a.adminHold != hold
+		if changed {
 			a.adminHold = hold
 			for _, e := range q.entries {
 				if e.Account == target && e.State == StateQueued {
@@ -103,7 +104,13 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 				}
 			}
 		}
+		held := q.heldAccounts()
 		q.mu.Unlock()
+		if changed {
+			if err := q.spool.SaveHeldAccounts(held); err != nil {
+				return 0, err
+			}
+		}
 		a.wake()
 		return n, nil
 	}

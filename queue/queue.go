@@ -154,7 +154,27 @@ func Open(opts Options) (*Queue, error) {
 	if len(entries) > 0 {
 		q.log.Info("queue recovered", "messages", len(entries))
 	}
+	held, err := sp.HeldAccounts()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range held {
+		q.account(name).adminHold = true
+		q.log.Info("account's outgoing mail held by an admin: relayd queue release NAME sends it", "account", name)
+	}
 	return q, nil
+}
+
+// heldAccounts lists the accounts an admin held. q.mu is held.
+func (q *Queue) heldAccounts() []string {
+	var l []string
+	for name, a := range q.accounts {
+		if a.adminHold {
+			l = append(l, name)
+		}
+	}
+	sort.Strings(l)
+	return l
 }
 
 // account returns the delivery state of name, creating it. q.mu is held or

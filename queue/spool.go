@@ -220,3 +220,39 @@ func (s *Spool) Recover() ([]*Entry, error) {
 	}
 	return entries, nil
 }
+
+// heldFile lists the accounts an admin held (relayd queue hold ACCOUNT), so
+// that the hold survives a restart.
+const heldFile = "held-accounts.list" // not .json: that suffix is a message's metadata
+
+// SaveHeldAccounts stores the admin-held accounts durably.
+func (s *Spool) SaveHeldAccounts(names []string) error {
+	b, err := json.Marshal(names)
+	if err != nil {
+		return err
+	}
+	tmp, _, err := s.writeTemp(heldFile+".*", strings.NewReader(string(b)))
+	if err != nil {
+		return fmt.Errorf("saving held accounts: %w", err)
+	}
+	if err := s.fs.Rename(tmp, filepath.Join(s.dir, heldFile)); err != nil {
+		s.fs.Remove(tmp)
+		return fmt.Errorf("saving held accounts: %w", err)
+	}
+	return s.syncDir()
+}
+
+// HeldAccounts returns the admin-held accounts.
+func (s *Spool) HeldAccounts() ([]string, error) {
+	b, err := s.fs.ReadFile(filepath.Join(s.dir, heldFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return nil, fmt.Errorf("%s is corrupt: %w", filepath.Join(s.dir, heldFile), err)
+	}
+	return names, nil
+}

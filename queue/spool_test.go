@@ -2,7 +2,10 @@ package queue
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
 	"io"
 	"os"
 	"path/filepath"
@@ -251,3 +254,35 @@ func (f *recordingFile) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (f *recordingFile) WriteString(s string) (int, error) { return f.Write([]byte(s)) }
+
+// An admin's hold of an account survives a restart.
+func TestAccountHoldPersists(t *testing.T) {
+	dir := t.TempDir()
+	accounts := func(name string) *auth.Account {
+		if name == "a" {
+			return &auth.Account{Config: &config.Account{Name: "a"}}
+		}
+		return nil
+	}
+	q, err := Open(Options{Dir: dir, Accounts: accounts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Hold("a"); err != nil {
+		t.Fatal(err)
+	}
+	q2, err := Open(Options{Dir: dir, Accounts: accounts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !q2.accounts["a"].adminHold {
+		t.Fatal("hold lost on restart")
+	}
+	if _, err := q2.Release("a"); err != nil {
+		t.Fatal(err)
+	}
+	q3, _ := Open(Options{Dir: dir, Accounts: accounts})
+	if a := q3.accounts["a"]; a != nil && a.adminHold {
+		t.Error("release lost on restart")
+	}
+}
