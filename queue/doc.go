@@ -12,8 +12,9 @@
 //	             attempts, timestamps, last error, state
 //
 // DIR/held-accounts.list for the accounts an admin held (relayd queue hold
-ACCOUNT), and DIR/tmp/ for files being written. A message is written to a temporary
-// file, fsynced and renamed to ID.msg; then its metadata likewise to
+// ACCOUNT), and DIR/tmp/ for files being written.
+//
+// A message is written to a temporary file, fsynced and renamed to ID.msg; then its metadata likewise to
 // ID.json; then DIR is fsynced. Only after that does the client get
 // "250 2.0.0 queued as ID" (as Postfix does). Concurrent submissions share
 // the directory fsync (group commit). On start, every ID with both files is

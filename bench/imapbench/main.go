@@ -30,7 +30,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +38,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/bench/internal/machine"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/testkit"
 )
@@ -225,23 +225,9 @@ func (s *setup) stop() {
 }
 
 func report(s *setup) {
-	var rl syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
-	cpu := "unknown"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	kernel, _ := exec.Command("uname", "-r").Output()
 	dv, _ := exec.Command("dovecot", "--version").Output()
 	fmt.Printf("# imapbench %s\n\n", time.Now().UTC().Format(time.RFC3339))
-	fmt.Printf("machine: %d cores, %s, kernel %s", runtime.NumCPU(), cpu, kernel)
-	fmt.Printf("go %s, dovecot %s", runtime.Version(), dv)
-	fmt.Printf("open-file limit: soft %d, hard %d\n", rl.Cur, rl.Max)
+	fmt.Printf("machine: %s\ndovecot %s", machine.Describe(), dv)
 	fmt.Printf("mailbox: %d messages of %d KB; relayd, Dovecot and this client in separate processes on loopback\n",
 		*mailboxMB*1024 / *msgKB, *msgKB)
 }
@@ -415,9 +401,9 @@ func benchFetch(s *setup, tlsUp bool) error {
 			direct = append(direct, mbps)
 		}
 	}
-	d, r := median(direct), median(relayed)
+	d, r := machine.Median(direct), machine.Median(relayed)
 	fmt.Printf("%-20s direct %8.1f MB/s   relayd %8.1f MB/s   ratio %.3f   (median of %d; direct %s; relayd %s)\n",
-		upName(tlsUp), d, r, r/d, *rounds, fmtAll(direct), fmtAll(relayed))
+		upName(tlsUp), d, r, r/d, *rounds, machine.All(direct), machine.All(relayed))
 	fmt.Printf("%-20s CPU per GB: relayd %.2f s; client %.2f s direct, %.2f s through relayd\n", "",
 		relaydCPU/float64(relayedBytes)*1e9, clientCPU[false]/float64(clientBytes[false])*1e9,
 		clientCPU[true]/float64(clientBytes[true])*1e9)
@@ -463,9 +449,9 @@ func benchLogin(s *setup) error {
 			direct = append(direct, ms)
 		}
 	}
-	dp50, rp50 := median(direct), median(relayed)
+	dp50, rp50 := machine.Median(direct), machine.Median(relayed)
 	fmt.Printf("p50: direct %.2f ms, relayd %.2f ms, difference %+.2f ms   p90: direct %.2f ms, relayd %.2f ms   (%d each, interleaved)\n",
-		dp50, rp50, rp50-dp50, pct(direct, 0.9), pct(relayed, 0.9), *logins)
+		dp50, rp50, rp50-dp50, machine.Percentile(direct, 0.9), machine.Percentile(relayed, 0.9), *logins)
 	t0 := time.Now()
 	h, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	const n = 10
@@ -552,20 +538,4 @@ func rssKB(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
-}
-
-func median(v []float64) float64 { return pct(v, 0.5) }
-
-func pct(v []float64, p float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[int(float64(len(s)-1)*p)]
-}
-
-func fmtAll(v []float64) string {
-	var parts []string
-	for _, x := range v {
-		parts = append(parts, fmt.Sprintf("%.0f", x))
-	}
-	return strings.Join(parts, " ")
 }

@@ -31,8 +31,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,6 +41,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/bench/internal/machine"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
@@ -142,24 +141,11 @@ func run() error {
 }
 
 func report(b *bench) {
-	var rl syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
-	cpu := "unknown"
-	if c, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(c), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	kernel, _ := exec.Command("uname", "-r").Output()
 	fsType, _ := exec.Command("stat", "-f", "-c", "%T", b.tmp).Output()
 	pv, _ := exec.Command("postconf", "-h", "mail_version").Output()
 	fmt.Printf("# smtpbench %s\n\n", time.Now().UTC().Format(time.RFC3339))
-	fmt.Printf("machine: %d cores, %s, kernel %s", runtime.NumCPU(), cpu, kernel)
-	fmt.Printf("go %s, postfix %s", runtime.Version(), pv)
-	fmt.Printf("spools in %s (filesystem %s), open-file limit %d\n", b.tmp, strings.TrimSpace(string(fsType)), rl.Cur)
+	fmt.Printf("machine: %s\npostfix %s", machine.Describe(), pv)
+	fmt.Printf("spools in %s (filesystem %s)\n", b.tmp, strings.TrimSpace(string(fsType)))
 }
 
 // startRelayd starts relayd with its state in DIR/stateName. With grant,
@@ -357,9 +343,9 @@ func (b *bench) accept() error {
 		}
 		rr, pr = append(rr, r), append(pr, p)
 	}
-	r, p := median(rr), median(pr)
+	r, p := machine.Median(rr), machine.Median(pr)
 	fmt.Printf("relayd %.0f msg/s, Postfix %.0f msg/s, ratio %.2f (median of %d; relayd %s; Postfix %s)\n",
-		r, p, r/p, *rounds, fmtAll(rr), fmtAll(pr))
+		r, p, r/p, *rounds, machine.All(rr), machine.All(pr))
 	b.pf.Stop()
 	b.pf = nil
 	return nil
@@ -470,18 +456,4 @@ func (b *bench) recovery() error {
 		fmt.Printf("relayd queue %s: %.2f s\n", strings.Join(args, " "), time.Since(t0).Seconds())
 	}
 	return nil
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
-}
-
-func fmtAll(v []float64) string {
-	var parts []string
-	for _, x := range v {
-		parts = append(parts, fmt.Sprintf("%.0f", x))
-	}
-	return strings.Join(parts, " ")
 }
