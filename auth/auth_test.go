@@ -18,13 +18,7 @@ import (
 
 func newIdP(t *testing.T) *testkit.IdP {
 	t.Helper()
-	idp, err := testkit.NewIdP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { idp.Close() })
-	idp.AddClient("client", "")
-	return idp
+	return testkit.StartIdP(t)
 }
 
 func testAccount(idp *testkit.IdP) *config.Account {

@@ -174,9 +174,7 @@ func (s *IMAPServer) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	for sess := range s.sessions {
-		if !sess.spliced.Load() {
-			sess.bye("relayd is shutting down")
-		}
+		sess.byeIfPreauth("relayd is shutting down")
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -198,9 +196,11 @@ type imapSession struct {
 	log  *slog.Logger
 
 	writeMu sync.Mutex // guards writes to down before splicing
-	spliced atomic.Bool
-	closeMu sync.Mutex
-	up      net.Conn
+	// established is set, under writeMu, as the tagged OK of the login
+	// is written: from then on the bytes belong to the upstream session.
+	established bool
+	closeMu     sync.Mutex
+	up          net.Conn
 }
 
 func (c *imapSession) close() {
@@ -212,9 +212,14 @@ func (c *imapSession) close() {
 	}
 }
 
-func (c *imapSession) bye(text string) {
+// byeIfPreauth says BYE and closes the connection unless the session is
+// already established.
+func (c *imapSession) byeIfPreauth(text string) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	if c.established {
+		return
+	}
 	c.down.SetWriteDeadline(time.Now().Add(time.Second))
 	io.WriteString(c.down, "* BYE "+text+"\r\n")
 	c.down.Close()
@@ -265,7 +270,7 @@ func (c *imapSession) serve() {
 			if !errors.As(err, &pe) {
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() {
-					c.bye("Autologout: no login within " + s.opts.PreauthTimeout.String())
+					c.byeIfPreauth("Autologout: no login within " + s.opts.PreauthTimeout.String())
 				}
 				return
 			}
@@ -275,7 +280,7 @@ func (c *imapSession) serve() {
 			}
 			c.writeLine(tag + " BAD " + pe.msg)
 			if pe.fatal {
-				c.bye("Too much invalid input")
+				c.byeIfPreauth("Too much invalid input")
 				return
 			}
 			continue
@@ -456,7 +461,11 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	if text == "" {
 		text = "logged in"
 	}
-	if err := c.writeLine(fmt.Sprintf("%s OK [CAPABILITY %s] %s", tag, strings.Join(caps, " "), text)); err != nil {
+	c.writeMu.Lock()
+	c.established = true
+	_, err = io.WriteString(c.down, fmt.Sprintf("%s OK [CAPABILITY %s] %s\r\n", tag, strings.Join(caps, " "), text))
+	c.writeMu.Unlock()
+	if err != nil {
 		up.conn.Close()
 		return nil, true
 	}

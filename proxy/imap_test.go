@@ -86,12 +86,7 @@ var testHash = func() string {
 // stored grant.
 func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	t.Helper()
-	idp, err := testkit.NewIdP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { idp.Close() })
-	idp.AddClient("client", "")
+	idp := testkit.StartIdP(t)
 	var up *testkit.IMAPUpstream
 	var upAddr string
 	var caPEM []byte

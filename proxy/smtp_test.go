@@ -48,12 +48,8 @@ const smtpSender = testMailbox // the account's own address
 
 func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	t.Helper()
-	idp, err := testkit.NewIdP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { idp.Close() })
-	idp.AddClient("client", "")
+	idp := testkit.StartIdP(t)
+	var err error
 	r := &smtpRelay{t: t, idp: idp, events: make(chan queue.Event, 1000), logs: &syncBuffer{}}
 	dir := t.TempDir()
 	if o.upDown {
@@ -621,12 +617,7 @@ func TestSMTPSpoolFailureIs452(t *testing.T) {
 
 // Delivery over STARTTLS, as Office 365's port 587 wants.
 func TestSMTPStartTLSUpstream(t *testing.T) {
-	idp, err := testkit.NewIdP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idp.Close()
-	idp.AddClient("client", "")
+	idp := testkit.StartIdP(t)
 	up, err := testkit.NewSMTPUpstream(idp, testkit.SMTPOptions{STARTTLS: true})
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,6 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	c.closeMu.Lock()
 	c.up = up.conn
 	c.closeMu.Unlock()
-	c.spliced.Store(true)
 	l.acct.imapSessions.Add(1)
 	defer l.acct.imapSessions.Add(-1)
 	up.conn.SetDeadline(time.Time{})

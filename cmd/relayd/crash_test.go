@@ -37,19 +37,28 @@ func newSMTPEnv(t *testing.T, upAddr string) *smtpEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { up.Close() })
+	smtpAddr := e.writeSMTPConfig(up.Addr, "50ms", "200ms")
+	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
+		t.Fatalf("authorize: %s", out)
+	}
+	return &smtpEnv{env: e, smtpAddr: smtpAddr, smtpUp: up}
+}
+
+// writeSMTPConfig writes a configuration with one outgoing account that
+// delivers to smtpServer, and returns relayd's SMTP listen address.
+func (e *env) writeSMTPConfig(smtpServer, retryMin, retryMax string) string {
+	e.t.Helper()
 	smtpAddr, _ := freeAddr()
 	hash, _ := bcrypt.GenerateFromPassword([]byte(localPassword), bcrypt.MinCost)
 	cfg := fmt.Sprintf(`state_dir = %q
 status_socket = %q
-[log]
-level = "info"
 [imap]
 listen = [%q]
 [smtp]
 listen = [%q]
 [queue]
-retry_min = "50ms"
-retry_max = "200ms"
+retry_min = %q
+retry_max = %q
 [[account]]
 name = "support"
 provider = "custom"
@@ -62,15 +71,12 @@ smtp_security = "none"
 direction = "outgoing"
 local_user = "helpdesk"
 local_password_hash = %q
-`, filepath.Join(e.dir, "state"), e.socket, e.imapAddr, smtpAddr, mbox, filepath.Join(e.dir, "client.secret"),
-		e.idp.TokenURL(), up.Addr, hash)
+`, filepath.Join(e.dir, "state"), e.socket, e.imapAddr, smtpAddr, retryMin, retryMax, mbox,
+		filepath.Join(e.dir, "client.secret"), e.idp.TokenURL(), smtpServer, hash)
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
-		t.Fatalf("authorize: %s", out)
-	}
-	return &smtpEnv{env: e, smtpAddr: smtpAddr, smtpUp: up}
+	return smtpAddr
 }
 
 // start runs relayd serve with extra environment, returning once it listens.

@@ -98,6 +98,8 @@ status_socket = %q
 level = "debug"
 [imap]
 listen = [%q]
+[smtp]
+listen = []
 [[account]]
 name = "support"
 provider = "custom"

@@ -1,15 +1,10 @@
 package main
 
 import (
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/relayd/relayd/internal/testkit"
 )
@@ -22,32 +17,7 @@ func TestPostfixUpstream(t *testing.T) {
 	e := newEnv(t)
 	dove := testkit.StartDovecot(t, e.idp, testkit.DovecotOptions{})
 	pf := testkit.StartPostfix(t, dove)
-	smtpAddr, _ := freeAddr()
-	hash, _ := bcrypt.GenerateFromPassword([]byte(localPassword), bcrypt.MinCost)
-	cfg := fmt.Sprintf(`state_dir = %q
-status_socket = %q
-[imap]
-listen = [%q]
-[smtp]
-listen = [%q]
-[queue]
-retry_min = "100ms"
-retry_max = "1s"
-[[account]]
-name = "support"
-provider = "custom"
-email = %q
-client_id = "client"
-client_secret_file = %q
-token_url = %q
-smtp_server = %q
-smtp_security = "none"
-direction = "outgoing"
-local_user = "helpdesk"
-local_password_hash = %q
-`, filepath.Join(e.dir, "state"), e.socket, e.imapAddr, smtpAddr, mbox, filepath.Join(e.dir, "client.secret"),
-		e.idp.TokenURL(), pf.SubmissionAddr, hash)
-	os.WriteFile(e.cfg, []byte(cfg), 0o600)
+	smtpAddr := e.writeSMTPConfig(pf.SubmissionAddr, "100ms", "1s")
 	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
 		t.Fatalf("authorize: %s", out)
 	}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 )
 
@@ -293,4 +294,17 @@ func randHex() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// StartIdP starts an IdP for a test, with a public client "client", and
+// stops it when the test ends.
+func StartIdP(t testing.TB) *IdP {
+	t.Helper()
+	idp, err := NewIdP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idp.Close() })
+	idp.AddClient("client", "")
+	return idp
 }
