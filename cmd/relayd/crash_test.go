@@ -260,7 +260,7 @@ func TestSwaksAndQueueCommands(t *testing.T) {
 		t.Errorf("queue hold: %d %s", code, out)
 	}
 	out2, _ := e.run("queue", "-c", e.cfg, "list", "--json")
-	if !strings.Contains(out2, `"state": "held"`) {
+	if !strings.Contains(out2, `"state":"held"`) {
 		t.Errorf("queue list --json after hold:\n%s", out2)
 	}
 	show, code := e.run("queue", "-c", e.cfg, "show", id)
