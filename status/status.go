@@ -80,10 +80,10 @@ func MakeBanner(accts []Account) string {
 	n := len(accts)
 	var parts []string
 	if len(reauth) > 0 {
-		parts = append(parts, fmt.Sprintf("%d of %d %s reauthorization: %s", len(reauth), n, needs(len(reauth)), strings.Join(reauth, ", ")))
+		parts = append(parts, fmt.Sprintf("%d of %d %s reauthorization: %s", len(reauth), n, needs(len(reauth), n), strings.Join(reauth, ", ")))
 	}
 	if len(admin) > 0 {
-		parts = append(parts, fmt.Sprintf("%d of %d %s an administrator: %s", len(admin), n, needs(len(admin)), strings.Join(admin, ", ")))
+		parts = append(parts, fmt.Sprintf("%d of %d %s an administrator: %s", len(admin), n, needs(len(admin), n), strings.Join(admin, ", ")))
 	}
 	if len(degraded) > 0 {
 		parts = append(parts, fmt.Sprintf("%d of %d degraded (retrying): %s", len(degraded), n, strings.Join(degraded, ", ")))
@@ -94,11 +94,14 @@ func MakeBanner(accts []Account) string {
 	return strings.Join(parts, "; ")
 }
 
-func needs(n int) string {
-	if n == 1 {
-		return "mailbox needs"
+// needs is "mailboxes needs" in "1 of 3 mailboxes needs": the noun agrees
+// with the total, the verb with the count.
+func needs(k, n int) string {
+	verb := "need"
+	if k == 1 {
+		verb = "needs"
 	}
-	return "mailboxes need"
+	return plural(n, "mailbox", "mailboxes") + " " + verb
 }
 
 func plural(n int, one, many string) string {

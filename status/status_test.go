@@ -1,0 +1,126 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/queue"
+)
+
+func TestBannerAndState(t *testing.T) {
+	ok := Account{Name: "sales", Token: auth.TokenStatus{State: auth.StateOK}}
+	reauth := Account{Name: "support", Token: auth.TokenStatus{State: auth.StateNeedsReauth, Advice: "run 'relayd authorize support'"}}
+	// An account whose token is fine but whose SMTP AUTH is switched off.
+	admin := Account{Name: "scanner", Token: auth.TokenStatus{State: auth.StateOK},
+		Queue: &queue.AccountStats{Hold: &queue.Hold{State: auth.StateNeedsAdmin, Advice: "enable SMTP AUTH"}}}
+	degraded := Account{Name: "billing", Token: auth.TokenStatus{State: auth.StateDegraded}}
+	for _, tc := range []struct {
+		accts []Account
+		want  string
+	}{
+		{[]Account{ok}, "all 1 mailbox ok"},
+		{[]Account{ok, reauth, ok}, "1 of 3 mailboxes needs reauthorization: support"},
+		{[]Account{reauth, admin, degraded}, "1 of 3 mailboxes needs reauthorization: support; 1 of 3 mailboxes needs an administrator: scanner; 1 of 3 degraded (retrying): billing"},
+	} {
+		if got := MakeBanner(tc.accts); got != tc.want {
+			t.Errorf("MakeBanner = %q, want %q", got, tc.want)
+		}
+	}
+	if st, advice := admin.State(); st != auth.StateNeedsAdmin || advice != "enable SMTP AUTH" || !admin.NeedsAttention() {
+		t.Errorf("State() = %s %q: a queue hold must count", st, advice)
+	}
+	if degraded.NeedsAttention() {
+		t.Error("degraded needs no admin")
+	}
+}
+
+type fakeBackend struct {
+	st      *Status
+	granted map[string]*auth.Grant
+	q       *queue.Queue
+}
+
+func (f *fakeBackend) Status() *Status     { return f.st }
+func (f *fakeBackend) Queue() *queue.Queue { return f.q }
+func (f *fakeBackend) InstallGrant(name string, g *auth.Grant) error {
+	if name != "support" {
+		return ErrUnknownAccount
+	}
+	f.granted[name] = g
+	return nil
+}
+
+// The client and the server agree: status, grant hand-over, queue calls,
+// and the errors for an unknown account and for no daemon.
+func TestClientServer(t *testing.T) {
+	dir := t.TempDir()
+	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), Accounts: func(string) *auth.Account { return nil },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &fakeBackend{st: &Status{Version: "test", Banner: "all 1 mailbox ok", Accounts: []Account{{Name: "support"}}},
+		granted: map[string]*auth.Grant{}, q: q}
+	sock := filepath.Join(dir, "status.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go srv.Serve(ln)
+	defer srv.Shutdown(context.Background())
+	if _, err := Listen(sock); err == nil || !strings.Contains(err.Error(), "is relayd already running?") {
+		t.Errorf("second Listen = %v", err)
+	}
+
+	c := NewClient(sock)
+	ctx := context.Background()
+	st, err := c.Status(ctx)
+	if err != nil || st.Banner != "all 1 mailbox ok" || st.Accounts[0].Name != "support" {
+		t.Fatalf("Status() = %+v, %v", st, err)
+	}
+	g := &auth.Grant{RefreshToken: "rt", GrantedAt: time.Now()}
+	if err := c.InstallGrant(ctx, "support", g); err != nil || b.granted["support"].RefreshToken != "rt" {
+		t.Errorf("InstallGrant() = %v", err)
+	}
+	if err := c.InstallGrant(ctx, "nobody", g); !errors.Is(err, ErrUnknownAccount) {
+		t.Errorf("InstallGrant(unknown) = %v", err)
+	}
+	var out bytes.Buffer
+	if err := c.QueueListTo(ctx, &out, "text"); err != nil || !strings.Contains(out.String(), "Mail queue is empty") {
+		t.Errorf("QueueListTo = %q, %v", out.String(), err)
+	}
+	if err := c.QueueDelete(ctx, "no-such-id"); err == nil || !strings.Contains(err.Error(), "no such message") {
+		t.Errorf("QueueDelete(unknown) = %v", err)
+	}
+	if _, err := NewClient(filepath.Join(dir, "none.sock")).Status(ctx); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Status() without a daemon = %v, want ErrNotRunning", err)
+	}
+}
+
+func TestRender(t *testing.T) {
+	now := time.Now()
+	st := &Status{Banner: "1 of 1 mailbox needs reauthorization: support", Accounts: []Account{{
+		Name: "support", Email: "support@example.com", Provider: "office365", Direction: "both",
+		Token: auth.TokenStatus{State: auth.StateNeedsReauth, Advice: "the grant was rejected; run 'relayd authorize support'",
+			LastError: "token endpoint said invalid_grant", LastErrorAt: now.Add(-3 * time.Minute), AccessTokenExpiry: now.Add(52 * time.Minute)},
+		Queue: &queue.AccountStats{Queued: 2, Held: 5, Hold: &queue.Hold{State: auth.StateNeedsReauth, Since: now.Add(-time.Hour)}},
+	}}}
+	var b bytes.Buffer
+	Render(&b, st, now)
+	for _, want := range []string{"1 of 1 mailbox needs reauthorization: support", "needs_reauth", "in 52m",
+		"what to do: the grant was rejected; run 'relayd authorize support'", "last error: token endpoint said invalid_grant (3m ago)",
+		"outgoing mail held since 1h00m ago"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("Render lacks %q:\n%s", want, b.String())
+		}
+	}
+}
