@@ -297,7 +297,7 @@ func (s *smtpSession) Data(r io.Reader) error {
 		if errors.As(err, &se) {
 			return se // too large, from go-smtp's reader
 		}
-		s.log.Error("could not queue the message", "err", err)
+		s.log.Error("could not queue the message; the client was told to retry later (452): check the spool's disk", "err", err)
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage: the message was not queued, try again later"}
 	}
 	s.log.Info("message queued", "id", id, "from", s.from, "recipients", len(s.to))

@@ -273,8 +273,7 @@ func (q *Queue) Submit(s *Submission) (string, error) {
 	e.MessageID = msgID
 	body := io.MultiReader(strings.NewReader(prefix.String()), bytes.NewReader(header), br)
 	if err := q.spool.Put(e, body); err != nil {
-		q.log.Error("could not queue a message: answering 452 so the client retries", "account", s.Account, "err", err)
-		return "", err
+		return "", err // the caller tells its client
 	}
 	q.mu.Lock()
 	q.entries[e.ID] = e
