@@ -39,10 +39,25 @@ func runServe(args []string) error {
 // SIGINT or SIGTERM.
 func runUntilSignal(d *daemon.Daemon, grace time.Duration) error {
 	d.Start()
-	sddaemon.SdNotify(false, sddaemon.SdNotifyReady+"\nSTATUS="+d.Status().Banner)
+	banner := d.Status().Banner
+	sddaemon.SdNotify(false, sddaemon.SdNotifyReady+"\nSTATUS="+banner)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
+	// systemctl status shows the banner: keep it current.
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-sig:
+			break wait
+		case <-tick.C:
+			if b := d.Status().Banner; b != banner {
+				banner = b
+				sddaemon.SdNotify(false, "STATUS="+banner)
+			}
+		}
+	}
 	signal.Stop(sig)
 	sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
