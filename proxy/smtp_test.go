@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,7 @@ type smtpRelayOpts struct {
 	maxSize  int64
 	sendAs   []string
 	retryMin time.Duration
+	rate     int // smtp_rate
 }
 
 const smtpSender = testMailbox // the account's own address
@@ -68,7 +70,7 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 		Name: "support", Provider: "custom", Email: testMailbox, Login: testMailbox, ClientID: "client",
 		TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken, Direction: config.DirBoth,
 		LocalUser: testUser, LocalPasswordHash: testHash, SMTPServer: r.upAddr, SMTPSecurity: config.SecurityNone,
-		SendAs: o.sendAs,
+		SendAs: o.sendAs, SMTPRate: o.rate,
 	}
 	if o.tls {
 		r.cfg.SMTPSecurity = config.SecurityTLS
@@ -656,5 +658,30 @@ func TestSMTPStartTLSUpstream(t *testing.T) {
 	}
 	if up.Logins.Load() != 1 {
 		t.Errorf("logins = %d", up.Logins.Load())
+	}
+}
+
+// smtp_rate spaces deliveries: Exchange Online takes 30 messages a minute
+// per mailbox; here 600 a minute, so at least 100 ms apart.
+func TestSMTPRateLimit(t *testing.T) {
+	r := newSMTPRelay(t, smtpRelayOpts{rate: 600})
+	if _, err := r.q.Hold("support"); err != nil {
+		t.Fatal(err)
+	}
+	c := r.client()
+	for i := 0; i < 4; i++ {
+		if err := r.send(c, smtpSender, []string{fmt.Sprintf("r%d@example.net", i)}, []byte("Subject: rate\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.q.Release("support")
+	got := r.waitMessages(4)
+	var at []time.Time
+	for _, m := range got {
+		at = append(at, m.At)
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	if span := at[3].Sub(at[0]); span < 3*100*time.Millisecond-20*time.Millisecond {
+		t.Errorf("4 messages delivered within %v; smtp_rate 600/min needs at least 300ms", span)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -30,7 +31,8 @@ type Message struct {
 	From string
 	To   []string
 	Data []byte
-	Conn int64 // which connection delivered it (1-based)
+	Conn int64     // which connection delivered it (1-based)
+	At   time.Time // when DATA completed
 }
 
 // SMTPUpstream is an XOAUTH2-only submission server like Exchange Online's
@@ -247,7 +249,7 @@ func (s *upSMTPSession) Data(r io.Reader) error {
 		s.u.mu.Unlock()
 		return err
 	}
-	s.u.messages = append(s.u.messages, Message{From: s.from, To: append([]string(nil), s.to...), Data: b, Conn: s.conn})
+	s.u.messages = append(s.u.messages, Message{From: s.from, To: append([]string(nil), s.to...), Data: b, Conn: s.conn, At: time.Now()})
 	s.u.mu.Unlock()
 	select {
 	case s.u.notify <- struct{}{}:
