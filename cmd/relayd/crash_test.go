@@ -44,12 +44,18 @@ func newSMTPEnv(t *testing.T, upAddr string) *smtpEnv {
 	return &smtpEnv{env: e, smtpAddr: smtpAddr, smtpUp: up}
 }
 
+// localHash is the bcrypt hash of localPassword.
+func localHash() string {
+	h, _ := bcrypt.GenerateFromPassword([]byte(localPassword), bcrypt.MinCost)
+	return string(h)
+}
+
 // writeSMTPConfig writes a configuration with one outgoing account that
 // delivers to smtpServer, and returns relayd's SMTP listen address.
 func (e *env) writeSMTPConfig(smtpServer, retryMin, retryMax string) string {
 	e.t.Helper()
 	smtpAddr, _ := freeAddr()
-	hash, _ := bcrypt.GenerateFromPassword([]byte(localPassword), bcrypt.MinCost)
+	hash := localHash()
 	cfg := fmt.Sprintf(`state_dir = %q
 status_socket = %q
 [imap]
