@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -23,7 +24,7 @@ type Postfix struct {
 	confDir        string
 	postfix        string
 	sink           *exec.Cmd
-	sinkErr        bytes.Buffer
+	sinkErr        lockedBuffer
 	sinkDone       chan struct{}
 }
 
@@ -224,4 +225,22 @@ func (p *Postfix) WaitSunk(want []byte, timeout time.Duration) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writing process and readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
