@@ -318,7 +318,7 @@ func (q *Queue) login(ctx context.Context, c *smtp.Client, creds *auth.Account, 
 	if creds.Tokens == nil {
 		err := c.Auth(sasl.NewPlainClient("", cfg.Login, creds.Password))
 		if err != nil {
-			return authError(cfg, host, err, fmt.Sprintf("%s refused the password in %s: put the right one there", host, cfg.PasswordFile))
+			return authError(cfg, host, err, fmt.Sprintf("%s refused the password in %s: put the right one there and restart relayd", host, cfg.PasswordFile))
 		}
 		return nil
 	}
@@ -366,8 +366,8 @@ func authError(cfg *config.Account, host string, err error, reauth string) error
 		switch {
 		case isSMTPAuthDisabled(se):
 			return &accountError{state: auth.StateNeedsAdmin, err: err, advice: fmt.Sprintf(
-				"%s has SMTP AUTH switched off for %s (535 5.7.139): an Exchange admin must enable it, e.g. Set-CASMailbox -Identity %s -SmtpClientAuthenticationDisabled $false, or for the tenant with Set-TransportConfig -SmtpClientAuthenticationDisabled $false",
-				host, cfg.Email, cfg.Email)}
+				"%s has SMTP AUTH switched off for %s (535 5.7.139): an Exchange admin must enable it, e.g. Set-CASMailbox -Identity %s -SmtpClientAuthenticationDisabled $false, or for the tenant with Set-TransportConfig -SmtpClientAuthenticationDisabled $false; then run 'relayd queue release %s'",
+				host, cfg.Email, cfg.Email, cfg.Name)}
 		case se.Code/100 == 4:
 			return &accountError{state: auth.StateDegraded, err: err, advice: host + " refused AUTH for now; relayd retries"}
 		}
