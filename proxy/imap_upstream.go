@@ -284,7 +284,7 @@ func (s *IMAPServer) loginUpstream(ctx context.Context, a *Account) (*upstreamCo
 			var rej *rejectedError
 			if errors.As(err, &rej) {
 				return nil, "", nil, &auth.AccountError{Account: cfg.Name, State: auth.StateNeedsAdmin,
-					Advice: fmt.Sprintf("upstream %s refused the password in %s", u.host, cfg.PasswordFile), Err: err}
+					Advice: fmt.Sprintf("upstream %s refused the password in %s: put the right one there and restart relayd", u.host, cfg.PasswordFile), Err: err}
 			}
 			return nil, "", nil, &unavailableError{host: u.host, err: err}
 		}
