@@ -44,7 +44,7 @@ type healthState struct {
 	failures  int
 }
 
-func (h *healthState) set(st State, advice string, now time.Time) {
+func (h *healthState) set(st State, advice string) {
 	h.state, h.advice = st, advice
 }
 

@@ -111,7 +111,7 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	switch {
 	case errors.Is(err, ErrNoGrant):
 		if a.Grant != config.GrantClientCredentials {
-			s.health.set(StateNeedsReauth, "no grant stored yet: run 'relayd authorize "+a.Name+"'", opts.Now())
+			s.health.set(StateNeedsReauth, "no grant stored yet: run 'relayd authorize "+a.Name+"'")
 		}
 	case err != nil:
 		return nil, err

@@ -222,12 +222,3 @@ func validTag(t []byte) bool {
 	}
 	return true
 }
-
-// quote renders s as an IMAP quoted string, or as a literal when it holds
-// characters a quoted string cannot.
-func quote(s string) string {
-	if strings.ContainsAny(s, "\r\n\x00") || len(s) > 1024 {
-		return "{" + strconv.Itoa(len(s)) + "}\r\n" + s
-	}
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
-}

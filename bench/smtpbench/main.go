@@ -83,7 +83,6 @@ type bench struct {
 	dove     *testkit.Dovecot
 	pf       *testkit.Postfix
 	relayd   *exec.Cmd
-	relayLog *os.File
 	cfgFile  string
 	cfg      *config.Config
 	smtpAddr string
