@@ -55,20 +55,7 @@ func FuzzSMTPSession(f *testing.F) {
 	defer srv.Close()
 	defer os.RemoveAll(dir)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		go func() {
-			c.Write(in)
-			c.(*net.TCPConn).CloseWrite()
-		}()
-		out, err := io.ReadAll(c)
-		if err != nil {
-			t.Fatalf("session did not end: %v", err)
-		}
+		out := fuzzSession(t, ln.Addr().String(), in)
 		if !bytes.HasPrefix(out, []byte("220 ")) {
 			t.Fatalf("no greeting: %q", out)
 		}
