@@ -60,7 +60,7 @@ var (
 	only       = flag.String("only", "fetch,login,idle", "comma-separated benchmarks to run")
 )
 
-func enabled(name string) bool { return strings.Contains(","+*only+",", ","+name+",") }
+func enabled(name string) bool { return machine.Selected(*only, name) }
 
 func main() {
 	flag.Parse()
@@ -135,12 +135,9 @@ func start() (*setup, error) {
 	s.roots = x509.NewCertPool()
 	s.roots.AppendCertsFromPEM(s.dove.CertPEM)
 
-	bin := *relaydPath
-	if bin == "" {
-		bin = filepath.Join(s.tmp, "relayd")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/relayd").CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("building relayd: %v: %s", err, out)
-		}
+	bin, err := machine.Relayd(*relaydPath, s.tmp)
+	if err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -65,7 +65,7 @@ var (
 	only       = flag.String("only", "accept,drain,recover", "comma-separated parts to run")
 )
 
-func enabled(name string) bool { return strings.Contains(","+*only+",", ","+name+",") }
+func enabled(name string) bool { return machine.Selected(*only, name) }
 
 func main() {
 	flag.Parse()
@@ -110,12 +110,8 @@ func run() error {
 	if b.up, err = testkit.NewSMTPUpstream(b.idp, testkit.SMTPOptions{}); err != nil {
 		return err
 	}
-	b.bin = *relaydPath
-	if b.bin == "" {
-		b.bin = filepath.Join(b.tmp, "relayd")
-		if out, err := exec.Command("go", "build", "-o", b.bin, "./cmd/relayd").CombinedOutput(); err != nil {
-			return fmt.Errorf("building relayd: %v: %s", err, out)
-		}
+	if b.bin, err = machine.Relayd(*relaydPath, b.tmp); err != nil {
+		return err
 	}
 	report(b)
 	if err := b.startRelayd("state", true); err != nil {

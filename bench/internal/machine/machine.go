@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -48,4 +49,22 @@ func All(v []float64) string {
 		parts = append(parts, fmt.Sprintf("%.0f", x))
 	}
 	return strings.Join(parts, " ")
+}
+
+// Relayd returns the relayd binary to measure: path when given, else one
+// built from ./cmd/relayd into dir.
+func Relayd(path, dir string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	bin := filepath.Join(dir, "relayd")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/relayd").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building relayd: %v: %s", err, out)
+	}
+	return bin, nil
+}
+
+// Selected reports whether name is in the comma-separated list only.
+func Selected(only, name string) bool {
+	return strings.Contains(","+only+",", ","+name+",")
 }
