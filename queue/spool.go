@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,7 +110,7 @@ func (s *Spool) writeMeta(e *Entry, sync bool) error {
 	if err != nil {
 		return err
 	}
-	tmp, _, err := s.writeTemp(e.ID+".json.*", strings.NewReader(string(b)))
+	tmp, _, err := s.writeTemp(e.ID+".json.*", bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("writing metadata: %w", err)
 	}
@@ -231,7 +232,7 @@ func (s *Spool) SaveHeldAccounts(names []string) error {
 	if err != nil {
 		return err
 	}
-	tmp, _, err := s.writeTemp(heldFile+".*", strings.NewReader(string(b)))
+	tmp, _, err := s.writeTemp(heldFile+".*", bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("saving held accounts: %w", err)
 	}

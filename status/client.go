@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/relayd/relayd/auth"
@@ -65,7 +64,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		var e apiError
 		json.NewDecoder(resp.Body).Decode(&e)
 		if resp.StatusCode == http.StatusNotFound && e.Error != "" {
-			return &NotFoundError{Msg: e.Error}
+			return &NotFoundError{Msg: e.Error, unknownAccount: e.Code == codeUnknownAccount}
 		}
 		return fmt.Errorf("relayd answered %s: %s", resp.Status, e.Error)
 	}
@@ -82,13 +81,16 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 
 // NotFoundError is the daemon's answer about an unknown account or queue
 // ID.
-type NotFoundError struct{ Msg string }
+type NotFoundError struct {
+	Msg            string
+	unknownAccount bool
+}
 
 func (e *NotFoundError) Error() string { return e.Msg }
 
 // Is makes errors.Is(err, ErrUnknownAccount) work for unknown accounts.
 func (e *NotFoundError) Is(target error) bool {
-	return target == ErrUnknownAccount && strings.Contains(e.Msg, "account")
+	return target == ErrUnknownAccount && e.unknownAccount
 }
 
 // QueueList returns every message in the queue.

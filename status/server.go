@@ -104,10 +104,11 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.backend.InstallGrant(name, &g); err != nil {
 		status := http.StatusInternalServerError
+		code := ""
 		if errors.Is(err, ErrUnknownAccount) {
-			status = http.StatusNotFound
+			status, code = http.StatusNotFound, codeUnknownAccount
 		}
-		writeJSON(w, status, apiError{Error: err.Error()})
+		writeJSON(w, status, apiError{Error: err.Error(), Code: code})
 		return
 	}
 	s.log.Info("grant handed over by 'relayd authorize'", "account", name)
@@ -208,7 +209,13 @@ var ErrUnknownAccount = errors.New("unknown account")
 
 type apiError struct {
 	Error string `json:"error"`
+	// Code classifies the error for the client; empty for most.
+	Code string `json:"code,omitempty"`
 }
+
+// codeUnknownAccount marks an answer about an account the daemon does not
+// have.
+const codeUnknownAccount = "unknown_account"
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
