@@ -290,3 +290,31 @@ func TestSwaksAndQueueCommands(t *testing.T) {
 		t.Errorf("queue delete of an unknown ID: %d %s", code, out)
 	}
 }
+
+// Without a daemon, relayd queue works on the spool itself.
+func TestQueueCommandsOffline(t *testing.T) {
+	e := newSMTPEnv(t, "")
+	if out, code := e.run("queue", "-c", e.cfg, "list"); code != 0 || !strings.Contains(out, "Mail queue is empty") {
+		t.Errorf("offline list: %d %s", code, out)
+	}
+	if out, code := e.run("queue", "-c", e.cfg, "hold", "support"); code != 0 || !strings.Contains(out, `account "support": held`) {
+		t.Errorf("offline hold: %d %s", code, out)
+	}
+	// The hold is on disk: a daemon started now keeps the mail.
+	e.start()
+	c, err := smtp.Dial(e.smtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", "helpdesk", localPassword)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMail(mbox, []string{"x@example.net"}, strings.NewReader("Subject: held\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := e.run("queue", "-c", e.cfg, "list")
+	if !strings.Contains(out, "1 message(s): 0 queued, 1 held") {
+		t.Errorf("after an offline hold, the daemon's list:\n%s", out)
+	}
+}
