@@ -58,6 +58,7 @@ var (
 	idle       = flag.Int("idle", 2000, "idle sessions to hold")
 	relaydPath = flag.String("relayd", "", "relayd binary (default: build ./cmd/relayd)")
 	only       = flag.String("only", "fetch,login,idle", "comma-separated benchmarks to run")
+	placement  = flag.String("placement", "split", "split: Dovecot on its own CPUs, relayd and the client on the others, as with a remote provider; shared: wherever the scheduler puts them")
 )
 
 func enabled(name string) bool { return machine.Selected(*only, name) }
@@ -79,6 +80,7 @@ type setup struct {
 	roots   *x509.CertPool
 	tmp     string
 	logFile *os.File
+	place   *machine.Placement // nil with -placement shared
 }
 
 func run() error {
@@ -125,7 +127,25 @@ func start() (*setup, error) {
 	}
 	s.idp.AddClient(clientID, "")
 	s.idp.AccessTTL = 24 * time.Hour
-	if s.dove, err = testkit.RunDovecot(s.idp, testkit.DovecotOptions{MaxSessions: *idle * 2}); err != nil {
+	runDovecot := func() (err error) {
+		s.dove, err = testkit.RunDovecot(s.idp, testkit.DovecotOptions{MaxSessions: *idle * 2})
+		return err
+	}
+	switch *placement {
+	case "split":
+		if s.place, err = machine.Split(); err != nil {
+			return nil, err
+		}
+		if err := s.place.PinSelf(); err != nil {
+			return nil, err
+		}
+		err = s.place.StartUpstream(runDovecot)
+	case "shared":
+		err = runDovecot()
+	default:
+		return nil, fmt.Errorf("-placement %q: want split or shared", *placement)
+	}
+	if err != nil {
 		return nil, err
 	}
 	count := *mailboxMB * 1024 / *msgKB
@@ -225,6 +245,11 @@ func report(s *setup) {
 	dv, _ := exec.Command("dovecot", "--version").Output()
 	fmt.Printf("# imapbench %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("machine: %s\ndovecot %s", machine.Describe(), dv)
+	where := "shared: the scheduler places Dovecot, relayd and this client"
+	if s.place != nil {
+		where = "split: " + s.place.String()
+	}
+	fmt.Printf("CPU placement: %s\n", where)
 	fmt.Printf("mailbox: %d messages of %d KB; relayd, Dovecot and this client in separate processes on loopback\n",
 		*mailboxMB*1024 / *msgKB, *msgKB)
 }
@@ -347,6 +372,8 @@ func benchFetch(s *setup, tlsUp bool) error {
 	var relayedBytes int64
 	clientCPU := map[bool]float64{}
 	clientBytes := map[bool]int64{}
+	// How busy each side's CPUs were, per path: [path][upstream, local].
+	busy := map[bool]*[2]float64{false: {}, true: {}}
 	// Round -2 and -1 warm the page cache and both paths; they are not
 	// counted.
 	for i := -2; i < *rounds*2; i++ {
@@ -365,6 +392,7 @@ func benchFetch(s *setup, tlsUp bool) error {
 			return err
 		}
 		t0 := time.Now()
+		ticks0 := machine.ReadCPUTicks()
 		cpu0 := cpuSeconds(s.pid)
 		var self0 syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &self0)
@@ -382,6 +410,11 @@ func benchFetch(s *setup, tlsUp bool) error {
 		if viaRelay && i >= 0 {
 			relaydCPU += cpuSeconds(s.pid) - cpu0
 			relayedBytes += n
+		}
+		if i >= 0 && s.place != nil {
+			ticks1 := machine.ReadCPUTicks()
+			busy[viaRelay][0] += machine.Busy(&s.place.Upstream, ticks0, ticks1) / float64(*rounds)
+			busy[viaRelay][1] += machine.Busy(&s.place.Local, ticks0, ticks1) / float64(*rounds)
 		}
 		if i >= 0 {
 			clientCPU[viaRelay] += tv(self1.Utime) + tv(self1.Stime) - tv(self0.Utime) - tv(self0.Stime)
@@ -404,6 +437,10 @@ func benchFetch(s *setup, tlsUp bool) error {
 	fmt.Printf("%-20s CPU per GB: relayd %.2f s; client %.2f s direct, %.2f s through relayd\n", "",
 		relaydCPU/float64(relayedBytes)*1e9, clientCPU[false]/float64(clientBytes[false])*1e9,
 		clientCPU[true]/float64(clientBytes[true])*1e9)
+	if s.place != nil {
+		fmt.Printf("%-20s CPUs busy: upstream's %.0f%% direct, %.0f%% through relayd; relayd's and client's %.0f%% direct, %.0f%% through relayd\n", "",
+			busy[false][0]*100, busy[true][0]*100, busy[false][1]*100, busy[true][1]*100)
+	}
 	return nil
 }
 
