@@ -65,12 +65,12 @@ func flush(dst io.Writer, br *bufio.Reader) error {
 }
 
 // copyBulk copies upstream to downstream: the direction of FETCH data.
-// Between two TCP sockets io.Copy uses splice(2) and no user-space buffer.
+// Between two TCP sockets it splices (spliceTCP), with no user-space
+// buffer.
 func copyBulk(dst, src net.Conn) error {
-	if _, ok := src.(*net.TCPConn); ok {
-		if _, ok := dst.(*net.TCPConn); ok {
-			_, err := io.Copy(dst, src)
-			return err
+	if s, ok := src.(*net.TCPConn); ok {
+		if d, ok := dst.(*net.TCPConn); ok {
+			return spliceTCP(d, s)
 		}
 	}
 	return copyCoalesce(dst, src)
@@ -132,15 +132,10 @@ func copyIdle(dst, src net.Conn, idle time.Duration) error {
 	if tc, ok := src.(*net.TCPConn); ok {
 		rc, _ = tc.SyscallConn()
 	}
-	var peek [1]byte
-	ready := func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return err != syscall.EAGAIN
-	}
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
 		if rc != nil {
-			if err := rc.Read(ready); err != nil {
+			if err := waitReadable(rc); err != nil {
 				return err
 			}
 		}
@@ -157,4 +152,14 @@ func copyIdle(dst, src net.Conn, idle time.Duration) error {
 			return err
 		}
 	}
+}
+
+// waitReadable waits until the socket has bytes or its end to read,
+// without reading them, honouring the read deadline.
+func waitReadable(rc syscall.RawConn) error {
+	var peek [1]byte
+	return rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN
+	})
 }

@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// splicedSession is an upstream server end and a downstream client end
+// with spliceTCP copying from one to the other, as in a logged-in IMAP
+// session's FETCH direction.
+type splicedSession struct {
+	upServer, downClient *net.TCPConn
+	done                 chan error
+}
+
+func newSplicedSession(t *testing.T) *splicedSession {
+	t.Helper()
+	upServer, upClient := tcpPair(t)
+	downRelay, downClient := tcpPair(t)
+	s := &splicedSession{upServer: upServer, downClient: downClient, done: make(chan error, 1)}
+	go func() { s.done <- spliceTCP(downRelay, upClient) }()
+	return s
+}
+
+// pass writes payload upstream and checks that the downstream reads
+// exactly it.
+func (s *splicedSession) pass(t *testing.T, payload []byte) {
+	t.Helper()
+	werr := make(chan error, 1)
+	go func() { _, err := s.upServer.Write(payload); werr <- err }()
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(s.downClient, got); err != nil {
+		t.Fatalf("reading downstream: %v", err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("writing upstream: %v", err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatal("downstream read other bytes than the upstream wrote")
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// openPipes counts this process's open pipe file descriptors.
+func openPipes(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(l, "pipe:") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestSpliceMovesBytesExactly(t *testing.T) {
+	s := newSplicedSession(t)
+	// Larger than a pipe and a socket buffer, so that splice must wait
+	// for the downstream to read.
+	s.pass(t, randomBytes(t, 5<<20+123))
+	s.pass(t, []byte("* 1 EXISTS\r\n"))
+	s.upServer.CloseWrite()
+	if err := <-s.done; err != nil {
+		t.Errorf("spliceTCP at the upstream's end = %v, want nil", err)
+	}
+}
+
+func TestSpliceHoldsNoPipeWhileIdle(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("splice(2) is Linux only")
+	}
+	const sessions = 20
+	newSplicedSession(t).pass(t, randomBytes(t, 256<<10)) // the pool's first pipe
+	before := openPipes(t)
+	all := make([]*splicedSession, sessions)
+	for i := range all {
+		all[i] = newSplicedSession(t)
+		all[i].pass(t, randomBytes(t, 256<<10))
+	}
+	// Every session has moved bytes and now waits for its upstream.
+	if held := openPipes(t) - before; held > 2 {
+		t.Errorf("%d idle spliced sessions hold %d more pipes, want at most 2 (pooled): each pipe costs two file descriptors", sessions, held)
+	}
+	for _, s := range all {
+		s.pass(t, []byte("* OK still here\r\n"))
+	}
+}
+
+func TestSpliceEndsWhenDownstreamIsGone(t *testing.T) {
+	s := newSplicedSession(t)
+	s.pass(t, []byte("* OK\r\n"))
+	s.downClient.Close()
+	// The upstream goes on sending; the splice must fail, not hang.
+	chunk := randomBytes(t, 64<<10)
+	go func() {
+		for {
+			if _, err := s.upServer.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	if err := <-s.done; err == nil {
+		t.Error("spliceTCP after the downstream closed = nil, want an error")
+	}
+	s.upServer.Close()
+}
