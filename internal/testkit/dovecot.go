@@ -139,12 +139,9 @@ func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dov
 	if limit < 100 {
 		limit = 100
 	}
-	// Many sessions share imap processes, so that a benchmark measures
-	// relayd rather than thousands of Dovecot processes.
-	imapClients := 1
-	if opts.MaxSessions > 100 {
-		imapClients = 50
-	}
+	// Login processes proxying TLS take at most 1,000 clients each, so
+	// that none runs out of file descriptors.
+	loginClients := min(limit*4, 1000)
 	d := &Dovecot{
 		IMAPAddr:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		IMAPSAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
@@ -206,7 +203,7 @@ service imap-login {
     ssl = yes
   }
   process_limit = %[3]d
-  client_limit = %[4]d
+  client_limit = %[9]d
   service_count = 0
 }
 service pop3-login {
@@ -219,14 +216,13 @@ service pop3-login {
 }
 service imap {
   process_limit = %[3]d
-  client_limit = %[9]d
 }
 service auth {
   unix_listener auth-client {
     mode = 0666
   }
 }
-`, dir, ports[0], limit, limit*4, d.Password, ports[0], ports[1], ports[2], imapClients)
+`, dir, ports[0], limit, limit*4, d.Password, ports[0], ports[1], ports[2], loginClients)
 	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
