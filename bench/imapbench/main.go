@@ -514,7 +514,7 @@ func benchIdle(s *setup, tlsUp bool) error {
 	if err != nil {
 		return err
 	}
-	fdsBefore := openFiles(s.pid)
+	fdsBefore, socketsBefore := openFiles(s.pid)
 	conns := make([]*conn, 0, *idle)
 	defer func() {
 		for _, c := range conns {
@@ -541,7 +541,7 @@ func benchIdle(s *setup, tlsUp bool) error {
 	if err != nil {
 		return err
 	}
-	fdsAfter := openFiles(s.pid)
+	fdsAfter, _ := openFiles(s.pid)
 	// Prove the sessions are alive: end IDLE on a sample.
 	for _, c := range []*conn{conns[0], conns[len(conns)/2], conns[len(conns)-1]} {
 		io.WriteString(c.c, "DONE\r\n")
@@ -559,13 +559,16 @@ func benchIdle(s *setup, tlsUp bool) error {
 	}
 	conns = nil
 	deadline := time.Now().Add(time.Minute)
-	for openFiles(s.pid) > fdsBefore+10 {
+	for {
+		_, sockets := openFiles(s.pid)
+		if sockets <= socketsBefore {
+			return nil
+		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("relayd still has %d open files a minute after its sessions ended (%d before)", openFiles(s.pid), fdsBefore)
+			return fmt.Errorf("relayd still has %d sockets open a minute after its sessions ended (%d before)", sockets, socketsBefore)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return nil
 }
 
 // idleSessions is how many sessions relayd's open-file limit (inherited
@@ -577,10 +580,17 @@ func idleSessions() int {
 	return max(int(rl.Cur)-100, 200) / 2
 }
 
-// openFiles counts process pid's open file descriptors.
-func openFiles(pid int) int {
-	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(ents)
+// openFiles counts process pid's open file descriptors, and those of
+// them that are sockets.
+func openFiles(pid int) (all, sockets int) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			sockets++
+		}
+	}
+	return len(ents), sockets
 }
 
 // cpuSeconds is the user plus system CPU time process pid has used.
