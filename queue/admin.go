@@ -98,8 +98,8 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 		changed := a.adminHold != hold
 		if changed {
 			a.adminHold = hold
-			for _, e := range q.entries {
-				if e.Account == target && e.State == StateQueued {
+			for _, e := range a.entries {
+				if e.State == StateQueued {
 					n++
 				}
 			}
@@ -180,7 +180,7 @@ func (q *Queue) Delete(id string) error {
 		q.mu.Unlock()
 		return errBusy
 	}
-	delete(q.entries, id)
+	q.remove(e)
 	q.mu.Unlock()
 	return q.spool.Remove(id)
 }

@@ -39,40 +39,50 @@ func (q *Queue) worker(ctx context.Context, a *account) {
 	}
 }
 
-// due returns the messages to attempt now, or how long to wait.
+// due returns the messages to attempt now, oldest first, or how long to
+// wait. It looks only at the account's own messages, and at none while the
+// account is held: it runs on every submission.
 func (q *Queue) due(a *account) ([]string, time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	now := q.opts.Now()
-	var queued []*Entry
-	for _, e := range q.entries {
-		if e.Account == a.name && e.State == StateQueued && !e.AdminHold && !q.busy[e.ID] {
-			queued = append(queued, e)
-		}
-	}
-	if len(queued) == 0 {
-		return nil, time.Hour
-	}
-	sort.Slice(queued, func(i, j int) bool { return queued[i].ID < queued[j].ID })
 	if a.adminHold || a.hold != nil && a.hold.State != auth.StateDegraded {
 		return nil, time.Hour // until a new grant or an admin releases it
 	}
-	if a.hold != nil || a.outage {
-		// Probe with the oldest message; success releases the rest.
-		if !now.Before(a.probeAt) {
-			return []string{queued[0].ID}, 0
-		}
-		return nil, a.probeAt.Sub(now)
-	}
+	now := q.opts.Now()
+	probe := a.hold != nil || a.outage
 	var ids []string
 	next := time.Duration(1<<63 - 1)
-	for _, e := range queued {
-		if !now.Before(e.NextAttempt) {
+	for _, e := range a.entries {
+		if e.State != StateQueued || e.AdminHold || q.busy[e.ID] {
+			continue
+		}
+		switch {
+		case probe:
+			// Probe with the oldest message; success releases the rest.
+			if len(ids) == 0 {
+				ids = append(ids, e.ID)
+			} else if e.ID < ids[0] {
+				ids[0] = e.ID
+			}
+		case !now.Before(e.NextAttempt):
 			ids = append(ids, e.ID)
-		} else {
+		default:
 			next = min(next, e.NextAttempt.Sub(now))
 		}
 	}
+	if probe {
+		if len(ids) == 0 {
+			return nil, time.Hour
+		}
+		if now.Before(a.probeAt) {
+			return nil, a.probeAt.Sub(now)
+		}
+		return ids, 0
+	}
+	if len(ids) == 0 && next == time.Duration(1<<63-1) {
+		return nil, time.Hour
+	}
+	sort.Strings(ids) // IDs begin with the time: oldest first
 	return ids, next
 }
 
@@ -552,7 +562,7 @@ func (q *Queue) finish(a *account, id string, results []outcome, connErr error) 
 	}
 	snapshot := e.clone()
 	if kind == "delivered" {
-		delete(q.entries, id)
+		q.remove(e)
 	}
 	q.mu.Unlock()
 

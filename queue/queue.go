@@ -69,8 +69,8 @@ type Queue struct {
 	spool *Spool
 
 	mu       sync.Mutex
-	entries  map[string]*Entry
-	busy     map[string]bool // being delivered
+	entries  map[string]*Entry // every message; each also in its account's entries
+	busy     map[string]bool   // being delivered
 	accounts map[string]*account
 	ctx      context.Context // set by Run
 	wg       sync.WaitGroup
@@ -80,6 +80,9 @@ type Queue struct {
 type account struct {
 	name string
 	kick chan struct{}
+	// entries are the account's messages, so that scheduling and
+	// statistics cost the account's backlog, not the whole queue's.
+	entries map[string]*Entry
 	// hold is the account condition that stops delivery, or nil.
 	hold *Hold
 	// adminHold is set by relayd queue hold ACCOUNT.
@@ -148,8 +151,7 @@ func Open(opts Options) (*Queue, error) {
 		return nil, err
 	}
 	for _, e := range entries {
-		q.entries[e.ID] = e
-		q.account(e.Account)
+		q.add(e)
 	}
 	if len(entries) > 0 {
 		q.log.Info("queue recovered", "messages", len(entries))
@@ -182,7 +184,7 @@ func (q *Queue) heldAccounts() []string {
 func (q *Queue) account(name string) *account {
 	a := q.accounts[name]
 	if a == nil {
-		a = &account{name: name, kick: make(chan struct{}, 1)}
+		a = &account{name: name, kick: make(chan struct{}, 1), entries: map[string]*Entry{}}
 		q.accounts[name] = a
 		if q.ctx != nil {
 			q.startWorker(a)
@@ -276,8 +278,7 @@ func (q *Queue) Submit(s *Submission) (string, error) {
 		return "", err // the caller tells its client
 	}
 	q.mu.Lock()
-	q.entries[e.ID] = e
-	a := q.account(e.Account)
+	a := q.add(e)
 	q.mu.Unlock()
 	a.wake()
 	q.event("queued", e.ID, e.Account)
@@ -341,14 +342,14 @@ func (q *Queue) Stats(name string) AccountStats {
 	var st AccountStats
 	now := q.opts.Now()
 	a := q.accounts[name]
-	for _, e := range q.entries {
-		if e.Account != name {
-			continue
-		}
+	if a == nil {
+		return st
+	}
+	for _, e := range a.entries {
 		switch {
 		case e.State == StateFailed:
 			st.Failed++
-		case e.AdminHold || a != nil && (a.hold != nil || a.adminHold):
+		case e.AdminHold || a.hold != nil || a.adminHold:
 			st.Held++
 		default:
 			st.Queued++
@@ -357,14 +358,12 @@ func (q *Queue) Stats(name string) AccountStats {
 			st.OldestAge = max(st.OldestAge, int64(now.Sub(e.Created)/time.Second))
 		}
 	}
-	if a != nil {
-		if a.hold != nil {
-			h := *a.hold
-			st.Hold = &h
-		}
-		st.Outage = a.outage
-		st.LastError, st.LastErrorAt = a.lastError, a.lastErrorAt
+	if a.hold != nil {
+		h := *a.hold
+		st.Hold = &h
 	}
+	st.Outage = a.outage
+	st.LastError, st.LastErrorAt = a.lastError, a.lastErrorAt
 	return st
 }
 
@@ -376,6 +375,23 @@ func (q *Queue) AccountChanged(name string, st auth.State) {
 		return
 	}
 	q.release(name, "credentials work again")
+}
+
+// add puts e in the queue and returns its account. q.mu is held or the
+// queue is not shared yet.
+func (q *Queue) add(e *Entry) *account {
+	q.entries[e.ID] = e
+	a := q.account(e.Account)
+	a.entries[e.ID] = e
+	return a
+}
+
+// remove takes e out of the queue. q.mu is held.
+func (q *Queue) remove(e *Entry) {
+	delete(q.entries, e.ID)
+	if a := q.accounts[e.Account]; a != nil {
+		delete(a.entries, e.ID)
+	}
 }
 
 // release lifts an account hold and makes its queued mail due now.
@@ -390,16 +406,16 @@ func (q *Queue) release(name, why string) {
 	released := a.hold != nil
 	if a.hold != nil {
 		frozen := now.Sub(a.hold.Since)
-		for _, e := range q.entries {
-			if e.Account == name && e.State == StateQueued {
+		for _, e := range a.entries {
+			if e.State == StateQueued {
 				e.Frozen += frozen
 			}
 		}
 		a.hold = nil
 	}
 	a.outage = false
-	for _, e := range q.entries {
-		if e.Account == name && e.State == StateQueued {
+	for _, e := range a.entries {
+		if e.State == StateQueued {
 			e.NextAttempt = now
 		}
 	}
