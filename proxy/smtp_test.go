@@ -611,8 +611,10 @@ func TestSMTPSpoolFailureIs452(t *testing.T) {
 	if l := q.List(); len(l) != 0 {
 		t.Errorf("queue after the failure: %+v", l)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "q", "*"))
-	if len(files) != 1 { // only tmp/
+	msgs, _ := filepath.Glob(filepath.Join(dir, "q", "*.msg"))
+	metas, _ := filepath.Glob(filepath.Join(dir, "q", "*.json"))
+	temps, _ := filepath.Glob(filepath.Join(dir, "q", "tmp", "*"))
+	if files := append(append(msgs, metas...), temps...); len(files) != 0 {
 		t.Errorf("spool after the failure: %v", files)
 	}
 }

@@ -52,6 +52,10 @@ type Options struct {
 	// OnEvent, when set, is called after deliveries and state changes
 	// (for tests and the status socket's waiters).
 	OnEvent func(Event)
+	// LockWait is how long Open waits while another process holds the
+	// spool (a relayd queue command running as the daemon starts).
+	// Default 0: fail at once with ErrSpoolBusy.
+	LockWait time.Duration
 }
 
 // Event reports something the queue did.
@@ -67,6 +71,7 @@ type Queue struct {
 	opts  Options
 	log   *slog.Logger
 	spool *Spool
+	lock  *os.File // held until Close: see lockSpool
 
 	mu       sync.Mutex
 	entries  map[string]*Entry // every message; each also in its account's entries
@@ -142,12 +147,17 @@ func Open(opts Options) (*Queue, error) {
 		return nil, err
 	}
 	sp.failpoint = opts.Failpoint
+	lock, err := lockSpool(opts.Dir, opts.LockWait)
+	if err != nil {
+		return nil, err
+	}
 	q := &Queue{
-		opts: opts, log: opts.Logger, spool: sp,
+		opts: opts, log: opts.Logger, spool: sp, lock: lock,
 		entries: map[string]*Entry{}, busy: map[string]bool{}, accounts: map[string]*account{},
 	}
 	entries, err := sp.Recover()
 	if err != nil {
+		q.Close()
 		return nil, err
 	}
 	for _, e := range entries {
@@ -158,6 +168,7 @@ func Open(opts Options) (*Queue, error) {
 	}
 	held, err := sp.HeldAccounts()
 	if err != nil {
+		q.Close()
 		return nil, err
 	}
 	for _, name := range held {

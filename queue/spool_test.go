@@ -271,6 +271,7 @@ func TestAccountHoldPersists(t *testing.T) {
 	if _, err := q.Hold("a"); err != nil {
 		t.Fatal(err)
 	}
+	q.Close()
 	q2, err := Open(Options{Dir: dir, Accounts: accounts})
 	if err != nil {
 		t.Fatal(err)
@@ -281,8 +282,43 @@ func TestAccountHoldPersists(t *testing.T) {
 	if _, err := q2.Release("a"); err != nil {
 		t.Fatal(err)
 	}
+	q2.Close()
 	q3, _ := Open(Options{Dir: dir, Accounts: accounts})
 	if a := q3.accounts["a"]; a != nil && a.adminHold {
 		t.Error("release lost on restart")
+	}
+}
+
+// One process at a time uses a spool: a second daemon, or an offline
+// relayd queue command while the daemon starts, is refused with the
+// holder's process ID, and gets it once the first lets go.
+func TestSpoolLock(t *testing.T) {
+	dir := t.TempDir()
+	accounts := func(string) *auth.Account { return nil }
+	q, err := Open(Options{Dir: dir, Accounts: accounts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(Options{Dir: dir, Accounts: accounts})
+	if !errors.Is(err, ErrSpoolBusy) {
+		t.Fatalf("second Open = %v, want ErrSpoolBusy", err)
+	}
+	if want := fmt.Sprintf("process %d", os.Getpid()); !strings.Contains(err.Error(), want) {
+		t.Errorf("second Open = %q, want it to name the holder (%s)", err, want)
+	}
+
+	waited := make(chan error, 1)
+	go func() {
+		q2, err := Open(Options{Dir: dir, Accounts: accounts, LockWait: time.Minute})
+		if err == nil {
+			q2.Close()
+		}
+		waited <- err
+	}()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Errorf("Open with LockWait after the holder closed = %v, want nil", err)
 	}
 }

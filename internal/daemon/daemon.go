@@ -81,11 +81,20 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		},
 		Hostname: hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax,
 		Lifetime: cfg.Queue.Lifetime, Failpoint: opts.Failpoint,
+		// A relayd queue command may be editing the spool as the
+		// daemon starts; such commands take well under a second.
+		LockWait: 10 * time.Second,
 	})
 	if err != nil {
 		return nil, err
 	}
 	d.queue = q
+	built := false
+	defer func() {
+		if !built {
+			q.Close()
+		}
+	}()
 	for _, a := range cfg.Accounts {
 		var src *auth.Source
 		if a.OAuth() {
@@ -145,6 +154,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			d.smtpLns = append(d.smtpLns, ln)
 		}
 	}
+	built = true
 	return d, nil
 }
 
@@ -237,6 +247,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	defer cancel()
 	d.status.Shutdown(sctx)
 	d.wg.Wait()
+	d.queue.Close() // deliveries have ended
 	return err
 }
 
