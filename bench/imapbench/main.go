@@ -166,12 +166,9 @@ func start() (*setup, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if s.relayAt, err = testkit.FreeAddr(); err != nil {
 		return nil, err
 	}
-	s.relayAt = ln.Addr().String()
-	ln.Close()
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	if err != nil {
 		return nil, err

@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,9 +146,10 @@ func report(b *bench) {
 // the account gets a grant first.
 func (b *bench) startRelayd(stateName string, grant bool) error {
 	state := filepath.Join(b.tmp, stateName)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	b.smtpAddr = ln.Addr().String()
-	ln.Close()
+	var err error
+	if b.smtpAddr, err = testkit.FreeAddr(); err != nil {
+		return err
+	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	text := fmt.Sprintf(`state_dir = %q
 status_socket = %q
@@ -177,7 +177,6 @@ local_password_hash = %q
 `, state, filepath.Join(state, "status.sock"), b.smtpAddr, mailbox, clientID, b.idp.TokenURL(), b.up.Addr, hash)
 	b.cfgFile = filepath.Join(b.tmp, stateName+".toml")
 	os.WriteFile(b.cfgFile, []byte(text), 0o600)
-	var err error
 	if b.cfg, err = config.Parse(text); err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,14 +120,7 @@ local_password_hash = %q
 
 // freeAddr returns a loopback address nothing listens on, for the daemon's
 // configuration.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+func freeAddr() (string, error) { return testkit.FreeAddr() }
 
 // record keeps command output for the secrets sweep.
 func (e *env) record(what string, b []byte) {

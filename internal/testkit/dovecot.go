@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -99,8 +101,8 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	var ports []int
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for len(ports) < n {
+		ln, err := listenBelowEphemeral()
 		if err != nil {
 			return nil, err
 		}
@@ -108,6 +110,44 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// FreeAddr returns a loopback address nothing listens on, for a server
+// another process will bind (a real Dovecot, Postfix, or relayd).
+func FreeAddr() (string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0]), nil
+}
+
+// listenBelowEphemeral listens on a random loopback port below the
+// kernel's ephemeral range. A port the kernel picked for ":0" comes from
+// that range, and so do the local ports of outgoing connections: between
+// closing it and the other process binding it, a connection (to the IdP,
+// say) may take it, and the bind fails with "address already in use".
+func listenBelowEphemeral() (net.Listener, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	const base = 10000
+	if low <= base+1000 {
+		return net.Listen("tcp", "127.0.0.1:0")
+	}
+	var err error
+	for i := 0; i < 100; i++ {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+rand.IntN(low-base))); err == nil {
+			return ln, nil
+		}
+	}
+	return nil, fmt.Errorf("no free loopback port below %d: %w", low, err)
 }
 
 func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dovecot, error) {
