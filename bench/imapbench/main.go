@@ -212,6 +212,7 @@ local_password_hash = %q
 		return nil, err
 	}
 	s.relayd = exec.Command(bin, "serve", "-c", cfgFile, "-grace", "1s")
+	s.relayd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone with an interrupted run
 	s.relayd.Stderr = s.logFile
 	if err := s.relayd.Start(); err != nil {
 		return nil, err

@@ -203,6 +203,7 @@ func (b *bench) spawn() error {
 
 func (b *bench) spawnTimed() (time.Duration, error) {
 	b.relayd = exec.Command(b.bin, "serve", "-c", b.cfgFile, "-grace", "1s")
+	b.relayd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone with an interrupted run
 	pr, pw := io.Pipe()
 	b.relayd.Stderr = pw
 	t0 := time.Now()

@@ -270,6 +270,10 @@ service auth {
 	var stderr bytes.Buffer
 	d.proc = exec.Command(bin, "-F", "-c", d.conf)
 	d.proc.Stderr = &stderr
+	// Should this process die without stopping it (a test binary
+	// killed at its timeout, a benchmark interrupted), so does Dovecot:
+	// its children leave with their master.
+	d.proc.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.proc.Start(); err != nil {
 		return nil, fmt.Errorf("starting dovecot: %v", err)
 	}

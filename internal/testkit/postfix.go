@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -91,6 +92,7 @@ func startPostfix(postfix, postconf, sinkBin string, d *Dovecot, opts PostfixOpt
 	// The final destination: smtp-sink writes every message to a file in
 	// the sink directory.
 	p.sink = exec.Command(sinkBin, "-c", "-u", "postfix", "-D", filepath.Join(p.dump, "msg"), fmt.Sprintf("127.0.0.1:%d", ports[1]), "100")
+	p.sink.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone with this process
 	p.sink.Stderr = &p.sinkErr
 	if err := p.sink.Start(); err != nil {
 		return nil, fmt.Errorf("starting smtp-sink: %w", err)
