@@ -22,7 +22,13 @@ var ErrSpoolBusy = errors.New("queue in use by another process")
 // process's ID into the lock file so that the next one can name it.
 func lockSpool(dir string, wait time.Duration) (*os.File, error) {
 	name := filepath.Join(dir, "lock")
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o600)
+	// Readable by all, so that a daemon running as its own user can
+	// still lock a file root made with an offline relayd queue command
+	// (flock works on a read-only descriptor).
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o644)
+	if errors.Is(err, os.ErrPermission) {
+		f, err = os.Open(name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("locking queue: %w", err)
 	}
