@@ -569,13 +569,25 @@ func benchIdle(s *setup, tlsUp bool) error {
 	}
 }
 
-// idleSessions is how many sessions relayd's open-file limit (inherited
-// from this process) allows: two descriptors each, downstream and
-// upstream, and 100 for everything else.
+// idleSessions is how many sessions relayd's open-file limit allows: two
+// descriptors each, downstream and upstream, and 100 for everything else.
+// relayd, like this program, raises its soft limit to the hard one. The
+// machine's memory caps it too: Dovecot runs an imap process of about
+// 0.7 MB per session (1 MB is allowed).
 func idleSessions() int {
 	var rl syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
-	return max(int(rl.Cur)-100, 200) / 2
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) // already raised by Go's runtime
+	n := max(int(min(rl.Cur, 1<<30))-100, 200) / 2
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemAvailable:" {
+				if kb, err := strconv.Atoi(f[1]); err == nil {
+					n = min(n, kb/1024)
+				}
+			}
+		}
+	}
+	return n
 }
 
 // openFiles counts process pid's open file descriptors, and those of
