@@ -50,8 +50,9 @@ func (q *Queue) due(a *account) ([]string, time.Duration) {
 	}
 	now := q.opts.Now()
 	probe := a.hold != nil || a.outage
+	const never = time.Duration(1<<63 - 1)
 	var ids []string
-	next := time.Duration(1<<63 - 1)
+	next := never
 	for _, e := range a.entries {
 		if e.State != StateQueued || e.AdminHold || q.busy[e.ID] {
 			continue
@@ -79,7 +80,7 @@ func (q *Queue) due(a *account) ([]string, time.Duration) {
 		}
 		return ids, 0
 	}
-	if len(ids) == 0 && next == time.Duration(1<<63-1) {
+	if len(ids) == 0 && next == never {
 		return nil, time.Hour
 	}
 	sort.Strings(ids) // IDs begin with the time: oldest first

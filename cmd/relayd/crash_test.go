@@ -54,7 +54,7 @@ func localHash() string {
 // delivers to smtpServer, and returns relayd's SMTP listen address.
 func (e *env) writeSMTPConfig(smtpServer, retryMin, retryMax string) string {
 	e.t.Helper()
-	smtpAddr, _ := freeAddr()
+	smtpAddr, _ := testkit.FreeAddr()
 	hash := localHash()
 	cfg := fmt.Sprintf(`state_dir = %q
 status_socket = %q

@@ -79,7 +79,7 @@ func newEnv(t *testing.T) *env {
 	up.AddUser(mbox)
 	up.Deliver(mbox, []byte("Subject: hello\r\n\r\nhello\r\n"))
 	dir := t.TempDir()
-	ln, err := freeAddr()
+	ln, err := testkit.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,10 +117,6 @@ local_password_hash = %q
 	}
 	return e
 }
-
-// freeAddr returns a loopback address nothing listens on, for the daemon's
-// configuration.
-func freeAddr() (string, error) { return testkit.FreeAddr() }
 
 // record keeps command output for the secrets sweep.
 func (e *env) record(what string, b []byte) {
