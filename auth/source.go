@@ -328,6 +328,9 @@ func (s *Source) fail(err error, now time.Time) error {
 	}
 	msg := describe(err)
 	s.health.fail(state, advice, msg, now)
+	if state != StateDegraded {
+		s.dropAccessToken()
+	}
 	s.log.Warn("token refresh failed", "state", state, "err", msg, "advice", advice)
 	return &AccountError{Account: s.acct.Name, State: state, Advice: advice, Err: errors.New(msg)}
 }
@@ -388,7 +391,19 @@ func (s *Source) MarkUpstreamRejected(server, reply string) *AccountError {
 	advice := fmt.Sprintf("%s refused a fresh token for %s; check that %s may open this mailbox, then run 'relayd authorize %s'",
 		server, s.acct.Email, s.acct.Login, s.acct.Name)
 	s.health.fail(StateNeedsReauth, advice, "upstream said: "+reply, s.opts.Now())
+	s.dropAccessToken()
 	return &AccountError{Account: s.acct.Name, State: StateNeedsReauth, Advice: advice, Err: errors.New(reply)}
+}
+
+// dropAccessToken forgets the cached access token of a grant that is dead
+// or refused: nothing may use it while the account waits for a new grant.
+// s.mu is held.
+func (s *Source) dropAccessToken() {
+	if s.grant != nil && s.grant.AccessToken != "" {
+		g := *s.grant
+		g.AccessToken, g.Expiry = "", time.Time{}
+		s.grant = &g
+	}
 }
 
 func hostOf(u string) string {

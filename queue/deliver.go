@@ -270,16 +270,76 @@ func (q *Queue) outage(a *account, creds *auth.Account, err error) {
 }
 
 // connect dials the account's SMTP server and logs in. The token comes
-// first: with a dead grant there is no point in dialing.
-func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*smtp.Client, error) {
+// first: with a dead grant there is no point in dialing. A refused token is
+// refreshed once and tried again on a fresh connection (a server may drop
+// the connection after a refusal); a refusal there, or a connection dropped
+// during that second AUTH, is the account's condition, never an outage.
+func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*upstream, error) {
 	cfg := creds.Config
-	var tok string
-	if creds.Tokens != nil {
-		var err error
-		if tok, err = creds.Tokens.Token(ctx); err != nil {
-			return nil, tokenError(err)
+	host, _, _ := net.SplitHostPort(cfg.SMTPServer)
+	if creds.Tokens == nil {
+		c, err := q.dial(ctx, creds)
+		if err != nil {
+			return nil, err
 		}
+		if err := c.auth(sasl.NewPlainClient("", cfg.Login, creds.Password)); err != nil {
+			c.Close()
+			var se *smtp.SMTPError
+			if !errors.As(err, &se) {
+				return nil, fmt.Errorf("AUTH at %s: %w", host, err)
+			}
+			return nil, authError(cfg, host, err, fmt.Sprintf("%s refused the password in %s: put the right one there and restart relayd", host, cfg.PasswordFile))
+		}
+		return c, nil
 	}
+	tok, err := creds.Tokens.Token(ctx)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	c, err := q.dial(ctx, creds)
+	if err != nil {
+		return nil, err
+	}
+	err = c.auth(auth.NewXOAUTH2Client(cfg.Email, tok))
+	if err == nil {
+		return c, nil
+	}
+	c.Close()
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return nil, fmt.Errorf("AUTH at %s: %w", host, err)
+	}
+	reauth := fmt.Sprintf("%s refused a fresh token: run 'relayd authorize %s'", host, cfg.Name)
+	if isSMTPAuthDisabled(se) || se.Code/100 == 4 {
+		return nil, authError(cfg, host, err, reauth)
+	}
+	q.log.Info("upstream rejected the access token; refreshing once and retrying on a new connection", "account", cfg.Name, "reply", replyText(se))
+	if tok, err = creds.Tokens.Refresh(ctx, tok); err != nil {
+		return nil, tokenError(err)
+	}
+	if c, err = q.dial(ctx, creds); err != nil {
+		return nil, err
+	}
+	err = c.auth(auth.NewXOAUTH2Client(cfg.Email, tok))
+	if err == nil {
+		return c, nil
+	}
+	c.Close()
+	if !errors.As(err, &se) {
+		// The server refused this account's token a moment ago and now
+		// drops the connection during AUTH: that is about the account.
+		err = fmt.Errorf("connection lost during AUTH after %s: %w", replyText(se), err)
+	} else if isSMTPAuthDisabled(se) || se.Code/100 == 4 {
+		return nil, authError(cfg, host, err, reauth)
+	}
+	creds.Tokens.MarkUpstreamRejected(host, errText(err))
+	return nil, &accountError{state: auth.StateNeedsReauth, advice: reauth, err: err}
+}
+
+// dial connects to the account's SMTP server and says EHLO: implicit TLS,
+// STARTTLS or plaintext as configured. Errors are outages.
+func (q *Queue) dial(ctx context.Context, creds *auth.Account) (*upstream, error) {
+	cfg := creds.Config
 	addr := cfg.SMTPServer
 	host, _, _ := net.SplitHostPort(addr)
 	dctx, cancel := context.WithTimeout(ctx, q.opts.Timeout)
@@ -288,7 +348,7 @@ func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*smtp.Client,
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s: %w", addr, err)
 	}
-	var c *smtp.Client
+	var g *authGuard
 	switch cfg.SMTPSecurity {
 	case config.SecurityTLS:
 		tc := tls.Client(conn, creds.TLSConfig(host))
@@ -296,64 +356,41 @@ func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*smtp.Client,
 			conn.Close()
 			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 		}
-		c = smtp.NewClient(tc)
+		g = newAuthGuard(tc)
 	case config.SecurityNone:
-		c = smtp.NewClient(conn)
+		g = newAuthGuard(conn)
 	default:
-		conn.SetDeadline(time.Now().Add(q.opts.Timeout))
-		c, err = smtp.NewClientStartTLS(conn, creds.TLSConfig(host))
+		tc, err := startTLS(conn, q.opts.Hostname, creds.TLSConfig(host), q.opts.Timeout)
 		if err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("STARTTLS with %s: %w", addr, err)
 		}
-		conn.SetDeadline(time.Time{})
+		g = newAuthGuard(tc)
+		// The session starts anew over TLS (RFC 3207 §4.2): go-smtp's
+		// client waits for a greeting that the server does not repeat.
+		g.inject("220 " + host + " ESMTP (TLS established by relayd)\r\n")
 	}
+	c := smtp.NewClient(g)
 	c.CommandTimeout = q.opts.Timeout
 	c.SubmissionTimeout = q.opts.Timeout
 	if err := c.Hello(q.opts.Hostname); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("EHLO to %s: %w", addr, err)
 	}
-	if err := q.login(ctx, c, creds, host, tok); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
+	return &upstream{Client: c, guard: g}, nil
 }
 
-// login authenticates: XOAUTH2 with the account's token (refreshing once
-// and retrying once on a rejection), or PLAIN with its password. Every
-// failure is an account condition.
-func (q *Queue) login(ctx context.Context, c *smtp.Client, creds *auth.Account, host, tok string) error {
-	cfg := creds.Config
-	if creds.Tokens == nil {
-		err := c.Auth(sasl.NewPlainClient("", cfg.Login, creds.Password))
-		if err != nil {
-			return authError(cfg, host, err, fmt.Sprintf("%s refused the password in %s: put the right one there and restart relayd", host, cfg.PasswordFile))
-		}
-		return nil
-	}
-	for attempt := 0; ; attempt++ {
-		err := c.Auth(auth.NewXOAUTH2Client(cfg.Email, tok))
-		if err == nil {
-			return nil
-		}
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return fmt.Errorf("AUTH at %s: %w", host, err)
-		}
-		if attempt == 1 || isSMTPAuthDisabled(se) || se.Code/100 == 4 {
-			reauth := fmt.Sprintf("%s refused a fresh token: run 'relayd authorize %s'", host, cfg.Name)
-			if attempt == 1 {
-				creds.Tokens.MarkUpstreamRejected(host, replyText(se))
-			}
-			return authError(cfg, host, err, reauth)
-		}
-		q.log.Info("upstream rejected the access token; refreshing once", "account", cfg.Name, "reply", replyText(se))
-		if tok, err = creds.Tokens.Refresh(ctx, tok); err != nil {
-			return tokenError(err)
-		}
-	}
+// upstream is a connection to an upstream SMTP server.
+type upstream struct {
+	*smtp.Client
+	guard *authGuard
+}
+
+// auth runs AUTH with the stray-"*" guard armed.
+func (u *upstream) auth(sc sasl.Client) error {
+	u.guard.armed.Store(true)
+	defer u.guard.armed.Store(false)
+	return u.Auth(sc)
 }
 
 func tokenError(err error) error {
@@ -398,7 +435,7 @@ type outcome struct {
 
 // deliverOne sends e on c. It returns each pending recipient's outcome, and
 // a non-nil error when the connection broke.
-func (q *Queue) deliverOne(c *smtp.Client, e *Entry) ([]outcome, error) {
+func (q *Queue) deliverOne(c *upstream, e *Entry) ([]outcome, error) {
 	pending := e.pending()
 	all := func(state, reply string) []outcome {
 		var out []outcome

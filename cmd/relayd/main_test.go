@@ -152,6 +152,26 @@ type daemonProc struct {
 	cmd    *exec.Cmd
 	stderr *syncBuf
 	exited chan struct{}
+	// lines is signalled (without blocking) after each log line.
+	lines chan struct{}
+}
+
+// waitLog waits until the daemon's log has a line containing s, woken by
+// each new line rather than polling. It fails the test when the daemon
+// exits or timeout passes first.
+func (d *daemonProc) waitLog(t *testing.T, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for !strings.Contains(d.stderr.String(), s) {
+		select {
+		case <-d.lines:
+		case <-d.exited:
+			t.Fatalf("relayd exited before logging %q:\n%s", s, d.stderr.String())
+		case <-deadline.C:
+			t.Fatalf("relayd did not log %q within %s:\n%s", s, timeout, d.stderr.String())
+		}
+	}
 }
 
 type syncBuf struct {
@@ -186,13 +206,17 @@ func (e *env) serveEnv(extraEnv []string) *daemonProc {
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
-	d := &daemonProc{cmd: cmd, stderr: &syncBuf{}, exited: make(chan struct{})}
+	d := &daemonProc{cmd: cmd, stderr: &syncBuf{}, exited: make(chan struct{}), lines: make(chan struct{}, 1)}
 	started := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
 		once := sync.Once{}
 		for sc.Scan() {
 			d.stderr.Write(append(sc.Bytes(), '\n'))
+			select {
+			case d.lines <- struct{}{}:
+			default:
+			}
 			if strings.Contains(sc.Text(), `msg="relayd started"`) {
 				once.Do(func() { close(started) })
 			}

@@ -97,3 +97,77 @@ local_password_hash = %q
 		t.Errorf("Postfix did not see a PLAIN login for the password account:\n%s", pf.Log())
 	}
 }
+
+// The IdP revokes the grant and its access tokens while relayd holds a
+// cached access token (Google does so at once; Microsoft on a password
+// change). Mail submitted then is held; a grant handed over by relayd
+// authorize must drain it at once, not at the next retry: the first retry
+// is ten minutes away, so a pass cannot come from the schedule.
+func TestPostfixRevokedTokenDrainsOnHandover(t *testing.T) {
+	swaks := testkit.RequireBinary(t, "swaks", "swaks")
+	e := newEnv(t)
+	dove := testkit.StartDovecot(t, e.idp, testkit.DovecotOptions{})
+	pf := testkit.StartPostfix(t, dove)
+	smtpAddr := e.writeSMTPConfig(pf.SubmissionAddr, "10m", "30m")
+	// The mailbox is read through Dovecot too, as a helpdesk does.
+	b, _ := os.ReadFile(e.cfg)
+	b = []byte(strings.Replace(string(b), `direction = "outgoing"`,
+		fmt.Sprintf("direction = \"both\"\nimap_server = %q\nimap_security = \"none\"", dove.IMAPAddr), 1))
+	os.WriteFile(e.cfg, b, 0o600)
+	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
+		t.Fatalf("authorize: %s", out)
+	}
+	d := e.serve()
+	host, port, _ := strings.Cut(smtpAddr, ":")
+	send := func(body string) {
+		t.Helper()
+		out, err := exec.Command(swaks, "--server", host, "--port", port, "--auth", "PLAIN",
+			"--auth-user", "helpdesk", "--auth-password", localPassword, "--from", mbox, "--to", "customer@example.net",
+			"--header", "Subject: revocation", "--body", body).CombinedOutput()
+		e.record("swaks", out)
+		if err != nil || !strings.Contains(string(out), "250 2.0.0 queued as") {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+	}
+	send("before the revocation")
+	if !pf.WaitSunk([]byte("before the revocation"), 30*time.Second) {
+		t.Fatalf("first message not delivered\n%s\n%s", pf.Log(), d.stderr.String())
+	}
+
+	e.idp.Revoke(mbox) // the grant and the access token relayd has cached
+	if _, err := e.login(localPassword); err == nil || !strings.Contains(err.Error(), "needs reauthorization") {
+		t.Fatalf("IMAP login after the revocation = %v, want needs reauthorization", err)
+	}
+	const n = 20
+	for i := range n {
+		send(fmt.Sprintf("held message %02d", i))
+	}
+	d.waitLog(t, "holding the account's outgoing mail", 30*time.Second)
+	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
+		t.Fatalf("authorize: %s", out)
+	}
+	for i := range n {
+		if !pf.WaitSunk(fmt.Appendf(nil, "held message %02d", i), time.Minute) {
+			t.Fatalf("held message %02d not delivered after the handover\npostfix log:\n%s\nrelayd log:\n%s", i, pf.Log(), d.stderr.String())
+		}
+	}
+
+	// Only the access tokens die (continuous access evaluation): the
+	// refresh works, and the message goes out on a fresh connection at
+	// once rather than after a retry interval.
+	e.idp.RevokeAccessTokens(mbox)
+	send("after the access token was revoked")
+	if !pf.WaitSunk([]byte("after the access token was revoked"), time.Minute) {
+		t.Fatalf("message not delivered after a refused access token\npostfix log:\n%s\nrelayd log:\n%s", pf.Log(), d.stderr.String())
+	}
+	log := d.stderr.String()
+	if strings.Contains(log, "unreachable") || strings.Contains(log, "delivery deferred") {
+		t.Errorf("a refused token was taken for an outage or deferred a message:\n%s", log)
+	}
+	if strings.Contains(pf.Log(), "non-SMTP command") {
+		t.Errorf("relayd sent Postfix a stray command after a refused AUTH:\n%s", pf.Log())
+	}
+	if strings.Contains(string(pf.Sunk()), "Undelivered Mail") {
+		t.Error("a bounce was sent")
+	}
+}

@@ -144,6 +144,18 @@ func (p *IdP) Revoke(login string) {
 	}
 }
 
+// RevokeAccessTokens kills the access tokens of login but not its grant,
+// as Microsoft's continuous access evaluation does: a refresh still works.
+func (p *IdP) RevokeAccessTokens(login string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for at, a := range p.access {
+		if a.login == login {
+			delete(p.access, at)
+		}
+	}
+}
+
 // ExpireAccessTokens makes every issued access token expired.
 func (p *IdP) ExpireAccessTokens() {
 	p.mu.Lock()
