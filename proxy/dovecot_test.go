@@ -9,21 +9,22 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
 // startDovecot runs a real Dovecot whose oauth2 passdb checks tokens at the
 // test's fake IdP, with three messages for testMailbox. The relay reaches it
 // in plaintext, with implicit TLS or with STARTTLS.
-func startDovecot(t *testing.T, sec config.Security) (*testkit.Dovecot, relayOpts) {
-	return startDovecotOpts(t, sec, testkit.DovecotOptions{})
+func startDovecot(t *testing.T, sec config.Security) (*realserver.Dovecot, relayOpts) {
+	return startDovecotOpts(t, sec, realserver.DovecotOptions{})
 }
 
-func startDovecotOpts(t *testing.T, sec config.Security, dopts testkit.DovecotOptions) (*testkit.Dovecot, relayOpts) {
-	var d *testkit.Dovecot
+func startDovecotOpts(t *testing.T, sec config.Security, dopts realserver.DovecotOptions) (*realserver.Dovecot, relayOpts) {
+	var d *realserver.Dovecot
 	tls := sec == config.SecurityTLS
 	o := relayOpts{tls: sec != config.SecurityNone, security: sec, upstream: func(idp *testkit.IdP) (string, []byte) {
-		d = testkit.StartDovecot(t, idp, dopts)
+		d = realserver.StartDovecot(t, idp, dopts)
 		for i := 1; i <= 3; i++ {
 			if err := d.Deliver(testMailbox, []byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i))); err != nil {
 				t.Fatal(err)
@@ -39,7 +40,7 @@ func startDovecotOpts(t *testing.T, sec config.Security, dopts testkit.DovecotOp
 
 // curl, a real IMAP client, reads mail from Dovecot through relayd.
 func TestDovecotCurl(t *testing.T) {
-	curl := testkit.RequireBinary(t, "curl", "curl")
+	curl := realserver.RequireBinary(t, "curl", "curl")
 	for _, sec := range []config.Security{config.SecurityNone, config.SecurityTLS, config.SecuritySTARTTLS} {
 		t.Run(string(sec), func(t *testing.T) {
 			_, o := startDovecot(t, sec)
@@ -94,7 +95,7 @@ func TestDovecotCapabilitiesAndRevocation(t *testing.T) {
 // password is an account condition an admin must fix.
 func TestDovecotPasswordProvider(t *testing.T) {
 	const upstreamPassword = "upstream-static-pw"
-	_, o := startDovecotOpts(t, config.SecurityTLS, testkit.DovecotOptions{Password: upstreamPassword})
+	_, o := startDovecotOpts(t, config.SecurityTLS, realserver.DovecotOptions{Password: upstreamPassword})
 	o.password = upstreamPassword
 	r := newTestRelay(t, o)
 	c := r.login()
@@ -104,7 +105,7 @@ func TestDovecotPasswordProvider(t *testing.T) {
 	}
 	c.Logout().Wait()
 
-	_, o = startDovecotOpts(t, config.SecurityTLS, testkit.DovecotOptions{Password: upstreamPassword})
+	_, o = startDovecotOpts(t, config.SecurityTLS, realserver.DovecotOptions{Password: upstreamPassword})
 	o.password = "not-the-upstream-password"
 	r = newTestRelay(t, o)
 	rw := r.raw()

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -53,24 +52,7 @@ type testRelay struct {
 	srv  *IMAPServer
 	addr string
 	acct *Account
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testkit.SyncBuffer
 }
 
 var testHash = func() string {
@@ -119,7 +101,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	if o.security != "" {
 		cfg.IMAPSecurity = o.security
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store := &auth.Store{Dir: dir}
 	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", testMailbox), GrantedAt: time.Now()})

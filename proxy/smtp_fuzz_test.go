@@ -12,6 +12,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -38,7 +39,7 @@ func FuzzSMTPSession(f *testing.F) {
 		LocalUser: testUser, LocalPasswordHash: testHash, Direction: config.DirBoth,
 		SMTPServer: deadAddr, SMTPSecurity: config.SecurityNone}
 	creds := &auth.Account{Config: cfg, Password: "x"}
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Accounts: func(string) *auth.Account { return creds }, RetryMin: time.Hour})

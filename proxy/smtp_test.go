@@ -33,7 +33,7 @@ type smtpRelay struct {
 	q      *queue.Queue
 	addr   string
 	events chan queue.Event
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 }
 
 type smtpRelayOpts struct {
@@ -52,7 +52,7 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	t.Helper()
 	idp := testkit.StartIdP(t)
 	var err error
-	r := &smtpRelay{t: t, idp: idp, events: make(chan queue.Event, 1000), logs: &syncBuffer{}}
+	r := &smtpRelay{t: t, idp: idp, events: make(chan queue.Event, 1000), logs: &testkit.SyncBuffer{}}
 	dir := t.TempDir()
 	if o.upDown {
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")

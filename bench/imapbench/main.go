@@ -44,6 +44,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/bench/internal/machine"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
@@ -77,7 +78,7 @@ func main() {
 
 type setup struct {
 	idp     *testkit.IdP
-	dove    *testkit.Dovecot
+	dove    *realserver.Dovecot
 	relayd  *exec.Cmd
 	pid     int
 	relayAt string
@@ -135,7 +136,7 @@ func start() (*setup, error) {
 	s.idp.AddClient(clientID, "")
 	s.idp.AccessTTL = 24 * time.Hour
 	runDovecot := func() (err error) {
-		s.dove, err = testkit.RunDovecot(s.idp, testkit.DovecotOptions{MaxSessions: *idle * 2})
+		s.dove, err = realserver.RunDovecot(s.idp, realserver.DovecotOptions{MaxSessions: *idle * 2})
 		return err
 	}
 	switch *placement {
@@ -166,7 +167,7 @@ func start() (*setup, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.relayAt, err = testkit.FreeAddr(); err != nil {
+	if s.relayAt, err = realserver.FreeAddr(); err != nil {
 		return nil, err
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)

@@ -42,6 +42,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/bench/internal/machine"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/status"
@@ -79,8 +80,8 @@ type bench struct {
 	bin      string
 	idp      *testkit.IdP
 	up       *testkit.SMTPUpstream
-	dove     *testkit.Dovecot
-	pf       *testkit.Postfix
+	dove     *realserver.Dovecot
+	pf       *realserver.Postfix
 	relayd   *exec.Cmd
 	cfgFile  string
 	cfg      *config.Config
@@ -147,7 +148,7 @@ func report(b *bench) {
 func (b *bench) startRelayd(stateName string, grant bool) error {
 	state := filepath.Join(b.tmp, stateName)
 	var err error
-	if b.smtpAddr, err = testkit.FreeAddr(); err != nil {
+	if b.smtpAddr, err = realserver.FreeAddr(); err != nil {
 		return err
 	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
@@ -316,10 +317,10 @@ func load(addr, user, pass string, round int) (float64, error) {
 
 func (b *bench) accept() error {
 	var err error
-	if b.dove, err = testkit.RunDovecot(b.idp, testkit.DovecotOptions{Password: "pf-pw"}); err != nil {
+	if b.dove, err = realserver.RunDovecot(b.idp, realserver.DovecotOptions{Password: "pf-pw"}); err != nil {
 		return err
 	}
-	if b.pf, err = testkit.RunPostfix(b.dove, testkit.PostfixOptions{Dir: b.tmp, DeferTransports: true}); err != nil {
+	if b.pf, err = realserver.RunPostfix(b.dove, realserver.PostfixOptions{Dir: b.tmp, DeferTransports: true}); err != nil {
 		return err
 	}
 	if _, err := b.status().QueueOp(context.Background(), "hold", "support"); err != nil {

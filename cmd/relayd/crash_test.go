@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
@@ -54,7 +55,7 @@ func localHash() string {
 // delivers to smtpServer, and returns relayd's SMTP listen address.
 func (e *env) writeSMTPConfig(smtpServer, retryMin, retryMax string) string {
 	e.t.Helper()
-	smtpAddr, _ := testkit.FreeAddr()
+	smtpAddr, _ := realserver.FreeAddr()
 	hash := localHash()
 	cfg := fmt.Sprintf(`state_dir = %q
 status_socket = %q
@@ -231,7 +232,7 @@ func (e *smtpEnv) submitUntilError(round int, ack func(id string)) {
 // swaks, a real SMTP client, submits through a real relayd process; the
 // queue is visible and manageable with relayd queue.
 func TestSwaksAndQueueCommands(t *testing.T) {
-	swaks := testkit.RequireBinary(t, "swaks", "swaks")
+	swaks := realserver.RequireBinary(t, "swaks", "swaks")
 	e := newSMTPEnv(t, "")
 	e.smtpUp.FailData(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
 	d := e.start()

@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/status"
 )
@@ -79,7 +80,7 @@ func newEnv(t *testing.T) *env {
 	up.AddUser(mbox)
 	up.Deliver(mbox, []byte("Subject: hello\r\n\r\nhello\r\n"))
 	dir := t.TempDir()
-	ln, err := testkit.FreeAddr()
+	ln, err := realserver.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +151,7 @@ func (e *env) rtFile() string {
 
 type daemonProc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuf
+	stderr *testkit.SyncBuffer
 	exited chan struct{}
 	// lines is signalled (without blocking) after each log line.
 	lines chan struct{}
@@ -174,23 +175,6 @@ func (d *daemonProc) waitLog(t *testing.T, s string, timeout time.Duration) {
 	}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serve starts 'relayd serve' and returns once it logged that it started.
 func (e *env) serve() *daemonProc {
 	e.t.Helper()
@@ -206,7 +190,7 @@ func (e *env) serveEnv(extraEnv []string) *daemonProc {
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
-	d := &daemonProc{cmd: cmd, stderr: &syncBuf{}, exited: make(chan struct{}), lines: make(chan struct{}, 1)}
+	d := &daemonProc{cmd: cmd, stderr: &testkit.SyncBuffer{}, exited: make(chan struct{}), lines: make(chan struct{}, 1)}
 	started := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -407,5 +391,22 @@ func TestHashPasswordReadsStdin(t *testing.T) {
 	}
 	if err := exec.Command(relaydBin, "hash-password", "s3cret").Run(); err == nil {
 		t.Error("hash-password accepted the password as an argument")
+	}
+}
+
+// Test code never ships: relayd demo links the in-process fakes of
+// internal/testkit, never package testing or the real-server launchers.
+func TestBinaryLinksNoTestCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "testing" || strings.HasSuffix(pkg, "/internal/realserver") {
+			t.Errorf("relayd links %s", pkg)
+		}
+	}
+	if !strings.Contains(string(out), "github.com/relayd/relayd/internal/testkit") {
+		t.Error("go list -deps found no testkit: the check looks at the wrong package")
 	}
 }

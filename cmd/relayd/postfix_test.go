@@ -9,18 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/internal/realserver"
 )
 
 // swaks submits through a real relayd to a real Postfix (Dovecot SASL
 // checking XOAUTH2 at the fake IdP), which relays to smtp-sink. A revoked
 // grant holds the mail; relayd authorize drains it.
 func TestPostfixUpstream(t *testing.T) {
-	swaks := testkit.RequireBinary(t, "swaks", "swaks")
+	swaks := realserver.RequireBinary(t, "swaks", "swaks")
 	e := newEnv(t)
 	const staticPassword = "postfix-static-Pw"
-	dove := testkit.StartDovecot(t, e.idp, testkit.DovecotOptions{Password: staticPassword})
-	pf := testkit.StartPostfix(t, dove)
+	dove := realserver.StartDovecot(t, e.idp, realserver.DovecotOptions{Password: staticPassword})
+	pf := realserver.StartPostfix(t, dove)
 	smtpAddr := e.writeSMTPConfig(pf.SubmissionAddr, "100ms", "1s")
 	// A second account with provider "password": AUTH PLAIN upstream.
 	pwFile := filepath.Join(e.dir, "scanner.password")
@@ -104,10 +104,10 @@ local_password_hash = %q
 // authorize must drain it at once, not at the next retry: the first retry
 // is ten minutes away, so a pass cannot come from the schedule.
 func TestPostfixRevokedTokenDrainsOnHandover(t *testing.T) {
-	swaks := testkit.RequireBinary(t, "swaks", "swaks")
+	swaks := realserver.RequireBinary(t, "swaks", "swaks")
 	e := newEnv(t)
-	dove := testkit.StartDovecot(t, e.idp, testkit.DovecotOptions{})
-	pf := testkit.StartPostfix(t, dove)
+	dove := realserver.StartDovecot(t, e.idp, realserver.DovecotOptions{})
+	pf := realserver.StartPostfix(t, dove)
 	smtpAddr := e.writeSMTPConfig(pf.SubmissionAddr, "10m", "30m")
 	// The mailbox is read through Dovecot too, as a helpdesk does.
 	b, _ := os.ReadFile(e.cfg)

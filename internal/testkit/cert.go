@@ -49,8 +49,8 @@ func SelfSigned(host string) (tls.Certificate, []byte, error) {
 	return cert, certPEM, err
 }
 
-// pemKey returns the PEM encoding of cert's private key.
-func pemKey(cert tls.Certificate) ([]byte, error) {
+// PEMKey returns the PEM encoding of cert's private key.
+func PEMKey(cert tls.Certificate) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 	if err != nil {
 		return nil, err

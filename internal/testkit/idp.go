@@ -2,8 +2,10 @@
 // (see PROVIDERS.md): an OAuth 2.0 identity provider with refresh-token
 // rotation, revocation, Microsoft-style AADSTS errors and RFC 7662 token
 // introspection, and XOAUTH2-only IMAP upstreams in Google's and Exchange's
-// styles. Tests and `relayd demo` use them; nothing here listens beyond
-// loopback.
+// styles, and an XOAUTH2-only SMTP submission upstream. Tests and
+// `relayd demo` use them, so nothing here imports package testing; the
+// launchers of real Dovecot and Postfix live in internal/realserver. Nothing
+// here listens beyond loopback.
 package testkit
 
 import (
@@ -15,7 +17,6 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -310,7 +311,7 @@ func randHex() string {
 
 // StartIdP starts an IdP for a test, with a public client "client", and
 // stops it when the test ends.
-func StartIdP(t testing.TB) *IdP {
+func StartIdP(t TB) *IdP {
 	t.Helper()
 	idp, err := NewIdP()
 	if err != nil {

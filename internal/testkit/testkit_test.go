@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
@@ -88,7 +89,7 @@ func googleStyleUpstreams(t *testing.T) map[string]func(t *testing.T) (*testkit.
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { idp.Close() })
-			d := testkit.StartDovecot(t, idp, testkit.DovecotOptions{})
+			d := realserver.StartDovecot(t, idp, realserver.DovecotOptions{})
 			return idp, d.IMAPAddr
 		},
 	}

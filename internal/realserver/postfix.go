@@ -1,15 +1,15 @@
-package testkit
+package realserver
 
 import (
 	"bytes"
 	"fmt"
+	"github.com/relayd/relayd/internal/testkit"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +25,7 @@ type Postfix struct {
 	confDir        string
 	postfix        string
 	sink           *exec.Cmd
-	sinkErr        lockedBuffer
+	sinkErr        testkit.SyncBuffer
 	sinkDone       chan struct{}
 }
 
@@ -227,22 +227,4 @@ func (p *Postfix) WaitSunk(want []byte, timeout time.Duration) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writing process and readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,9 +1,10 @@
-package testkit
+package realserver
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/relayd/relayd/internal/testkit"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -45,7 +46,7 @@ type DovecotOptions struct {
 
 // StartDovecot starts Dovecot and stops it when the test ends. It skips
 // (or fails under RELAYD_REQUIRE_REAL=1) when Dovecot is not installed.
-func StartDovecot(t testing.TB, idp *IdP, opts DovecotOptions) *Dovecot {
+func StartDovecot(t testing.TB, idp *testkit.IdP, opts DovecotOptions) *Dovecot {
 	t.Helper()
 	bin := RequireBinary(t, "dovecot", "dovecot-imapd")
 	doveadm := RequireBinary(t, "doveadm", "dovecot-core")
@@ -59,7 +60,7 @@ func StartDovecot(t testing.TB, idp *IdP, opts DovecotOptions) *Dovecot {
 
 // RunDovecot starts Dovecot outside a test (the benchmark harness). Call
 // Stop when done.
-func RunDovecot(idp *IdP, opts DovecotOptions) (*Dovecot, error) {
+func RunDovecot(idp *testkit.IdP, opts DovecotOptions) (*Dovecot, error) {
 	bin, err := exec.LookPath("dovecot")
 	if err != nil {
 		return nil, errors.New("dovecot not found: install the Debian package dovecot-imapd")
@@ -161,12 +162,12 @@ func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dov
 	if err != nil {
 		return nil, err
 	}
-	cert, certPEM, err := SelfSigned("127.0.0.1")
+	cert, certPEM, err := testkit.SelfSigned("127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
 	_ = cert
-	keyPEM, err := pemKey(cert)
+	keyPEM, err := testkit.PEMKey(cert)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +194,7 @@ func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dov
 		doveadm:   doveadm,
 	}
 	if d.Password == "" {
-		d.Password = "static-" + randHex()[:12]
+		d.Password = fmt.Sprintf("static-%012x", rand.Int64())
 	}
 	oauth := fmt.Sprintf(`introspection_mode = post
 introspection_url = %s
