@@ -26,7 +26,7 @@ func ImportRefreshToken(ctx context.Context, a *config.Account, hc *http.Client,
 		ctx = context.WithValue(ctx, oauth2.HTTPClient, hc)
 	}
 	style := oauth2.AuthStyleAutoDetect
-	if a.Provider == "office365" || a.Provider == "outlook" {
+	if a.TokenAuthInParams {
 		style = oauth2.AuthStyleInParams
 	}
 	oc := oauth2.Config{

@@ -295,7 +295,7 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {
 	a := s.acct
 	style := oauth2.AuthStyleAutoDetect
-	if a.Provider == "office365" || a.Provider == "outlook" {
+	if a.TokenAuthInParams {
 		style = oauth2.AuthStyleInParams
 	}
 	if a.Grant == config.GrantClientCredentials {

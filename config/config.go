@@ -6,7 +6,7 @@
 //
 //	account[2].provider: unknown provider "office356" (did you mean "office365"?)
 //
-// Defaults live in Defaults and in the provider presets of package auth; the
+// Defaults live in Defaults and, for each provider, in package provider; the
 // example file config.example.toml at the repository root documents every key
 // and is parsed by the tests.
 package config
@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/relayd/relayd/provider"
 )
 
 // Config is relayd's whole configuration.
@@ -72,13 +74,13 @@ type Queue struct {
 }
 
 // Security is how relayd protects a connection to an upstream server.
-type Security string
+type Security = provider.Security
 
 // Connection security modes.
 const (
-	SecurityTLS      Security = "tls"      // implicit TLS
-	SecuritySTARTTLS Security = "starttls" // plaintext, then STARTTLS
-	SecurityNone     Security = "none"     // plaintext; loopback servers only
+	SecurityTLS      = provider.SecurityTLS
+	SecuritySTARTTLS = provider.SecuritySTARTTLS
+	SecurityNone     = provider.SecurityNone
 )
 
 // Direction says which way mail flows for an account.
@@ -99,8 +101,8 @@ func (d Direction) Outgoing() bool { return d == DirOutgoing || d == DirBoth }
 
 // Grant types an account can use.
 const (
-	GrantRefreshToken      = "refresh_token"      // delegated: a user's grant
-	GrantClientCredentials = "client_credentials" // Microsoft app-only
+	GrantRefreshToken      = provider.GrantRefreshToken
+	GrantClientCredentials = provider.GrantClientCredentials
 )
 
 // Account is one upstream mailbox and the local credentials that reach it.
@@ -142,9 +144,12 @@ type Account struct {
 	// from the provider: 3 for Microsoft (Exchange Online's limit), 5 for
 	// Gmail, 2 otherwise.
 	SMTPConnections int
-	// SMTPRate caps messages per minute. Default 30 for Microsoft, else
-	// unlimited (0).
+	// SMTPRate caps messages per minute. Default from the provider: 30
+	// for Microsoft, else unlimited (0).
 	SMTPRate int
+	// TokenAuthInParams sends the client credentials in the token
+	// request's body (the provider wants it so), not with HTTP Basic.
+	TokenAuthInParams bool
 }
 
 // OAuth reports whether the account logs in upstream with OAuth 2.0.
@@ -167,7 +172,7 @@ func Defaults() *Config {
 }
 
 // Providers are the known provider names.
-var Providers = []string{"office365", "outlook", "gmail", "password", "custom"}
+var Providers = provider.Names
 
 // Error is a configuration error about one key.
 type Error struct {

@@ -50,6 +50,7 @@ func TestParseGood(t *testing.T) {
 		DeviceAuthURL: "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode",
 		IMAPServer:    "outlook.office365.com:993", SMTPServer: "smtp.office365.com:587",
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
+		SMTPConnections: 3, SMTPRate: 30, TokenAuthInParams: true,
 	}
 	got := *a
 	got.Scopes = nil

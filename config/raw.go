@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/relayd/relayd/provider"
 )
 
 // rawConfig mirrors the file's shape; convert turns it into a Config.
@@ -140,7 +143,7 @@ func (r *rawConfig) convert() (*Config, []error) {
 	return cfg, errs
 }
 
-func checkListen(key, addr string, bad func(key, format string, args ...any)) {
+func checkListen(key, addr string, bad badFunc) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		bad(key, "%q is not host:port", addr)
 		return
@@ -150,7 +153,7 @@ func checkListen(key, addr string, bad func(key, format string, args ...any)) {
 	}
 }
 
-func duration(dst *time.Duration, src *string, key string, bad func(key, format string, args ...any)) {
+func duration(dst *time.Duration, src *string, key string, bad badFunc) {
 	if src == nil {
 		return
 	}
@@ -162,7 +165,12 @@ func duration(dst *time.Duration, src *string, key string, bad func(key, format 
 	*dst = d
 }
 
-func (r *rawAccount) convert(key string, bad func(key, format string, args ...any)) *Account {
+// badFunc records an error about a key.
+type badFunc func(key, format string, args ...any)
+
+// convert turns one [[account]] table into an Account, filling defaults
+// from its provider; each concern has its own validator below.
+func (r *rawAccount) convert(key string, bad badFunc) *Account {
 	a := &Account{
 		Name:              r.Name,
 		Provider:          r.Provider,
@@ -189,17 +197,21 @@ func (r *rawAccount) convert(key string, bad func(key, format string, args ...an
 		SMTPConnections:   r.SMTPConnections,
 		SMTPRate:          r.SMTPRate,
 	}
-	for i, addr := range a.SendAs {
-		if !strings.Contains(addr, "@") {
-			bad(fmt.Sprintf("%s.send_as[%d]", key, i), "%q is not an email address", addr)
-		}
+	checkIdentity(key, a, bad)
+	checkLocalLogin(key, a, bad)
+	checkSending(key, a, bad)
+	p := checkProvider(key, a, bad)
+	if p == nil {
+		return a
 	}
-	if a.SMTPConnections < 0 {
-		bad(key+".smtp_connections", "must not be negative")
-	}
-	if a.SMTPRate < 0 {
-		bad(key+".smtp_rate", "must not be negative (0 means no limit)")
-	}
+	applyPreset(p, a)
+	checkCredentials(key, a, p, bad)
+	checkServers(key, a, bad)
+	return a
+}
+
+// checkIdentity: the account's name, mailbox, sign-in and direction.
+func checkIdentity(key string, a *Account, bad badFunc) {
 	if a.Name == "" {
 		bad(key+".name", "required: a short name used on the command line, e.g. relayd authorize support")
 	} else if strings.ContainsAny(a.Name, "/\\ \t\n") || strings.HasPrefix(a.Name, ".") {
@@ -213,34 +225,47 @@ func (r *rawAccount) convert(key string, bad func(key, format string, args ...an
 	if a.Login == "" {
 		a.Login = a.Email
 	}
-	if a.LocalUser == "" {
-		a.LocalUser = a.Email
-	}
 	if a.Direction == "" {
 		a.Direction = DirBoth
 	}
 	switch a.Direction {
 	case DirIncoming, DirOutgoing, DirBoth:
 	default:
-		bad(key+".direction", "unknown direction %q (use incoming, outgoing or both)", r.Direction)
+		bad(key+".direction", "unknown direction %q (use incoming, outgoing or both)", a.Direction)
+	}
+}
+
+// checkLocalLogin: what the legacy client sends.
+func checkLocalLogin(key string, a *Account, bad badFunc) {
+	if a.LocalUser == "" {
+		a.LocalUser = a.Email
 	}
 	if a.LocalPasswordHash == "" {
 		bad(key+".local_password_hash", "required: create one with 'relayd hash-password'")
 	} else if !strings.HasPrefix(a.LocalPasswordHash, "$2") {
 		bad(key+".local_password_hash", "not a bcrypt hash: create one with 'relayd hash-password'")
 	}
-	for _, s := range []struct {
-		key string
-		val *Security
-	}{{"imap_security", &a.IMAPSecurity}, {"smtp_security", &a.SMTPSecurity}} {
-		switch *s.val {
-		case "", SecurityTLS, SecuritySTARTTLS, SecurityNone:
-		default:
-			bad(key+"."+s.key, "unknown security %q (use tls, starttls or none)", *s.val)
+}
+
+// checkSending: the envelope policy and sending limits.
+func checkSending(key string, a *Account, bad badFunc) {
+	for i, addr := range a.SendAs {
+		if !strings.Contains(addr, "@") {
+			bad(fmt.Sprintf("%s.send_as[%d]", key, i), "%q is not an email address", addr)
 		}
 	}
+	if a.SMTPConnections < 0 {
+		bad(key+".smtp_connections", "must not be negative")
+	}
+	if a.SMTPRate < 0 {
+		bad(key+".smtp_rate", "must not be negative (0 means no limit)")
+	}
+}
 
-	p, known := presets[a.Provider]
+// checkProvider returns the account's provider, or nil after reporting
+// why there is none.
+func checkProvider(key string, a *Account, bad badFunc) *provider.Provider {
+	p, known := provider.Lookup(a.Provider)
 	switch {
 	case a.Provider == "":
 		bad(key+".provider", "required: one of %s", strings.Join(Providers, ", "))
@@ -252,67 +277,84 @@ func (r *rawAccount) convert(key string, bad func(key, format string, args ...an
 			msg += " (use one of " + strings.Join(Providers, ", ") + ")"
 		}
 		bad(key+".provider", "%s", msg)
-	default:
-		p.apply(a)
 	}
+	for _, s := range []struct {
+		key string
+		val Security
+	}{{"imap_security", a.IMAPSecurity}, {"smtp_security", a.SMTPSecurity}} {
+		switch s.val {
+		case "", SecurityTLS, SecuritySTARTTLS, SecurityNone:
+		default:
+			bad(key+"."+s.key, "unknown security %q (use tls, starttls or none)", s.val)
+		}
+	}
+	return p
+}
 
-	if a.Grant == "" {
-		a.Grant = GrantRefreshToken
-	}
-	switch {
-	case a.Provider == "password":
+// checkCredentials: how the account logs in upstream.
+func checkCredentials(key string, a *Account, p *provider.Provider, bad badFunc) {
+	if !p.OAuth {
 		if a.PasswordFile == "" {
-			bad(key+".password_file", "required for provider \"password\": a file holding the upstream password")
+			bad(key+".password_file", "required for provider %q: a file holding the upstream password", a.Provider)
 		}
 		for k, v := range map[string]string{"client_id": a.ClientID, "client_secret_file": a.ClientSecretFile, "token_url": a.TokenURL} {
 			if v != "" {
-				bad(key+"."+k, "not used with provider \"password\"")
+				bad(key+"."+k, "not used with provider %q", a.Provider)
 			}
 		}
-	case known:
-		if a.ClientID == "" {
-			bad(key+".client_id", "required: the OAuth application (client) id")
+		return
+	}
+	if a.Grant == "" {
+		a.Grant = p.Grants[0]
+	}
+	if a.ClientID == "" {
+		bad(key+".client_id", "required: the OAuth application (client) id")
+	}
+	if a.TokenURL == "" {
+		bad(key+".token_url", "required for provider %q", a.Provider)
+	}
+	if a.PasswordFile != "" {
+		bad(key+".password_file", "only used with provider \"password\"")
+	}
+	switch a.Grant {
+	case GrantRefreshToken, GrantClientCredentials:
+		if !p.AllowsGrant(a.Grant) {
+			bad(key+".grant", "%q does not support the %s grant", a.Provider, a.Grant)
+			return
 		}
-		if a.TokenURL == "" {
-			bad(key+".token_url", "required for provider %q", a.Provider)
+	default:
+		bad(key+".grant", "unknown grant %q (use refresh_token or client_credentials)", a.Grant)
+		return
+	}
+	if a.Grant == GrantClientCredentials {
+		if a.ClientSecretFile == "" {
+			bad(key+".client_secret_file", "required with grant \"client_credentials\"")
 		}
-		if a.PasswordFile != "" {
-			bad(key+".password_file", "only used with provider \"password\"")
-		}
-		switch a.Grant {
-		case GrantRefreshToken:
-		case GrantClientCredentials:
-			if a.ClientSecretFile == "" {
-				bad(key+".client_secret_file", "required with grant \"client_credentials\"")
-			}
-			if a.Provider == "office365" && (a.Tenant == "organizations" || a.Tenant == "common") {
-				bad(key+".tenant", "grant \"client_credentials\" needs the tenant id or domain, not %q", a.Tenant)
-			}
-			if a.Provider == "gmail" || a.Provider == "outlook" {
-				bad(key+".grant", "%q does not support the client_credentials grant", a.Provider)
-			}
-		default:
-			bad(key+".grant", "unknown grant %q (use refresh_token or client_credentials)", a.Grant)
+		if slices.Contains(p.MultiTenantAliases, a.Tenant) {
+			bad(key+".tenant", "grant \"client_credentials\" needs the tenant id or domain, not %q", a.Tenant)
 		}
 	}
-	if a.Direction.Incoming() && known {
+}
+
+// checkServers: the upstream IMAP and SMTP servers the direction needs.
+func checkServers(key string, a *Account, bad badFunc) {
+	if a.Direction.Incoming() {
 		if a.IMAPServer == "" {
 			bad(key+".imap_server", "required for an account with direction %q", a.Direction)
 		} else {
 			checkUpstream(key, "imap", a.IMAPServer, a.IMAPSecurity, bad)
 		}
 	}
-	if a.Direction.Outgoing() && known {
+	if a.Direction.Outgoing() {
 		if a.SMTPServer == "" {
 			bad(key+".smtp_server", "required for an account with direction %q", a.Direction)
 		} else {
 			checkUpstream(key, "smtp", a.SMTPServer, a.SMTPSecurity, bad)
 		}
 	}
-	return a
 }
 
-func checkUpstream(key, proto, addr string, sec Security, bad func(key, format string, args ...any)) {
+func checkUpstream(key, proto, addr string, sec Security, bad badFunc) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		bad(key+"."+proto+"_server", "%q is not host:port", addr)
 		return

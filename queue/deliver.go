@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/provider"
 )
 
 // worker delivers one account's mail until ctx ends.
@@ -151,35 +151,23 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 	q.mu.Unlock()
 }
 
-// maxConns is the account's limit of concurrent upstream SMTP connections:
-// Exchange Online allows 3 per mailbox.
+// maxConns is the account's limit of concurrent upstream SMTP connections
+// (config fills the provider's, e.g. Exchange Online's 3 per mailbox); 2
+// when nothing says.
 func maxConns(a *config.Account) int {
 	if a.SMTPConnections > 0 {
 		return a.SMTPConnections
 	}
-	switch a.Provider {
-	case "office365", "outlook":
-		return 3
-	case "gmail":
-		return 5
-	}
 	return 2
 }
 
-// minInterval is the pause between two messages of an account that a
-// provider's rate limit needs (Exchange Online: 30 per minute).
+// minInterval is the pause between two messages of an account that its
+// rate limit needs (Exchange Online: 30 per minute).
 func minInterval(a *config.Account) time.Duration {
-	rate := a.SMTPRate
-	if rate == 0 {
-		switch a.Provider {
-		case "office365", "outlook":
-			rate = 30
-		}
-	}
-	if rate <= 0 {
+	if a.SMTPRate <= 0 {
 		return 0
 	}
-	return time.Minute / time.Duration(rate)
+	return time.Minute / time.Duration(a.SMTPRate)
 }
 
 // runConnection opens one upstream connection and delivers messages from
@@ -404,7 +392,7 @@ func tokenError(err error) error {
 // isSMTPAuthDisabled recognises Exchange's 535 5.7.139: SMTP AUTH is
 // switched off for the tenant or the mailbox.
 func isSMTPAuthDisabled(se *smtp.SMTPError) bool {
-	return se.EnhancedCode == smtp.EnhancedCode{5, 7, 139} || strings.Contains(se.Message, "SmtpClientAuthentication is disabled")
+	return provider.SMTPAuthDisabled(se.Code, se.EnhancedCode, se.Message)
 }
 
 // authError turns a refused AUTH into an account condition.
@@ -541,8 +529,7 @@ func replyText(se *smtp.SMTPError) string {
 // rather than bounce: Exchange's 554 5.2.0 ...SubmissionQuotaExceeded and
 // Gmail's 550 5.4.5 daily sending limit.
 func isThrottle(se *smtp.SMTPError) bool {
-	return strings.Contains(se.Message, "SubmissionQuotaExceeded") ||
-		se.EnhancedCode == smtp.EnhancedCode{5, 4, 5} || se.EnhancedCode == smtp.EnhancedCode{4, 4, 5}
+	return provider.SMTPThrottle(se.Code, se.EnhancedCode, se.Message)
 }
 
 // finish records the outcome of an attempt.

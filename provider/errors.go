@@ -1,0 +1,94 @@
+package provider
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Fix is who can fix an account condition.
+type Fix int
+
+// Who fixes a condition.
+const (
+	FixRetry  Fix = iota // transient: relayd retries by itself
+	FixReauth            // a new grant: relayd authorize NAME
+	FixAdmin             // only an administrator (of the tenant or the app)
+)
+
+// Meaning is what a provider's error code means for an account.
+type Meaning struct {
+	// Reason is the stable reason code relayd reports (status JSON, logs).
+	Reason string
+	Fix    Fix
+	// What happened, in words, e.g. "the client secret has expired".
+	What string
+	// Action is what the admin must do, for FixAdmin; empty otherwise.
+	Action string
+}
+
+// AADSTS are the Microsoft Entra token-endpoint error codes relayd knows,
+// found in the error_description and error_codes of an error response.
+var AADSTS = map[int]Meaning{
+	70008:  {Reason: "grant_expired", Fix: FixReauth, What: "the grant has expired or was revoked"},
+	700082: {Reason: "grant_expired_idle", Fix: FixReauth, What: "the grant expired after 90 days without use"},
+	50173:  {Reason: "grant_revoked", Fix: FixReauth, What: "the grant was revoked (a password change or an admin)"},
+	70043:  {Reason: "signin_frequency", Fix: FixReauth, What: "a Conditional Access sign-in frequency policy ended the grant"},
+	65001: {Reason: "consent_missing", Fix: FixAdmin, What: "the application has no consent for these permissions",
+		Action: "grant consent for the application's permissions"},
+	7000222: {Reason: "client_secret_expired", Fix: FixAdmin, What: "the client secret has expired",
+		Action: "create a new secret for the app registration and put it in client_secret_file"},
+	7000218: {Reason: "public_client_disallowed", Fix: FixAdmin, What: "the app registration does not allow public client flows",
+		Action: "enable 'Allow public client flows' on the app registration, or configure client_secret_file"},
+}
+
+// OAuthErrors are the meanings of RFC 6749 §5.2 error codes, used when no
+// provider-specific code says more.
+var OAuthErrors = map[string]Meaning{
+	"invalid_grant": {Reason: "grant_revoked", Fix: FixReauth, What: "the grant was rejected: it expired or was revoked"},
+	"invalid_client": {Reason: "client_rejected", Fix: FixAdmin, What: "the token endpoint rejected the client",
+		Action: "check client_id and client_secret_file"},
+	"unauthorized_client": {Reason: "client_rejected", Fix: FixAdmin, What: "the client may not use this grant",
+		Action: "check the app registration's allowed flows"},
+	"invalid_scope": {Reason: "scope_refused", Fix: FixAdmin, What: "the token endpoint refused the scopes",
+		Action: "grant the application its permissions"},
+	"access_denied": {Reason: "consent_missing", Fix: FixAdmin, What: "access was denied",
+		Action: "grant the application its permissions"},
+	"consent_required": {Reason: "consent_missing", Fix: FixAdmin, What: "consent is required",
+		Action: "grant consent for the application's permissions"},
+}
+
+// LookupAADSTS finds a known AADSTS code in a token-endpoint error body.
+func LookupAADSTS(body string) (code int, m Meaning, ok bool) {
+	for rest := body; ; {
+		i := strings.Index(rest, "AADSTS")
+		if i < 0 {
+			return 0, Meaning{}, false
+		}
+		rest = rest[i+len("AADSTS"):]
+		n := 0
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		c, err := strconv.Atoi(rest[:n])
+		if m, ok := AADSTS[c]; ok && err == nil {
+			return c, m, true
+		}
+	}
+}
+
+// SMTPAuthDisabled recognises Exchange Online's refusal of SMTP AUTH for a
+// tenant or mailbox: 535 5.7.139 "SmtpClientAuthentication is disabled",
+// and 550 5.7.30 "Basic authentication is not supported for Client
+// Submission".
+func SMTPAuthDisabled(code int, enhanced [3]int, msg string) bool {
+	return enhanced == [3]int{5, 7, 139} || enhanced == [3]int{5, 7, 30} ||
+		strings.Contains(msg, "SmtpClientAuthentication is disabled")
+}
+
+// SMTPThrottle recognises quota and throttling replies, which defer mail
+// rather than bounce it even with a 5xx code: Exchange's 554 5.2.0
+// ...SubmissionQuotaExceeded, Gmail's 550 5.4.5 daily sending limit.
+func SMTPThrottle(code int, enhanced [3]int, msg string) bool {
+	return strings.Contains(msg, "SubmissionQuotaExceeded") ||
+		enhanced == [3]int{5, 4, 5} || enhanced == [3]int{4, 4, 5}
+}
