@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 )
 
 // Account is what relayd needs to log in upstream for one configured
@@ -14,6 +15,8 @@ import (
 // goroutine.
 type Account struct {
 	Config *config.Account
+	// Health is the account's condition, the one place that decides it.
+	Health *health.Account
 	// Tokens hands out access tokens; nil for provider "password".
 	Tokens *Source
 	// Password is the upstream password of a provider "password" account.
@@ -27,9 +30,15 @@ type Account struct {
 }
 
 // NewAccount reads the password file and the private CA bundle the
-// configuration names.
+// configuration names. The account's condition is the token source's, or
+// a new one for a password account.
 func NewAccount(a *config.Account, tokens *Source) (*Account, error) {
 	acct := &Account{Config: a, Tokens: tokens, tlsSessions: tls.NewLRUClientSessionCache(16)}
+	if tokens != nil {
+		acct.Health = tokens.Health()
+	} else {
+		acct.Health = health.New(a.Name, nil, nil)
+	}
 	if a.PasswordFile != "" {
 		pw, err := ReadSecretFile(a.PasswordFile)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
@@ -152,12 +153,11 @@ func TestRevokedGrantNeedsReauth(t *testing.T) {
 	src, _ := newSource(t, idp, SourceOptions{})
 	idp.Revoke("support@example.com")
 	_, err := src.Token(context.Background())
-	var ae *AccountError
-	if !errors.As(err, &ae) || ae.State != StateNeedsReauth {
-		t.Fatalf("Token() = %v, want needs_reauth AccountError", err)
+	if he := health.AsError(err); he == nil || he.State != health.StateNeedsReauth || he.Reason != health.ReasonGrantExpired {
+		t.Fatalf("Token() = %v, want needs_reauth (grant_expired)", err)
 	}
-	st := src.Status()
-	if st.State != StateNeedsReauth || !strings.Contains(st.Advice, "relayd authorize support") ||
+	st := src.Health().Snapshot()
+	if st.State != health.StateNeedsReauth || !strings.Contains(st.Advice, "relayd authorize support") ||
 		!strings.Contains(st.LastError, "invalid_grant") || !strings.Contains(st.LastError, "AADSTS70008") {
 		t.Errorf("Status() = %+v", st)
 	}
@@ -167,9 +167,9 @@ func TestTransientFailuresBecomeNeedsReauth(t *testing.T) {
 	idp := newIdP(t)
 	src, _ := newSource(t, idp, SourceOptions{FailureThreshold: 3})
 	idp.SetDown(true)
-	for i, want := range []State{StateDegraded, StateDegraded, StateNeedsReauth} {
+	for i, want := range []health.State{health.StateDegraded, health.StateDegraded, health.StateNeedsReauth} {
 		src.Token(context.Background())
-		if st := src.Status(); st.State != want {
+		if st := src.Health().Snapshot(); st.State != want {
 			t.Errorf("after failure %d: state %s, want %s (%s)", i+1, st.State, want, st.Advice)
 		}
 	}
@@ -177,7 +177,7 @@ func TestTransientFailuresBecomeNeedsReauth(t *testing.T) {
 	if _, err := src.Token(context.Background()); err != nil {
 		t.Fatalf("Token() after recovery = %v", err)
 	}
-	if st := src.Status(); st.State != StateOK || st.LastSuccess.IsZero() {
+	if st := src.Health().Snapshot(); st.State != health.StateOK || st.LastSuccess.IsZero() {
 		t.Errorf("after recovery: %+v", st)
 	}
 }
@@ -187,8 +187,8 @@ func TestExpiredClientSecretNeedsAdmin(t *testing.T) {
 	src, _ := newSource(t, idp, SourceOptions{})
 	idp.ExpireClientSecret("client")
 	_, err := src.Token(context.Background())
-	var ae *AccountError
-	if !errors.As(err, &ae) || ae.State != StateNeedsAdmin || !strings.Contains(ae.Advice, "AADSTS7000222") {
+	if ae := health.AsError(err); ae == nil || ae.State != health.StateNeedsAdmin || ae.Reason != health.ReasonClientSecretExpired ||
+		!strings.Contains(ae.Advice, "AADSTS7000222") || strings.Contains(ae.Client, "client") && strings.Contains(ae.Client, "secret") {
 		t.Fatalf("Token() = %v, want needs_admin naming AADSTS7000222", err)
 	}
 }
@@ -199,7 +199,7 @@ func TestNoGrantNeedsReauth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := src.Status(); st.State != StateNeedsReauth || !strings.Contains(st.Advice, "relayd authorize support") {
+	if st := src.Health().Snapshot(); st.State != health.StateNeedsReauth || !strings.Contains(st.Advice, "relayd authorize support") {
 		t.Errorf("Status() = %+v", st)
 	}
 	if _, err := src.Token(context.Background()); err == nil {
@@ -360,30 +360,32 @@ func TestRunKeepsGrantAlive(t *testing.T) {
 	}
 }
 
-// Run retries a degraded account with backoff and reports recovery.
+// Run retries a degraded account with backoff, and the account's health
+// sees it recover.
 func TestRunRetriesDegraded(t *testing.T) {
 	idp := newIdP(t)
-	changes := make(chan State, 16)
 	src, _ := newSource(t, idp, SourceOptions{
 		RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
-		OnChange: func(s State) { changes <- s },
 	})
+	h := src.Health()
 	idp.SetDown(true)
 	src.Token(context.Background())
-	if got := <-changes; got != StateDegraded {
-		t.Fatalf("state change = %s, want degraded", got)
+	if st := h.State(); st != health.StateDegraded {
+		t.Fatalf("state = %s, want degraded", st)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { src.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
+	changed := h.Changed()
 	idp.SetDown(false)
-	select {
-	case got := <-changes:
-		if got != StateOK {
-			t.Errorf("state change = %s, want ok", got)
+	timeout := time.After(10 * time.Second)
+	for h.State() != health.StateOK {
+		select {
+		case <-changed:
+			changed = h.Changed()
+		case <-timeout:
+			t.Fatal("Run did not recover the degraded account")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not recover the degraded account")
 	}
 }

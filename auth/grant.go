@@ -9,6 +9,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 )
 
 // ImportRefreshToken validates a refresh token obtained elsewhere (another
@@ -35,8 +36,9 @@ func ImportRefreshToken(ctx context.Context, a *config.Account, hc *http.Client,
 	}
 	tok, err := oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
-		_, advice := Classify(a, err)
-		if advice == fmt.Sprintf("the grant was rejected; run 'relayd authorize %s'", a.Name) {
+		he := Classify(a, err)
+		advice := he.Advice
+		if he.State == health.StateNeedsReauth {
 			advice = fmt.Sprintf("the refresh token was rejected: it is expired or revoked, or was issued to another client id than %s", a.ClientID)
 		}
 		return nil, fmt.Errorf("account %q: %s (%s)", a.Name, advice, describe(err))

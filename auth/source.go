@@ -15,6 +15,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 )
 
 // SourceOptions configure a Source.
@@ -42,9 +43,9 @@ type SourceOptions struct {
 	// RetryMin and RetryMax bound the backoff of Run's retries after a
 	// failed refresh. Defaults 1 and 30 minutes.
 	RetryMin, RetryMax time.Duration
-	// OnChange, if set, is called after the account's state changed or a
-	// new grant was installed (the queue releases held mail on it).
-	OnChange func(State)
+	// Health is the account's condition, which the source reports to.
+	// Default: a new one.
+	Health *health.Account
 }
 
 // Source hands out access tokens for one account. All connections of the
@@ -61,7 +62,8 @@ type Source struct {
 	grant     *Grant // nil: none stored
 	gen       uint64 // bumped by Install; a refresh started before is discarded
 	inflight  *refreshCall
-	health    healthState
+	health    *health.Account
+	failures  int           // transient refresh failures in a row
 	installCh chan struct{} // closed by Install
 }
 
@@ -99,7 +101,10 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		opts.RetryMax = 30 * time.Minute
 	}
 	a := opts.Account
-	s := &Source{opts: opts, acct: a, log: opts.Logger.With("account", a.Name)}
+	if opts.Health == nil {
+		opts.Health = health.New(a.Name, opts.Logger, opts.Now)
+	}
+	s := &Source{opts: opts, acct: a, log: opts.Logger.With("account", a.Name), health: opts.Health}
 	if a.ClientSecretFile != "" {
 		secret, err := ReadSecretFile(a.ClientSecretFile)
 		if err != nil {
@@ -111,7 +116,7 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	switch {
 	case errors.Is(err, ErrNoGrant):
 		if a.Grant != config.GrantClientCredentials {
-			s.health.set(StateNeedsReauth, "no grant stored yet: run 'relayd authorize "+a.Name+"'")
+			s.health.Fail(health.SourceToken, Classify(a, errNoGrant))
 		}
 	case err != nil:
 		return nil, err
@@ -146,7 +151,7 @@ func (s *Source) Run(ctx context.Context) {
 	backoff := s.opts.RetryMin
 	for {
 		wait := s.nextKeepAlive()
-		if st := s.Status().State; st == StateDegraded {
+		if st := s.tokenState(); st == health.StateDegraded {
 			wait = backoff
 			backoff = min(2*backoff, s.opts.RetryMax)
 		} else {
@@ -162,12 +167,12 @@ func (s *Source) Run(ctx context.Context) {
 			continue
 		case <-t.C:
 		}
-		switch s.Status().State {
-		case StateNeedsReauth, StateNeedsAdmin:
+		st := s.tokenState()
+		if st.NeedsAttention() {
 			continue // waits for installed()
 		}
 		s.mu.Lock()
-		due := s.grant != nil && (s.health.state == StateDegraded ||
+		due := s.grant != nil && (st == health.StateDegraded ||
 			s.opts.Now().Sub(s.grant.RefreshedAt) >= s.opts.KeepAlive)
 		stale := ""
 		if s.grant != nil {
@@ -205,7 +210,7 @@ func (s *Source) installed() <-chan struct{} {
 func (s *Source) Account() *config.Account { return s.acct }
 
 // Token returns a valid access token, refreshing first when the cached one
-// has less than RefreshMargin left. Errors are *AccountError.
+// has less than RefreshMargin left. Errors are *health.Error.
 func (s *Source) Token(ctx context.Context) (string, error) {
 	return s.token(ctx, "")
 }
@@ -251,15 +256,14 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 	now := s.opts.Now()
 
 	s.mu.Lock()
-	prev := s.health.state
+	var report func()
 	defer func() {
 		s.inflight = nil
-		now := s.health.state
 		s.mu.Unlock()
-		close(call.done)
-		if now != prev && s.opts.OnChange != nil {
-			s.opts.OnChange(now)
+		if report != nil {
+			report() // outside s.mu: health logs
 		}
+		close(call.done)
 	}()
 	if s.gen != gen {
 		// A new grant was installed while this refresh ran: keep the new one.
@@ -269,7 +273,9 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 		}
 	}
 	if err != nil {
-		call.err = s.fail(err, now)
+		he := s.fail(err)
+		call.err = he
+		report = func() { s.health.Fail(health.SourceToken, he) }
 		return
 	}
 	g := &Grant{ClientID: s.acct.ClientID, GrantedAt: now}
@@ -288,7 +294,8 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 		s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
 	}
 	s.grant = g
-	s.health.succeed(now)
+	s.failures = 0
+	report = func() { s.health.Succeed(health.SourceToken) }
 	call.token = g.AccessToken
 }
 
@@ -317,26 +324,36 @@ func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {
 
 var errNoGrant = errors.New("no grant stored")
 
-// fail records a refresh failure and returns it as an *AccountError.
-// s.mu is held.
-func (s *Source) fail(err error, now time.Time) error {
-	state, advice := Classify(s.acct, err)
-	if state == StateDegraded && s.health.failures+1 >= s.opts.FailureThreshold {
-		state = StateNeedsReauth
-		advice = fmt.Sprintf("%d token refreshes failed in a row; check connectivity to %s, then run 'relayd authorize %s'",
-			s.health.failures+1, hostOf(s.acct.TokenURL), s.acct.Name)
-	}
-	msg := describe(err)
-	s.health.fail(state, advice, msg, now)
-	if state != StateDegraded {
+// fail classifies a refresh failure, counting transient ones: after
+// FailureThreshold in a row the account needs attention. s.mu is held.
+func (s *Source) fail(err error) *health.Error {
+	he := Classify(s.acct, err)
+	if he.State == health.StateDegraded {
+		s.failures++
+		if s.failures >= s.opts.FailureThreshold {
+			he.State, he.Reason = health.StateNeedsReauth, health.ReasonRefreshFailures
+			he.Advice = fmt.Sprintf("%d token refreshes failed in a row; check connectivity to %s, then run 'relayd authorize %s'",
+				s.failures, hostOf(s.acct.TokenURL), s.acct.Name)
+		}
+	} else {
 		s.dropAccessToken()
 	}
-	s.log.Warn("token refresh failed", "state", state, "err", msg, "advice", advice)
-	return &AccountError{Account: s.acct.Name, State: state, Advice: advice, Err: errors.New(msg)}
+	s.log.Warn("token refresh failed", "state", he.State, "reason", he.Reason, "err", he.Detail())
+	return he
 }
 
-// Install makes g the account's grant, persisting it first. A refresh that
-// is running while Install is called does not overwrite g.
+// tokenState is the state of the token endpoint's last answer.
+func (s *Source) tokenState() health.State {
+	if e := s.health.Condition(health.SourceToken); e != nil {
+		return e.State
+	}
+	return health.StateOK
+}
+
+// Install makes g the account's grant, persisting it first. It replaces
+// every cached access token, and a refresh that is running while Install
+// is called does not overwrite g. The account's conditions are cleared:
+// held mail is released.
 func (s *Source) Install(g *Grant) error {
 	if err := s.opts.Store.Save(s.acct.Name, g); err != nil {
 		return err
@@ -344,55 +361,57 @@ func (s *Source) Install(g *Grant) error {
 	s.mu.Lock()
 	s.grant = g
 	s.gen++
-	s.health.succeed(s.opts.Now())
+	s.failures = 0
 	if s.installCh != nil {
 		close(s.installCh)
 		s.installCh = nil
 	}
 	s.mu.Unlock()
 	s.log.Info("new grant installed")
-	if s.opts.OnChange != nil {
-		s.opts.OnChange(StateOK)
-	}
+	s.health.Reset()
 	return nil
 }
 
-// Status reports the account's token state.
+// TokenStatus is what status shows of an account's grant.
+type TokenStatus struct {
+	AccessTokenExpiry time.Time `json:"access_token_expiry,omitzero"`
+	LastRefresh       time.Time `json:"last_refresh,omitzero"`
+	GrantedAt         time.Time `json:"granted_at,omitzero"`
+}
+
+// Status reports the account's grant.
 func (s *Source) Status() TokenStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := TokenStatus{
-		State:       s.health.state,
-		Advice:      s.health.advice,
-		LastError:   s.health.lastErr,
-		LastErrorAt: s.health.lastErrAt,
-		LastSuccess: s.health.lastOK,
-	}
+	var st TokenStatus
 	if g := s.grant; g != nil {
 		st.AccessTokenExpiry = g.Expiry
 		st.LastRefresh = g.RefreshedAt
 		st.GrantedAt = g.GrantedAt
-		if st.State == "" {
-			st.State = StateOK
-		}
-	}
-	if st.State == "" {
-		st.State = StateOK
 	}
 	return st
 }
 
-// MarkUpstreamRejected records that the upstream server refused a fresh
+// Health is the account's condition.
+func (s *Source) Health() *health.Account { return s.health }
+
+// RejectedByUpstream records that an upstream server refused a fresh
 // token: the grant lacks a scope, or the mailbox is not reachable for this
-// sign-in. Only a new grant or an admin fixes that.
-func (s *Source) MarkUpstreamRejected(server, reply string) *AccountError {
+// sign-in. Only a new grant or an admin fixes that. The token is dropped.
+func (s *Source) RejectedByUpstream(src health.Source, server, reply string) *health.Error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	advice := fmt.Sprintf("%s refused a fresh token for %s; check that %s may open this mailbox, then run 'relayd authorize %s'",
-		server, s.acct.Email, s.acct.Login, s.acct.Name)
-	s.health.fail(StateNeedsReauth, advice, "upstream said: "+reply, s.opts.Now())
 	s.dropAccessToken()
-	return &AccountError{Account: s.acct.Name, State: StateNeedsReauth, Advice: advice, Err: errors.New(reply)}
+	s.mu.Unlock()
+	a := s.acct
+	he := &health.Error{
+		State: health.StateNeedsReauth, Reason: health.ReasonUpstreamRejectedToken,
+		Advice: fmt.Sprintf("%s refused a fresh token for %s; check that %s may open this mailbox, then run 'relayd authorize %s'",
+			server, a.Email, a.Login, a.Name),
+		Client: fmt.Sprintf("mailbox %q needs reauthorization: run 'relayd authorize %s'", a.Name, a.Name),
+		Err:    errors.New("upstream said: " + reply),
+	}
+	s.health.Fail(src, he)
+	return he
 }
 
 // dropAccessToken forgets the cached access token of a grant that is dead

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/health"
 )
 
 // ErrServerClosed is returned by Serve after Close or Shutdown.
@@ -474,27 +475,26 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 }
 
 // failure logs a failed upstream login and returns the reply for the
-// client, in words an admin can act on.
+// client: words an admin can act on, without configuration details (the
+// log and relayd status have those).
 func (c *imapSession) failure(log *slog.Logger, a *Account, err error) string {
 	name := a.Config.Name
-	var ae *auth.AccountError
 	var ue *unavailableError
-	switch {
-	case errors.As(err, &ae):
-		log.Warn("IMAP login failed: account needs attention", "state", ae.State, "err", ae.Err, "advice", ae.Advice)
-		switch ae.State {
-		case auth.StateNeedsReauth:
-			return fmt.Sprintf("NO [AUTHENTICATIONFAILED] mailbox %q needs reauthorization: run 'relayd authorize %s'", name, name)
-		case auth.StateNeedsAdmin:
-			return fmt.Sprintf("NO [AUTHENTICATIONFAILED] mailbox %q needs an administrator: %s", name, ae.Advice)
-		default:
-			return fmt.Sprintf("NO [UNAVAILABLE] cannot get a token for mailbox %q right now, try again", name)
+	if he := health.AsError(err); he != nil {
+		log.Warn("IMAP login failed: account needs attention", "state", he.State, "reason", he.Reason, "err", he.Detail(), "advice", he.Advice)
+		text := he.Client
+		if text == "" {
+			text = fmt.Sprintf("mailbox %q is not available: see 'relayd status'", name)
 		}
-	case errors.As(err, &ue):
+		if he.Temporary() {
+			return "NO [UNAVAILABLE] " + text
+		}
+		return "NO [AUTHENTICATIONFAILED] " + text
+	}
+	if errors.As(err, &ue) {
 		log.Warn("IMAP login failed: upstream unavailable", "upstream", ue.host, "err", ue.err)
 		return fmt.Sprintf("NO [UNAVAILABLE] upstream %s unreachable, try again", ue.host)
-	default:
-		log.Error("IMAP login failed", "err", err)
-		return "NO [UNAVAILABLE] internal error, try again"
 	}
+	log.Error("IMAP login failed", "err", err)
+	return "NO [UNAVAILABLE] internal error, try again"
 }

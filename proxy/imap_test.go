@@ -20,6 +20,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
@@ -383,8 +384,8 @@ func TestRevokedGrantActionableNO(t *testing.T) {
 	if got := rw.line(); got != want {
 		t.Errorf("reply = %q, want %q", got, want)
 	}
-	if st := r.acct.Tokens.Status(); st.State != auth.StateNeedsReauth {
-		t.Errorf("account state = %s, want needs_reauth", st.State)
+	if st := r.acct.Health.State(); st != health.StateNeedsReauth {
+		t.Errorf("account state = %s, want needs_reauth", st)
 	}
 	// The client may try again on the same connection.
 	rw.send("b NOOP\r\n")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 )
 
 // upstreamConn is an upstream IMAP connection being logged in.
@@ -283,16 +284,22 @@ func (s *IMAPServer) loginUpstream(ctx context.Context, a *Account) (*upstreamCo
 			u.conn.Close()
 			var rej *rejectedError
 			if errors.As(err, &rej) {
-				return nil, "", nil, &auth.AccountError{Account: cfg.Name, State: auth.StateNeedsAdmin,
-					Advice: fmt.Sprintf("upstream %s refused the password in %s: put the right one there and restart relayd", u.host, cfg.PasswordFile), Err: err}
+				he := &health.Error{State: health.StateNeedsAdmin, Reason: health.ReasonUpstreamRejectedPassword,
+					Advice: fmt.Sprintf("upstream %s refused the password in %s: put the right one there and restart relayd", u.host, cfg.PasswordFile),
+					Client: fmt.Sprintf("mailbox %q needs an administrator: see 'relayd status'", cfg.Name),
+					Err:    errors.New("upstream said: " + rej.reply)}
+				a.Health.Fail(health.SourceIMAP, he)
+				return nil, "", nil, he
 			}
 			return nil, "", nil, &unavailableError{host: u.host, err: err}
 		}
+		a.Health.Succeed(health.SourceIMAP)
 		return u, text, caps, nil
 	}
 	for attempt := 0; ; attempt++ {
 		text, caps, err := u.authenticate(auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, token))
 		if err == nil {
+			a.Health.Succeed(health.SourceIMAP)
 			return u, text, caps, nil
 		}
 		var rej *rejectedError
@@ -302,7 +309,7 @@ func (s *IMAPServer) loginUpstream(ctx context.Context, a *Account) (*upstreamCo
 		}
 		if attempt == 1 {
 			u.conn.Close()
-			return nil, "", nil, a.Tokens.MarkUpstreamRejected(u.host, rej.reply)
+			return nil, "", nil, a.Tokens.RejectedByUpstream(health.SourceIMAP, u.host, rej.reply)
 		}
 		s.log.Info("upstream rejected the access token; refreshing once", "account", cfg.Name, "reply", rej.reply)
 		if token, err = a.Tokens.Refresh(ctx, token); err != nil {

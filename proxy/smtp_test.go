@@ -19,6 +19,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 )
@@ -81,8 +82,7 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	store := &auth.Store{Dir: dir}
 	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", testMailbox), GrantedAt: time.Now()})
 	var q *queue.Queue
-	r.src, err = auth.NewSource(auth.SourceOptions{Account: r.cfg, Store: store, Logger: log,
-		OnChange: func(st auth.State) { q.AccountChanged("support", st) }})
+	r.src, err = auth.NewSource(auth.SourceOptions{Account: r.cfg, Store: store, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func (r *smtpRelay) send(c *smtp.Client, from string, to []string, msg []byte) e
 }
 
 // waitEvent waits for a queue event of kind.
-func (r *smtpRelay) waitEvent(kind string) queue.Event {
+func (r *smtpRelay) waitEvent(kind queue.EventKind) queue.Event {
 	r.t.Helper()
 	timeout := time.After(15 * time.Second)
 	for {
@@ -412,7 +412,7 @@ func TestSMTPRevokedGrantHoldsThenDrains(t *testing.T) {
 		t.Fatalf("submission while held = %v", err)
 	}
 	st := r.q.Stats("support")
-	if st.Hold == nil || st.Hold.State != auth.StateNeedsReauth || !strings.Contains(st.Hold.Advice, "relayd authorize support") || st.Held != 2 {
+	if st.Hold == nil || st.Hold.State != health.StateNeedsReauth || !strings.Contains(st.Hold.Advice, "relayd authorize support") || st.Held != 2 {
 		t.Fatalf("stats while held = %+v", st)
 	}
 	for _, e := range r.q.List() {
@@ -448,11 +448,11 @@ func TestSMTP535HoldsAccount(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		reply  *smtp.SMTPError
-		state  auth.State
+		state  health.State
 		advice string
 	}{
-		{"5.7.8", &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted."}, auth.StateNeedsReauth, "relayd authorize support"},
-		{"5.7.139", testkit.ErrSMTPAuthDisabled, auth.StateNeedsAdmin, "Set-CASMailbox -Identity support@example.com -SmtpClientAuthenticationDisabled $false"},
+		{"5.7.8", &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Username and Password not accepted."}, health.StateNeedsReauth, "relayd authorize support"},
+		{"5.7.139", testkit.ErrSMTPAuthDisabled, health.StateNeedsAdmin, "Set-CASMailbox -Identity support@example.com -SmtpClientAuthenticationDisabled $false"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newSMTPRelay(t, smtpRelayOpts{retryMin: time.Hour})

@@ -14,7 +14,7 @@ func (q *Queue) List() []*Entry {
 	defer q.mu.Unlock()
 	l := q.sortedEntries(nil)
 	for _, e := range l {
-		if a := q.accounts[e.Account]; a != nil && (a.hold != nil || a.adminHold) && e.State == StateQueued {
+		if a := q.accounts[e.Account]; a != nil && (a.adminHold || !q.health(a).HeldSince().IsZero()) && e.State == StateQueued {
 			e.State = StateHeld
 		}
 		if e.AdminHold && e.State == StateQueued {

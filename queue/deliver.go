@@ -16,15 +16,21 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/provider"
 )
 
-// worker delivers one account's mail until ctx ends.
+// worker delivers one account's mail until ctx ends. It wakes on new
+// mail (a.kick), at the next due time, and when the account's condition
+// changes (a new grant releases held mail at once).
 func (q *Queue) worker(ctx context.Context, a *account) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		ids, wait := q.due(a)
+		h := q.health(a)
+		changed := h.Changed()
+		q.checkHold(a, h)
+		ids, wait := q.due(a, h)
 		if len(ids) > 0 {
 			q.deliverBatch(ctx, a, ids)
 			continue
@@ -34,22 +40,67 @@ func (q *Queue) worker(ctx context.Context, a *account) {
 		case <-ctx.Done():
 			return
 		case <-a.kick:
+		case <-changed:
 		case <-timer.C:
 		}
 	}
 }
 
+// checkHold asks the account's condition whether its mail may go: a
+// condition that needs a person (reported by the token source or the SMTP
+// upstream) holds queued mail without a doomed attempt; a hold whose
+// condition is gone (a new grant, a successful refresh) ends, and the mail
+// is due now.
+func (q *Queue) checkHold(a *account, h *health.Account) {
+	c := h.Worst(health.SourceToken, health.SourceSMTP)
+	held := !h.HeldSince().IsZero()
+	switch {
+	case c != nil && c.State.NeedsAttention() && !held && q.hasQueued(a):
+		q.holdAccount(a, "", c)
+	case held && c == nil:
+		q.mu.Lock()
+		released := q.resume(a, h)
+		a.outage = false
+		q.mu.Unlock()
+		if released {
+			q.log.Info("account released: delivering its held mail now", "account", a.name, "why", "its condition is over")
+			q.event(EventReleased, "", a.name)
+		}
+	}
+}
+
+// hasQueued reports whether a has mail waiting that no admin held.
+func (q *Queue) hasQueued(a *account) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if a.adminHold {
+		return false
+	}
+	for _, e := range a.entries {
+		if e.State == StateQueued && !e.AdminHold {
+			return true
+		}
+	}
+	return false
+}
+
 // due returns the messages to attempt now, oldest first, or how long to
 // wait. It looks only at the account's own messages, and at none while the
 // account is held: it runs on every submission.
-func (q *Queue) due(a *account) ([]string, time.Duration) {
+func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
+	held := !h.HeldSince().IsZero()
+	if held {
+		if c := h.Worst(health.SourceToken, health.SourceSMTP); c != nil && c.State.NeedsAttention() {
+			return nil, time.Hour // until the condition changes
+		}
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if a.adminHold || a.hold != nil && a.hold.State != auth.StateDegraded {
-		return nil, time.Hour // until a new grant or an admin releases it
+	if a.adminHold {
+		return nil, time.Hour // until an admin releases it
 	}
 	now := q.opts.Now()
-	probe := a.hold != nil || a.outage
+	probe := held || a.outage
 	const never = time.Duration(1<<63 - 1)
 	var ids []string
 	next := never
@@ -87,15 +138,16 @@ func (q *Queue) due(a *account) ([]string, time.Duration) {
 	return ids, next
 }
 
-// accountError is a condition of the account found while logging in
-// upstream: the account's mail is held.
+// accountError is an account condition met while logging in upstream: the
+// account's mail is held. src is where it was seen, to report it to the
+// account's health; empty when the token source reported it already.
 type accountError struct {
-	state  auth.State
-	advice string
-	err    error
+	src health.Source
+	err *health.Error
 }
 
-func (e *accountError) Error() string { return e.advice + ": " + errText(e.err) }
+func (e *accountError) Error() string { return e.err.Error() }
+func (e *accountError) Unwrap() error { return e.err }
 
 func errText(err error) string {
 	var se *smtp.SMTPError
@@ -113,7 +165,9 @@ func errText(err error) string {
 func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 	creds := q.opts.Accounts(a.name)
 	if creds == nil {
-		q.holdAccount(a, auth.StateNeedsAdmin, fmt.Sprintf("account %q is not in the configuration any more: add it back, or delete its mail with 'relayd queue delete'", a.name), nil)
+		q.holdAccount(a, health.SourceSMTP, &health.Error{
+			State: health.StateNeedsAdmin, Reason: health.ReasonNotConfigured,
+			Advice: fmt.Sprintf("account %q is not in the configuration any more: add it back, or delete its mail with 'relayd queue delete'", a.name)})
 		return
 	}
 	q.mu.Lock()
@@ -177,18 +231,17 @@ func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Accou
 	if err != nil {
 		var ae *accountError
 		if errors.As(err, &ae) {
-			q.holdAccount(a, ae.state, ae.advice, ae.err)
+			q.holdAccount(a, ae.src, ae.err)
 		} else {
 			q.outage(a, creds, err)
 		}
 		return
 	}
 	defer c.Close()
-	probe := false
 	q.mu.Lock()
-	probe = a.hold != nil || a.outage
+	probe := a.outage
 	q.mu.Unlock()
-	if probe {
+	if probe || !creds.Health.HeldSince().IsZero() {
 		q.release(a.name, "the upstream answers again")
 	}
 	for {
@@ -254,7 +307,7 @@ func (q *Queue) outage(a *account, creds *auth.Account, err error) {
 	q.mu.Unlock()
 	q.log.Warn("upstream SMTP server unreachable; mail stays queued and is retried", "account", a.name,
 		"upstream", creds.Config.SMTPServer, "err", err, "retry_in", a.backoff)
-	q.event("deferred", "", a.name)
+	q.event(EventDeferred, "", a.name)
 }
 
 // connect dials the account's SMTP server and logs in. The token comes
@@ -276,7 +329,8 @@ func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*upstream, er
 			if !errors.As(err, &se) {
 				return nil, fmt.Errorf("AUTH at %s: %w", host, err)
 			}
-			return nil, authError(cfg, host, err, fmt.Sprintf("%s refused the password in %s: put the right one there and restart relayd", host, cfg.PasswordFile))
+			return nil, authError(cfg, host, err, health.ReasonUpstreamRejectedPassword,
+				fmt.Sprintf("%s refused the password in %s: put the right one there and restart relayd", host, cfg.PasswordFile))
 		}
 		return c, nil
 	}
@@ -299,7 +353,7 @@ func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*upstream, er
 	}
 	reauth := fmt.Sprintf("%s refused a fresh token: run 'relayd authorize %s'", host, cfg.Name)
 	if isSMTPAuthDisabled(se) || se.Code/100 == 4 {
-		return nil, authError(cfg, host, err, reauth)
+		return nil, authError(cfg, host, err, health.ReasonUpstreamRejectedToken, reauth)
 	}
 	q.log.Info("upstream rejected the access token; refreshing once and retrying on a new connection", "account", cfg.Name, "reply", replyText(se))
 	if tok, err = creds.Tokens.Refresh(ctx, tok); err != nil {
@@ -318,10 +372,10 @@ func (q *Queue) connect(ctx context.Context, creds *auth.Account) (*upstream, er
 		// drops the connection during AUTH: that is about the account.
 		err = fmt.Errorf("connection lost during AUTH after %s: %w", replyText(se), err)
 	} else if isSMTPAuthDisabled(se) || se.Code/100 == 4 {
-		return nil, authError(cfg, host, err, reauth)
+		return nil, authError(cfg, host, err, health.ReasonUpstreamRejectedToken, reauth)
 	}
-	creds.Tokens.MarkUpstreamRejected(host, errText(err))
-	return nil, &accountError{state: auth.StateNeedsReauth, advice: reauth, err: err}
+	// RejectedByUpstream reports it to the account's health.
+	return nil, &accountError{err: creds.Tokens.RejectedByUpstream(health.SourceSMTP, host, errText(err))}
 }
 
 // dial connects to the account's SMTP server and says EHLO: implicit TLS,
@@ -381,12 +435,15 @@ func (u *upstream) auth(sc sasl.Client) error {
 	return u.Auth(sc)
 }
 
+// tokenError is a failure to get an access token: an account condition
+// the token source reported.
 func tokenError(err error) error {
-	var ae *auth.AccountError
-	if errors.As(err, &ae) {
-		return &accountError{state: ae.State, advice: ae.Advice, err: ae.Err}
+	if he := health.AsError(err); he != nil {
+		return &accountError{err: he} // reported by the token source
 	}
-	return &accountError{state: auth.StateDegraded, advice: "could not get an access token", err: err}
+	return &accountError{src: health.SourceSMTP, err: &health.Error{
+		State: health.StateDegraded, Reason: health.ReasonTokenEndpointUnreachable,
+		Advice: "could not get an access token; relayd retries", Err: err}}
 }
 
 // isSMTPAuthDisabled recognises Exchange's 535 5.7.139: SMTP AUTH is
@@ -395,61 +452,74 @@ func isSMTPAuthDisabled(se *smtp.SMTPError) bool {
 	return provider.SMTPAuthDisabled(se.Code, se.EnhancedCode, se.Message)
 }
 
-// authError turns a refused AUTH into an account condition.
-func authError(cfg *config.Account, host string, err error, reauth string) error {
+// authError turns a refused AUTH into an account condition: reason says
+// why when the server's reply does not (a refused token or password).
+func authError(cfg *config.Account, host string, err error, reason health.Reason, advice string) error {
+	he := &health.Error{State: health.StateNeedsReauth, Reason: reason, Advice: advice, Err: err}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
+		he.Err = errors.New("upstream said: " + replyText(se))
 		switch {
 		case isSMTPAuthDisabled(se):
-			return &accountError{state: auth.StateNeedsAdmin, err: err, advice: fmt.Sprintf(
+			he.State, he.Reason = health.StateNeedsAdmin, health.ReasonSMTPAuthDisabled
+			he.Advice = fmt.Sprintf(
 				"%s has SMTP AUTH switched off for %s (535 5.7.139): an Exchange admin must enable it, e.g. Set-CASMailbox -Identity %s -SmtpClientAuthenticationDisabled $false, or for the tenant with Set-TransportConfig -SmtpClientAuthenticationDisabled $false; then run 'relayd queue release %s'",
-				host, cfg.Email, cfg.Email, cfg.Name)}
+				host, cfg.Email, cfg.Email, cfg.Name)
 		case se.Code/100 == 4:
-			return &accountError{state: auth.StateDegraded, err: err, advice: host + " refused AUTH for now; relayd retries"}
+			he.State, he.Reason = health.StateDegraded, health.ReasonUpstreamAuthDeferred
+			he.Advice = host + " refused AUTH for now; relayd retries"
 		}
 	}
-	if cfg.Provider == "password" {
-		return &accountError{state: auth.StateNeedsAdmin, advice: reauth, err: err}
+	if he.Reason == health.ReasonUpstreamRejectedPassword && he.State == health.StateNeedsReauth {
+		he.State = health.StateNeedsAdmin // a new grant does not fix a password
 	}
-	return &accountError{state: auth.StateNeedsReauth, advice: reauth, err: err}
+	return &accountError{src: health.SourceSMTP, err: he}
 }
 
-// outcome of one recipient.
+// outcome of one recipient: its new state and the upstream's reply, as
+// text for people and as codes for DSNs and classification.
 type outcome struct {
-	idx   int
-	state string // RcptSent, RcptFailed, RcptPending (temporary)
-	reply string
+	idx      int
+	state    RcptState // RcptSent, RcptFailed, RcptPending (temporary)
+	reply    string
+	code     int
+	enhanced string // "5.1.1"; empty when the server sent none
+}
+
+// at returns o for recipient i.
+func (o outcome) at(i int) outcome {
+	o.idx = i
+	return o
 }
 
 // deliverOne sends e on c. It returns each pending recipient's outcome, and
 // a non-nil error when the connection broke.
 func (q *Queue) deliverOne(c *upstream, e *Entry) ([]outcome, error) {
 	pending := e.pending()
-	all := func(state, reply string) []outcome {
+	all := func(o outcome) []outcome {
 		var out []outcome
 		for _, i := range pending {
-			out = append(out, outcome{idx: i, state: state, reply: reply})
+			out = append(out, o.at(i))
 		}
 		return out
 	}
 	if err := c.Mail(e.From, &smtp.MailOptions{Size: e.Size}); err != nil {
-		st, reply, broken := classify(err)
+		o, broken := classify(err)
 		if broken {
-			return all(RcptPending, reply), err
+			return all(o), err
 		}
-		return all(st, reply), nil
+		return all(o), nil
 	}
 	var results, accepted []outcome
 	for _, i := range pending {
-		err := c.Rcpt(e.Recipients[i].Addr, nil)
-		st, reply, broken := classify(err)
+		o, broken := classify(c.Rcpt(e.Recipients[i].Addr, nil))
 		if broken {
-			return all(RcptPending, reply), err
+			return all(o), o.err()
 		}
-		if st == RcptSent {
-			accepted = append(accepted, outcome{idx: i})
+		if o.state == RcptSent {
+			accepted = append(accepted, o.at(i))
 		} else {
-			results = append(results, outcome{idx: i, state: st, reply: reply})
+			results = append(results, o.at(i))
 		}
 	}
 	if len(accepted) == 0 {
@@ -457,9 +527,9 @@ func (q *Queue) deliverOne(c *upstream, e *Entry) ([]outcome, error) {
 	}
 	w, err := c.Data()
 	if err != nil {
-		st, reply, broken := classify(err)
-		for _, o := range accepted {
-			results = append(results, outcome{idx: o.idx, state: st, reply: reply})
+		o, broken := classify(err)
+		for _, a := range accepted {
+			results = append(results, o.at(a.idx))
 		}
 		if broken {
 			return results, err
@@ -469,7 +539,7 @@ func (q *Queue) deliverOne(c *upstream, e *Entry) ([]outcome, error) {
 	msg, err := q.spool.Open(e.ID)
 	if err != nil {
 		w.Close()
-		return all(RcptPending, "reading the spool: "+err.Error()), err
+		return all(outcome{state: RcptPending, reply: "reading the spool: " + err.Error()}), err
 	}
 	_, err = io.Copy(w, msg)
 	msg.Close()
@@ -478,15 +548,15 @@ func (q *Queue) deliverOne(c *upstream, e *Entry) ([]outcome, error) {
 	} else {
 		w.Close()
 	}
-	st, reply, broken := classify(err)
-	if st == RcptSent {
-		reply = "250 accepted"
+	o, broken := classify(err)
+	if o.state == RcptSent {
+		o.reply, o.code = "250 accepted", 250
 		if q.opts.Failpoint != nil {
 			q.opts.Failpoint("after-upstream-250")
 		}
 	}
-	for _, o := range accepted {
-		results = append(results, outcome{idx: o.idx, state: st, reply: reply})
+	for _, a := range accepted {
+		results = append(results, o.at(a.idx))
 	}
 	if broken {
 		return results, err
@@ -494,26 +564,35 @@ func (q *Queue) deliverOne(c *upstream, e *Entry) ([]outcome, error) {
 	return results, nil
 }
 
-// classify maps an upstream reply to a recipient state: sent, failed
-// (permanent) or pending (retry). Provider throttles are temporary even
-// when they carry a 5xx code. broken reports a connection failure.
-func classify(err error) (state, reply string, broken bool) {
+// err is the connection failure a broken outcome records.
+func (o outcome) err() error { return errors.New(o.reply) }
+
+// classify maps an upstream reply to a recipient outcome: sent, failed
+// (permanent) or pending (retry), by its codes, never its text. Provider
+// throttles are temporary even when they carry a 5xx code. broken reports
+// a connection failure (no reply).
+func classify(err error) (o outcome, broken bool) {
 	if err == nil {
-		return RcptSent, "", false
+		return outcome{state: RcptSent}, false
 	}
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) {
-		return RcptPending, err.Error(), true
+		return outcome{state: RcptPending, reply: err.Error()}, true
 	}
-	reply = replyText(se)
+	o = outcome{reply: replyText(se), code: se.Code}
+	if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != (smtp.EnhancedCode{}) {
+		e := se.EnhancedCode
+		o.enhanced = fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
+	}
 	switch {
 	case se.Code/100 == 2:
-		return RcptSent, reply, false
+		o.state = RcptSent
 	case se.Code/100 == 4 || isThrottle(se):
-		return RcptPending, reply, false
+		o.state = RcptPending
 	default:
-		return RcptFailed, reply, false
+		o.state = RcptFailed
 	}
+	return o, false
 }
 
 // replyText renders an SMTP reply as the server sent it: "550 5.1.1 text".
@@ -545,7 +624,7 @@ func (q *Queue) finish(a *account, id string, results []outcome, connErr error) 
 	var lastTemp string
 	for _, o := range results {
 		r := &e.Recipients[o.idx]
-		r.Reply = o.reply
+		r.Reply, r.Code, r.Enhanced = o.reply, o.code, o.enhanced
 		switch o.state {
 		case RcptSent:
 			r.State = RcptSent
@@ -564,11 +643,12 @@ func (q *Queue) finish(a *account, id string, results []outcome, connErr error) 
 			r := &e.Recipients[i]
 			r.State = RcptFailed
 			r.Reply = fmt.Sprintf("gave up after %s in the queue; last reply: %s", q.opts.Lifetime, r.Reply)
+			r.Code, r.Enhanced = 0, "5.4.7" // RFC 3463: delivery time expired
 			failed = append(failed, *r)
 		}
 		remaining = 0
 	}
-	var kind string
+	var kind EventKind
 	switch {
 	case remaining > 0:
 		e.LastError = lastTemp
@@ -577,21 +657,21 @@ func (q *Queue) finish(a *account, id string, results []outcome, connErr error) 
 		}
 		e.NextAttempt = now.Add(q.backoff(e.Attempts))
 		a.lastError, a.lastErrorAt = e.LastError, now
-		kind = "deferred"
+		kind = EventDeferred
 	case hasFailed(e):
 		e.State = StateFailed
 		e.LastError = "permanent failure"
-		kind = "failed"
+		kind = EventFailed
 	default:
-		kind = "delivered"
+		kind = EventDelivered
 	}
 	snapshot := e.clone()
-	if kind == "delivered" {
+	if kind == EventDelivered {
 		q.remove(e)
 	}
 	q.mu.Unlock()
 
-	if kind == "delivered" {
+	if kind == EventDelivered {
 		if err := q.spool.Remove(id); err != nil {
 			q.log.Error("delivered message could not be removed from the spool; it may be sent again", "id", id, "err", err)
 		}
@@ -600,7 +680,7 @@ func (q *Queue) finish(a *account, id string, results []outcome, connErr error) 
 		if err := q.spool.Update(snapshot); err != nil {
 			q.log.Error("could not record a delivery attempt in the spool", "id", id, "err", err)
 		}
-		if kind == "deferred" {
+		if kind == EventDeferred {
 			q.log.Info("delivery deferred", "id", id, "account", a.name, "reply", snapshot.LastError, "next_attempt", snapshot.NextAttempt)
 		}
 	}

@@ -63,7 +63,7 @@ func buildDSN(hostname, from string, e *Entry, failed []Recipient, header []byte
 	fmt.Fprintf(&b, "\r\n--%s\r\nContent-Type: message/delivery-status\r\n\r\n", boundary)
 	fmt.Fprintf(&b, "Reporting-MTA: dns; %s\r\nX-Relayd-Queue-ID: %s\r\nArrival-Date: %s\r\n", hostname, e.ID, e.Created.Format(time.RFC1123Z))
 	for _, r := range failed {
-		fmt.Fprintf(&b, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n", r.Addr, dsnStatus(r.Reply))
+		fmt.Fprintf(&b, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n", r.Addr, dsnStatus(r))
 		if r.Reply != "" {
 			fmt.Fprintf(&b, "Diagnostic-Code: smtp; %s\r\n", oneLine(r.Reply))
 		}
@@ -74,14 +74,15 @@ func buildDSN(hostname, from string, e *Entry, failed []Recipient, header []byte
 	return b.Bytes()
 }
 
-// dsnStatus extracts the enhanced status code (RFC 3463) from a reply, or
-// 5.0.0.
-func dsnStatus(reply string) string {
-	for _, f := range strings.Fields(reply) {
-		f = strings.TrimSuffix(f, ":")
-		if len(f) >= 5 && f[0] == '5' && f[1] == '.' && strings.Count(f, ".") == 2 {
-			return f
-		}
+// dsnStatus is the recipient's status code for a DSN (RFC 3464 §2.3.4):
+// the upstream's enhanced status code when it sent one, else the class of
+// its reply code, else 5.0.0 (relayd gave up).
+func dsnStatus(r Recipient) string {
+	switch {
+	case r.Enhanced != "":
+		return r.Enhanced
+	case r.Code >= 400 && r.Code < 600:
+		return fmt.Sprintf("%d.0.0", r.Code/100)
 	}
 	return "5.0.0"
 }

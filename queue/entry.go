@@ -3,6 +3,7 @@ package queue
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -17,19 +18,50 @@ const (
 	StateFailed State = "failed"
 )
 
+// RcptState is what became of one recipient.
+type RcptState string
+
 // Recipient states.
 const (
-	RcptPending = "pending"
-	RcptSent    = "sent"
-	RcptFailed  = "failed"
+	RcptPending RcptState = "pending"
+	RcptSent    RcptState = "sent"
+	RcptFailed  RcptState = "failed"
 )
 
 // Recipient is one envelope recipient and what became of it.
 type Recipient struct {
-	Addr  string `json:"addr"`
-	State string `json:"state"`
-	// Reply is the upstream's last reply for this recipient.
+	Addr  string    `json:"addr"`
+	State RcptState `json:"state"`
+	// Reply is the upstream's last reply for this recipient, as text.
 	Reply string `json:"reply,omitempty"`
+	// Code and Enhanced are that reply's code (550) and enhanced status
+	// code (RFC 3463, "5.1.1"; empty when the server sent none), so that
+	// DSNs and classification never parse Reply.
+	Code     int    `json:"code,omitempty"`
+	Enhanced string `json:"enhanced,omitempty"`
+}
+
+// upgrade fills what a spool written by an older relayd lacks: reply codes
+// were kept only in the reply's text.
+func (e *Entry) upgrade() {
+	for i := range e.Recipients {
+		r := &e.Recipients[i]
+		if r.Code != 0 || r.Reply == "" {
+			continue
+		}
+		f := strings.Fields(r.Reply)
+		if len(f) == 0 || len(f[0]) != 3 {
+			continue
+		}
+		code, err := strconv.Atoi(f[0])
+		if err != nil {
+			continue
+		}
+		r.Code = code
+		if len(f) > 1 && strings.Count(f[1], ".") == 2 && f[1][0] == f[0][0] {
+			r.Enhanced = f[1]
+		}
+	}
 }
 
 // Entry is a queued message's metadata.

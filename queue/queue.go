@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/health"
 )
 
 // Options configure a Queue. Zero values take the defaults named.
@@ -58,9 +59,22 @@ type Options struct {
 	LockWait time.Duration
 }
 
+// EventKind is what happened in an Event.
+type EventKind string
+
+// Event kinds.
+const (
+	EventQueued    EventKind = "queued"
+	EventDelivered EventKind = "delivered"
+	EventDeferred  EventKind = "deferred"
+	EventFailed    EventKind = "failed"
+	EventHeld      EventKind = "held"     // an account's mail is held (ID empty)
+	EventReleased  EventKind = "released" // an account's hold ended (ID empty)
+)
+
 // Event reports something the queue did.
 type Event struct {
-	Kind    string // "delivered", "deferred", "failed", "held", "released", "queued"
+	Kind    EventKind
 	ID      string
 	Account string
 }
@@ -88,8 +102,9 @@ type account struct {
 	// entries are the account's messages, so that scheduling and
 	// statistics cost the account's backlog, not the whole queue's.
 	entries map[string]*Entry
-	// hold is the account condition that stops delivery, or nil.
-	hold *Hold
+	// orphan is the condition of an account that is not configured
+	// any more (its mail stays, held).
+	orphan *health.Account
 	// adminHold is set by relayd queue hold ACCOUNT.
 	adminHold bool
 	// outage is set after a connection or TLS failure: lifetimes keep
@@ -104,11 +119,13 @@ type account struct {
 	running     bool
 }
 
-// Hold is an account condition: the account's mail waits until it is fixed.
+// Hold is why an account's mail waits: its condition (package health,
+// which owns it), shown with the queue's statistics.
 type Hold struct {
-	State  auth.State `json:"state"`
-	Advice string     `json:"advice"`
-	Since  time.Time  `json:"since"`
+	State  health.State  `json:"state"`
+	Reason health.Reason `json:"reason,omitempty"`
+	Advice string        `json:"advice"`
+	Since  time.Time     `json:"since"`
 }
 
 // Open opens the spool, recovers its messages and returns the queue. Call
@@ -195,7 +212,8 @@ func (q *Queue) heldAccounts() []string {
 func (q *Queue) account(name string) *account {
 	a := q.accounts[name]
 	if a == nil {
-		a = &account{name: name, kick: make(chan struct{}, 1), entries: map[string]*Entry{}}
+		a = &account{name: name, kick: make(chan struct{}, 1), entries: map[string]*Entry{},
+			orphan: health.New(name, q.log, q.opts.Now)}
 		q.accounts[name] = a
 		if q.ctx != nil {
 			q.startWorker(a)
@@ -235,7 +253,7 @@ func (q *Queue) Run(ctx context.Context) {
 	q.wg.Wait()
 }
 
-func (q *Queue) event(kind, id, acct string) {
+func (q *Queue) event(kind EventKind, id, acct string) {
 	if q.opts.OnEvent != nil {
 		q.opts.OnEvent(Event{Kind: kind, ID: id, Account: acct})
 	}
@@ -292,7 +310,7 @@ func (q *Queue) Submit(s *Submission) (string, error) {
 	a := q.add(e)
 	q.mu.Unlock()
 	a.wake()
-	q.event("queued", e.ID, e.Account)
+	q.event(EventQueued, e.ID, e.Account)
 	return e.ID, nil
 }
 
@@ -356,11 +374,13 @@ func (q *Queue) Stats(name string) AccountStats {
 	if a == nil {
 		return st
 	}
+	h := q.health(a)
+	held := !h.HeldSince().IsZero()
 	for _, e := range a.entries {
 		switch {
 		case e.State == StateFailed:
 			st.Failed++
-		case e.AdminHold || a.hold != nil || a.adminHold:
+		case e.AdminHold || held || a.adminHold:
 			st.Held++
 		default:
 			st.Queued++
@@ -369,23 +389,25 @@ func (q *Queue) Stats(name string) AccountStats {
 			st.OldestAge = max(st.OldestAge, int64(now.Sub(e.Created)/time.Second))
 		}
 	}
-	if a.hold != nil {
-		h := *a.hold
-		st.Hold = &h
+	if held {
+		st.Hold = &Hold{State: health.StateDegraded, Since: h.HeldSince()}
+		if c := h.Worst(health.SourceToken, health.SourceSMTP); c != nil {
+			st.Hold.State, st.Hold.Reason, st.Hold.Advice = c.State, c.Reason, c.Advice
+		}
 	}
 	st.Outage = a.outage
 	st.LastError, st.LastErrorAt = a.lastError, a.lastErrorAt
 	return st
 }
 
-// AccountChanged tells the queue that an account's credentials changed
-// state. When they work again (a new grant), held mail is released and
-// delivered at once.
-func (q *Queue) AccountChanged(name string, st auth.State) {
-	if st != auth.StateOK {
-		return
+// health returns the condition of a's account: the configured account's,
+// or, for one no longer configured, the queue's own record. q.mu is held
+// or not; it does not matter.
+func (q *Queue) health(a *account) *health.Account {
+	if creds := q.opts.Accounts(a.name); creds != nil && creds.Health != nil {
+		return creds.Health
 	}
-	q.release(name, "credentials work again")
+	return a.orphan
 }
 
 // add puts e in the queue and returns its account. q.mu is held or the
@@ -405,7 +427,10 @@ func (q *Queue) remove(e *Entry) {
 	}
 }
 
-// release lifts an account hold and makes its queued mail due now.
+// release ends an account's hold: the account's SMTP condition is
+// cleared (its mail is tried again, and held again if the condition
+// persists), the time held is not counted in its messages' lifetimes, and
+// its queued mail is due now.
 func (q *Queue) release(name, why string) {
 	q.mu.Lock()
 	a := q.accounts[name]
@@ -413,50 +438,58 @@ func (q *Queue) release(name, why string) {
 		q.mu.Unlock()
 		return
 	}
-	now := q.opts.Now()
-	released := a.hold != nil
-	if a.hold != nil {
-		frozen := now.Sub(a.hold.Since)
-		for _, e := range a.entries {
-			if e.State == StateQueued {
-				e.Frozen += frozen
-			}
-		}
-		a.hold = nil
-	}
+	h := q.health(a)
+	q.mu.Unlock()
+	h.Succeed(health.SourceSMTP)
+	q.mu.Lock()
+	released := q.resume(a, h)
 	a.outage = false
-	for _, e := range a.entries {
-		if e.State == StateQueued {
-			e.NextAttempt = now
-		}
-	}
 	q.mu.Unlock()
 	if released {
 		q.log.Info("account released: delivering its held mail now", "account", name, "why", why)
-		q.event("released", "", name)
 	}
 	a.wake()
 }
 
-// holdAccount stops delivery for an account until its condition is fixed.
-func (q *Queue) holdAccount(a *account, st auth.State, advice string, err error) {
-	q.mu.Lock()
-	first := a.hold == nil
-	if first {
-		a.hold = &Hold{State: st, Advice: advice, Since: q.opts.Now()}
-	} else {
-		a.hold.State, a.hold.Advice = st, advice
+// resume ends a's hold, if any: held time is not counted in lifetimes and
+// queued mail is due now. It reports whether there was a hold. q.mu is
+// held.
+func (q *Queue) resume(a *account, h *health.Account) bool {
+	frozen := h.EndHold()
+	if frozen == 0 {
+		return false
 	}
-	a.lastError, a.lastErrorAt = errText(err), q.opts.Now()
-	if st == auth.StateDegraded {
+	now := q.opts.Now()
+	for _, e := range a.entries {
+		if e.State == StateQueued {
+			e.Frozen += frozen
+			e.NextAttempt = now
+		}
+	}
+	q.event(EventReleased, "", a.name)
+	return true
+}
+
+// holdAccount stops delivery for an account because of its condition e.
+// Conditions found at the upstream SMTP server are reported to the
+// account's health; token conditions were reported by the token source.
+func (q *Queue) holdAccount(a *account, src health.Source, e *health.Error) {
+	h := q.health(a)
+	if src != "" {
+		h.Fail(src, e)
+	}
+	first := h.HoldOutgoing()
+	q.mu.Lock()
+	a.lastError, a.lastErrorAt = e.Error(), q.opts.Now()
+	if e.State == health.StateDegraded {
 		a.backoff = min(max(2*a.backoff, q.opts.RetryMin), q.opts.RetryMax)
 		a.probeAt = q.opts.Now().Add(a.backoff)
 	}
 	q.mu.Unlock()
 	if first {
 		q.log.Warn("holding the account's outgoing mail: nothing bounces, new mail is still accepted",
-			"account", a.name, "state", st, "advice", advice, "err", errText(err))
-		q.event("held", "", a.name)
+			"account", a.name, "state", e.State, "reason", e.Reason, "advice", e.Advice, "err", e.Detail())
+		q.event(EventHeld, "", a.name)
 	}
 }
 

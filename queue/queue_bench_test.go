@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/health"
 )
 
 // BenchmarkDue measures the scheduling decision every submission wakes an
@@ -34,12 +35,14 @@ func BenchmarkDue(b *testing.B) {
 				q.add(&Entry{ID: fmt.Sprintf("%s-%05d", newID(now), i), Account: tc.owner, State: StateQueued, NextAttempt: now.Add(time.Hour)})
 			}
 			a := q.account("busy")
+			h := q.health(a)
 			if tc.held {
-				a.hold = &Hold{State: auth.StateNeedsReauth, Since: now}
+				h.Fail(health.SourceToken, &health.Error{State: health.StateNeedsReauth, Reason: health.ReasonGrantRevoked})
+				h.HoldOutgoing()
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if ids, _ := q.due(a); len(ids) != 0 {
+				if ids, _ := q.due(a, h); len(ids) != 0 {
 					b.Fatalf("due = %v, want nothing", ids)
 				}
 			}

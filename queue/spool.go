@@ -212,6 +212,7 @@ func (s *Spool) Recover() ([]*Entry, error) {
 		if err := json.Unmarshal(b, &e); err != nil || e.ID != id {
 			return nil, fmt.Errorf("spool entry %s is corrupt (%v): move %s and %s aside and restart", id, err, s.metaPath(id), s.msgPath(id))
 		}
+		e.upgrade()
 		entries = append(entries, &e)
 	}
 	for id := range msgs {

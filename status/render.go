@@ -17,7 +17,7 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tIMAP\tQUEUED\tHELD\tFAILED")
 	for _, a := range st.Accounts {
-		state, _ := a.State()
+		state := a.State
 		var q queue.AccountStats
 		if a.Queue != nil {
 			q = *a.Queue
@@ -28,8 +28,8 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	}
 	tw.Flush()
 	for _, a := range st.Accounts {
-		state, advice := a.State()
-		lastErr, lastErrAt := a.Token.LastError, a.Token.LastErrorAt
+		state, advice := a.State, a.Advice
+		lastErr, lastErrAt := a.LastError, a.LastErrorAt
 		if a.Queue != nil && a.Queue.LastErrorAt.After(lastErrAt) {
 			lastErr, lastErrAt = a.Queue.LastError, a.Queue.LastErrorAt
 		}
@@ -43,8 +43,11 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		if lastErr != "" {
 			fmt.Fprintf(w, "  last error: %s (%s)\n", lastErr, ago(lastErrAt, now))
 		}
-		if a.Queue != nil && a.Queue.Hold != nil {
-			fmt.Fprintf(w, "  outgoing mail held since %s; nothing bounces, it is sent once this is fixed\n", ago(a.Queue.Hold.Since, now))
+		if !a.HeldSince.IsZero() {
+			fmt.Fprintf(w, "  outgoing mail held since %s; nothing bounces, it is sent once this is fixed\n", ago(a.HeldSince, now))
+		}
+		if a.Panics > 0 {
+			fmt.Fprintf(w, "  %d internal error(s) recovered; the log has their stack traces\n", a.Panics)
 		}
 	}
 }

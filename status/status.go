@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -24,56 +25,43 @@ type Status struct {
 
 // Account is one account's status.
 type Account struct {
-	Name         string           `json:"name"`
-	Email        string           `json:"email"`
-	Provider     string           `json:"provider"`
-	Direction    string           `json:"direction"`
-	Token        auth.TokenStatus `json:"token"`
-	IMAPSessions int64            `json:"imap_sessions"`
+	Name      string `json:"name"`
+	Email     string `json:"email"`
+	Provider  string `json:"provider"`
+	Direction string `json:"direction"`
+	// Health is the account's condition (package health decides it):
+	// state, reason, advice, since, last error and success, and when its
+	// outgoing mail was held.
+	health.Snapshot
+	Token        Token `json:"token"`
+	IMAPSessions int64 `json:"imap_sessions"`
 	// Queue is the account's outbound queue.
 	Queue *queue.AccountStats `json:"queue,omitempty"`
 }
 
-// State is the account's overall health: the worse of its token state and
-// a hold on its outgoing mail.
-func (a *Account) State() (auth.State, string) {
-	st, advice := a.Token.State, a.Token.Advice
-	if h := a.Queue; h != nil && h.Hold != nil && rank(h.Hold.State) > rank(st) {
-		st, advice = h.Hold.State, h.Hold.Advice
-	}
-	return st, advice
-}
-
-func rank(s auth.State) int {
-	switch s {
-	case auth.StateDegraded:
-		return 1
-	case auth.StateNeedsReauth:
-		return 2
-	case auth.StateNeedsAdmin:
-		return 3
-	}
-	return 0
+// Token is what status shows of an account's grant.
+type Token struct {
+	// State and Advice repeat the account's, for scripts that read them
+	// here before the account had its own.
+	State  health.State `json:"state"`
+	Advice string       `json:"advice,omitempty"`
+	auth.TokenStatus
 }
 
 // NeedsAttention reports whether an admin must act on the account.
-func (a *Account) NeedsAttention() bool {
-	st, _ := a.State()
-	return st == auth.StateNeedsReauth || st == auth.StateNeedsAdmin
-}
+func (a *Account) NeedsAttention() bool { return a.State.NeedsAttention() }
 
 // MakeBanner summarises the accounts in one line, e.g. "1 of 3 mailboxes
 // needs reauthorization: support".
 func MakeBanner(accts []Account) string {
 	var reauth, admin, degraded []string
 	for _, a := range accts {
-		st, _ := a.State()
-		switch st {
-		case auth.StateNeedsReauth:
+		switch a.State {
+		case health.StateNeedsReauth:
 			reauth = append(reauth, a.Name)
-		case auth.StateNeedsAdmin:
+		case health.StateNeedsAdmin:
 			admin = append(admin, a.Name)
-		case auth.StateDegraded:
+		case health.StateDegraded:
 			degraded = append(degraded, a.Name)
 		}
 	}

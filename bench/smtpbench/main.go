@@ -42,6 +42,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/bench/internal/machine"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
@@ -369,7 +370,7 @@ func (b *bench) drain() error {
 		if err != nil {
 			return err
 		}
-		if s, _ := st.Accounts[0].State(); s == auth.StateNeedsReauth {
+		if st.Accounts[0].State == health.StateNeedsReauth {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/status"
 )
 
@@ -60,7 +60,7 @@ func runStatus(args []string) error {
 		switch {
 		case a.NeedsAttention():
 			code = nagiosCritical
-		case stateOf(a) == auth.StateDegraded && code == nagiosOK:
+		case a.State == health.StateDegraded && code == nagiosOK:
 			code = nagiosWarning
 		}
 	}
@@ -68,9 +68,4 @@ func runStatus(args []string) error {
 		return exitError{code}
 	}
 	return nil
-}
-
-func stateOf(a status.Account) auth.State {
-	st, _ := a.State()
-	return st
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/proxy"
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/status"
@@ -96,13 +97,12 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		}
 	}()
 	for _, a := range cfg.Accounts {
+		h := health.New(a.Name, opts.Logger, nil)
 		var src *auth.Source
 		if a.OAuth() {
 			var err error
-			name := a.Name
 			src, err = auth.NewSource(auth.SourceOptions{
-				Account: a, Store: store, HTTPClient: opts.HTTPClient, Logger: opts.Logger,
-				OnChange: func(st auth.State) { q.AccountChanged(name, st) },
+				Account: a, Store: store, HTTPClient: opts.HTTPClient, Logger: opts.Logger, Health: h,
 			})
 			if err != nil {
 				return nil, err
@@ -112,6 +112,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		if err != nil {
 			return nil, err
 		}
+		creds.Health = h
 		d.accounts[a.Name] = proxy.NewAccount(creds)
 	}
 	users := auth.NewUsers(cfg.Accounts)
@@ -258,12 +259,11 @@ func (d *Daemon) Status() *status.Status {
 		acct := d.accounts[a.Name]
 		sa := status.Account{
 			Name: a.Name, Email: a.Email, Provider: a.Provider, Direction: string(a.Direction),
-			IMAPSessions: acct.IMAPSessions(),
+			Snapshot: acct.Health.Snapshot(), IMAPSessions: acct.IMAPSessions(),
 		}
+		sa.Token.State, sa.Token.Advice = sa.State, sa.Advice
 		if acct.Tokens != nil {
-			sa.Token = acct.Tokens.Status()
-		} else {
-			sa.Token = auth.TokenStatus{State: auth.StateOK}
+			sa.Token.TokenStatus = acct.Tokens.Status()
 		}
 		qs := d.queue.Stats(a.Name)
 		sa.Queue = &qs

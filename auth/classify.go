@@ -1,0 +1,88 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"golang.org/x/oauth2"
+
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/provider"
+)
+
+// Classify decides what a token-endpoint error means for the account: its
+// state, reason and advice, from the provider's error codes (package
+// provider). Unknown errors are transient (degraded): retrying is safe.
+func Classify(a *config.Account, err error) *health.Error {
+	e := &health.Error{Account: a.Name, Err: errors.New(describe(err))}
+	reauth := func(r health.Reason, what string) *health.Error {
+		e.State, e.Reason = health.StateNeedsReauth, r
+		e.Advice = fmt.Sprintf("%s; run 'relayd authorize %s'", what, a.Name)
+		e.Client = fmt.Sprintf("mailbox %q needs reauthorization: run 'relayd authorize %s'", a.Name, a.Name)
+		return e
+	}
+	admin := func(r health.Reason, what string) *health.Error {
+		e.State, e.Reason, e.Advice = health.StateNeedsAdmin, r, what
+		e.Client = fmt.Sprintf("mailbox %q needs an administrator: see 'relayd status'", a.Name)
+		return e
+	}
+	if errors.Is(err, errNoGrant) {
+		e.Err = nil
+		return reauth(health.ReasonNoGrant, "no grant stored yet")
+	}
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		e.State, e.Reason = health.StateDegraded, health.ReasonTokenEndpointUnreachable
+		e.Advice = fmt.Sprintf("the token endpoint %s is unreachable; relayd keeps retrying", hostOf(a.TokenURL))
+		e.Client = fmt.Sprintf("cannot get a token for mailbox %q right now, try again", a.Name)
+		return e
+	}
+	m, known := provider.Meaning{}, false
+	if code, am, ok := provider.LookupAADSTS(string(re.Body)); ok {
+		m, known = am, true
+		m.What = fmt.Sprintf("%s (AADSTS%d)", am.What, code)
+	} else if om, ok := provider.OAuthErrors[re.ErrorCode]; ok {
+		m, known = om, true
+		m.What = fmt.Sprintf("%s (%s)", om.What, re.ErrorCode)
+	}
+	switch {
+	case known && m.Fix == provider.FixAdmin:
+		return admin(health.Reason(m.Reason), fmt.Sprintf("%s: an admin must %s", m.What, m.Action))
+	case known && m.Fix == provider.FixReauth:
+		return reauth(health.Reason(m.Reason), m.What)
+	case re.Response != nil && (re.Response.StatusCode >= 500 || re.Response.StatusCode == 429):
+		e.State, e.Reason = health.StateDegraded, health.ReasonTokenEndpointFailed
+		e.Advice = fmt.Sprintf("the token endpoint %s failed (HTTP %d); relayd keeps retrying", hostOf(a.TokenURL), re.Response.StatusCode)
+		e.Client = fmt.Sprintf("cannot get a token for mailbox %q right now, try again", a.Name)
+		return e
+	}
+	return reauth(health.ReasonGrantRevoked, "the grant was rejected")
+}
+
+// describe renders a token-endpoint error for logs and status without the
+// raw response body, which is not ours to vet for secrets.
+func describe(err error) string {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		s := "token endpoint said " + re.ErrorCode
+		if re.ErrorCode == "" && re.Response != nil {
+			s = fmt.Sprintf("token endpoint answered HTTP %d", re.Response.StatusCode)
+		}
+		if re.ErrorDescription != "" {
+			d := re.ErrorDescription
+			if i := strings.IndexAny(d, "\r\n"); i >= 0 {
+				d = d[:i]
+			}
+			s += ": " + d
+		}
+		return s
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Sprintf("%s %s: %v", ue.Op, ue.URL, ue.Err)
+	}
+	return err.Error()
+}

@@ -1,0 +1,91 @@
+package health
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Reason is a stable code for why an account is not ok. Monitoring may
+// match on it; the words for people are in the advice.
+type Reason string
+
+// Reason codes. Provider error codes map onto these in package provider.
+const (
+	ReasonNoGrant                  Reason = "no_grant"
+	ReasonGrantRevoked             Reason = "grant_revoked"
+	ReasonGrantExpired             Reason = "grant_expired"
+	ReasonGrantExpiredIdle         Reason = "grant_expired_idle"
+	ReasonSignInFrequency          Reason = "signin_frequency"
+	ReasonRefreshFailures          Reason = "refresh_failures"
+	ReasonTokenEndpointUnreachable Reason = "token_endpoint_unreachable"
+	ReasonTokenEndpointFailed      Reason = "token_endpoint_failed"
+	ReasonClientSecretExpired      Reason = "client_secret_expired"
+	ReasonClientRejected           Reason = "client_rejected"
+	ReasonConsentMissing           Reason = "consent_missing"
+	ReasonScopeRefused             Reason = "scope_refused"
+	ReasonUpstreamRejectedToken    Reason = "upstream_rejected_token"
+	ReasonUpstreamRejectedPassword Reason = "upstream_rejected_password"
+	ReasonUpstreamAuthDeferred     Reason = "upstream_auth_deferred"
+	ReasonSMTPAuthDisabled         Reason = "smtp_auth_disabled"
+	ReasonNotConfigured            Reason = "not_configured"
+	ReasonInternal                 Reason = "internal_error"
+)
+
+// Error is an account condition: not a failure of one connection or one
+// message, but something about the account that stays until it is fixed
+// or passes. It carries who is affected, the resulting state, a stable
+// reason, the admin's advice, and a short text that is safe to send to a
+// downstream client (it names no client id, file or host of a secret).
+type Error struct {
+	Account string
+	State   State
+	Reason  Reason
+	// Advice tells the admin what happened and what to do next. It may
+	// name configuration (files, client ids): logs and status only.
+	Advice string
+	// Client is what a downstream client may be told.
+	Client string
+	// Err is the underlying error, for logs.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("account %q: %s", e.Account, e.Advice)
+	}
+	return fmt.Sprintf("account %q: %s: %v", e.Account, e.Advice, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Temporary reports whether the condition may pass by itself, so retrying
+// later makes sense: true for degraded, false when a person must act.
+func (e *Error) Temporary() bool { return e.State == StateDegraded || e.State == StateOK }
+
+// Detail is the underlying error's text, or "".
+func (e *Error) Detail() string {
+	if e.Err == nil {
+		return ""
+	}
+	return e.Err.Error()
+}
+
+// Temporary reports whether err means "try again later". Errors that do
+// not say (no Temporary method) are temporary: for mail, retrying is the
+// safe answer.
+func Temporary(err error) bool {
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) {
+		return t.Temporary()
+	}
+	return true
+}
+
+// AsError returns the account condition in err's chain, or nil.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
