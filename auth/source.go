@@ -46,6 +46,9 @@ type SourceOptions struct {
 	// Health is the account's condition, which the source reports to.
 	// Default: a new one.
 	Health *health.Account
+	// Failpoint, when set, is called at "refresh" before each request to
+	// the token endpoint, for fault tests.
+	Failpoint func(string)
 }
 
 // Source hands out access tokens for one account. All connections of the
@@ -252,7 +255,7 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.opts.HTTPClient)
-	tok, err := s.fetch(ctx, old)
+	tok, err := s.safeFetch(ctx, old)
 	now := s.opts.Now()
 
 	s.mu.Lock()
@@ -297,6 +300,21 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 	s.failures = 0
 	report = func() { s.health.Succeed(health.SourceToken) }
 	call.token = g.AccessToken
+}
+
+// safeFetch is fetch, with a panic in it (the OAuth library, a provider's
+// odd answer) turned into a transient error that is logged and counted.
+func (s *Source) safeFetch(ctx context.Context, old *Grant) (tok *oauth2.Token, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			health.Recovered(s.log, s.health, "refreshing the token", v)
+			tok, err = nil, fmt.Errorf("internal error while refreshing the token: %v", v)
+		}
+	}()
+	if s.opts.Failpoint != nil {
+		s.opts.Failpoint("refresh")
+	}
+	return s.fetch(ctx, old)
 }
 
 func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +45,9 @@ type IMAPOptions struct {
 	// AuthFailureDelay is waited before answering a failed local login, as
 	// Dovecot's auth_failure_delay. Default 2s; negative disables.
 	AuthFailureDelay time.Duration
+	// Failpoint, when set, is called at "imap-session" as each session
+	// starts, for fault tests.
+	Failpoint func(string)
 }
 
 // IMAPServer is the downstream IMAP listener. Its methods are safe for use
@@ -202,6 +204,8 @@ type imapSession struct {
 	established bool
 	closeMu     sync.Mutex
 	up          net.Conn
+	// health is the account's condition once the client logged in.
+	health *health.Account
 }
 
 func (c *imapSession) close() {
@@ -248,7 +252,7 @@ func (c *imapSession) serve() {
 	defer func() {
 		if v := recover(); v != nil {
 			s.Panics.Add(1)
-			s.log.Error("panic in IMAP session", "conn", c.id, "panic", v, "stack", string(debug.Stack()))
+			health.Recovered(c.log, c.health, "serving an IMAP session", v)
 		}
 		c.close()
 		s.mu.Lock()
@@ -257,6 +261,9 @@ func (c *imapSession) serve() {
 	}()
 	c.log = s.log.With("conn", c.id, "remote", c.down.RemoteAddr().String())
 	c.log.Debug("IMAP connection opened")
+	if s.opts.Failpoint != nil {
+		s.opts.Failpoint("imap-session")
+	}
 
 	c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
 	if err := c.writeLine("* OK [CAPABILITY " + preauthCaps + "] relayd ready"); err != nil {
@@ -458,7 +465,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 		c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
 		return nil, false
 	}
-	c.log = log
+	c.log, c.health = log, acct.Health
 	if text == "" {
 		text = "logged in"
 	}

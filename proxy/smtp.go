@@ -17,6 +17,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -45,6 +46,12 @@ type SMTPOptions struct {
 	AuthFailureDelay time.Duration
 	// Now is the clock of the Received: header. Default time.Now.
 	Now func() time.Time
+	// Health returns an account's condition, to count a panic in one of
+	// its sessions there; may be nil.
+	Health func(name string) *health.Account
+	// Failpoint, when set, is called at "smtp-data" before a message is
+	// queued, for fault tests.
+	Failpoint func(string)
 }
 
 // SMTPServer is the downstream submission server: AUTH PLAIN or LOGIN
@@ -55,7 +62,7 @@ type SMTPServer struct {
 	opts   SMTPOptions
 	log    *slog.Logger
 	nextID atomic.Uint64
-	// Panics counts panics go-smtp recovered in sessions.
+	// Panics counts panics recovered in sessions.
 	Panics atomic.Int64
 
 	mu      sync.Mutex
@@ -101,7 +108,7 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	// Legacy software sends unwrapped HTML and base64 lines far beyond
 	// RFC 5321's 998; like Postfix, accept them rather than lose the mail.
 	srv.MaxLineLength = 1 << 20
-	srv.ErrorLog = slogLogger{s.log, &s.Panics}
+	srv.ErrorLog = slogLogger{s.log}
 	// Plaintext AUTH only where the password cannot leave the machine.
 	if err := config.CheckLoopback(ln.Addr().String()); err == nil {
 		srv.AllowInsecureAuth = true
@@ -148,16 +155,12 @@ func (s *SMTPServer) stop() []*smtp.Server {
 	return append([]*smtp.Server(nil), s.servers...)
 }
 
-// slogLogger is go-smtp's error log: it goes to slog, and counts the panics
-// go-smtp recovered ("panic serving ...").
-type slogLogger struct {
-	log    *slog.Logger
-	panics *atomic.Int64
-}
+// slogLogger is go-smtp's error log. relayd recovers panics in its own
+// session code (smtpSession.recover); go-smtp's own lines go to the log.
+type slogLogger struct{ log *slog.Logger }
 
 func (l slogLogger) Printf(format string, v ...any) {
 	if strings.HasPrefix(format, "panic") {
-		l.panics.Add(1)
 		l.log.Error(fmt.Sprintf(format, v...))
 		return
 	}
@@ -189,10 +192,31 @@ var (
 	errBadAuth      = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Invalid user name or password"}
 )
 
+// errInternal answers a command whose handling failed inside relayd: the
+// client keeps its message and tries again later.
+var errInternal = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error: nothing was queued, try again later"}
+
+// recover turns a panic in a session method into a 451 reply (the client
+// keeps the message and retries), logged with its stack and counted.
+func (s *smtpSession) recover(err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.srv.Panics.Add(1)
+	var h *health.Account
+	if s.acct != nil && s.srv.opts.Health != nil {
+		h = s.srv.opts.Health(s.acct.Name)
+	}
+	health.Recovered(s.log, h, "serving an SMTP session", v)
+	*err = errInternal
+}
+
 func (s *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
 
 func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
-	check := func(user, pass string) error {
+	check := func(user, pass string) (err error) {
+		defer s.recover(&err)
 		if s.acct != nil {
 			return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
 		}
@@ -228,7 +252,8 @@ func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
 	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported mechanism: use PLAIN or LOGIN"}
 }
 
-func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) error {
+func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) (err error) {
+	defer s.recover(&err)
 	if s.acct == nil {
 		return errAuthRequired
 	}
@@ -256,7 +281,8 @@ func (s *smtpSession) mayUse(addr string) bool {
 	return false
 }
 
-func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
+	defer s.recover(&err)
 	if s.acct == nil {
 		return errAuthRequired
 	}
@@ -270,7 +296,8 @@ func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-func (s *smtpSession) Data(r io.Reader) error {
+func (s *smtpSession) Data(r io.Reader) (err error) {
+	defer s.recover(&err)
 	if s.acct == nil {
 		return errAuthRequired
 	}
@@ -288,6 +315,9 @@ func (s *smtpSession) Data(r io.Reader) error {
 		}
 		return fmt.Sprintf("Received: from %s ([%s])\r\n\tby %s (relayd) with ESMTPSA id %s%s;\r\n\t%s\r\n",
 			helo, ip, s.srv.opts.Hostname, id, for_, now.Format(time.RFC1123Z))
+	}
+	if s.srv.opts.Failpoint != nil {
+		s.srv.opts.Failpoint("smtp-data")
 	}
 	id, err := s.srv.opts.Queue.Submit(&queue.Submission{
 		Account: s.acct.Name, From: s.from, To: s.to, Trace: trace, Body: r,

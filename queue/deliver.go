@@ -24,6 +24,35 @@ import (
 // mail (a.kick), at the next due time, and when the account's condition
 // changes (a new grant releases held mail at once).
 func (q *Queue) worker(ctx context.Context, a *account) {
+	for !q.workerLoop(ctx, a) {
+		// A panic outside one message's delivery: start over after a
+		// pause, so that a fault that recurs does not spin.
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// workerLoop is the worker's loop. It returns true when ctx ends, false
+// after recovering a panic.
+func (q *Queue) workerLoop(ctx context.Context, a *account) (done bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			health.Recovered(q.log, q.health(a), "scheduling the account's mail", v)
+			q.mu.Lock()
+			for id := range q.busy {
+				if e := q.entries[id]; e != nil && e.Account == a.name {
+					delete(q.busy, id)
+				}
+			}
+			q.mu.Unlock()
+			done = false
+		}
+	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -38,7 +67,7 @@ func (q *Queue) worker(ctx context.Context, a *account) {
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-			return
+			return true
 		case <-a.kick:
 		case <-changed:
 		case <-timer.C:
@@ -261,14 +290,53 @@ func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Accou
 		if snapshot == nil {
 			continue // deleted or held meanwhile
 		}
-		results, connErr := q.deliverOne(c, snapshot)
-		q.finish(a, id, results, connErr)
-		if connErr != nil {
+		if !q.attempt(a, c, snapshot) {
 			return
 		}
 		if err := c.Reset(); err != nil {
 			return
 		}
+	}
+}
+
+// attempt delivers one message on c and records the outcome. It reports
+// whether c may carry the next message. A panic while handling the message
+// would recur on every retry: the message is held with the reason
+// recorded, and the rest of the queue flows.
+func (q *Queue) attempt(a *account, c *upstream, e *Entry) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			health.Recovered(q.log, q.health(a), "delivering message "+e.ID, v)
+			q.quarantine(e.ID, fmt.Sprintf("relayd hit an internal error delivering it (%v); after an upgrade, 'relayd queue release %s' tries again", v, e.ID))
+			ok = false // the connection's state is unknown
+		}
+	}()
+	q.failpoint("deliver")
+	results, connErr := q.deliverOne(c, e)
+	q.finish(a, e.ID, results, connErr)
+	return connErr == nil
+}
+
+// quarantine holds message id as an admin hold would, with why recorded.
+func (q *Queue) quarantine(id, why string) {
+	q.mu.Lock()
+	e := q.entries[id]
+	if e == nil {
+		q.mu.Unlock()
+		return
+	}
+	e.AdminHold, e.LastError = true, why
+	snapshot := e.clone()
+	q.mu.Unlock()
+	if err := q.spool.Update(snapshot); err != nil {
+		q.log.Error("could not record the hold of a message that made relayd fail; it is held until restart", "id", id, "err", err)
+	}
+	q.event(EventHeld, id, snapshot.Account)
+}
+
+func (q *Queue) failpoint(name string) {
+	if q.opts.Failpoint != nil {
+		q.opts.Failpoint(name)
 	}
 }
 
@@ -551,9 +619,7 @@ func (q *Queue) deliverOne(c *upstream, e *Entry) ([]outcome, error) {
 	o, broken := classify(err)
 	if o.state == RcptSent {
 		o.reply, o.code = "250 accepted", 250
-		if q.opts.Failpoint != nil {
-			q.opts.Failpoint("after-upstream-250")
-		}
+		q.failpoint("after-upstream-250")
 	}
 	for _, a := range accepted {
 		results = append(results, o.at(a.idx))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/relayd/relayd/health"
 	"io"
 	"strings"
 	"time"
@@ -16,6 +17,15 @@ func (q *Queue) bounce(e *Entry, failed []Recipient) {
 	if e.From == "" {
 		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			q.mu.Lock()
+			acct := q.account(e.Account)
+			q.mu.Unlock()
+			health.Recovered(q.log, q.health(acct), "building a delivery status notification about "+e.ID, v)
+		}
+	}()
+	q.failpoint("dsn")
 	creds := q.opts.Accounts(e.Account)
 	if creds == nil {
 		return

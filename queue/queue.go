@@ -46,9 +46,10 @@ type Options struct {
 	// answer faster).
 	Timeout time.Duration
 	Now     func() time.Time
-	// Failpoint, when set, is called at named points, for crash tests:
-	// "after-temp-write", "after-rename" (spool), "after-upstream-250"
-	// (delivery).
+	// Failpoint, when set, is called at named points, for crash and
+	// fault tests: "after-temp-write", "after-rename" (spool), "deliver"
+	// (before each message's delivery), "after-upstream-250" (delivery),
+	// "dsn" (building a bounce).
 	Failpoint func(string)
 	// OnEvent, when set, is called after deliveries and state changes
 	// (for tests and the status socket's waiters).

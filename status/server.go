@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -47,8 +48,22 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	mux.HandleFunc("POST /v1/queue/{op}", s.handleQueueOp)
 	mux.HandleFunc("POST /v1/queue/{id}/retry", s.handleQueueRetry)
 	mux.HandleFunc("DELETE /v1/queue/{id}", s.handleQueueDelete)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: s.recovering(mux), ReadHeaderTimeout: 10 * time.Second}
 	return s
+}
+
+// recovering answers 500 for a request whose handler panicked, after
+// logging and counting it: the socket keeps serving.
+func (s *Server) recovering(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				health.Recovered(s.log, nil, "answering "+r.Method+" "+r.URL.Path+" on the status socket", v)
+				writeJSON(w, http.StatusInternalServerError, apiError{Error: "internal error in relayd; the log has the details"})
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Listen creates the Unix socket at path with mode 0660, replacing a stale

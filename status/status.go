@@ -17,9 +17,12 @@ import (
 
 // Status is the document served at GET /v1/status.
 type Status struct {
-	Version  string    `json:"version"`
-	Started  time.Time `json:"started"`
-	Banner   string    `json:"banner"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	Banner  string    `json:"banner"`
+	// Panics is how many internal errors relayd recovered from since it
+	// started (each account counts its own too).
+	Panics   int64     `json:"panics"`
 	Accounts []Account `json:"accounts"`
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -122,5 +123,44 @@ func TestRender(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("Render lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+type panickyBackend struct {
+	fakeBackend
+	panics bool
+}
+
+func (p *panickyBackend) Status() *Status {
+	if p.panics {
+		p.panics = false
+		panic("injected fault in a status handler")
+	}
+	return p.fakeBackend.Status()
+}
+
+// A handler that panics answers 500 with a generic text and is logged;
+// the socket keeps serving.
+func TestStatusHandlerPanicRecovered(t *testing.T) {
+	dir := t.TempDir()
+	b := &panickyBackend{fakeBackend: fakeBackend{st: &Status{Banner: "all 1 mailbox ok"}}, panics: true}
+	sock := filepath.Join(dir, "status.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testkit.SyncBuffer
+	srv := NewServer(b, slog.New(slog.NewTextHandler(&logs, nil)))
+	go srv.Serve(ln)
+	defer srv.Shutdown(context.Background())
+	c := NewClient(sock)
+	if _, err := c.Status(context.Background()); err == nil || !strings.Contains(err.Error(), "internal error") {
+		t.Errorf("Status() during a panic = %v, want the internal error", err)
+	}
+	if st, err := c.Status(context.Background()); err != nil || st.Banner != "all 1 mailbox ok" {
+		t.Errorf("Status() after a panic = %+v, %v", st, err)
+	}
+	if !strings.Contains(logs.String(), "internal error recovered") || !strings.Contains(logs.String(), "goroutine") {
+		t.Errorf("the panic was not logged with its stack:\n%s", logs.String())
 	}
 }

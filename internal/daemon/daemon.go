@@ -39,8 +39,12 @@ type Options struct {
 	// IMAPListeners and SMTPListeners, when set, are used instead of
 	// listening on the configured addresses (socket activation, tests).
 	IMAPListeners, SMTPListeners []net.Listener
-	// Failpoint: see queue.Options.
+	// Failpoint, when set, is called at named points of the queue (see
+	// queue.Options), the token sources ("refresh"), and the IMAP
+	// ("imap-session") and SMTP ("smtp-data") servers, for fault tests.
 	Failpoint func(string)
+	// OnQueueEvent: see queue.Options.OnEvent.
+	OnQueueEvent func(queue.Event)
 }
 
 // Daemon is a running relayd.
@@ -81,7 +85,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			return nil
 		},
 		Hostname: hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax,
-		Lifetime: cfg.Queue.Lifetime, Failpoint: opts.Failpoint,
+		Lifetime: cfg.Queue.Lifetime, Failpoint: opts.Failpoint, OnEvent: opts.OnQueueEvent,
 		// A relayd queue command may be editing the spool as the
 		// daemon starts; such commands take well under a second.
 		LockWait: 10 * time.Second,
@@ -103,6 +107,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			var err error
 			src, err = auth.NewSource(auth.SourceOptions{
 				Account: a, Store: store, HTTPClient: opts.HTTPClient, Logger: opts.Logger, Health: h,
+				Failpoint: opts.Failpoint,
 			})
 			if err != nil {
 				return nil, err
@@ -124,10 +129,18 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		PreauthTimeout:   cfg.IMAP.PreauthTimeout,
 		IdleTimeout:      cfg.IMAP.IdleTimeout,
 		AuthFailureDelay: opts.AuthFailureDelay,
+		Failpoint:        opts.Failpoint,
 	})
 	d.smtp = proxy.NewSMTPServer(proxy.SMTPOptions{
 		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
 		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
+		Health: func(name string) *health.Account {
+			if a := d.accounts[name]; a != nil {
+				return a.Health
+			}
+			return nil
+		},
+		Failpoint: opts.Failpoint,
 	})
 	d.status = status.NewServer(d, opts.Logger)
 
@@ -196,7 +209,7 @@ func (d *Daemon) Start() {
 			d.wg.Add(1)
 			go func() {
 				defer d.wg.Done()
-				acct.Tokens.Run(ctx)
+				d.keepRunning(ctx, acct.Health, "keeping the grant alive", acct.Tokens.Run)
 			}()
 		}
 	}
@@ -221,7 +234,7 @@ func (d *Daemon) Start() {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		d.queue.Run(ctx)
+		d.keepRunning(ctx, nil, "running the queue", d.queue.Run)
 	}()
 	d.wg.Add(1)
 	go func() {
@@ -232,6 +245,33 @@ func (d *Daemon) Start() {
 	}()
 	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "smtp", d.SMTPAddrs(), "status_socket", d.cfg.StatusSocket,
 		"accounts", len(d.accounts))
+}
+
+// keepRunning runs fn until ctx ends, starting it again a second after a
+// panic, which is logged and counted.
+func (d *Daemon) keepRunning(ctx context.Context, h *health.Account, what string, fn func(context.Context)) {
+	for {
+		panicked := func() (panicked bool) {
+			defer func() {
+				if v := recover(); v != nil {
+					health.Recovered(d.log, h, what, v)
+					panicked = true
+				}
+			}()
+			fn(ctx)
+			return false
+		}()
+		if !panicked {
+			return
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Shutdown stops accepting, lets established sessions end until ctx is done,
@@ -254,7 +294,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 
 // Status implements status.Backend.
 func (d *Daemon) Status() *status.Status {
-	st := &status.Status{Version: Version, Started: d.started}
+	st := &status.Status{Version: Version, Started: d.started, Panics: health.Panics()}
 	for _, a := range d.cfg.Accounts {
 		acct := d.accounts[a.Name]
 		sa := status.Account{

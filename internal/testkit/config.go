@@ -1,0 +1,100 @@
+package testkit
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Config builds a relayd configuration file for tests and the demo, so that
+// none of them writes TOML by hand. Zero fields are left out (relayd's
+// defaults apply), except that listeners left empty are turned off.
+type Config struct {
+	StateDir, StatusSocket string
+	LogLevel               string
+	IMAPListen, SMTPListen []string
+	RetryMin, RetryMax     string // durations, e.g. "50ms"
+	Accounts               []Account
+}
+
+// Account is one [[account]] table.
+type Account struct {
+	Name, Provider, Email, Login string
+	ClientID, ClientSecretFile   string
+	TokenURL                     string
+	IMAPServer, SMTPServer       string
+	// Security is both imap_security and smtp_security: "none" for the
+	// plaintext fakes, "tls" with CAFile for the TLS ones.
+	Security          string
+	CAFile            string
+	PasswordFile      string
+	Direction         string
+	LocalUser         string
+	LocalPasswordHash string
+	SendAs            []string
+}
+
+// TOML renders the configuration.
+func (c Config) TOML() string {
+	var b strings.Builder
+	kv(&b, "state_dir", c.StateDir)
+	kv(&b, "status_socket", c.StatusSocket)
+	if c.LogLevel != "" {
+		b.WriteString("[log]\n")
+		kv(&b, "level", c.LogLevel)
+	}
+	fmt.Fprintf(&b, "[imap]\nlisten = %s\n", list(c.IMAPListen))
+	fmt.Fprintf(&b, "[smtp]\nlisten = %s\n", list(c.SMTPListen))
+	if c.RetryMin != "" || c.RetryMax != "" {
+		b.WriteString("[queue]\n")
+		kv(&b, "retry_min", c.RetryMin)
+		kv(&b, "retry_max", c.RetryMax)
+	}
+	for _, a := range c.Accounts {
+		b.WriteString(a.TOML())
+	}
+	return b.String()
+}
+
+// TOML renders the [[account]] table.
+func (a Account) TOML() string {
+	var b strings.Builder
+	b.WriteString("[[account]]\n")
+	kv(&b, "name", a.Name)
+	kv(&b, "provider", a.Provider)
+	kv(&b, "email", a.Email)
+	kv(&b, "login", a.Login)
+	kv(&b, "client_id", a.ClientID)
+	kv(&b, "client_secret_file", a.ClientSecretFile)
+	kv(&b, "token_url", a.TokenURL)
+	kv(&b, "imap_server", a.IMAPServer)
+	kv(&b, "smtp_server", a.SMTPServer)
+	if a.IMAPServer != "" {
+		kv(&b, "imap_security", a.Security)
+	}
+	if a.SMTPServer != "" {
+		kv(&b, "smtp_security", a.Security)
+	}
+	kv(&b, "ca_file", a.CAFile)
+	kv(&b, "password_file", a.PasswordFile)
+	kv(&b, "direction", a.Direction)
+	kv(&b, "local_user", a.LocalUser)
+	kv(&b, "local_password_hash", a.LocalPasswordHash)
+	if len(a.SendAs) > 0 {
+		fmt.Fprintf(&b, "send_as = %s\n", list(a.SendAs))
+	}
+	return b.String()
+}
+
+func kv(b *strings.Builder, key, val string) {
+	if val != "" {
+		fmt.Fprintf(b, "%s = %q\n", key, val)
+	}
+}
+
+func list(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
