@@ -1,4 +1,4 @@
-// Package proxy holds relayd's downstream listeners.
+// Package proxy holds relayd's downstream listeners: IMAP and SMTP.
 //
 // The IMAP proxy (imap*.go) answers the not-authenticated state itself
 // (RFC 3501 §6.1–6.2, RFC 9051; SASL-IR per RFC 4959; LITERAL- per RFC
@@ -7,6 +7,13 @@
 // client the upstream's tagged OK with its post-login capabilities, and from
 // then on copies bytes in both directions without parsing them, so every
 // extension the upstream has works at full speed.
+//
+// The SMTP listener (smtp.go) is a go-smtp submission server (RFC 6409):
+// AUTH PLAIN or LOGIN (sasl_login.go; RFC 4954) with the same local
+// credentials, plaintext AUTH on loopback only, the envelope policy (an
+// account sends only as its own addresses), and DATA or BDAT (RFC 3030)
+// streamed into the durable queue of package queue, which answers 250 only
+// once the message is on disk.
 //
 // Downstream means the legacy client's side, upstream the real mail server.
 package proxy

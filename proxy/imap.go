@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emersion/go-sasl"
+
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
 )
@@ -349,86 +351,95 @@ func (c *imapSession) handle(cmd *command, r *preauthReader) (acct *upstreamLogi
 	return nil, false
 }
 
-// saslLogin runs AUTHENTICATE PLAIN or LOGIN, with an initial response
-// (RFC 4959) or with continuations.
+// saslLogin runs AUTHENTICATE PLAIN or LOGIN (RFC 3501 §6.2.2, with an
+// initial response per RFC 4959) by driving go-sasl's PLAIN server or
+// relayd's LOGIN server, the same ones the SMTP listener uses. It returns
+// the credentials; checking them is the caller's.
 func (c *imapSession) saslLogin(cmd *command, r *preauthReader) (user, pass string, ok bool) {
 	if len(cmd.args) < 1 || len(cmd.args) > 2 {
 		c.writeLine(cmd.tag + " BAD AUTHENTICATE expects a mechanism and an optional initial response")
 		return "", "", false
 	}
-	mech := strings.ToUpper(cmd.args[0])
-	var ir []byte
-	hasIR := len(cmd.args) == 2
-	if hasIR {
+	capture := func(u, p string) error {
+		if u == "" {
+			return errMalformed
+		}
+		user, pass = u, p
+		return nil
+	}
+	var srv sasl.Server
+	switch strings.ToUpper(cmd.args[0]) {
+	case sasl.Plain:
+		srv = sasl.NewPlainServer(func(identity, u, p string) error {
+			if identity != "" && identity != u {
+				return errAuthzid
+			}
+			return capture(u, p)
+		})
+	case sasl.Login:
+		srv = newLoginServer(capture)
+	default:
+		c.writeLine(cmd.tag + " NO [CANNOT] unsupported mechanism; use PLAIN or LOGIN")
+		return "", "", false
+	}
+	var resp []byte // nil: no initial response
+	if len(cmd.args) == 2 {
+		resp = []byte{} // "=" is an empty initial response
 		if cmd.args[1] != "=" {
 			var err error
-			if ir, err = base64.StdEncoding.DecodeString(cmd.args[1]); err != nil {
+			if resp, err = base64.StdEncoding.DecodeString(cmd.args[1]); err != nil {
 				c.writeLine(cmd.tag + " BAD invalid base64 in the initial response")
 				return "", "", false
 			}
 		}
 	}
-	// next sends a challenge and reads the client's base64 answer.
-	next := func(challenge string) ([]byte, bool) {
-		if err := c.writeLine("+ " + base64.StdEncoding.EncodeToString([]byte(challenge))); err != nil {
-			return nil, false
-		}
-		line, err := r.readLine()
-		if err != nil {
-			var pe *protoError
-			if errors.As(err, &pe) {
-				c.writeLine(cmd.tag + " BAD " + pe.msg)
-			}
-			return nil, false
-		}
-		if string(line) == "*" {
-			c.writeLine(cmd.tag + " BAD AUTHENTICATE cancelled")
-			return nil, false
-		}
-		b, err := base64.StdEncoding.DecodeString(string(line))
-		if err != nil {
-			c.writeLine(cmd.tag + " BAD invalid base64 in the SASL response")
-			return nil, false
-		}
-		return b, true
-	}
-	switch mech {
-	case "PLAIN":
-		if !hasIR {
-			if ir, ok = next(""); !ok {
-				return "", "", false
-			}
-		}
-		parts := strings.Split(string(ir), "\x00")
-		if len(parts) != 3 || parts[1] == "" {
-			c.writeLine(cmd.tag + " BAD malformed PLAIN response")
-			return "", "", false
-		}
-		if parts[0] != "" && parts[0] != parts[1] {
+	for {
+		challenge, done, err := srv.Next(resp)
+		switch {
+		case errors.Is(err, errAuthzid):
 			c.writeLine(cmd.tag + " NO [AUTHORIZATIONFAILED] logging in as another user (authzid) is not supported")
 			return "", "", false
+		case err != nil:
+			c.writeLine(cmd.tag + " BAD malformed " + strings.ToUpper(cmd.args[0]) + " response")
+			return "", "", false
+		case done:
+			return user, pass, true
 		}
-		return parts[1], parts[2], true
-	case "LOGIN":
-		// draft-murchison-sasl-login: "Username:" then "Password:".
-		if hasIR {
-			user = string(ir)
-		} else {
-			b, ok := next("Username:")
-			if !ok {
-				return "", "", false
-			}
-			user = string(b)
-		}
-		b, ok := next("Password:")
-		if !ok {
+		if resp, ok = c.saslChallenge(cmd.tag, challenge, r); !ok {
 			return "", "", false
 		}
-		return user, string(b), true
-	default:
-		c.writeLine(cmd.tag + " NO [CANNOT] unsupported mechanism; use PLAIN or LOGIN")
-		return "", "", false
 	}
+}
+
+var (
+	errMalformed = errors.New("malformed SASL response")
+	errAuthzid   = errors.New("authorization identity differs from the user")
+)
+
+// saslChallenge sends a SASL challenge and reads the client's base64
+// answer; "*" cancels (RFC 3501 §6.2.2).
+func (c *imapSession) saslChallenge(tag string, challenge []byte, r *preauthReader) ([]byte, bool) {
+	if err := c.writeLine("+ " + base64.StdEncoding.EncodeToString(challenge)); err != nil {
+		return nil, false
+	}
+	line, err := r.readLine()
+	if err != nil {
+		var pe *protoError
+		if errors.As(err, &pe) {
+			c.writeLine(tag + " BAD " + pe.msg)
+		}
+		return nil, false
+	}
+	if string(line) == "*" {
+		c.writeLine(tag + " BAD AUTHENTICATE cancelled")
+		return nil, false
+	}
+	b, err := base64.StdEncoding.DecodeString(string(line))
+	if err != nil {
+		c.writeLine(tag + " BAD invalid base64 in the SASL response")
+		return nil, false
+	}
+	return b, true
 }
 
 // upstreamLogin is a logged-in upstream connection ready to splice.

@@ -3,6 +3,7 @@ package queue
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -30,7 +31,7 @@ func (q *Queue) Get(id string) (*Entry, error) {
 	defer q.mu.Unlock()
 	e := q.entries[id]
 	if e == nil {
-		return nil, ErrNotFound(id)
+		return nil, notFound(id)
 	}
 	return e.clone(), nil
 }
@@ -61,6 +62,33 @@ func (q *Queue) Flush(acct string) int {
 		a.wake()
 	}
 	return n
+}
+
+// Op is an admin operation on an account or a message.
+type Op string
+
+// Admin operations.
+const (
+	OpFlush   Op = "flush"   // postqueue -f
+	OpHold    Op = "hold"    // postsuper -h
+	OpRelease Op = "release" // postsuper -H
+)
+
+// ErrUnknownOp is returned by Apply for an operation it does not know.
+var ErrUnknownOp = errors.New("unknown queue operation (use flush, hold or release)")
+
+// Apply runs op on target and returns how many messages it concerned. An
+// unknown op changes nothing.
+func (q *Queue) Apply(op Op, target string) (int, error) {
+	switch op {
+	case OpFlush:
+		return q.Flush(target), nil
+	case OpHold:
+		return q.Hold(target)
+	case OpRelease:
+		return q.Release(target)
+	}
+	return 0, fmt.Errorf("%w: %q", ErrUnknownOp, op)
 }
 
 // Hold holds a message (target is a queue ID), like postsuper -h, or a
@@ -118,7 +146,7 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 	e := q.entries[target]
 	if e == nil {
 		q.mu.Unlock()
-		return 0, ErrNotFound(target)
+		return 0, notFound(target)
 	}
 	if e.State != StateFailed && e.AdminHold != hold {
 		e.AdminHold = hold
@@ -145,7 +173,7 @@ func (q *Queue) Retry(id string) error {
 	e := q.entries[id]
 	if e == nil {
 		q.mu.Unlock()
-		return ErrNotFound(id)
+		return notFound(id)
 	}
 	if e.State == StateFailed {
 		for i := range e.Recipients {
@@ -174,7 +202,7 @@ func (q *Queue) Delete(id string) error {
 	e := q.entries[id]
 	if e == nil {
 		q.mu.Unlock()
-		return ErrNotFound(id)
+		return notFound(id)
 	}
 	if q.busy[id] {
 		q.mu.Unlock()
@@ -200,7 +228,7 @@ func (q *Queue) Message(id string) (io.ReadCloser, error) {
 	_, ok := q.entries[id]
 	q.mu.Unlock()
 	if !ok {
-		return nil, ErrNotFound(id)
+		return nil, notFound(id)
 	}
 	return q.spool.Open(id)
 }

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -69,4 +70,28 @@ func TestSpoolV1Loads(t *testing.T) {
 		t.Fatalf("Message = %v", err)
 	}
 	rc.Close()
+}
+
+// An unknown operation changes nothing (it once fell through to release).
+func TestApplyUnknownOp(t *testing.T) {
+	dir := copyDir(t, "testdata/spool-v1")
+	q, err := Open(Options{Dir: dir, Accounts: func(n string) *auth.Account {
+		if n == "sales" {
+			return &auth.Account{}
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if _, err := q.Apply("relase", "sales"); !errors.Is(err, ErrUnknownOp) {
+		t.Errorf("Apply(relase) = %v, want ErrUnknownOp", err)
+	}
+	if st := q.Stats("sales"); st.Held != 1 {
+		t.Errorf("an unknown operation released the account: %+v", st)
+	}
+	if _, err := q.Apply(OpRelease, "no-such-id"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Apply(release, unknown) = %v, want ErrNotFound", err)
+	}
 }

@@ -494,14 +494,11 @@ func (q *Queue) holdAccount(a *account, src health.Source, e *health.Error) {
 	}
 }
 
-// errNotFound is returned by admin operations for an unknown ID.
-var errNotFound = errors.New("no such message in the queue")
+// ErrNotFound is returned (wrapped, naming what) by admin operations for an
+// unknown queue ID or account: test with errors.Is.
+var ErrNotFound = errors.New("no such message in the queue")
 
-// ErrNotFound reports an unknown queue ID or account.
-func ErrNotFound(what string) error { return fmt.Errorf("%w: %s", errNotFound, what) }
-
-// IsNotFound reports whether err is about an unknown queue ID.
-func IsNotFound(err error) bool { return errors.Is(err, errNotFound) }
+func notFound(what string) error { return fmt.Errorf("%w: %s", ErrNotFound, what) }
 
 // sortedEntries returns clones of the entries, oldest first. q.mu is held.
 func (q *Queue) sortedEntries(filter func(*Entry) bool) []*Entry {

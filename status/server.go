@@ -172,15 +172,9 @@ func (s *Server) handleQueueOp(w http.ResponseWriter, r *http.Request) {
 	q, target := s.backend.Queue(), r.URL.Query().Get("target")
 	var n int
 	var err error
-	switch r.PathValue("op") {
-	case "flush":
-		n = q.Flush(target)
-	case "hold":
-		n, err = q.Hold(target)
-	case "release":
-		n, err = q.Release(target)
-	default:
-		writeJSON(w, http.StatusNotFound, apiError{Error: "unknown queue operation"})
+	n, err = q.Apply(queue.Op(r.PathValue("op")), target)
+	if errors.Is(err, queue.ErrUnknownOp) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
 		return
 	}
 	if err != nil {
@@ -210,7 +204,7 @@ func (s *Server) handleQueueDelete(w http.ResponseWriter, r *http.Request) {
 
 func queueError(w http.ResponseWriter, err error) {
 	status := http.StatusInternalServerError
-	if queue.IsNotFound(err) {
+	if errors.Is(err, queue.ErrNotFound) {
 		status = http.StatusNotFound
 	} else if errors.As(err, new(queue.ErrBusyError)) {
 		status = http.StatusConflict

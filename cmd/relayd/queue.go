@@ -193,14 +193,7 @@ func (l localQueue) show(id string, w io.Writer) (*queue.Entry, error) {
 	return e, err
 }
 func (l localQueue) op(op, target string) (int, error) {
-	switch op {
-	case "flush":
-		return l.q.Flush(target), nil
-	case "hold":
-		return l.q.Hold(target)
-	default:
-		return l.q.Release(target)
-	}
+	return l.q.Apply(queue.Op(op), target)
 }
 func (l localQueue) retry(id string) error  { return l.q.Retry(id) }
 func (l localQueue) delete(id string) error { return l.q.Delete(id) }
