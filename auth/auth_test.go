@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,11 +24,18 @@ func newIdP(t *testing.T) *testkit.IdP {
 }
 
 func testAccount(idp *testkit.IdP) *config.Account {
-	return &config.Account{
-		Name: "support", Provider: "custom", Email: "support@example.com", Login: "support@example.com",
-		ClientID: "client", TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken,
-	}
+	return testkit.Account{
+		Name: "support", Provider: "custom", Email: "support@example.com", ClientID: "client", TokenURL: idp.TokenURL(),
+		Direction: "outgoing", SMTPServer: "127.0.0.1:587", LocalPasswordHash: testkit.UnusedHash,
+	}.Parsed(tbNop{})
 }
+
+// tbNop is a testkit.TB for helpers called outside a test's goroutine.
+type tbNop struct{}
+
+func (tbNop) Helper()           {}
+func (tbNop) Fatal(args ...any) { panic(fmt.Sprint(args...)) }
+func (tbNop) Cleanup(func())    {}
 
 // newSource stores a fresh grant for the account and returns its source.
 func newSource(t *testing.T, idp *testkit.IdP, opts SourceOptions) (*Source, *Store) {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayd/relayd/internal/testkit"
+
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 )
@@ -32,9 +34,9 @@ func FuzzIMAPSession(f *testing.F) {
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := dead.Addr().String()
 	dead.Close()
-	cfg := &config.Account{Name: "support", Provider: "password", Email: testMailbox, Login: testMailbox,
-		LocalUser: testUser, LocalPasswordHash: testHash, Direction: config.DirBoth,
-		IMAPServer: deadAddr, IMAPSecurity: config.SecurityNone}
+	cfg := testkit.Account{Name: "support", Provider: "password", Email: testMailbox, PasswordFile: "unread",
+		LocalUser: testUser, LocalPasswordHash: testHash, Direction: "incoming",
+		IMAPServer: deadAddr, Security: "none"}.Parsed(f)
 	acct := NewAccount(&auth.Account{Config: cfg, Password: "x"})
 	srv := NewIMAPServer(IMAPOptions{
 		Users:            auth.NewUsers([]*config.Account{cfg}),

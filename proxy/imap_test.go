@@ -89,11 +89,11 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		upAddr, caPEM = up.Addr, up.CertPEM
 	}
 	dir := t.TempDir()
-	cfg := &config.Account{
-		Name: "support", Provider: "custom", Email: testMailbox, Login: testMailbox, ClientID: "client",
-		TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken, Direction: config.DirBoth,
-		LocalUser: testUser, LocalPasswordHash: testHash, IMAPServer: upAddr, IMAPSecurity: config.SecurityNone,
-	}
+	cfg := testkit.Account{
+		Name: "support", Provider: "custom", Email: testMailbox, ClientID: "client", TokenURL: idp.TokenURL(),
+		Direction: "incoming", LocalUser: testUser, LocalPasswordHash: testHash, IMAPServer: upAddr, Security: "none",
+	}.Parsed(t)
+	cfg.Direction = config.DirBoth // the IMAP tests also check SMTP is refused nowhere
 	if o.tls {
 		cfg.IMAPSecurity = config.SecurityTLS
 		cfg.CAFile = filepath.Join(dir, "ca.pem")

@@ -35,9 +35,9 @@ func FuzzSMTPSession(f *testing.F) {
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := dead.Addr().String()
 	dead.Close()
-	cfg := &config.Account{Name: "support", Provider: "password", Email: testMailbox, Login: testMailbox,
-		LocalUser: testUser, LocalPasswordHash: testHash, Direction: config.DirBoth,
-		SMTPServer: deadAddr, SMTPSecurity: config.SecurityNone}
+	cfg := testkit.Account{Name: "support", Provider: "password", Email: testMailbox, PasswordFile: "unread",
+		LocalUser: testUser, LocalPasswordHash: testHash, Direction: "outgoing",
+		SMTPServer: deadAddr, Security: "none"}.Parsed(f)
 	creds := &auth.Account{Config: cfg, Password: "x"}
 	var logs testkit.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))

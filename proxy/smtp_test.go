@@ -65,12 +65,11 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 		t.Cleanup(func() { r.up.Close() })
 		r.upAddr = r.up.Addr
 	}
-	r.cfg = &config.Account{
-		Name: "support", Provider: "custom", Email: testMailbox, Login: testMailbox, ClientID: "client",
-		TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken, Direction: config.DirBoth,
-		LocalUser: testUser, LocalPasswordHash: testHash, SMTPServer: r.upAddr, SMTPSecurity: config.SecurityNone,
+	r.cfg = testkit.Account{
+		Name: "support", Provider: "custom", Email: testMailbox, ClientID: "client", TokenURL: idp.TokenURL(),
+		Direction: "outgoing", LocalUser: testUser, LocalPasswordHash: testHash, SMTPServer: r.upAddr, Security: "none",
 		SendAs: o.sendAs, SMTPRate: o.rate,
-	}
+	}.Parsed(t)
 	if o.tls {
 		r.cfg.SMTPSecurity = config.SecurityTLS
 		r.cfg.CAFile = filepath.Join(dir, "ca.pem")
@@ -337,9 +336,9 @@ func (failingFS) SyncDir(string) error { return fmt.Errorf("injected: no space l
 // A spool failure is a 452 4.3.1 to the client, and leaves nothing queued.
 func TestSMTPSpoolFailureIs452(t *testing.T) {
 	dir := t.TempDir()
-	cfg := &config.Account{Name: "support", Provider: "password", Email: testMailbox, Login: testMailbox,
-		LocalUser: testUser, LocalPasswordHash: testHash, Direction: config.DirBoth,
-		SMTPServer: "127.0.0.1:1", SMTPSecurity: config.SecurityNone}
+	cfg := testkit.Account{Name: "support", Provider: "password", Email: testMailbox, PasswordFile: "unread",
+		LocalUser: testUser, LocalPasswordHash: testHash, Direction: "outgoing",
+		SMTPServer: "127.0.0.1:1", Security: "none"}.Parsed(t)
 	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), FS: failingFS{},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Accounts: func(string) *auth.Account { return &auth.Account{Config: cfg} }})

@@ -67,11 +67,11 @@ func newDeliveryEnv(t *testing.T, o envOpts) *env {
 		t.Cleanup(func() { r.up.Close() })
 		r.upAddr = r.up.Addr
 	}
-	r.cfg = &config.Account{
-		Name: "support", Provider: "custom", Email: mailbox, Login: mailbox, ClientID: "client",
-		TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken, Direction: config.DirBoth,
-		SMTPServer: r.upAddr, SMTPSecurity: config.SecurityNone, SMTPRate: o.rate,
-	}
+	r.cfg = testkit.Account{
+		Name: "support", Provider: "custom", Email: mailbox, ClientID: "client", TokenURL: idp.TokenURL(),
+		Direction: "outgoing", SMTPServer: r.upAddr, Security: "none", SMTPRate: o.rate,
+		LocalPasswordHash: testkit.UnusedHash,
+	}.Parsed(t)
 	if o.tls {
 		r.cfg.SMTPSecurity = config.SecurityTLS
 		r.cfg.CAFile = filepath.Join(dir, "ca.pem")
@@ -413,9 +413,9 @@ func TestDeliveryStartTLSUpstream(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
 	os.WriteFile(ca, up.CertPEM, 0o600)
-	cfg := &config.Account{Name: "support", Provider: "custom", Email: mailbox, Login: mailbox,
-		ClientID: "client", TokenURL: idp.TokenURL(), Grant: config.GrantRefreshToken, Direction: config.DirBoth,
-		SMTPServer: up.Addr, SMTPSecurity: config.SecuritySTARTTLS, CAFile: ca}
+	cfg := testkit.Account{Name: "support", Provider: "custom", Email: mailbox, ClientID: "client",
+		TokenURL: idp.TokenURL(), Direction: "outgoing", SMTPServer: up.Addr, Security: "starttls", CAFile: ca,
+		LocalPasswordHash: testkit.UnusedHash}.Parsed(t)
 	store := &auth.Store{Dir: dir}
 	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", mailbox)})
 	src, _ := auth.NewSource(auth.SourceOptions{Account: cfg, Store: store})

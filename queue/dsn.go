@@ -4,10 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"github.com/relayd/relayd/health"
 	"io"
 	"strings"
 	"time"
+
+	"github.com/relayd/relayd/health"
 )
 
 // bounce queues a delivery status notification (RFC 3464) about failed

@@ -4,8 +4,6 @@ import (
 	"errors"
 
 	"fmt"
-	"github.com/relayd/relayd/auth"
-	"github.com/relayd/relayd/config"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
 )
 
 // recordingFS logs every operation on the real file system and can fail

@@ -176,25 +176,18 @@ func start() (*setup, error) {
 	}
 	ca := filepath.Join(s.tmp, "ca.pem")
 	os.WriteFile(ca, s.dove.CertPEM, 0o600)
-	acct := func(name, server, sec string) string {
-		return fmt.Sprintf(`
-[[account]]
-name = %q
-provider = "custom"
-email = %q
-client_id = %q
-token_url = %q
-imap_server = %q
-imap_security = %q
-ca_file = %q
-direction = "incoming"
-local_user = %q
-local_password_hash = %q
-`, name, mailbox, clientID, s.idp.TokenURL(), server, sec, ca, name, hash)
+	acct := func(name, server, sec string) testkit.Account {
+		return testkit.Account{
+			Name: name, Provider: "custom", Email: mailbox, ClientID: clientID, TokenURL: s.idp.TokenURL(),
+			IMAPServer: server, Security: sec, CAFile: ca, Direction: "incoming",
+			LocalUser: name, LocalPasswordHash: string(hash),
+		}
 	}
-	cfgText := fmt.Sprintf("state_dir = %q\nstatus_socket = %q\n[log]\nlevel = \"warn\"\n[imap]\nlisten = [%q]\n",
-		filepath.Join(s.tmp, "state"), filepath.Join(s.tmp, "status.sock"), s.relayAt) +
-		acct("plain", s.dove.IMAPAddr, "none") + acct("tls", s.dove.IMAPSAddr, "tls")
+	cfgText := testkit.Config{
+		StateDir: filepath.Join(s.tmp, "state"), StatusSocket: filepath.Join(s.tmp, "status.sock"), LogLevel: "warn",
+		IMAPListen: []string{s.relayAt},
+		Accounts:   []testkit.Account{acct("plain", s.dove.IMAPAddr, "none"), acct("tls", s.dove.IMAPSAddr, "tls")},
+	}.TOML()
 	cfgFile := filepath.Join(s.tmp, "relayd.toml")
 	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
 	cfg, err := config.Parse(cfgText)

@@ -153,30 +153,15 @@ func (b *bench) startRelayd(stateName string, grant bool) error {
 		return err
 	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
-	text := fmt.Sprintf(`state_dir = %q
-status_socket = %q
-[log]
-level = "info"
-[imap]
-listen = []
-[smtp]
-listen = [%q]
-[queue]
-retry_min = "1s"
-retry_max = "5s"
-[[account]]
-name = "support"
-provider = "custom"
-email = %q
-client_id = %q
-token_url = %q
-smtp_server = %q
-smtp_security = "none"
-smtp_connections = 3
-direction = "outgoing"
-local_user = "bench"
-local_password_hash = %q
-`, state, filepath.Join(state, "status.sock"), b.smtpAddr, mailbox, clientID, b.idp.TokenURL(), b.up.Addr, hash)
+	text := testkit.Config{
+		StateDir: state, StatusSocket: filepath.Join(state, "status.sock"), LogLevel: "info",
+		SMTPListen: []string{b.smtpAddr}, RetryMin: "1s", RetryMax: "5s",
+		Accounts: []testkit.Account{{
+			Name: "support", Provider: "custom", Email: mailbox, ClientID: clientID, TokenURL: b.idp.TokenURL(),
+			SMTPServer: b.up.Addr, Security: "none", SMTPConnections: 3, Direction: "outgoing",
+			LocalUser: "bench", LocalPasswordHash: string(hash),
+		}},
+	}.TOML()
 	b.cfgFile = filepath.Join(b.tmp, stateName+".toml")
 	os.WriteFile(b.cfgFile, []byte(text), 0o600)
 	if b.cfg, err = config.Parse(text); err != nil {

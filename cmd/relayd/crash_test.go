@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -56,33 +55,12 @@ func localHash() string {
 func (e *env) writeSMTPConfig(smtpServer, retryMin, retryMax string) string {
 	e.t.Helper()
 	smtpAddr, _ := realserver.FreeAddr()
-	hash := localHash()
-	cfg := fmt.Sprintf(`state_dir = %q
-status_socket = %q
-[imap]
-listen = [%q]
-[smtp]
-listen = [%q]
-[queue]
-retry_min = %q
-retry_max = %q
-[[account]]
-name = "support"
-provider = "custom"
-email = %q
-client_id = "client"
-client_secret_file = %q
-token_url = %q
-smtp_server = %q
-smtp_security = "none"
-direction = "outgoing"
-local_user = "helpdesk"
-local_password_hash = %q
-`, filepath.Join(e.dir, "state"), e.socket, e.imapAddr, smtpAddr, retryMin, retryMax, mbox,
-		filepath.Join(e.dir, "client.secret"), e.idp.TokenURL(), smtpServer, hash)
-	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
+	e.conf.SMTPListen = []string{smtpAddr}
+	e.conf.RetryMin, e.conf.RetryMax = retryMin, retryMax
+	e.conf.LogLevel = ""
+	a := &e.conf.Accounts[0]
+	a.IMAPServer, a.SMTPServer, a.Direction = "", smtpServer, "outgoing"
+	e.writeConfig()
 	return smtpAddr
 }
 

@@ -67,29 +67,15 @@ func runDemo(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfgText := fmt.Sprintf(`
-state_dir = %q
-status_socket = %q
-[imap]
-listen = [%q]
-[smtp]
-listen = [%q]
-[[account]]
-name = "demo"
-provider = "custom"
-email = %q
-client_id = %q
-token_url = %q
-imap_server = %q
-imap_security = "tls"
-smtp_server = %q
-smtp_security = "tls"
-ca_file = %q
-direction = "both"
-local_user = "demo"
-local_password_hash = %q
-`, filepath.Join(dir, "state"), filepath.Join(dir, "status.sock"), *listen, *smtpListen, demoUser, demoClient,
-		idp.TokenURL(), up.Addr, smtpUp.Addr, caFile, hash)
+	cfgText := testkit.Config{
+		StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
+		IMAPListen: []string{*listen}, SMTPListen: []string{*smtpListen},
+		Accounts: []testkit.Account{{
+			Name: "demo", Provider: "custom", Email: demoUser, ClientID: demoClient, TokenURL: idp.TokenURL(),
+			IMAPServer: up.Addr, SMTPServer: smtpUp.Addr, Security: "tls", CAFile: caFile,
+			Direction: "both", LocalUser: "demo", LocalPasswordHash: hash,
+		}},
+	}.TOML()
 	cfg, err := config.Parse(cfgText)
 	if err != nil {
 		return err

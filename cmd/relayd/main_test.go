@@ -52,7 +52,8 @@ type env struct {
 	idp       *testkit.IdP
 	up        *testkit.IMAPUpstream
 	imapAddr  string
-	secrets   []string // every secret the test knows of
+	conf      testkit.Config // what writeConfig writes to cfg
+	secrets   []string       // every secret the test knows of
 	outputs   *bytes.Buffer
 	outputsMu sync.Mutex
 }
@@ -92,31 +93,25 @@ func newEnv(t *testing.T) *env {
 		idp: idp, up: up, imapAddr: ln, outputs: &bytes.Buffer{},
 		secrets: []string{localPassword, wrongPassword, clientSecret},
 	}
-	cfg := fmt.Sprintf(`state_dir = %q
-status_socket = %q
-[log]
-level = "debug"
-[imap]
-listen = [%q]
-[smtp]
-listen = []
-[[account]]
-name = "support"
-provider = "custom"
-email = %q
-client_id = "client"
-client_secret_file = %q
-token_url = %q
-imap_server = %q
-imap_security = "none"
-direction = "incoming"
-local_user = "helpdesk"
-local_password_hash = %q
-`, filepath.Join(dir, "state"), e.socket, ln, mbox, secretFile, idp.TokenURL(), up.Addr, hash)
-	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+	e.conf = testkit.Config{
+		StateDir: filepath.Join(dir, "state"), StatusSocket: e.socket, LogLevel: "debug",
+		IMAPListen: []string{ln},
+		Accounts: []testkit.Account{{
+			Name: "support", Provider: "custom", Email: mbox, ClientID: "client", ClientSecretFile: secretFile,
+			TokenURL: idp.TokenURL(), IMAPServer: up.Addr, Security: "none", Direction: "incoming",
+			LocalUser: "helpdesk", LocalPasswordHash: string(hash),
+		}},
 	}
+	e.writeConfig()
 	return e
+}
+
+// writeConfig writes e.conf to the configuration file.
+func (e *env) writeConfig() {
+	e.t.Helper()
+	if err := os.WriteFile(e.cfg, []byte(e.conf.TOML()), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // record keeps command output for the secrets sweep.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayd/relayd/internal/testkit"
+
 	"github.com/relayd/relayd/internal/realserver"
 )
 
@@ -25,20 +27,12 @@ func TestPostfixUpstream(t *testing.T) {
 	// A second account with provider "password": AUTH PLAIN upstream.
 	pwFile := filepath.Join(e.dir, "scanner.password")
 	os.WriteFile(pwFile, []byte(staticPassword+"\n"), 0o600)
-	f, _ := os.OpenFile(e.cfg, os.O_APPEND|os.O_WRONLY, 0)
-	fmt.Fprintf(f, `
-[[account]]
-name = "scanner"
-provider = "password"
-email = "scanner@example.com"
-password_file = %q
-smtp_server = %q
-smtp_security = "none"
-direction = "outgoing"
-local_user = "scanner"
-local_password_hash = %q
-`, pwFile, pf.SubmissionAddr, localHash())
-	f.Close()
+	e.conf.Accounts = append(e.conf.Accounts, testkit.Account{
+		Name: "scanner", Provider: "password", Email: "scanner@example.com", PasswordFile: pwFile,
+		SMTPServer: pf.SubmissionAddr, Security: "none", Direction: "outgoing",
+		LocalUser: "scanner", LocalPasswordHash: localHash(),
+	})
+	e.writeConfig()
 	e.secrets = append(e.secrets, staticPassword)
 	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
 		t.Fatalf("authorize: %s", out)
@@ -110,10 +104,8 @@ func TestPostfixRevokedTokenDrainsOnHandover(t *testing.T) {
 	pf := realserver.StartPostfix(t, dove)
 	smtpAddr := e.writeSMTPConfig(pf.SubmissionAddr, "10m", "30m")
 	// The mailbox is read through Dovecot too, as a helpdesk does.
-	b, _ := os.ReadFile(e.cfg)
-	b = []byte(strings.Replace(string(b), `direction = "outgoing"`,
-		fmt.Sprintf("direction = \"both\"\nimap_server = %q\nimap_security = \"none\"", dove.IMAPAddr), 1))
-	os.WriteFile(e.cfg, b, 0o600)
+	e.conf.Accounts[0].IMAPServer, e.conf.Accounts[0].Direction = dove.IMAPAddr, "both"
+	e.writeConfig()
 	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
 		t.Fatalf("authorize: %s", out)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/relayd/relayd/internal/testkit"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relayd/relayd/internal/testkit"
 )
 
 // Dovecot is a real Dovecot started from its own configuration in a scratch

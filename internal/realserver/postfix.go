@@ -3,7 +3,6 @@ package realserver
 import (
 	"bytes"
 	"fmt"
-	"github.com/relayd/relayd/internal/testkit"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relayd/relayd/internal/testkit"
 )
 
 // Postfix is a real Postfix submission service (port SubmissionAddr) that

@@ -3,6 +3,8 @@ package testkit
 import (
 	"fmt"
 	"strings"
+
+	"github.com/relayd/relayd/config"
 )
 
 // Config builds a relayd configuration file for tests and the demo, so that
@@ -31,6 +33,8 @@ type Account struct {
 	LocalUser         string
 	LocalPasswordHash string
 	SendAs            []string
+	SMTPConnections   int
+	SMTPRate          int
 }
 
 // TOML renders the configuration.
@@ -82,7 +86,28 @@ func (a Account) TOML() string {
 	if len(a.SendAs) > 0 {
 		fmt.Fprintf(&b, "send_as = %s\n", list(a.SendAs))
 	}
+	if a.SMTPConnections > 0 {
+		fmt.Fprintf(&b, "smtp_connections = %d\n", a.SMTPConnections)
+	}
+	if a.SMTPRate > 0 {
+		fmt.Fprintf(&b, "smtp_rate = %d\n", a.SMTPRate)
+	}
 	return b.String()
+}
+
+// UnusedHash is a well-formed bcrypt hash for accounts whose local login a
+// test does not use (no password matches it).
+const UnusedHash = "$2a$04$unusedunusedunusedunuOeL0c3Oj0Q6tQm9dG1wNyy4cJ7n3oPFO"
+
+// Parsed returns the account as relayd's configuration makes it (every
+// default filled in), failing the test when it does not validate.
+func (a Account) Parsed(t TB) *config.Account {
+	t.Helper()
+	cfg, err := config.Parse(a.TOML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Accounts[0]
 }
 
 func kv(b *strings.Builder, key, val string) {
