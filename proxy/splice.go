@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/relayd/relayd/health"
 )
 
 // bufPool holds the copy buffers. A buffer is taken only while bytes are
@@ -42,8 +44,14 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer func() {
+			if v := recover(); v != nil {
+				c.srv.Panics.Add(1)
+				health.Recovered(c.log, c.health, "copying an IMAP session's bytes", v)
+			}
+			c.close()
+		}()
 		copyBulk(c.down, up.conn)
-		c.close()
 	}()
 	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout)
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -223,6 +223,11 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				if v := recover(); v != nil {
+					health.Recovered(q.log, q.health(a), "connecting to the upstream SMTP server", v)
+				}
+			}()
 			q.runConnection(ctx, a, creds, take)
 		}()
 	}
