@@ -31,7 +31,6 @@ type smtpRelay struct {
 	src    *auth.Source
 	q      *queue.Queue
 	addr   string
-	events chan queue.Event
 	logs   *testkit.SyncBuffer
 }
 
@@ -51,7 +50,7 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	t.Helper()
 	idp := testkit.StartIdP(t)
 	var err error
-	r := &smtpRelay{t: t, idp: idp, events: make(chan queue.Event, 1000), logs: &testkit.SyncBuffer{}}
+	r := &smtpRelay{t: t, idp: idp, logs: &testkit.SyncBuffer{}}
 	dir := t.TempDir()
 	if o.upDown {
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -100,7 +99,6 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 			return nil
 		},
 		RetryMin: retry, RetryMax: 4 * retry,
-		OnEvent: func(e queue.Event) { r.events <- e },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -167,45 +165,10 @@ func (r *smtpRelay) send(c *smtp.Client, from string, to []string, msg []byte) e
 	return w.Close()
 }
 
-// waitEvent waits for a queue event of kind.
-func (r *smtpRelay) waitEvent(kind queue.EventKind) queue.Event {
-	r.t.Helper()
-	timeout := time.After(15 * time.Second)
-	for {
-		select {
-		case e := <-r.events:
-			if e.Kind == kind {
-				return e
-			}
-		case <-timeout:
-			r.t.Fatalf("no %q queue event within 15s", kind)
-		}
-	}
-}
-
-// waitDelivered waits for n "delivered" events: the upstream accepted the
-// messages and the queue removed them.
-func (r *smtpRelay) waitDelivered(n int) {
-	r.t.Helper()
-	for i := 0; i < n; i++ {
-		r.waitEvent("delivered")
-	}
-}
-
 // waitMessages waits until the upstream accepted n messages.
 func (r *smtpRelay) waitMessages(n int) []testkit.Message {
 	r.t.Helper()
-	timeout := time.After(15 * time.Second)
-	for {
-		if m := r.up.Messages(); len(m) >= n {
-			return m
-		}
-		select {
-		case <-r.up.Arrived():
-		case <-timeout:
-			r.t.Fatalf("upstream has %d messages after 15s, want %d", len(r.up.Messages()), n)
-		}
-	}
+	return r.up.WaitMessages(r.t, n, 15*time.Second)
 }
 
 func TestSMTPDeliveredByteIdentical(t *testing.T) {

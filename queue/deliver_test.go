@@ -130,17 +130,7 @@ func (r *env) submit(from string, to []string, msg []byte) error {
 // waitEvent waits for a queue event of kind.
 func (r *env) waitEvent(kind EventKind) Event {
 	r.t.Helper()
-	timeout := time.After(15 * time.Second)
-	for {
-		select {
-		case e := <-r.events:
-			if e.Kind == kind {
-				return e
-			}
-		case <-timeout:
-			r.t.Fatalf("no %q queue event within 15s", kind)
-		}
-	}
+	return testkit.Await(r.t, r.events, "queue event "+string(kind), 15*time.Second, func(e Event) bool { return e.Kind == kind })
 }
 
 // waitDelivered waits for n "delivered" events: the upstream accepted the
@@ -155,17 +145,7 @@ func (r *env) waitDelivered(n int) {
 // waitMessages waits until the upstream accepted n messages.
 func (r *env) waitMessages(n int) []testkit.Message {
 	r.t.Helper()
-	timeout := time.After(15 * time.Second)
-	for {
-		if m := r.up.Messages(); len(m) >= n {
-			return m
-		}
-		select {
-		case <-r.up.Arrived():
-		case <-timeout:
-			r.t.Fatalf("upstream has %d messages after 15s, want %d", len(r.up.Messages()), n)
-		}
-	}
+	return r.up.WaitMessages(r.t, n, 15*time.Second)
 }
 
 func TestDeliveryConnectionReuse(t *testing.T) {

@@ -144,20 +144,10 @@ func (td *testDaemon) send(to, body string) error {
 	return c.SendMail(mailbox, []string{to}, strings.NewReader("Subject: t\r\n\r\n"+body+"\r\n"))
 }
 
-// waitEvent waits for a queue event of kind about account support.
+// waitEvent waits for a queue event of kind.
 func (td *testDaemon) waitEvent(kind queue.EventKind) queue.Event {
 	td.t.Helper()
-	timeout := time.After(15 * time.Second)
-	for {
-		select {
-		case e := <-td.events:
-			if e.Kind == kind {
-				return e
-			}
-		case <-timeout:
-			td.t.Fatalf("no %s event within 15s", kind)
-		}
-	}
+	return testkit.Await(td.t, td.events, "queue event "+string(kind), 15*time.Second, func(e queue.Event) bool { return e.Kind == kind })
 }
 
 func (td *testDaemon) delivered(body string) bool {

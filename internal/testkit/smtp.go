@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"fmt"
 	"bytes"
 	"crypto/tls"
 	"errors"
@@ -118,6 +119,25 @@ func (u *SMTPUpstream) Arrived() <-chan struct{} { return u.notify }
 // Attempted returns a channel that receives after each DATA, whether the
 // message was accepted or refused.
 func (u *SMTPUpstream) Attempted() <-chan struct{} { return u.attempts }
+
+// WaitMessages waits until the upstream accepted n messages and returns
+// them, woken by each arrival.
+func (u *SMTPUpstream) WaitMessages(t TB, n int, timeout time.Duration) []Message {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		if m := u.Messages(); len(m) >= n {
+			return m
+		}
+		select {
+		case <-u.Arrived():
+		case <-deadline.C:
+			t.Fatal(fmt.Sprintf("upstream has %d messages after %s, want %d", len(u.Messages()), timeout, n))
+			return nil
+		}
+	}
+}
 
 // Connections counts connections accepted so far.
 func (u *SMTPUpstream) Connections() int64 { return u.conns.Load() }

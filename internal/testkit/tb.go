@@ -3,6 +3,7 @@ package testkit
 import (
 	"bytes"
 	"sync"
+	"time"
 )
 
 // TB is the part of testing.TB the Start helpers use. It is declared here
@@ -31,4 +32,24 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Await receives from ch until match accepts a value, and returns it. It
+// fails the test, naming what, when nothing matches within timeout.
+func Await[T any](t TB, ch <-chan T, what string, timeout time.Duration, match func(T) bool) T {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case v := <-ch:
+			if match(v) {
+				return v
+			}
+		case <-deadline.C:
+			t.Fatal("no " + what + " within " + timeout.String())
+			var zero T
+			return zero
+		}
+	}
 }
