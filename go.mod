@@ -14,4 +14,9 @@ require (
 	golang.org/x/term v0.47.0
 )
 
-require github.com/emersion/go-message v0.18.2 // indirect
+require (
+	github.com/coreos/go-oidc/v3 v3.21.0 // indirect
+	github.com/emersion/go-message v0.18.2 // indirect
+	github.com/mdp/qrterminal/v3 v3.2.1 // indirect
+	rsc.io/qr v0.2.0 // indirect
+)

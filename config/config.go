@@ -128,11 +128,25 @@ type Account struct {
 	TokenURL      string
 	AuthURL       string
 	DeviceAuthURL string
-	Scopes        []string
-	IMAPServer    string
-	SMTPServer    string
-	IMAPSecurity  Security
-	SMTPSecurity  Security
+	// Issuer is the OpenID Connect issuer that signs ID tokens, to check
+	// who signed in (provider preset, or the issuer key for custom).
+	Issuer string
+	// Flow is the default interactive sign-in: "device" or "browser".
+	Flow string
+	// DeviceFlow: the provider allows the device flow.
+	DeviceFlow bool
+	// AuthParams are added to authorization requests (prompt, ...).
+	AuthParams map[string]string
+	// RedirectHost and RedirectPort make the loopback redirect URI of the
+	// browser flow: http://RedirectHost:RedirectPort. Port 0: a random
+	// free one at each sign-in.
+	RedirectHost string
+	RedirectPort int
+	Scopes       []string
+	IMAPServer   string
+	SMTPServer   string
+	IMAPSecurity Security
+	SMTPSecurity Security
 	// CAFile is a PEM bundle of private CAs trusted for the upstream servers.
 	CAFile string
 	// PasswordFile holds the upstream password (provider "password").

@@ -51,6 +51,8 @@ func TestParseGood(t *testing.T) {
 		IMAPServer:    "outlook.office365.com:993", SMTPServer: "smtp.office365.com:587",
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
 		SMTPConnections: 3, SMTPRate: 30, TokenAuthInParams: true,
+		Issuer: "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
+		Flow:   "device", DeviceFlow: true, AuthParams: map[string]string{"prompt": "select_account"}, RedirectHost: "localhost",
 	}
 	got := *a
 	got.Scopes = nil

@@ -20,6 +20,17 @@ func applyPreset(p *provider.Provider, a *Account) {
 	fill(&a.AuthURL, p.AuthURL)
 	fill(&a.TokenURL, p.TokenURL)
 	fill(&a.DeviceAuthURL, p.DeviceAuthURL)
+	fill(&a.Issuer, p.Issuer)
+	a.DeviceFlow = p.DeviceFlow
+	a.AuthParams = p.AuthParams
+	a.RedirectHost = p.RedirectHost
+	a.Flow = p.Flow
+	if a.Flow == "" {
+		a.Flow = provider.FlowBrowser
+		if a.DeviceAuthURL != "" {
+			a.Flow = provider.FlowDevice
+		}
+	}
 	fill(&a.IMAPServer, p.IMAPServer)
 	fill(&a.SMTPServer, p.SMTPServer)
 	if a.IMAPSecurity == "" {

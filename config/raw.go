@@ -58,6 +58,8 @@ type rawAccount struct {
 	TokenURL          string   `toml:"token_url"`
 	AuthURL           string   `toml:"auth_url"`
 	DeviceAuthURL     string   `toml:"device_auth_url"`
+	Issuer            string   `toml:"issuer"`
+	RedirectPort      int      `toml:"redirect_port"`
 	Scopes            []string `toml:"scopes"`
 	IMAPServer        string   `toml:"imap_server"`
 	SMTPServer        string   `toml:"smtp_server"`
@@ -186,6 +188,8 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 		TokenURL:          r.TokenURL,
 		AuthURL:           r.AuthURL,
 		DeviceAuthURL:     r.DeviceAuthURL,
+		Issuer:            r.Issuer,
+		RedirectPort:      r.RedirectPort,
 		Scopes:            r.Scopes,
 		IMAPServer:        r.IMAPServer,
 		SMTPServer:        r.SMTPServer,
@@ -259,6 +263,9 @@ func checkSending(key string, a *Account, bad badFunc) {
 	}
 	if a.SMTPRate < 0 {
 		bad(key+".smtp_rate", "must not be negative (0 means no limit)")
+	}
+	if a.RedirectPort < 0 || a.RedirectPort > 65535 {
+		bad(key+".redirect_port", "%d is not a TCP port (1-65535; leave it out for a random one)", a.RedirectPort)
 	}
 }
 

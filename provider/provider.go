@@ -20,6 +20,12 @@ const (
 	SecurityNone     Security = "none"     // plaintext; loopback servers only
 )
 
+// Interactive sign-in flows.
+const (
+	FlowDevice  = "device"  // RFC 8628 device authorization
+	FlowBrowser = "browser" // authorization code with PKCE (RFC 7636) and a loopback redirect (RFC 8252)
+)
+
 // Grant types.
 const (
 	GrantRefreshToken      = "refresh_token"      // delegated: a user's grant
@@ -49,6 +55,25 @@ type Provider struct {
 	// not one of these multi-tenant aliases.
 	MultiTenantAliases []string
 
+	// Issuer is the OpenID Connect issuer whose discovery document
+	// (Issuer + "/.well-known/openid-configuration") gives the keys that
+	// sign ID tokens; may contain {tenant}. Microsoft's multi-tenant
+	// documents name "{tenantid}" in the issuer, which the token's tid
+	// claim fills.
+	Issuer string
+	// Flow is the interactive sign-in used by default: FlowDevice or
+	// FlowBrowser. DeviceFlow is false where the provider refuses the
+	// device flow for the mail scopes (Google).
+	Flow       string
+	DeviceFlow bool
+	// AuthParams are added to the authorization request (and the device
+	// authorization request) beside login_hint.
+	AuthParams map[string]string
+	// RedirectHost is the host of the loopback redirect URI as the
+	// provider wants it registered: Microsoft "localhost", Google
+	// "127.0.0.1".
+	RedirectHost string
+
 	IMAPServer, SMTPServer     string
 	IMAPSecurity, SMTPSecurity Security
 	// SMTPConnections is the most concurrent SMTP connections per mailbox;
@@ -59,14 +84,18 @@ type Provider struct {
 // AllowsGrant reports whether the provider allows grant g.
 func (p *Provider) AllowsGrant(g string) bool { return slices.Contains(p.Grants, g) }
 
-// Microsoft's delegated scopes for IMAP, POP and SMTP; openid and email
-// give an ID token to check who signed in.
+// Microsoft's delegated scopes for IMAP, POP and SMTP; openid, email and
+// profile give an ID token to check who signed in.
 var microsoftScopes = []string{
 	"https://outlook.office.com/IMAP.AccessAsUser.All",
 	"https://outlook.office.com/POP.AccessAsUser.All",
 	"https://outlook.office.com/SMTP.Send",
-	"offline_access", "openid", "email",
+	"offline_access", "openid", "email", "profile",
 }
+
+// IdentityScopes are the scopes an interactive grant adds so that an ID
+// token says who signed in.
+var IdentityScopes = []string{"openid", "email", "profile"}
 
 const microsoftAuthority = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/"
 
@@ -78,6 +107,10 @@ var Known = map[string]*Provider{
 		TokenURL:      microsoftAuthority + "token",
 		DeviceAuthURL: microsoftAuthority + "devicecode",
 		DefaultTenant: "organizations",
+		Issuer:        "https://login.microsoftonline.com/{tenant}/v2.0",
+		Flow:          FlowDevice, DeviceFlow: true,
+		AuthParams:    map[string]string{"prompt": "select_account"},
+		RedirectHost:  "localhost",
 		Scopes:        microsoftScopes,
 		AppScopes:     []string{"https://outlook.office365.com/.default"},
 		AuthInParams:  true,
@@ -96,6 +129,10 @@ var Known = map[string]*Provider{
 		TokenURL:      microsoftAuthority + "token",
 		DeviceAuthURL: microsoftAuthority + "devicecode",
 		DefaultTenant: "consumers",
+		Issuer:        "https://login.microsoftonline.com/{tenant}/v2.0",
+		Flow:          FlowDevice, DeviceFlow: true,
+		AuthParams:    map[string]string{"prompt": "select_account"},
+		RedirectHost:  "localhost",
 		Scopes:        microsoftScopes,
 		AuthInParams:  true,
 		Grants:        []string{GrantRefreshToken},
@@ -107,6 +144,13 @@ var Known = map[string]*Provider{
 		Name: "gmail", OAuth: true,
 		AuthURL:  "https://accounts.google.com/o/oauth2/v2/auth",
 		TokenURL: "https://oauth2.googleapis.com/token",
+		Issuer:   "https://accounts.google.com",
+		// Google refuses the device flow for https://mail.google.com/, and
+		// returns a refresh token only with access_type=offline, and again
+		// only when the consent screen is shown.
+		Flow:         FlowBrowser,
+		AuthParams:   map[string]string{"prompt": "consent", "access_type": "offline"},
+		RedirectHost: "127.0.0.1",
 		// Narrower Gmail API scopes are refused by IMAP and SMTP.
 		Scopes:     []string{"https://mail.google.com/", "openid", "email"},
 		Grants:     []string{GrantRefreshToken},
@@ -121,7 +165,9 @@ var Known = map[string]*Provider{
 		SMTPConnections: 2,
 	},
 	"custom": {
-		Name: "custom", OAuth: true,
+		// Flow: the device flow when device_auth_url is set, else the
+		// browser (config decides).
+		Name: "custom", OAuth: true, DeviceFlow: true, RedirectHost: "127.0.0.1",
 		Grants:       []string{GrantRefreshToken, GrantClientCredentials},
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
 		SMTPConnections: 2,
