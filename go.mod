@@ -17,6 +17,7 @@ require (
 require (
 	github.com/coreos/go-oidc/v3 v3.21.0 // indirect
 	github.com/emersion/go-message v0.18.2 // indirect
+	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
 	github.com/mdp/qrterminal/v3 v3.2.1 // indirect
 	rsc.io/qr v0.2.0 // indirect
 )

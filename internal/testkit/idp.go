@@ -31,6 +31,15 @@ type IdP struct {
 
 	// AccessTTL is the lifetime of issued access tokens. Default 1 hour.
 	AccessTTL time.Duration
+	// TenantID, when set, makes the IdP answer as Microsoft's multi-tenant
+	// endpoints: per-tenant issuers and a tid claim (see IssuerURL).
+	TenantID string
+	// DeviceInterval is the polling interval a device authorization asks
+	// for, in seconds (default 1); DeviceTTL its lifetime (default 15m).
+	DeviceInterval int
+	DeviceTTL      time.Duration
+
+	ia interactive
 
 	refreshes atomic.Int64
 	down      atomic.Bool
@@ -46,6 +55,7 @@ type IdP struct {
 
 type grant struct {
 	clientID, login string
+	scope           string // of an interactive grant: openid gets ID tokens on refresh too
 }
 
 type accessToken struct {
@@ -55,12 +65,12 @@ type accessToken struct {
 }
 
 // NewIdP starts a fake IdP on 127.0.0.1.
-func NewIdP() (*IdP, error) {
+func NewIdP() (p *IdP, err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &IdP{
+	p = &IdP{
 		URL:       "http://" + ln.Addr().String(),
 		ln:        ln,
 		AccessTTL: time.Hour,
@@ -73,6 +83,11 @@ func NewIdP() (*IdP, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", p.handleToken)
 	mux.HandleFunc("POST /introspect", p.handleIntrospect)
+	mux.HandleFunc("POST /devicecode", p.handleDeviceCode)
+	mux.HandleFunc("GET /authorize", p.handleAuthorize)
+	mux.HandleFunc("GET /.well-known/openid-configuration", p.handleDiscovery)
+	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", p.handleDiscovery)
+	mux.HandleFunc("GET /jwks", p.handleJWKS)
 	p.srv = &http.Server{Handler: mux}
 	go p.srv.Serve(ln)
 	return p, nil
@@ -251,20 +266,26 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 		newRT := "rt-" + randHex()
 		p.grants[newRT] = g
 		p.issued = append(p.issued, newRT)
-		p.writeToken(w, &accessToken{login: g.login}, newRT)
+		p.writeToken(w, &accessToken{login: g.login}, newRT, p.idToken(clientID, g.login, "", g.scope))
 	case "client_credentials":
 		if secret == "" {
 			oauthError(w, 400, "invalid_client", "AADSTS7000218: The request body must contain client_secret.", 7000218)
 			return
 		}
-		p.writeToken(w, &accessToken{app: clientID}, "")
+		p.writeToken(w, &accessToken{app: clientID}, "", "")
+	case "authorization_code":
+		p.initInteractive()
+		p.redeemCode(w, r, clientID)
+	case "urn:ietf:params:oauth:grant-type:device_code":
+		p.initInteractive()
+		p.pollDevice(w, r, clientID)
 	default:
 		oauthError(w, 400, "unsupported_grant_type", "AADSTS70003: unsupported grant type", 70003)
 	}
 }
 
 // writeToken stores a and answers with it. p.mu is held.
-func (p *IdP) writeToken(w http.ResponseWriter, a *accessToken, refreshToken string) {
+func (p *IdP) writeToken(w http.ResponseWriter, a *accessToken, refreshToken, idToken string) {
 	at := "at-" + randHex()
 	a.expires = time.Now().Add(p.AccessTTL)
 	p.access[at] = a
@@ -276,6 +297,9 @@ func (p *IdP) writeToken(w http.ResponseWriter, a *accessToken, refreshToken str
 	}
 	if refreshToken != "" {
 		resp["refresh_token"] = refreshToken
+	}
+	if idToken != "" {
+		resp["id_token"] = idToken
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
