@@ -16,24 +16,14 @@ import (
 // tool, an earlier installation) with one refresh, and returns the grant to
 // store. The account must use the client id the token was issued to.
 func ImportRefreshToken(ctx context.Context, a *config.Account, hc *http.Client, refreshToken string) (*Grant, error) {
-	secret := ""
-	if a.ClientSecretFile != "" {
-		var err error
-		if secret, err = ReadSecretFile(a.ClientSecretFile); err != nil {
-			return nil, fmt.Errorf("account %q: client_secret_file: %w", a.Name, err)
-		}
+	secret, err := clientSecret(a)
+	if err != nil {
+		return nil, err
 	}
 	if hc != nil {
 		ctx = context.WithValue(ctx, oauth2.HTTPClient, hc)
 	}
-	style := oauth2.AuthStyleAutoDetect
-	if a.TokenAuthInParams {
-		style = oauth2.AuthStyleInParams
-	}
-	oc := oauth2.Config{
-		ClientID: a.ClientID, ClientSecret: secret, Scopes: a.Scopes,
-		Endpoint: oauth2.Endpoint{TokenURL: a.TokenURL, AuthStyle: style},
-	}
+	oc := oauthConfig(a, secret)
 	tok, err := oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
 		he := Classify(a, err)
@@ -43,8 +33,16 @@ func ImportRefreshToken(ctx context.Context, a *config.Account, hc *http.Client,
 		}
 		return nil, fmt.Errorf("account %q: %s (%s)", a.Name, advice, describe(err))
 	}
+	who := ""
+	if raw, _ := tok.Extra("id_token").(string); raw != "" && a.Issuer != "" {
+		// The refresh answered with who holds the grant: it must be the
+		// account's login, as after an interactive sign-in.
+		if who, err = CheckIdentity(ctx, a, hc, raw, ""); err != nil {
+			return nil, err
+		}
+	}
 	now := time.Now()
-	g := &Grant{
+	g := &Grant{Subject: who,
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
 		ClientID: a.ClientID, GrantedAt: now, RefreshedAt: now,
 	}

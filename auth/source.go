@@ -108,13 +108,11 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		opts.Health = health.New(a.Name, opts.Logger, opts.Now)
 	}
 	s := &Source{opts: opts, acct: a, log: opts.Logger.With("account", a.Name), health: opts.Health}
-	if a.ClientSecretFile != "" {
-		secret, err := ReadSecretFile(a.ClientSecretFile)
-		if err != nil {
-			return nil, fmt.Errorf("account %q: client_secret_file: %w", a.Name, err)
-		}
-		s.secret = secret
+	secret, err := clientSecret(a)
+	if err != nil {
+		return nil, err
 	}
+	s.secret = secret
 	g, err := opts.Store.Load(a.Name)
 	switch {
 	case errors.Is(err, ErrNoGrant):
@@ -319,23 +317,16 @@ func (s *Source) safeFetch(ctx context.Context, old *Grant) (tok *oauth2.Token, 
 
 func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {
 	a := s.acct
-	style := oauth2.AuthStyleAutoDetect
-	if a.TokenAuthInParams {
-		style = oauth2.AuthStyleInParams
-	}
+	oc := oauthConfig(a, s.secret)
 	if a.Grant == config.GrantClientCredentials {
 		cc := clientcredentials.Config{
 			ClientID: a.ClientID, ClientSecret: s.secret, TokenURL: a.TokenURL,
-			Scopes: a.Scopes, AuthStyle: style,
+			Scopes: a.Scopes, AuthStyle: oc.Endpoint.AuthStyle,
 		}
 		return cc.Token(ctx)
 	}
 	if old == nil || old.RefreshToken == "" {
 		return nil, errNoGrant
-	}
-	oc := oauth2.Config{
-		ClientID: a.ClientID, ClientSecret: s.secret, Scopes: a.Scopes,
-		Endpoint: oauth2.Endpoint{TokenURL: a.TokenURL, AuthStyle: style},
 	}
 	return oc.TokenSource(ctx, &oauth2.Token{RefreshToken: old.RefreshToken}).Token()
 }
@@ -388,6 +379,57 @@ func (s *Source) Install(g *Grant) error {
 	s.log.Info("new grant installed")
 	s.health.Reset()
 	return nil
+}
+
+// ErrGrantRefused wraps the reason a handed-over grant was not installed.
+var ErrGrantRefused = errors.New("grant refused")
+
+// Adopt checks a grant handed over by relayd authorize and installs it. One
+// refresh proves that its refresh token works for this client; the ID token
+// (the sign-in's, else the one the refresh returns) must name the
+// account's login. A grant that fails either check is refused, wrapping
+// ErrGrantRefused with the reason: the current grant stays in force and the
+// account's condition does not change. Nothing is reported to its health
+// until the new grant is installed.
+func (s *Source) Adopt(ctx context.Context, g *Grant) error {
+	a := s.acct
+	refuse := func(format string, args ...any) error {
+		return fmt.Errorf("account %q: %w: %s; the current grant stays in force", a.Name, ErrGrantRefused, fmt.Sprintf(format, args...))
+	}
+	if a.Grant == config.GrantClientCredentials {
+		return refuse("the account uses client credentials and takes no grant")
+	}
+	if g == nil || g.RefreshToken == "" {
+		return refuse("it has no refresh token")
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.opts.HTTPClient)
+	tok, err := oauthConfig(a, s.secret).TokenSource(ctx, &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
+	if err != nil {
+		return refuse("its refresh token does not work (%s)", describe(err))
+	}
+	raw := g.IDToken
+	if raw == "" {
+		raw, _ = tok.Extra("id_token").(string)
+	}
+	who := ""
+	switch {
+	case raw != "" && a.Issuer != "":
+		if who, err = CheckIdentity(ctx, a, s.opts.HTTPClient, raw, ""); err != nil {
+			return refuse("%v", err)
+		}
+	case g.IDToken != "":
+		return refuse("it carries an ID token, but no issuer is configured to check it: set issuer")
+	}
+	now := s.opts.Now()
+	ng := &Grant{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
+		ClientID: a.ClientID, GrantedAt: g.GrantedAt, RefreshedAt: now, Subject: who}
+	if ng.RefreshToken == "" {
+		ng.RefreshToken = g.RefreshToken
+	}
+	if ng.GrantedAt.IsZero() {
+		ng.GrantedAt = now
+	}
+	return s.Install(ng)
 }
 
 // TokenStatus is what status shows of an account's grant.

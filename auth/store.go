@@ -27,6 +27,9 @@ type Grant struct {
 	RefreshedAt time.Time `json:"refreshed_at,omitempty"`
 	// Subject is who signed in, when known.
 	Subject string `json:"subject,omitempty"`
+	// IDToken is the ID token of an interactive sign-in, carried to the
+	// daemon so that it checks the identity again; never stored.
+	IDToken string `json:"id_token,omitempty"`
 }
 
 // Store keeps grants under a directory: DIR/NAME.json. Writes go to a
@@ -72,7 +75,9 @@ func (s *Store) save(name string, g *Grant) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("creating state directory: %w", err)
 	}
-	b, err := json.MarshalIndent(g, "", "  ")
+	stored := *g
+	stored.IDToken = "" // checked, not kept
+	b, err := json.MarshalIndent(&stored, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -95,6 +100,9 @@ func (s *Store) save(name string, g *Grant) error {
 		return fmt.Errorf("saving grant of account %q: %w", name, err)
 	}
 	if err := f.Close(); err != nil {
+		return fmt.Errorf("saving grant of account %q: %w", name, err)
+	}
+	if err := s.ownLikeDir(tmp); err != nil {
 		return fmt.Errorf("saving grant of account %q: %w", name, err)
 	}
 	if err := os.Rename(tmp, s.path(name)); err != nil {
@@ -131,6 +139,10 @@ func (s *Store) lock(name string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("locking grant of account %q: %w", name, err)
 	}
+	if err := s.ownLikeDir(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking grant of account %q: %w", name, err)
+	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("locking grant of account %q: %w", name, err)
@@ -139,6 +151,24 @@ func (s *Store) lock(name string) (unlock func(), err error) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// ownLikeDir gives a file the store's directory's owner when root writes
+// it (relayd authorize run with sudo while the daemon runs as its own
+// user), so that the service can read its grant and take its lock.
+func (s *Store) ownLikeDir(path string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(s.Dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	return os.Chown(path, int(st.Uid), int(st.Gid))
 }
 
 func syncDir(dir string) error {

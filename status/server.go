@@ -23,7 +23,8 @@ import (
 // Backend is what the status server reports on and controls.
 type Backend interface {
 	Status() *Status
-	// InstallGrant makes g the grant of account name at once.
+	// InstallGrant checks g and makes it the grant of account name at once,
+	// or refuses it (auth.ErrGrantRefused) and keeps the current one.
 	InstallGrant(name string, g *auth.Grant) error
 	// Queue is the outbound queue, for the queue admin calls.
 	Queue() *queue.Queue
@@ -120,8 +121,11 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	if err := s.backend.InstallGrant(name, &g); err != nil {
 		status := http.StatusInternalServerError
 		code := ""
-		if errors.Is(err, ErrUnknownAccount) {
+		switch {
+		case errors.Is(err, ErrUnknownAccount):
 			status, code = http.StatusNotFound, codeUnknownAccount
+		case errors.Is(err, auth.ErrGrantRefused):
+			status = http.StatusUnprocessableEntity
 		}
 		writeJSON(w, status, apiError{Error: err.Error(), Code: code})
 		return

@@ -5,18 +5,31 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"os/user"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/provider"
 	"github.com/relayd/relayd/status"
 )
 
+// runAuthorize gets a grant for an account and hands it to the running
+// daemon (or stores it): by the account's default sign-in (device code for
+// Microsoft, the browser for Google), by the one a flag names, or by
+// importing a refresh token. Ctrl-C stores nothing.
 func runAuthorize(args []string) error {
 	fs := newFlagSet("authorize")
 	cfgPath := configFlag(fs)
 	rtFile := fs.String("refresh-token-file", "", "import the refresh token in `file` (issued to this account's client_id)")
+	device := fs.Bool("device", false, "sign in with a device code, on any browser")
+	browser := fs.Bool("browser", false, "sign in in a browser, redirected to this machine (or paste the final address)")
+	progress := fs.Duration("progress-interval", 30*time.Second, "without a terminal, print how long the device code has left this often")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -24,6 +37,9 @@ func runAuthorize(args []string) error {
 	name, err := oneName(pos, "account name")
 	if err != nil {
 		return err
+	}
+	if n := countTrue(*device, *browser, *rtFile != ""); n > 1 {
+		return errors.New("use one of --device, --browser and --refresh-token-file")
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
@@ -36,8 +52,8 @@ func runAuthorize(args []string) error {
 	if !a.OAuth() {
 		return fmt.Errorf("account %q uses provider \"password\": put the upstream password in %s instead", name, a.PasswordFile)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 
 	var g *auth.Grant
 	switch {
@@ -46,34 +62,88 @@ func runAuthorize(args []string) error {
 		if err != nil {
 			return fmt.Errorf("reading refresh token: %w", err)
 		}
-		if g, err = auth.ImportRefreshToken(ctx, a, nil, rt); err != nil {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if g, err = auth.ImportRefreshToken(ictx, a, nil, rt); err != nil {
 			return err
 		}
 	case a.Grant == config.GrantClientCredentials:
-		// App-only access has no grant to store: check that the client
-		// credentials work, which is what an admin wants to know.
-		src, err := auth.NewSource(auth.SourceOptions{Account: a, Store: &auth.Store{Dir: os.TempDir()}})
+		return checkClientCredentials(ctx, a)
+	default:
+		flow := a.Flow
+		if *device {
+			flow = provider.FlowDevice
+		} else if *browser {
+			flow = provider.FlowBrowser
+		}
+		si := &auth.SignIn{Account: a, Out: os.Stdout, In: os.Stdin, Terminal: term.IsTerminal(int(os.Stdout.Fd())),
+			Progress: *progress, SSHTarget: sshTarget()}
+		if flow == provider.FlowDevice {
+			g, err = si.Device(ctx)
+		} else {
+			g, err = si.Browser(ctx)
+		}
 		if err != nil {
 			return err
 		}
-		if _, err := src.Token(ctx); err != nil {
-			return err
-		}
-		fmt.Printf("account %q: the client credentials work; nothing needs storing\n", name)
-		return nil
-	default:
-		return fmt.Errorf("interactive authorization (browser or device code) is not in this version yet; import a refresh token issued to client %s with: relayd authorize %s --refresh-token-file FILE", a.ClientID, name)
+		fmt.Printf("signed in as %s\n", g.Subject)
 	}
 	return handOver(ctx, cfg, name, g)
 }
 
-// handOver gives g to the running daemon, which stores it and uses it at
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// checkClientCredentials: app-only access has no grant to store; checking
+// that the credentials work is what an admin wants to know.
+func checkClientCredentials(ctx context.Context, a *config.Account) error {
+	dir, err := os.MkdirTemp("", "relayd-authorize-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	src, err := auth.NewSource(auth.SourceOptions{Account: a, Store: &auth.Store{Dir: dir}})
+	if err != nil {
+		return err
+	}
+	if _, err := src.Token(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("account %q: the client credentials work; nothing needs storing\n", a.Name)
+	return nil
+}
+
+// sshTarget is "user@host" for the ssh -L line of the browser sign-in.
+func sshTarget() string {
+	name := os.Getenv("SUDO_USER")
+	if name == "" {
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+	}
+	host, _ := os.Hostname()
+	if name == "" || host == "" {
+		return ""
+	}
+	return name + "@" + host
+}
+
+// handOver gives g to the running daemon, which checks it and uses it at
 // once; when no daemon runs, it writes the token store directly.
 func handOver(ctx context.Context, cfg *config.Config, name string, g *auth.Grant) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	err := status.NewClient(cfg.StatusSocket).InstallGrant(ctx, name, g)
 	switch {
 	case err == nil:
-		fmt.Printf("account %q authorized; the running daemon uses the new grant now\n", name)
+		fmt.Printf("account %q authorized; the running daemon checked the grant and uses it now\n", name)
 		return nil
 	case errors.Is(err, status.ErrNotRunning):
 		store := &auth.Store{Dir: cfg.StateDir}

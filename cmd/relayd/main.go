@@ -22,7 +22,7 @@ func init() {
 	commands = []command{
 		{"serve", "serve [-c FILE]", "run the daemon", runServe},
 		{"demo", "demo [--listen ADDR]", "run relayd against built-in fake servers, no accounts needed", runDemo},
-		{"authorize", "authorize [-c FILE] NAME [--refresh-token-file FILE]", "get or import a grant for account NAME", runAuthorize},
+		{"authorize", "authorize [-c FILE] NAME [--device | --browser | --refresh-token-file FILE]", "sign in (or import a grant) for account NAME", runAuthorize},
 		{"queue", "queue [-c FILE] list|show|flush|hold|release|retry|delete", "inspect and manage the outbound queue", runQueue},
 		{"status", "status [-c FILE | --socket PATH] [--json]", "show each mailbox's health; exits non-zero when one needs attention", runStatus},
 		{"check-config", "check-config [FILE]", "validate a configuration file", runCheckConfig},

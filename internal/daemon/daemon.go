@@ -320,7 +320,13 @@ func (d *Daemon) InstallGrant(name string, g *auth.Grant) error {
 		return fmt.Errorf("%w %q", status.ErrUnknownAccount, name)
 	}
 	if acct.Tokens == nil {
-		return fmt.Errorf("account %q uses provider \"password\" and takes no OAuth grant", name)
+		return fmt.Errorf("account %q uses provider \"password\" and takes no OAuth grant: %w", name, auth.ErrGrantRefused)
 	}
-	return acct.Tokens.Install(g)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := acct.Tokens.Adopt(ctx, g); err != nil {
+		d.log.Warn("grant handed over by 'relayd authorize' refused; the current grant stays in force", "account", name, "err", err)
+		return err
+	}
+	return nil
 }

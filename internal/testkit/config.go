@@ -22,7 +22,9 @@ type Config struct {
 type Account struct {
 	Name, Provider, Email, Login string
 	ClientID, ClientSecretFile   string
-	TokenURL                     string
+	TokenURL, AuthURL            string
+	DeviceAuthURL, Issuer        string
+	RedirectPort                 int
 	IMAPServer, SMTPServer       string
 	// Security is both imap_security and smtp_security: "none" for the
 	// plaintext fakes, "tls" with CAFile for the TLS ones.
@@ -70,6 +72,12 @@ func (a Account) TOML() string {
 	kv(&b, "client_id", a.ClientID)
 	kv(&b, "client_secret_file", a.ClientSecretFile)
 	kv(&b, "token_url", a.TokenURL)
+	kv(&b, "auth_url", a.AuthURL)
+	kv(&b, "device_auth_url", a.DeviceAuthURL)
+	kv(&b, "issuer", a.Issuer)
+	if a.RedirectPort > 0 {
+		fmt.Fprintf(&b, "redirect_port = %d\n", a.RedirectPort)
+	}
 	kv(&b, "imap_server", a.IMAPServer)
 	kv(&b, "smtp_server", a.SMTPServer)
 	if a.IMAPServer != "" {

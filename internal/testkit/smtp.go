@@ -1,10 +1,10 @@
 package testkit
 
 import (
-	"fmt"
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"

@@ -1,0 +1,419 @@
+package auth
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mdp/qrterminal/v3"
+	"golang.org/x/oauth2"
+
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/provider"
+)
+
+// SignIn runs an interactive sign-in for one account from a terminal: the
+// device flow (RFC 8628) or the authorization code flow with PKCE (RFC 7636)
+// and a loopback redirect (RFC 8252). Either way the ID token must name the
+// account's login (CheckIdentity) before a grant is returned; nothing is
+// stored here.
+type SignIn struct {
+	Account *config.Account
+	// HTTPClient talks to the IdP. Default: a client with a 30 s timeout.
+	HTTPClient *http.Client
+	// Out is where the person reads instructions; In where they may paste
+	// the final URL of the browser flow (nil: nowhere).
+	Out io.Writer
+	In  io.Reader
+	// Terminal: Out is a terminal, so a QR code and a live countdown are
+	// shown. Otherwise a plain line every Progress (default 30 s).
+	Terminal bool
+	Progress time.Duration
+	// SSHTarget is "user@host" for the ssh -L line of the browser flow.
+	SSHTarget string
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (s *SignIn) defaults() {
+	if s.HTTPClient == nil {
+		s.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if s.Progress <= 0 {
+		s.Progress = 30 * time.Second
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.Out == nil {
+		s.Out = io.Discard
+	}
+}
+
+// oauthConfig is the account's OAuth 2.0 client.
+func oauthConfig(a *config.Account, secret string) *oauth2.Config {
+	style := oauth2.AuthStyleAutoDetect
+	if a.TokenAuthInParams {
+		style = oauth2.AuthStyleInParams
+	}
+	return &oauth2.Config{
+		ClientID: a.ClientID, ClientSecret: secret, Scopes: a.Scopes,
+		Endpoint: oauth2.Endpoint{AuthURL: a.AuthURL, TokenURL: a.TokenURL, DeviceAuthURL: a.DeviceAuthURL, AuthStyle: style},
+	}
+}
+
+// clientSecret reads the account's client secret file, if it has one.
+func clientSecret(a *config.Account) (string, error) {
+	if a.ClientSecretFile == "" {
+		return "", nil
+	}
+	secret, err := ReadSecretFile(a.ClientSecretFile)
+	if err != nil {
+		return "", fmt.Errorf("account %q: client_secret_file: %w", a.Name, err)
+	}
+	return secret, nil
+}
+
+// config is the OAuth client of an interactive grant: the account's scopes
+// and those that get an ID token.
+func (s *SignIn) config() (*oauth2.Config, error) {
+	secret, err := clientSecret(s.Account)
+	if err != nil {
+		return nil, err
+	}
+	oc := oauthConfig(s.Account, secret)
+	oc.Scopes = slices.Clone(oc.Scopes)
+	for _, sc := range provider.IdentityScopes {
+		if !slices.Contains(oc.Scopes, sc) {
+			oc.Scopes = append(oc.Scopes, sc)
+		}
+	}
+	return oc, nil
+}
+
+// Device signs in with the device flow.
+func (s *SignIn) Device(ctx context.Context) (*Grant, error) {
+	s.defaults()
+	a := s.Account
+	if a.DeviceAuthURL == "" || !a.DeviceFlow {
+		return nil, fmt.Errorf("account %q: provider %q does not allow the device flow for mail; run 'relayd authorize %s --browser'", a.Name, a.Provider, a.Name)
+	}
+	oc, err := s.config()
+	if err != nil {
+		return nil, err
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.HTTPClient)
+	da, err := oc.DeviceAuth(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("account %q: the device authorization endpoint did not start a sign-in: %s", a.Name, describe(err))
+	}
+	if da.Expiry.IsZero() {
+		da.Expiry = s.Now().Add(15 * time.Minute)
+	}
+	fmt.Fprintf(s.Out, "To sign in as %s for account %q:\n\n  1. open  %s\n  2. enter the code  %s\n\n", a.Login, a.Name, da.VerificationURI, da.UserCode)
+	if s.Terminal {
+		qrterminal.GenerateHalfBlock(da.VerificationURI, qrterminal.L, s.Out)
+		fmt.Fprintln(s.Out)
+	}
+	stop := s.countdown(da.Expiry)
+	tok, err := s.pollDevice(ctx, oc, da)
+	stop()
+	if err != nil {
+		return nil, err
+	}
+	return s.finish(ctx, tok, "")
+}
+
+// pollDevice waits for the person to sign in. x/oauth2's DeviceAccessToken
+// handles authorization_pending and slow_down (+5 s, RFC 8628 §3.5) but
+// returns on the first network error; here a network error is not the end,
+// and polling goes on with the same code until it expires.
+func (s *SignIn) pollDevice(ctx context.Context, oc *oauth2.Config, da *oauth2.DeviceAuthResponse) (*oauth2.Token, error) {
+	a := s.Account
+	for {
+		tok, err := oc.DeviceAccessToken(ctx, da)
+		if err == nil {
+			return tok, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("account %q: interrupted; nothing was stored", a.Name)
+		}
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) {
+			return nil, deviceError(a, re)
+		}
+		if !s.Now().Before(da.Expiry) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, expiredCode(a)
+		}
+		fmt.Fprintf(s.Out, "\nno answer from the identity provider (%s); still waiting with the same code\n", describe(err))
+		t := time.NewTimer(time.Duration(max(da.Interval, 1)) * time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("account %q: interrupted; nothing was stored", a.Name)
+		case <-t.C:
+		}
+	}
+}
+
+func expiredCode(a *config.Account) error {
+	return fmt.Errorf("account %q: the code expired before the sign-in was completed; nothing was stored. Run 'relayd authorize %s' again and enter the new code within its time", a.Name, a.Name)
+}
+
+// deviceError says what a device-flow error means and what to do next.
+func deviceError(a *config.Account, re *oauth2.RetrieveError) error {
+	body := string(re.Body)
+	switch {
+	case re.ErrorCode == "authorization_declined" || re.ErrorCode == "access_denied":
+		return fmt.Errorf("account %q: the sign-in was declined at the identity provider; nothing was stored. Run 'relayd authorize %s' again and approve the request", a.Name, a.Name)
+	case re.ErrorCode == "expired_token":
+		return expiredCode(a)
+	case strings.Contains(body, "AADSTS53003") || strings.Contains(body, "AADSTS53000") || strings.Contains(body, "AADSTS53001") ||
+		strings.Contains(body, "Conditional Access"):
+		return fmt.Errorf("account %q: a Conditional Access policy of the tenant blocks the device code flow (%s); nothing was stored. Run 'relayd authorize %s --browser' instead, or ask the tenant's admin to allow the device flow for this app",
+			a.Name, describe(re), a.Name)
+	}
+	return fmt.Errorf("account %q: the identity provider refused the sign-in (%s); nothing was stored", a.Name, describe(re))
+}
+
+// countdown shows the time left to use the device code: live on a terminal,
+// else a line every Progress. It returns a function that stops it.
+func (s *SignIn) countdown(expiry time.Time) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	every := s.Progress
+	if s.Terminal {
+		every = time.Second
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			left := expiry.Sub(s.Now()).Round(time.Second)
+			if s.Terminal {
+				fmt.Fprintf(s.Out, "\rwaiting for the sign-in; the code expires in %s   ", left)
+			}
+			select {
+			case <-done:
+				if s.Terminal {
+					fmt.Fprintln(s.Out)
+				}
+				return
+			case <-t.C:
+				if !s.Terminal {
+					fmt.Fprintf(s.Out, "still waiting for the sign-in; the code expires in %s\n", expiry.Sub(s.Now()).Round(time.Second))
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// finish turns a token response into a grant once its ID token names the
+// account's login.
+func (s *SignIn) finish(ctx context.Context, tok *oauth2.Token, nonce string) (*Grant, error) {
+	a := s.Account
+	if tok.RefreshToken == "" {
+		hint := ""
+		if a.Provider == "gmail" {
+			hint = " (Google sends one only with access_type=offline and when the consent screen is shown)"
+		}
+		return nil, fmt.Errorf("account %q: the identity provider sent no refresh token%s; nothing was stored. Check that the offline_access scope is granted, then run 'relayd authorize %s' again", a.Name, hint, a.Name)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return nil, fmt.Errorf("account %q: the identity provider sent no ID token, so relayd cannot check who signed in; nothing was stored. Check that the openid and email scopes are allowed for the app", a.Name)
+	}
+	who, err := CheckIdentity(ctx, a, s.HTTPClient, raw, nonce)
+	if err != nil {
+		return nil, err
+	}
+	now := s.Now()
+	return &Grant{
+		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
+		ClientID: a.ClientID, GrantedAt: now, RefreshedAt: now, Subject: who, IDToken: raw,
+	}, nil
+}
+
+// maxPastedLine bounds what relayd reads from a pasted URL.
+const maxPastedLine = 16 << 10
+
+// redirect is what came back to the redirect URI, from the browser or
+// pasted by the person.
+type redirect struct {
+	query url.Values
+	err   error
+}
+
+// Browser signs in with the authorization code flow, PKCE and a loopback
+// redirect. The browser is usually on another machine: the person either
+// forwards the port with ssh -L, or pastes the address the browser shows
+// after the redirect failed. Whichever comes first wins.
+func (s *SignIn) Browser(ctx context.Context) (*Grant, error) {
+	s.defaults()
+	a := s.Account
+	if a.AuthURL == "" {
+		return nil, fmt.Errorf("account %q: no auth_url for the browser sign-in", a.Name)
+	}
+	oc, err := s.config()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(a.RedirectPort)))
+	if err != nil {
+		return nil, fmt.Errorf("account %q: listening for the sign-in's redirect on 127.0.0.1:%d: %w (set redirect_port to a free port)", a.Name, a.RedirectPort, err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	host := a.RedirectHost
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	oc.RedirectURL = fmt.Sprintf("http://%s:%d/", host, port)
+	state, nonce, verifier := random(), random(), oauth2.GenerateVerifier()
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier),
+		oauth2.SetAuthURLParam("login_hint", a.Login), oauth2.SetAuthURLParam("nonce", nonce)}
+	for k, v := range a.AuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	authURL := oc.AuthCodeURL(state, opts...)
+
+	got := make(chan redirect, 2)
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" || r.Method != http.MethodGet {
+			http.NotFound(w, r)
+			return
+		}
+		q := r.URL.Query()
+		if q.Get("code") == "" && q.Get("error") == "" {
+			http.Error(w, "relayd: this address takes the sign-in's redirect only", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if q.Get("error") != "" {
+			fmt.Fprintln(w, "relayd: the sign-in failed; the terminal says why. You may close this window.")
+		} else {
+			fmt.Fprintln(w, "relayd: sign-in received. You may close this window; the terminal says how it ends.")
+		}
+		select {
+		case got <- redirect{query: q}:
+		default:
+		}
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	fmt.Fprintf(s.Out, "To sign in as %s for account %q, open this address in a browser:\n\n  %s\n\n", a.Login, a.Name, authURL)
+	target := s.SSHTarget
+	if target == "" {
+		target = "USER@THIS-HOST"
+	}
+	fmt.Fprintf(s.Out, "After the sign-in the browser is sent to %s on this machine. If the browser runs on another\n"+
+		"machine, either forward the port first, on that machine:\n\n  ssh -L %d:127.0.0.1:%d %s\n\n"+
+		"or, after the sign-in, copy the address the browser shows (its page will fail to load) and paste it here:\n",
+		oc.RedirectURL, port, port, target)
+	if s.In != nil {
+		go readPasted(s.In, got)
+	}
+	var rd redirect
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("account %q: interrupted; nothing was stored", a.Name)
+	case rd = <-got:
+	}
+	if rd.err != nil {
+		return nil, fmt.Errorf("account %q: %w; nothing was stored", a.Name, rd.err)
+	}
+	q := rd.query
+	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
+		return nil, fmt.Errorf("account %q: the redirect does not belong to this sign-in (its state differs), so it may be forged or from an older attempt; nothing was stored. Run 'relayd authorize %s' again and use the new address", a.Name, a.Name)
+	}
+	if e := q.Get("error"); e != "" {
+		return nil, redirectError(a, e, q.Get("error_description"))
+	}
+	code := q.Get("code")
+	if code == "" {
+		return nil, fmt.Errorf("account %q: the redirect carries no code; nothing was stored", a.Name)
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.HTTPClient)
+	tok, err := oc.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && strings.Contains(string(re.Body), "AADSTS54005") || strings.Contains(err.Error(), "already redeemed") {
+			return nil, fmt.Errorf("account %q: that code was already used (a code works once); nothing was stored. Run 'relayd authorize %s' again", a.Name, a.Name)
+		}
+		return nil, fmt.Errorf("account %q: the identity provider refused the code: %s; nothing was stored", a.Name, describe(err))
+	}
+	return s.finish(ctx, tok, nonce)
+}
+
+// readPasted reads one pasted line and sends what its URL's query says.
+func readPasted(in io.Reader, got chan<- redirect) {
+	br := bufio.NewReaderSize(in, 4096)
+	for {
+		var line []byte
+		for {
+			chunk, err := br.ReadSlice('\n')
+			line = append(line, chunk...)
+			if len(line) > maxPastedLine {
+				got <- redirect{err: fmt.Errorf("the pasted line is longer than %d KiB: paste only the browser's address", maxPastedLine>>10)}
+				return
+			}
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err != nil && len(strings.TrimSpace(string(line))) == 0 {
+				return // end of input: wait for the browser
+			}
+			break
+		}
+		text := strings.TrimSpace(string(line))
+		if text == "" {
+			continue
+		}
+		u, err := url.Parse(text)
+		if err != nil || u.RawQuery == "" {
+			got <- redirect{err: errors.New("the pasted text is not the address the browser was sent to (it has no ?code=... or ?error=...)")}
+			return
+		}
+		got <- redirect{query: u.Query()}
+		return
+	}
+}
+
+// redirectError says what an error in the redirect means.
+func redirectError(a *config.Account, code, desc string) error {
+	if i := strings.IndexAny(desc, "\r\n"); i >= 0 {
+		desc = desc[:i]
+	}
+	what := code
+	if desc != "" {
+		what += ": " + desc
+	}
+	switch {
+	case code == "access_denied":
+		return fmt.Errorf("account %q: the sign-in was cancelled or access was denied (%s); nothing was stored. Run 'relayd authorize %s' again and accept the permissions", a.Name, what, a.Name)
+	case code == "consent_required" || strings.Contains(desc, "AADSTS65001") || strings.Contains(desc, "AADSTS90094"):
+		return fmt.Errorf("account %q: the app needs an administrator's consent (%s); nothing was stored. Ask a tenant admin to grant consent, then run 'relayd authorize %s' again", a.Name, what, a.Name)
+	}
+	return fmt.Errorf("account %q: the identity provider ended the sign-in with an error (%s); nothing was stored", a.Name, what)
+}
+
+func random() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
