@@ -31,13 +31,13 @@ type IdP struct {
 
 	// AccessTTL is the lifetime of issued access tokens. Default 1 hour.
 	AccessTTL time.Duration
-	// TenantID, when set, makes the IdP answer as Microsoft's multi-tenant
+	// tenantID, when set, makes the IdP answer as Microsoft's multi-tenant
 	// endpoints: per-tenant issuers and a tid claim (see IssuerURL).
-	TenantID string
-	// DeviceInterval is the polling interval a device authorization asks
-	// for, in seconds (default 1); DeviceTTL its lifetime (default 15m).
-	DeviceInterval int
-	DeviceTTL      time.Duration
+	tenantID string
+	// deviceInterval is the polling interval a device authorization asks
+	// for, in seconds (default 1); deviceTTL its lifetime (default 15m).
+	deviceInterval int
+	deviceTTL      time.Duration
 
 	ia interactive
 

@@ -68,10 +68,30 @@ func (p *IdP) initInteractive() {
 	})
 }
 
+// SetTenantID makes the IdP answer as Microsoft's multi-tenant endpoints
+// do, for a user of tenant id: the discovery document's issuer names
+// "{tenantid}", and ID tokens carry iss URL/id/v2.0 and tid id.
+func (p *IdP) SetTenantID(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.tenantID = id
+}
+
+// SetDeviceTiming sets the polling interval (seconds) and lifetime of
+// device authorizations; 0 keeps the default (1 s, 15 minutes).
+func (p *IdP) SetDeviceTiming(interval int, ttl time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.deviceInterval, p.deviceTTL = interval, ttl
+}
+
 // IssuerURL is the issuer to configure for an account of this IdP: its own
-// URL, or with TenantID Microsoft's multi-tenant form URL/organizations/v2.0.
+// URL, or with a tenant ID Microsoft's multi-tenant form
+// URL/organizations/v2.0.
 func (p *IdP) IssuerURL() string {
-	if p.TenantID != "" {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tenantID != "" {
 		return p.URL + "/organizations/v2.0"
 	}
 	return p.URL
@@ -171,14 +191,14 @@ func (p *IdP) handleDeviceCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dc, uc := "dc-"+randHex(), strings.ToUpper(randHex()[:8])
-	ttl := p.DeviceTTL
+	ttl := p.deviceTTL
 	if ttl == 0 {
 		ttl = 15 * time.Minute
 	}
 	p.ia.devices[dc] = &deviceAuth{clientID: clientID, userCode: uc, scope: r.PostForm.Get("scope"), expires: time.Now().Add(ttl)}
 	p.ia.users[uc] = dc
 	p.issued = append(p.issued, dc)
-	interval := p.DeviceInterval
+	interval := p.deviceInterval
 	if interval == 0 {
 		interval = 1
 	}
@@ -312,9 +332,9 @@ func (p *IdP) idToken(clientID, login, nonce, scope string) string {
 		"iss": p.URL, "aud": clientID, "sub": "sub-" + login, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
 		"preferred_username": login, "email": email, "name": "Test User",
 	}
-	if p.TenantID != "" {
-		claims["iss"] = p.URL + "/" + p.TenantID + "/v2.0"
-		claims["tid"] = p.TenantID
+	if p.tenantID != "" {
+		claims["iss"] = p.URL + "/" + p.tenantID + "/v2.0"
+		claims["tid"] = p.tenantID
 	}
 	if nonce != "" {
 		claims["nonce"] = nonce
@@ -329,9 +349,11 @@ func (p *IdP) idToken(clientID, login, nonce, scope string) string {
 
 func (p *IdP) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 	issuer := p.URL
-	if p.TenantID != "" {
+	p.mu.Lock()
+	if p.tenantID != "" {
 		issuer = p.URL + "/{tenantid}/v2.0"
 	}
+	p.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{
 		"issuer": issuer, "authorization_endpoint": p.AuthURL(), "token_endpoint": p.TokenURL(),
