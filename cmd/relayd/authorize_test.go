@@ -42,6 +42,9 @@ func interactiveEnv(t *testing.T, tenant string) *env {
 	a := &e.conf.Accounts[0]
 	a.AuthURL, a.DeviceAuthURL, a.Issuer = e.idp.AuthURL(), e.idp.DeviceAuthURL(), e.idp.IssuerURL()
 	e.writeConfig()
+	// Registered first, so it runs last: after every process's output
+	// was recorded.
+	t.Cleanup(func() { e.sweepSecrets() })
 	return e
 }
 

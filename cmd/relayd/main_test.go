@@ -290,7 +290,7 @@ func TestDaemonLifecycleAndSecretsSweep(t *testing.T) {
 	// authorize hands the new grant to the running daemon; the next login
 	// uses it at once.
 	out, code = e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile())
-	if code != 0 || !strings.Contains(out, "the running daemon uses the new grant now") {
+	if code != 0 || !strings.Contains(out, "the running daemon checked the grant and uses it now") {
 		t.Fatalf("authorize with daemon: %d %s", code, out)
 	}
 	refreshes := e.idp.Refreshes()
@@ -325,8 +325,24 @@ func TestDaemonLifecycleAndSecretsSweep(t *testing.T) {
 	}
 	e.record("relayd serve stderr (final)", []byte(d.stderr.String()))
 
-	// The sweep: the secrets the test chose, every token the IdP issued,
-	// and what the token store holds.
+	e.outputsMu.Lock()
+	all := e.outputs.String()
+	e.outputsMu.Unlock()
+	if !strings.Contains(all, "IMAP login failed") {
+		t.Fatalf("the sweep has no daemon log to look at:\n%s", all)
+	}
+	if n := e.sweepSecrets(); n < 8 {
+		t.Errorf("only %d secrets swept; the test lost track of tokens", n)
+	}
+}
+
+// sweepSecrets fails the test when a secret appears in anything relayd
+// printed, logged or showed (e.outputs): the secrets the test chose, and
+// every token, code, device code, PKCE verifier and ID token the IdP
+// issued or received, and what the token store holds. It returns how many
+// it looked for.
+func (e *env) sweepSecrets() int {
+	e.t.Helper()
 	secrets := append(e.secrets, e.idp.Issued()...)
 	if b, err := os.ReadFile(filepath.Join(e.dir, "state", "support.json")); err == nil {
 		var g struct{ AccessToken, RefreshToken string }
@@ -339,20 +355,17 @@ func TestDaemonLifecycleAndSecretsSweep(t *testing.T) {
 	e.outputsMu.Lock()
 	all := e.outputs.String()
 	e.outputsMu.Unlock()
-	if !strings.Contains(all, "IMAP login failed") {
-		t.Fatalf("the sweep has no daemon log to look at:\n%s", all)
-	}
+	n := 0
 	for _, s := range secrets {
 		if s == "" {
 			continue
 		}
+		n++
 		if strings.Contains(all, s) {
-			t.Errorf("secret %.6s… appears in relayd's output:\n%s", s, all)
+			e.t.Errorf("secret %.6s… appears in relayd's output:\n%s", s, all)
 		}
 	}
-	if len(secrets) < 8 {
-		t.Errorf("only %d secrets swept; the test lost track of tokens", len(secrets))
-	}
+	return n
 }
 
 func TestStatusNotRunningIsUnknown(t *testing.T) {

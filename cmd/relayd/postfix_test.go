@@ -99,7 +99,7 @@ func TestPostfixUpstream(t *testing.T) {
 // is ten minutes away, so a pass cannot come from the schedule.
 func TestPostfixRevokedTokenDrainsOnHandover(t *testing.T) {
 	swaks := realserver.RequireBinary(t, "swaks", "swaks")
-	e := newEnv(t)
+	e := interactiveEnv(t, "")
 	dove := realserver.StartDovecot(t, e.idp, realserver.DovecotOptions{})
 	pf := realserver.StartPostfix(t, dove)
 	smtpAddr := e.writeSMTPConfig(pf.SubmissionAddr, "10m", "30m")
@@ -135,8 +135,11 @@ func TestPostfixRevokedTokenDrainsOnHandover(t *testing.T) {
 		send(fmt.Sprintf("held message %02d", i))
 	}
 	d.waitLog(t, "holding the account's outgoing mail", 30*time.Second)
-	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
-		t.Fatalf("authorize: %s", out)
+	// The admin signs in again with a device code while the daemon runs.
+	r := e.startAuthorize("--device")
+	e.idp.ApproveDevice(r.waitLine(userCodeRe)[1], mbox)
+	if out, code := r.wait(); code != 0 || !strings.Contains(out, "the running daemon checked the grant and uses it now") {
+		t.Fatalf("authorize: exit %d\n%s", code, out)
 	}
 	for i := range n {
 		if !pf.WaitSunk(fmt.Appendf(nil, "held message %02d", i), time.Minute) {
