@@ -52,7 +52,7 @@ func (f *faults) hit(point string) {
 }
 
 type testDaemon struct {
-	t      *testing.T
+	t      testing.TB
 	d      *Daemon
 	idp    *testkit.IdP
 	imapUp *testkit.IMAPUpstream
@@ -62,7 +62,7 @@ type testDaemon struct {
 	logs   *testkit.SyncBuffer
 }
 
-func startDaemon(t *testing.T) *testDaemon {
+func startDaemon(t testing.TB) *testDaemon {
 	t.Helper()
 	idp := testkit.StartIdP(t)
 	imapUp, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{Style: testkit.Google})
@@ -84,6 +84,7 @@ func startDaemon(t *testing.T) *testDaemon {
 		RetryMin: "20ms", RetryMax: "100ms",
 		Accounts: []testkit.Account{{
 			Name: "support", Provider: "custom", Email: mailbox, ClientID: "client", TokenURL: idp.TokenURL(),
+			DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(),
 			IMAPServer: imapUp.Addr, SMTPServer: smtpUp.Addr, Security: "none",
 			LocalUser: user, LocalPasswordHash: string(hash),
 		}},
