@@ -64,8 +64,13 @@ func (s *SignIn) defaults() {
 
 // oauthConfig is the account's OAuth 2.0 client.
 func oauthConfig(a *config.Account, secret string) *oauth2.Config {
-	style := oauth2.AuthStyleAutoDetect
-	if a.TokenAuthInParams {
+	// An explicit style: x/oauth2's auto-detection repeats a failed token
+	// request in the other style, so that a spent code comes back as
+	// "already redeemed" and hides the first error. Public clients send
+	// their id in the body (RFC 6749 §2.3.1), confidential ones use HTTP
+	// Basic, unless the provider wants the body (Microsoft).
+	style := oauth2.AuthStyleInHeader
+	if a.TokenAuthInParams || secret == "" {
 		style = oauth2.AuthStyleInParams
 	}
 	return &oauth2.Config{

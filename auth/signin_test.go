@@ -1,36 +1,137 @@
 package auth
 
 import (
-	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
+func signInAccount(t testing.TB, idp *testkit.IdP) *config.Account {
+	return testkit.Account{Name: "support", Provider: "custom", Email: "support@example.com", ClientID: "client",
+		TokenURL: idp.TokenURL(), AuthURL: idp.AuthURL(), DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(),
+		Direction: "outgoing", SMTPServer: "127.0.0.1:587", LocalPasswordHash: testkit.UnusedHash}.Parsed(t)
+}
+
+// waitOutput waits until out holds want or done is closed.
+func waitOutput(t *testing.T, out *testkit.SyncBuffer, want string, done <-chan struct{}) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		select {
+		case <-done:
+			t.Fatalf("sign-in ended before %q:\n%s", want, out.String())
+		case <-deadline:
+			t.Fatalf("no %q:\n%s", want, out.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 func TestDevicePollsThroughDroppedConnection(t *testing.T) {
 	idp := newIdP(t)
-	idp.DropDevicePolls(2) // x/oauth2 tries a second client authentication style after a first failure
-	a := testkit.Account{Name: "support", Provider: "custom", Email: "support@example.com", ClientID: "client",
-		TokenURL: idp.TokenURL(), DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(),
-		Direction: "outgoing", SMTPServer: "127.0.0.1:587", LocalPasswordHash: testkit.UnusedHash}.Parsed(t)
+	idp.DropDevicePolls(1)
 	var out testkit.SyncBuffer
-	s := &SignIn{Account: a, Out: &out}
+	s := &SignIn{Account: signInAccount(t, idp), Out: &out}
 	done := make(chan struct{})
 	var g *Grant
 	var err error
 	go func() { g, err = s.Device(context.Background()); close(done) }()
-	deadline := time.After(8 * time.Second)
-	for !strings.Contains(out.String(), "still waiting with the same code") {
-		select {
-		case <-deadline:
-			t.Fatalf("no message:\n%q", out.String())
-		case <-done:
-			t.Fatalf("Device() = %v, %v\n%s", g, err, out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+	waitOutput(t, &out, "still waiting with the same code", done)
+	code := regexp.MustCompile(`enter the code\s+(\S+)`).FindStringSubmatch(out.String())[1]
+	idp.ApproveDevice(code, "support@example.com")
+	<-done
+	if err != nil || g == nil || g.Subject != "support@example.com" {
+		t.Fatalf("Device() = %+v, %v", g, err)
 	}
-	_ = bytes.MinRead
+}
+
+// On a terminal the device flow shows a QR code of the URL and counts the
+// code's time down in place.
+func TestDeviceTerminalOutput(t *testing.T) {
+	idp := newIdP(t)
+	var out testkit.SyncBuffer
+	s := &SignIn{Account: signInAccount(t, idp), Out: &out, Terminal: true}
+	done := make(chan struct{})
+	go func() { s.Device(context.Background()); close(done) }()
+	waitOutput(t, &out, "\rwaiting for the sign-in; the code expires in ", done)
+	code := regexp.MustCompile(`enter the code\s+(\S+)`).FindStringSubmatch(out.String())[1]
+	idp.DeclineDevice(code)
+	<-done
+	if !strings.Contains(out.String(), "█") && !strings.Contains(out.String(), "▀") {
+		t.Errorf("no QR code on a terminal:\n%s", out.String())
+	}
+}
+
+// Bad answers from the IdP get a clear error and no grant.
+func TestBrowserBadAnswers(t *testing.T) {
+	for _, tc := range []struct{ how, want string }{
+		{"no-refresh-token", "sent no refresh token"},
+		{"no-id-token", "sent no ID token, so relayd cannot check who signed in"},
+		{"malformed", "refused the code"},
+	} {
+		t.Run(tc.how, func(t *testing.T) {
+			idp := newIdP(t)
+			idp.SpoilNextGrant(tc.how)
+			g, err := pastedSignIn(t, idp, func(loc string) string { return loc })
+			if g != nil || err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was stored") {
+				t.Errorf("Browser() = %v, %v; want %q", g, err, tc.want)
+			}
+		})
+	}
+	idp := newIdP(t)
+	for _, tc := range []struct {
+		name string
+		edit func(string) string
+		want string
+	}{
+		{"no query", func(loc string) string { return strings.SplitN(loc, "?", 2)[0] }, "is not the address the browser was sent to"},
+		{"no code", func(loc string) string { return regexp.MustCompile(`code=[^&]+&?`).ReplaceAllString(loc, "") }, "carries no code"},
+		{"no state", func(loc string) string { return regexp.MustCompile(`state=[^&]+&?`).ReplaceAllString(loc, "") }, "its state differs"},
+		{"extra parameters", func(loc string) string { return loc + "&session_state=x&iss=evil" }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := pastedSignIn(t, idp, tc.edit)
+			if tc.want == "" {
+				if err != nil || g == nil {
+					t.Errorf("Browser() = %v, %v; extra parameters are ignored", g, err)
+				}
+				return
+			}
+			if g != nil || err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Browser() = %v, %v; want %q", g, err, tc.want)
+			}
+		})
+	}
+}
+
+// pastedSignIn runs a browser sign-in and pastes the redirect, edited.
+func pastedSignIn(t *testing.T, idp *testkit.IdP, edit func(string) string) (*Grant, error) {
+	t.Helper()
+	var out testkit.SyncBuffer
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	s := &SignIn{Account: signInAccount(t, idp), Out: &out, In: inR}
+	done := make(chan struct{})
+	var g *Grant
+	var err error
+	go func() { g, err = s.Browser(context.Background()); close(done) }()
+	waitOutput(t, &out, "paste it here", done)
+	authURL := regexp.MustCompile(`(?m)^\s+(http://\S+/authorize\?\S+)`).FindStringSubmatch(out.String())[1]
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, herr := c.Get(authURL)
+	if herr != nil {
+		t.Fatal(herr)
+	}
+	resp.Body.Close()
+	fmt.Fprintln(inW, edit(resp.Header.Get("Location")))
+	<-done
+	return g, err
 }

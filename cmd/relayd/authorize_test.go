@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,7 +213,7 @@ func TestAuthorizeDeviceExpired(t *testing.T) {
 // with the same code.
 func TestAuthorizeDevicePollsThroughNetworkErrors(t *testing.T) {
 	e := interactiveEnv(t, "")
-	e.idp.DropDevicePolls(2) // x/oauth2 tries a second client authentication style after a first failure
+	e.idp.DropDevicePolls(1)
 	r := e.startAuthorize()
 	code := r.waitLine(userCodeRe)[1]
 	r.waitLine(regexp.MustCompile(`still waiting with the same code`))
@@ -346,5 +348,32 @@ func TestAuthorizeHandoverVerified(t *testing.T) {
 		t.Fatalf("login after the sign-in = %v", err)
 	} else {
 		cl.Close()
+	}
+}
+
+// A root-run authorize without a daemon leaves the grant (and its lock)
+// owned by the state directory's owner, the service user, who must read it.
+func TestAuthorizeAsRootKeepsStateOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, as CI runs")
+	}
+	e := newEnv(t)
+	state := filepath.Join(e.dir, "state")
+	os.MkdirAll(state, 0o700)
+	os.Chown(e.dir, 65534, 65534)
+	if err := os.Chown(state, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
+		t.Fatalf("authorize: %s", out)
+	}
+	for _, f := range []string{"support.json", "support.lock"} {
+		fi, err := os.Stat(filepath.Join(state, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s owned by %d:%d, want the state directory's 65534:65534", f, st.Uid, st.Gid)
+		}
 	}
 }

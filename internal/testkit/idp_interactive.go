@@ -44,6 +44,9 @@ type interactive struct {
 	// blocks the device flow (AADSTS53003).
 	blockDevice bool
 	emails      map[string]string // login → email claim, when not the login
+	// badAnswer spoils the next code or device grant's token response:
+	// "no-refresh-token", "no-id-token" or "malformed".
+	badAnswer string
 }
 
 type deviceAuth struct {
@@ -125,6 +128,38 @@ func (p *IdP) FailNextAuthorization(code, desc string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ia.authError = [2]string{code, desc}
+}
+
+// SpoilNextGrant makes the next token response of a code or device grant
+// lack its refresh token ("no-refresh-token") or ID token ("no-id-token"),
+// or be malformed JSON ("malformed").
+func (p *IdP) SpoilNextGrant(how string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ia.badAnswer = how
+}
+
+// writeGrant answers a code or device grant, spoiled as SpoilNextGrant
+// said. p.mu is held.
+func (p *IdP) writeGrant(w http.ResponseWriter, clientID, login, nonce, scope string) {
+	how := p.ia.badAnswer
+	p.ia.badAnswer = ""
+	if how == "malformed" {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token": "at-broken", "token_type": `)
+		return
+	}
+	rt := "rt-" + randHex()
+	p.grants[rt] = &grant{clientID: clientID, login: login, scope: scope}
+	p.issued = append(p.issued, rt)
+	id := p.idToken(clientID, login, nonce, scope)
+	switch how {
+	case "no-refresh-token":
+		rt = ""
+	case "no-id-token":
+		id = ""
+	}
+	p.writeToken(w, &accessToken{login: login}, rt, id)
 }
 
 // DropDevicePolls closes the next n device-code polls without an answer.
@@ -238,10 +273,7 @@ func (p *IdP) pollDevice(w http.ResponseWriter, r *http.Request, clientID string
 		oauthError(w, 400, "authorization_pending", "AADSTS70016: OAuth 2.0 device flow error. Authorization is pending. Continue polling.", 70016)
 	default:
 		delete(p.ia.devices, r.PostForm.Get("device_code"))
-		rt := "rt-" + randHex()
-		p.grants[rt] = &grant{clientID: clientID, login: d.login, scope: d.scope}
-		p.issued = append(p.issued, rt)
-		p.writeToken(w, &accessToken{login: d.login}, rt, p.idToken(clientID, d.login, "", d.scope))
+		p.writeGrant(w, clientID, d.login, "", d.scope)
 	}
 }
 
@@ -304,10 +336,7 @@ func (p *IdP) redeemCode(w http.ResponseWriter, r *http.Request, clientID string
 		oauthError(w, 400, "invalid_grant", "AADSTS501481: The Code_Verifier does not match the code_challenge supplied in the authorization request.", 501481)
 	default:
 		c.used = true
-		rt := "rt-" + randHex()
-		p.grants[rt] = &grant{clientID: clientID, login: c.login, scope: c.scope}
-		p.issued = append(p.issued, rt)
-		p.writeToken(w, &accessToken{login: c.login}, rt, p.idToken(clientID, c.login, c.nonce, c.scope))
+		p.writeGrant(w, clientID, c.login, c.nonce, c.scope)
 	}
 }
 
