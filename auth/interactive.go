@@ -287,7 +287,9 @@ func (s *SignIn) Browser(ctx context.Context) (*Grant, error) {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	oc.RedirectURL = fmt.Sprintf("http://%s:%d/", host, port)
+	// No path: Microsoft matches a registered http://localhost on any
+	// port, Google likewise http://127.0.0.1 for desktop apps.
+	oc.RedirectURL = fmt.Sprintf("http://%s:%d", host, port)
 	state, nonce, verifier := random(), random(), oauth2.GenerateVerifier()
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier),
 		oauth2.SetAuthURLParam("login_hint", a.Login), oauth2.SetAuthURLParam("nonce", nonce)}

@@ -377,3 +377,15 @@ func TestAuthorizeAsRootKeepsStateOwner(t *testing.T) {
 		}
 	}
 }
+
+// Ctrl-C while waiting for the sign-in stores nothing.
+func TestAuthorizeInterrupted(t *testing.T) {
+	e := interactiveEnv(t, "")
+	r := e.startAuthorize("--device")
+	r.waitLine(userCodeRe)
+	r.cmd.Process.Signal(os.Interrupt)
+	out, exit := r.wait()
+	if exit == 0 || !strings.Contains(out, "interrupted; nothing was stored") || e.grantStored() != nil {
+		t.Errorf("exit %d:\n%s", exit, out)
+	}
+}
