@@ -37,7 +37,7 @@ func NewAccount(a *config.Account, tokens *Source) (*Account, error) {
 	if tokens != nil {
 		acct.Health = tokens.Health()
 	} else {
-		acct.Health = health.New(a.Name, nil, nil)
+		acct.Health = health.New(a.Name, health.Options{})
 	}
 	if a.PasswordFile != "" {
 		pw, err := ReadSecretFile(a.PasswordFile)

@@ -105,7 +105,7 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	}
 	a := opts.Account
 	if opts.Health == nil {
-		opts.Health = health.New(a.Name, opts.Logger, opts.Now)
+		opts.Health = health.New(a.Name, health.Options{Logger: opts.Logger, Now: opts.Now})
 	}
 	s := &Source{opts: opts, acct: a, log: opts.Logger.With("account", a.Name), health: opts.Health}
 	secret, err := clientSecret(a)

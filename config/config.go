@@ -38,7 +38,26 @@ type Config struct {
 	IMAP     IMAP
 	SMTP     SMTP
 	Queue    Queue
+	Health   Health
 	Accounts []*Account
+}
+
+// Health configures how accounts' conditions are decided and told.
+type Health struct {
+	// RetryBudget probes over RetryWindow: transient token-endpoint
+	// failures keep an account degraded until that many scheduled probes
+	// (spaced RetryWindow/RetryBudget apart) failed; then it is
+	// disconnected, and probing goes on. Defaults 8 over 12 minutes.
+	RetryBudget int
+	RetryWindow time.Duration
+	// WarnDays: a grant predicted to end within this many days raises the
+	// account to warning. Default 10.
+	WarnDays int
+	// OnStateChange is a command (argv, run without a shell) run once per
+	// account state transition; empty: none.
+	OnStateChange []string
+	// HookTimeout kills OnStateChange after this long. Default 30s.
+	HookTimeout time.Duration
 }
 
 // IMAP configures the downstream IMAP listeners.
@@ -161,6 +180,12 @@ type Account struct {
 	// SMTPRate caps messages per minute. Default from the provider: 30
 	// for Microsoft, else unlimited (0).
 	SMTPRate int
+	// TestingApp: a Google app in "Testing" publishing status, whose grants
+	// end 7 days after consent.
+	TestingApp bool
+	// MaxGrantAge is how long a grant lives at most (a known policy), for
+	// the forecast; 0: unknown.
+	MaxGrantAge time.Duration
 	// TokenAuthInParams sends the client credentials in the token
 	// request's body (the provider wants it so), not with HTTP Basic.
 	TokenAuthInParams bool
@@ -181,7 +206,8 @@ func Defaults() *Config {
 			IdleTimeout:    31 * time.Minute,
 		},
 		SMTP:  SMTP{Listen: []string{"127.0.0.1:1587"}, MaxMessageSize: 35 << 20},
-		Queue: Queue{RetryMin: time.Minute, RetryMax: 30 * time.Minute, Lifetime: 120 * time.Hour},
+		Queue:  Queue{RetryMin: time.Minute, RetryMax: 30 * time.Minute, Lifetime: 120 * time.Hour},
+		Health: Health{RetryBudget: 8, RetryWindow: 12 * time.Minute, WarnDays: 10, HookTimeout: 30 * time.Second},
 	}
 }
 

@@ -19,6 +19,9 @@ type rawConfig struct {
 	IMAP         rawIMAP      `toml:"imap"`
 	SMTP         rawSMTP      `toml:"smtp"`
 	Queue        rawQueue     `toml:"queue"`
+	Health       rawHealth    `toml:"health"`
+	// OnStateChange may also stand at the top level.
+	OnStateChange any `toml:"on_state_change"`
 	Account      []rawAccount `toml:"account"`
 }
 
@@ -41,6 +44,14 @@ type rawQueue struct {
 	RetryMin *string `toml:"retry_min"`
 	RetryMax *string `toml:"retry_max"`
 	Lifetime *string `toml:"lifetime"`
+}
+
+type rawHealth struct {
+	RetryBudget   *int    `toml:"retry_budget"`
+	RetryWindow   *string `toml:"retry_window"`
+	WarnDays      *int    `toml:"warn_days"`
+	OnStateChange any     `toml:"on_state_change"`
+	HookTimeout   *string `toml:"hook_timeout"`
 }
 
 type rawAccount struct {
@@ -70,6 +81,8 @@ type rawAccount struct {
 	SendAs            []string `toml:"send_as"`
 	SMTPConnections   int      `toml:"smtp_connections"`
 	SMTPRate          int      `toml:"smtp_rate"`
+	TestingApp        bool     `toml:"testing_app"`
+	MaxGrantAge       string   `toml:"max_grant_age"`
 }
 
 func (r *rawConfig) convert() (*Config, []error) {
@@ -122,6 +135,8 @@ func (r *rawConfig) convert() (*Config, []error) {
 		cfg.SMTP.MaxMessageSize = *r.SMTP.MaxMessageSize
 	}
 
+	r.convertHealth(cfg, bad)
+
 	names := map[string]int{}
 	locals := map[string]int{}
 	for i := range r.Account {
@@ -143,6 +158,53 @@ func (r *rawConfig) convert() (*Config, []error) {
 		cfg.Accounts = append(cfg.Accounts, a)
 	}
 	return cfg, errs
+}
+
+// convertHealth reads [health] (and a top-level on_state_change).
+func (r *rawConfig) convertHealth(cfg *Config, bad badFunc) {
+	h := r.Health
+	if h.RetryBudget != nil {
+		if *h.RetryBudget < 1 {
+			bad("health.retry_budget", "must be at least 1")
+		}
+		cfg.Health.RetryBudget = *h.RetryBudget
+	}
+	duration(&cfg.Health.RetryWindow, h.RetryWindow, "health.retry_window", bad)
+	duration(&cfg.Health.HookTimeout, h.HookTimeout, "health.hook_timeout", bad)
+	if h.WarnDays != nil {
+		if *h.WarnDays < 0 {
+			bad("health.warn_days", "must not be negative (0 turns warnings off)")
+		}
+		cfg.Health.WarnDays = *h.WarnDays
+	}
+	key, hook := "health.on_state_change", h.OnStateChange
+	if r.OnStateChange != nil {
+		if hook != nil {
+			bad("on_state_change", "set it once: here or in [health]")
+		}
+		key, hook = "on_state_change", r.OnStateChange
+	}
+	switch v := hook.(type) {
+	case nil:
+	case string:
+		cfg.Health.OnStateChange = strings.Fields(v)
+	case []any:
+		for _, x := range v {
+			s, ok := x.(string)
+			if !ok {
+				bad(key, "must be a command line (a string) or its words (an array of strings)")
+				return
+			}
+			cfg.Health.OnStateChange = append(cfg.Health.OnStateChange, s)
+		}
+	default:
+		bad(key, "must be a command line (a string) or its words (an array of strings)")
+	}
+	if hook != nil && len(cfg.Health.OnStateChange) == 0 {
+		bad(key, "is empty")
+	} else if c := cfg.Health.OnStateChange; len(c) > 0 && !strings.HasPrefix(c[0], "/") {
+		bad(key, "%q: give the command's absolute path (it runs without a shell or PATH search)", c[0])
+	}
 }
 
 func checkListen(key, addr string, bad badFunc) {
@@ -200,6 +262,14 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 		SendAs:            r.SendAs,
 		SMTPConnections:   r.SMTPConnections,
 		SMTPRate:          r.SMTPRate,
+		TestingApp:        r.TestingApp,
+	}
+	if r.MaxGrantAge != "" {
+		d, err := time.ParseDuration(r.MaxGrantAge)
+		if err != nil || d <= 0 {
+			bad(key+".max_grant_age", "%q is not a positive duration like \"720h\"", r.MaxGrantAge)
+		}
+		a.MaxGrantAge = d
 	}
 	checkIdentity(key, a, bad)
 	checkLocalLogin(key, a, bad)

@@ -15,6 +15,7 @@
 package health
 
 import (
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -27,26 +28,37 @@ type State string
 // Account states, as DESIGN.md "Accounts, tokens, health" defines them.
 const (
 	StateOK          State = "ok"
+	StateWarning     State = "warning"      // the grant is predicted to end within the warning days
 	StateDegraded    State = "degraded"     // transient failures; relayd retries
 	StateNeedsReauth State = "needs_reauth" // relayd authorize NAME fixes it
-	StateNeedsAdmin  State = "needs_admin"  // only an administrator fixes it
+	// StateDisconnected: the retry budget for transient failures is
+	// spent; relayd keeps probing and returns to ok by itself.
+	StateDisconnected State = "disconnected"
+	StateNeedsAdmin   State = "needs_admin" // only an administrator fixes it
 )
 
-// Rank orders states from best to worst.
+// Rank orders states from best to worst; disconnected ranks with
+// needs_reauth.
 func (s State) Rank() int {
 	switch s {
-	case StateDegraded:
+	case StateWarning:
 		return 1
-	case StateNeedsReauth:
+	case StateDegraded:
 		return 2
-	case StateNeedsAdmin:
+	case StateNeedsReauth, StateDisconnected:
 		return 3
+	case StateNeedsAdmin:
+		return 4
 	}
 	return 0
 }
 
-// NeedsAttention reports whether a person must act.
-func (s State) NeedsAttention() bool { return s == StateNeedsReauth || s == StateNeedsAdmin }
+// NeedsAttention reports whether the state is one that monitoring must
+// raise (Nagios CRITICAL): a person must act, or the mailbox has been
+// unreachable past its retry budget.
+func (s State) NeedsAttention() bool {
+	return s == StateNeedsReauth || s == StateNeedsAdmin || s == StateDisconnected
+}
 
 // Source is where relayd saw a condition. Each source's latest condition
 // is kept until that source succeeds again or a new grant is installed,
@@ -60,12 +72,41 @@ const (
 	SourceSMTP  Source = "smtp"  // the upstream SMTP server
 )
 
+// Options tune an Account. Zero values take the defaults named.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// WarnBefore: a grant predicted to end within this raises the account
+	// to warning. Default 10 days; negative disables.
+	WarnBefore time.Duration
+	// OnTransition, when set, is called (on its own goroutine) once for
+	// every change of the account's state, e.g. to run on_state_change.
+	OnTransition func(Transition)
+}
+
+// Transition is a change of an account's state.
+type Transition struct {
+	Account  string
+	Old, New State
+	Reason   Reason
+	Advice   string
+	At       time.Time
+}
+
+// Forecast is when an account's grant is predicted to end, and why.
+type Forecast struct {
+	At  time.Time
+	Why string // e.g. "90 days without use"
+}
+
 // Account is the condition of one account. Its methods are safe for use
 // from any goroutine. It never calls out while holding its lock.
 type Account struct {
 	name string
 	log  *slog.Logger
 	now  func() time.Time
+	opts Options
 
 	panics atomic.Int64
 
@@ -75,8 +116,17 @@ type Account struct {
 	lastErr   string
 	lastErrAt time.Time
 	holdSince time.Time // outgoing mail held since; zero when not held
-	shown     *Error    // the condition last logged, to log changes once
+	forecast  Forecast
+	shown     effective // the state last logged, to log changes once
 	changed   chan struct{}
+}
+
+// effective is an account's state with what explains it.
+type effective struct {
+	state  State
+	reason Reason
+	advice string
+	detail string
 }
 
 type condition struct {
@@ -86,15 +136,18 @@ type condition struct {
 }
 
 // New returns the condition of account name: ok until told otherwise.
-// log may be nil (slog.Default); now may be nil (time.Now).
-func New(name string, log *slog.Logger, now func() time.Time) *Account {
-	if log == nil {
-		log = slog.Default()
+func New(name string, opts Options) *Account {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
-	if now == nil {
-		now = time.Now
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
-	return &Account{name: name, log: log.With("account", name), now: now, conds: map[Source]*condition{}}
+	if opts.WarnBefore == 0 {
+		opts.WarnBefore = 10 * 24 * time.Hour
+	}
+	return &Account{name: name, log: opts.Logger.With("account", name), now: opts.Now, opts: opts,
+		conds: map[Source]*condition{}, shown: effective{state: StateOK}}
 }
 
 // Name is the account's name.
@@ -203,10 +256,9 @@ func (a *Account) Condition(src Source) *Error {
 
 // State is the account's state.
 func (a *Account) State() State {
-	if e := a.Current(); e != nil {
-		return e.State
-	}
-	return StateOK
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.effective().state
 }
 
 // Changed returns a channel closed at the account's next change.
@@ -263,13 +315,52 @@ func (a *Account) HeldSince() time.Time {
 // Panic counts a panic recovered while working for the account.
 func (a *Account) Panic() { a.panics.Add(1) }
 
-// logChange logs the account's condition when it differs from the one
-// last logged: once per change, not once per connection that sees it.
+// SetForecast records when the account's grant is predicted to end; a
+// zero At means no prediction.
+func (a *Account) SetForecast(f Forecast) {
+	a.mu.Lock()
+	a.forecast = f
+	a.changedLocked()
+	a.mu.Unlock()
+	a.logChange()
+}
+
+// Evaluate re-decides the state as time passes (a forecast coming within
+// the warning days), logging and reporting a transition. Call it now and
+// then.
+func (a *Account) Evaluate() { a.logChange() }
+
+// warning says when the forecast is within the warning days, else "".
+// a.mu is held.
+func (a *Account) warning() string {
+	f := a.forecast
+	if f.At.IsZero() || a.opts.WarnBefore < 0 || f.At.Sub(a.now()) > a.opts.WarnBefore {
+		return ""
+	}
+	return fmt.Sprintf("the grant is predicted to end on %s (%s)", f.At.UTC().Format("2006-01-02 15:04 MST"), f.Why)
+}
+
+// effective decides the account's state: its worst condition, else warning
+// when its grant is predicted to end soon, else ok. a.mu is held.
+func (a *Account) effective() effective {
+	if e := a.current(); e != nil {
+		return effective{state: e.State, reason: e.Reason, advice: e.Advice, detail: e.Detail()}
+	}
+	if w := a.warning(); w != "" {
+		return effective{state: StateWarning, reason: ReasonGrantExpiresSoon,
+			advice: w + ": run 'relayd authorize " + a.name + "' before then"}
+	}
+	return effective{state: StateOK}
+}
+
+// logChange logs the account's state when it differs from the one last
+// logged, and reports the transition: once per change, not once per
+// connection that sees it.
 func (a *Account) logChange() {
 	a.mu.Lock()
-	cur := a.current()
+	cur := a.effective()
 	prev := a.shown
-	if cur == prev || cur != nil && prev != nil && cur.State == prev.State && cur.Reason == prev.Reason {
+	if cur.state == prev.state && cur.reason == prev.reason {
 		a.shown = cur
 		a.mu.Unlock()
 		return
@@ -277,12 +368,18 @@ func (a *Account) logChange() {
 	a.shown = cur
 	a.mu.Unlock()
 	switch {
-	case cur == nil:
-		a.log.Info("account ok again")
-	case cur.State == StateDegraded:
-		a.log.Warn("account degraded; relayd keeps retrying", "reason", cur.Reason, "advice", cur.Advice, "err", cur.Detail())
+	case cur.state == StateOK:
+		a.log.Info("account ok again", "was", prev.state)
+	case cur.state == StateWarning:
+		a.log.Warn("account's grant ends soon", "reason", cur.reason, "advice", cur.advice)
+	case cur.state == StateDegraded:
+		a.log.Warn("account degraded; relayd keeps retrying", "reason", cur.reason, "advice", cur.advice, "err", cur.detail)
 	default:
-		a.log.Error("account needs attention", "state", cur.State, "reason", cur.Reason, "advice", cur.Advice, "err", cur.Detail())
+		a.log.Error("account needs attention", "state", cur.state, "reason", cur.reason, "advice", cur.advice, "err", cur.detail)
+	}
+	if a.opts.OnTransition != nil && cur.state != prev.state {
+		t := Transition{Account: a.name, Old: prev.state, New: cur.state, Reason: cur.reason, Advice: cur.advice, At: a.now()}
+		go a.opts.OnTransition(t)
 	}
 }
 
@@ -297,6 +394,12 @@ type Snapshot struct {
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	// HeldSince is when the account's outgoing mail was held.
 	HeldSince time.Time `json:"outgoing_held_since,omitzero"`
+	// GrantExpires is when the grant is predicted to end, and why;
+	// Warning says so when that is within the warning days, whatever the
+	// state (a degraded account may also expire soon).
+	GrantExpires    time.Time `json:"grant_expires,omitzero"`
+	GrantExpiresWhy string    `json:"grant_expires_why,omitempty"`
+	Warning         string    `json:"warning,omitempty"`
 	// Panics recovered while working for the account.
 	Panics int64 `json:"panics,omitempty"`
 }
@@ -306,9 +409,11 @@ func (a *Account) Snapshot() Snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := Snapshot{State: StateOK, LastSuccess: a.lastOK, HeldSince: a.holdSince, Panics: a.panics.Load(),
-		LastError: a.lastErr, LastErrorAt: a.lastErrAt}
+		LastError: a.lastErr, LastErrorAt: a.lastErrAt,
+		GrantExpires: a.forecast.At, GrantExpiresWhy: a.forecast.Why, Warning: a.warning()}
+	eff := a.effective()
+	s.State, s.Reason, s.Advice = eff.state, eff.reason, eff.advice
 	if e := a.current(); e != nil {
-		s.State, s.Reason, s.Advice = e.State, e.Reason, e.Advice
 		for _, c := range a.conds {
 			if c.err == e {
 				s.Since = c.since

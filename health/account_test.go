@@ -13,7 +13,7 @@ func newTest(t *testing.T) (*Account, *bytes.Buffer, *time.Time) {
 	t.Helper()
 	var log bytes.Buffer
 	now := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
-	a := New("support", slog.New(slog.NewTextHandler(&log, nil)), func() time.Time { return now })
+	a := New("support", Options{Logger: slog.New(slog.NewTextHandler(&log, nil)), Now: func() time.Time { return now }})
 	return a, &log, &now
 }
 

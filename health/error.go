@@ -29,6 +29,7 @@ const (
 	ReasonSMTPAuthDisabled         Reason = "smtp_auth_disabled"
 	ReasonNotConfigured            Reason = "not_configured"
 	ReasonInternal                 Reason = "internal_error"
+	ReasonGrantExpiresSoon         Reason = "grant_expires_soon"
 )
 
 // Error is an account condition: not a failure of one connection or one
@@ -60,7 +61,9 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Temporary reports whether the condition may pass by itself, so retrying
 // later makes sense: true for degraded, false when a person must act.
-func (e *Error) Temporary() bool { return e.State == StateDegraded || e.State == StateOK }
+func (e *Error) Temporary() bool {
+	return e.State == StateDegraded || e.State == StateDisconnected || e.State == StateOK
+}
 
 // Detail is the underlying error's text, or "".
 func (e *Error) Detail() string {

@@ -214,7 +214,7 @@ func (q *Queue) account(name string) *account {
 	a := q.accounts[name]
 	if a == nil {
 		a = &account{name: name, kick: make(chan struct{}, 1), entries: map[string]*Entry{},
-			orphan: health.New(name, q.log, q.opts.Now)}
+			orphan: health.New(name, health.Options{Logger: q.log, Now: q.opts.Now})}
 		q.accounts[name] = a
 		if q.ctx != nil {
 			q.startWorker(a)

@@ -101,7 +101,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		}
 	}()
 	for _, a := range cfg.Accounts {
-		h := health.New(a.Name, opts.Logger, nil)
+		h := health.New(a.Name, health.Options{Logger: opts.Logger})
 		var src *auth.Source
 		if a.OAuth() {
 			var err error
