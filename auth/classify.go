@@ -47,13 +47,21 @@ func Classify(a *config.Account, err error) *health.Error {
 	} else if om, ok := provider.OAuthErrors[re.ErrorCode]; ok {
 		m, known = om, true
 		m.What = fmt.Sprintf("%s (%s)", om.What, re.ErrorCode)
+		if re.ErrorCode == "invalid_grant" && strings.Contains(re.ErrorDescription, provider.GoogleRevoked) {
+			m.What = "Google says the grant has expired or was revoked (a password change, a revocation, or 6 months without use)"
+			if a.TestingApp {
+				m.Reason = "testing_app_expired"
+				m.What = "Google ended the grant: apps in \"Testing\" publishing status lose their grants 7 days after consent. " +
+					"Publish the app (Google Cloud console, APIs & Services, OAuth consent screen, Publish app) so that grants last"
+			}
+		}
 	}
 	switch {
 	case known && m.Fix == provider.FixAdmin:
 		return admin(health.Reason(m.Reason), fmt.Sprintf("%s: an admin must %s", m.What, m.Action))
 	case known && m.Fix == provider.FixReauth:
 		return reauth(health.Reason(m.Reason), m.What)
-	case re.Response != nil && (re.Response.StatusCode >= 500 || re.Response.StatusCode == 429):
+	case re.Response != nil && (re.Response.StatusCode >= 500 || re.Response.StatusCode == 429 || re.Response.StatusCode == 408):
 		e.State, e.Reason = health.StateDegraded, health.ReasonTokenEndpointFailed
 		e.Advice = fmt.Sprintf("the token endpoint %s failed (HTTP %d); relayd keeps retrying", hostOf(a.TokenURL), re.Response.StatusCode)
 		e.Client = fmt.Sprintf("cannot get a token for mailbox %q right now, try again", a.Name)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/provider"
 )
 
 // SourceOptions configure a Source.
@@ -30,19 +31,22 @@ type SourceOptions struct {
 	// before use, because Exchange ends a session when its token expires.
 	// Default 10 minutes.
 	RefreshMargin time.Duration
-	// FailureThreshold transient refresh failures in a row turn the account
-	// from degraded into needs_reauth, as a helpdesk's connector does.
-	// Default 8.
-	FailureThreshold int
+	// RetryBudget scheduled probes over RetryWindow: while the token
+	// endpoint fails transiently (network, timeouts, HTTP 5xx, 429) the
+	// account is degraded and Run probes it every RetryWindow/RetryBudget;
+	// once RetryBudget probes failed it is disconnected, and Run probes on
+	// every SlowProbe until the endpoint answers. Refreshes for logins do
+	// not count. Defaults 8 over 12 minutes (a helpdesk connector's
+	// figures), SlowProbe 4 probe intervals, at most 30 minutes.
+	RetryBudget int
+	RetryWindow time.Duration
+	SlowProbe   time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 	// KeepAlive: Run refreshes a grant that has not been refreshed for
 	// this long, so that a mailbox nobody reads does not lose its grant
 	// (Microsoft: 90 days unused). Default 24 hours.
 	KeepAlive time.Duration
-	// RetryMin and RetryMax bound the backoff of Run's retries after a
-	// failed refresh. Defaults 1 and 30 minutes.
-	RetryMin, RetryMax time.Duration
 	// Health is the account's condition, which the source reports to.
 	// Default: a new one.
 	Health *health.Account
@@ -66,7 +70,9 @@ type Source struct {
 	gen       uint64 // bumped by Install; a refresh started before is discarded
 	inflight  *refreshCall
 	health    *health.Account
-	failures  int           // transient refresh failures in a row
+	probes    int           // scheduled probes since the endpoint last answered
+	lastProbe time.Time     // when the last of them ran
+	downSince time.Time     // first transient failure since it last answered
 	installCh chan struct{} // closed by Install
 }
 
@@ -88,20 +94,20 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	if opts.RefreshMargin == 0 {
 		opts.RefreshMargin = 10 * time.Minute
 	}
-	if opts.FailureThreshold == 0 {
-		opts.FailureThreshold = 8
+	if opts.RetryBudget <= 0 {
+		opts.RetryBudget = 8
+	}
+	if opts.RetryWindow <= 0 {
+		opts.RetryWindow = 12 * time.Minute
+	}
+	if opts.SlowProbe <= 0 {
+		opts.SlowProbe = min(4*opts.RetryWindow/time.Duration(opts.RetryBudget), 30*time.Minute)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.KeepAlive == 0 {
 		opts.KeepAlive = 24 * time.Hour
-	}
-	if opts.RetryMin == 0 {
-		opts.RetryMin = time.Minute
-	}
-	if opts.RetryMax == 0 {
-		opts.RetryMax = 30 * time.Minute
 	}
 	a := opts.Account
 	if opts.Health == nil {
@@ -123,6 +129,7 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		return nil, err
 	default:
 		s.grant = g
+		opts.Health.SetForecast(s.forecast())
 	}
 	return s, nil
 }
@@ -141,22 +148,22 @@ func ReadSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-// Run keeps the grant alive until ctx ends: it refreshes a grant unused for
-// KeepAlive, and retries failed refreshes with exponential backoff while the
-// account is degraded. An account that needs reauthorization or an admin is
-// left alone until a new grant is installed.
+// Run keeps the grant alive until ctx ends: it refreshes a grant unused
+// for KeepAlive, so that an idle mailbox never reaches its provider's
+// inactivity limit, and probes the token endpoint while it fails
+// transiently (see RetryBudget). An account whose grant is dead, or that
+// needs an admin, is left alone until a new grant is installed.
 func (s *Source) Run(ctx context.Context) {
 	if s.acct.Grant == config.GrantClientCredentials {
 		return // nothing to keep alive: tokens are fetched on demand
 	}
-	backoff := s.opts.RetryMin
 	for {
+		changed := s.health.Changed()
+		st := s.tokenState()
 		wait := s.nextKeepAlive()
-		if st := s.tokenState(); st == health.StateDegraded {
-			wait = backoff
-			backoff = min(2*backoff, s.opts.RetryMax)
-		} else {
-			backoff = s.opts.RetryMin
+		probing := st == health.StateDegraded || st == health.StateDisconnected
+		if probing {
+			wait = max(s.nextProbe().Sub(s.opts.Now()), 0)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -166,24 +173,55 @@ func (s *Source) Run(ctx context.Context) {
 		case <-s.installed():
 			t.Stop()
 			continue
+		case <-changed:
+			// The condition changed (a failure began an outage): the
+			// next probe is due relative to when it began.
+			t.Stop()
+			continue
 		case <-t.C:
 		}
-		st := s.tokenState()
-		if st.NeedsAttention() {
+		st = s.tokenState()
+		if st == health.StateNeedsReauth || st == health.StateNeedsAdmin {
 			continue // waits for installed()
 		}
+		probing = st == health.StateDegraded || st == health.StateDisconnected
+		now := s.opts.Now()
 		s.mu.Lock()
-		due := s.grant != nil && (st == health.StateDegraded ||
-			s.opts.Now().Sub(s.grant.RefreshedAt) >= s.opts.KeepAlive)
+		due := s.grant != nil && (probing && !now.Before(s.nextProbeLocked()) ||
+			!probing && now.Sub(s.grant.RefreshedAt) >= s.opts.KeepAlive)
 		stale := ""
 		if s.grant != nil {
 			stale = s.grant.AccessToken
+		}
+		if due && probing {
+			s.probes++
+			s.lastProbe = now
 		}
 		s.mu.Unlock()
 		if due {
 			s.Refresh(ctx, stale)
 		}
 	}
+}
+
+// nextProbe is when Run probes the token endpoint next during an outage:
+// the budget's probes spaced RetryWindow/RetryBudget from its start, then
+// one every SlowProbe.
+func (s *Source) nextProbe() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nextProbeLocked()
+}
+
+func (s *Source) nextProbeLocked() time.Time {
+	if s.probes >= s.opts.RetryBudget {
+		return s.lastProbe.Add(s.opts.SlowProbe)
+	}
+	since := s.downSince
+	if since.IsZero() {
+		since = s.opts.Now()
+	}
+	return since.Add(time.Duration(s.probes+1) * s.opts.RetryWindow / time.Duration(s.opts.RetryBudget))
 }
 
 // nextKeepAlive is how long until the grant should be refreshed to stay
@@ -295,8 +333,12 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 		s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
 	}
 	s.grant = g
-	s.failures = 0
-	report = func() { s.health.Succeed(health.SourceToken) }
+	s.probes, s.downSince = 0, time.Time{}
+	f := s.forecast()
+	report = func() {
+		s.health.SetForecast(f)
+		s.health.Succeed(health.SourceToken)
+	}
 	call.token = g.AccessToken
 }
 
@@ -333,22 +375,77 @@ func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {
 
 var errNoGrant = errors.New("no grant stored")
 
-// fail classifies a refresh failure, counting transient ones: after
-// FailureThreshold in a row the account needs attention. s.mu is held.
+// fail classifies a refresh failure. A transient one keeps the account
+// degraded until RetryBudget scheduled probes failed, then disconnected.
+// A sign-in frequency policy's lifetime is learned for the forecast. s.mu
+// is held.
 func (s *Source) fail(err error) *health.Error {
 	he := Classify(s.acct, err)
-	if he.State == health.StateDegraded {
-		s.failures++
-		if s.failures >= s.opts.FailureThreshold {
-			he.State, he.Reason = health.StateNeedsReauth, health.ReasonRefreshFailures
-			he.Advice = fmt.Sprintf("%d token refreshes failed in a row; check connectivity to %s, then run 'relayd authorize %s'",
-				s.failures, hostOf(s.acct.TokenURL), s.acct.Name)
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		if d := provider.SignInFrequency(string(re.Body)); d > 0 && s.grant != nil {
+			g := *s.grant
+			g.SignInFrequency = d
+			s.grant = &g
+			s.opts.Store.Update(s.acct.Name, func(old *Grant) (*Grant, error) {
+				if old == nil {
+					return nil, errNoGrant
+				}
+				old.SignInFrequency = d
+				return old, nil
+			})
+			he.Advice += fmt.Sprintf("; the tenant's sign-in frequency policy lets a grant live %s, so this recurs every %s: relayd warns ahead", d, d)
 		}
-	} else {
+	}
+	switch {
+	case he.State == health.StateDegraded:
+		now := s.opts.Now()
+		if s.downSince.IsZero() {
+			s.downSince = now
+		}
+		if s.probes >= s.opts.RetryBudget {
+			he.State = health.StateDisconnected
+			he.Advice = fmt.Sprintf("the token endpoint %s has failed since %s: %d probes over %s did not get an answer (last: %s); relayd keeps trying every %s, and the mailbox and its held mail come back by themselves when it answers",
+				hostOf(s.acct.TokenURL), s.downSince.UTC().Format(time.RFC3339), s.probes, s.opts.RetryWindow, he.Detail(), s.opts.SlowProbe)
+		}
+	default:
 		s.dropAccessToken()
 	}
 	s.log.Warn("token refresh failed", "state", he.State, "reason", he.Reason, "err", he.Detail())
 	return he
+}
+
+// forecast predicts when the grant ends: the provider's inactivity limit
+// after its last refresh, 7 days after consent for a Google app in
+// Testing, a sign-in frequency policy learned from AADSTS70043, or
+// max_grant_age; the earliest wins. s.mu is held.
+func (s *Source) forecast() health.Forecast {
+	g, a := s.grant, s.acct
+	var f health.Forecast
+	if g == nil || a.Grant == config.GrantClientCredentials {
+		return f
+	}
+	consider := func(at time.Time, why string) {
+		if !at.IsZero() && (f.At.IsZero() || at.Before(f.At)) {
+			f = health.Forecast{At: at, Why: why}
+		}
+	}
+	if a.IdleLifetime > 0 && !g.RefreshedAt.IsZero() {
+		consider(g.RefreshedAt.Add(a.IdleLifetime), fmt.Sprintf("%d days without use", a.IdleLifetime/(24*time.Hour)))
+	}
+	if g.GrantedAt.IsZero() {
+		return f
+	}
+	if a.TestingApp && a.TestingLifetime > 0 {
+		consider(g.GrantedAt.Add(a.TestingLifetime), fmt.Sprintf("an app in Testing keeps grants %d days: publish it to lift that", a.TestingLifetime/(24*time.Hour)))
+	}
+	if g.SignInFrequency > 0 {
+		consider(g.GrantedAt.Add(g.SignInFrequency), fmt.Sprintf("the tenant's sign-in frequency policy (%s)", g.SignInFrequency))
+	}
+	if a.MaxGrantAge > 0 {
+		consider(g.GrantedAt.Add(a.MaxGrantAge), fmt.Sprintf("max_grant_age %s", a.MaxGrantAge))
+	}
+	return f
 }
 
 // tokenState is the state of the token endpoint's last answer.
@@ -368,15 +465,20 @@ func (s *Source) Install(g *Grant) error {
 		return err
 	}
 	s.mu.Lock()
+	if g.SignInFrequency == 0 && s.grant != nil {
+		g.SignInFrequency = s.grant.SignInFrequency // the tenant's policy still holds
+	}
 	s.grant = g
 	s.gen++
-	s.failures = 0
+	s.probes, s.downSince = 0, time.Time{}
 	if s.installCh != nil {
 		close(s.installCh)
 		s.installCh = nil
 	}
+	f := s.forecast()
 	s.mu.Unlock()
 	s.log.Info("new grant installed")
+	s.health.SetForecast(f)
 	s.health.Reset()
 	return nil
 }

@@ -27,6 +27,9 @@ type Grant struct {
 	RefreshedAt time.Time `json:"refreshed_at,omitempty"`
 	// Subject is who signed in, when known.
 	Subject string `json:"subject,omitempty"`
+	// SignInFrequency is the lifetime a Conditional Access sign-in
+	// frequency policy gives grants, learned from AADSTS70043.
+	SignInFrequency time.Duration `json:"sign_in_frequency,omitempty"`
 	// IDToken is the ID token of an interactive sign-in, carried to the
 	// daemon so that it checks the identity again; never stored.
 	IDToken string `json:"id_token,omitempty"`

@@ -180,6 +180,9 @@ type Account struct {
 	// SMTPRate caps messages per minute. Default from the provider: 30
 	// for Microsoft, else unlimited (0).
 	SMTPRate int
+	// IdleLifetime and TestingLifetime come from the provider: how long a
+	// grant lives unused, and how long one of an app in testing lives.
+	IdleLifetime, TestingLifetime time.Duration
 	// TestingApp: a Google app in "Testing" publishing status, whose grants
 	// end 7 days after consent.
 	TestingApp bool

@@ -53,4 +53,5 @@ func applyPreset(p *provider.Provider, a *Account) {
 		a.SMTPRate = p.SMTPRate
 	}
 	a.TokenAuthInParams = p.AuthInParams
+	a.IdleLifetime, a.TestingLifetime = p.IdleLifetime, p.TestingLifetime
 }

@@ -3,6 +3,7 @@ package provider
 import (
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Fix is who can fix an account condition.
@@ -29,16 +30,48 @@ type Meaning struct {
 // AADSTS are the Microsoft Entra token-endpoint error codes relayd knows,
 // found in the error_description and error_codes of an error response.
 var AADSTS = map[int]Meaning{
-	70008:  {Reason: "grant_expired", Fix: FixReauth, What: "the grant has expired or was revoked"},
+	70008:  {Reason: "grant_expired_idle", Fix: FixReauth, What: "the grant expired after 90 days without use"},
 	700082: {Reason: "grant_expired_idle", Fix: FixReauth, What: "the grant expired after 90 days without use"},
-	50173:  {Reason: "grant_revoked", Fix: FixReauth, What: "the grant was revoked (a password change or an admin)"},
+	50173:  {Reason: "credentials_changed", Fix: FixReauth, What: "the grant was revoked because the password changed (or an admin revoked it)"},
+	50076:  {Reason: "mfa_required", Fix: FixReauth, What: "a new multi-factor authentication requirement applies to the sign-in"},
+	50079:  {Reason: "mfa_required", Fix: FixReauth, What: "the user must register for multi-factor authentication"},
 	70043:  {Reason: "signin_frequency", Fix: FixReauth, What: "a Conditional Access sign-in frequency policy ended the grant"},
 	65001: {Reason: "consent_missing", Fix: FixAdmin, What: "the application has no consent for these permissions",
-		Action: "grant consent for the application's permissions"},
+		Action: "grant admin consent for the application's permissions"},
+	53003: {Reason: "conditional_access_blocked", Fix: FixAdmin, What: "a Conditional Access policy blocked the sign-in",
+		Action: "allow this application and location in the tenant's Conditional Access policies"},
+	7000215: {Reason: "client_secret_invalid", Fix: FixAdmin, What: "the client secret is wrong",
+		Action: "put the app registration's current secret value (not its id) in client_secret_file"},
 	7000222: {Reason: "client_secret_expired", Fix: FixAdmin, What: "the client secret has expired",
 		Action: "create a new secret for the app registration and put it in client_secret_file"},
 	7000218: {Reason: "public_client_disallowed", Fix: FixAdmin, What: "the app registration does not allow public client flows",
 		Action: "enable 'Allow public client flows' on the app registration, or configure client_secret_file"},
+}
+
+// GoogleRevoked is the error_description Google's token endpoint gives
+// with invalid_grant for a grant that expired or was revoked (password
+// change, revocation, 6 months unused, 7 days for an app in Testing).
+const GoogleRevoked = "Token has been expired or revoked."
+
+// SignInFrequency extracts the policy's maximum grant lifetime from an
+// AADSTS70043 message ("... the maximum allowed lifetime for this request
+// is 43200."), or 0.
+func SignInFrequency(body string) time.Duration {
+	const marker = "maximum allowed lifetime for this request is "
+	i := strings.Index(body, marker)
+	if i < 0 {
+		return 0
+	}
+	rest := body[i+len(marker):]
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	secs, err := strconv.Atoi(rest[:n])
+	if err != nil || secs <= 0 {
+		return 0
+	}
+	return time.Duration(secs) * time.Second
 }
 
 // OAuthErrors are the meanings of RFC 6749 §5.2 error codes, used when no

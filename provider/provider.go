@@ -8,7 +8,12 @@
 // PROVIDERS.md in the shared design notes has the sources.
 package provider
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
+
+const day = 24 * time.Hour
 
 // Security is how relayd protects a connection to an upstream server.
 type Security string
@@ -74,6 +79,11 @@ type Provider struct {
 	// "127.0.0.1".
 	RedirectHost string
 
+	// IdleLifetime is how long a grant lives unused (Microsoft 90 days,
+	// Google 6 months); TestingLifetime how long a grant of an app in
+	// testing lives (Google: 7 days). Zero: unknown.
+	IdleLifetime, TestingLifetime time.Duration
+
 	IMAPServer, SMTPServer     string
 	IMAPSecurity, SMTPSecurity Security
 	// SMTPConnections is the most concurrent SMTP connections per mailbox;
@@ -107,6 +117,7 @@ var Known = map[string]*Provider{
 		TokenURL:      microsoftAuthority + "token",
 		DeviceAuthURL: microsoftAuthority + "devicecode",
 		DefaultTenant: "organizations",
+		IdleLifetime:  90 * day,
 		Issuer:        "https://login.microsoftonline.com/{tenant}/v2.0",
 		Flow:          FlowDevice, DeviceFlow: true,
 		AuthParams:   map[string]string{"prompt": "select_account"},
@@ -129,6 +140,7 @@ var Known = map[string]*Provider{
 		TokenURL:      microsoftAuthority + "token",
 		DeviceAuthURL: microsoftAuthority + "devicecode",
 		DefaultTenant: "consumers",
+		IdleLifetime:  90 * day,
 		Issuer:        "https://login.microsoftonline.com/{tenant}/v2.0",
 		Flow:          FlowDevice, DeviceFlow: true,
 		AuthParams:   map[string]string{"prompt": "select_account"},
@@ -145,6 +157,8 @@ var Known = map[string]*Provider{
 		AuthURL:  "https://accounts.google.com/o/oauth2/v2/auth",
 		TokenURL: "https://oauth2.googleapis.com/token",
 		Issuer:   "https://accounts.google.com",
+		// 6 months unused; 7 days for an app in "Testing".
+		IdleLifetime: 182 * day, TestingLifetime: 7 * day,
 		// Google refuses the device flow for https://mail.google.com/, and
 		// returns a refresh token only with access_type=offline, and again
 		// only when the consent screen is shown.

@@ -50,6 +50,9 @@ type IdP struct {
 	access  map[string]*accessToken    // access token → holder
 	apps    map[string]map[string]bool // client id → mailboxes granted app access
 	expired map[string]bool            // client ids whose secret expired
+	// signInFrequency ends login's grants as a Conditional Access policy
+	// does (AADSTS70043).
+	signInFrequency map[string]time.Duration
 	issued  []string                   // every token ever issued
 }
 
@@ -255,6 +258,10 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 		g := p.grants[rt]
 		if g == nil {
 			oauthError(w, 400, "invalid_grant", "AADSTS70008: The provided authorization code or refresh token has expired due to inactivity.", 70008)
+			return
+		}
+		if d, ok := p.signInFrequency[g.login]; ok {
+			oauthError(w, 400, "invalid_grant", fmt.Sprintf("AADSTS70043: The refresh token has expired or is invalid due to sign-in frequency checks by conditional access. The token was issued on 2026-11-20T09:00:00.0000000Z and the maximum allowed lifetime for this request is %d.", int(d/time.Second)), 70043)
 			return
 		}
 		if g.clientID != clientID {

@@ -1,12 +1,14 @@
 package testkit
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -397,4 +399,53 @@ func (p *IdP) handleJWKS(w http.ResponseWriter, r *http.Request) {
 	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &p.ia.key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(set)
+}
+
+// Client returns an HTTP client that reaches the IdP in memory, without a
+// connection: for tests in a testing/synctest bubble, where a TCP server
+// stalls the fake clock.
+func (p *IdP) Client() *http.Client {
+	return &http.Client{Transport: inMemory{p.srv.Handler}}
+}
+
+type inMemory struct{ h http.Handler }
+
+func (t inMemory) RoundTrip(r *http.Request) (*http.Response, error) {
+	w := &memResponse{header: http.Header{}, status: http.StatusOK}
+	t.h.ServeHTTP(w, r)
+	return &http.Response{
+		StatusCode: w.status, Status: fmt.Sprintf("%d %s", w.status, http.StatusText(w.status)),
+		Header: w.header, Body: io.NopCloser(bytes.NewReader(w.body.Bytes())), Request: r,
+		ProtoMajor: 1, ProtoMinor: 1, ContentLength: int64(w.body.Len()),
+	}, nil
+}
+
+type memResponse struct {
+	header http.Header
+	status int
+	wrote  bool
+	body   bytes.Buffer
+}
+
+func (w *memResponse) Header() http.Header { return w.header }
+func (w *memResponse) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+}
+func (w *memResponse) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.body.Write(b)
+}
+
+// EndGrantsBySignInFrequency makes refreshes of login's grants fail as a
+// Conditional Access sign-in frequency policy with the given lifetime does
+// (AADSTS70043).
+func (p *IdP) EndGrantsBySignInFrequency(login string, lifetime time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.signInFrequency == nil {
+		p.signInFrequency = map[string]time.Duration{}
+	}
+	p.signInFrequency[login] = lifetime
 }
