@@ -171,7 +171,6 @@ func TestRevokedGrantNeedsReauth(t *testing.T) {
 	}
 }
 
-
 func TestExpiredClientSecretNeedsAdmin(t *testing.T) {
 	idp := newIdP(t)
 	src, _ := newSource(t, idp, SourceOptions{})
@@ -349,4 +348,3 @@ func TestRunKeepsGrantAlive(t *testing.T) {
 		t.Error("keep-alive refresh not stored")
 	}
 }
-

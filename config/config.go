@@ -208,7 +208,7 @@ func Defaults() *Config {
 			PreauthTimeout: 60 * time.Second,
 			IdleTimeout:    31 * time.Minute,
 		},
-		SMTP:  SMTP{Listen: []string{"127.0.0.1:1587"}, MaxMessageSize: 35 << 20},
+		SMTP:   SMTP{Listen: []string{"127.0.0.1:1587"}, MaxMessageSize: 35 << 20},
 		Queue:  Queue{RetryMin: time.Minute, RetryMax: 30 * time.Minute, Lifetime: 120 * time.Hour},
 		Health: Health{RetryBudget: 8, RetryWindow: 12 * time.Minute, WarnDays: 10, HookTimeout: 30 * time.Second},
 	}

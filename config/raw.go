@@ -13,16 +13,16 @@ import (
 
 // rawConfig mirrors the file's shape; convert turns it into a Config.
 type rawConfig struct {
-	StateDir     *string      `toml:"state_dir"`
-	StatusSocket *string      `toml:"status_socket"`
-	Log          rawLog       `toml:"log"`
-	IMAP         rawIMAP      `toml:"imap"`
-	SMTP         rawSMTP      `toml:"smtp"`
-	Queue        rawQueue     `toml:"queue"`
-	Health       rawHealth    `toml:"health"`
+	StateDir     *string   `toml:"state_dir"`
+	StatusSocket *string   `toml:"status_socket"`
+	Log          rawLog    `toml:"log"`
+	IMAP         rawIMAP   `toml:"imap"`
+	SMTP         rawSMTP   `toml:"smtp"`
+	Queue        rawQueue  `toml:"queue"`
+	Health       rawHealth `toml:"health"`
 	// OnStateChange may also stand at the top level.
-	OnStateChange any `toml:"on_state_change"`
-	Account      []rawAccount `toml:"account"`
+	OnStateChange any          `toml:"on_state_change"`
+	Account       []rawAccount `toml:"account"`
 }
 
 type rawLog struct {

@@ -53,7 +53,7 @@ type IdP struct {
 	// signInFrequency ends login's grants as a Conditional Access policy
 	// does (AADSTS70043).
 	signInFrequency map[string]time.Duration
-	issued  []string                   // every token ever issued
+	issued          []string // every token ever issued
 }
 
 type grant struct {
