@@ -110,6 +110,10 @@ type Account struct {
 
 	panics atomic.Int64
 
+	nmu       sync.Mutex // guards pending and notifying
+	pending   []Transition
+	notifying bool
+
 	mu        sync.Mutex
 	conds     map[Source]*condition
 	lastOK    time.Time
@@ -366,6 +370,11 @@ func (a *Account) logChange() {
 		return
 	}
 	a.shown = cur
+	if a.opts.OnTransition != nil && cur.state != prev.state {
+		// Queued under a.mu, so that transitions are told in the order
+		// they were decided.
+		a.notify(Transition{Account: a.name, Old: prev.state, New: cur.state, Reason: cur.reason, Advice: cur.advice, At: a.now()})
+	}
 	a.mu.Unlock()
 	switch {
 	case cur.state == StateOK:
@@ -377,10 +386,33 @@ func (a *Account) logChange() {
 	default:
 		a.log.Error("account needs attention", "state", cur.state, "reason", cur.reason, "advice", cur.advice, "err", cur.detail)
 	}
-	if a.opts.OnTransition != nil && cur.state != prev.state {
-		t := Transition{Account: a.name, Old: prev.state, New: cur.state, Reason: cur.reason, Advice: cur.advice, At: a.now()}
-		go a.opts.OnTransition(t)
+}
+
+// notify hands t to OnTransition on a goroutine of its own, after the
+// transitions before it: in order, and never under a caller's lock.
+func (a *Account) notify(t Transition) {
+	a.nmu.Lock()
+	a.pending = append(a.pending, t)
+	start := !a.notifying
+	a.notifying = true
+	a.nmu.Unlock()
+	if !start {
+		return
 	}
+	go func() {
+		for {
+			a.nmu.Lock()
+			if len(a.pending) == 0 {
+				a.notifying = false
+				a.nmu.Unlock()
+				return
+			}
+			t := a.pending[0]
+			a.pending = a.pending[1:]
+			a.nmu.Unlock()
+			a.opts.OnTransition(t)
+		}
+	}()
 }
 
 // Snapshot is an account's condition for status.

@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -15,15 +16,19 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	fmt.Fprintln(w, st.Banner)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tIMAP\tQUEUED\tHELD\tFAILED")
+	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tGRANT ENDS\tIMAP\tQUEUED\tHELD\tFAILED")
 	for _, a := range st.Accounts {
 		state := a.State
 		var q queue.AccountStats
 		if a.Queue != nil {
 			q = *a.Queue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, a.Direction,
-			state, ago(a.Token.AccessTokenExpiry, now), ago(a.Token.LastRefresh, now), a.IMAPSessions,
+		ends := "-"
+		if !a.GrantExpires.IsZero() {
+			ends = a.GrantExpires.Local().Format("2006-01-02")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, a.Direction,
+			state, ago(a.Token.AccessTokenExpiry, now), ago(a.Token.LastRefresh, now), ends, a.IMAPSessions,
 			q.Queued, q.Held, q.Failed)
 	}
 	tw.Flush()
@@ -33,7 +38,7 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		if a.Queue != nil && a.Queue.LastErrorAt.After(lastErrAt) {
 			lastErr, lastErrAt = a.Queue.LastError, a.Queue.LastErrorAt
 		}
-		if advice == "" && lastErr == "" {
+		if advice == "" && lastErr == "" && a.Warning == "" {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s: %s\n", a.Name, state)
@@ -45,6 +50,9 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		}
 		if !a.HeldSince.IsZero() {
 			fmt.Fprintf(w, "  outgoing mail held since %s; nothing bounces, it is sent once this is fixed\n", ago(a.HeldSince, now))
+		}
+		if a.Warning != "" && state != health.StateWarning {
+			fmt.Fprintf(w, "  also: %s\n", a.Warning)
 		}
 		if a.Panics > 0 {
 			fmt.Fprintf(w, "  %d internal error(s) recovered; the log has their stack traces\n", a.Panics)

@@ -57,15 +57,19 @@ func (a *Account) NeedsAttention() bool { return a.State.NeedsAttention() }
 // MakeBanner summarises the accounts in one line, e.g. "1 of 3 mailboxes
 // needs reauthorization: support".
 func MakeBanner(accts []Account) string {
-	var reauth, admin, degraded []string
+	var reauth, admin, disconnected, degraded, warning []string
 	for _, a := range accts {
 		switch a.State {
 		case health.StateNeedsReauth:
 			reauth = append(reauth, a.Name)
 		case health.StateNeedsAdmin:
 			admin = append(admin, a.Name)
+		case health.StateDisconnected:
+			disconnected = append(disconnected, a.Name)
 		case health.StateDegraded:
 			degraded = append(degraded, a.Name)
+		case health.StateWarning:
+			warning = append(warning, a.Name)
 		}
 	}
 	n := len(accts)
@@ -76,8 +80,14 @@ func MakeBanner(accts []Account) string {
 	if len(admin) > 0 {
 		parts = append(parts, fmt.Sprintf("%d of %d %s an administrator: %s", len(admin), n, needs(len(admin), n), strings.Join(admin, ", ")))
 	}
+	if len(disconnected) > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d disconnected (relayd keeps trying): %s", len(disconnected), n, strings.Join(disconnected, ", ")))
+	}
 	if len(degraded) > 0 {
 		parts = append(parts, fmt.Sprintf("%d of %d degraded (retrying): %s", len(degraded), n, strings.Join(degraded, ", ")))
+	}
+	if len(warning) > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d %s reauthorization soon: %s", len(warning), n, needs(len(warning), n), strings.Join(warning, ", ")))
 	}
 	if len(parts) == 0 {
 		return fmt.Sprintf("all %d %s ok", n, plural(n, "mailbox", "mailboxes"))

@@ -60,7 +60,7 @@ func runStatus(args []string) error {
 		switch {
 		case a.NeedsAttention():
 			code = nagiosCritical
-		case a.State == health.StateDegraded && code == nagiosOK:
+		case (a.State == health.StateDegraded || a.State == health.StateWarning || a.Warning != "") && code == nagiosOK:
 			code = nagiosWarning
 		}
 	}

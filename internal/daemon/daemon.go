@@ -45,6 +45,9 @@ type Options struct {
 	Failpoint func(string)
 	// OnQueueEvent: see queue.Options.OnEvent.
 	OnQueueEvent func(queue.Event)
+	// OnHook, when set, is called after each run of on_state_change with
+	// its error (nil: it exited 0), for tests.
+	OnHook func(health.Transition, error)
 }
 
 // Daemon is a running relayd.
@@ -65,6 +68,7 @@ type Daemon struct {
 	statusLn net.Listener
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc // stops background work
+	hookMu   sync.Mutex         // on_state_change runs one at a time
 }
 
 // New builds a daemon from cfg and opens its listeners, so that once New
@@ -101,12 +105,19 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		}
 	}()
 	for _, a := range cfg.Accounts {
-		h := health.New(a.Name, health.Options{Logger: opts.Logger})
+		warn := time.Duration(cfg.Health.WarnDays) * 24 * time.Hour
+		if warn == 0 {
+			warn = -1 // warn_days = 0: no warnings
+		}
+		acctCfg := a
+		h := health.New(a.Name, health.Options{Logger: opts.Logger, WarnBefore: warn,
+			OnTransition: func(t health.Transition) { d.runHook(acctCfg, t) }})
 		var src *auth.Source
 		if a.OAuth() {
 			var err error
 			src, err = auth.NewSource(auth.SourceOptions{
 				Account: a, Store: store, HTTPClient: opts.HTTPClient, Logger: opts.Logger, Health: h,
+				RetryBudget: cfg.Health.RetryBudget, RetryWindow: cfg.Health.RetryWindow,
 				Failpoint: opts.Failpoint,
 			})
 			if err != nil {
@@ -239,12 +250,34 @@ func (d *Daemon) Start() {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		d.keepRunning(ctx, nil, "re-deciding account states", d.evaluate)
+	}()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
 		if err := d.status.Serve(d.statusLn); err != nil {
 			d.log.Error("status socket failed", "err", err)
 		}
 	}()
 	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "smtp", d.SMTPAddrs(), "status_socket", d.cfg.StatusSocket,
 		"accounts", len(d.accounts))
+}
+
+// evaluate lets each account re-decide its state as time passes (a grant
+// coming within warn_days of its predicted end), every minute.
+func (d *Daemon) evaluate(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, a := range d.accounts {
+				a.Health.Evaluate()
+			}
+		}
+	}
 }
 
 // keepRunning runs fn until ctx ends, starting it again a second after a

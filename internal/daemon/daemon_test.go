@@ -62,7 +62,7 @@ type testDaemon struct {
 	logs   *testkit.SyncBuffer
 }
 
-func startDaemon(t testing.TB) *testDaemon {
+func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDaemon {
 	t.Helper()
 	idp := testkit.StartIdP(t)
 	imapUp, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{Style: testkit.Google})
@@ -78,7 +78,7 @@ func startDaemon(t testing.TB) *testDaemon {
 	t.Cleanup(func() { smtpUp.Close() })
 	dir := t.TempDir()
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	cfg, err := config.Parse(testkit.Config{
+	tc := testkit.Config{
 		StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
 		IMAPListen: []string{"127.0.0.1:0"}, SMTPListen: []string{"127.0.0.1:0"},
 		RetryMin: "20ms", RetryMax: "100ms",
@@ -88,7 +88,19 @@ func startDaemon(t testing.TB) *testDaemon {
 			IMAPServer: imapUp.Addr, SMTPServer: smtpUp.Addr, Security: "none",
 			LocalUser: user, LocalPasswordHash: string(hash),
 		}},
-	}.TOML())
+	}
+	td := &testDaemon{t: t, idp: idp, imapUp: imapUp, smtpUp: smtpUp, faults: &faults{armed: map[string]int{}},
+		events: make(chan queue.Event, 1000), logs: &testkit.SyncBuffer{}}
+	opts := Options{
+		Logger:           slog.New(slog.NewTextHandler(td.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		AuthFailureDelay: -1,
+		Failpoint:        td.faults.hit,
+		OnQueueEvent:     func(e queue.Event) { td.events <- e },
+	}
+	for _, fn := range edit {
+		fn(&tc, &opts)
+	}
+	cfg, err := config.Parse(tc.TOML())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +108,7 @@ func startDaemon(t testing.TB) *testDaemon {
 	if err := store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", mailbox), GrantedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	td := &testDaemon{t: t, idp: idp, imapUp: imapUp, smtpUp: smtpUp, faults: &faults{armed: map[string]int{}},
-		events: make(chan queue.Event, 1000), logs: &testkit.SyncBuffer{}}
-	td.d, err = New(cfg, Options{
-		Logger:           slog.New(slog.NewTextHandler(td.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		AuthFailureDelay: -1,
-		Failpoint:        td.faults.hit,
-		OnQueueEvent:     func(e queue.Event) { td.events <- e },
-	})
+	td.d, err = New(cfg, opts)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}

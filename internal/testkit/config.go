@@ -15,7 +15,10 @@ type Config struct {
 	LogLevel               string
 	IMAPListen, SMTPListen []string
 	RetryMin, RetryMax     string // durations, e.g. "50ms"
-	Accounts               []Account
+	// Health is the [health] table's lines, verbatim (e.g.
+	// `retry_budget = 4`).
+	Health   []string
+	Accounts []Account
 }
 
 // Account is one [[account]] table.
@@ -54,6 +57,9 @@ func (c Config) TOML() string {
 		b.WriteString("[queue]\n")
 		kv(&b, "retry_min", c.RetryMin)
 		kv(&b, "retry_max", c.RetryMax)
+	}
+	if len(c.Health) > 0 {
+		b.WriteString("[health]\n" + strings.Join(c.Health, "\n") + "\n")
 	}
 	for _, a := range c.Accounts {
 		b.WriteString(a.TOML())
