@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -34,15 +35,28 @@ func Classify(a *config.Account, err error) *health.Error {
 		return reauth(health.ReasonNoGrant, "no grant stored yet")
 	}
 	var re *oauth2.RetrieveError
-	if !errors.As(err, &re) {
+	if errors.As(err, &re) && re.ErrorCode == "" {
+		// x/oauth2/jwt leaves the body unparsed.
+		var body struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(re.Body, &body) == nil && body.Error != "" {
+			c := *re
+			c.ErrorCode, c.ErrorDescription = body.Error, body.Description
+			re = &c
+			e.Err = errors.New(describe(re))
+		}
+	}
+	if re == nil {
 		e.State, e.Reason = health.StateDegraded, health.ReasonTokenEndpointUnreachable
 		e.Advice = fmt.Sprintf("the token endpoint %s is unreachable; relayd keeps retrying", hostOf(a.TokenURL))
 		e.Client = fmt.Sprintf("cannot get a token for mailbox %q right now, try again", a.Name)
 		return e
 	}
-	m, known := provider.Meaning{}, false
+	m, known, aadsts := provider.Meaning{}, false, false
 	if code, am, ok := provider.LookupAADSTS(string(re.Body)); ok {
-		m, known = am, true
+		m, known, aadsts = am, true, true
 		m.What = fmt.Sprintf("%s (AADSTS%d)", am.What, code)
 	} else if om, ok := provider.OAuthErrors[re.ErrorCode]; ok {
 		m, known = om, true
@@ -56,6 +70,13 @@ func Classify(a *config.Account, err error) *health.Error {
 			}
 		}
 	}
+	if a.AppOnly() && !aadsts &&
+		(re.Response == nil || re.Response.StatusCode < 500 && re.Response.StatusCode != 429) {
+		// No person's grant to renew: the app's own credentials or its
+		// permissions are at fault.
+		return admin("app_credentials_refused", fmt.Sprintf("the identity provider refused the app-only credentials (%s): an admin must check %s and the app's permissions for %s",
+			describe(re), appCredential(a), a.Email))
+	}
 	switch {
 	case known && m.Fix == provider.FixAdmin:
 		return admin(health.Reason(m.Reason), fmt.Sprintf("%s: an admin must %s", m.What, m.Action))
@@ -68,6 +89,17 @@ func Classify(a *config.Account, err error) *health.Error {
 		return e
 	}
 	return reauth(health.ReasonGrantRevoked, "the grant was rejected")
+}
+
+// appCredential names the key holding an app-only account's credential.
+func appCredential(a *config.Account) string {
+	switch {
+	case a.ServiceAccountFile != "":
+		return "service_account_file and the domain-wide delegation of the service account's client id"
+	case a.ClientCertificateFile != "":
+		return "client_certificate_file (the certificate uploaded to the app registration)"
+	}
+	return "client_secret_file"
 }
 
 // describe renders a token-endpoint error for logs and status without the

@@ -65,6 +65,11 @@ type Source struct {
 	log    *slog.Logger
 	secret string
 
+	// App-only credentials, loaded once: a service account key, or a
+	// client certificate for assertions.
+	serviceAccount *serviceAccountKey
+	cert           *clientCertificate
+
 	mu        sync.Mutex
 	grant     *Grant // nil: none stored
 	gen       uint64 // bumped by Install; a refresh started before is discarded
@@ -119,10 +124,20 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		return nil, err
 	}
 	s.secret = secret
+	switch {
+	case a.Grant == config.GrantServiceAccount:
+		if s.serviceAccount, err = loadServiceAccount(a); err != nil {
+			return nil, err
+		}
+	case a.ClientCertificateFile != "":
+		if s.cert, err = loadClientCertificate(a); err != nil {
+			return nil, err
+		}
+	}
 	g, err := opts.Store.Load(a.Name)
 	switch {
 	case errors.Is(err, ErrNoGrant):
-		if a.Grant != config.GrantClientCredentials {
+		if !a.AppOnly() {
 			s.health.Fail(health.SourceToken, Classify(a, errNoGrant))
 		}
 	case err != nil:
@@ -154,7 +169,7 @@ func ReadSecretFile(path string) (string, error) {
 // transiently (see RetryBudget). An account whose grant is dead, or that
 // needs an admin, is left alone until a new grant is installed.
 func (s *Source) Run(ctx context.Context) {
-	if s.acct.Grant == config.GrantClientCredentials {
+	if s.acct.AppOnly() {
 		return // nothing to keep alive: tokens are fetched on demand
 	}
 	for {
@@ -360,7 +375,12 @@ func (s *Source) safeFetch(ctx context.Context, old *Grant) (tok *oauth2.Token, 
 func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {
 	a := s.acct
 	oc := oauthConfig(a, s.secret)
-	if a.Grant == config.GrantClientCredentials {
+	switch {
+	case s.serviceAccount != nil:
+		return fetchServiceAccount(ctx, a, s.serviceAccount)
+	case s.cert != nil:
+		return fetchWithCertificate(ctx, a, s.cert, s.opts.Now())
+	case a.Grant == config.GrantClientCredentials:
 		cc := clientcredentials.Config{
 			ClientID: a.ClientID, ClientSecret: s.secret, TokenURL: a.TokenURL,
 			Scopes: a.Scopes, AuthStyle: oc.Endpoint.AuthStyle,
@@ -422,7 +442,7 @@ func (s *Source) fail(err error) *health.Error {
 func (s *Source) forecast() health.Forecast {
 	g, a := s.grant, s.acct
 	var f health.Forecast
-	if g == nil || a.Grant == config.GrantClientCredentials {
+	if g == nil || a.AppOnly() {
 		return f
 	}
 	consider := func(at time.Time, why string) {
@@ -498,8 +518,8 @@ func (s *Source) Adopt(ctx context.Context, g *Grant) error {
 	refuse := func(format string, args ...any) error {
 		return fmt.Errorf("account %q: %w: %s; the current grant stays in force", a.Name, ErrGrantRefused, fmt.Sprintf(format, args...))
 	}
-	if a.Grant == config.GrantClientCredentials {
-		return refuse("the account uses client credentials and takes no grant")
+	if a.AppOnly() {
+		return refuse("the account uses app-only credentials (%s) and takes no grant", a.Grant)
 	}
 	if g == nil || g.RefreshToken == "" {
 		return refuse("it has no refresh token")

@@ -122,6 +122,7 @@ func (d Direction) Outgoing() bool { return d == DirOutgoing || d == DirBoth }
 const (
 	GrantRefreshToken      = provider.GrantRefreshToken
 	GrantClientCredentials = provider.GrantClientCredentials
+	GrantServiceAccount    = provider.GrantServiceAccount
 )
 
 // Account is one upstream mailbox and the local credentials that reach it.
@@ -136,6 +137,13 @@ type Account struct {
 	Tenant           string
 	ClientID         string
 	ClientSecretFile string
+	// ClientCertificateFile (PEM certificate, and its key unless
+	// ClientKeyFile holds it) signs client assertions for the
+	// client_credentials grant instead of a secret (Microsoft).
+	ClientCertificateFile, ClientKeyFile string
+	// ServiceAccountFile is a Google service account key (JSON) for the
+	// service_account grant: domain-wide delegation to Email.
+	ServiceAccountFile string
 	// Grant is refresh_token (default) or client_credentials.
 	Grant     string
 	Direction Direction
@@ -196,6 +204,12 @@ type Account struct {
 
 // OAuth reports whether the account logs in upstream with OAuth 2.0.
 func (a *Account) OAuth() bool { return a.Provider != "password" }
+
+// AppOnly reports whether the account's grant needs no person: tokens are
+// fetched on demand with the app's own credentials.
+func (a *Account) AppOnly() bool {
+	return a.Grant == GrantClientCredentials || a.Grant == GrantServiceAccount
+}
 
 // Defaults returns the configuration used for keys a file leaves out.
 func Defaults() *Config {

@@ -53,6 +53,7 @@ func TestParseGood(t *testing.T) {
 		SMTPConnections: 3, SMTPRate: 30, TokenAuthInParams: true,
 		Issuer: "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
 		Flow:   "device", DeviceFlow: true, AuthParams: map[string]string{"prompt": "select_account"}, RedirectHost: "localhost",
+		IdleLifetime: 90 * 24 * time.Hour,
 	}
 	got := *a
 	got.Scopes = nil
@@ -125,7 +126,7 @@ func TestParseErrors(t *testing.T) {
 		{"client id", strings.Replace(acct(""), `client_id = "c"`, "", 1), `^account\[1\].client_id: required`},
 		{"token url", strings.Replace(acct(""), `token_url = "http://127.0.0.1/token"`, "", 1), `^account\[1\].token_url: required for provider "custom"`},
 		{"grant", acct("grant = \"implicit\"\n"), `^account\[1\].grant: unknown grant "implicit"`},
-		{"cc without secret", acct("grant = \"client_credentials\"\n"), `^account\[1\].client_secret_file: required with grant "client_credentials"`},
+		{"cc without secret", acct("grant = \"client_credentials\"\n"), `^account\[1\].client_secret_file: grant "client_credentials" needs client_secret_file or client_certificate_file`},
 		{"smtp server missing", strings.Replace(acct(""), `smtp_server = "127.0.0.1:587"`, "", 1), `^account\[1\].smtp_server: required for an account with direction "both"`},
 		{"send_as", acct("send_as = [\"nobody\"]\n"), `^account\[1\].send_as\[0\]: "nobody" is not an email address`},
 		{"queue retry order", "[queue]\nretry_min = \"1h\"\nretry_max = \"1m\"\n", `^queue.retry_max: 1m0s is shorter than queue.retry_min`},

@@ -40,7 +40,7 @@ func applyPreset(p *provider.Provider, a *Account) {
 		a.SMTPSecurity = p.SMTPSecurity
 	}
 	if a.Scopes == nil {
-		if a.Grant == GrantClientCredentials && p.AppScopes != nil {
+		if (a.Grant == GrantClientCredentials || a.Grant == GrantServiceAccount) && p.AppScopes != nil {
 			a.Scopes = p.AppScopes
 		} else {
 			a.Scopes = p.Scopes

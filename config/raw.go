@@ -62,6 +62,9 @@ type rawAccount struct {
 	Tenant            string   `toml:"tenant"`
 	ClientID          string   `toml:"client_id"`
 	ClientSecretFile  string   `toml:"client_secret_file"`
+	ClientCertFile    string   `toml:"client_certificate_file"`
+	ClientKeyFile     string   `toml:"client_key_file"`
+	ServiceAcctFile   string   `toml:"service_account_file"`
 	Grant             string   `toml:"grant"`
 	Direction         string   `toml:"direction"`
 	LocalUser         string   `toml:"local_user"`
@@ -236,33 +239,36 @@ type badFunc func(key, format string, args ...any)
 // from its provider; each concern has its own validator below.
 func (r *rawAccount) convert(key string, bad badFunc) *Account {
 	a := &Account{
-		Name:              r.Name,
-		Provider:          r.Provider,
-		Email:             r.Email,
-		Login:             r.Login,
-		Tenant:            r.Tenant,
-		ClientID:          r.ClientID,
-		ClientSecretFile:  r.ClientSecretFile,
-		Grant:             r.Grant,
-		Direction:         Direction(r.Direction),
-		LocalUser:         r.LocalUser,
-		LocalPasswordHash: r.LocalPasswordHash,
-		TokenURL:          r.TokenURL,
-		AuthURL:           r.AuthURL,
-		DeviceAuthURL:     r.DeviceAuthURL,
-		Issuer:            r.Issuer,
-		RedirectPort:      r.RedirectPort,
-		Scopes:            r.Scopes,
-		IMAPServer:        r.IMAPServer,
-		SMTPServer:        r.SMTPServer,
-		IMAPSecurity:      Security(r.IMAPSecurity),
-		SMTPSecurity:      Security(r.SMTPSecurity),
-		CAFile:            r.CAFile,
-		PasswordFile:      r.PasswordFile,
-		SendAs:            r.SendAs,
-		SMTPConnections:   r.SMTPConnections,
-		SMTPRate:          r.SMTPRate,
-		TestingApp:        r.TestingApp,
+		Name:                  r.Name,
+		Provider:              r.Provider,
+		Email:                 r.Email,
+		Login:                 r.Login,
+		Tenant:                r.Tenant,
+		ClientID:              r.ClientID,
+		ClientSecretFile:      r.ClientSecretFile,
+		ClientCertificateFile: r.ClientCertFile,
+		ClientKeyFile:         r.ClientKeyFile,
+		ServiceAccountFile:    r.ServiceAcctFile,
+		Grant:                 r.Grant,
+		Direction:             Direction(r.Direction),
+		LocalUser:             r.LocalUser,
+		LocalPasswordHash:     r.LocalPasswordHash,
+		TokenURL:              r.TokenURL,
+		AuthURL:               r.AuthURL,
+		DeviceAuthURL:         r.DeviceAuthURL,
+		Issuer:                r.Issuer,
+		RedirectPort:          r.RedirectPort,
+		Scopes:                r.Scopes,
+		IMAPServer:            r.IMAPServer,
+		SMTPServer:            r.SMTPServer,
+		IMAPSecurity:          Security(r.IMAPSecurity),
+		SMTPSecurity:          Security(r.SMTPSecurity),
+		CAFile:                r.CAFile,
+		PasswordFile:          r.PasswordFile,
+		SendAs:                r.SendAs,
+		SMTPConnections:       r.SMTPConnections,
+		SMTPRate:              r.SMTPRate,
+		TestingApp:            r.TestingApp,
 	}
 	if r.MaxGrantAge != "" {
 		d, err := time.ParseDuration(r.MaxGrantAge)
@@ -384,7 +390,7 @@ func checkCredentials(key string, a *Account, p *provider.Provider, bad badFunc)
 	if a.Grant == "" {
 		a.Grant = p.Grants[0]
 	}
-	if a.ClientID == "" {
+	if a.ClientID == "" && a.Grant != GrantServiceAccount {
 		bad(key+".client_id", "required: the OAuth application (client) id")
 	}
 	if a.TokenURL == "" {
@@ -394,22 +400,36 @@ func checkCredentials(key string, a *Account, p *provider.Provider, bad badFunc)
 		bad(key+".password_file", "only used with provider \"password\"")
 	}
 	switch a.Grant {
-	case GrantRefreshToken, GrantClientCredentials:
+	case GrantRefreshToken, GrantClientCredentials, GrantServiceAccount:
 		if !p.AllowsGrant(a.Grant) {
 			bad(key+".grant", "%q does not support the %s grant", a.Provider, a.Grant)
 			return
 		}
 	default:
-		bad(key+".grant", "unknown grant %q (use refresh_token or client_credentials)", a.Grant)
+		bad(key+".grant", "unknown grant %q (use refresh_token, client_credentials or service_account)", a.Grant)
 		return
 	}
-	if a.Grant == GrantClientCredentials {
-		if a.ClientSecretFile == "" {
-			bad(key+".client_secret_file", "required with grant \"client_credentials\"")
+	switch a.Grant {
+	case GrantClientCredentials:
+		switch {
+		case a.ClientSecretFile == "" && a.ClientCertificateFile == "":
+			bad(key+".client_secret_file", "grant \"client_credentials\" needs client_secret_file or client_certificate_file")
+		case a.ClientSecretFile != "" && a.ClientCertificateFile != "":
+			bad(key+".client_certificate_file", "use client_secret_file or client_certificate_file, not both")
 		}
 		if slices.Contains(p.MultiTenantAliases, a.Tenant) {
 			bad(key+".tenant", "grant \"client_credentials\" needs the tenant id or domain, not %q", a.Tenant)
 		}
+	case GrantServiceAccount:
+		if a.ServiceAccountFile == "" {
+			bad(key+".service_account_file", "required with grant \"service_account\": the service account's JSON key")
+		}
+	}
+	if a.Grant != GrantClientCredentials && (a.ClientCertificateFile != "" || a.ClientKeyFile != "") {
+		bad(key+".client_certificate_file", "only used with grant \"client_credentials\"")
+	}
+	if a.Grant != GrantServiceAccount && a.ServiceAccountFile != "" {
+		bad(key+".service_account_file", "only used with grant \"service_account\"")
 	}
 }
 

@@ -34,7 +34,8 @@ const (
 // Grant types.
 const (
 	GrantRefreshToken      = "refresh_token"      // delegated: a user's grant
-	GrantClientCredentials = "client_credentials" // app-only (Microsoft)
+	GrantClientCredentials = "client_credentials" // app-only (Microsoft): a secret or a certificate
+	GrantServiceAccount    = "service_account"    // app-only (Google Workspace): domain-wide delegation
 )
 
 // Provider is what relayd knows about one provider. Account keys an admin
@@ -159,6 +160,7 @@ var Known = map[string]*Provider{
 		Issuer:   "https://accounts.google.com",
 		// 6 months unused; 7 days for an app in "Testing".
 		IdleLifetime: 182 * day, TestingLifetime: 7 * day,
+		Grants: []string{GrantRefreshToken, GrantServiceAccount},
 		// Google refuses the device flow for https://mail.google.com/, and
 		// returns a refresh token only with access_type=offline, and again
 		// only when the consent screen is shown.
@@ -167,7 +169,7 @@ var Known = map[string]*Provider{
 		RedirectHost: "127.0.0.1",
 		// Narrower Gmail API scopes are refused by IMAP and SMTP.
 		Scopes:     []string{"https://mail.google.com/", "openid", "email"},
-		Grants:     []string{GrantRefreshToken},
+		AppScopes:  []string{"https://mail.google.com/"},
 		IMAPServer: "imap.gmail.com:993", IMAPSecurity: SecurityTLS,
 		SMTPServer: "smtp.gmail.com:465", SMTPSecurity: SecurityTLS,
 		// Gmail documents 15 IMAP connections per account; 5 SMTP
@@ -182,7 +184,7 @@ var Known = map[string]*Provider{
 		// Flow: the device flow when device_auth_url is set, else the
 		// browser (config decides).
 		Name: "custom", OAuth: true, DeviceFlow: true, RedirectHost: "127.0.0.1",
-		Grants:       []string{GrantRefreshToken, GrantClientCredentials},
+		Grants:       []string{GrantRefreshToken, GrantClientCredentials, GrantServiceAccount},
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
 		SMTPConnections: 2,
 	},

@@ -67,7 +67,7 @@ func runAuthorize(args []string) error {
 		if g, err = auth.ImportRefreshToken(ictx, a, nil, rt); err != nil {
 			return err
 		}
-	case a.Grant == config.GrantClientCredentials:
+	case a.AppOnly():
 		return checkClientCredentials(ctx, a)
 	default:
 		flow := a.Flow
@@ -116,7 +116,7 @@ func checkClientCredentials(ctx context.Context, a *config.Account) error {
 	if _, err := src.Token(ctx); err != nil {
 		return err
 	}
-	fmt.Printf("account %q: the client credentials work; nothing needs storing\n", a.Name)
+	fmt.Printf("account %q: the app-only credentials (%s) work; nothing needs storing\n", a.Name, a.Grant)
 	return nil
 }
 

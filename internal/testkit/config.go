@@ -25,6 +25,10 @@ type Config struct {
 type Account struct {
 	Name, Provider, Email, Login string
 	ClientID, ClientSecretFile   string
+	Grant                        string
+	ClientCertificateFile        string
+	ClientKeyFile                string
+	ServiceAccountFile           string
 	TokenURL, AuthURL            string
 	DeviceAuthURL, Issuer        string
 	RedirectPort                 int
@@ -77,6 +81,10 @@ func (a Account) TOML() string {
 	kv(&b, "login", a.Login)
 	kv(&b, "client_id", a.ClientID)
 	kv(&b, "client_secret_file", a.ClientSecretFile)
+	kv(&b, "grant", a.Grant)
+	kv(&b, "client_certificate_file", a.ClientCertificateFile)
+	kv(&b, "client_key_file", a.ClientKeyFile)
+	kv(&b, "service_account_file", a.ServiceAccountFile)
 	kv(&b, "token_url", a.TokenURL)
 	kv(&b, "auth_url", a.AuthURL)
 	kv(&b, "device_auth_url", a.DeviceAuthURL)

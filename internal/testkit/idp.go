@@ -53,7 +53,9 @@ type IdP struct {
 	// signInFrequency ends login's grants as a Conditional Access policy
 	// does (AADSTS70043).
 	signInFrequency map[string]time.Duration
-	issued          []string // every token ever issued
+	serviceAccounts map[string]*serviceAccount // client_email →
+	clientCerts     map[string]*clientCert     // client id →
+	issued          []string                   // every token ever issued
 }
 
 type grant struct {
@@ -243,6 +245,20 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if grantType == "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+		p.serviceAccountToken(w, r)
+		return
+	}
+	if r.PostForm.Get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+		if code, desc := p.checkAssertion(clientID, r.PostForm.Get("client_assertion")); code != 0 {
+			oauthError(w, 401, "invalid_client", desc, code)
+			return
+		}
+		if grantType == "client_credentials" {
+			p.writeToken(w, &accessToken{app: clientID}, "", "")
+			return
+		}
+	}
 	if p.expired[clientID] {
 		oauthError(w, 401, "invalid_client", "AADSTS7000222: The provided client secret keys for app are expired.", 7000222)
 		return
