@@ -165,4 +165,3 @@ func fetchWithCertificate(ctx context.Context, a *config.Account, c *clientCerti
 		}}
 	return cc.Token(ctx)
 }
-
