@@ -48,7 +48,12 @@ func NewUsers(accounts []*config.Account) *Users {
 
 // dummyHash keeps the time of a login for an unknown user the same as for a
 // known one.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("relayd-dummy"), bcrypt.DefaultCost)
+// Made on first use: at start-up it would cost every relayd command a
+// bcrypt hash.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("relayd-dummy"), bcrypt.DefaultCost)
+	return h
+})
 
 // Check returns the account whose local credentials match.
 func (u *Users) Check(user, password string) (*config.Account, error) {
@@ -71,7 +76,7 @@ func (u *Users) Check(user, password string) (*config.Account, error) {
 	}
 	a := u.byUser[strings.ToLower(user)]
 	if a == nil {
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 		return nil, ErrBadCredentials
 	}
 	if bcrypt.CompareHashAndPassword([]byte(a.LocalPasswordHash), []byte(password)) != nil {

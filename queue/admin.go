@@ -238,6 +238,9 @@ func (q *Queue) Message(id string) (io.ReadCloser, error) {
 func WriteList(w io.Writer, l []*Entry, format string, now time.Time) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if format == "json" {
+		if l == nil {
+			l = []*Entry{} // an empty queue is [], not null
+		}
 		if err := json.NewEncoder(bw).Encode(l); err != nil {
 			return err
 		}

@@ -32,6 +32,9 @@ func lockSpool(dir string, wait time.Duration) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("locking queue: %w", err)
 	}
+	if o := stateOwner(dir); o != nil {
+		os.Chown(name, o[0], o[1])
+	}
 	deadline := time.Now().Add(wait)
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)

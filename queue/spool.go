@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Spool stores queued messages durably; see the package documentation for
@@ -20,6 +21,10 @@ type Spool struct {
 	// failpoint, when set, is called at named points of a submission, for
 	// crash tests: "after-temp-write", "after-rename".
 	failpoint func(string)
+
+	// owner, when set, is the uid and gid new files get: the state
+	// directory's owner, when root runs an offline relayd queue command.
+	owner *[2]int
 
 	smu     sync.Mutex
 	pending *syncBatch // renames waiting for the next directory fsync
@@ -39,7 +44,35 @@ func OpenSpool(dir string, fs FS) (*Spool, error) {
 	if err := fs.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating spool: %w", err)
 	}
-	return &Spool{dir: dir, fs: fs}, nil
+	s := &Spool{dir: dir, fs: fs, owner: stateOwner(dir)}
+	s.own(dir)
+	s.own(filepath.Join(dir, "tmp"))
+	return s, nil
+}
+
+// stateOwner is the owner of the state directory (dir's parent) when this
+// process runs as root and it is somebody else, else nil: files root
+// writes in the spool must stay the service user's.
+func stateOwner(dir string) *[2]int {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(filepath.Dir(dir))
+	if err != nil {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	return &[2]int{int(st.Uid), int(st.Gid)}
+}
+
+// own gives path the state directory's owner, if the spool has one.
+func (s *Spool) own(path string) {
+	if s.owner != nil {
+		os.Chown(path, s.owner[0], s.owner[1])
+	}
 }
 
 func (s *Spool) msgPath(id string) string  { return filepath.Join(s.dir, id+".msg") }
@@ -58,6 +91,7 @@ func (s *Spool) writeTemp(pattern string, r io.Reader) (name string, n int64, er
 		return "", 0, err
 	}
 	name = f.Name()
+	s.own(name)
 	n, err = io.Copy(f, r)
 	if err == nil {
 		err = f.Sync()

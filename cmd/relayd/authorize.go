@@ -39,7 +39,7 @@ func runAuthorize(args []string) error {
 		return err
 	}
 	if n := countTrue(*device, *browser, *rtFile != ""); n > 1 {
-		return errors.New("use one of --device, --browser and --refresh-token-file")
+		return usagef("use one of --device, --browser and --refresh-token-file")
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {

@@ -7,14 +7,14 @@ import (
 
 func runCheckConfig(args []string) error {
 	fs := newFlagSet("check-config")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	path := defaultConfig
 	if fs.NArg() == 1 {
 		path = fs.Arg(0)
 	} else if fs.NArg() > 1 {
-		return fmt.Errorf("expected at most one configuration file")
+		return usagef("expected at most one configuration file")
 	}
 	cfg, err := loadConfig(path)
 	if err != nil {

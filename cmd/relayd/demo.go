@@ -26,7 +26,7 @@ func runDemo(args []string) error {
 	fs := newFlagSet("demo")
 	listen := fs.String("listen", "127.0.0.1:1143", "IMAP listen `address`")
 	smtpListen := fs.String("smtp-listen", "127.0.0.1:1587", "SMTP listen `address`")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "relayd-demo-")
@@ -105,12 +105,12 @@ func runDemo(args []string) error {
 Try:
   curl -s imap://%s/INBOX -u demo:%s -X 'FETCH 1:* (FLAGS BODY[HEADER.FIELDS (SUBJECT)])'
   swaks --server %s --auth LOGIN --auth-user demo --auth-password %s --from %s --to someone@example.net
-  relayd status --socket %s
-  relayd queue list -c %s
+  %s status --socket %s
+  %s queue list -c %s
 
 Press Ctrl-C to stop.
-`, addr, smtpAddr, demoPassword, addr, demoPassword, smtpAddr, demoPassword, demoUser, cfg.StatusSocket,
-		filepath.Join(dir, "relayd.toml"))
+`, addr, smtpAddr, demoPassword, addr, demoPassword, smtpAddr, demoPassword, demoUser, self(), cfg.StatusSocket,
+		self(), filepath.Join(dir, "relayd.toml"))
 	go func() {
 		seen := 0
 		for range smtpUp.Arrived() {
@@ -122,4 +122,13 @@ Press Ctrl-C to stop.
 		}
 	}()
 	return runUntilSignal(d, 5*time.Second)
+}
+
+// self is the path of the running relayd, so that the commands the demo
+// prints work as printed (go run leaves no relayd on the PATH).
+func self() string {
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return "relayd"
 }

@@ -7,28 +7,44 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 )
 
 type command struct {
 	name, usage, summary string
-	run                  func(args []string) error
+	// more is the help's text after the summary, when there is more to say.
+	more string
+	run  func(args []string) error
 }
 
 var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "serve [-c FILE]", "run the daemon", runServe},
-		{"demo", "demo [--listen ADDR]", "run relayd against built-in fake servers, no accounts needed", runDemo},
-		{"authorize", "authorize [-c FILE] NAME [--device | --browser | --refresh-token-file FILE]", "sign in (or import a grant) for account NAME", runAuthorize},
-		{"queue", "queue [-c FILE] list|show|flush|hold|release|retry|delete", "inspect and manage the outbound queue", runQueue},
-		{"status", "status [-c FILE | --socket PATH] [--json]", "show each mailbox's health; exits non-zero when one needs attention", runStatus},
-		{"check-config", "check-config [FILE]", "validate a configuration file", runCheckConfig},
-		{"hash-password", "hash-password", "read a password from stdin or a prompt and print its bcrypt hash", runHashPassword},
-		{"version", "version", "print the version", runVersion},
+		{"serve", "serve [-c FILE] [--grace DURATION]", "run the daemon", "", runServe},
+		{"demo", "demo [--listen ADDR] [--smtp-listen ADDR]", "run relayd against built-in fake servers, no accounts needed", "", runDemo},
+		{"authorize", "authorize [-c FILE] NAME [--device | --browser | --refresh-token-file FILE]", "sign in (or import a grant) for account NAME", "", runAuthorize},
+		{"queue", "queue [-c FILE] [--json] list|show|flush|hold|release|retry|delete [ARG]", "inspect and manage the outbound queue", queueCommands, runQueue},
+		{"status", "status [-c FILE | --socket PATH] [--json]", "show each mailbox's health; exits 1 (warning) or 2 (critical) when one needs attention, 3 when relayd is not running", "", runStatus},
+		{"check-config", "check-config [FILE]", "validate a configuration file", "", runCheckConfig},
+		{"hash-password", "hash-password", "read a password from stdin or a prompt and print its bcrypt hash", "", runHashPassword},
+		{"version", "version", "print the version, commit and Go version", "", runVersion},
+		{"help", "help [COMMAND]", "print help about relayd or a command", "", nil},
 	}
+}
+
+// lookup returns the command named name, or nil.
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
 }
 
 // exitError carries a specific exit status (relayd status uses Nagios's).
@@ -36,36 +52,73 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
-func main() {
-	if len(os.Args) < 2 || os.Args[1] == "help" || os.Args[1] == "-h" || os.Args[1] == "--help" {
-		usage()
-		if len(os.Args) < 2 {
-			os.Exit(2)
-		}
-		return
+func main() { os.Exit(run(os.Args[1:])) }
+
+// run runs the command line and returns the exit status: 0 success (and
+// help), 1 failure, 2 a usage error, or the command's own (status).
+func run(args []string) int {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
 	}
-	for _, c := range commands {
-		if c.name == os.Args[1] {
-			err := c.run(os.Args[2:])
-			var ee exitError
-			if errors.As(err, &ee) {
-				os.Exit(ee.code)
-			}
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "relayd %s: %v\n", c.name, err)
-				os.Exit(1)
-			}
-			return
+	switch args[0] {
+	case "-h", "--help", "-help":
+		usage(os.Stdout)
+		return 0
+	case "--version", "-version", "-V":
+		runVersion(nil)
+		return 0
+	case "help":
+		if len(args) == 1 {
+			usage(os.Stdout)
+			return 0
+		}
+		c := lookup(args[1])
+		if c == nil || c.run == nil {
+			fmt.Fprintf(os.Stderr, "relayd help: unknown command %q\n\n", args[1])
+			usage(os.Stderr)
+			return 2
+		}
+		args = []string{args[1], "-h"}
+	}
+	c := lookup(args[0])
+	if c == nil || c.run == nil {
+		fmt.Fprintf(os.Stderr, "relayd: unknown command %q\n\n", args[0])
+		usage(os.Stderr)
+		return 2
+	}
+	for _, a := range args[1:] {
+		if a == "-h" || a == "--help" || a == "-help" {
+			helpWanted = true
 		}
 	}
-	fmt.Fprintf(os.Stderr, "relayd: unknown command %q\n\n", os.Args[1])
-	usage()
-	os.Exit(2)
+	err := c.run(args[1:])
+	var ee exitError
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue):
+		if !strings.HasPrefix(ue.Error(), "flag provided but not defined") && !strings.Contains(ue.Error(), "invalid value") &&
+			!strings.Contains(ue.Error(), "flag needs an argument") {
+			fmt.Fprintf(os.Stderr, "relayd %s: %v\n", c.name, ue)
+			fmt.Fprintf(os.Stderr, "usage: relayd %s\n", c.usage)
+		}
+		return 2
+	default:
+		fmt.Fprintf(os.Stderr, "relayd %s: %v\n", c.name, err)
+		return 1
+	}
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: relayd COMMAND [flags]\n\ncommands:")
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: relayd COMMAND [flags]\n\ncommands:")
 	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-60s %s\n", c.usage, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintln(w, "\nrelayd help COMMAND (or relayd COMMAND -h) shows a command's usage and flags.")
 }

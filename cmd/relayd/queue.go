@@ -18,7 +18,7 @@ import (
 	"github.com/relayd/relayd/status"
 )
 
-const queueUsage = `usage: relayd queue [-c FILE] COMMAND
+const queueCommands = `commands:
   list [--json]        list queued, held and failed messages (postqueue -p)
   show ID              print a message's metadata and content (postcat)
   flush [ACCOUNT]      attempt delivery of queued mail now (postqueue -f)
@@ -41,14 +41,12 @@ func runQueue(args []string) error {
 	fs := newFlagSet("queue")
 	cfgPath := configFlag(fs)
 	asJSON := fs.Bool("json", false, "list as JSON")
-	fs.Usage = func() { fmt.Fprintln(os.Stderr, queueUsage) }
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) == 0 {
-		fmt.Fprintln(os.Stderr, queueUsage)
-		return exitError{2}
+		return usagef("a queue command is needed\n%s", queueCommands)
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
@@ -60,7 +58,7 @@ func runQueue(args []string) error {
 	}
 	arg := func() (string, error) {
 		if len(pos) != 2 {
-			return "", fmt.Errorf("queue %s takes one argument\n%s", pos[0], queueUsage)
+			return "", usagef("queue %s takes one argument", pos[0])
 		}
 		return pos[1], nil
 	}
@@ -127,7 +125,7 @@ func runQueue(args []string) error {
 		}
 		fmt.Printf("%s: deleted\n", id)
 	default:
-		return fmt.Errorf("unknown queue command %q\n%s", pos[0], queueUsage)
+		return usagef("unknown queue command %q\n%s", pos[0], queueCommands)
 	}
 	return nil
 }

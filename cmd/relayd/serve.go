@@ -20,7 +20,7 @@ func runServe(args []string) error {
 	fs := newFlagSet("serve")
 	cfgPath := configFlag(fs)
 	grace := fs.Duration("grace", 30*time.Second, "how long shutdown waits for sessions to end")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*cfgPath)

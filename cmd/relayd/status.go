@@ -25,7 +25,7 @@ func runStatus(args []string) error {
 	cfgPath := configFlag(fs)
 	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
 	asJSON := fs.Bool("json", false, "print the status document as JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	path := *socket
