@@ -35,6 +35,8 @@ type Config struct {
 	StatusSocket string
 	// LogLevel is the minimum level logged. Default info.
 	LogLevel slog.Level
+	// LogFormat is "text" (default) or "json".
+	LogFormat string
 	IMAP     IMAP
 	SMTP     SMTP
 	Queue    Queue
@@ -217,6 +219,7 @@ func Defaults() *Config {
 		StateDir:     "/var/lib/relayd",
 		StatusSocket: "/run/relayd/status.sock",
 		LogLevel:     slog.LevelInfo,
+		LogFormat:    "text",
 		IMAP: IMAP{
 			Listen:         []string{"127.0.0.1:1143"},
 			PreauthTimeout: 60 * time.Second,

@@ -26,7 +26,8 @@ type rawConfig struct {
 }
 
 type rawLog struct {
-	Level *string `toml:"level"`
+	Level  *string `toml:"level"`
+	Format *string `toml:"format"`
 }
 
 type rawIMAP struct {
@@ -105,6 +106,14 @@ func (r *rawConfig) convert() (*Config, []error) {
 			bad("status_socket", "must not be empty")
 		}
 		cfg.StatusSocket = *r.StatusSocket
+	}
+	if r.Log.Format != nil {
+		switch *r.Log.Format {
+		case "text", "json":
+			cfg.LogFormat = *r.Log.Format
+		default:
+			bad("log.format", "unknown format %q (use text or json)", *r.Log.Format)
+		}
 	}
 	if r.Log.Level != nil {
 		if err := cfg.LogLevel.UnmarshalText([]byte(*r.Log.Level)); err != nil {

@@ -208,6 +208,34 @@ type imapSession struct {
 	up          net.Conn
 	// health is the account's condition once the client logged in.
 	health *health.Account
+
+	// For the line logged at the session's end.
+	start   time.Time
+	outcome string // how it ended; "" = the client closed
+	counted bool
+	in, out uint64 // bytes from and to the client
+}
+
+// count reads how many bytes the client sent and received, from the
+// kernel's TCP statistics, before the connection closes: the copy loops
+// need not count.
+func (c *imapSession) count() {
+	if !c.counted {
+		c.in, c.out, c.counted = tcpBytes(c.down)
+	}
+}
+
+// logEnd logs the session's one closing line.
+func (c *imapSession) logEnd() {
+	outcome := c.outcome
+	if outcome == "" {
+		outcome = "closed"
+	}
+	attrs := []any{"outcome", outcome, "duration", time.Since(c.start).Round(time.Millisecond)}
+	if c.counted {
+		attrs = append(attrs, "bytes_in", c.in, "bytes_out", c.out)
+	}
+	c.log.Info("IMAP session ended", attrs...)
 }
 
 func (c *imapSession) close() {
@@ -256,11 +284,14 @@ func (c *imapSession) serve() {
 			s.Panics.Add(1)
 			health.Recovered(c.log, c.health, "serving an IMAP session", v)
 		}
+		c.count()
 		c.close()
 		s.mu.Lock()
 		delete(s.sessions, c)
 		s.mu.Unlock()
+		c.logEnd()
 	}()
+	c.start = time.Now()
 	c.log = s.log.With("conn", c.id, "remote", c.down.RemoteAddr().String())
 	c.log.Debug("IMAP connection opened")
 	if s.opts.Failpoint != nil {
@@ -280,6 +311,7 @@ func (c *imapSession) serve() {
 			if !errors.As(err, &pe) {
 				var ne net.Error
 				if errors.As(err, &ne) && ne.Timeout() {
+					c.outcome = "no login in time"
 					c.byeIfPreauth("Autologout: no login within " + s.opts.PreauthTimeout.String())
 				}
 				return
@@ -290,6 +322,7 @@ func (c *imapSession) serve() {
 			}
 			c.writeLine(tag + " BAD " + pe.msg)
 			if pe.fatal {
+				c.outcome = "too much invalid input"
 				c.byeIfPreauth("Too much invalid input")
 				return
 			}
@@ -320,6 +353,7 @@ func (c *imapSession) handle(cmd *command, r *preauthReader) (acct *upstreamLogi
 	case "NOOP":
 		c.writeLine(cmd.tag + " OK NOOP completed")
 	case "LOGOUT":
+		c.outcome = "logout before login"
 		c.writeLine("* BYE logging out")
 		c.writeLine(cmd.tag + " OK LOGOUT completed")
 		return nil, true

@@ -172,7 +172,7 @@ func (l slogLogger) Println(v ...any) { l.log.Warn(fmt.Sprint(v...)) }
 func (s *SMTPServer) newSession(c *smtp.Conn) (smtp.Session, error) {
 	id := s.nextID.Add(1)
 	remote := c.Conn().RemoteAddr().String()
-	return &smtpSession{srv: s, conn: c, remote: remote,
+	return &smtpSession{srv: s, conn: c, remote: remote, start: time.Now(),
 		log: s.log.With("conn", fmt.Sprintf("smtp-%d", id), "remote", remote)}, nil
 }
 
@@ -185,6 +185,11 @@ type smtpSession struct {
 	acct   *config.Account
 	from   string
 	to     []string
+
+	// For the line logged at the session's end.
+	start    time.Time
+	messages int
+	bytes    int64
 }
 
 var (
@@ -319,9 +324,11 @@ func (s *smtpSession) Data(r io.Reader) (err error) {
 	if s.srv.opts.Failpoint != nil {
 		s.srv.opts.Failpoint("smtp-data")
 	}
+	body := &countingReader{r: r}
 	id, err := s.srv.opts.Queue.Submit(&queue.Submission{
-		Account: s.acct.Name, From: s.from, To: s.to, Trace: trace, Body: r,
+		Account: s.acct.Name, From: s.from, To: s.to, Trace: trace, Body: body,
 	})
+	s.bytes += body.n
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
@@ -330,7 +337,8 @@ func (s *smtpSession) Data(r io.Reader) (err error) {
 		s.log.Error("could not queue the message; the client was told to retry later (452): check the spool's disk", "err", err)
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage: the message was not queued, try again later"}
 	}
-	s.log.Info("message queued", "id", id, "from", s.from, "recipients", len(s.to))
+	s.messages++
+	s.log.Info("message queued", "id", id, "from", s.from, "recipients", len(s.to), "size", body.n)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "queued as " + id}
 }
 
@@ -338,4 +346,20 @@ func (s *smtpSession) Reset() {
 	s.from, s.to = "", nil
 }
 
-func (s *smtpSession) Logout() error { return nil }
+func (s *smtpSession) Logout() error {
+	s.log.Info("SMTP session ended", "messages", s.messages, "bytes_in", s.bytes,
+		"duration", time.Since(s.start).Round(time.Millisecond))
+	return nil
+}
+
+// countingReader counts what a client sent in DATA or BDAT.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}

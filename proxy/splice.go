@@ -55,11 +55,11 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	}()
 	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		c.log.Info("closing IMAP session: the client sent nothing", "idle", c.srv.opts.IdleTimeout)
+		c.outcome = "idle timeout"
 	}
+	c.count()
 	c.close()
 	<-done
-	c.log.Debug("IMAP session ended")
 }
 
 func flush(dst io.Writer, br *bufio.Reader) error {

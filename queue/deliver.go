@@ -317,8 +317,9 @@ func (q *Queue) attempt(a *account, c *upstream, e *Entry) (ok bool) {
 		}
 	}()
 	q.failpoint("deliver")
+	start := time.Now()
 	results, connErr := q.deliverOne(c, e)
-	q.finish(a, e.ID, results, connErr)
+	q.finish(a, e.ID, results, connErr, time.Since(start))
 	return connErr == nil
 }
 
@@ -683,7 +684,7 @@ func isThrottle(se *smtp.SMTPError) bool {
 }
 
 // finish records the outcome of an attempt.
-func (q *Queue) finish(a *account, id string, results []outcome, connErr error) {
+func (q *Queue) finish(a *account, id string, results []outcome, connErr error, took time.Duration) {
 	now := q.opts.Now()
 	q.mu.Lock()
 	e := q.entries[id]
@@ -746,13 +747,15 @@ func (q *Queue) finish(a *account, id string, results []outcome, connErr error) 
 		if err := q.spool.Remove(id); err != nil {
 			q.log.Error("delivered message could not be removed from the spool; it may be sent again", "id", id, "err", err)
 		}
-		q.log.Info("delivered", "id", id, "account", a.name, "recipients", len(snapshot.Recipients))
+		q.log.Info("delivered", "id", id, "account", a.name, "recipients", len(snapshot.Recipients),
+			"reply", lastReply(results), "duration", took.Round(time.Millisecond))
 	} else {
 		if err := q.spool.Update(snapshot); err != nil {
 			q.log.Error("could not record a delivery attempt in the spool", "id", id, "err", err)
 		}
 		if kind == EventDeferred {
-			q.log.Info("delivery deferred", "id", id, "account", a.name, "reply", snapshot.LastError, "next_attempt", snapshot.NextAttempt)
+			q.log.Info("delivery deferred", "id", id, "account", a.name, "reply", snapshot.LastError, "next_attempt", snapshot.NextAttempt,
+				"duration", took.Round(time.Millisecond))
 		}
 	}
 	if len(failed) > 0 {
@@ -762,6 +765,16 @@ func (q *Queue) finish(a *account, id string, results []outcome, connErr error) 
 		}
 	}
 	q.event(kind, id, a.name)
+}
+
+// lastReply is the upstream's last reply in results, for the log.
+func lastReply(results []outcome) string {
+	for i := len(results) - 1; i >= 0; i-- {
+		if results[i].reply != "" {
+			return results[i].reply
+		}
+	}
+	return ""
 }
 
 func hasFailed(e *Entry) bool {

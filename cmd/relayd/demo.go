@@ -92,7 +92,7 @@ func runDemo(args []string) error {
 		return err
 	}
 	os.WriteFile(filepath.Join(dir, "relayd.toml"), []byte(cfgText), 0o600)
-	d, err := daemon.New(cfg, daemon.Options{Logger: newLogger(cfg.LogLevel)})
+	d, err := daemon.New(cfg, daemon.Options{Logger: newLogger(cfg)})
 	if err != nil {
 		return fmt.Errorf("%w (choose another address with --listen)", err)
 	}

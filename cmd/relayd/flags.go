@@ -4,8 +4,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strings"
+	"syscall"
 
 	"github.com/relayd/relayd/config"
 )
@@ -74,8 +77,65 @@ func loadConfig(path string) (*config.Config, error) {
 	return cfg, nil
 }
 
-func newLogger(level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+// newLogger logs to stderr as the configuration says. Under systemd, whose
+// journal keeps stderr (JOURNAL_STREAM names it), the journal adds the time
+// and reads the priority from a "<N>" prefix (sd-daemon(3)).
+func newLogger(cfg *config.Config) *slog.Logger {
+	return slog.New(logHandler(os.Stderr, cfg.LogFormat, cfg.LogLevel, journalStream(os.Stderr)))
+}
+
+func logHandler(w io.Writer, format string, level slog.Leveler, journal bool) slog.Handler {
+	opts := &slog.HandlerOptions{Level: level}
+	if journal {
+		w = priorityWriter{w}
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	if format == "json" {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
+}
+
+// journalStream reports whether f is the stream systemd's journal reads:
+// JOURNAL_STREAM is "DEVICE:INODE" of it (systemd.exec(5)).
+func journalStream(f *os.File) bool {
+	js := os.Getenv("JOURNAL_STREAM")
+	if js == "" {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// priorityWriter puts the syslog priority of each line's level in front of
+// it: a handler writes one record per Write, with the level first once the
+// time is left out.
+type priorityWriter struct{ w io.Writer }
+
+func (p priorityWriter) Write(b []byte) (int, error) {
+	prio := "<6>"
+	s := string(b[:min(len(b), 32)])
+	switch {
+	case strings.Contains(s, "DEBUG"):
+		prio = "<7>"
+	case strings.Contains(s, "WARN"):
+		prio = "<4>"
+	case strings.Contains(s, "ERROR"):
+		prio = "<3>"
+	}
+	if _, err := io.WriteString(p.w, prio); err != nil {
+		return 0, err
+	}
+	return p.w.Write(b)
 }
 
 // parseInterleaved parses flags that may come after positional arguments

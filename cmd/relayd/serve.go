@@ -27,7 +27,7 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogLevel)
+	log := newLogger(cfg)
 	d, err := daemon.New(cfg, daemon.Options{Logger: log, Failpoint: failpointFromEnv(log)})
 	if err != nil {
 		return err
