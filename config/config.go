@@ -37,11 +37,11 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is "text" (default) or "json".
 	LogFormat string
-	IMAP     IMAP
-	SMTP     SMTP
-	Queue    Queue
-	Health   Health
-	Accounts []*Account
+	IMAP      IMAP
+	SMTP      SMTP
+	Queue     Queue
+	Health    Health
+	Accounts  []*Account
 }
 
 // Health configures how accounts' conditions are decided and told.

@@ -213,20 +213,19 @@ type imapSession struct {
 	start   time.Time
 	outcome string // how it ended; "" = the client closed
 	counted bool
+	ended   bool
 	in, out uint64 // bytes from and to the client
 }
 
-// count reads how many bytes the client sent and received, from the
-// kernel's TCP statistics, before the connection closes: the copy loops
-// need not count.
-func (c *imapSession) count() {
-	if !c.counted {
-		c.in, c.out, c.counted = tcpBytes(c.down)
+// end counts how many bytes the client sent and received, from the
+// kernel's TCP statistics (the copy loops need not count), and logs the
+// session's one closing line, before the connection closes. It runs once.
+func (c *imapSession) end() {
+	if c.ended {
+		return
 	}
-}
-
-// logEnd logs the session's one closing line.
-func (c *imapSession) logEnd() {
+	c.ended = true
+	c.in, c.out, c.counted = tcpBytes(c.down)
 	outcome := c.outcome
 	if outcome == "" {
 		outcome = "closed"
@@ -284,12 +283,11 @@ func (c *imapSession) serve() {
 			s.Panics.Add(1)
 			health.Recovered(c.log, c.health, "serving an IMAP session", v)
 		}
-		c.count()
+		c.end()
 		c.close()
 		s.mu.Lock()
 		delete(s.sessions, c)
 		s.mu.Unlock()
-		c.logEnd()
 	}()
 	c.start = time.Now()
 	c.log = s.log.With("conn", c.id, "remote", c.down.RemoteAddr().String())

@@ -491,7 +491,7 @@ func TestIdleTimeoutClosesSession(t *testing.T) {
 	if _, err := rw.br.ReadString('\n'); err == nil {
 		t.Fatal("session still open after the idle timeout")
 	}
-	if !strings.Contains(r.logs.String(), "the client sent nothing") {
+	if !strings.Contains(r.logs.String(), `outcome="idle timeout"`) {
 		t.Error("idle close not logged")
 	}
 }

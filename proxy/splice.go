@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,6 +43,7 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	up.br = nil // the pre-auth buffers are not needed any more
 
 	done := make(chan struct{})
+	var upEnded atomic.Bool
 	go func() {
 		defer close(done)
 		defer func() {
@@ -49,15 +51,22 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 				c.srv.Panics.Add(1)
 				health.Recovered(c.log, c.health, "copying an IMAP session's bytes", v)
 			}
-			c.close()
+			// Wake the other direction without closing, so that the
+			// session's end is counted and logged before the client
+			// sees it.
+			upEnded.Store(true)
+			c.down.SetReadDeadline(time.Now())
 		}()
 		copyBulk(c.down, up.conn)
 	}()
 	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	switch {
+	case upEnded.Load():
+		c.outcome = "upstream closed"
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.outcome = "idle timeout"
 	}
-	c.count()
+	c.end()
 	c.close()
 	<-done
 }
