@@ -37,11 +37,15 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is "text" (default) or "json".
 	LogFormat string
-	IMAP      IMAP
-	SMTP      SMTP
-	Queue     Queue
-	Health    Health
-	Accounts  []*Account
+	// ShutdownGrace is how long a shutdown lets sessions and deliveries in
+	// progress finish. Default 10s; keep it shorter than the unit's
+	// TimeoutStopSec.
+	ShutdownGrace time.Duration
+	IMAP          IMAP
+	SMTP          SMTP
+	Queue         Queue
+	Health        Health
+	Accounts      []*Account
 }
 
 // Health configures how accounts' conditions are decided and told.
@@ -216,10 +220,11 @@ func (a *Account) AppOnly() bool {
 // Defaults returns the configuration used for keys a file leaves out.
 func Defaults() *Config {
 	return &Config{
-		StateDir:     "/var/lib/relayd",
-		StatusSocket: "/run/relayd/status.sock",
-		LogLevel:     slog.LevelInfo,
-		LogFormat:    "text",
+		StateDir:      "/var/lib/relayd",
+		StatusSocket:  "/run/relayd/status.sock",
+		LogLevel:      slog.LevelInfo,
+		LogFormat:     "text",
+		ShutdownGrace: 10 * time.Second,
 		IMAP: IMAP{
 			Listen:         []string{"127.0.0.1:1143"},
 			PreauthTimeout: 60 * time.Second,

@@ -13,13 +13,14 @@ import (
 
 // rawConfig mirrors the file's shape; convert turns it into a Config.
 type rawConfig struct {
-	StateDir     *string   `toml:"state_dir"`
-	StatusSocket *string   `toml:"status_socket"`
-	Log          rawLog    `toml:"log"`
-	IMAP         rawIMAP   `toml:"imap"`
-	SMTP         rawSMTP   `toml:"smtp"`
-	Queue        rawQueue  `toml:"queue"`
-	Health       rawHealth `toml:"health"`
+	StateDir      *string   `toml:"state_dir"`
+	StatusSocket  *string   `toml:"status_socket"`
+	ShutdownGrace *string   `toml:"shutdown_grace"`
+	Log           rawLog    `toml:"log"`
+	IMAP          rawIMAP   `toml:"imap"`
+	SMTP          rawSMTP   `toml:"smtp"`
+	Queue         rawQueue  `toml:"queue"`
+	Health        rawHealth `toml:"health"`
 	// OnStateChange may also stand at the top level.
 	OnStateChange any          `toml:"on_state_change"`
 	Account       []rawAccount `toml:"account"`
@@ -132,6 +133,7 @@ func (r *rawConfig) convert() (*Config, []error) {
 	for i, addr := range cfg.SMTP.Listen {
 		checkListen(fmt.Sprintf("smtp.listen[%d]", i), addr, bad)
 	}
+	duration(&cfg.ShutdownGrace, r.ShutdownGrace, "shutdown_grace", bad)
 	duration(&cfg.IMAP.PreauthTimeout, r.IMAP.PreauthTimeout, "imap.preauth_timeout", bad)
 	duration(&cfg.IMAP.IdleTimeout, r.IMAP.IdleTimeout, "imap.idle_timeout", bad)
 	duration(&cfg.Queue.RetryMin, r.Queue.RetryMin, "queue.retry_min", bad)

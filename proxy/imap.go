@@ -154,6 +154,13 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// OpenSessions is how many IMAP connections are open.
+func (s *IMAPServer) OpenSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
 // Close closes the listeners and every session at once.
 func (s *IMAPServer) Close() error {
 	s.mu.Lock()

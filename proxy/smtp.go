@@ -68,6 +68,8 @@ type SMTPServer struct {
 	mu      sync.Mutex
 	servers []*smtp.Server
 	closed  bool
+
+	sessions sessions
 }
 
 // NewSMTPServer returns a server; call Serve for each listener.
@@ -121,7 +123,7 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	}
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
-	err := srv.Serve(ln)
+	err := srv.Serve(shutdownListener{ln})
 	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return ErrServerClosed
 	}
@@ -136,16 +138,36 @@ func (s *SMTPServer) Close() error {
 	return nil
 }
 
-// Shutdown stops accepting and waits for sessions to end until ctx ends.
+// Shutdown stops accepting, ends each session politely (421 between
+// commands; after its 250 for a client sending a message), and waits for
+// them to end until ctx ends, when the rest are closed.
 func (s *SMTPServer) Shutdown(ctx context.Context) error {
-	var err error
-	for _, srv := range s.stop() {
-		if e := srv.Shutdown(ctx); e != nil {
-			err = e
+	servers := s.stop()
+	var wg sync.WaitGroup
+	errs := make([]error, len(servers))
+	for i, srv := range servers {
+		wg.Add(1)
+		go func() { // closes every listener at once
+			defer wg.Done()
+			errs[i] = srv.Shutdown(ctx)
+		}()
+	}
+	s.sessions.endAll()
+	wg.Wait()
+	if ctx.Err() != nil {
+		s.Close()
+		return ctx.Err()
+	}
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+			return err
 		}
 	}
-	return err
+	return nil
 }
+
+// OpenSessions is how many SMTP sessions are open.
+func (s *SMTPServer) OpenSessions() int { return s.sessions.count() }
 
 // stop marks the server closed and returns its go-smtp servers.
 func (s *SMTPServer) stop() []*smtp.Server {
@@ -172,14 +194,24 @@ func (l slogLogger) Println(v ...any) { l.log.Warn(fmt.Sprint(v...)) }
 func (s *SMTPServer) newSession(c *smtp.Conn) (smtp.Session, error) {
 	id := s.nextID.Add(1)
 	remote := c.Conn().RemoteAddr().String()
-	return &smtpSession{srv: s, conn: c, remote: remote, start: time.Now(),
-		log: s.log.With("conn", fmt.Sprintf("smtp-%d", id), "remote", remote)}, nil
+	sc, _ := c.Conn().(*shutdownConn)
+	if sc == nil {
+		sc = &shutdownConn{Conn: c.Conn()}
+	}
+	sess := &smtpSession{srv: s, smtpConn: c, conn: sc, remote: remote, start: time.Now(),
+		log: s.log.With("conn", fmt.Sprintf("smtp-%d", id), "remote", remote)}
+	s.sessions.add(sess)
+	return sess, nil
 }
 
 // smtpSession is one downstream SMTP connection.
 type smtpSession struct {
-	srv    *SMTPServer
-	conn   *smtp.Conn
+	srv      *SMTPServer
+	smtpConn *smtp.Conn
+	conn     *shutdownConn
+
+	mu     sync.Mutex // guards inData
+	inData bool
 	remote string
 	log    *slog.Logger
 	acct   *config.Account
@@ -303,6 +335,10 @@ func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 
 func (s *smtpSession) Data(r io.Reader) (err error) {
 	defer s.recover(&err)
+	s.mu.Lock()
+	s.inData = true
+	s.mu.Unlock()
+	defer s.srv.sessions.dataDone(s)
 	if s.acct == nil {
 		return errAuthRequired
 	}
@@ -310,7 +346,7 @@ func (s *smtpSession) Data(r io.Reader) (err error) {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "RCPT TO first"}
 	}
 	now := s.srv.opts.Now()
-	helo := s.conn.Hostname()
+	helo := s.smtpConn.Hostname()
 	ip, _, _ := net.SplitHostPort(s.remote)
 	trace := func(id string) string {
 		// RFC 5321 §4.4; ESMTPSA per RFC 3848.
@@ -347,6 +383,7 @@ func (s *smtpSession) Reset() {
 }
 
 func (s *smtpSession) Logout() error {
+	s.srv.sessions.remove(s)
 	s.log.Info("SMTP session ended", "messages", s.messages, "bytes_in", s.bytes,
 		"duration", time.Since(s.start).Round(time.Millisecond))
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -121,7 +122,7 @@ Press Ctrl-C to stop.
 			seen = len(msgs)
 		}
 	}()
-	return runUntilSignal(d, 5*time.Second)
+	return runUntilSignal(d, 5*time.Second, slog.Default())
 }
 
 // self is the path of the running relayd, so that the commands the demo

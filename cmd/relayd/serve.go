@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -11,15 +13,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/daemon"
 )
 
 func runServe(args []string) error {
 	fs := newFlagSet("serve")
 	cfgPath := configFlag(fs)
-	grace := fs.Duration("grace", 30*time.Second, "how long shutdown waits for sessions to end")
+	grace := fs.Duration("grace", 0, "how long shutdown lets sessions and deliveries finish (default: shutdown_grace from the configuration)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -27,43 +31,134 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	if *grace > 0 {
+		cfg.ShutdownGrace = *grace
+	}
 	log := newLogger(cfg)
-	d, err := daemon.New(cfg, daemon.Options{Logger: log, Failpoint: failpointFromEnv(log)})
+	opts := daemon.Options{Logger: log, Failpoint: failpointFromEnv(log)}
+	if opts.IMAPListeners, opts.SMTPListeners, err = activatedListeners(); err != nil {
+		return err
+	}
+	d, err := daemon.New(cfg, opts)
 	if err != nil {
 		return err
 	}
-	return runUntilSignal(d, *grace)
+	return runUntilSignal(d, cfg.ShutdownGrace, log)
 }
 
-// runUntilSignal starts d, tells systemd it is ready, and shuts it down on
-// SIGINT or SIGTERM.
-func runUntilSignal(d *daemon.Daemon, grace time.Duration) error {
-	d.Start()
-	banner := d.Status().Banner
-	sddaemon.SdNotify(false, sddaemon.SdNotifyReady+"\nSTATUS="+banner)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	// systemctl status shows the banner: keep it current.
-	tick := time.NewTicker(15 * time.Second)
-	defer tick.Stop()
-wait:
-	for {
-		select {
-		case <-sig:
-			break wait
-		case <-tick.C:
-			if b := d.Status().Banner; b != banner {
-				banner = b
-				sddaemon.SdNotify(false, "STATUS="+banner)
+// activatedListeners returns the listeners systemd passed (socket
+// activation: LISTEN_FDS, LISTEN_FDNAMES "imap" and "smtp"). They replace
+// the configured listen addresses of their protocol and obey the same
+// loopback rule.
+func activatedListeners() (imap, smtp []net.Listener, err error) {
+	byName, err := activation.ListenersWithNames()
+	if err != nil {
+		return nil, nil, fmt.Errorf("socket activation: %w", err)
+	}
+	for name, lns := range byName {
+		for _, ln := range lns {
+			if ln == nil {
+				continue
+			}
+			if err := config.CheckLoopback(ln.Addr().String()); err != nil {
+				return nil, nil, fmt.Errorf("socket activation: %s listener %s: %v: relayd listens on loopback only until listener TLS exists", name, ln.Addr(), err)
+			}
+			switch name {
+			case "imap":
+				imap = append(imap, ln)
+			case "smtp":
+				smtp = append(smtp, ln)
+			default:
+				return nil, nil, fmt.Errorf("socket activation: unknown socket name %q (FileDescriptorName= must be imap or smtp)", name)
 			}
 		}
 	}
-	signal.Stop(sig)
+	return imap, smtp, nil
+}
+
+// runUntilSignal starts d, tells systemd it is ready, keeps its STATUS=
+// current and its watchdog fed while the daemon's core answers, and shuts
+// it down on SIGINT or SIGTERM (a second one exits at once).
+func runUntilSignal(d *daemon.Daemon, grace time.Duration, log *slog.Logger) error {
+	d.Start()
+	status := statusLine(d)
+	sddaemon.SdNotify(false, sddaemon.SdNotifyReady+"\nSTATUS="+status)
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	var watchdog <-chan time.Time
+	if every, err := sddaemon.SdWatchdogEnabled(false); err == nil && every > 0 {
+		t := time.NewTicker(every / 2)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reload(d, log)
+				continue
+			}
+			return shutdown(d, grace, log, sig)
+		case <-tick.C:
+			if st := statusLine(d); st != status {
+				status = st
+				sddaemon.SdNotify(false, "STATUS="+status)
+			}
+		case <-watchdog:
+			// Fed only while the daemon's core answers: a wedged daemon
+			// is restarted by systemd.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := d.Alive(ctx)
+			cancel()
+			if err != nil {
+				log.Error("not feeding the watchdog: the daemon's core does not answer", "err", err)
+				continue
+			}
+			sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// statusLine is systemd's STATUS=: the banner and the queue's size.
+func statusLine(d *daemon.Daemon) string {
+	st := d.Status()
+	queued := 0
+	for _, a := range st.Accounts {
+		if a.Queue != nil {
+			queued += a.Queue.Queued + a.Queue.Held
+		}
+	}
+	return fmt.Sprintf("%s; %d message(s) queued", st.Banner, queued)
+}
+
+// shutdown stops d within grace; a second signal exits at once.
+func shutdown(d *daemon.Daemon, grace time.Duration, log *slog.Logger, sig <-chan os.Signal) error {
 	sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	d.Shutdown(ctx)
-	return nil
+	done := make(chan struct{})
+	go func() { d.Shutdown(ctx); close(done) }()
+	for {
+		select {
+		case <-done:
+			return nil
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				continue
+			}
+			log.Warn("second signal during shutdown: exiting now; queued mail stays on disk")
+			os.Exit(1)
+		}
+	}
+}
+
+// reload is SIGHUP's: until relayd reloads its configuration in place, it
+// says so and keeps running (it used to die on SIGHUP).
+func reload(d *daemon.Daemon, log *slog.Logger) {
+	log.Warn("SIGHUP: this relayd does not reload its configuration yet; restart it (systemctl restart relayd) to apply changes")
 }
 
 // failpointFromEnv arms a crash-test failpoint from RELAYD_FAILPOINT=NAME[:N]:

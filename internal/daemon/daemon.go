@@ -309,20 +309,71 @@ func (d *Daemon) keepRunning(ctx context.Context, h *health.Account, what string
 
 // Shutdown stops accepting, lets established sessions end until ctx is done,
 // then closes everything.
+//
+// Every listener closes at the same moment; IMAP clients that have not
+// logged in get a BYE, SMTP clients a 421 between commands (after the 250
+// of a message they are sending); established IMAP sessions and deliveries
+// in progress may finish until ctx ends, when the rest is closed. Queued
+// mail stays on disk. The status socket answers until the end.
 func (d *Daemon) Shutdown(ctx context.Context) error {
-	err := d.imap.Shutdown(ctx)
-	if e := d.smtp.Shutdown(ctx); err == nil {
-		err = e
-	}
+	start := time.Now()
+	d.log.Info("shutting down: listeners closed; sessions and deliveries in progress may finish",
+		"imap_sessions", d.imap.OpenSessions(), "smtp_sessions", d.smtp.OpenSessions())
 	if d.cancel != nil {
-		d.cancel() // stops the queue after deliveries in progress
+		d.cancel() // no new deliveries; those in progress finish
+	}
+	var wg sync.WaitGroup
+	var imapErr, smtpErr error
+	wg.Add(2)
+	go func() { defer wg.Done(); imapErr = d.imap.Shutdown(ctx) }()
+	go func() { defer wg.Done(); smtpErr = d.smtp.Shutdown(ctx) }()
+	wg.Wait()
+	background := make(chan struct{})
+	go func() { d.wg.Wait(); close(background) }()
+	deliveriesDone := true
+	select {
+	case <-background:
+	case <-ctx.Done():
+		deliveriesDone = false
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	d.status.Shutdown(sctx)
-	d.wg.Wait()
-	d.queue.Close() // deliveries have ended
-	return err
+	if deliveriesDone {
+		d.queue.Close()
+	}
+	still := []any{"took", time.Since(start).Round(time.Millisecond)}
+	if imapErr != nil {
+		still = append(still, "imap_sessions_closed", "at the end of the grace period")
+	}
+	if smtpErr != nil {
+		still = append(still, "smtp_sessions_closed", "at the end of the grace period")
+	}
+	if !deliveriesDone {
+		still = append(still, "deliveries", "unfinished: those messages stay queued and are sent again (at least once)")
+	}
+	d.log.Info("relayd stopped", still...)
+	return errors.Join(imapErr, smtpErr)
+}
+
+// Alive checks that the daemon's core answers within ctx: every account's
+// condition and the queue's scheduler take their locks. The systemd
+// watchdog is fed only while it does.
+func (d *Daemon) Alive(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		for _, a := range d.accounts {
+			a.Health.State()
+		}
+		d.queue.Stats("")
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return errors.New("account states or the queue did not answer in time")
+	}
 }
 
 // Status implements status.Backend.
