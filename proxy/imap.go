@@ -67,6 +67,8 @@ type IMAPServer struct {
 
 	// Panics counts recovered panics in sessions.
 	Panics atomic.Int64
+
+	usersNow atomic.Pointer[auth.Users] // set by SetUsers
 }
 
 // NewIMAPServer returns a server; call Serve to accept connections.
@@ -154,6 +156,39 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// SetUsers replaces the local credentials new logins are checked against
+// (a reload); open sessions are not affected. Safe from any goroutine.
+func (s *IMAPServer) SetUsers(u *auth.Users) { s.usersNow.Store(u) }
+
+func (s *IMAPServer) users() *auth.Users {
+	if u := s.usersNow.Load(); u != nil {
+		return u
+	}
+	return s.opts.Users
+}
+
+// EndAccount ends the open sessions of account name (it was removed from
+// the configuration): "* BYE" and close. It returns how many there were.
+func (s *IMAPServer) EndAccount(name, why string) int {
+	s.mu.Lock()
+	var l []*imapSession
+	for sess := range s.sessions {
+		if sess.accountName() == name {
+			l = append(l, sess)
+		}
+	}
+	s.mu.Unlock()
+	for _, sess := range l {
+		sess.writeMu.Lock()
+		sess.down.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(sess.down, "* BYE "+why+"\r\n")
+		sess.writeMu.Unlock()
+		sess.outcomeAtomic.Store("account removed")
+		sess.close()
+	}
+	return len(l)
+}
+
 // OpenSessions is how many IMAP connections are open.
 func (s *IMAPServer) OpenSessions() int {
 	s.mu.Lock()
@@ -215,6 +250,9 @@ type imapSession struct {
 	up          net.Conn
 	// health is the account's condition once the client logged in.
 	health *health.Account
+	// account is its name, once logged in; read by EndAccount.
+	account       atomic.Pointer[string]
+	outcomeAtomic atomic.Value // an outcome set from another goroutine
 
 	// For the line logged at the session's end.
 	start   time.Time
@@ -232,6 +270,9 @@ func (c *imapSession) end() {
 		return
 	}
 	c.ended = true
+	if o, ok := c.outcomeAtomic.Load().(string); ok {
+		c.outcome = o
+	}
 	c.in, c.out, c.counted = tcpBytes(c.down)
 	outcome := c.outcome
 	if outcome == "" {
@@ -489,7 +530,7 @@ type upstreamLogin struct {
 
 func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	s := c.srv
-	cfgAcct, err := s.opts.Users.Check(user, pass)
+	cfgAcct, err := s.users().Check(user, pass)
 	if err != nil {
 		if s.opts.AuthFailureDelay > 0 {
 			time.Sleep(s.opts.AuthFailureDelay)
@@ -516,6 +557,8 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 		return nil, false
 	}
 	c.log, c.health = log, acct.Health
+	name := cfgAcct.Name
+	c.account.Store(&name)
 	if text == "" {
 		text = "logged in"
 	}
@@ -554,4 +597,12 @@ func (c *imapSession) failure(log *slog.Logger, a *Account, err error) string {
 	}
 	log.Error("IMAP login failed", "err", err)
 	return "NO [UNAVAILABLE] internal error, try again"
+}
+
+// accountName is the session's account, or "" before login.
+func (c *imapSession) accountName() string {
+	if p := c.account.Load(); p != nil {
+		return *p
+	}
+	return ""
 }

@@ -70,6 +70,7 @@ type SMTPServer struct {
 	closed  bool
 
 	sessions sessions
+	usersNow atomic.Pointer[auth.Users] // set by SetUsers
 }
 
 // NewSMTPServer returns a server; call Serve for each listener.
@@ -166,6 +167,17 @@ func (s *SMTPServer) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// SetUsers replaces the local credentials new logins are checked against
+// (a reload). Safe from any goroutine.
+func (s *SMTPServer) SetUsers(u *auth.Users) { s.usersNow.Store(u) }
+
+func (s *SMTPServer) users() *auth.Users {
+	if u := s.usersNow.Load(); u != nil {
+		return u
+	}
+	return s.opts.Users
+}
+
 // OpenSessions is how many SMTP sessions are open.
 func (s *SMTPServer) OpenSessions() int { return s.sessions.count() }
 
@@ -257,7 +269,7 @@ func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
 		if s.acct != nil {
 			return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
 		}
-		a, err := s.srv.opts.Users.Check(user, pass)
+		a, err := s.srv.users().Check(user, pass)
 		if err != nil {
 			if d := s.srv.opts.AuthFailureDelay; d > 0 {
 				time.Sleep(d)

@@ -194,9 +194,7 @@ func errText(err error) string {
 func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 	creds := q.opts.Accounts(a.name)
 	if creds == nil {
-		q.holdAccount(a, health.SourceSMTP, &health.Error{
-			State: health.StateNeedsAdmin, Reason: health.ReasonNotConfigured,
-			Advice: fmt.Sprintf("account %q is not in the configuration any more: add it back, or delete its mail with 'relayd queue delete'", a.name)})
+		q.holdUnconfigured(a)
 		return
 	}
 	q.mu.Lock()
@@ -784,4 +782,24 @@ func hasFailed(e *Entry) bool {
 		}
 	}
 	return false
+}
+
+// holdUnconfigured holds the mail of an account that is not configured
+// (any more): it stays on disk until the account is added back or an admin
+// deletes it.
+func (q *Queue) holdUnconfigured(a *account) {
+	q.holdAccount(a, health.SourceSMTP, &health.Error{
+		State: health.StateNeedsAdmin, Reason: health.ReasonNotConfigured,
+		Advice: fmt.Sprintf("account %q is not in the configuration any more: add it back, or delete its mail with 'relayd queue delete'", a.name)})
+}
+
+// AccountRemoved holds the mail of account name, which a reload removed
+// from the configuration.
+func (q *Queue) AccountRemoved(name string) {
+	q.mu.Lock()
+	a := q.accounts[name]
+	q.mu.Unlock()
+	if a != nil {
+		q.holdUnconfigured(a)
+	}
 }

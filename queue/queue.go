@@ -196,6 +196,14 @@ func Open(opts Options) (*Queue, error) {
 	return q, nil
 }
 
+// SetSchedule changes the retry schedule and the lifetime (a reload); it
+// applies from the next attempt.
+func (q *Queue) SetSchedule(retryMin, retryMax, lifetime time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.opts.RetryMin, q.opts.RetryMax, q.opts.Lifetime = retryMin, retryMax, lifetime
+}
+
 // heldAccounts lists the accounts an admin held. q.mu is held.
 func (q *Queue) heldAccounts() []string {
 	var l []string

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/relayd/relayd/auth"
@@ -126,6 +127,18 @@ func (c *Client) QueueOp(ctx context.Context, op, target string) (int, error) {
 	var r QueueResult
 	err := c.do(ctx, http.MethodPost, "/v1/queue/"+op+"?target="+url.QueryEscape(target), nil, &r)
 	return r.Count, err
+}
+
+// Reload asks the daemon to reload its configuration and waits for the
+// result.
+func (c *Client) Reload(ctx context.Context) error {
+	err := c.do(ctx, http.MethodPost, "/v1/reload", nil, nil)
+	if err != nil {
+		if after, ok := strings.CutPrefix(err.Error(), "relayd answered 422 Unprocessable Entity: "); ok {
+			return errors.New(after)
+		}
+	}
+	return err
 }
 
 // QueueRetry makes a message due now, requeueing a failed one.

@@ -28,6 +28,9 @@ type Backend interface {
 	InstallGrant(name string, g *auth.Grant) error
 	// Queue is the outbound queue, for the queue admin calls.
 	Queue() *queue.Queue
+	// Reload reads the configuration again and applies it, or returns
+	// why not (the old one stays in force).
+	Reload() error
 }
 
 // Server serves the status API.
@@ -43,6 +46,7 @@ func NewServer(b Backend, log *slog.Logger) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /v1/accounts/{name}/grant", s.handleGrant)
+	mux.HandleFunc("POST /v1/reload", s.handleReload)
 	mux.HandleFunc("GET /v1/queue", s.handleQueueList)
 	mux.HandleFunc("GET /v1/queue/{id}", s.handleQueueShow)
 	mux.HandleFunc("GET /v1/queue/{id}/message", s.handleQueueMessage)
@@ -109,6 +113,15 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.backend.Status())
+}
+
+// handleReload reloads synchronously: the answer says whether it worked.
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if err := s.backend.Reload(); err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, apiError{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
 }
 
 func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {

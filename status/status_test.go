@@ -50,6 +50,7 @@ type fakeBackend struct {
 
 func (f *fakeBackend) Status() *Status     { return f.st }
 func (f *fakeBackend) Queue() *queue.Queue { return f.q }
+func (f *fakeBackend) Reload() error       { return nil }
 func (f *fakeBackend) InstallGrant(name string, g *auth.Grant) error {
 	if name != "support" {
 		return ErrUnknownAccount

@@ -29,6 +29,7 @@ func init() {
 		{"demo", "demo [--listen ADDR] [--smtp-listen ADDR]", "run relayd against built-in fake servers, no accounts needed", "", runDemo},
 		{"authorize", "authorize [-c FILE] NAME [--device | --browser | --refresh-token-file FILE]", "sign in (or import a grant) for account NAME", "", runAuthorize},
 		{"queue", "queue [-c FILE] [--json] list|show|flush|hold|release|retry|delete [ARG]", "inspect and manage the outbound queue", queueCommands, runQueue},
+		{"reload", "reload [-c FILE | --socket PATH]", "make the running daemon reload its configuration; exits 1 with the reason when the file is refused", "", runReload},
 		{"status", "status [-c FILE | --socket PATH] [--json]", "show each mailbox's health; exits 1 (warning) or 2 (critical) when one needs attention, 3 when relayd is not running", "", runStatus},
 		{"check-config", "check-config [FILE]", "validate a configuration file", "", runCheckConfig},
 		{"hash-password", "hash-password", "read a password from stdin or a prompt and print its bcrypt hash", "", runHashPassword},

@@ -34,8 +34,10 @@ func runServe(args []string) error {
 	if *grace > 0 {
 		cfg.ShutdownGrace = *grace
 	}
-	log := newLogger(cfg)
-	opts := daemon.Options{Logger: log, Failpoint: failpointFromEnv(log)}
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel)
+	log := slog.New(logHandler(os.Stderr, cfg.LogFormat, level, journalStream(os.Stderr)))
+	opts := daemon.Options{Logger: log, Failpoint: failpointFromEnv(log), ConfigPath: *cfgPath, LogLevel: level}
 	if opts.IMAPListeners, opts.SMTPListeners, err = activatedListeners(); err != nil {
 		return err
 	}
@@ -155,10 +157,10 @@ func shutdown(d *daemon.Daemon, grace time.Duration, log *slog.Logger, sig <-cha
 	}
 }
 
-// reload is SIGHUP's: until relayd reloads its configuration in place, it
-// says so and keeps running (it used to die on SIGHUP).
+// reload is SIGHUP's: the daemon logs the outcome.
 func reload(d *daemon.Daemon, log *slog.Logger) {
-	log.Warn("SIGHUP: this relayd does not reload its configuration yet; restart it (systemctl restart relayd) to apply changes")
+	log.Info("SIGHUP: reloading the configuration")
+	d.Reload()
 }
 
 // failpointFromEnv arms a crash-test failpoint from RELAYD_FAILPOINT=NAME[:N]:

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayd/relayd/auth"
@@ -48,28 +49,48 @@ type Options struct {
 	// OnHook, when set, is called after each run of on_state_change with
 	// its error (nil: it exited 0), for tests.
 	OnHook func(health.Transition, error)
+	// ConfigPath is the file Reload reads; empty: no reload.
+	ConfigPath string
+	// LogLevel, when set, is the logger's level, which a reload changes.
+	LogLevel *slog.LevelVar
 }
 
 // Daemon is a running relayd.
 type Daemon struct {
-	cfg     *config.Config
 	opts    Options
 	log     *slog.Logger
 	started time.Time
+	store   *auth.Store
 
-	accounts map[string]*proxy.Account
-	imap     *proxy.IMAPServer
-	smtp     *proxy.SMTPServer
-	queue    *queue.Queue
-	status   *status.Server
+	// cfg and accounts are replaced whole by a reload; readers load them.
+	cfg      atomic.Pointer[config.Config]
+	accounts atomic.Pointer[map[string]*proxy.Account]
 
+	imap   *proxy.IMAPServer
+	smtp   *proxy.SMTPServer
+	queue  *queue.Queue
+	status *status.Server
+
+	mu       sync.Mutex // guards the listeners and runs
 	imapLns  []net.Listener
 	smtpLns  []net.Listener
+	runs     map[string]context.CancelFunc // each account's token keep-alive
 	statusLn net.Listener
 	wg       sync.WaitGroup
+	ctx      context.Context    // of background work; set by Start
 	cancel   context.CancelFunc // stops background work
 	hookMu   sync.Mutex         // on_state_change runs one at a time
+	reloadMu sync.Mutex         // one reload at a time
 }
+
+// config is the configuration in force.
+func (d *Daemon) config() *config.Config { return d.cfg.Load() }
+
+// account returns the account named name, or nil.
+func (d *Daemon) account(name string) *proxy.Account { return (*d.accounts.Load())[name] }
+
+// accountMap is every account, by name; do not modify it.
+func (d *Daemon) accountMap() map[string]*proxy.Account { return *d.accounts.Load() }
 
 // New builds a daemon from cfg and opens its listeners, so that once New
 // returns, clients can connect.
@@ -77,13 +98,15 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, started: time.Now(), accounts: map[string]*proxy.Account{}}
+	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now(), runs: map[string]context.CancelFunc{}}
+	d.cfg.Store(cfg)
 	store := &auth.Store{Dir: cfg.StateDir}
+	d.store = store
 	hostname, _ := os.Hostname()
 	q, err := queue.Open(queue.Options{
 		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: opts.Logger, Dialer: opts.Dialer,
 		Accounts: func(name string) *auth.Account {
-			if a := d.accounts[name]; a != nil {
+			if a := d.account(name); a != nil {
 				return a.Account
 			}
 			return nil
@@ -104,37 +127,19 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			q.Close()
 		}
 	}()
+	accounts := map[string]*proxy.Account{}
 	for _, a := range cfg.Accounts {
-		warn := time.Duration(cfg.Health.WarnDays) * 24 * time.Hour
-		if warn == 0 {
-			warn = -1 // warn_days = 0: no warnings
-		}
-		acctCfg := a
-		h := health.New(a.Name, health.Options{Logger: opts.Logger, WarnBefore: warn,
-			OnTransition: func(t health.Transition) { d.runHook(acctCfg, t) }})
-		var src *auth.Source
-		if a.OAuth() {
-			var err error
-			src, err = auth.NewSource(auth.SourceOptions{
-				Account: a, Store: store, HTTPClient: opts.HTTPClient, Logger: opts.Logger, Health: h,
-				RetryBudget: cfg.Health.RetryBudget, RetryWindow: cfg.Health.RetryWindow,
-				Failpoint: opts.Failpoint,
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-		creds, err := auth.NewAccount(a, src)
+		acct, err := d.buildAccount(cfg, a, nil)
 		if err != nil {
 			return nil, err
 		}
-		creds.Health = h
-		d.accounts[a.Name] = proxy.NewAccount(creds)
+		accounts[a.Name] = acct
 	}
+	d.accounts.Store(&accounts)
 	users := auth.NewUsers(cfg.Accounts)
 	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
 		Users:            users,
-		Accounts:         func(name string) *proxy.Account { return d.accounts[name] },
+		Accounts:         d.account,
 		Logger:           opts.Logger,
 		Dialer:           opts.Dialer,
 		PreauthTimeout:   cfg.IMAP.PreauthTimeout,
@@ -146,7 +151,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
 		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
 		Health: func(name string) *health.Account {
-			if a := d.accounts[name]; a != nil {
+			if a := d.account(name); a != nil {
 				return a.Health
 			}
 			return nil
@@ -183,6 +188,53 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
+// buildAccount makes an account's upstream credentials from a: its token
+// source and condition. h, when not nil, is the condition it keeps (an
+// account edited by a reload).
+func (d *Daemon) buildAccount(cfg *config.Config, a *config.Account, h *health.Account) (*proxy.Account, error) {
+	if h == nil {
+		warn := time.Duration(cfg.Health.WarnDays) * 24 * time.Hour
+		if warn == 0 {
+			warn = -1 // warn_days = 0: no warnings
+		}
+		name := a.Name
+		h = health.New(a.Name, health.Options{Logger: d.opts.Logger, WarnBefore: warn,
+			OnTransition: func(t health.Transition) { d.runHook(name, t) }})
+	}
+	var src *auth.Source
+	if a.OAuth() {
+		var err error
+		src, err = auth.NewSource(auth.SourceOptions{
+			Account: a, Store: d.store, HTTPClient: d.opts.HTTPClient, Logger: d.opts.Logger, Health: h,
+			RetryBudget: cfg.Health.RetryBudget, RetryWindow: cfg.Health.RetryWindow,
+			Failpoint: d.opts.Failpoint,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	creds, err := auth.NewAccount(a, src)
+	if err != nil {
+		return nil, err
+	}
+	creds.Health = h
+	return proxy.NewAccount(creds), nil
+}
+
+// startRun starts the token keep-alive of acct. d.mu is held.
+func (d *Daemon) startRun(acct *proxy.Account) {
+	if acct.Tokens == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	d.runs[acct.Config.Name] = cancel
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.keepRunning(ctx, acct.Health, "keeping the grant alive", acct.Tokens.Run)
+	}()
+}
+
 func (d *Daemon) closeListeners() {
 	d.statusLn.Close()
 	for _, ln := range append(d.imapLns, d.smtpLns...) {
@@ -192,6 +244,8 @@ func (d *Daemon) closeListeners() {
 
 // SMTPAddrs returns the addresses the SMTP listeners are bound to.
 func (d *Daemon) SMTPAddrs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	var addrs []string
 	for _, ln := range d.smtpLns {
 		addrs = append(addrs, ln.Addr().String())
@@ -204,6 +258,8 @@ func (d *Daemon) Queue() *queue.Queue { return d.queue }
 
 // IMAPAddrs returns the addresses the IMAP listeners are bound to.
 func (d *Daemon) IMAPAddrs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	var addrs []string
 	for _, ln := range d.imapLns {
 		addrs = append(addrs, ln.Addr().String())
@@ -215,33 +271,20 @@ func (d *Daemon) IMAPAddrs() []string {
 func (d *Daemon) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	for _, acct := range d.accounts {
-		if acct.Tokens != nil {
-			d.wg.Add(1)
-			go func() {
-				defer d.wg.Done()
-				d.keepRunning(ctx, acct.Health, "keeping the grant alive", acct.Tokens.Run)
-			}()
-		}
+	d.ctx = ctx
+	d.mu.Lock()
+	for _, acct := range d.accountMap() {
+		d.startRun(acct)
 	}
+	d.mu.Unlock()
+	d.mu.Lock()
 	for _, ln := range d.imapLns {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			if err := d.imap.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-				d.log.Error("IMAP listener failed", "addr", ln.Addr().String(), "err", err)
-			}
-		}()
+		d.serveIMAP(ln)
 	}
 	for _, ln := range d.smtpLns {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			if err := d.smtp.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-				d.log.Error("SMTP listener failed", "addr", ln.Addr().String(), "err", err)
-			}
-		}()
+		d.serveSMTP(ln)
 	}
+	d.mu.Unlock()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -259,8 +302,8 @@ func (d *Daemon) Start() {
 			d.log.Error("status socket failed", "err", err)
 		}
 	}()
-	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "smtp", d.SMTPAddrs(), "status_socket", d.cfg.StatusSocket,
-		"accounts", len(d.accounts))
+	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "smtp", d.SMTPAddrs(), "status_socket", d.config().StatusSocket,
+		"accounts", len(d.accountMap()))
 }
 
 // evaluate lets each account re-decide its state as time passes (a grant
@@ -273,7 +316,7 @@ func (d *Daemon) evaluate(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, a := range d.accounts {
+			for _, a := range d.accountMap() {
 				a.Health.Evaluate()
 			}
 		}
@@ -305,6 +348,28 @@ func (d *Daemon) keepRunning(ctx context.Context, h *health.Account, what string
 		case <-t.C:
 		}
 	}
+}
+
+// serveIMAP serves ln in the background.
+func (d *Daemon) serveIMAP(ln net.Listener) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.imap.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			d.log.Error("IMAP listener failed", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}
+
+// serveSMTP serves ln in the background.
+func (d *Daemon) serveSMTP(ln net.Listener) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.smtp.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			d.log.Error("SMTP listener failed", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
 }
 
 // Shutdown stops accepting, lets established sessions end until ctx is done,
@@ -362,7 +427,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 func (d *Daemon) Alive(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
-		for _, a := range d.accounts {
+		for _, a := range d.accountMap() {
 			a.Health.State()
 		}
 		d.queue.Stats("")
@@ -379,8 +444,12 @@ func (d *Daemon) Alive(ctx context.Context) error {
 // Status implements status.Backend.
 func (d *Daemon) Status() *status.Status {
 	st := &status.Status{Version: Version, Started: d.started, Panics: health.Panics()}
-	for _, a := range d.cfg.Accounts {
-		acct := d.accounts[a.Name]
+	accounts := d.accountMap()
+	for _, a := range d.config().Accounts {
+		acct := accounts[a.Name]
+		if acct == nil {
+			continue
+		}
 		sa := status.Account{
 			Name: a.Name, Email: a.Email, Provider: a.Provider, Direction: string(a.Direction),
 			Snapshot: acct.Health.Snapshot(), IMAPSessions: acct.IMAPSessions(),
@@ -399,7 +468,7 @@ func (d *Daemon) Status() *status.Status {
 
 // InstallGrant implements status.Backend.
 func (d *Daemon) InstallGrant(name string, g *auth.Grant) error {
-	acct := d.accounts[name]
+	acct := d.account(name)
 	if acct == nil {
 		return fmt.Errorf("%w %q", status.ErrUnknownAccount, name)
 	}

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 )
 
@@ -19,15 +18,17 @@ import (
 // variables (nothing of relayd's own, which may hold credentials), killed
 // with its process group after hook_timeout. A failure is logged and
 // changes nothing else. Transitions reach it in order per account.
-func (d *Daemon) runHook(a *config.Account, t health.Transition) {
-	argv := d.cfg.Health.OnStateChange
-	if len(argv) == 0 {
+func (d *Daemon) runHook(name string, t health.Transition) {
+	cfg := d.config()
+	argv := cfg.Health.OnStateChange
+	a := cfg.Account(name)
+	if len(argv) == 0 || a == nil {
 		return
 	}
 	d.hookMu.Lock() // one hook at a time: transitions arrive in order
 	defer d.hookMu.Unlock()
 	log := d.log.With("account", a.Name, "hook", argv[0], "old_state", t.Old, "new_state", t.New)
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Health.HookTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Health.HookTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = []string{
@@ -53,7 +54,7 @@ func (d *Daemon) runHook(a *config.Account, t health.Transition) {
 	}
 	switch {
 	case ctx.Err() != nil:
-		log.Error("on_state_change hook killed after hook_timeout; check that it does not hang", "timeout", d.cfg.Health.HookTimeout)
+		log.Error("on_state_change hook killed after hook_timeout; check that it does not hang", "timeout", cfg.Health.HookTimeout)
 	case err != nil:
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

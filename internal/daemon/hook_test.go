@@ -58,7 +58,7 @@ func TestHookOncePerTransition(t *testing.T) {
 	if r.err != nil || r.t.Old != health.StateOK || r.t.New != health.StateNeedsReauth {
 		t.Fatalf("hook run = %+v", r)
 	}
-	g, err := auth.ImportRefreshToken(context.Background(), td.d.cfg.Accounts[0], nil, td.idp.IssueRefreshToken("client", mailbox))
+	g, err := auth.ImportRefreshToken(context.Background(), td.d.config().Accounts[0], nil, td.idp.IssueRefreshToken("client", mailbox))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestDisconnectedRecoversAndDrains(t *testing.T) {
 	td.idp.ExpireAccessTokens()
 	td.imapLogin() // the refresh fails: degraded
 	td.send("x@example.net", "held while the IdP is down")
-	h := td.d.accounts["support"].Health
+	h := td.d.account("support").Health
 	for changed := h.Changed(); h.State() != health.StateDisconnected; changed = h.Changed() {
 		testkit.Await(t, mapChan(changed), "disconnected", 20*time.Second, func(struct{}) bool { return true })
 	}

@@ -30,7 +30,7 @@ func BenchmarkDeviceApprovalToDelivery(b *testing.B) {
 		}
 		td.waitEvent(queue.EventHeld)
 		outR, outW := io.Pipe()
-		s := &auth.SignIn{Account: td.d.cfg.Accounts[0], Out: outW}
+		s := &auth.SignIn{Account: td.d.config().Accounts[0], Out: outW}
 		got := make(chan *auth.Grant, 1)
 		go func() {
 			g, err := s.Device(context.Background())

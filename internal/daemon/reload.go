@@ -1,0 +1,233 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"slices"
+	"strconv"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/proxy"
+)
+
+// Reload reads the configuration file again and applies what changed,
+// without dropping anyone: accounts added, removed (their open IMAP
+// sessions end with a BYE; their queued mail stays on disk, held) or edited
+// (open sessions go on; new logins use the new settings), listen addresses
+// (new ones open before old ones close), the log level, the queue's
+// schedule and [health]. The new file is parsed and checked completely
+// first: on any error nothing changes and the error, naming its key, is
+// returned. state_dir and status_socket need a restart.
+//
+// systemd is told RELOADING=1 (with MONOTONIC_USEC) before and READY=1
+// after. Safe from any goroutine; one reload runs at a time.
+func (d *Daemon) Reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	sddaemon.SdNotify(false, fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sddaemon.SdNotifyReloading, monotonicUsec()))
+	defer sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
+	start := time.Now()
+	err := d.reload()
+	if err != nil {
+		d.log.Error("configuration not reloaded; the old one stays in force", "file", d.opts.ConfigPath, "err", err)
+		return err
+	}
+	d.log.Info("configuration reloaded", "file", d.opts.ConfigPath, "took", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+func (d *Daemon) reload() error {
+	if d.opts.ConfigPath == "" {
+		return errors.New("this relayd has no configuration file to reload")
+	}
+	cfg, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	if errs := cfg.CheckFiles(); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	old := d.config()
+	if cfg.StateDir != old.StateDir {
+		return fmt.Errorf("state_dir: changed from %s to %s; that needs a restart (systemctl restart relayd)", old.StateDir, cfg.StateDir)
+	}
+	if cfg.StatusSocket != old.StatusSocket {
+		return fmt.Errorf("status_socket: changed from %s to %s; that needs a restart (systemctl restart relayd)", old.StatusSocket, cfg.StatusSocket)
+	}
+
+	// Build everything that can fail before anything changes.
+	oldAccounts := d.accountMap()
+	accounts := map[string]*proxy.Account{}
+	var added, edited, removed []string
+	for _, a := range cfg.Accounts {
+		prev := oldAccounts[a.Name]
+		if prev != nil && reflect.DeepEqual(*prev.Config, *a) && healthSame(old, cfg) {
+			accounts[a.Name] = prev
+			continue
+		}
+		// An edited account keeps its condition and history.
+		acct, err := d.buildAccount(cfg, a, healthOf(prev))
+		if err != nil {
+			return err
+		}
+		accounts[a.Name] = acct
+		if prev == nil {
+			added = append(added, a.Name)
+		} else {
+			edited = append(edited, a.Name)
+		}
+	}
+	for name := range oldAccounts {
+		if accounts[name] == nil {
+			removed = append(removed, name)
+		}
+	}
+	d.mu.Lock()
+	newIMAP, err := openNew(d.imapLns, cfg.IMAP.Listen, d.opts.IMAPListeners != nil, "imap")
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	newSMTP, err := openNew(d.smtpLns, cfg.SMTP.Listen, d.opts.SMTPListeners != nil, "smtp")
+	if err != nil {
+		d.mu.Unlock()
+		for _, ln := range newIMAP {
+			ln.Close()
+		}
+		return err
+	}
+
+	// From here on nothing fails.
+	d.cfg.Store(cfg)
+	d.accounts.Store(&accounts)
+	users := auth.NewUsers(cfg.Accounts)
+	d.imap.SetUsers(users)
+	d.smtp.SetUsers(users)
+	for name, acct := range accounts {
+		if oldAccounts[name] != acct {
+			if cancel := d.runs[name]; cancel != nil {
+				cancel()
+			}
+			d.startRun(acct)
+		}
+	}
+	for _, name := range removed {
+		if cancel := d.runs[name]; cancel != nil {
+			cancel()
+			delete(d.runs, name)
+		}
+	}
+	for _, ln := range newIMAP {
+		d.serveIMAP(ln)
+	}
+	for _, ln := range newSMTP {
+		d.serveSMTP(ln)
+	}
+	d.imapLns = closeGone(append(d.imapLns, newIMAP...), cfg.IMAP.Listen, d.opts.IMAPListeners != nil)
+	d.smtpLns = closeGone(append(d.smtpLns, newSMTP...), cfg.SMTP.Listen, d.opts.SMTPListeners != nil)
+	d.mu.Unlock()
+
+	if d.opts.LogLevel != nil {
+		d.opts.LogLevel.Set(cfg.LogLevel)
+	}
+	d.queue.SetSchedule(cfg.Queue.RetryMin, cfg.Queue.RetryMax, cfg.Queue.Lifetime)
+	for _, name := range removed {
+		n := d.imap.EndAccount(name, "mailbox "+strconv.Quote(name)+" was removed from relayd's configuration")
+		d.queue.AccountRemoved(name)
+		st := d.queue.Stats(name)
+		d.log.Warn("account removed from the configuration: its sessions ended, its queued mail stays on disk, held; add it back to send it, or delete it with 'relayd queue delete'",
+			"account", name, "imap_sessions_ended", n, "queued", st.Queued+st.Held)
+	}
+	for _, a := range accounts {
+		a.Health.Evaluate()
+	}
+	slices.Sort(added)
+	slices.Sort(edited)
+	slices.Sort(removed)
+	d.log.Info("accounts after the reload", "added", added, "edited", edited, "removed", removed, "accounts", len(accounts))
+	return nil
+}
+
+// healthSame reports whether [health] settings that accounts are built
+// with are unchanged.
+func healthSame(a, b *config.Config) bool {
+	return a.Health.RetryBudget == b.Health.RetryBudget && a.Health.RetryWindow == b.Health.RetryWindow &&
+		a.Health.WarnDays == b.Health.WarnDays
+}
+
+func healthOf(a *proxy.Account) *health.Account {
+	if a == nil {
+		return nil
+	}
+	return a.Health
+}
+
+// openNew opens the addresses of want that no listener in have is bound
+// to. Socket-activated listeners are systemd's: none are opened.
+func openNew(have []net.Listener, want []string, activated bool, proto string) ([]net.Listener, error) {
+	if activated {
+		return nil, nil
+	}
+	var opened []net.Listener
+	for _, addr := range want {
+		if slices.ContainsFunc(have, func(ln net.Listener) bool { return sameAddr(ln, addr) }) {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range opened {
+				l.Close()
+			}
+			return nil, fmt.Errorf("%s.listen %s: %w", proto, addr, err)
+		}
+		opened = append(opened, ln)
+	}
+	return opened, nil
+}
+
+// closeGone closes the listeners no address of want names, and returns
+// the rest.
+func closeGone(lns []net.Listener, want []string, activated bool) []net.Listener {
+	if activated {
+		return lns
+	}
+	var keep []net.Listener
+	for _, ln := range lns {
+		if slices.ContainsFunc(want, func(addr string) bool { return sameAddr(ln, addr) }) {
+			keep = append(keep, ln)
+		} else {
+			ln.Close()
+		}
+	}
+	return keep
+}
+
+// sameAddr reports whether ln is bound to addr (port 0 matches what it
+// got, "localhost" 127.0.0.1).
+func sameAddr(ln net.Listener, addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	lh, lp, _ := net.SplitHostPort(ln.Addr().String())
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	return host == lh && (port == lp || port == "0")
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, as systemd wants
+// beside RELOADING=1.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano() / 1000
+}
