@@ -25,9 +25,7 @@ func TestReload(t *testing.T) {
 	e := newEnv(t)
 	const salesPassword = "sales-Local-pw-1"
 	e.up.AddUser("sales@example.com")
-	dead, _ := testkit.NewSMTPUpstream(e.idp, testkit.SMTPOptions{})
-	deadAddr := dead.Addr
-	dead.Close() // sales' mail stays queued
+	deadAddr := deferringUpstream(t, e)
 	smtpAddr := e.writeSMTPConfig(deadAddr, "1h", "2h")
 	e.conf.Accounts[0].IMAPServer, e.conf.Accounts[0].Direction = e.up.Addr, "both"
 	e.conf.Accounts = append(e.conf.Accounts, testkit.Account{
@@ -144,4 +142,18 @@ func sendMail(t *testing.T, addr, user, pass, from, body string) {
 	if err := c.SendMail(from, []string{"x@example.net"}, strings.NewReader("Subject: t\r\n\r\n"+body+"\r\n")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// deferringUpstream is an SMTP upstream that answers every message with
+// 451, so that mail stays queued (a closed port could be taken by another
+// test's server).
+func deferringUpstream(t *testing.T, e *env) string {
+	t.Helper()
+	up, err := testkit.NewSMTPUpstream(e.idp, testkit.SMTPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	up.FailData(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"})
+	return up.Addr
 }

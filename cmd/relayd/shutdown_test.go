@@ -73,10 +73,7 @@ func (r *rawSMTP) cmd(line, code string) string {
 // disk after the exit, which comes within the grace period plus a margin.
 func TestShutdownWithClientsInEveryState(t *testing.T) {
 	e := newEnv(t)
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close() // mail stays queued
-	smtpAddr := e.writeSMTPConfig(deadAddr, "1h", "2h")
+	smtpAddr := e.writeSMTPConfig(deferringUpstream(t, e), "1h", "2h")
 	e.conf.Accounts[0].IMAPServer, e.conf.Accounts[0].Direction = e.up.Addr, "both"
 	e.writeConfig()
 	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
