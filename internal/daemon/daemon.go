@@ -71,16 +71,17 @@ type Daemon struct {
 	queue  *queue.Queue
 	status *status.Server
 
-	mu       sync.Mutex // guards the listeners and runs
-	imapLns  []net.Listener
-	smtpLns  []net.Listener
-	runs     map[string]context.CancelFunc // each account's token keep-alive
-	statusLn net.Listener
-	wg       sync.WaitGroup
-	ctx      context.Context    // of background work; set by Start
-	cancel   context.CancelFunc // stops background work
-	hookMu   sync.Mutex         // on_state_change runs one at a time
-	reloadMu sync.Mutex         // one reload at a time
+	mu         sync.Mutex // guards the listeners and runs
+	imapLns    []net.Listener
+	smtpLns    []net.Listener
+	runs       map[string]context.CancelFunc // each account's token keep-alive
+	statusLn   net.Listener
+	wg         sync.WaitGroup
+	ctx        context.Context    // of background work; set by Start
+	cancel     context.CancelFunc // stops background work
+	hookMu     sync.Mutex         // on_state_change runs one at a time
+	statusDone chan struct{}      // closed when the status socket stopped
+	reloadMu   sync.Mutex         // one reload at a time
 }
 
 // config is the configuration in force.
@@ -295,9 +296,11 @@ func (d *Daemon) Start() {
 		defer d.wg.Done()
 		d.keepRunning(ctx, nil, "re-deciding account states", d.evaluate)
 	}()
-	d.wg.Add(1)
+	// Not in d.wg: the status socket answers until the end of a
+	// shutdown, after everything else stopped.
+	d.statusDone = make(chan struct{})
 	go func() {
-		defer d.wg.Done()
+		defer close(d.statusDone)
 		if err := d.status.Serve(d.statusLn); err != nil {
 			d.log.Error("status socket failed", "err", err)
 		}
@@ -404,6 +407,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	d.status.Shutdown(sctx)
+	if d.statusDone != nil {
+		<-d.statusDone
+	}
 	if deliveriesDone {
 		d.queue.Close()
 	}
