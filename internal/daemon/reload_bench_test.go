@@ -1,0 +1,91 @@
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/testkit"
+)
+
+// BenchmarkReload100Accounts1000Sessions measures a reload that edits one
+// of 100 accounts and adds another while 1,000 IMAP sessions are open, and
+// checks that every session is still there after it.
+// go test -bench Reload -run - ./internal/daemon
+func BenchmarkReload100Accounts1000Sessions(b *testing.B) {
+	const accounts, sessions = 100, 1000
+	idp := testkit.StartIdP(b)
+	up, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer up.Close()
+	dir := b.TempDir()
+	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	tc := testkit.Config{StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
+		IMAPListen: []string{"127.0.0.1:0"}, LogLevel: "warn"}
+	store := &auth.Store{Dir: tc.StateDir}
+	for i := range accounts {
+		email := fmt.Sprintf("user%03d@example.com", i)
+		up.AddUser(email)
+		tc.Accounts = append(tc.Accounts, testkit.Account{Name: fmt.Sprintf("acct%03d", i), Provider: "custom", Email: email,
+			ClientID: "client", TokenURL: idp.TokenURL(), IMAPServer: up.Addr, Security: "none", Direction: "incoming",
+			LocalUser: fmt.Sprintf("user%03d", i), LocalPasswordHash: string(hash)})
+		store.Save(tc.Accounts[i].Name, &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", email), GrantedAt: time.Now()})
+	}
+	path := filepath.Join(dir, "relayd.toml")
+	os.WriteFile(path, []byte(tc.TOML()), 0o600)
+	cfg, err := config.Load(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ConfigPath: path, AuthFailureDelay: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d.Start()
+	defer d.Shutdown(b.Context())
+	var clients []*imapclient.Client
+	for i := range sessions {
+		c, err := imapclient.DialInsecure(d.IMAPAddrs()[0], nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Login(fmt.Sprintf("user%03d", i%accounts), password).Wait(); err != nil {
+			b.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tc.Accounts[0].LocalPasswordHash = testkit.UnusedHash // edited
+		tc.Accounts = append(tc.Accounts[:accounts], testkit.Account{Name: fmt.Sprintf("extra%d", i), Provider: "custom",
+			Email: "extra@example.com", ClientID: "client", TokenURL: idp.TokenURL(), IMAPServer: up.Addr, Security: "none",
+			Direction: "incoming", LocalUser: "extra", LocalPasswordHash: string(hash)}) // added
+		os.WriteFile(path, []byte(tc.TOML()), 0o600)
+		if err := d.Reload(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	dropped := 0
+	for _, c := range clients {
+		if err := c.Noop().Wait(); err != nil {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		b.Fatalf("%d of %d sessions dropped by the reloads", dropped, sessions)
+	}
+	b.ReportMetric(float64(sessions-dropped), "sessions-kept")
+}
