@@ -45,7 +45,16 @@ type Config struct {
 	SMTP          SMTP
 	Queue         Queue
 	Health        Health
+	Metrics       Metrics
 	Accounts      []*Account
+}
+
+// Metrics configures the Prometheus endpoint besides the status socket's.
+type Metrics struct {
+	// Listen is a host:port serving GET /metrics; empty: none. Loopback
+	// only unless AllowRemote.
+	Listen      string
+	AllowRemote bool
 }
 
 // Health configures how accounts' conditions are decided and told.

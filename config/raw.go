@@ -13,14 +13,15 @@ import (
 
 // rawConfig mirrors the file's shape; convert turns it into a Config.
 type rawConfig struct {
-	StateDir      *string   `toml:"state_dir"`
-	StatusSocket  *string   `toml:"status_socket"`
-	ShutdownGrace *string   `toml:"shutdown_grace"`
-	Log           rawLog    `toml:"log"`
-	IMAP          rawIMAP   `toml:"imap"`
-	SMTP          rawSMTP   `toml:"smtp"`
-	Queue         rawQueue  `toml:"queue"`
-	Health        rawHealth `toml:"health"`
+	StateDir      *string    `toml:"state_dir"`
+	StatusSocket  *string    `toml:"status_socket"`
+	ShutdownGrace *string    `toml:"shutdown_grace"`
+	Log           rawLog     `toml:"log"`
+	IMAP          rawIMAP    `toml:"imap"`
+	SMTP          rawSMTP    `toml:"smtp"`
+	Queue         rawQueue   `toml:"queue"`
+	Health        rawHealth  `toml:"health"`
+	Metrics       rawMetrics `toml:"metrics"`
 	// OnStateChange may also stand at the top level.
 	OnStateChange any          `toml:"on_state_change"`
 	Account       []rawAccount `toml:"account"`
@@ -46,6 +47,11 @@ type rawQueue struct {
 	RetryMin *string `toml:"retry_min"`
 	RetryMax *string `toml:"retry_max"`
 	Lifetime *string `toml:"lifetime"`
+}
+
+type rawMetrics struct {
+	Listen      *string `toml:"listen"`
+	AllowRemote *bool   `toml:"allow_remote"`
 }
 
 type rawHealth struct {
@@ -150,6 +156,15 @@ func (r *rawConfig) convert() (*Config, []error) {
 	}
 
 	r.convertHealth(cfg, bad)
+	if m := r.Metrics; m.Listen != nil {
+		cfg.Metrics.Listen = *m.Listen
+		cfg.Metrics.AllowRemote = m.AllowRemote != nil && *m.AllowRemote
+		if _, _, err := net.SplitHostPort(*m.Listen); err != nil {
+			bad("metrics.listen", "%q is not host:port", *m.Listen)
+		} else if err := CheckLoopback(*m.Listen); err != nil && !cfg.Metrics.AllowRemote {
+			bad("metrics.listen", "%v: set metrics.allow_remote = true to serve metrics beyond this host (they name your mailboxes)", err)
+		}
+	}
 
 	names := map[string]int{}
 	locals := map[string]int{}

@@ -83,6 +83,9 @@ type Options struct {
 	// OnTransition, when set, is called (on its own goroutine) once for
 	// every change of the account's state, e.g. to run on_state_change.
 	OnTransition func(Transition)
+	// OnReport, when set, is called for every report from a source: a
+	// success (reason "") or a failure, e.g. to count it.
+	OnReport func(src Source, reason Reason)
 }
 
 // Transition is a change of an account's state.
@@ -160,6 +163,9 @@ func (a *Account) Name() string { return a.name }
 // Fail records a condition seen at src. e.Account is set to the account.
 func (a *Account) Fail(src Source, e *Error) {
 	e.Account = a.name
+	if a.opts.OnReport != nil {
+		a.opts.OnReport(src, e.Reason)
+	}
 	now := a.now()
 	a.mu.Lock()
 	c := a.conds[src]
@@ -182,6 +188,9 @@ func (a *Account) Fail(src Source, e *Error) {
 
 // Succeed records that src worked: its condition, if any, is over.
 func (a *Account) Succeed(src Source) {
+	if a.opts.OnReport != nil {
+		a.opts.OnReport(src, "")
+	}
 	a.mu.Lock()
 	a.lastOK = a.now()
 	_, had := a.conds[src]

@@ -50,6 +50,11 @@ type IMAPOptions struct {
 	// Failpoint, when set, is called at "imap-session" as each session
 	// starts, for fault tests.
 	Failpoint func(string)
+	// OnLogin and OnSessionEnd, when set, are told of each login (its
+	// account, "" when unknown, and outcome) and each session's end (its
+	// account and bytes from and to the client), e.g. for metrics.
+	OnLogin      func(account, outcome string)
+	OnSessionEnd func(account string, in, out uint64)
 }
 
 // IMAPServer is the downstream IMAP listener. Its methods are safe for use
@@ -189,6 +194,12 @@ func (s *IMAPServer) EndAccount(name, why string) int {
 	return len(l)
 }
 
+func (s *IMAPServer) loginOutcome(account, outcome string) {
+	if s.opts.OnLogin != nil {
+		s.opts.OnLogin(account, outcome)
+	}
+}
+
 // OpenSessions is how many IMAP connections are open.
 func (s *IMAPServer) OpenSessions() int {
 	s.mu.Lock()
@@ -274,6 +285,9 @@ func (c *imapSession) end() {
 		c.outcome = o
 	}
 	c.in, c.out, c.counted = tcpBytes(c.down)
+	if fn := c.srv.opts.OnSessionEnd; fn != nil {
+		fn(c.accountName(), c.in, c.out)
+	}
 	outcome := c.outcome
 	if outcome == "" {
 		outcome = "closed"
@@ -536,6 +550,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 			time.Sleep(s.opts.AuthFailureDelay)
 		}
 		c.log.Info("IMAP login failed: unknown user or wrong password", "user", user)
+		s.loginOutcome("", "bad_credentials")
 		c.writeLine(tag + " NO [AUTHENTICATIONFAILED] invalid user name or password")
 		return nil, false
 	}
@@ -543,6 +558,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	acct := s.opts.Accounts(cfgAcct.Name)
 	if acct == nil || !cfgAcct.Direction.Incoming() {
 		log.Warn("IMAP login refused: the account is not configured for incoming mail")
+		s.loginOutcome(cfgAcct.Name, "refused")
 		c.writeLine(fmt.Sprintf("%s NO [NOPERM] mailbox %q is configured for outgoing mail only", tag, cfgAcct.Name))
 		return nil, false
 	}
@@ -552,6 +568,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	up, text, caps, err := s.loginUpstream(ctx, acct)
 	if err != nil {
 		reply := c.failure(log, acct, err)
+		s.loginOutcome(cfgAcct.Name, "upstream_failed")
 		c.writeLine(tag + " " + reply)
 		c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
 		return nil, false
@@ -571,6 +588,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 		return nil, true
 	}
 	log.Info("IMAP session logged in upstream", "upstream", up.host)
+	s.loginOutcome(cfgAcct.Name, "ok")
 	return &upstreamLogin{acct: acct, up: up}, false
 }
 

@@ -52,6 +52,10 @@ type SMTPOptions struct {
 	// Failpoint, when set, is called at "smtp-data" before a message is
 	// queued, for fault tests.
 	Failpoint func(string)
+	// OnLogin and OnSessionEnd: as IMAPOptions (out is 0: replies are
+	// not counted).
+	OnLogin      func(account, outcome string)
+	OnSessionEnd func(account string, in, out uint64)
 }
 
 // SMTPServer is the downstream submission server: AUTH PLAIN or LOGIN
@@ -178,6 +182,26 @@ func (s *SMTPServer) users() *auth.Users {
 	return s.opts.Users
 }
 
+func (s *SMTPServer) loginOutcome(account, outcome string) {
+	if s.opts.OnLogin != nil {
+		s.opts.OnLogin(account, outcome)
+	}
+}
+
+// SessionsByAccount counts the open SMTP sessions of each logged-in
+// account.
+func (s *SMTPServer) SessionsByAccount() map[string]int64 {
+	m := map[string]int64{}
+	s.sessions.mu.Lock()
+	defer s.sessions.mu.Unlock()
+	for sess := range s.sessions.open {
+		if a := sess.account(); a != "" {
+			m[a]++
+		}
+	}
+	return m
+}
+
 // OpenSessions is how many SMTP sessions are open.
 func (s *SMTPServer) OpenSessions() int { return s.sessions.count() }
 
@@ -222,13 +246,14 @@ type smtpSession struct {
 	smtpConn *smtp.Conn
 	conn     *shutdownConn
 
-	mu     sync.Mutex // guards inData
-	inData bool
-	remote string
-	log    *slog.Logger
-	acct   *config.Account
-	from   string
-	to     []string
+	mu       sync.Mutex // guards inData and acctName
+	inData   bool
+	acctName string
+	remote   string
+	log      *slog.Logger
+	acct     *config.Account
+	from     string
+	to       []string
 
 	// For the line logged at the session's end.
 	start    time.Time
@@ -275,14 +300,20 @@ func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
 				time.Sleep(d)
 			}
 			s.log.Info("SMTP login failed: unknown user or wrong password", "user", user)
+			s.srv.loginOutcome("", "bad_credentials")
 			return errBadAuth
 		}
 		if !a.Direction.Outgoing() {
 			s.log.Warn("SMTP login refused: the account is not configured for outgoing mail", "account", a.Name)
+			s.srv.loginOutcome(a.Name, "refused")
 			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
 				Message: fmt.Sprintf("Mailbox %q is configured for incoming mail only (direction)", a.Name)}
 		}
 		s.acct = a
+		s.mu.Lock()
+		s.acctName = a.Name
+		s.mu.Unlock()
+		s.srv.loginOutcome(a.Name, "ok")
 		s.log = s.log.With("account", a.Name)
 		s.log.Debug("SMTP login")
 		return nil
@@ -396,6 +427,13 @@ func (s *smtpSession) Reset() {
 
 func (s *smtpSession) Logout() error {
 	s.srv.sessions.remove(s)
+	if fn := s.srv.opts.OnSessionEnd; fn != nil {
+		name := ""
+		if s.acct != nil {
+			name = s.acct.Name
+		}
+		fn(name, uint64(s.bytes), 0)
+	}
 	s.log.Info("SMTP session ended", "messages", s.messages, "bytes_in", s.bytes,
 		"duration", time.Since(s.start).Round(time.Millisecond))
 	return nil
@@ -411,4 +449,11 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n += int64(n)
 	return n, err
+}
+
+// account is the session's account name, or "" before AUTH.
+func (s *smtpSession) account() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acctName
 }

@@ -35,18 +35,23 @@ type Backend interface {
 
 // Server serves the status API.
 type Server struct {
+	metrics *Metrics
 	backend Backend
 	log     *slog.Logger
 	srv     *http.Server
 }
 
-// NewServer returns a status server for b.
-func NewServer(b Backend, log *slog.Logger) *Server {
-	s := &Server{backend: b, log: log}
+// NewServer returns a status server for b; m, when not nil, is served at
+// GET /metrics.
+func NewServer(b Backend, log *slog.Logger, m *Metrics) *Server {
+	s := &Server{backend: b, log: log, metrics: m}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /v1/accounts/{name}/grant", s.handleGrant)
 	mux.HandleFunc("POST /v1/reload", s.handleReload)
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics.Handler())
+	}
 	mux.HandleFunc("GET /v1/queue", s.handleQueueList)
 	mux.HandleFunc("GET /v1/queue/{id}", s.handleQueueShow)
 	mux.HandleFunc("GET /v1/queue/{id}/message", s.handleQueueMessage)

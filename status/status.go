@@ -38,6 +38,7 @@ type Account struct {
 	health.Snapshot
 	Token        Token `json:"token"`
 	IMAPSessions int64 `json:"imap_sessions"`
+	SMTPSessions int64 `json:"smtp_sessions"`
 	// Queue is the account's outbound queue.
 	Queue *queue.AccountStats `json:"queue,omitempty"`
 }

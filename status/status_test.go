@@ -75,7 +75,7 @@ func TestClientServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := NewServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	go srv.Serve(ln)
 	defer srv.Shutdown(context.Background())
 	if _, err := Listen(sock); err == nil || !strings.Contains(err.Error(), "is relayd already running?") {
@@ -151,7 +151,7 @@ func TestStatusHandlerPanicRecovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs testkit.SyncBuffer
-	srv := NewServer(b, slog.New(slog.NewTextHandler(&logs, nil)))
+	srv := NewServer(b, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	go srv.Serve(ln)
 	defer srv.Shutdown(context.Background())
 	c := NewClient(sock)

@@ -8,10 +8,6 @@ import (
 	"github.com/relayd/relayd/internal/daemon"
 )
 
-// Commit is the source revision, set at build time with
-// -ldflags "-X main.Commit=..."; otherwise read from the build info.
-var Commit = ""
-
 func runVersion(args []string) error {
 	if len(args) > 0 {
 		if err := parseFlags(newFlagSet("version"), args); err != nil {
@@ -25,7 +21,7 @@ func runVersion(args []string) error {
 // versionString is "relayd VERSION (commit REV, go VERSION)", from what the
 // build set, else from the module's build info.
 func versionString() string {
-	version, commit := daemon.Version, Commit
+	version, commit := daemon.Version, daemon.Commit
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			version = bi.Main.Version

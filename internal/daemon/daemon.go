@@ -25,8 +25,12 @@ import (
 	"github.com/relayd/relayd/status"
 )
 
-// Version is relayd's version, set at build time.
-var Version = "dev"
+// Version and Commit are relayd's version and source revision, set at
+// build time (-ldflags "-X ...daemon.Version=... -X ...daemon.Commit=...").
+var (
+	Version = "dev"
+	Commit  = ""
+)
 
 // Options tune a Daemon beyond its Config; tests and the demo use them.
 type Options struct {
@@ -76,6 +80,9 @@ type Daemon struct {
 	smtpLns    []net.Listener
 	runs       map[string]context.CancelFunc // each account's token keep-alive
 	statusLn   net.Listener
+	metrics    *status.Metrics
+	metricLn   net.Listener // [metrics] listen, or nil
+	metricSrv  *http.Server
 	wg         sync.WaitGroup
 	ctx        context.Context    // of background work; set by Start
 	cancel     context.CancelFunc // stops background work
@@ -101,6 +108,19 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now(), runs: map[string]context.CancelFunc{}}
 	d.cfg.Store(cfg)
+	d.metrics = status.NewMetrics(d, Version, Commit)
+	onEvent := opts.OnQueueEvent
+	opts.OnQueueEvent = func(e queue.Event) {
+		switch e.Kind {
+		case queue.EventDelivered, queue.EventDeferred, queue.EventFailed:
+			if e.ID != "" {
+				d.metrics.Delivery(e.Account, string(e.Kind))
+			}
+		}
+		if onEvent != nil {
+			onEvent(e)
+		}
+	}
 	store := &auth.Store{Dir: cfg.StateDir}
 	d.store = store
 	hostname, _ := os.Hostname()
@@ -147,6 +167,11 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		IdleTimeout:      cfg.IMAP.IdleTimeout,
 		AuthFailureDelay: opts.AuthFailureDelay,
 		Failpoint:        opts.Failpoint,
+		OnLogin:          func(account, outcome string) { d.metrics.Login("imap", account, outcome) },
+		OnSessionEnd: func(account string, in, out uint64) {
+			d.metrics.Bytes("imap", "in", in)
+			d.metrics.Bytes("imap", "out", out)
+		},
 	})
 	d.smtp = proxy.NewSMTPServer(proxy.SMTPOptions{
 		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
@@ -157,12 +182,20 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			}
 			return nil
 		},
-		Failpoint: opts.Failpoint,
+		Failpoint:    opts.Failpoint,
+		OnLogin:      func(account, outcome string) { d.metrics.Login("smtp", account, outcome) },
+		OnSessionEnd: func(account string, in, _ uint64) { d.metrics.Bytes("smtp", "in", in) },
 	})
-	d.status = status.NewServer(d, opts.Logger)
+	d.status = status.NewServer(d, opts.Logger, d.metrics)
 
 	if d.statusLn, err = status.Listen(cfg.StatusSocket); err != nil {
 		return nil, err
+	}
+	if cfg.Metrics.Listen != "" {
+		if d.metricLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			d.statusLn.Close()
+			return nil, fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
 	}
 	d.imapLns, d.smtpLns = opts.IMAPListeners, opts.SMTPListeners
 	if d.imapLns == nil {
@@ -200,7 +233,8 @@ func (d *Daemon) buildAccount(cfg *config.Config, a *config.Account, h *health.A
 		}
 		name := a.Name
 		h = health.New(a.Name, health.Options{Logger: d.opts.Logger, WarnBefore: warn,
-			OnTransition: func(t health.Transition) { d.runHook(name, t) }})
+			OnTransition: func(t health.Transition) { d.runHook(name, t) },
+			OnReport:     func(src health.Source, r health.Reason) { d.metrics.UpstreamAuth(name, src, r) }})
 	}
 	var src *auth.Source
 	if a.OAuth() {
@@ -238,6 +272,9 @@ func (d *Daemon) startRun(acct *proxy.Account) {
 
 func (d *Daemon) closeListeners() {
 	d.statusLn.Close()
+	if d.metricLn != nil {
+		d.metricLn.Close()
+	}
 	for _, ln := range append(d.imapLns, d.smtpLns...) {
 		ln.Close()
 	}
@@ -296,6 +333,10 @@ func (d *Daemon) Start() {
 		defer d.wg.Done()
 		d.keepRunning(ctx, nil, "re-deciding account states", d.evaluate)
 	}()
+	if d.metricLn != nil {
+		d.metricSrv = &http.Server{Handler: d.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go d.metricSrv.Serve(d.metricLn)
+	}
 	// Not in d.wg: the status socket answers until the end of a
 	// shutdown, after everything else stopped.
 	d.statusDone = make(chan struct{})
@@ -407,6 +448,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	d.status.Shutdown(sctx)
+	if d.metricSrv != nil {
+		d.metricSrv.Shutdown(sctx)
+	}
 	if d.statusDone != nil {
 		<-d.statusDone
 	}
@@ -451,6 +495,7 @@ func (d *Daemon) Alive(ctx context.Context) error {
 func (d *Daemon) Status() *status.Status {
 	st := &status.Status{Version: Version, Started: d.started, Panics: health.Panics()}
 	accounts := d.accountMap()
+	smtpSessions := d.smtp.SessionsByAccount()
 	for _, a := range d.config().Accounts {
 		acct := accounts[a.Name]
 		if acct == nil {
@@ -458,7 +503,7 @@ func (d *Daemon) Status() *status.Status {
 		}
 		sa := status.Account{
 			Name: a.Name, Email: a.Email, Provider: a.Provider, Direction: string(a.Direction),
-			Snapshot: acct.Health.Snapshot(), IMAPSessions: acct.IMAPSessions(),
+			Snapshot: acct.Health.Snapshot(), IMAPSessions: acct.IMAPSessions(), SMTPSessions: smtpSessions[a.Name],
 		}
 		sa.Token.State, sa.Token.Advice = sa.State, sa.Advice
 		if acct.Tokens != nil {

@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,24 +20,21 @@ import (
 	"github.com/relayd/relayd/internal/testkit"
 )
 
-// BenchmarkReload100Accounts1000Sessions measures a reload that edits one
-// of 100 accounts and adds another while 1,000 IMAP sessions are open, and
-// checks that every session is still there after it.
-// go test -bench Reload -run - ./internal/daemon
-func BenchmarkReload100Accounts1000Sessions(b *testing.B) {
-	const accounts, sessions = 100, 1000
+// benchDaemon runs a daemon with n accounts against the fake servers; its
+// configuration file can be rewritten from tc for reloads.
+func benchDaemon(b *testing.B, n int) (*Daemon, *testkit.Config, string, *testkit.IdP, *testkit.IMAPUpstream) {
 	idp := testkit.StartIdP(b)
 	up, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer up.Close()
+	b.Cleanup(func() { up.Close() })
 	dir := b.TempDir()
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	tc := testkit.Config{StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
+	tc := &testkit.Config{StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
 		IMAPListen: []string{"127.0.0.1:0"}, LogLevel: "warn"}
 	store := &auth.Store{Dir: tc.StateDir}
-	for i := range accounts {
+	for i := range n {
 		email := fmt.Sprintf("user%03d@example.com", i)
 		up.AddUser(email)
 		tc.Accounts = append(tc.Accounts, testkit.Account{Name: fmt.Sprintf("acct%03d", i), Provider: "custom", Email: email,
@@ -53,7 +53,18 @@ func BenchmarkReload100Accounts1000Sessions(b *testing.B) {
 		b.Fatal(err)
 	}
 	d.Start()
-	defer d.Shutdown(b.Context())
+	b.Cleanup(func() { d.Shutdown(context.Background()) })
+	return d, tc, path, idp, up
+}
+
+// BenchmarkReload100Accounts1000Sessions measures a reload that edits one
+// of 100 accounts and adds another while 1,000 IMAP sessions are open, and
+// checks that every session is still there after it.
+// go test -bench Reload -run - ./internal/daemon
+func BenchmarkReload100Accounts1000Sessions(b *testing.B) {
+	const accounts, sessions = 100, 1000
+	d, tc, path, idp, up := benchDaemon(b, accounts)
+	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	var clients []*imapclient.Client
 	for i := range sessions {
 		c, err := imapclient.DialInsecure(d.IMAPAddrs()[0], nil)
@@ -88,4 +99,23 @@ func BenchmarkReload100Accounts1000Sessions(b *testing.B) {
 		b.Fatalf("%d of %d sessions dropped by the reloads", dropped, sessions)
 	}
 	b.ReportMetric(float64(sessions-dropped), "sessions-kept")
+}
+
+// BenchmarkScrapeMetrics100Accounts measures GET /metrics on the status
+// socket with 100 accounts. go test -bench Scrape -run - ./internal/daemon
+func BenchmarkScrapeMetrics100Accounts(b *testing.B) {
+	d, _, _, _, _ := benchDaemon(b, 100)
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "unix", d.config().StatusSocket)
+	}}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		resp, err := c.Get("http://relayd/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
 }

@@ -1,0 +1,149 @@
+package status
+
+import (
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/relayd/relayd/health"
+)
+
+// Metrics are relayd's Prometheus metrics. Counters are counted as things
+// happen (the daemon wires its listeners and queue to them); gauges are
+// read from the status document at each scrape, so they cannot drift.
+// Labels are bounded: protocol, account (from the configuration), outcome,
+// reason codes and states; never a message ID or an address. Safe for use
+// from any goroutine; a nil *Metrics counts nothing.
+type Metrics struct {
+	reg      *prometheus.Registry
+	backend  Backend
+	logins   *prometheus.CounterVec
+	upAuth   *prometheus.CounterVec
+	upFail   *prometheus.CounterVec
+	deliver  *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	commit   string
+	scrapeAt func() time.Time
+}
+
+// NewMetrics returns the metrics of b's daemon.
+func NewMetrics(b Backend, version, commit string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), backend: b, commit: commit, scrapeAt: time.Now}
+	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_logins_total",
+		Help: "Downstream logins by protocol, account and outcome (ok, bad_credentials, refused, upstream_failed)."},
+		[]string{"protocol", "account", "outcome"})
+	m.upAuth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_upstream_auth_total",
+		Help: "Successful upstream authentications and token refreshes, by account and source (token, imap, smtp)."},
+		[]string{"account", "source"})
+	m.upFail = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_upstream_auth_failures_total",
+		Help: "Failed upstream authentications and token refreshes, by account, source and reason code."},
+		[]string{"account", "source", "reason"})
+	m.deliver = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_deliveries_total",
+		Help: "Delivery attempts of queued messages by account and outcome (delivered, deferred, failed)."},
+		[]string{"account", "outcome"})
+	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_relayed_bytes_total",
+		Help: "Bytes relayed between downstream clients and relayd, by protocol and direction (in: from clients)."},
+		[]string{"protocol", "direction"})
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "relayd_build_info",
+		Help: "relayd's version, commit and Go version; always 1."}, []string{"version", "commit", "goversion"})
+	build.WithLabelValues(version, commit, runtime.Version()).Set(1)
+	m.reg.MustRegister(m.logins, m.upAuth, m.upFail, m.deliver, m.bytes, build, m, prometheus.NewGoCollector())
+	return m
+}
+
+// Login counts a downstream login.
+func (m *Metrics) Login(protocol, account, outcome string) {
+	if m != nil {
+		m.logins.WithLabelValues(protocol, account, outcome).Inc()
+	}
+}
+
+// UpstreamAuth counts an upstream authentication or token refresh; reason
+// is empty for a success.
+func (m *Metrics) UpstreamAuth(account string, src health.Source, reason health.Reason) {
+	if m == nil {
+		return
+	}
+	if reason == "" {
+		m.upAuth.WithLabelValues(account, string(src)).Inc()
+	} else {
+		m.upFail.WithLabelValues(account, string(src), string(reason)).Inc()
+	}
+}
+
+// Delivery counts a delivery attempt's outcome.
+func (m *Metrics) Delivery(account, outcome string) {
+	if m != nil {
+		m.deliver.WithLabelValues(account, outcome).Inc()
+	}
+}
+
+// Bytes counts bytes relayed; direction is "in" (from clients) or "out".
+func (m *Metrics) Bytes(protocol, direction string, n uint64) {
+	if m != nil && n > 0 {
+		m.bytes.WithLabelValues(protocol, direction).Add(float64(n))
+	}
+}
+
+// Handler serves the metrics in Prometheus's text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+var (
+	descSessions = prometheus.NewDesc("relayd_sessions_open", "Open downstream sessions by protocol and account.",
+		[]string{"protocol", "account"}, nil)
+	descState = prometheus.NewDesc("relayd_account_state", "1 for the state each account is in, 0 for the others.",
+		[]string{"account", "state"}, nil)
+	descExpiry = prometheus.NewDesc("relayd_grant_expiry_timestamp_seconds", "When each account's grant is predicted to end (Unix time).",
+		[]string{"account"}, nil)
+	descQueue = prometheus.NewDesc("relayd_queue_messages", "Messages in the outbound queue by account and state (queued, held, failed).",
+		[]string{"account", "state"}, nil)
+	descOldest = prometheus.NewDesc("relayd_queue_oldest_message_age_seconds", "Age of each account's oldest message waiting in the queue.",
+		[]string{"account"}, nil)
+	descPanics = prometheus.NewDesc("relayd_panics_recovered_total", "Internal errors (panics) relayd recovered from since it started.", nil, nil)
+	descUp     = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
+)
+
+var allStates = []health.State{health.StateOK, health.StateWarning, health.StateDegraded, health.StateNeedsReauth,
+	health.StateDisconnected, health.StateNeedsAdmin}
+
+// Describe implements prometheus.Collector for the scrape-time gauges.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descPanics, descUp} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: it reads the status document.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.backend.Status()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descUp, 1)
+	ch <- prometheus.MustNewConstMetric(descPanics, prometheus.CounterValue, float64(st.Panics))
+	for _, a := range st.Accounts {
+		gauge(descSessions, float64(a.IMAPSessions), "imap", a.Name)
+		gauge(descSessions, float64(a.SMTPSessions), "smtp", a.Name)
+		for _, s := range allStates {
+			v := 0.0
+			if a.State == s {
+				v = 1
+			}
+			gauge(descState, v, a.Name, string(s))
+		}
+		if !a.GrantExpires.IsZero() {
+			gauge(descExpiry, float64(a.GrantExpires.Unix()), a.Name)
+		}
+		if q := a.Queue; q != nil {
+			gauge(descQueue, float64(q.Queued), a.Name, "queued")
+			gauge(descQueue, float64(q.Held), a.Name, "held")
+			gauge(descQueue, float64(q.Failed), a.Name, "failed")
+			gauge(descOldest, float64(q.OldestAge), a.Name)
+		}
+	}
+}
