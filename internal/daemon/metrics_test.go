@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/queue"
@@ -74,18 +73,18 @@ func TestMetrics(t *testing.T) {
 
 	m := td.scrape()
 	for series, want := range map[string]float64{
-		`relayd_logins_total{account="support",outcome="ok",protocol="imap"}`:                            1,
-		`relayd_logins_total{account="",outcome="bad_credentials",protocol="imap"}`:                      1,
-		`relayd_logins_total{account="support",outcome="ok",protocol="smtp"}`:                            2,
-		`relayd_deliveries_total{account="support",outcome="delivered"}`:                                 1,
-		`relayd_account_state{account="support",state="needs_reauth"}`:                                   1,
-		`relayd_account_state{account="support",state="ok"}`:                                             0,
-		`relayd_queue_messages{account="support",state="held"}`:                                          1,
-		`relayd_queue_messages{account="support",state="failed"}`:                                        0,
+		`relayd_logins_total{account="support",outcome="ok",protocol="imap"}`:                               1,
+		`relayd_logins_total{account="",outcome="bad_credentials",protocol="imap"}`:                         1,
+		`relayd_logins_total{account="support",outcome="ok",protocol="smtp"}`:                               2,
+		`relayd_deliveries_total{account="support",outcome="delivered"}`:                                    1,
+		`relayd_account_state{account="support",state="needs_reauth"}`:                                      1,
+		`relayd_account_state{account="support",state="ok"}`:                                                0,
+		`relayd_queue_messages{account="support",state="held"}`:                                             1,
+		`relayd_queue_messages{account="support",state="failed"}`:                                           0,
 		`relayd_upstream_auth_failures_total{account="support",reason="grant_expired_idle",source="token"}`: 1,
-		`relayd_sessions_open{account="support",protocol="imap"}`:                                        0,
-		`relayd_panics_recovered_total`:                                                                  0,
-		`relayd_up`:                                                                                      1,
+		`relayd_sessions_open{account="support",protocol="imap"}`:                                           0,
+		`relayd_panics_recovered_total`:                                                                     0,
+		`relayd_up`:                                                                                         1,
 	} {
 		if got := metricValue(m, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -118,5 +117,3 @@ func TestAlertRules(t *testing.T) {
 		t.Errorf("promtool check rules: %v\n%s", err, out)
 	}
 }
-
-var _ = time.Second
