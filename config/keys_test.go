@@ -1,8 +1,10 @@
 package config
 
 import (
+	"os"
 	"reflect"
 	"strings"
+	"testing"
 )
 
 // knownKeys lists every leaf key of the file format, from the raw structs'
@@ -30,4 +32,18 @@ func knownKeys() []string {
 	}
 	walk(reflect.TypeOf(rawConfig{}))
 	return keys
+}
+
+// relayd.toml(5) documents every key, as the example file does.
+func TestManPageDocumentsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../packaging/man/relayd.toml.5.scd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	man := strings.ReplaceAll(string(b), `\_`, "_")
+	for _, k := range knownKeys() {
+		if !strings.Contains(man, "*"+k+"* = ") {
+			t.Errorf("relayd.toml(5) does not document %q", k)
+		}
+	}
 }

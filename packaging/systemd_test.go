@@ -58,3 +58,21 @@ func TestUnitsVerify(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// The man pages build with scdoc, as the package build does.
+func TestManPagesBuild(t *testing.T) {
+	scdoc := realserver.RequireBinary(t, "scdoc", "scdoc")
+	for _, page := range []string{"man/relayd.8.scd", "man/relayd.toml.5.scd"} {
+		in, err := os.Open(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(scdoc)
+		cmd.Stdin = in
+		out, err := cmd.Output()
+		in.Close()
+		if err != nil || !regexp.MustCompile(`(?m)^\.TH "RELAYD`).Match(out) {
+			t.Errorf("scdoc %s: %v\n%.300s", page, err, out)
+		}
+	}
+}
