@@ -71,7 +71,7 @@ func TestManPagesBuild(t *testing.T) {
 		cmd.Stdin = in
 		out, err := cmd.Output()
 		in.Close()
-		if err != nil || !regexp.MustCompile(`(?m)^\.TH "RELAYD`).Match(out) {
+		if err != nil || !regexp.MustCompile(`(?m)^\.TH "relayd`).Match(out) {
 			t.Errorf("scdoc %s: %v\n%.300s", page, err, out)
 		}
 	}
