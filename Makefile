@@ -1,0 +1,36 @@
+# Build relayd and its packages. make deb / make rpm need scdoc (Debian's
+# scdoc package) for the man pages; nfpm runs as a Go tool.
+NFPM    := go run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+VERSION ?= 0.1.0~git$(shell git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null || echo 0).$(COMMIT)
+BUILD   := build
+LDFLAGS := -s -w -X github.com/relayd/relayd/internal/daemon.Version=$(VERSION) -X github.com/relayd/relayd/internal/daemon.Commit=$(COMMIT)
+
+.PHONY: all relayd man deb rpm test clean
+all: relayd man
+
+relayd:
+	mkdir -p $(BUILD)
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILD)/relayd ./cmd/relayd
+
+man:
+	mkdir -p $(BUILD)/man
+	scdoc < packaging/man/relayd.8.scd | gzip -9n > $(BUILD)/man/relayd.8.gz
+	scdoc < packaging/man/relayd.toml.5.scd | gzip -9n > $(BUILD)/man/relayd.toml.5.gz
+	gzip -9n < packaging/debian/changelog > $(BUILD)/changelog.gz
+
+$(BUILD)/nfpm.yaml: packaging/nfpm.yaml
+	mkdir -p $(BUILD)
+	sed 's|@BUILD@|$(abspath $(BUILD))|' packaging/nfpm.yaml > $@
+
+deb: relayd man $(BUILD)/nfpm.yaml
+	VERSION='$(VERSION)' $(NFPM) package -f $(BUILD)/nfpm.yaml -p deb -t $(BUILD)/
+
+rpm: relayd man $(BUILD)/nfpm.yaml
+	VERSION='$(VERSION)' $(NFPM) package -f $(BUILD)/nfpm.yaml -p rpm -t $(BUILD)/
+
+test:
+	go test -race -shuffle=on ./...
+
+clean:
+	rm -rf $(BUILD)
