@@ -29,6 +29,10 @@ func TestDebPackage(t *testing.T) {
 		t.Fatalf("make deb made %v", debs)
 	}
 	deb := debs[0]
+	lintian := realserver.RequireBinary(t, "lintian", "lintian")
+	if out, err := exec.Command(lintian, "--fail-on", "error", deb).CombinedOutput(); err != nil {
+		t.Errorf("lintian --fail-on error: %v\n%s", err, out)
+	}
 	info, _ := exec.Command("dpkg-deb", "-I", deb).CombinedOutput()
 	conffiles, _ := exec.Command("dpkg-deb", "--ctrl-tarfile", deb).Output()
 	if !strings.Contains(string(info), "Version: 0.0.0~test") || !strings.Contains(string(conffiles), "conffiles") {
@@ -76,5 +80,30 @@ func TestDebPackage(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "var/lib/relayd")); err != nil {
 		t.Error("purge removed the state directory")
+	}
+}
+
+// make rpm builds from the same recipe an rpm holding the same files.
+func TestRpmPackage(t *testing.T) {
+	realserver.RequireBinary(t, "scdoc", "scdoc")
+	rpm := realserver.RequireBinary(t, "rpm", "rpm")
+	build := t.TempDir()
+	if out, err := exec.Command("make", "-C", "..", "rpm", "BUILD="+build, "VERSION=0.0.0").CombinedOutput(); err != nil {
+		t.Fatalf("make rpm: %v\n%s", err, out)
+	}
+	rpms, _ := filepath.Glob(filepath.Join(build, "*.rpm"))
+	if len(rpms) != 1 {
+		t.Fatalf("make rpm made %v", rpms)
+	}
+	out, err := exec.Command(rpm, "-qlp", rpms[0]).CombinedOutput()
+	for _, f := range []string{"/usr/bin/relayd", "/usr/lib/systemd/system/relayd.service", "/etc/relayd/relayd.toml",
+		"/usr/lib/sysusers.d/relayd.conf", "/usr/share/man/man8/relayd.8.gz"} {
+		if err != nil || !strings.Contains(string(out), f+"\n") {
+			t.Errorf("rpm -qlp lacks %s: %v\n%s", f, err, out)
+		}
+	}
+	cfg, _ := exec.Command(rpm, "-qcp", rpms[0]).CombinedOutput()
+	if !strings.Contains(string(cfg), "/etc/relayd/relayd.toml") {
+		t.Errorf("the configuration is not a config file in the rpm:\n%s", cfg)
 	}
 }
