@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
@@ -346,5 +348,44 @@ func TestRunKeepsGrantAlive(t *testing.T) {
 	}
 	if g, _ := store.Load("support"); g.RefreshToken == first.RefreshToken {
 		t.Error("keep-alive refresh not stored")
+	}
+}
+
+// A flood of attempts for one user runs one bcrypt check at a time for it
+// (identical attempts share one), and an unknown user is checked against a
+// hash of the accounts' cost.
+func TestPasswordChecksBounded(t *testing.T) {
+	h6, _ := bcrypt.GenerateFromPassword([]byte("right"), 6)
+	h4, _ := bcrypt.GenerateFromPassword([]byte("other"), bcrypt.MinCost)
+	u := NewUsers([]*config.Account{
+		{Name: "a", LocalUser: "alice", LocalPasswordHash: string(h6)},
+		{Name: "b", LocalUser: "bob", LocalPasswordHash: string(h4)},
+	})
+	if c, _ := bcrypt.Cost(u.dummy); c != 6 {
+		t.Errorf("dummy hash cost %d, want the accounts' 6", c)
+	}
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u.Check("alice", fmt.Sprintf("wrong-%d", i%3)) // three distinct passwords
+		}()
+	}
+	wg.Wait()
+	u.mu.Lock()
+	maxRunning, checks := u.maxRunning, u.checks
+	u.mu.Unlock()
+	if maxRunning != 1 {
+		t.Errorf("%d checks for one user ran at once, want 1", maxRunning)
+	}
+	if checks >= 12 {
+		t.Errorf("%d bcrypt checks for 12 attempts with 3 passwords: identical attempts were not shared", checks)
+	}
+	if a, err := u.Check("bob", "other"); err != nil || a.Name != "b" {
+		t.Errorf("Check(bob) = %v, %v", a, err)
+	}
+	if _, err := u.Check("nobody", "x"); err != ErrBadCredentials {
+		t.Errorf("Check(unknown) = %v", err)
 	}
 }

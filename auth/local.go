@@ -3,6 +3,7 @@ package auth
 import (
 	"crypto/sha256"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -18,8 +19,14 @@ var ErrBadCredentials = errors.New("invalid user name or password")
 
 // Users checks the credentials legacy clients send against the accounts'
 // local_password_hash (bcrypt). A successful check is cached in memory for
-// CacheTTL, keyed by a SHA-256 of user and password, so a busy client does not
-// pay bcrypt's cost on every login. Safe for use from any goroutine.
+// CacheTTL, keyed by a SHA-256 of user and password, so a busy client does
+// not pay bcrypt's cost on every login.
+//
+// bcrypt checks are bounded, so that a flood of attempts cannot delay
+// other users' logins: at most one check per local user is in flight
+// (identical attempts share its outcome; others wait their turn), unknown
+// users share one such lane, and all checks share a pool as large as the
+// machine has CPUs. Safe for use from any goroutine.
 type Users struct {
 	// CacheTTL is how long a verified login is remembered. Default 5 minutes;
 	// negative disables the cache.
@@ -27,9 +34,20 @@ type Users struct {
 	Now      func() time.Time
 
 	byUser map[string]*config.Account
+	// dummy is a hash of the same cost as the accounts', checked for an
+	// unknown user so that the answer takes as long.
+	dummy []byte
 
-	mu    sync.Mutex
-	cache map[[32]byte]cacheEntry
+	mu     sync.Mutex
+	cache  map[[32]byte]cacheEntry
+	lanes  map[string]chan struct{} // per local user: one check at a time
+	shared map[[32]byte]*check      // checks in flight, by user and password
+	pool   chan struct{}            // bcrypt checks running
+	// checks counts bcrypt comparisons; running and maxRunning count
+	// those in flight per lane, for tests.
+	checks     int
+	running    map[string]int
+	maxRunning int
 }
 
 type cacheEntry struct {
@@ -37,23 +55,49 @@ type cacheEntry struct {
 	expires time.Time
 }
 
+// check is a bcrypt check in flight that identical attempts wait for.
+type check struct {
+	done chan struct{}
+	acct *config.Account
+	err  error
+}
+
 // NewUsers indexes accounts by their local user name (case-insensitively).
 func NewUsers(accounts []*config.Account) *Users {
-	u := &Users{byUser: map[string]*config.Account{}, cache: map[[32]byte]cacheEntry{}}
+	u := &Users{byUser: map[string]*config.Account{}, cache: map[[32]byte]cacheEntry{},
+		lanes: map[string]chan struct{}{}, shared: map[[32]byte]*check{}, running: map[string]int{},
+		pool: make(chan struct{}, max(runtime.NumCPU(), 1))}
+	cost := 0
 	for _, a := range accounts {
 		u.byUser[strings.ToLower(a.LocalUser)] = a
+		if c, err := bcrypt.Cost([]byte(a.LocalPasswordHash)); err == nil && c > cost {
+			cost = c
+		}
 	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	u.dummy = dummyHash(cost)
 	return u
 }
 
-// dummyHash keeps the time of a login for an unknown user the same as for a
-// known one.
-// Made on first use: at start-up it would cost every relayd command a
-// bcrypt hash.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("relayd-dummy"), bcrypt.DefaultCost)
+var (
+	dummyMu     sync.Mutex
+	dummyByCost = map[int][]byte{}
+)
+
+// dummyHash is a bcrypt hash of the given cost, made on first use (at
+// start-up it would cost every relayd command a hash).
+func dummyHash(cost int) []byte {
+	dummyMu.Lock()
+	defer dummyMu.Unlock()
+	if h, ok := dummyByCost[cost]; ok {
+		return h
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("relayd-dummy"), cost)
+	dummyByCost[cost] = h
 	return h
-})
+}
 
 // Check returns the account whose local credentials match.
 func (u *Users) Check(user, password string) (*config.Account, error) {
@@ -65,34 +109,67 @@ func (u *Users) Check(user, password string) (*config.Account, error) {
 	if ttl == 0 {
 		ttl = 5 * time.Minute
 	}
-	key := sha256.Sum256([]byte(strings.ToLower(user) + "\x00" + password))
-	if ttl > 0 {
-		u.mu.Lock()
-		e, ok := u.cache[key]
+	name := strings.ToLower(user)
+	key := sha256.Sum256([]byte(name + "\x00" + password))
+	u.mu.Lock()
+	if e, ok := u.cache[key]; ok && ttl > 0 && now().Before(e.expires) {
 		u.mu.Unlock()
-		if ok && now().Before(e.expires) {
-			return e.acct, nil
-		}
+		return e.acct, nil
 	}
-	a := u.byUser[strings.ToLower(user)]
+	if c := u.shared[key]; c != nil {
+		// The same attempt is being checked: share its outcome.
+		u.mu.Unlock()
+		<-c.done
+		return c.acct, c.err
+	}
+	c := &check{done: make(chan struct{})}
+	u.shared[key] = c
+	a := u.byUser[name]
+	lane := name
 	if a == nil {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
-		return nil, ErrBadCredentials
+		lane = "" // unknown users share one lane
 	}
-	if bcrypt.CompareHashAndPassword([]byte(a.LocalPasswordHash), []byte(password)) != nil {
-		return nil, ErrBadCredentials
+	l := u.lanes[lane]
+	if l == nil {
+		l = make(chan struct{}, 1)
+		u.lanes[lane] = l
 	}
-	if ttl > 0 {
-		u.mu.Lock()
-		for k, e := range u.cache { // keep the cache small: drop expired entries
-			if !now().Before(e.expires) {
-				delete(u.cache, k)
+	u.mu.Unlock()
+
+	l <- struct{}{}      // this user's turn
+	u.pool <- struct{}{} // a CPU for bcrypt
+	u.mu.Lock()
+	u.running[lane]++
+	u.maxRunning = max(u.maxRunning, u.running[lane])
+	u.mu.Unlock()
+	hash := u.dummy
+	if a != nil {
+		hash = []byte(a.LocalPasswordHash)
+	}
+	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && a != nil
+	<-u.pool
+	<-l
+
+	u.mu.Lock()
+	u.running[lane]--
+	u.checks++
+	delete(u.shared, key)
+	if ok {
+		c.acct = a
+		if ttl > 0 {
+			for k, e := range u.cache { // keep the cache small: drop expired entries
+				if !now().Before(e.expires) {
+					delete(u.cache, k)
+				}
 			}
+			u.cache[key] = cacheEntry{acct: a, expires: now().Add(ttl)}
 		}
-		u.cache[key] = cacheEntry{acct: a, expires: now().Add(ttl)}
-		u.mu.Unlock()
+	} else {
+		c.err = ErrBadCredentials
 	}
-	return a, nil
+	u.mu.Unlock()
+	close(c.done)
+	return c.acct, c.err
 }
 
 // HashPassword returns the bcrypt hash to put in local_password_hash.
