@@ -410,8 +410,22 @@ func (s *smtpSession) Data(r io.Reader) (err error) {
 	s.bytes += body.n
 	if err != nil {
 		var se *smtp.SMTPError
-		if errors.As(err, &se) {
+		switch {
+		case errors.As(err, &se):
 			return se // too large, from go-smtp's reader
+		case errors.Is(body.err, smtp.ErrTooLongLine):
+			// The rest of the message cannot be told from commands any
+			// more: answer and hang up (RFC 5321 §4.5.3.1.6 allows 1,000
+			// octets; relayd takes 1 MiB, as legacy software needs).
+			s.log.Warn("SMTP client sent a line longer than 1 MiB in its message; nothing was queued and the connection is closed", "size_so_far", body.n)
+			s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			s.conn.Conn.Write([]byte("500 5.5.2 Line too long: the message was not queued\r\n"))
+			s.conn.Close()
+			return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
+		case body.err != nil && !errors.Is(body.err, io.EOF):
+			// The client went away or stalled in the middle of its message.
+			s.log.Info("SMTP client ended or stalled in the middle of its message; nothing was queued", "err", body.err, "size_so_far", body.n)
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "The message did not arrive whole: nothing was queued"}
 		}
 		s.log.Error("could not queue the message; the client was told to retry later (452): check the spool's disk", "err", err)
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage: the message was not queued, try again later"}
@@ -439,15 +453,20 @@ func (s *smtpSession) Logout() error {
 	return nil
 }
 
-// countingReader counts what a client sent in DATA or BDAT.
+// countingReader counts what a client sent in DATA or BDAT, and keeps the
+// error that ended it: the client's fault, not the spool's.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -335,5 +337,59 @@ func TestSMTPSpoolFailureIs452(t *testing.T) {
 	temps, _ := filepath.Glob(filepath.Join(dir, "q", "tmp", "*"))
 	if files := append(append(msgs, metas...), temps...); len(files) != 0 {
 		t.Errorf("spool after the failure: %v", files)
+	}
+}
+
+// A line over the 1 MiB limit inside DATA is the client's fault: 500 5.5.2,
+// the connection closes, and nothing blames the spool's disk.
+func TestSMTPLineTooLong(t *testing.T) {
+	r := newSMTPRelay(t, smtpRelayOpts{})
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	read := func(prefix string) string {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", prefix, err)
+			}
+			if strings.HasPrefix(line, prefix+" ") {
+				return line
+			}
+		}
+	}
+	read("220")
+	send := func(s string) { fmt.Fprint(c, s) }
+	send("EHLO test\r\n")
+	read("250")
+	send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+testUser+"\x00"+testPassword)) + "\r\n")
+	read("235")
+	send("MAIL FROM:<" + smtpSender + ">\r\nRCPT TO:<x@example.net>\r\nDATA\r\n")
+	read("250")
+	read("250")
+	read("354")
+	go func() {
+		send("Subject: long\r\n\r\n" + strings.Repeat("x", 3<<19) + "\r\n.\r\n")
+	}()
+	if got := read("500"); !strings.Contains(got, "5.5.2") {
+		t.Errorf("reply %q, want 500 5.5.2", got)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, err := br.ReadString('\n'); err != nil {
+			break // closed
+		}
+	}
+	logs := r.logs.String()
+	if !strings.Contains(logs, "longer than 1 MiB") || strings.Contains(logs, "check the spool's disk") {
+		t.Errorf("log:\n%s", logs)
+	}
+	if n := len(r.q.List()); n != 0 {
+		t.Errorf("%d messages queued", n)
 	}
 }
