@@ -18,6 +18,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -280,6 +282,9 @@ func Parse(doc string) (*Config, error) {
 	var raw rawConfig
 	md, err := toml.Decode(doc, &raw)
 	if err != nil {
+		if e := typeError(err, doc); e != nil {
+			return nil, e
+		}
 		return nil, tomlError(err)
 	}
 	var errs []error
@@ -294,6 +299,48 @@ func Parse(doc string) (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	return cfg, nil
+}
+
+var typeErrRe = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): incompatible types: TOML value has type (\w+); destination has type (\w+)`)
+
+// typeError reports a value of the wrong type with its key, as every other
+// error is (account[2].send_as: ...), or returns nil.
+func typeError(err error, doc string) error {
+	m := typeErrRe.FindStringSubmatch(err.Error())
+	if m == nil {
+		return nil
+	}
+	line, _ := strconv.Atoi(m[1])
+	key := m[2]
+	if rest, ok := strings.CutPrefix(key, "account."); ok {
+		n := 0
+		for i, l := range strings.Split(doc, "\n") {
+			if i >= line {
+				break
+			}
+			if strings.TrimSpace(l) == "[[account]]" {
+				n++
+			}
+		}
+		key = fmt.Sprintf("account[%d].%s", n, rest)
+	}
+	return &Error{Key: key, Msg: fmt.Sprintf("line %d: %s where %s is expected", line, typeWord(m[3]), typeWord(m[4]))}
+}
+
+func typeWord(t string) string {
+	switch t {
+	case "slice", "array":
+		return "an array (e.g. [\"a\", \"b\"])"
+	case "string":
+		return "a string (in quotes)"
+	case "int", "int64", "integer", "float", "float64":
+		return "a number"
+	case "bool":
+		return "true or false"
+	case "map", "struct", "table":
+		return "a table"
+	}
+	return "a " + t
 }
 
 func tomlError(err error) error {

@@ -5,8 +5,11 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/relayd/relayd/provider"
 )
@@ -156,6 +159,7 @@ func (r *rawConfig) convert() (*Config, []error) {
 	}
 
 	r.convertHealth(cfg, bad)
+	checkDuplicateListen(cfg, bad)
 	if m := r.Metrics; m.Listen != nil {
 		cfg.Metrics.Listen = *m.Listen
 		cfg.Metrics.AllowRemote = m.AllowRemote != nil && *m.AllowRemote
@@ -236,9 +240,38 @@ func (r *rawConfig) convertHealth(cfg *Config, bad badFunc) {
 	}
 }
 
+// checkDuplicateListen refuses an address that two listeners would bind.
+func checkDuplicateListen(cfg *Config, bad badFunc) {
+	seen := map[string]string{}
+	use := func(key, addr string) {
+		if strings.HasSuffix(addr, ":0") {
+			return // a free port each
+		}
+		if prev, dup := seen[addr]; dup {
+			bad(key, "%q is already %s", addr, prev)
+			return
+		}
+		seen[addr] = key
+	}
+	for i, a := range cfg.IMAP.Listen {
+		use(fmt.Sprintf("imap.listen[%d]", i), a)
+	}
+	for i, a := range cfg.SMTP.Listen {
+		use(fmt.Sprintf("smtp.listen[%d]", i), a)
+	}
+	if cfg.Metrics.Listen != "" {
+		use("metrics.listen", cfg.Metrics.Listen)
+	}
+}
+
 func checkListen(key, addr string, bad badFunc) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
 		bad(key, "%q is not host:port", addr)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		bad(key, "%q: port %q is not a number from 1 to 65535", addr, port)
 		return
 	}
 	if err := CheckLoopback(addr); err != nil {
@@ -348,8 +381,8 @@ func checkLocalLogin(key string, a *Account, bad badFunc) {
 	}
 	if a.LocalPasswordHash == "" {
 		bad(key+".local_password_hash", "required: create one with 'relayd hash-password'")
-	} else if !strings.HasPrefix(a.LocalPasswordHash, "$2") {
-		bad(key+".local_password_hash", "not a bcrypt hash: create one with 'relayd hash-password'")
+	} else if _, err := bcrypt.Cost([]byte(a.LocalPasswordHash)); err != nil {
+		bad(key+".local_password_hash", "not a bcrypt hash (every login would fail): create one with 'relayd hash-password'")
 	}
 }
 
@@ -478,8 +511,13 @@ func checkServers(key string, a *Account, bad badFunc) {
 }
 
 func checkUpstream(key, proto, addr string, sec Security, bad badFunc) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
 		bad(key+"."+proto+"_server", "%q is not host:port", addr)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		bad(key+"."+proto+"_server", "%q: port %q is not a number from 1 to 65535", addr, port)
 		return
 	}
 	if sec == SecurityNone {
@@ -495,15 +533,28 @@ func checkUpstream(key, proto, addr string, sec Security, bad badFunc) {
 func (c *Config) CheckFiles() []error {
 	var errs []error
 	for i, a := range c.Accounts {
-		for _, f := range []struct{ key, path string }{
-			{"client_secret_file", a.ClientSecretFile}, {"password_file", a.PasswordFile}, {"ca_file", a.CAFile},
+		for _, f := range []struct {
+			key, path string
+			secret    bool
+		}{
+			{"client_secret_file", a.ClientSecretFile, true}, {"password_file", a.PasswordFile, true}, {"ca_file", a.CAFile, false},
+			{"client_certificate_file", a.ClientCertificateFile, true}, {"client_key_file", a.ClientKeyFile, true},
+			{"service_account_file", a.ServiceAccountFile, true},
 		} {
 			if f.path == "" {
 				continue
 			}
+			key := fmt.Sprintf("account[%d].%s", i+1, f.key)
 			if _, err := os.ReadFile(f.path); err != nil {
-				errs = append(errs, &Error{Key: fmt.Sprintf("account[%d].%s", i+1, f.key),
-					Msg: fmt.Sprintf("cannot read %s: %v", f.path, unwrapPathErr(err))})
+				errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", f.path, unwrapPathErr(err))})
+				continue
+			}
+			if f.secret {
+				if fi, err := os.Stat(f.path); err == nil && fi.Mode().Perm()&0o004 != 0 {
+					errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(
+						"%s holds a secret but everyone may read it (mode %04o): chmod o-r %s (root:relayd 0640 is the normal layout)",
+						f.path, fi.Mode().Perm(), f.path)})
+				}
 			}
 		}
 	}

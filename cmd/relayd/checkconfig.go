@@ -21,8 +21,17 @@ func runCheckConfig(args []string) error {
 		fmt.Fprintln(os.Stderr, err)
 		return exitError{1}
 	}
+	problems := 0
 	for _, err := range cfg.CheckFiles() {
-		fmt.Fprintf(os.Stderr, "warning: %v (relayd will not start until it can read it)\n", err)
+		fmt.Fprintf(os.Stderr, "%v (relayd serve refuses to start until this is fixed)\n", err)
+		problems++
+	}
+	if len(cfg.Accounts) == 0 {
+		fmt.Fprintf(os.Stderr, "%s: no [[account]]: relayd serve refuses to start without one\n", path)
+		problems++
+	}
+	if problems > 0 {
+		return exitError{1}
 	}
 	fmt.Printf("%s: ok, %d account(s)\n", path, len(cfg.Accounts))
 	return nil

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
@@ -64,5 +66,50 @@ func TestCommandLine(t *testing.T) {
 				t.Errorf("%s: %s %q does not match %s", name, s.what, s.got, s.want)
 			}
 		}
+	}
+}
+
+// check-config catches what serve would trip on, each named by its key;
+// serve refuses the same files.
+func TestCheckConfigCatches(t *testing.T) {
+	e := newEnv(t)
+	good, _ := os.ReadFile(e.cfg)
+	secret := filepath.Join(e.dir, "client.secret")
+	for _, tc := range []struct {
+		name, edit, want string
+	}{
+		{"placeholder hash", `local_password_hash = "$2a$10$..."`, `account[1].local_password_hash: not a bcrypt hash`},
+		{"port out of range", `listen = ["127.0.0.1:99999"]`, `imap.listen[0]: "127.0.0.1:99999": port "99999" is not a number`},
+		{"wrong type", `send_as = "x"`, `account[1].send_as: line`},
+		{"empty file", "", `no [[account]]`},
+		{"world-readable secret", "chmod", `chmod o-r ` + secret},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := string(good)
+			os.Chmod(secret, 0o600)
+			switch {
+			case tc.edit == "":
+				doc = ""
+			case tc.edit == "chmod":
+				os.Chmod(secret, 0o644)
+			case strings.HasPrefix(tc.edit, "listen"):
+				doc = regexp.MustCompile(`(?m)^listen = \[.*\]$`).ReplaceAllString(doc, tc.edit)
+			case strings.HasPrefix(tc.edit, "local_password_hash"):
+				doc = regexp.MustCompile(`(?m)^local_password_hash = .*$`).ReplaceAllLiteralString(doc, tc.edit)
+			default:
+				doc += tc.edit + "\n"
+			}
+			os.WriteFile(e.cfg, []byte(doc), 0o600)
+			defer os.WriteFile(e.cfg, good, 0o600)
+			defer os.Chmod(secret, 0o600)
+			out, code := e.run("check-config", e.cfg)
+			if code != 1 || !strings.Contains(out, tc.want) {
+				t.Errorf("check-config: exit %d\n%s\nwant %q", code, out, tc.want)
+			}
+			out, code = e.run("serve", "-c", e.cfg)
+			if code == 0 || !strings.Contains(out, tc.want) {
+				t.Errorf("serve: exit %d\n%s\nwant a refusal naming %q", code, out, tc.want)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -33,6 +34,12 @@ func runServe(args []string) error {
 	}
 	if *grace > 0 {
 		cfg.ShutdownGrace = *grace
+	}
+	if len(cfg.Accounts) == 0 {
+		return fmt.Errorf("%s has no [[account]]: add one (relayd check-config checks the file)", *cfgPath)
+	}
+	if errs := cfg.CheckFiles(); len(errs) > 0 {
+		return fmt.Errorf("%s: %w", *cfgPath, errors.Join(errs...))
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.LogLevel)
