@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,8 @@ func FuzzIMAPSession(f *testing.F) {
 		"a AUTHENTICATE LOGIN\r\naGVscGRlc2s=\r\n*\r\n",
 		"a LOGIN {8}\r\nhelpdesk {9+}\r\nlegacy-pw\r\n",
 		"a LOGIN {5000+}\r\n", "\r\n\r\n* * *\r\n", "a ID (\"name\" {3}\r\n",
+		"a ID (" + strings.Repeat(`"k" "v" `, 1200) + ")\r\nb NOOP\r\n", // over the line limit
+		"a ID " + strings.Repeat("x", 9000) + "\r\nb LOGOUT\r\n",
 	} {
 		f.Add([]byte(s))
 	}

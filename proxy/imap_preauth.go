@@ -15,7 +15,8 @@ import (
 // buffer much.
 const (
 	maxPreauthLine    = 8192
-	maxPreauthLiteral = 4096 // also the LITERAL- bound (RFC 7888)
+	maxPreauthID      = 1 << 20 // an ID command's parameters (RFC 2971), skipped as they stream
+	maxPreauthLiteral = 4096    // also the LITERAL- bound (RFC 7888)
 	maxPreauthArgs    = 8
 )
 
@@ -51,6 +52,9 @@ func (r *preauthReader) readLine() ([]byte, error) {
 	for {
 		chunk, err := r.br.ReadSlice('\n')
 		if len(line)+len(chunk) > maxPreauthLine {
+			if tag, ok := longID(append(line, chunk...)); ok {
+				return r.skipID(tag, err)
+			}
 			return nil, &protoError{msg: "line too long", fatal: true}
 		}
 		line = append(line, chunk...)
@@ -67,6 +71,37 @@ func (r *preauthReader) readLine() ([]byte, error) {
 	line = bytes.TrimSuffix(line, []byte("\n"))
 	line = bytes.TrimSuffix(line, []byte("\r"))
 	return line, nil
+}
+
+// longID reports whether an over-long line is an ID command (compliance
+// tools send long parameter lists), and returns its tag.
+func longID(prefix []byte) (string, bool) {
+	tag, rest, ok := bytes.Cut(prefix, []byte(" "))
+	if !ok || !validTag(tag) {
+		return "", false
+	}
+	name, _, ok := bytes.Cut(rest, []byte(" "))
+	return string(tag), ok && strings.EqualFold(string(name), "ID")
+}
+
+// skipID reads the rest of an over-long ID command without keeping it, as
+// Dovecot's imap-login parses ID argument by argument: relayd answers ID
+// with its own and does not forward the client's (RFC 2971 §3.3). It
+// returns the command as a line holding only its tag and name.
+func (r *preauthReader) skipID(tag string, err error) ([]byte, error) {
+	n := maxPreauthLine
+	for err == bufio.ErrBufferFull {
+		var chunk []byte
+		chunk, err = r.br.ReadSlice('\n')
+		n += len(chunk)
+		if n > maxPreauthID {
+			return nil, &protoError{tag: tag, msg: "ID parameters too long", fatal: true}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []byte(tag + " ID NIL"), nil
 }
 
 // readCommand reads one command, including any literals in it.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -143,3 +144,29 @@ func FuzzReadCommand(f *testing.F) {
 }
 
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// A pre-auth ID with a parameter list longer than the line limit (about
+// 31 KB, as compliance test tools send) is answered; other commands keep
+// the limit.
+func TestLongPreauthID(t *testing.T) {
+	var params strings.Builder
+	params.WriteString("a1 ID (")
+	for i := 0; params.Len() < 31<<10; i++ {
+		fmt.Fprintf(&params, `"key%d" "value %d with some padding to make it long" `, i, i)
+	}
+	params.WriteString(`"last" "x")` + "\r\n")
+	in := params.String() + "a2 NOOP\r\n" + "a3 LOGIN " + strings.Repeat("x", 9000) + "\r\n"
+	var cont bytes.Buffer
+	r := &preauthReader{br: bufio.NewReaderSize(strings.NewReader(in), 1024), cont: &cont}
+	cmd, err := r.readCommand()
+	if err != nil || cmd.tag != "a1" || cmd.name != "ID" {
+		t.Fatalf("long ID = %+v, %v", cmd, err)
+	}
+	if cmd, err := r.readCommand(); err != nil || cmd.name != "NOOP" {
+		t.Fatalf("after the long ID: %+v, %v (out of step)", cmd, err)
+	}
+	var pe *protoError
+	if _, err := r.readCommand(); !errors.As(err, &pe) || !pe.fatal {
+		t.Errorf("a long LOGIN = %v, want the line limit", err)
+	}
+}
