@@ -32,6 +32,9 @@ type Users struct {
 	// negative disables the cache.
 	CacheTTL time.Duration
 	Now      func() time.Time
+	// Guard, when set, refuses users with too many recent failures
+	// (CheckFrom); it may be shared by the Users of successive reloads.
+	Guard *Guard
 
 	byUser map[string]*config.Account
 	// dummy is a hash of the same cost as the accounts', checked for an
@@ -97,6 +100,20 @@ func dummyHash(cost int) []byte {
 	h, _ := bcrypt.GenerateFromPassword([]byte("relayd-dummy"), cost)
 	dummyByCost[cost] = h
 	return h
+}
+
+// CheckFrom is Check for a client at addr, through the Guard: a user with
+// too many recent failures gets ErrLockedOut without a password check.
+func (u *Users) CheckFrom(user, password, addr string) (*config.Account, error) {
+	if u.Guard == nil {
+		return u.Check(user, password)
+	}
+	if err := u.Guard.begin(user, addr); err != nil {
+		return nil, err
+	}
+	a, err := u.Check(user, password)
+	u.Guard.end(user, addr, err == nil)
+	return a, err
 }
 
 // Check returns the account whose local credentials match.

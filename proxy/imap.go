@@ -544,7 +544,13 @@ type upstreamLogin struct {
 
 func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	s := c.srv
-	cfgAcct, err := s.users().Check(user, pass)
+	cfgAcct, err := s.users().CheckFrom(user, pass, remoteIP(c.down))
+	if errors.Is(err, auth.ErrLockedOut) {
+		c.log.Debug("IMAP login refused: the user is locked out", "user", user)
+		s.loginOutcome("", "locked_out")
+		c.writeLine(tag + " NO [UNAVAILABLE] too many failed logins for this user; try again later")
+		return nil, false
+	}
 	if err != nil {
 		if s.opts.AuthFailureDelay > 0 {
 			time.Sleep(s.opts.AuthFailureDelay)
@@ -623,4 +629,13 @@ func (c *imapSession) accountName() string {
 		return *p
 	}
 	return ""
+}
+
+// remoteIP is the client's address without its port.
+func remoteIP(c net.Conn) string {
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
 }

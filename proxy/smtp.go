@@ -294,7 +294,12 @@ func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
 		if s.acct != nil {
 			return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
 		}
-		a, err := s.srv.users().Check(user, pass)
+		a, err := s.srv.users().CheckFrom(user, pass, remoteIP(s.conn))
+		if errors.Is(err, auth.ErrLockedOut) {
+			s.log.Debug("SMTP login refused: the user is locked out", "user", user)
+			s.srv.loginOutcome("", "locked_out")
+			return &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed logins for this user, try again later"}
+		}
 		if err != nil {
 			if d := s.srv.opts.AuthFailureDelay; d > 0 {
 				time.Sleep(d)

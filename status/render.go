@@ -14,6 +14,10 @@ import (
 // account with what to do where something is wrong.
 func Render(w io.Writer, st *Status, now time.Time) {
 	fmt.Fprintln(w, st.Banner)
+	for _, l := range st.LockedOut {
+		fmt.Fprintf(w, "local user %s is locked out after repeated failed logins until %s: find the client with the wrong password\n",
+			l.User, l.Until.Local().Format("15:04:05"))
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tGRANT ENDS\tIMAP\tQUEUED\tHELD\tFAILED")

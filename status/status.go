@@ -22,8 +22,11 @@ type Status struct {
 	Banner  string    `json:"banner"`
 	// Panics is how many internal errors relayd recovered from since it
 	// started (each account counts its own too).
-	Panics   int64     `json:"panics"`
-	Accounts []Account `json:"accounts"`
+	Panics int64 `json:"panics"`
+	// LockedOut are the local users refused for now after repeated failed
+	// logins.
+	LockedOut []auth.Locked `json:"locked_out,omitempty"`
+	Accounts  []Account     `json:"accounts"`
 }
 
 // Account is one account's status.

@@ -87,6 +87,7 @@ type Daemon struct {
 	ctx        context.Context    // of background work; set by Start
 	cancel     context.CancelFunc // stops background work
 	hookMu     sync.Mutex         // on_state_change runs one at a time
+	guard      *auth.Guard        // local logins\' brute-force defence, kept across reloads
 	statusDone chan struct{}      // closed when the status socket stopped
 	reloadMu   sync.Mutex         // one reload at a time
 }
@@ -157,7 +158,12 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		accounts[a.Name] = acct
 	}
 	d.accounts.Store(&accounts)
+	d.guard = &auth.Guard{OnLockout: func(user, addr string, until time.Time) {
+		d.log.Warn("local user locked out after repeated failed logins: relayd refuses it without checking passwords until the cooling-off ends; find the client with the wrong password",
+			"user", user, "remote", addr, "until", until.Format(time.RFC3339))
+	}}
 	users := auth.NewUsers(cfg.Accounts)
+	users.Guard = d.guard
 	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
 		Users:            users,
 		Accounts:         d.account,
@@ -493,7 +499,7 @@ func (d *Daemon) Alive(ctx context.Context) error {
 
 // Status implements status.Backend.
 func (d *Daemon) Status() *status.Status {
-	st := &status.Status{Version: Version, Started: d.started, Panics: health.Panics()}
+	st := &status.Status{Version: Version, Started: d.started, Panics: health.Panics(), LockedOut: d.guard.LockedOut()}
 	accounts := d.accountMap()
 	smtpSessions := d.smtp.SessionsByAccount()
 	for _, a := range d.config().Accounts {

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/queue"
@@ -115,5 +119,47 @@ func TestAlertRules(t *testing.T) {
 	out, err := exec.Command(promtool, "check", "rules", "../../packaging/prometheus/relayd.rules.yml").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "SUCCESS: 5 rules found") {
 		t.Errorf("promtool check rules: %v\n%s", err, out)
+	}
+}
+
+// Ten wrong passwords lock the user out: IMAP answers NO [UNAVAILABLE],
+// SMTP 454 4.7.0, status lists it, and the log says so once.
+func TestLockoutThroughTheListeners(t *testing.T) {
+	td := startDaemon(t)
+	login := func(pass string) string {
+		c, err := net.Dial("tcp", td.d.IMAPAddrs()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		br.ReadString('\n')
+		io.WriteString(c, "a LOGIN "+user+" "+pass+"\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(line, "a ") {
+				return line
+			}
+		}
+	}
+	for range 10 {
+		login("wrong")
+	}
+	if got := login(password); !strings.HasPrefix(got, "a NO [UNAVAILABLE] too many failed logins") {
+		t.Errorf("the right password while locked out: %q", got)
+	}
+	err := td.send("x@example.net", "x")
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 454 || se.EnhancedCode != (smtp.EnhancedCode{4, 7, 0}) {
+		t.Errorf("SMTP AUTH while locked out = %v, want 454 4.7.0", err)
+	}
+	if l := td.d.Status().LockedOut; len(l) != 1 || l[0].User != user {
+		t.Errorf("status locked out = %+v", l)
+	}
+	if n := strings.Count(td.logs.String(), "locked out after repeated failed logins"); n != 1 {
+		t.Errorf("the lockout was logged %d times", n)
 	}
 }

@@ -109,6 +109,7 @@ func (d *Daemon) reload() error {
 	d.cfg.Store(cfg)
 	d.accounts.Store(&accounts)
 	users := auth.NewUsers(cfg.Accounts)
+	users.Guard = d.guard
 	d.imap.SetUsers(users)
 	d.smtp.SetUsers(users)
 	for name, acct := range accounts {
