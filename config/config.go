@@ -39,6 +39,10 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is "text" (default) or "json".
 	LogFormat string
+	// AdminGroup's members may change things through the status socket
+	// (queue operations, grants, reload) besides root and relayd's own
+	// user; members of the socket's group may only read. Empty: none.
+	AdminGroup string
 	// ShutdownGrace is how long a shutdown lets sessions and deliveries in
 	// progress finish. Default 10s; keep it shorter than the unit's
 	// TimeoutStopSec.

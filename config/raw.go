@@ -19,6 +19,7 @@ type rawConfig struct {
 	StateDir      *string    `toml:"state_dir"`
 	StatusSocket  *string    `toml:"status_socket"`
 	ShutdownGrace *string    `toml:"shutdown_grace"`
+	AdminGroup    *string    `toml:"admin_group"`
 	Log           rawLog     `toml:"log"`
 	IMAP          rawIMAP    `toml:"imap"`
 	SMTP          rawSMTP    `toml:"smtp"`
@@ -143,6 +144,9 @@ func (r *rawConfig) convert() (*Config, []error) {
 		checkListen(fmt.Sprintf("smtp.listen[%d]", i), addr, bad)
 	}
 	duration(&cfg.ShutdownGrace, r.ShutdownGrace, "shutdown_grace", bad)
+	if r.AdminGroup != nil {
+		cfg.AdminGroup = *r.AdminGroup
+	}
 	duration(&cfg.IMAP.PreauthTimeout, r.IMAP.PreauthTimeout, "imap.preauth_timeout", bad)
 	duration(&cfg.IMAP.IdleTimeout, r.IMAP.IdleTimeout, "imap.idle_timeout", bad)
 	duration(&cfg.Queue.RetryMin, r.Queue.RetryMin, "queue.retry_min", bad)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -37,6 +38,10 @@ func NewClient(path string) *Client {
 // ErrNotRunning means nothing listens on the status socket.
 var ErrNotRunning = errors.New("relayd is not running")
 
+// ErrPermission means the caller may not use the status socket, or not
+// for this call.
+var ErrPermission = errors.New("permission denied")
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd *bytes.Reader
 	if body != nil {
@@ -56,6 +61,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "dial" {
+			if errors.Is(err, os.ErrPermission) {
+				return fmt.Errorf("%w: this user may not use the status socket %s: join group relayd, or run as root", ErrPermission, c.path)
+			}
 			return fmt.Errorf("%w (no daemon answers on %s)", ErrNotRunning, c.path)
 		}
 		return fmt.Errorf("status socket %s: %w", c.path, err)
@@ -64,6 +72,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if resp.StatusCode != http.StatusOK {
 		var e apiError
 		json.NewDecoder(resp.Body).Decode(&e)
+		if resp.StatusCode == http.StatusForbidden {
+			return fmt.Errorf("%w: %s", ErrPermission, strings.TrimPrefix(e.Error, "permission denied: "))
+		}
 		if resp.StatusCode == http.StatusNotFound && e.Error != "" {
 			return &NotFoundError{Msg: e.Error, unknownAccount: e.Code == codeUnknownAccount}
 		}

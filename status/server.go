@@ -35,30 +35,32 @@ type Backend interface {
 
 // Server serves the status API.
 type Server struct {
-	metrics *Metrics
-	backend Backend
-	log     *slog.Logger
-	srv     *http.Server
+	// adminGID is admin_group's id, or -1.
+	adminGID int
+	metrics  *Metrics
+	backend  Backend
+	log      *slog.Logger
+	srv      *http.Server
 }
 
 // NewServer returns a status server for b; m, when not nil, is served at
 // GET /metrics.
 func NewServer(b Backend, log *slog.Logger, m *Metrics) *Server {
-	s := &Server{backend: b, log: log, metrics: m}
+	s := &Server{backend: b, log: log, metrics: m, adminGID: -1}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
-	mux.HandleFunc("POST /v1/accounts/{name}/grant", s.handleGrant)
-	mux.HandleFunc("POST /v1/reload", s.handleReload)
+	mux.HandleFunc("POST /v1/accounts/{name}/grant", s.adminOnly("grant handed over", s.handleGrant))
+	mux.HandleFunc("POST /v1/reload", s.adminOnly("reload", s.handleReload))
 	if s.metrics != nil {
 		mux.Handle("GET /metrics", s.metrics.Handler())
 	}
 	mux.HandleFunc("GET /v1/queue", s.handleQueueList)
 	mux.HandleFunc("GET /v1/queue/{id}", s.handleQueueShow)
-	mux.HandleFunc("GET /v1/queue/{id}/message", s.handleQueueMessage)
-	mux.HandleFunc("POST /v1/queue/{op}", s.handleQueueOp)
-	mux.HandleFunc("POST /v1/queue/{id}/retry", s.handleQueueRetry)
-	mux.HandleFunc("DELETE /v1/queue/{id}", s.handleQueueDelete)
-	s.srv = &http.Server{Handler: s.recovering(mux), ReadHeaderTimeout: 10 * time.Second}
+	mux.HandleFunc("GET /v1/queue/{id}/message", s.adminOnly("queue show (message content)", s.handleQueueMessage))
+	mux.HandleFunc("POST /v1/queue/{op}", s.adminOnly("queue operation", s.handleQueueOp))
+	mux.HandleFunc("POST /v1/queue/{id}/retry", s.adminOnly("queue retry", s.handleQueueRetry))
+	mux.HandleFunc("DELETE /v1/queue/{id}", s.adminOnly("queue delete", s.handleQueueDelete))
+	s.srv = &http.Server{Handler: s.recovering(mux), ReadHeaderTimeout: 10 * time.Second, ConnContext: connContext}
 	return s
 }
 
@@ -74,6 +76,25 @@ func (s *Server) recovering(h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(w, r)
 	})
+}
+
+// SetAdminGroup names the group whose members may change things (besides
+// root and relayd's own user). Call it before Serve.
+func (s *Server) SetAdminGroup(name string) error {
+	if name == "" {
+		s.adminGID = -1
+		return nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return fmt.Errorf("admin_group %q: %w", name, err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return err
+	}
+	s.adminGID = gid
+	return nil
 }
 
 // Listen creates the Unix socket at path with mode 0660, replacing a stale
@@ -246,7 +267,10 @@ type apiError struct {
 
 // codeUnknownAccount marks an answer about an account the daemon does not
 // have.
-const codeUnknownAccount = "unknown_account"
+const (
+	codeUnknownAccount = "unknown_account"
+	codePermission     = "permission"
+)
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -9,7 +9,9 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // The command line behaves like a Unix tool: help on stdout with exit 0,
@@ -112,4 +114,56 @@ func TestCheckConfigCatches(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The status socket's roles: a user who cannot connect is told so (not
+// "not running"), exit 3; one who may read gets status but is refused a
+// queue change with exit 3; root's changes are logged with who made them.
+func TestStatusSocketRoles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as other users")
+	}
+	e := newEnv(t)
+	if out, code := e.run("authorize", "-c", e.cfg, "support", "--refresh-token-file", e.rtFile()); code != 0 {
+		t.Fatalf("authorize: %s", out)
+	}
+	os.Chmod(e.dir, 0o755)
+	os.Chmod(filepath.Dir(e.dir), 0o755)
+	d := e.serve()
+	// A copy nobody may run (the test binary's directory is root's).
+	bin := filepath.Join(e.dir, "relayd-for-nobody")
+	b, _ := os.ReadFile(relaydBin)
+	os.WriteFile(bin, b, 0o755)
+	asNobody := func(args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("running relayd as nobody: %v", err)
+		}
+		return string(out), 0
+	}
+	out, code := asNobody("status", "--socket", e.socket)
+	if code != 3 || !strings.Contains(out, "permission denied") || strings.Contains(out, "not running") {
+		t.Errorf("status without access: exit %d %q", code, out)
+	}
+	os.Chown(e.socket, 0, 65534) // as if nobody were in group relayd
+	out, code = asNobody("status", "--socket", e.socket)
+	if code != 0 || !strings.Contains(out, "all 1 mailbox ok") {
+		t.Errorf("status for a member of the socket's group: exit %d %q", code, out)
+	}
+	cfg := filepath.Join(e.dir, "nobody.toml")
+	conf, _ := os.ReadFile(e.cfg)
+	os.WriteFile(cfg, conf, 0o644)
+	out, code = asNobody("queue", "-c", cfg, "hold", "support")
+	if code != 3 || !strings.Contains(out, "permission denied: this needs root") {
+		t.Errorf("a queue change by a reader: exit %d %q", code, out)
+	}
+	if out, code := e.run("queue", "-c", e.cfg, "hold", "support"); code != 0 {
+		t.Fatalf("root's queue hold: exit %d %s", code, out)
+	}
+	d.waitLog(t, `msg="status socket: queue operation" uid=0`, 10*time.Second)
 }

@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/relayd/relayd/status"
 )
 
 type command struct {
@@ -103,6 +105,9 @@ func run(args []string) int {
 		return 0
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.Is(err, status.ErrPermission):
+		fmt.Fprintf(os.Stderr, "relayd %s: %v\n", c.name, err)
+		return 3
 	case errors.As(err, &ue):
 		if !strings.HasPrefix(ue.Error(), "flag provided but not defined") && !strings.Contains(ue.Error(), "invalid value") &&
 			!strings.Contains(ue.Error(), "flag needs an argument") {

@@ -193,6 +193,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		OnSessionEnd: func(account string, in, _ uint64) { d.metrics.Bytes("smtp", "in", in) },
 	})
 	d.status = status.NewServer(d, opts.Logger, d.metrics)
+	if err := d.status.SetAdminGroup(cfg.AdminGroup); err != nil {
+		return nil, err
+	}
 
 	if d.statusLn, err = status.Listen(cfg.StatusSocket); err != nil {
 		return nil, err
