@@ -92,6 +92,12 @@ type IMAP struct {
 	// this long (RFC 3501 §5.4 autologout timer: at least 30 minutes).
 	// Default 31m.
 	IdleTimeout time.Duration
+	// WriteTimeout closes a session whose client (or upstream) takes
+	// nothing written to it for this long. Default 5m.
+	WriteTimeout time.Duration
+	// MaxSessions and MaxSessionsPerAddress bound the open sessions, in
+	// all and from one client address; 0: no limit. Defaults 1000 and 0.
+	MaxSessions, MaxSessionsPerAddress int
 }
 
 // SMTP configures the downstream SMTP listeners.
@@ -101,6 +107,13 @@ type SMTP struct {
 	// MaxMessageSize is the largest message accepted, in bytes. Default
 	// 35 MiB (Exchange Online's limit).
 	MaxMessageSize int64
+	// Timeout bounds waiting for a client's next command or data, and
+	// for a client to take a reply (RFC 5321 §4.5.3.2.7: at least 5
+	// minutes). Default 5m.
+	Timeout time.Duration
+	// MaxSessions and MaxSessionsPerAddress: as for IMAP. Defaults 200
+	// and 0.
+	MaxSessions, MaxSessionsPerAddress int
 }
 
 // Queue configures the outbound queue.
@@ -206,6 +219,11 @@ type Account struct {
 	// from the provider: 3 for Microsoft (Exchange Online's limit), 5 for
 	// Gmail, 2 otherwise.
 	SMTPConnections int
+	// IMAPConnections caps the account's open IMAP sessions (each holds
+	// one upstream connection); more logins get NO [LIMIT]. Default from
+	// the provider: 15 for Gmail (documented), 20 for Microsoft
+	// (reported), else no limit (0).
+	IMAPConnections int
 	// SMTPRate caps messages per minute. Default from the provider: 30
 	// for Microsoft, else unlimited (0).
 	SMTPRate int
@@ -244,8 +262,11 @@ func Defaults() *Config {
 			Listen:         []string{"127.0.0.1:1143"},
 			PreauthTimeout: 60 * time.Second,
 			IdleTimeout:    31 * time.Minute,
+			WriteTimeout:   5 * time.Minute,
+			MaxSessions:    1000,
 		},
-		SMTP:   SMTP{Listen: []string{"127.0.0.1:1587"}, MaxMessageSize: 35 << 20},
+		SMTP: SMTP{Listen: []string{"127.0.0.1:1587"}, MaxMessageSize: 35 << 20,
+			Timeout: 5 * time.Minute, MaxSessions: 200},
 		Queue:  Queue{RetryMin: time.Minute, RetryMax: 30 * time.Minute, Lifetime: 120 * time.Hour},
 		Health: Health{RetryBudget: 8, RetryWindow: 12 * time.Minute, WarnDays: 10, HookTimeout: 30 * time.Second},
 	}

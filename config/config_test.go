@@ -50,7 +50,7 @@ func TestParseGood(t *testing.T) {
 		DeviceAuthURL: "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode",
 		IMAPServer:    "outlook.office365.com:993", SMTPServer: "smtp.office365.com:587",
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
-		SMTPConnections: 3, SMTPRate: 30, TokenAuthInParams: true,
+		SMTPConnections: 3, SMTPRate: 30, IMAPConnections: 20, TokenAuthInParams: true,
 		Issuer: "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
 		Flow:   "device", DeviceFlow: true, AuthParams: map[string]string{"prompt": "select_account"}, RedirectHost: "localhost",
 		IdleLifetime: 90 * 24 * time.Hour,
@@ -66,10 +66,13 @@ func TestParseGood(t *testing.T) {
 }
 
 func TestPresets(t *testing.T) {
-	for _, tc := range []struct{ provider, grant, imap, smtp, token, scope string }{
-		{"outlook", "", "outlook.office365.com:993", "smtp-mail.outlook.com:587", "https://login.microsoftonline.com/consumers/oauth2/v2.0/token", "offline_access"},
-		{"gmail", "", "imap.gmail.com:993", "smtp.gmail.com:465", "https://oauth2.googleapis.com/token", "https://mail.google.com/"},
-		{"office365", "client_credentials", "outlook.office365.com:993", "smtp.office365.com:587", "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token", "https://outlook.office365.com/.default"},
+	for _, tc := range []struct {
+		provider, grant, imap, smtp, token, scope string
+		imapConns                                 int
+	}{
+		{"outlook", "", "outlook.office365.com:993", "smtp-mail.outlook.com:587", "https://login.microsoftonline.com/consumers/oauth2/v2.0/token", "offline_access", 20},
+		{"gmail", "", "imap.gmail.com:993", "smtp.gmail.com:465", "https://oauth2.googleapis.com/token", "https://mail.google.com/", 15},
+		{"office365", "client_credentials", "outlook.office365.com:993", "smtp.office365.com:587", "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token", "https://outlook.office365.com/.default", 20},
 	} {
 		doc := `[[account]]
 name = "a"
@@ -96,6 +99,9 @@ local_password_hash = "` + hash + `"
 		}
 		if !strings.Contains(strings.Join(a.Scopes, " "), tc.scope) {
 			t.Errorf("%s: scopes %v lack %s", tc.provider, a.Scopes, tc.scope)
+		}
+		if a.IMAPConnections != tc.imapConns {
+			t.Errorf("%s: imap_connections %d, want %d", tc.provider, a.IMAPConnections, tc.imapConns)
 		}
 	}
 }
@@ -136,6 +142,12 @@ func TestParseErrors(t *testing.T) {
 		{"smtp listen", "[smtp]\nlisten = [\"1587\"]\n", `^smtp.listen\[0\]: "1587" is not host:port`},
 		{"duration", "[imap]\nidle_timeout = \"soon\"\n", `^imap.idle_timeout: "soon" is not a positive duration`},
 		{"log level", "[log]\nlevel = \"loud\"\n", `^log.level: unknown level "loud"`},
+		{"session limit", "[smtp]\nmax_sessions = -1\n", `^smtp.max_sessions: must not be negative`},
+		{"address limit", "[imap]\nmax_sessions_per_address = -5\n", `^imap.max_sessions_per_address: must not be negative`},
+		{"account limit", acct("imap_connections = -1\n"), `^account\[1\].imap_connections: must not be negative`},
+		{"limit type", "[imap]\nmax_sessions = \"many\"\n", `^imap.max_sessions: `},
+		{"smtp timeout", "[smtp]\ntimeout = \"0s\"\n", `^smtp.timeout: "0s" is not a positive duration`},
+		{"write timeout", "[imap]\nwrite_timeout = \"x\"\n", `^imap.write_timeout: `},
 		{"syntax", "state_dir = \n", `^line 1: `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

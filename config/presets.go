@@ -49,6 +49,9 @@ func applyPreset(p *provider.Provider, a *Account) {
 	if a.SMTPConnections == 0 {
 		a.SMTPConnections = p.SMTPConnections
 	}
+	if a.IMAPConnections == 0 {
+		a.IMAPConnections = p.IMAPConnections
+	}
 	if a.SMTPRate == 0 {
 		a.SMTPRate = p.SMTPRate
 	}

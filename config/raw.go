@@ -40,11 +40,17 @@ type rawIMAP struct {
 	Listen         []string `toml:"listen"`
 	PreauthTimeout *string  `toml:"preauth_timeout"`
 	IdleTimeout    *string  `toml:"idle_timeout"`
+	WriteTimeout   *string  `toml:"write_timeout"`
+	MaxSessions    *int     `toml:"max_sessions"`
+	MaxPerAddress  *int     `toml:"max_sessions_per_address"`
 }
 
 type rawSMTP struct {
 	Listen         []string `toml:"listen"`
 	MaxMessageSize *int64   `toml:"max_message_size"`
+	Timeout        *string  `toml:"timeout"`
+	MaxSessions    *int     `toml:"max_sessions"`
+	MaxPerAddress  *int     `toml:"max_sessions_per_address"`
 }
 
 type rawQueue struct {
@@ -95,6 +101,7 @@ type rawAccount struct {
 	PasswordFile      string   `toml:"password_file"`
 	SendAs            []string `toml:"send_as"`
 	SMTPConnections   int      `toml:"smtp_connections"`
+	IMAPConnections   int      `toml:"imap_connections"`
 	SMTPRate          int      `toml:"smtp_rate"`
 	TestingApp        bool     `toml:"testing_app"`
 	MaxGrantAge       string   `toml:"max_grant_age"`
@@ -149,6 +156,12 @@ func (r *rawConfig) convert() (*Config, []error) {
 	}
 	duration(&cfg.IMAP.PreauthTimeout, r.IMAP.PreauthTimeout, "imap.preauth_timeout", bad)
 	duration(&cfg.IMAP.IdleTimeout, r.IMAP.IdleTimeout, "imap.idle_timeout", bad)
+	duration(&cfg.IMAP.WriteTimeout, r.IMAP.WriteTimeout, "imap.write_timeout", bad)
+	duration(&cfg.SMTP.Timeout, r.SMTP.Timeout, "smtp.timeout", bad)
+	limit(&cfg.IMAP.MaxSessions, r.IMAP.MaxSessions, "imap.max_sessions", bad)
+	limit(&cfg.IMAP.MaxSessionsPerAddress, r.IMAP.MaxPerAddress, "imap.max_sessions_per_address", bad)
+	limit(&cfg.SMTP.MaxSessions, r.SMTP.MaxSessions, "smtp.max_sessions", bad)
+	limit(&cfg.SMTP.MaxSessionsPerAddress, r.SMTP.MaxPerAddress, "smtp.max_sessions_per_address", bad)
 	duration(&cfg.Queue.RetryMin, r.Queue.RetryMin, "queue.retry_min", bad)
 	duration(&cfg.Queue.RetryMax, r.Queue.RetryMax, "queue.retry_max", bad)
 	duration(&cfg.Queue.Lifetime, r.Queue.Lifetime, "queue.lifetime", bad)
@@ -295,6 +308,18 @@ func duration(dst *time.Duration, src *string, key string, bad badFunc) {
 	*dst = d
 }
 
+// limit sets a session limit; 0 means none.
+func limit(dst *int, src *int, key string, bad badFunc) {
+	if src == nil {
+		return
+	}
+	if *src < 0 {
+		bad(key, "must not be negative (0 means no limit)")
+		return
+	}
+	*dst = *src
+}
+
 // badFunc records an error about a key.
 type badFunc func(key, format string, args ...any)
 
@@ -330,6 +355,7 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 		PasswordFile:          r.PasswordFile,
 		SendAs:                r.SendAs,
 		SMTPConnections:       r.SMTPConnections,
+		IMAPConnections:       r.IMAPConnections,
 		SMTPRate:              r.SMTPRate,
 		TestingApp:            r.TestingApp,
 	}
@@ -399,6 +425,9 @@ func checkSending(key string, a *Account, bad badFunc) {
 	}
 	if a.SMTPConnections < 0 {
 		bad(key+".smtp_connections", "must not be negative")
+	}
+	if a.IMAPConnections < 0 {
+		bad(key+".imap_connections", "must not be negative (0 means the provider's limit)")
 	}
 	if a.SMTPRate < 0 {
 		bad(key+".smtp_rate", "must not be negative (0 means no limit)")

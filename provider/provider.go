@@ -90,6 +90,9 @@ type Provider struct {
 	// SMTPConnections is the most concurrent SMTP connections per mailbox;
 	// SMTPRate the most messages per minute (0: no limit).
 	SMTPConnections, SMTPRate int
+	// IMAPConnections is the most concurrent IMAP connections per mailbox
+	// the provider takes (0: unknown, no limit).
+	IMAPConnections int
 }
 
 // AllowsGrant reports whether the provider allows grant g.
@@ -132,8 +135,10 @@ var Known = map[string]*Provider{
 		IMAPServer:         "outlook.office365.com:993", IMAPSecurity: SecurityTLS,
 		SMTPServer: "smtp.office365.com:587", SMTPSecurity: SecuritySTARTTLS,
 		// Exchange Online: 3 concurrent SMTP connections per mailbox
-		// (more get 432 4.3.2), 30 messages a minute.
-		SMTPConnections: 3, SMTPRate: 30,
+		// (more get 432 4.3.2), 30 messages a minute. 20 IMAP
+		// connections per mailbox is the commonly reported limit, not in
+		// current documentation.
+		SMTPConnections: 3, SMTPRate: 30, IMAPConnections: 20,
 	},
 	"outlook": {
 		Name: "outlook", OAuth: true,
@@ -151,7 +156,8 @@ var Known = map[string]*Provider{
 		Grants:       []string{GrantRefreshToken},
 		IMAPServer:   "outlook.office365.com:993", IMAPSecurity: SecurityTLS,
 		SMTPServer: "smtp-mail.outlook.com:587", SMTPSecurity: SecuritySTARTTLS,
-		SMTPConnections: 3, SMTPRate: 30,
+		// 20 IMAP connections: reported, as for office365.
+		SMTPConnections: 3, SMTPRate: 30, IMAPConnections: 20,
 	},
 	"gmail": {
 		Name: "gmail", OAuth: true,
@@ -174,7 +180,7 @@ var Known = map[string]*Provider{
 		SMTPServer: "smtp.gmail.com:465", SMTPSecurity: SecurityTLS,
 		// Gmail documents 15 IMAP connections per account; 5 SMTP
 		// connections stay well inside its limits (relayd's choice).
-		SMTPConnections: 5,
+		SMTPConnections: 5, IMAPConnections: 15,
 	},
 	"password": {
 		Name: "password", IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,

@@ -16,5 +16,20 @@ type Account struct {
 // NewAccount wraps an account's credentials for the proxy.
 func NewAccount(a *auth.Account) *Account { return &Account{Account: a} }
 
-// IMAPSessions is the number of open IMAP sessions of the account.
+// IMAPSessions is the number of open IMAP sessions of the account,
+// counting those logging in upstream.
 func (a *Account) IMAPSessions() int64 { return a.imapSessions.Load() }
+
+// reserveIMAP counts a new IMAP session, unless the account already has
+// as many as its imap_connections allows.
+func (a *Account) reserveIMAP() bool {
+	n := a.imapSessions.Add(1)
+	if max := a.Config.IMAPConnections; max > 0 && n > int64(max) {
+		a.imapSessions.Add(-1)
+		return false
+	}
+	return true
+}
+
+// releaseIMAP uncounts a session reserveIMAP counted.
+func (a *Account) releaseIMAP() { a.imapSessions.Add(-1) }

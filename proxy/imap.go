@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,15 @@ type IMAPOptions struct {
 	// AuthFailureDelay is waited before answering a failed local login, as
 	// Dovecot's auth_failure_delay. Default 2s; negative disables.
 	AuthFailureDelay time.Duration
+	// WriteTimeout ends a session whose client (or upstream) takes
+	// nothing written to it for this long, so a stalled peer cannot pin
+	// the session. Default 5 minutes.
+	WriteTimeout time.Duration
+	// Limits bound the open sessions; SetLimits changes them.
+	Limits Limits
+	// OnRefuse, when set, is told of each connection or login a limit
+	// refused ("sessions", "per_address" or "per_account").
+	OnRefuse func(protocol, limit string)
 	// Failpoint, when set, is called at "imap-session" as each session
 	// starts, for fault tests.
 	Failpoint func(string)
@@ -74,7 +84,12 @@ type IMAPServer struct {
 	Panics atomic.Int64
 
 	usersNow atomic.Pointer[auth.Users] // set by SetUsers
+	count    *sessionCount
 }
+
+// SetLimits changes the session limits (a reload); open sessions are not
+// ended, new ones are counted against the new limits.
+func (s *IMAPServer) SetLimits(l Limits) { s.count.limits.Store(&l) }
 
 // NewIMAPServer returns a server; call Serve to accept connections.
 func NewIMAPServer(opts IMAPOptions) *IMAPServer {
@@ -97,8 +112,12 @@ func NewIMAPServer(opts IMAPOptions) *IMAPServer {
 	if opts.AuthFailureDelay == 0 {
 		opts.AuthFailureDelay = 2 * time.Second
 	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 5 * time.Minute
+	}
 	return &IMAPServer{
 		opts: opts, log: opts.Logger,
+		count:     newSessionCount("IMAP", opts.Logger, opts.Limits, opts.OnRefuse),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*imapSession]struct{}{},
 	}
@@ -140,13 +159,19 @@ func (s *IMAPServer) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
+		addr := addrOf(c)
+		if s.count.admit(addr) != "" {
+			go refuse(c, "* BYE [UNAVAILABLE] too many connections; try again later\r\n")
+			continue
+		}
 		sess := &imapSession{
-			srv: s, down: c, id: s.nextID.Add(1),
+			srv: s, down: c, id: s.nextID.Add(1), addr: addr,
 		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
+			s.count.release(addr)
 			return ErrServerClosed
 		}
 		s.sessions[sess] = struct{}{}
@@ -250,6 +275,7 @@ func (s *IMAPServer) Shutdown(ctx context.Context) error {
 type imapSession struct {
 	srv  *IMAPServer
 	down net.Conn
+	addr netip.Addr // the client's, as counted against the limits
 	id   uint64
 	log  *slog.Logger
 
@@ -345,6 +371,7 @@ func (c *imapSession) serve() {
 			s.Panics.Add(1)
 			health.Recovered(c.log, c.health, "serving an IMAP session", v)
 		}
+		s.count.release(c.addr) // first: the session is over for OnSessionEnd
 		c.end()
 		c.close()
 		s.mu.Lock()
@@ -568,11 +595,34 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 		c.writeLine(fmt.Sprintf("%s NO [NOPERM] mailbox %q is configured for outgoing mail only", tag, cfgAcct.Name))
 		return nil, false
 	}
+	if !acct.reserveIMAP() {
+		log.Warn("IMAP login refused: the account has as many sessions open as its provider takes; raise imap_connections only if the provider allows more, or find the client that opens so many",
+			"imap_connections", acct.Config.IMAPConnections)
+		s.loginOutcome(cfgAcct.Name, "limited")
+		if s.opts.OnRefuse != nil {
+			s.opts.OnRefuse("IMAP", LimitPerAccount)
+		}
+		c.writeLine(tag + " NO [LIMIT] too many sessions open for this mailbox; close one or try again later")
+		return nil, false
+	}
+	// The place is given back on each way out below, before the client
+	// hears of it; this covers a panic, which serve recovers.
+	handedOff := false
+	defer func() {
+		if v := recover(); v != nil {
+			if !handedOff {
+				acct.releaseIMAP()
+			}
+			panic(v)
+		}
+	}()
 	c.down.SetDeadline(time.Time{})
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UpstreamTimeout)
 	defer cancel()
 	up, text, caps, err := s.loginUpstream(ctx, acct)
 	if err != nil {
+		handedOff = true
+		acct.releaseIMAP() // before the reply: the client may try again at once
 		reply := c.failure(log, acct, err)
 		s.loginOutcome(cfgAcct.Name, "upstream_failed")
 		c.writeLine(tag + " " + reply)
@@ -589,7 +639,9 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	c.established = true
 	_, err = io.WriteString(c.down, fmt.Sprintf("%s OK [CAPABILITY %s] %s\r\n", tag, strings.Join(caps, " "), text))
 	c.writeMu.Unlock()
+	handedOff = true // to splice, or released here
 	if err != nil {
+		acct.releaseIMAP()
 		up.conn.Close()
 		return nil, true
 	}
@@ -617,7 +669,7 @@ func (c *imapSession) failure(log *slog.Logger, a *Account, err error) string {
 	}
 	if errors.As(err, &ue) {
 		log.Warn("IMAP login failed: upstream unavailable", "upstream", ue.host, "err", ue.err)
-		return fmt.Sprintf("NO [UNAVAILABLE] upstream %s unreachable, try again", ue.host)
+		return "NO [UNAVAILABLE] the mail server is unreachable; try again later"
 	}
 	log.Error("IMAP login failed", "err", err)
 	return "NO [UNAVAILABLE] internal error, try again"

@@ -44,6 +44,10 @@ type relayOpts struct {
 	// password makes the account provider "password" with this upstream
 	// password.
 	password string
+	// limits, imapConnections and writeTimeout set the limits.
+	limits          Limits
+	imapConnections int
+	writeTimeout    time.Duration
 }
 
 type testRelay struct {
@@ -54,6 +58,9 @@ type testRelay struct {
 	addr string
 	acct *Account
 	logs *testkit.SyncBuffer
+	// ended receives the account ("" before login) of each session that
+	// ended.
+	ended chan string
 }
 
 var testHash = func() string {
@@ -94,6 +101,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		Direction: "incoming", LocalUser: testUser, LocalPasswordHash: testHash, IMAPServer: upAddr, Security: "none",
 	}.Parsed(t)
 	cfg.Direction = config.DirBoth // the IMAP tests also check SMTP is refused nowhere
+	cfg.IMAPConnections = o.imapConnections
 	if o.tls {
 		cfg.IMAPSecurity = config.SecurityTLS
 		cfg.CAFile = filepath.Join(dir, "ca.pem")
@@ -103,6 +111,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		cfg.IMAPSecurity = o.security
 	}
 	logs := &testkit.SyncBuffer{}
+	ended := make(chan string, 1000)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store := &auth.Store{Dir: dir}
 	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", testMailbox), GrantedAt: time.Now()})
@@ -130,6 +139,9 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		AuthFailureDelay: -1,
 		IdleTimeout:      o.idleTimeout,
 		PreauthTimeout:   o.preauthTimeout,
+		WriteTimeout:     o.writeTimeout,
+		Limits:           o.limits,
+		OnSessionEnd:     func(account string, _, _ uint64) { ended <- account },
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -149,7 +161,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 			t.Logf("relayd log:\n%s", logs.String())
 		}
 	})
-	return &testRelay{t: t, idp: idp, up: up, srv: srv, addr: ln.Addr().String(), acct: acct, logs: logs}
+	return &testRelay{t: t, idp: idp, up: up, srv: srv, addr: ln.Addr().String(), acct: acct, logs: logs, ended: ended}
 }
 
 // dial returns an imapclient connected to relayd.
@@ -399,7 +411,9 @@ func TestUpstreamDown(t *testing.T) {
 	r.up.Close()
 	rw := r.raw()
 	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
-	want := "a NO [UNAVAILABLE] upstream 127.0.0.1 unreachable, try again"
+	// The client is told to come back; the upstream's address is a
+	// configuration detail for the log, not for the client.
+	want := "a NO [UNAVAILABLE] the mail server is unreachable; try again later"
 	if got := rw.line(); got != want {
 		t.Errorf("reply = %q, want %q", got, want)
 	}

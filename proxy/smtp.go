@@ -42,6 +42,10 @@ type SMTPOptions struct {
 	// Timeout bounds reading a command or a chunk of data. Default 5
 	// minutes (RFC 5321 §4.5.3.2).
 	Timeout time.Duration
+	// Limits bound the open sessions; SetLimits changes them. OnRefuse:
+	// as IMAPOptions.
+	Limits   Limits
+	OnRefuse func(protocol, limit string)
 	// AuthFailureDelay: as IMAPOptions. Default 2s; negative disables.
 	AuthFailureDelay time.Duration
 	// Now is the clock of the Received: header. Default time.Now.
@@ -74,6 +78,7 @@ type SMTPServer struct {
 	closed  bool
 
 	sessions sessions
+	count    *sessionCount
 	usersNow atomic.Pointer[auth.Users] // set by SetUsers
 }
 
@@ -100,8 +105,13 @@ func NewSMTPServer(opts SMTPOptions) *SMTPServer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &SMTPServer{opts: opts, log: opts.Logger}
+	return &SMTPServer{opts: opts, log: opts.Logger,
+		count: newSessionCount("SMTP", opts.Logger, opts.Limits, opts.OnRefuse)}
 }
+
+// SetLimits changes the session limits (a reload); open sessions are not
+// ended, new ones are counted against the new limits.
+func (s *SMTPServer) SetLimits(l Limits) { s.count.limits.Store(&l) }
 
 // Serve accepts submissions on ln until Close or Shutdown.
 func (s *SMTPServer) Serve(ln net.Listener) error {
@@ -128,7 +138,8 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	}
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
-	err := srv.Serve(shutdownListener{ln})
+	err := srv.Serve(shutdownListener{&limitListener{Listener: ln, count: s.count,
+		refusal: "421 4.7.0 " + s.opts.Hostname + " too many connections; try again later\r\n"}})
 	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return ErrServerClosed
 	}

@@ -29,8 +29,16 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	c.closeMu.Lock()
 	c.up = up.conn
 	c.closeMu.Unlock()
-	l.acct.imapSessions.Add(1)
-	defer l.acct.imapSessions.Add(-1)
+	// The account's place is given back before the session's end is
+	// told (c.end), so that whoever hears of the end may log in again.
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			l.acct.releaseIMAP()
+		}
+	}
+	defer release()
 	up.conn.SetDeadline(time.Time{})
 	c.down.SetDeadline(time.Time{})
 
@@ -42,8 +50,9 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	}
 	up.br = nil // the pre-auth buffers are not needed any more
 
+	wt := c.srv.opts.WriteTimeout
 	done := make(chan struct{})
-	var upEnded atomic.Bool
+	var upEnded, downStalled atomic.Bool
 	go func() {
 		defer close(done)
 		defer func() {
@@ -57,15 +66,24 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 			upEnded.Store(true)
 			c.down.SetReadDeadline(time.Now())
 		}()
-		copyBulk(c.down, up.conn)
+		if errors.Is(copyBulk(c.down, up.conn, wt), errStalled) {
+			downStalled.Store(true)
+		}
 	}()
-	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout)
+	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout, wt)
 	switch {
+	case downStalled.Load():
+		c.outcome = "client stopped reading"
+		c.log.Warn("IMAP session closed: the client took nothing relayd wrote for "+wt.String(), "write_timeout", wt)
+	case errors.Is(err, errStalled):
+		c.outcome = "upstream stopped reading"
+		c.log.Warn("IMAP session closed: the upstream server took nothing relayd wrote for "+wt.String(), "write_timeout", wt)
 	case upEnded.Load():
 		c.outcome = "upstream closed"
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.outcome = "idle timeout"
 	}
+	release()
 	c.end()
 	c.close()
 	<-done
@@ -81,16 +99,36 @@ func flush(dst io.Writer, br *bufio.Reader) error {
 	return err
 }
 
+// errStalled ends a copy whose destination took nothing written to it
+// for the write timeout: a stalled peer must not pin a session forever.
+var errStalled = errors.New("the peer took nothing written to it for the write timeout")
+
+// writeWithin writes b to dst, failing with errStalled when dst takes
+// nothing for wt.
+func writeWithin(dst net.Conn, b []byte, wt time.Duration) error {
+	dst.SetWriteDeadline(time.Now().Add(wt))
+	_, err := dst.Write(b)
+	return stalled(err)
+}
+
+// stalled turns a write deadline's error into errStalled.
+func stalled(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errStalled
+	}
+	return err
+}
+
 // copyBulk copies upstream to downstream: the direction of FETCH data.
 // Between two TCP sockets it splices (spliceTCP), with no user-space
-// buffer.
-func copyBulk(dst, src net.Conn) error {
+// buffer. A write that makes no progress for wt ends it with errStalled.
+func copyBulk(dst, src net.Conn, wt time.Duration) error {
 	if s, ok := src.(*net.TCPConn); ok {
 		if d, ok := dst.(*net.TCPConn); ok {
-			return spliceTCP(d, s)
+			return spliceTCP(d, s, wt)
 		}
 	}
-	return copyCoalesce(dst, src)
+	return copyCoalesce(dst, src, wt)
 }
 
 // coalescePool holds the buffers copyCoalesce gathers records in.
@@ -103,7 +141,7 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, 256<<10); retur
 // blocking (a read deadline in the past; crypto/tls keeps its state on a
 // timeout), and writes it at once. Only the small buffer is held while the
 // session waits.
-func copyCoalesce(dst, src net.Conn) error {
+func copyCoalesce(dst, src net.Conn, wt time.Duration) error {
 	var first [2048]byte
 	for {
 		n, err := src.Read(first[:])
@@ -125,7 +163,7 @@ func copyCoalesce(dst, src net.Conn) error {
 				}
 				src.SetReadDeadline(time.Time{})
 			}
-			_, werr := dst.Write(buf[:k])
+			werr := writeWithin(dst, buf[:k], wt)
 			coalescePool.Put(bp)
 			if werr != nil {
 				return werr
@@ -142,9 +180,10 @@ func copyCoalesce(dst, src net.Conn) error {
 var longAgo = time.Unix(1, 0)
 
 // copyIdle copies downstream to upstream, ending with
-// os.ErrDeadlineExceeded when the client sends nothing for idle. On a TCP
-// socket it waits for readability before taking a buffer from the pool.
-func copyIdle(dst, src net.Conn, idle time.Duration) error {
+// os.ErrDeadlineExceeded when the client sends nothing for idle, and with
+// errStalled when the upstream takes nothing for wt. On a TCP socket it
+// waits for readability before taking a buffer from the pool.
+func copyIdle(dst, src net.Conn, idle, wt time.Duration) error {
 	var rc syscall.RawConn
 	if tc, ok := src.(*net.TCPConn); ok {
 		rc, _ = tc.SyscallConn()
@@ -159,7 +198,7 @@ func copyIdle(dst, src net.Conn, idle time.Duration) error {
 		bp := bufPool.Get().(*[]byte)
 		n, err := src.Read(*bp)
 		if n > 0 {
-			if _, werr := dst.Write((*bp)[:n]); werr != nil {
+			if werr := writeWithin(dst, (*bp)[:n], wt); werr != nil {
 				bufPool.Put(bp)
 				return werr
 			}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/internal/testkit"
@@ -91,7 +92,7 @@ func pipeline(b *testing.B, useTLS, relay bool) (up io.Writer, down io.Reader) {
 		if err != nil {
 			return
 		}
-		copyBulk(c, upClient)
+		copyBulk(c, upClient, time.Minute)
 		c.Close()
 	}()
 	down, err = net.Dial("tcp", ln2.Addr().String())

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,7 +77,7 @@ func (p *splicePipe) close() {
 // pass from one socket to the other inside the kernel. While src has
 // nothing to read it holds no pipe and no buffer. It returns nil at src's
 // end.
-func spliceTCP(dst, src *net.TCPConn) error {
+func spliceTCP(dst, src *net.TCPConn, wt time.Duration) error {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return err
@@ -93,12 +94,12 @@ func spliceTCP(dst, src *net.TCPConn) error {
 		if p == nil {
 			// No pipe (file descriptors exhausted): fall back to a
 			// buffered copy of what is there.
-			if eof, err := copyAvailable(dst, src); eof || err != nil {
+			if eof, err := copyAvailable(dst, src, wt); eof || err != nil {
 				return err
 			}
 			continue
 		}
-		eof, err := spliceAvailable(dstRC, srcRC, p)
+		eof, err := spliceAvailable(dst, dstRC, srcRC, p, wt)
 		if err != nil {
 			// The pipe may still hold bytes; it cannot be reused.
 			p.close()
@@ -114,7 +115,7 @@ func spliceTCP(dst, src *net.TCPConn) error {
 // spliceAvailable moves what src has to dst through p, until src has
 // nothing more to read for now (eof false) or has ended (eof true). p is
 // empty when it returns without an error.
-func spliceAvailable(dstRC, srcRC syscall.RawConn, p *splicePipe) (eof bool, err error) {
+func spliceAvailable(dst net.Conn, dstRC, srcRC syscall.RawConn, p *splicePipe, wt time.Duration) (eof bool, err error) {
 	for {
 		var n int64
 		var serr error
@@ -135,13 +136,14 @@ func spliceAvailable(dstRC, srcRC syscall.RawConn, p *splicePipe) (eof bool, err
 		for n > 0 {
 			var m int64
 			var werr error
+			dst.SetWriteDeadline(time.Now().Add(wt))
 			if err := dstRC.Write(func(fd uintptr) bool {
 				m, werr = unix.Splice(p.r, nil, int(fd), nil, int(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 				// EAGAIN: the socket's buffer is full; wait until it
 				// can take more.
 				return werr != unix.EAGAIN && werr != unix.EINTR
 			}); err != nil {
-				return false, err
+				return false, stalled(err)
 			}
 			if werr != nil {
 				return false, werr
@@ -156,12 +158,12 @@ func spliceAvailable(dstRC, srcRC syscall.RawConn, p *splicePipe) (eof bool, err
 
 // copyAvailable copies what src has to dst with a pooled buffer, for when
 // no pipe can be had.
-func copyAvailable(dst, src *net.TCPConn) (eof bool, err error) {
+func copyAvailable(dst, src *net.TCPConn, wt time.Duration) (eof bool, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	n, err := src.Read(*bp)
 	if n > 0 {
-		if _, werr := dst.Write((*bp)[:n]); werr != nil {
+		if werr := writeWithin(dst, (*bp)[:n], wt); werr != nil {
 			return false, werr
 		}
 	}

@@ -3,13 +3,12 @@
 package proxy
 
 import (
-	"io"
 	"net"
+	"time"
 )
 
-// spliceTCP copies src to dst until src ends. Only Linux has splice(2);
-// elsewhere io.Copy does what the platform offers.
-func spliceTCP(dst, src *net.TCPConn) error {
-	_, err := io.Copy(dst, src)
-	return err
+// spliceTCP copies src to dst until src ends, or dst takes nothing for
+// wt. Only Linux has splice(2); elsewhere a buffered copy does.
+func spliceTCP(dst, src *net.TCPConn, wt time.Duration) error {
+	return copyCoalesce(dst, src, wt)
 }

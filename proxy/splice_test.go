@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -50,7 +52,7 @@ func newSplicedSession(t *testing.T) *splicedSession {
 	upServer, upClient := tcpPair(t)
 	downRelay, downClient := tcpPair(t)
 	s := &splicedSession{upServer: upServer, downClient: downClient, done: make(chan error, 1)}
-	go func() { s.done <- spliceTCP(downRelay, upClient) }()
+	go func() { s.done <- spliceTCP(downRelay, upClient, time.Minute) }()
 	return s
 }
 
@@ -146,4 +148,33 @@ func TestSpliceEndsWhenDownstreamIsGone(t *testing.T) {
 		t.Error("spliceTCP after the downstream closed = nil, want an error")
 	}
 	s.upServer.Close()
+}
+
+// A client that stops reading while the upstream sends (a big FETCH) must
+// not pin the session: the copy ends after the write timeout, whichever
+// copy loop moves the bytes.
+func TestCopyEndsWhenClientStopsReading(t *testing.T) {
+	for name, copyFn := range map[string]func(dst, src *net.TCPConn, wt time.Duration) error{
+		"splice":   spliceTCP,
+		"coalesce": func(dst, src *net.TCPConn, wt time.Duration) error { return copyCoalesce(dst, src, wt) },
+		"idle": func(dst, src *net.TCPConn, wt time.Duration) error {
+			return copyIdle(dst, src, time.Hour, wt)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			upServer, upClient := tcpPair(t)
+			downRelay, _ := tcpPair(t) // its client end never reads
+			done := make(chan error, 1)
+			go func() { done <- copyFn(downRelay, upClient, 200*time.Millisecond) }()
+			go upServer.Write(make([]byte, 256<<20))
+			select {
+			case err := <-done:
+				if !errors.Is(err, errStalled) {
+					t.Errorf("copy ended with %v, want errStalled", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the copy still blocks on a client that reads nothing")
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package status
 import (
 	"net/http"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,7 @@ type Metrics struct {
 	upFail   *prometheus.CounterVec
 	deliver  *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
+	refused  *prometheus.CounterVec
 	commit   string
 	scrapeAt func() time.Time
 }
@@ -33,7 +35,7 @@ type Metrics struct {
 func NewMetrics(b Backend, version, commit string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry(), backend: b, commit: commit, scrapeAt: time.Now}
 	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_logins_total",
-		Help: "Downstream logins by protocol, account and outcome (ok, bad_credentials, refused, upstream_failed)."},
+		Help: "Downstream logins by protocol, account and outcome (ok, bad_credentials, locked_out, limited, refused, upstream_failed)."},
 		[]string{"protocol", "account", "outcome"})
 	m.upAuth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_upstream_auth_total",
 		Help: "Successful upstream authentications and token refreshes, by account and source (token, imap, smtp)."},
@@ -47,10 +49,13 @@ func NewMetrics(b Backend, version, commit string) *Metrics {
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_relayed_bytes_total",
 		Help: "Bytes relayed between downstream clients and relayd, by protocol and direction (in: from clients)."},
 		[]string{"protocol", "direction"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_sessions_refused_total",
+		Help: "Downstream connections and logins refused by a session limit, by protocol and limit (sessions, per_address, per_account)."},
+		[]string{"protocol", "limit"})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "relayd_build_info",
 		Help: "relayd's version, commit and Go version; always 1."}, []string{"version", "commit", "goversion"})
 	build.WithLabelValues(version, commit, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.logins, m.upAuth, m.upFail, m.deliver, m.bytes, build, m, prometheus.NewGoCollector())
+	m.reg.MustRegister(m.logins, m.upAuth, m.upFail, m.deliver, m.bytes, m.refused, build, m, prometheus.NewGoCollector())
 	return m
 }
 
@@ -78,6 +83,13 @@ func (m *Metrics) UpstreamAuth(account string, src health.Source, reason health.
 func (m *Metrics) Delivery(account, outcome string) {
 	if m != nil {
 		m.deliver.WithLabelValues(account, outcome).Inc()
+	}
+}
+
+// Refused counts a connection or login a session limit refused.
+func (m *Metrics) Refused(protocol, limit string) {
+	if m != nil {
+		m.refused.WithLabelValues(strings.ToLower(protocol), limit).Inc()
 	}
 }
 

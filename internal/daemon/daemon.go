@@ -171,6 +171,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Dialer:           opts.Dialer,
 		PreauthTimeout:   cfg.IMAP.PreauthTimeout,
 		IdleTimeout:      cfg.IMAP.IdleTimeout,
+		WriteTimeout:     cfg.IMAP.WriteTimeout,
+		Limits:           imapLimits(cfg),
+		OnRefuse:         d.metrics.Refused,
 		AuthFailureDelay: opts.AuthFailureDelay,
 		Failpoint:        opts.Failpoint,
 		OnLogin:          func(account, outcome string) { d.metrics.Login("imap", account, outcome) },
@@ -182,6 +185,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	d.smtp = proxy.NewSMTPServer(proxy.SMTPOptions{
 		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
 		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
+		Timeout: cfg.SMTP.Timeout, Limits: smtpLimits(cfg), OnRefuse: d.metrics.Refused,
 		Health: func(name string) *health.Account {
 			if a := d.account(name); a != nil {
 				return a.Health
@@ -542,4 +546,13 @@ func (d *Daemon) InstallGrant(name string, g *auth.Grant) error {
 		return err
 	}
 	return nil
+}
+
+// imapLimits and smtpLimits are the session limits cfg sets.
+func imapLimits(cfg *config.Config) proxy.Limits {
+	return proxy.Limits{Sessions: cfg.IMAP.MaxSessions, PerAddress: cfg.IMAP.MaxSessionsPerAddress}
+}
+
+func smtpLimits(cfg *config.Config) proxy.Limits {
+	return proxy.Limits{Sessions: cfg.SMTP.MaxSessions, PerAddress: cfg.SMTP.MaxSessionsPerAddress}
 }

@@ -112,6 +112,8 @@ func (d *Daemon) reload() error {
 	users.Guard = d.guard
 	d.imap.SetUsers(users)
 	d.smtp.SetUsers(users)
+	d.imap.SetLimits(imapLimits(cfg))
+	d.smtp.SetLimits(smtpLimits(cfg))
 	for name, acct := range accounts {
 		if oldAccounts[name] != acct {
 			if cancel := d.runs[name]; cancel != nil {
