@@ -17,8 +17,11 @@ type Config struct {
 	RetryMin, RetryMax     string // durations, e.g. "50ms"
 	// Health is the [health] table's lines, verbatim (e.g.
 	// `retry_budget = 4`).
-	Health   []string
-	Accounts []Account
+	Health []string
+	// IMAP and SMTP are more lines of the [imap] and [smtp] tables,
+	// verbatim (e.g. `max_sessions = 1`).
+	IMAP, SMTP []string
+	Accounts   []Account
 }
 
 // Account is one [[account]] table.
@@ -56,7 +59,9 @@ func (c Config) TOML() string {
 		kv(&b, "level", c.LogLevel)
 	}
 	fmt.Fprintf(&b, "[imap]\nlisten = %s\n", list(c.IMAPListen))
+	lines(&b, c.IMAP)
 	fmt.Fprintf(&b, "[smtp]\nlisten = %s\n", list(c.SMTPListen))
+	lines(&b, c.SMTP)
 	if c.RetryMin != "" || c.RetryMax != "" {
 		b.WriteString("[queue]\n")
 		kv(&b, "retry_min", c.RetryMin)
@@ -69,6 +74,13 @@ func (c Config) TOML() string {
 		b.WriteString(a.TOML())
 	}
 	return b.String()
+}
+
+// lines writes each of l on a line of its own.
+func lines(b *strings.Builder, l []string) {
+	for _, s := range l {
+		b.WriteString(s + "\n")
+	}
 }
 
 // TOML renders the [[account]] table.
