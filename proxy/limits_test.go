@@ -14,27 +14,11 @@ import (
 	"github.com/relayd/relayd/internal/testkit"
 )
 
-// dialGreeting connects to addr and returns the greeting line.
-func dialGreeting(t *testing.T, addr string) (net.Conn, string) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	l, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the greeting: %v", err)
-	}
-	return c, strings.TrimRight(l, "\r\n")
-}
-
 func TestIMAPSessionLimit(t *testing.T) {
 	r := newTestRelay(t, relayOpts{limits: Limits{Sessions: 2}})
 	first := r.raw()
 	r.raw()
-	c, greeting := dialGreeting(t, r.addr)
+	c, greeting := testkit.Greeting(t, r.addr)
 	if want := "* BYE [UNAVAILABLE] too many connections; try again later"; greeting != want {
 		t.Fatalf("third connection's greeting = %q, want %q", greeting, want)
 	}
@@ -66,7 +50,7 @@ func TestIMAPSessionLimitPerAddress(t *testing.T) {
 	if l, _ := bufio.NewReader(c).ReadString('\n'); !strings.HasPrefix(l, "* OK ") {
 		t.Errorf("a connection from 127.0.0.2 got %q, want the greeting", l)
 	}
-	if _, greeting := dialGreeting(t, r.addr); !strings.HasPrefix(greeting, "* BYE [UNAVAILABLE]") {
+	if _, greeting := testkit.Greeting(t, r.addr); !strings.HasPrefix(greeting, "* BYE [UNAVAILABLE]") {
 		t.Errorf("a second connection from 127.0.0.1 got %q, want BYE", greeting)
 	}
 }
@@ -133,7 +117,7 @@ func TestSMTPSessionLimit(t *testing.T) {
 	if err := c.Hello("client.test"); err != nil {
 		t.Fatal(err)
 	}
-	_, greeting := dialGreeting(t, ln.Addr().String())
+	_, greeting := testkit.Greeting(t, ln.Addr().String())
 	if want := "421 4.7.0 relay.test too many connections; try again later"; greeting != want {
 		t.Fatalf("second connection's greeting = %q, want %q", greeting, want)
 	}
@@ -143,7 +127,7 @@ func TestSMTPSessionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Await(t, released, "the first session's release", 10*time.Second, func(struct{}) bool { return true })
-	if _, greeting = dialGreeting(t, ln.Addr().String()); !strings.HasPrefix(greeting, "220 ") {
+	if _, greeting = testkit.Greeting(t, ln.Addr().String()); !strings.HasPrefix(greeting, "220 ") {
 		t.Fatalf("greeting after the first session ended = %q", greeting)
 	}
 }

@@ -1,32 +1,20 @@
 package daemon
 
 import (
-	"bufio"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/relayd/relayd/internal/testkit"
 )
 
-// greeting connects to addr and returns its first line; the connection
-// stays open until the test ends.
+// greeting returns addr's greeting; the connection stays open until the
+// test ends.
 func greeting(t *testing.T, addr string) string {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	l, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the greeting: %v", err)
-	}
-	return strings.TrimRight(l, "\r\n")
+	_, g := testkit.Greeting(t, addr)
+	return g
 }
 
 // The [imap] and [smtp] session limits of the file reach the listeners,

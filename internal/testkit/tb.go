@@ -1,7 +1,10 @@
 package testkit
 
 import (
+	"bufio"
 	"bytes"
+	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -52,4 +55,21 @@ func Await[T any](t TB, ch <-chan T, what string, timeout time.Duration, match f
 			return zero
 		}
 	}
+}
+
+// Greeting connects to addr and returns the connection (closed when the
+// test ends) and the server's first line without its CRLF.
+func Greeting(t TB, addr string) (net.Conn, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	l, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal("reading the greeting: ", err)
+	}
+	return c, strings.TrimRight(l, "\r\n")
 }
