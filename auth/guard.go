@@ -36,6 +36,15 @@ type Guard struct {
 	locked   map[string]time.Time // user → until
 }
 
+// Set changes the thresholds (a reload); zero values take the defaults.
+// Failures already counted stay counted.
+func (g *Guard) Set(failures int, window, coolOff time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.Failures, g.Window, g.CoolOff = failures, window, coolOff
+	g.defaults()
+}
+
 func (g *Guard) defaults() {
 	if g.Failures <= 0 {
 		g.Failures = 10

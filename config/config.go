@@ -52,7 +52,17 @@ type Config struct {
 	Queue         Queue
 	Health        Health
 	Metrics       Metrics
+	Login         Login
 	Accounts      []*Account
+}
+
+// Login configures the defence against guessed local passwords.
+type Login struct {
+	// MaxFailures failed logins of one local user within FailureWindow
+	// lock that user out for Lockout: logins are refused without a
+	// password check. Defaults 10, 10m, 10m.
+	MaxFailures            int
+	FailureWindow, Lockout time.Duration
 }
 
 // Metrics configures the Prometheus endpoint besides the status socket's.
@@ -269,6 +279,7 @@ func Defaults() *Config {
 			Timeout: 5 * time.Minute, MaxSessions: 200},
 		Queue:  Queue{RetryMin: time.Minute, RetryMax: 30 * time.Minute, Lifetime: 120 * time.Hour},
 		Health: Health{RetryBudget: 8, RetryWindow: 12 * time.Minute, WarnDays: 10, HookTimeout: 30 * time.Second},
+		Login:  Login{MaxFailures: 10, FailureWindow: 10 * time.Minute, Lockout: 10 * time.Minute},
 	}
 }
 

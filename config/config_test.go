@@ -142,6 +142,8 @@ func TestParseErrors(t *testing.T) {
 		{"smtp listen", "[smtp]\nlisten = [\"1587\"]\n", `^smtp.listen\[0\]: "1587" is not host:port`},
 		{"duration", "[imap]\nidle_timeout = \"soon\"\n", `^imap.idle_timeout: "soon" is not a positive duration`},
 		{"log level", "[log]\nlevel = \"loud\"\n", `^log.level: unknown level "loud"`},
+		{"login failures", "[login]\nmax_failures = 0\n", `^login.max_failures: 0: give at least 1`},
+		{"lockout", "[login]\nlockout = \"forever\"\n", `^login.lockout: "forever" is not a positive duration`},
 		{"session limit", "[smtp]\nmax_sessions = -1\n", `^smtp.max_sessions: must not be negative`},
 		{"address limit", "[imap]\nmax_sessions_per_address = -5\n", `^imap.max_sessions_per_address: must not be negative`},
 		{"account limit", acct("imap_connections = -1\n"), `^account\[1\].imap_connections: must not be negative`},

@@ -26,6 +26,7 @@ type rawConfig struct {
 	Queue         rawQueue   `toml:"queue"`
 	Health        rawHealth  `toml:"health"`
 	Metrics       rawMetrics `toml:"metrics"`
+	Login         rawLogin   `toml:"login"`
 	// OnStateChange may also stand at the top level.
 	OnStateChange any          `toml:"on_state_change"`
 	Account       []rawAccount `toml:"account"`
@@ -62,6 +63,12 @@ type rawQueue struct {
 type rawMetrics struct {
 	Listen      *string `toml:"listen"`
 	AllowRemote *bool   `toml:"allow_remote"`
+}
+
+type rawLogin struct {
+	MaxFailures   *int    `toml:"max_failures"`
+	FailureWindow *string `toml:"failure_window"`
+	Lockout       *string `toml:"lockout"`
 }
 
 type rawHealth struct {
@@ -176,6 +183,15 @@ func (r *rawConfig) convert() (*Config, []error) {
 	}
 
 	r.convertHealth(cfg, bad)
+	if n := r.Login.MaxFailures; n != nil {
+		if *n < 1 {
+			bad("login.max_failures", "%d: give at least 1 (failed logins before a user is locked out)", *n)
+		} else {
+			cfg.Login.MaxFailures = *n
+		}
+	}
+	duration(&cfg.Login.FailureWindow, r.Login.FailureWindow, "login.failure_window", bad)
+	duration(&cfg.Login.Lockout, r.Login.Lockout, "login.lockout", bad)
 	checkDuplicateListen(cfg, bad)
 	if m := r.Metrics; m.Listen != nil {
 		cfg.Metrics.Listen = *m.Listen

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/relayd/relayd/internal/realserver"
+	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -124,8 +125,9 @@ func TestAlertRules(t *testing.T) {
 
 // Ten wrong passwords lock the user out: IMAP answers NO [UNAVAILABLE],
 // SMTP 454 4.7.0, status lists it, and the log says so once.
+// [login] max_failures reaches the guard behind both listeners.
 func TestLockoutThroughTheListeners(t *testing.T) {
-	td := startDaemon(t)
+	td := startDaemon(t, func(c *testkit.Config, _ *Options) { c.Login = []string{"max_failures = 4"} })
 	login := func(pass string) string {
 		c, err := net.Dial("tcp", td.d.IMAPAddrs()[0])
 		if err != nil {
@@ -145,7 +147,7 @@ func TestLockoutThroughTheListeners(t *testing.T) {
 			}
 		}
 	}
-	for range 10 {
+	for range 4 { // the default of 10 would not lock yet
 		login("wrong")
 	}
 	if got := login(password); !strings.HasPrefix(got, "a NO [UNAVAILABLE] too many failed logins") {

@@ -112,6 +112,7 @@ func (d *Daemon) reload() error {
 	users.Guard = d.guard
 	d.imap.SetUsers(users)
 	d.smtp.SetUsers(users)
+	d.guard.Set(cfg.Login.MaxFailures, cfg.Login.FailureWindow, cfg.Login.Lockout)
 	d.imap.SetLimits(imapLimits(cfg))
 	d.smtp.SetLimits(smtpLimits(cfg))
 	for name, acct := range accounts {

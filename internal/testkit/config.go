@@ -21,7 +21,9 @@ type Config struct {
 	// IMAP and SMTP are more lines of the [imap] and [smtp] tables,
 	// verbatim (e.g. `max_sessions = 1`).
 	IMAP, SMTP []string
-	Accounts   []Account
+	// Login is the [login] table's lines, verbatim.
+	Login    []string
+	Accounts []Account
 }
 
 // Account is one [[account]] table.
@@ -66,6 +68,10 @@ func (c Config) TOML() string {
 		b.WriteString("[queue]\n")
 		kv(&b, "retry_min", c.RetryMin)
 		kv(&b, "retry_max", c.RetryMax)
+	}
+	if len(c.Login) > 0 {
+		b.WriteString("[login]\n")
+		lines(&b, c.Login)
 	}
 	if len(c.Health) > 0 {
 		b.WriteString("[health]\n" + strings.Join(c.Health, "\n") + "\n")
