@@ -164,11 +164,13 @@ func (u *Users) Check(user, password string) (*config.Account, error) {
 		hash = []byte(a.LocalPasswordHash)
 	}
 	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && a != nil
+	u.mu.Lock()
+	u.running[lane]-- // before the lane is free, or the count overlaps the next check
+	u.mu.Unlock()
 	<-u.pool
 	<-l
 
 	u.mu.Lock()
-	u.running[lane]--
 	u.checks++
 	delete(u.shared, key)
 	if ok {
