@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/relayd/relayd/auth"
 )
@@ -11,6 +12,9 @@ import (
 type Account struct {
 	*auth.Account
 	imapSessions atomic.Int64
+	// limitLogged is when a login refused by imap_connections was last
+	// logged (Unix nanoseconds): once a minute at most.
+	limitLogged atomic.Int64
 }
 
 // NewAccount wraps an account's credentials for the proxy.
@@ -29,6 +33,17 @@ func (a *Account) reserveIMAP() bool {
 		return false
 	}
 	return true
+}
+
+// logLimit reports whether a refusal by imap_connections should be
+// logged now: the first, then once a minute at most, so that a client
+// retrying in a loop does not flood the journal.
+func (a *Account) logLimit(now time.Time) bool {
+	last := a.limitLogged.Load()
+	if last != 0 && now.UnixNano()-last < int64(time.Minute) {
+		return false
+	}
+	return a.limitLogged.CompareAndSwap(last, now.UnixNano())
 }
 
 // releaseIMAP uncounts a session reserveIMAP counted.

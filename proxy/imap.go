@@ -596,8 +596,10 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 		return nil, false
 	}
 	if !acct.reserveIMAP() {
-		log.Warn("IMAP login refused: the account has as many sessions open as its provider takes; raise imap_connections only if the provider allows more, or find the client that opens so many",
-			"imap_connections", acct.Config.IMAPConnections)
+		if acct.logLimit(time.Now()) {
+			log.Warn("IMAP login refused: the account has as many sessions open as its provider takes; raise imap_connections only if the provider allows more, or find the client that opens so many",
+				"imap_connections", acct.Config.IMAPConnections)
+		}
 		s.loginOutcome(cfgAcct.Name, "limited")
 		if s.opts.OnRefuse != nil {
 			s.opts.OnRefuse("IMAP", LimitPerAccount)

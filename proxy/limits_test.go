@@ -69,6 +69,14 @@ func TestIMAPSessionLimitPerAccount(t *testing.T) {
 	if !strings.Contains(r.logs.String(), "imap_connections=1") {
 		t.Errorf("the log does not name the limit:\n%s", r.logs.String())
 	}
+	// A client retrying in a loop is not logged every time.
+	rw.send("r LOGIN " + testUser + " " + testPassword + "\r\n")
+	if got := rw.line(); !strings.HasPrefix(got, "r NO [LIMIT]") {
+		t.Fatalf("third login = %q", got)
+	}
+	if n := strings.Count(r.logs.String(), "IMAP login refused: the account has as many sessions"); n != 1 {
+		t.Errorf("two refusals were logged %d times, want once", n)
+	}
 
 	// Once the first session ends the same connection may log in.
 	first.Logout().Wait()
