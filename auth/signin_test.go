@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/relayd/relayd/config"
@@ -134,4 +135,35 @@ func pastedSignIn(t *testing.T, idp *testkit.IdP, edit func(string) string) (*Gr
 	fmt.Fprintln(inW, edit(resp.Header.Get("Location")))
 	<-done
 	return g, err
+}
+
+// slow_down (RFC 8628 §3.5) adds 5 seconds to the polling interval each
+// time: with an interval of 1 s and two slow_downs the grant cannot come
+// before 1 + 6 + 11 = 18 s, although the person approved at once.
+func TestDeviceSlowDown(t *testing.T) {
+	idp := newIdP(t)
+	idp.SetDeviceTiming(1, 15*time.Minute)
+	idp.SlowDownDevicePolls(2)
+	synctest.Test(t, func(t *testing.T) {
+		var out testkit.SyncBuffer
+		s := &SignIn{Account: signInAccount(t, idp), Out: &out, HTTPClient: idp.Client()}
+		start := time.Now()
+		done := make(chan struct{})
+		var g *Grant
+		var err error
+		go func() { g, err = s.Device(context.Background()); close(done) }()
+		synctest.Wait() // the code is shown and the first poll waits
+		m := regexp.MustCompile(`enter the code\s+(\S+)`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("no code shown:\n%s", out.String())
+		}
+		idp.ApproveDevice(m[1], "support@example.com")
+		<-done
+		if err != nil || g == nil {
+			t.Fatalf("Device() = %+v, %v", g, err)
+		}
+		if took := time.Since(start); took < 18*time.Second {
+			t.Errorf("the grant came after %s: slow_down did not lengthen the interval", took)
+		}
+	})
 }
