@@ -70,7 +70,7 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 			downStalled.Store(true)
 		}
 	}()
-	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout, wt)
+	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout, wt, &upEnded)
 	switch {
 	case downStalled.Load():
 		c.outcome = "client stopped reading"
@@ -183,13 +183,20 @@ var longAgo = time.Unix(1, 0)
 // os.ErrDeadlineExceeded when the client sends nothing for idle, and with
 // errStalled when the upstream takes nothing for wt. On a TCP socket it
 // waits for readability before taking a buffer from the pool.
-func copyIdle(dst, src net.Conn, idle, wt time.Duration) error {
+//
+// The other direction ends it by setting stop and then src's read
+// deadline to now. Because the loop sets its own deadline before it
+// looks at stop, that wake-up cannot be lost between two reads.
+func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool) error {
 	var rc syscall.RawConn
 	if tc, ok := src.(*net.TCPConn); ok {
 		rc, _ = tc.SyscallConn()
 	}
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
+		if stop != nil && stop.Load() {
+			return io.EOF
+		}
 		if rc != nil {
 			if err := waitReadable(rc); err != nil {
 				return err

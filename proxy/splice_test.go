@@ -158,7 +158,7 @@ func TestCopyEndsWhenClientStopsReading(t *testing.T) {
 		"splice":   spliceTCP,
 		"coalesce": func(dst, src *net.TCPConn, wt time.Duration) error { return copyCoalesce(dst, src, wt) },
 		"idle": func(dst, src *net.TCPConn, wt time.Duration) error {
-			return copyIdle(dst, src, time.Hour, wt)
+			return copyIdle(dst, src, time.Hour, wt, nil)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
