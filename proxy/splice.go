@@ -214,8 +214,15 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool) erro
 		if err != nil {
 			return err
 		}
+		if h := idleReadHook.Load(); h != nil {
+			(*h)()
+		}
 	}
 }
+
+// idleReadHook, when set (by tests), runs after each chunk copyIdle
+// passes on.
+var idleReadHook atomic.Pointer[func()]
 
 // waitReadable waits until the socket has bytes or its end to read,
 // without reading them, honouring the read deadline.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -176,5 +177,25 @@ func TestCopyEndsWhenClientStopsReading(t *testing.T) {
 				t.Fatal("the copy still blocks on a client that reads nothing")
 			}
 		})
+	}
+}
+
+// The upstream direction may end right after copyIdle passed a chunk on
+// and before it sets its next read deadline: the wake-up must not be lost
+// (it was, and the session waited for the idle timeout).
+func TestCopyIdleWakeNotLost(t *testing.T) {
+	downRelay, downClient := tcpPair(t)
+	upRelay, _ := tcpPair(t)
+	var stop atomic.Bool
+	hook := func() { stop.Store(true); downRelay.SetReadDeadline(time.Now()) }
+	idleReadHook.Store(&hook)
+	defer idleReadHook.Store(nil)
+	done := make(chan error, 1)
+	go func() { done <- copyIdle(upRelay, downRelay, time.Hour, time.Minute, &stop) }()
+	downClient.Write([]byte("a NOOP\r\n"))
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("copyIdle missed the other direction's end and waits for the idle timeout")
 	}
 }
