@@ -290,7 +290,10 @@ var Providers = provider.Names
 type Error struct {
 	Key string // e.g. "account[2].provider"; empty for file-level errors
 	Msg string
+	Err error // the underlying error, if any (a file that cannot be read)
 }
+
+func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) Error() string {
 	if e.Key == "" {

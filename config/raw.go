@@ -595,7 +595,7 @@ func (c *Config) CheckFiles() []error {
 			}
 			key := fmt.Sprintf("account[%d].%s", i+1, f.key)
 			if _, err := os.ReadFile(f.path); err != nil {
-				errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", f.path, unwrapPathErr(err))})
+				errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", f.path, unwrapPathErr(err)), Err: err})
 				continue
 			}
 			if f.secret {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -23,6 +24,14 @@ func runCheckConfig(args []string) error {
 	}
 	problems := 0
 	for _, err := range cfg.CheckFiles() {
+		// A file not in place yet, or not readable by whoever runs
+		// check-config (relayd reads it as its own user), is a warning:
+		// the file itself may be fine. A secret everyone may read is
+		// wrong whoever looks.
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			fmt.Fprintf(os.Stderr, "warning: %v (relayd will not start until it can read it)\n", err)
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "%v (relayd serve refuses to start until this is fixed)\n", err)
 		problems++
 	}

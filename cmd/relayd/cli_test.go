@@ -167,3 +167,25 @@ func TestStatusSocketRoles(t *testing.T) {
 	}
 	d.waitLog(t, `msg="status socket: queue operation" uid=0`, 10*time.Second)
 }
+
+// A secret file not in place yet is a warning for check-config (exit 0:
+// the file may be put there later, and the example file names such
+// files), and serve still refuses to start without it.
+func TestCheckConfigMissingFileWarns(t *testing.T) {
+	e := newEnv(t)
+	secret := filepath.Join(e.dir, "client.secret")
+	b, _ := os.ReadFile(secret)
+	os.Remove(secret)
+	defer os.WriteFile(secret, b, 0o600)
+	out, code := e.run("check-config", e.cfg)
+	if code != 0 || !strings.Contains(out, "warning: account[1].client_secret_file: cannot read "+secret) {
+		t.Errorf("check-config: exit %d\n%s", code, out)
+	}
+	out, code = e.run("serve", "-c", e.cfg)
+	if code == 0 || !strings.Contains(out, "account[1].client_secret_file") {
+		t.Errorf("serve: exit %d\n%s\nwant a refusal naming the file", code, out)
+	}
+	if out, code := e.run("check-config", "../../config.example.toml"); code != 0 {
+		t.Errorf("check-config of the example file: exit %d\n%s", code, out)
+	}
+}
