@@ -115,50 +115,19 @@ const microsoftAuthority = "https://login.microsoftonline.com/{tenant}/oauth2/v2
 
 // Known are the providers, by the name an account's provider key uses.
 var Known = map[string]*Provider{
-	"office365": {
-		Name: "office365", OAuth: true,
-		AuthURL:       microsoftAuthority + "authorize",
-		TokenURL:      microsoftAuthority + "token",
-		DeviceAuthURL: microsoftAuthority + "devicecode",
-		DefaultTenant: "organizations",
-		IdleLifetime:  90 * day,
-		Issuer:        "https://login.microsoftonline.com/{tenant}/v2.0",
-		Flow:          FlowDevice, DeviceFlow: true,
-		AuthParams:   map[string]string{"prompt": "select_account"},
-		RedirectHost: "localhost",
-		Scopes:       microsoftScopes,
-		AppScopes:    []string{"https://outlook.office365.com/.default"},
-		AuthInParams: true,
-		Grants:       []string{GrantRefreshToken, GrantClientCredentials},
+	"office365": microsoft(Provider{
+		Name: "office365", DefaultTenant: "organizations",
+		AppScopes: []string{"https://outlook.office365.com/.default"},
+		Grants:    []string{GrantRefreshToken, GrantClientCredentials},
 		// Client credentials are issued by one tenant.
 		MultiTenantAliases: []string{"organizations", "common", "consumers"},
-		IMAPServer:         "outlook.office365.com:993", IMAPSecurity: SecurityTLS,
-		SMTPServer: "smtp.office365.com:587", SMTPSecurity: SecuritySTARTTLS,
-		// Exchange Online: 3 concurrent SMTP connections per mailbox
-		// (more get 432 4.3.2), 30 messages a minute. 20 IMAP
-		// connections per mailbox is the commonly reported limit, not in
-		// current documentation.
-		SMTPConnections: 3, SMTPRate: 30, IMAPConnections: 20,
-	},
-	"outlook": {
-		Name: "outlook", OAuth: true,
-		AuthURL:       microsoftAuthority + "authorize",
-		TokenURL:      microsoftAuthority + "token",
-		DeviceAuthURL: microsoftAuthority + "devicecode",
-		DefaultTenant: "consumers",
-		IdleLifetime:  90 * day,
-		Issuer:        "https://login.microsoftonline.com/{tenant}/v2.0",
-		Flow:          FlowDevice, DeviceFlow: true,
-		AuthParams:   map[string]string{"prompt": "select_account"},
-		RedirectHost: "localhost",
-		Scopes:       microsoftScopes,
-		AuthInParams: true,
-		Grants:       []string{GrantRefreshToken},
-		IMAPServer:   "outlook.office365.com:993", IMAPSecurity: SecurityTLS,
-		SMTPServer: "smtp-mail.outlook.com:587", SMTPSecurity: SecuritySTARTTLS,
-		// 20 IMAP connections: reported, as for office365.
-		SMTPConnections: 3, SMTPRate: 30, IMAPConnections: 20,
-	},
+		SMTPServer:         "smtp.office365.com:587",
+	}),
+	"outlook": microsoft(Provider{
+		Name: "outlook", DefaultTenant: "consumers",
+		Grants:     []string{GrantRefreshToken},
+		SMTPServer: "smtp-mail.outlook.com:587",
+	}),
 	"gmail": {
 		Name: "gmail", OAuth: true,
 		AuthURL:  "https://accounts.google.com/o/oauth2/v2/auth",
@@ -194,6 +163,30 @@ var Known = map[string]*Provider{
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
 		SMTPConnections: 2,
 	},
+}
+
+// microsoft fills in what Microsoft's two providers (work or school, and
+// Outlook.com) share.
+func microsoft(p Provider) *Provider {
+	p.OAuth = true
+	p.AuthURL = microsoftAuthority + "authorize"
+	p.TokenURL = microsoftAuthority + "token"
+	p.DeviceAuthURL = microsoftAuthority + "devicecode"
+	p.IdleLifetime = 90 * day
+	p.Issuer = "https://login.microsoftonline.com/{tenant}/v2.0"
+	p.Flow, p.DeviceFlow = FlowDevice, true
+	p.AuthParams = map[string]string{"prompt": "select_account"}
+	p.RedirectHost = "localhost"
+	p.Scopes = microsoftScopes
+	p.AuthInParams = true
+	p.IMAPServer, p.IMAPSecurity = "outlook.office365.com:993", SecurityTLS
+	p.SMTPSecurity = SecuritySTARTTLS
+	// Exchange Online: 3 concurrent SMTP connections per mailbox (more
+	// get 432 4.3.2), 30 messages a minute. 20 IMAP connections per
+	// mailbox is the commonly reported limit, not in current
+	// documentation.
+	p.SMTPConnections, p.SMTPRate, p.IMAPConnections = 3, 30, 20
+	return &p
 }
 
 // Names lists the known providers in the order documentation uses.
