@@ -35,6 +35,14 @@ func failRefresh(src *Source) {
 
 // An IdP outage shorter than the retry budget keeps the account degraded,
 // and it recovers by itself; logins' refreshes do not spend the budget.
+// stateAfter lets d pass in the synctest bubble, waits for what it set
+// off, and returns the account's state.
+func stateAfter(src *Source, d time.Duration) health.State {
+	time.Sleep(d)
+	synctest.Wait()
+	return src.Health().State()
+}
+
 func TestOutageShorterThanBudget(t *testing.T) {
 	idp := newIdP(t)
 	synctest.Test(t, func(t *testing.T) {
@@ -45,15 +53,12 @@ func TestOutageShorterThanBudget(t *testing.T) {
 		for range 50 { // logins during the outage
 			failRefresh(src)
 		}
-		time.Sleep(10 * time.Minute) // 6 probes of the budget's 8
-		synctest.Wait()
-		if st := src.Health().State(); st != health.StateDegraded {
+		// 10 minutes: 6 probes of the budget's 8
+		if st := stateAfter(src, 10*time.Minute); st != health.StateDegraded {
 			t.Fatalf("after 10 minutes of outage: %s, want degraded", st)
 		}
 		idp.SetDown(false)
-		time.Sleep(2 * time.Minute)
-		synctest.Wait()
-		if st := src.Health().State(); st != health.StateOK {
+		if st := stateAfter(src, 2*time.Minute); st != health.StateOK {
 			t.Errorf("after the IdP came back: %s, want ok", st)
 		}
 	})
@@ -69,9 +74,7 @@ func TestOutageLongerThanBudgetRecoversByItself(t *testing.T) {
 		runSource(t, src)
 		idp.SetDown(true)
 		failRefresh(src)
-		time.Sleep(11 * time.Minute)
-		synctest.Wait()
-		if st := src.Health().State(); st != health.StateDegraded {
+		if st := stateAfter(src, 11*time.Minute); st != health.StateDegraded {
 			t.Fatalf("after 11 minutes: %s, want still degraded", st)
 		}
 		time.Sleep(2 * time.Minute)
@@ -81,15 +84,12 @@ func TestOutageLongerThanBudgetRecoversByItself(t *testing.T) {
 			!strings.Contains(snap.Advice, "8 probes over 12m0s") || !strings.Contains(snap.Advice, "keeps trying") {
 			t.Fatalf("after 13 minutes: %+v, want disconnected saying what was tried", snap)
 		}
-		time.Sleep(2 * time.Hour) // still probing, still down
-		synctest.Wait()
-		if st := src.Health().State(); st != health.StateDisconnected {
+		// 2 more hours: still probing, still down
+		if st := stateAfter(src, 2*time.Hour); st != health.StateDisconnected {
 			t.Fatalf("after 2 hours: %s", st)
 		}
 		idp.SetDown(false)
-		time.Sleep(30 * time.Minute)
-		synctest.Wait()
-		if st := src.Health().State(); st != health.StateOK {
+		if st := stateAfter(src, 30*time.Minute); st != health.StateOK {
 			t.Errorf("after the IdP came back: %s, want ok by itself", st)
 		}
 	})
