@@ -34,6 +34,10 @@ type Guard struct {
 	fails    map[string][]time.Time // key → failures in the window
 	inflight map[string]int
 	locked   map[string]time.Time // user → until
+	// sweepAt is the size of fails at which the next end drops what has
+	// left the window for every key, so that names tried once (a typo, a
+	// spray of made-up users) do not stay in memory for the daemon's life.
+	sweepAt int
 }
 
 // Set changes the thresholds (a reload); zero values take the defaults.
@@ -138,11 +142,28 @@ func (g *Guard) end(user, addr string, ok bool) {
 			}
 		}
 	}
+	if len(g.fails) >= g.sweepAt {
+		g.sweep(now)
+	}
 	fn := g.OnLockout
 	g.mu.Unlock()
 	if !lockedNow.IsZero() && fn != nil {
 		fn(user, addr, lockedNow)
 	}
+}
+
+// sweep drops failures outside the window and ended lockouts. g.mu is
+// held.
+func (g *Guard) sweep(now time.Time) {
+	for k := range g.fails {
+		g.recent(k, now)
+	}
+	for u, until := range g.locked {
+		if !now.Before(until) {
+			delete(g.locked, u)
+		}
+	}
+	g.sweepAt = max(1024, 2*len(g.fails))
 }
 
 // Locked is a user refused for now.

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -67,5 +68,32 @@ func TestLockoutCountsInFlight(t *testing.T) {
 	}
 	if err := g.begin("x", "127.0.0.1"); err != ErrLockedOut {
 		t.Errorf("a fourth attempt while three are in flight = %v", err)
+	}
+}
+
+// Names tried once do not stay in memory once their failures leave the
+// window.
+func TestGuardForgetsOldFailures(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	g := &Guard{Now: func() time.Time { return now }}
+	for i := range 2000 {
+		user := fmt.Sprintf("typo-%d", i)
+		if g.begin(user, "127.0.0.1") == nil {
+			g.end(user, "127.0.0.1", false)
+		}
+	}
+	now = now.Add(11 * time.Minute)
+	for i := range 2000 {
+		user := fmt.Sprintf("later-%d", i)
+		if g.begin(user, "127.0.0.1") == nil {
+			g.end(user, "127.0.0.1", false)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k := range g.fails {
+		if strings.Contains(k, "typo-") {
+			t.Fatalf("%d keys kept; %q failed 11 minutes ago, outside the 10-minute window", len(g.fails), k)
+		}
 	}
 }
