@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,9 @@ const (
 	LimitPerAddress = "per_address"
 	LimitPerAccount = "per_account"
 )
+
+// limitKey is the configuration key behind each server-wide limit.
+var limitKey = map[string]string{LimitSessions: "max_sessions", LimitPerAddress: "max_sessions_per_address"}
 
 // sessionCount counts a server's open connections, in total and by client
 // address, against limits that a reload may change. Safe for use from any
@@ -78,7 +82,8 @@ func (c *sessionCount) admit(addr netip.Addr) (refusedBy string) {
 	}
 	c.mu.Unlock()
 	if logNow {
-		c.log.Warn(c.protocol+" connection refused: too many open sessions; raise the limit if these clients are expected, or find the client that opens so many",
+		table := strings.ToLower(c.protocol)
+		c.log.Warn(c.protocol+" connection refused: too many open sessions; if these clients are expected raise ["+table+"] "+limitKey[refusedBy]+", else find the client that opens so many",
 			"limit", refusedBy, "max_sessions", l.Sessions, "max_sessions_per_address", l.PerAddress,
 			"remote", addr.String(), "refused_since_last_report", n)
 	}
