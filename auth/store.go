@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/relayd/relayd/internal/statedir"
 )
 
 // Grant is what relayd stores for an account: the refresh token of a
@@ -40,6 +42,11 @@ type Grant struct {
 // an fsync of the directory, so a crash leaves either the old or the new
 // grant, never a torn one. Store is safe for use from any goroutine and any
 // process: writers take an exclusive flock on DIR/NAME.lock.
+//
+// The directory belongs to the service user while `relayd authorize` may
+// run as root, so every file in it is opened through package statedir:
+// relative to the directory's descriptor, never following a link, and
+// given the directory's owner by descriptor.
 type Store struct {
 	Dir string
 }
@@ -51,7 +58,18 @@ func (s *Store) path(name string) string { return filepath.Join(s.Dir, name+".js
 
 // Load returns the stored grant of account name, or ErrNoGrant.
 func (s *Store) Load(name string) (*Grant, error) {
-	b, err := os.ReadFile(s.path(name))
+	d, err := statedir.OpenExisting(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoGrant
+	} else if err != nil {
+		return nil, fmt.Errorf("reading grant of account %q: %w", name, err)
+	}
+	defer d.Close()
+	return s.load(d, name)
+}
+
+func (s *Store) load(d *statedir.Dir, name string) (*Grant, error) {
+	b, err := d.ReadFile(name + ".json")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNoGrant
 	} else if err != nil {
@@ -66,34 +84,22 @@ func (s *Store) Load(name string) (*Grant, error) {
 
 // Save writes the grant of account name durably.
 func (s *Store) Save(name string, g *Grant) error {
-	unlock, err := s.lock(name)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return s.save(name, g)
+	return s.locked(name, func(d *statedir.Dir) error { return s.save(d, name, g) })
 }
 
-func (s *Store) save(name string, g *Grant) error {
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return fmt.Errorf("creating state directory: %w", err)
-	}
+func (s *Store) save(d *statedir.Dir, name string, g *Grant) error {
 	stored := *g
 	stored.IDToken = "" // checked, not kept
 	b, err := json.MarshalIndent(&stored, "", "  ")
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.Dir, "."+name+".tmp*")
+	f, err := d.CreateTemp("." + name + ".tmp")
 	if err != nil {
 		return fmt.Errorf("saving grant of account %q: %w", name, err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("saving grant of account %q: %w", name, err)
-	}
+	tmp := filepath.Base(f.Name())
+	defer d.Remove(tmp) // fails harmlessly after a successful rename
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return fmt.Errorf("saving grant of account %q: %w", name, err)
@@ -105,45 +111,48 @@ func (s *Store) save(name string, g *Grant) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("saving grant of account %q: %w", name, err)
 	}
-	if err := s.ownLikeDir(tmp); err != nil {
+	if err := d.Rename(tmp, d, name+".json"); err != nil {
 		return fmt.Errorf("saving grant of account %q: %w", name, err)
 	}
-	if err := os.Rename(tmp, s.path(name)); err != nil {
-		return fmt.Errorf("saving grant of account %q: %w", name, err)
-	}
-	return syncDir(s.Dir)
+	return d.Sync()
 }
 
 // Update loads the grant of account name, lets fn change it, and saves the
 // result, all under the account's file lock. fn receives nil when no grant
 // is stored.
 func (s *Store) Update(name string, fn func(*Grant) (*Grant, error)) error {
-	unlock, err := s.lock(name)
+	return s.locked(name, func(d *statedir.Dir) error {
+		old, err := s.load(d, name)
+		if err != nil && !errors.Is(err, ErrNoGrant) {
+			return err
+		}
+		g, err := fn(old)
+		if err != nil {
+			return err
+		}
+		return s.save(d, name, g)
+	})
+}
+
+// locked runs fn with the state directory open and account name's lock
+// held.
+func (s *Store) locked(name string, fn func(*statedir.Dir) error) error {
+	d, err := statedir.Open(s.Dir)
+	if err != nil {
+		return fmt.Errorf("opening the state directory for account %q: %w", name, err)
+	}
+	defer d.Close()
+	unlock, err := lock(d, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	old, err := s.Load(name)
-	if err != nil && !errors.Is(err, ErrNoGrant) {
-		return err
-	}
-	g, err := fn(old)
-	if err != nil {
-		return err
-	}
-	return s.save(name, g)
+	return fn(d)
 }
 
-func (s *Store) lock(name string) (unlock func(), err error) {
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating state directory: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(s.Dir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+func lock(d *statedir.Dir, name string) (unlock func(), err error) {
+	f, err := d.OpenFile(name+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("locking grant of account %q: %w", name, err)
-	}
-	if err := s.ownLikeDir(f.Name()); err != nil {
-		f.Close()
 		return nil, fmt.Errorf("locking grant of account %q: %w", name, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
@@ -154,34 +163,4 @@ func (s *Store) lock(name string) (unlock func(), err error) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
-}
-
-// ownLikeDir gives a file the store's directory's owner when root writes
-// it (relayd authorize run with sudo while the daemon runs as its own
-// user), so that the service can read its grant and take its lock.
-func (s *Store) ownLikeDir(path string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	fi, err := os.Stat(s.Dir)
-	if err != nil {
-		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
-		return nil
-	}
-	return os.Chown(path, int(st.Uid), int(st.Gid))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
 }

@@ -24,8 +24,9 @@ import (
 type Options struct {
 	// Dir is the spool directory. Required.
 	Dir string
-	// FS is the spool's file system. Default: the real one.
-	FS     FS
+	// WrapFS, when set, wraps the spool's file system (tests inject
+	// faults with it). Default: the real one.
+	WrapFS func(FS) FS
 	Logger *slog.Logger
 	// Accounts returns an account's upstream credentials, or nil. Required.
 	Accounts func(name string) *auth.Account
@@ -160,13 +161,14 @@ func Open(opts Options) (*Queue, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	sp, err := OpenSpool(opts.Dir, opts.FS)
+	sp, err := OpenSpool(opts.Dir, opts.WrapFS)
 	if err != nil {
 		return nil, err
 	}
 	sp.failpoint = opts.Failpoint
-	lock, err := lockSpool(opts.Dir, opts.LockWait)
+	lock, err := lockSpool(sp.real.top, opts.LockWait)
 	if err != nil {
+		sp.Close()
 		return nil, err
 	}
 	q := &Queue{

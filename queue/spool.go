@@ -10,21 +10,17 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // Spool stores queued messages durably; see the package documentation for
 // the layout. Its methods are safe for use from any goroutine.
 type Spool struct {
-	dir string
-	fs  FS
+	dir  string // for messages
+	fs   FS
+	real *dirFS
 	// failpoint, when set, is called at named points of a submission, for
 	// crash tests: "after-temp-write", "after-rename".
 	failpoint func(string)
-
-	// owner, when set, is the uid and gid new files get: the state
-	// directory's owner, when root runs an offline relayd queue command.
-	owner *[2]int
 
 	smu     sync.Mutex
 	pending *syncBatch // renames waiting for the next directory fsync
@@ -36,47 +32,25 @@ type syncBatch struct {
 	err  error
 }
 
-// OpenSpool opens (creating) the spool in dir.
-func OpenSpool(dir string, fs FS) (*Spool, error) {
-	if fs == nil {
-		fs = OSFS{}
-	}
-	if err := fs.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
-		return nil, fmt.Errorf("creating spool: %w", err)
-	}
-	s := &Spool{dir: dir, fs: fs, owner: stateOwner(dir)}
-	s.own(dir)
-	s.own(filepath.Join(dir, "tmp"))
-	return s, nil
-}
-
-// stateOwner is the owner of the state directory (dir's parent) when this
-// process runs as root and it is somebody else, else nil: files root
-// writes in the spool must stay the service user's.
-func stateOwner(dir string) *[2]int {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	fi, err := os.Stat(filepath.Dir(dir))
+// OpenSpool opens (creating) the spool in dir. wrap, when not nil, wraps
+// the file system the spool uses (tests inject faults with it).
+func OpenSpool(dir string, wrap func(FS) FS) (*Spool, error) {
+	real, err := openDirFS(dir)
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
-		return nil
+	var fs FS = real
+	if wrap != nil {
+		fs = wrap(real)
 	}
-	return &[2]int{int(st.Uid), int(st.Gid)}
+	return &Spool{dir: dir, fs: fs, real: real}, nil
 }
 
-// own gives path the state directory's owner, if the spool has one.
-func (s *Spool) own(path string) {
-	if s.owner != nil {
-		os.Chown(path, s.owner[0], s.owner[1])
-	}
-}
+// Close closes the spool's directories.
+func (s *Spool) Close() { s.real.close() }
 
-func (s *Spool) msgPath(id string) string  { return filepath.Join(s.dir, id+".msg") }
-func (s *Spool) metaPath(id string) string { return filepath.Join(s.dir, id+".json") }
+func msgName(id string) string  { return id + ".msg" }
+func metaName(id string) string { return id + ".json" }
 
 func (s *Spool) fail(name string) {
 	if s.failpoint != nil {
@@ -85,13 +59,12 @@ func (s *Spool) fail(name string) {
 }
 
 // writeTemp writes r to a new file in tmp/ and fsyncs it.
-func (s *Spool) writeTemp(pattern string, r io.Reader) (name string, n int64, err error) {
-	f, err := s.fs.CreateTemp(filepath.Join(s.dir, "tmp"), pattern)
+func (s *Spool) writeTemp(prefix string, r io.Reader) (name string, n int64, err error) {
+	f, err := s.fs.CreateTemp(prefix)
 	if err != nil {
 		return "", 0, err
 	}
 	name = f.Name()
-	s.own(name)
 	n, err = io.Copy(f, r)
 	if err == nil {
 		err = f.Sync()
@@ -111,24 +84,24 @@ func (s *Spool) writeTemp(pattern string, r io.Reader) (name string, n int64, er
 // When Put returns nil the message survives a crash; when it returns an
 // error nothing of it remains.
 func (s *Spool) Put(e *Entry, body io.Reader) error {
-	tmpMsg, n, err := s.writeTemp(e.ID+".msg.*", body)
+	tmpMsg, n, err := s.writeTemp(e.ID+".msg.", body)
 	if err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
 	s.fail("after-temp-write")
-	if err := s.fs.Rename(tmpMsg, s.msgPath(e.ID)); err != nil {
+	if err := s.fs.Rename(tmpMsg, msgName(e.ID)); err != nil {
 		s.fs.Remove(tmpMsg)
 		return fmt.Errorf("writing message: %w", err)
 	}
 	e.Size = n
 	if err := s.writeMeta(e, false); err != nil {
-		s.fs.Remove(s.msgPath(e.ID))
+		s.fs.Remove(msgName(e.ID))
 		return err
 	}
 	s.fail("after-rename")
 	if err := s.syncDir(); err != nil {
-		s.fs.Remove(s.metaPath(e.ID))
-		s.fs.Remove(s.msgPath(e.ID))
+		s.fs.Remove(metaName(e.ID))
+		s.fs.Remove(msgName(e.ID))
 		return fmt.Errorf("syncing spool directory: %w", err)
 	}
 	return nil
@@ -144,11 +117,11 @@ func (s *Spool) writeMeta(e *Entry, sync bool) error {
 	if err != nil {
 		return err
 	}
-	tmp, _, err := s.writeTemp(e.ID+".json.*", bytes.NewReader(b))
+	tmp, _, err := s.writeTemp(e.ID+".json.", bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("writing metadata: %w", err)
 	}
-	if err := s.fs.Rename(tmp, s.metaPath(e.ID)); err != nil {
+	if err := s.fs.Rename(tmp, metaName(e.ID)); err != nil {
 		s.fs.Remove(tmp)
 		return fmt.Errorf("writing metadata: %w", err)
 	}
@@ -187,7 +160,7 @@ func (s *Spool) syncLoop() {
 			return
 		}
 		s.smu.Unlock()
-		b.err = s.fs.SyncDir(s.dir)
+		b.err = s.fs.SyncDir()
 		close(b.done)
 	}
 }
@@ -195,10 +168,10 @@ func (s *Spool) syncLoop() {
 // Remove deletes a message: metadata first, so that a crash in between
 // leaves a lone message file, which recovery removes.
 func (s *Spool) Remove(id string) error {
-	if err := s.fs.Remove(s.metaPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.fs.Remove(metaName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := s.fs.Remove(s.msgPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.fs.Remove(msgName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
@@ -206,19 +179,18 @@ func (s *Spool) Remove(id string) error {
 
 // Open returns the stored message.
 func (s *Spool) Open(id string) (io.ReadCloser, error) {
-	return s.fs.Open(s.msgPath(id))
+	return s.fs.Open(msgName(id))
 }
 
 // Recover returns every complete entry and deletes the remains of
 // submissions that were never acknowledged.
 func (s *Spool) Recover() ([]*Entry, error) {
-	tmp := filepath.Join(s.dir, "tmp")
-	if des, err := s.fs.ReadDir(tmp); err == nil {
+	if des, err := s.fs.ReadDir("tmp"); err == nil {
 		for _, de := range des {
-			s.fs.Remove(filepath.Join(tmp, de.Name()))
+			s.fs.Remove("tmp/" + de.Name())
 		}
 	}
-	des, err := s.fs.ReadDir(s.dir)
+	des, err := s.fs.ReadDir(".")
 	if err != nil {
 		return nil, fmt.Errorf("reading spool: %w", err)
 	}
@@ -235,23 +207,23 @@ func (s *Spool) Recover() ([]*Entry, error) {
 	var entries []*Entry
 	for id := range metas {
 		if !msgs[id] {
-			s.fs.Remove(s.metaPath(id))
+			s.fs.Remove(metaName(id))
 			continue
 		}
-		b, err := s.fs.ReadFile(s.metaPath(id))
+		b, err := s.fs.ReadFile(metaName(id))
 		if err != nil {
 			return nil, fmt.Errorf("reading spool entry %s: %w", id, err)
 		}
 		var e Entry
 		if err := json.Unmarshal(b, &e); err != nil || e.ID != id {
-			return nil, fmt.Errorf("spool entry %s is corrupt (%v): move %s and %s aside and restart", id, err, s.metaPath(id), s.msgPath(id))
+			return nil, fmt.Errorf("spool entry %s is corrupt (%v): move %s and %s aside and restart", id, err, filepath.Join(s.dir, metaName(id)), filepath.Join(s.dir, msgName(id)))
 		}
 		e.upgrade()
 		entries = append(entries, &e)
 	}
 	for id := range msgs {
 		if !metas[id] {
-			s.fs.Remove(s.msgPath(id))
+			s.fs.Remove(msgName(id))
 		}
 	}
 	return entries, nil
@@ -267,11 +239,11 @@ func (s *Spool) SaveHeldAccounts(names []string) error {
 	if err != nil {
 		return err
 	}
-	tmp, _, err := s.writeTemp(heldFile+".*", bytes.NewReader(b))
+	tmp, _, err := s.writeTemp(heldFile+".", bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("saving held accounts: %w", err)
 	}
-	if err := s.fs.Rename(tmp, filepath.Join(s.dir, heldFile)); err != nil {
+	if err := s.fs.Rename(tmp, heldFile); err != nil {
 		s.fs.Remove(tmp)
 		return fmt.Errorf("saving held accounts: %w", err)
 	}
@@ -280,7 +252,7 @@ func (s *Spool) SaveHeldAccounts(names []string) error {
 
 // HeldAccounts returns the admin-held accounts.
 func (s *Spool) HeldAccounts() ([]string, error) {
-	b, err := s.fs.ReadFile(filepath.Join(s.dir, heldFile))
+	b, err := s.fs.ReadFile(heldFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	} else if err != nil {

@@ -19,7 +19,7 @@ import (
 // recordingFS logs every operation on the real file system and can fail
 // one of them.
 type recordingFS struct {
-	OSFS
+	FS
 	mu     sync.Mutex
 	ops    []string
 	failOp string // e.g. "sync msg": fail the first operation with this name
@@ -49,30 +49,37 @@ func kind(name string) string {
 	return "dir"
 }
 
-func (r *recordingFS) CreateTemp(dir, pattern string) (File, error) {
-	f, err := os.CreateTemp(dir, pattern)
+// wrap is the Options.WrapFS / OpenSpool argument that puts r around the
+// real file system.
+func (r *recordingFS) wrap(real FS) FS {
+	r.FS = real
+	return r
+}
+
+func (r *recordingFS) CreateTemp(prefix string) (File, error) {
+	f, err := r.FS.CreateTemp(prefix)
 	if err != nil {
 		return nil, err
 	}
-	return &recordingFile{File: f, fs: r, kind: kind(pattern)}, nil
+	return &recordingFile{File: f, fs: r, kind: kind(prefix)}, nil
 }
 
 func (r *recordingFS) Rename(o, n string) error {
 	if err := r.do("rename " + kind(n)); err != nil {
 		return err
 	}
-	return os.Rename(o, n)
+	return r.FS.Rename(o, n)
 }
 
-func (r *recordingFS) SyncDir(dir string) error {
+func (r *recordingFS) SyncDir() error {
 	if err := r.do("syncdir"); err != nil {
 		return err
 	}
-	return r.OSFS.SyncDir(dir)
+	return r.FS.SyncDir()
 }
 
 type recordingFile struct {
-	*os.File
+	File
 	fs   *recordingFS
 	kind string
 }
@@ -118,7 +125,7 @@ func newEntry() *Entry {
 // message and of its metadata, and the directory fsync.
 func TestPutDurabilityOrder(t *testing.T) {
 	fs := &recordingFS{}
-	sp, err := OpenSpool(t.TempDir(), fs)
+	sp, err := OpenSpool(t.TempDir(), fs.wrap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +145,7 @@ func TestPutFailureLeavesNothing(t *testing.T) {
 		t.Run(op, func(t *testing.T) {
 			fs := &recordingFS{failOp: op}
 			dir := t.TempDir()
-			sp, err := OpenSpool(dir, fs)
+			sp, err := OpenSpool(dir, fs.wrap)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -212,7 +219,7 @@ func TestRecover(t *testing.T) {
 func TestGroupCommit(t *testing.T) {
 	fs := &slowSyncFS{recordingFS: &recordingFS{}}
 	dir := t.TempDir()
-	sp, _ := OpenSpool(dir, fs)
+	sp, _ := OpenSpool(dir, fs.wrap)
 	const n = 32
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -244,17 +251,16 @@ func TestGroupCommit(t *testing.T) {
 // behind it, as on a real disk.
 type slowSyncFS struct{ *recordingFS }
 
-func (s *slowSyncFS) SyncDir(dir string) error {
+func (s *slowSyncFS) SyncDir() error {
 	time.Sleep(2 * time.Millisecond)
-	return s.recordingFS.SyncDir(dir)
+	return s.recordingFS.SyncDir()
 }
 
-// ReadFrom keeps io.Copy going through Write, so that writes are recorded.
-func (f *recordingFile) ReadFrom(r io.Reader) (int64, error) {
-	return io.Copy(struct{ io.Writer }{f}, r)
+func (s *slowSyncFS) wrap(real FS) FS {
+	s.recordingFS.FS = real
+	return s
 }
 
-func (f *recordingFile) WriteString(s string) (int, error) { return f.Write([]byte(s)) }
 
 // An admin's hold of an account survives a restart.
 func TestAccountHoldPersists(t *testing.T) {

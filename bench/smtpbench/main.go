@@ -386,22 +386,22 @@ func (b *bench) drain() error {
 }
 
 // noSyncFS writes the recovery fixture without fsyncs: it is test data.
-type noSyncFS struct{ queue.OSFS }
+type noSyncFS struct{ queue.FS }
 
-func (noSyncFS) CreateTemp(dir, pattern string) (queue.File, error) {
-	f, err := os.CreateTemp(dir, pattern)
+func (n noSyncFS) CreateTemp(prefix string) (queue.File, error) {
+	f, err := n.FS.CreateTemp(prefix)
 	return noSyncFile{f}, err
 }
-func (noSyncFS) SyncDir(string) error { return nil }
+func (noSyncFS) SyncDir() error { return nil }
 
-type noSyncFile struct{ *os.File }
+type noSyncFile struct{ queue.File }
 
 func (noSyncFile) Sync() error { return nil }
 
 func (b *bench) recovery() error {
 	b.stopRelayd()
 	state := filepath.Join(b.tmp, "recover")
-	sp, err := queue.OpenSpool(filepath.Join(state, "queue"), noSyncFS{})
+	sp, err := queue.OpenSpool(filepath.Join(state, "queue"), func(real queue.FS) queue.FS { return noSyncFS{real} })
 	if err != nil {
 		return err
 	}
