@@ -1,9 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -577,10 +579,14 @@ func checkUpstream(key, proto, addr string, sec Security, bad badFunc) {
 }
 
 // CheckFiles reports the secret, password and CA files the configuration
-// names that relayd cannot read now. Parse does not look at the file
-// system; the daemon reads these files when it starts.
+// names that relayd cannot read now, and an admin_group that does not
+// exist. Parse does not look at the system; serve, a reload and
+// check-config call this.
 func (c *Config) CheckFiles() []error {
 	var errs []error
+	if _, err := LookupGroup(c.AdminGroup); err != nil {
+		errs = append(errs, err)
+	}
 	for i, a := range c.Accounts {
 		for _, f := range []struct {
 			key, path string
@@ -608,6 +614,27 @@ func (c *Config) CheckFiles() []error {
 		}
 	}
 	return errs
+}
+
+// LookupGroup returns the id of the group named name, or -1 for "". The
+// error names admin_group, the key that names groups.
+func LookupGroup(name string) (int, error) {
+	if name == "" {
+		return -1, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		var unknown user.UnknownGroupError
+		if errors.As(err, &unknown) {
+			return -1, &Error{Key: "admin_group", Msg: fmt.Sprintf("group %q does not exist: create it (groupadd %s) or remove admin_group", name, name), Err: err}
+		}
+		return -1, &Error{Key: "admin_group", Msg: fmt.Sprintf("looking up group %q: %v", name, err), Err: err}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, &Error{Key: "admin_group", Msg: fmt.Sprintf("group %q has the id %q, which is not a number", name, g.Gid)}
+	}
+	return gid, nil
 }
 
 func unwrapPathErr(err error) error {

@@ -99,7 +99,7 @@ const errPermission = "permission denied: this needs root, relayd's own user, or
 func (s *Server) adminOnly(what string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, _ := r.Context().Value(peerKey{}).(*Peer)
-		if p == nil || !p.admin(s.adminGID) {
+		if p == nil || !p.admin(s.adminGID.get()) {
 			uid := -1
 			if p != nil {
 				uid = p.UID

@@ -35,8 +35,7 @@ type Backend interface {
 
 // Server serves the status API.
 type Server struct {
-	// adminGID is admin_group's id, or -1.
-	adminGID int
+	adminGID adminGroup // admin_group's id (admin.go)
 	metrics  *Metrics
 	backend  Backend
 	log      *slog.Logger
@@ -46,7 +45,7 @@ type Server struct {
 // NewServer returns a status server for b; m, when not nil, is served at
 // GET /metrics.
 func NewServer(b Backend, log *slog.Logger, m *Metrics) *Server {
-	s := &Server{backend: b, log: log, metrics: m, adminGID: -1}
+	s := &Server{backend: b, log: log, metrics: m}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /v1/accounts/{name}/grant", s.adminOnly("grant handed over", s.handleGrant))
@@ -76,25 +75,6 @@ func (s *Server) recovering(h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(w, r)
 	})
-}
-
-// SetAdminGroup names the group whose members may change things (besides
-// root and relayd's own user). Call it before Serve.
-func (s *Server) SetAdminGroup(name string) error {
-	if name == "" {
-		s.adminGID = -1
-		return nil
-	}
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		return fmt.Errorf("admin_group %q: %w", name, err)
-	}
-	gid, err := strconv.Atoi(g.Gid)
-	if err != nil {
-		return err
-	}
-	s.adminGID = gid
-	return nil
 }
 
 // Listen creates the Unix socket at path with mode 0660, replacing a stale

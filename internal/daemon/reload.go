@@ -22,8 +22,8 @@ import (
 // without dropping anyone: accounts added, removed (their open IMAP
 // sessions end with a BYE; their queued mail stays on disk, held) or edited
 // (open sessions go on; new logins use the new settings), listen addresses
-// (new ones open before old ones close), the log level, the queue's
-// schedule and [health]. The new file is parsed and checked completely
+// (new ones open before old ones close), the log level, admin_group, the
+// queue's schedule and [health]. The new file is parsed and checked completely
 // first: on any error nothing changes and the error, naming its key, is
 // returned. state_dir and status_socket need a restart.
 //
@@ -61,6 +61,11 @@ func (d *Daemon) reload() error {
 	}
 	if cfg.StatusSocket != old.StatusSocket {
 		return fmt.Errorf("status_socket: changed from %s to %s; that needs a restart (systemctl restart relayd)", old.StatusSocket, cfg.StatusSocket)
+	}
+
+	adminGID, err := config.LookupGroup(cfg.AdminGroup)
+	if err != nil {
+		return err
 	}
 
 	// Build everything that can fail before anything changes.
@@ -113,6 +118,7 @@ func (d *Daemon) reload() error {
 	d.imap.SetUsers(users)
 	d.smtp.SetUsers(users)
 	d.guard.Set(cfg.Login.MaxFailures, cfg.Login.FailureWindow, cfg.Login.Lockout)
+	d.status.SetAdminGID(adminGID)
 	d.imap.SetLimits(imapLimits(cfg))
 	d.smtp.SetLimits(smtpLimits(cfg))
 	for name, acct := range accounts {
@@ -141,6 +147,9 @@ func (d *Daemon) reload() error {
 
 	if d.opts.LogLevel != nil {
 		d.opts.LogLevel.Set(cfg.LogLevel)
+	}
+	if cfg.AdminGroup != old.AdminGroup {
+		d.log.Info("admin_group changed: status socket calls from now on are judged by the new group", "was", old.AdminGroup, "now", cfg.AdminGroup)
 	}
 	d.queue.SetSchedule(cfg.Queue.RetryMin, cfg.Queue.RetryMax, cfg.Queue.Lifetime)
 	for _, name := range removed {
