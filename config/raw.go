@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -401,13 +402,19 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 func checkIdentity(key string, a *Account, bad badFunc) {
 	if a.Name == "" {
 		bad(key+".name", "required: a short name used on the command line, e.g. relayd authorize support")
-	} else if strings.ContainsAny(a.Name, "/\\ \t\n") || strings.HasPrefix(a.Name, ".") {
-		bad(key+".name", "%q may not contain slashes or spaces, nor start with a dot", a.Name)
+	} else if !validName(a.Name) {
+		bad(key+".name", "%s is not allowed: use up to %d ASCII letters, digits, '.', '_', '-', '@' or '+', starting with a letter or digit (e.g. \"support\")",
+			quoteClip(a.Name), maxNameLen)
 	}
 	if a.Email == "" {
 		bad(key+".email", "required: the mailbox address")
+	} else if hasControl(a.Email) {
+		bad(key+".email", "%s holds a control character (a line break?): give the bare address", quoteClip(a.Email))
 	} else if !strings.Contains(a.Email, "@") {
 		bad(key+".email", "%q is not an email address", a.Email)
+	}
+	if hasControl(a.Login) {
+		bad(key+".login", "%s holds a control character (a line break?): give the bare address", quoteClip(a.Login))
 	}
 	if a.Login == "" {
 		a.Login = a.Email
@@ -426,6 +433,8 @@ func checkIdentity(key string, a *Account, bad badFunc) {
 func checkLocalLogin(key string, a *Account, bad badFunc) {
 	if a.LocalUser == "" {
 		a.LocalUser = a.Email
+	} else if hasControl(a.LocalUser) {
+		bad(key+".local_user", "%s holds a control character: give the user name the legacy client sends", quoteClip(a.LocalUser))
 	}
 	if a.LocalPasswordHash == "" {
 		bad(key+".local_password_hash", "required: create one with 'relayd hash-password'")
@@ -437,7 +446,9 @@ func checkLocalLogin(key string, a *Account, bad badFunc) {
 // checkSending: the envelope policy and sending limits.
 func checkSending(key string, a *Account, bad badFunc) {
 	for i, addr := range a.SendAs {
-		if !strings.Contains(addr, "@") {
+		if hasControl(addr) {
+			bad(fmt.Sprintf("%s.send_as[%d]", key, i), "%s holds a control character (a line break?): give the bare address", quoteClip(addr))
+		} else if !strings.Contains(addr, "@") {
 			bad(fmt.Sprintf("%s.send_as[%d]", key, i), "%q is not an email address", addr)
 		}
 	}
@@ -604,16 +615,81 @@ func (c *Config) CheckFiles() []error {
 				errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", f.path, unwrapPathErr(err)), Err: err})
 				continue
 			}
-			if f.secret {
-				if fi, err := os.Stat(f.path); err == nil && fi.Mode().Perm()&0o004 != 0 {
-					errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(
-						"%s holds a secret but everyone may read it (mode %04o): chmod o-r %s (root:relayd 0640 is the normal layout)",
-						f.path, fi.Mode().Perm(), f.path)})
-				}
+			fi, err := os.Stat(f.path)
+			if err != nil {
+				continue
+			}
+			what, layout := "a secret", "root:relayd 0640"
+			if !f.secret {
+				what, layout = "the CAs trusted for the upstream servers", "root 0644"
+			}
+			switch perm := fi.Mode().Perm(); {
+			case perm&0o022 != 0:
+				errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(
+					"%s holds %s but others may change it (mode %04o): chmod go-w %s (%s is the normal layout)",
+					f.path, what, perm, f.path, layout)})
+			case f.secret && perm&0o004 != 0:
+				errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(
+					"%s holds a secret but everyone may read it (mode %04o): chmod o-r %s (root:relayd 0640 is the normal layout)",
+					f.path, perm, f.path)})
 			}
 		}
 	}
 	return errs
+}
+
+// ModeWarnings returns what is unsafe, though not fatal, about the
+// permissions of the configuration file at path, which c was read from: a
+// file everyone may read that holds local password hashes, which anyone
+// on the host could then try to crack offline.
+func (c *Config) ModeWarnings(path string) []string {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+		return nil
+	}
+	for _, a := range c.Accounts {
+		if a.LocalPasswordHash != "" {
+			return []string{fmt.Sprintf("%s holds local_password_hash but everyone may read it (mode %04o): chmod o-r %s (root:relayd 0640 is the normal layout)",
+				path, fi.Mode().Perm(), path)}
+		}
+	}
+	return nil
+}
+
+// maxNameLen is the longest account name.
+const maxNameLen = 64
+
+// validName reports whether name may name an account: it shows up in file
+// names, command lines, log lines and metric labels.
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > maxNameLen {
+		return false
+	}
+	for i, c := range []byte(name) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && strings.IndexByte("._-@+", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// hasControl reports whether s holds a control character (C0, DEL or C1),
+// which has no place in an address or user name.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, unicode.IsControl)
+}
+
+// quoteClip quotes s for an error message, escaping control characters
+// and clipping it to a readable length.
+func quoteClip(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:max]) + fmt.Sprintf("… (%d bytes)", len(s))
 }
 
 // LookupGroup returns the id of the group named name, or -1 for "". The

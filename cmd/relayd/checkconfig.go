@@ -22,6 +22,9 @@ func runCheckConfig(args []string) error {
 		fmt.Fprintln(os.Stderr, err)
 		return exitError{1}
 	}
+	for _, w := range cfg.ModeWarnings(path) {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	}
 	problems := 0
 	for _, err := range cfg.CheckFiles() {
 		// A file not in place yet, or not readable by whoever runs
