@@ -146,6 +146,9 @@ func handOver(ctx context.Context, cfg *config.Config, name string, g *auth.Gran
 		fmt.Printf("account %q authorized; the running daemon checked the grant and uses it now\n", name)
 		return nil
 	case errors.Is(err, status.ErrNotRunning):
+		if err := dropToStateOwner(cfg.StateDir); err != nil {
+			return err
+		}
 		store := &auth.Store{Dir: cfg.StateDir}
 		if err := store.Save(name, g); err != nil {
 			return err

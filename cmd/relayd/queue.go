@@ -141,6 +141,9 @@ func openQueueAdmin(cfg *config.Config) (queueAdmin, error) {
 	} else if !errors.Is(err, status.ErrNotRunning) {
 		return nil, err
 	}
+	if err := dropToStateOwner(cfg.StateDir); err != nil {
+		return nil, err
+	}
 	q, err := queue.Open(queue.Options{
 		Dir:    filepath.Join(cfg.StateDir, "queue"),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
