@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/relayd/relayd/internal/statedir"
 	"github.com/relayd/relayd/provider"
 )
 
@@ -597,6 +598,9 @@ func (c *Config) CheckFiles() []error {
 	var errs []error
 	if _, err := LookupGroup(c.AdminGroup); err != nil {
 		errs = append(errs, err)
+	}
+	if err := statedir.CheckPerms(c.StateDir); err != nil {
+		errs = append(errs, &Error{Key: "state_dir", Msg: err.Error(), Err: err})
 	}
 	for i, a := range c.Accounts {
 		for _, f := range []struct {
