@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,16 +79,15 @@ func (s *Server) recovering(h http.Handler) http.Handler {
 }
 
 // Listen creates the Unix socket at path with mode 0660, replacing a stale
-// socket left by a crash.
+// socket left by a crash. Anything else at path (a file, a symlink, a
+// directory) is refused, never removed.
 func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating status socket directory: %w", err)
 	}
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("status socket %s is in use: is relayd already running?", path)
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
 	}
-	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("status socket: %w", err)
@@ -103,6 +103,48 @@ func Listen(path string) (net.Listener, error) {
 		}
 	}
 	return ln, nil
+}
+
+// removeStaleSocket removes the socket at path that nothing listens on; it
+// refuses a socket in use and anything that is not a socket.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("status_socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("status_socket %s is %s, not a socket: relayd removes only a stale socket there. "+
+			"Set status_socket to a path of its own (default /run/relayd/status.sock), or move what is there away if it is not needed",
+			path, fileKind(fi.Mode()))
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("status socket %s is in use: is relayd already running?", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing the stale status socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// fileKind names the type of a file of mode m, with its article.
+func fileKind(m fs.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case fs.ModeSymlink:
+		return "a symbolic link"
+	case fs.ModeDir:
+		return "a directory"
+	case fs.ModeNamedPipe:
+		return "a named pipe"
+	case fs.ModeDevice, fs.ModeDevice | fs.ModeCharDevice:
+		return "a device"
+	}
+	return "a file of type " + m.Type().String()
 }
 
 // Serve serves on ln until Shutdown.
