@@ -111,9 +111,16 @@ func (q *Queue) Release(target string) (int, error) {
 	return n, nil
 }
 
-// isAccount reports whether name is a configured account.
+// isAccount reports whether name is an account: a configured one, or one
+// removed from the configuration whose mail is still queued.
 func (q *Queue) isAccount(name string) bool {
-	return q.opts.Accounts(name) != nil
+	if q.opts.Accounts(name) != nil {
+		return true
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	a := q.accounts[name]
+	return a != nil && len(a.entries) > 0
 }
 
 func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
@@ -196,12 +203,19 @@ func (q *Queue) Retry(id string) error {
 	return nil
 }
 
-// Delete removes a message from the queue, like postsuper -d.
+// Delete removes a message from the queue, like postsuper -d; given an
+// account's name instead of a queue ID, it removes every message of that
+// account that is not being delivered right now (the way to clear the mail
+// of an account removed from the configuration).
 func (q *Queue) Delete(id string) error {
 	q.mu.Lock()
 	e := q.entries[id]
 	if e == nil {
+		a := q.accounts[id]
 		q.mu.Unlock()
+		if a != nil && q.isAccount(id) {
+			return q.deleteAccount(a)
+		}
 		return notFound(id)
 	}
 	if q.busy[id] {
@@ -211,6 +225,26 @@ func (q *Queue) Delete(id string) error {
 	q.remove(e)
 	q.mu.Unlock()
 	return q.spool.Remove(id)
+}
+
+// deleteAccount removes every message of a that is not being delivered.
+func (q *Queue) deleteAccount(a *account) error {
+	q.mu.Lock()
+	var ids []string
+	for id, e := range a.entries {
+		if !q.busy[id] {
+			q.remove(e)
+			ids = append(ids, id)
+		}
+	}
+	q.mu.Unlock()
+	var errs []error
+	for _, id := range ids {
+		if err := q.spool.Remove(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 var errBusy = ErrBusyError{}

@@ -411,6 +411,33 @@ func (q *Queue) Stats(name string) AccountStats {
 	return st
 }
 
+// Orphan is the queue of an account that is not configured any more: its
+// mail stays on disk, held, until the account is added back or an admin
+// deletes it ('relayd queue delete NAME').
+type Orphan struct {
+	Account string `json:"account"`
+	AccountStats
+}
+
+// Orphans returns the queues of accounts that have mail but are not
+// configured, by name.
+func (q *Queue) Orphans() []Orphan {
+	q.mu.Lock()
+	var names []string
+	for name, a := range q.accounts {
+		if len(a.entries) > 0 && q.opts.Accounts(name) == nil {
+			names = append(names, name)
+		}
+	}
+	q.mu.Unlock()
+	sort.Strings(names)
+	l := make([]Orphan, 0, len(names))
+	for _, name := range names {
+		l = append(l, Orphan{Account: name, AccountStats: q.Stats(name)})
+	}
+	return l
+}
+
 // health returns the condition of a's account: the configured account's,
 // or, for one no longer configured, the queue's own record. q.mu is held
 // or not; it does not matter.

@@ -116,6 +116,8 @@ var (
 		[]string{"account", "state"}, nil)
 	descOldest = prometheus.NewDesc("relayd_queue_oldest_message_age_seconds", "Age of each account's oldest message waiting in the queue.",
 		[]string{"account"}, nil)
+	descOrphaned = prometheus.NewDesc("relayd_queue_orphaned_messages", "Messages kept in the queue for accounts that are not configured any more, by account.",
+		[]string{"account"}, nil)
 	descPanics = prometheus.NewDesc("relayd_panics_recovered_total", "Internal errors (panics) relayd recovered from since it started.", nil, nil)
 	descUp     = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
 )
@@ -125,7 +127,7 @@ var allStates = []health.State{health.StateOK, health.StateWarning, health.State
 
 // Describe implements prometheus.Collector for the scrape-time gauges.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descPanics, descUp} {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descPanics, descUp} {
 		ch <- d
 	}
 }
@@ -157,5 +159,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(descQueue, float64(q.Failed), a.Name, "failed")
 			gauge(descOldest, float64(q.OldestAge), a.Name)
 		}
+	}
+	for _, o := range st.OrphanedAccounts {
+		gauge(descOrphaned, float64(o.Queued+o.Held+o.Failed), o.Account)
 	}
 }

@@ -18,6 +18,10 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		fmt.Fprintf(w, "local user %s is locked out after repeated failed logins until %s: find the client with the wrong password\n",
 			l.User, l.Until.Local().Format("15:04:05"))
 	}
+	for _, o := range st.OrphanedAccounts {
+		fmt.Fprintf(w, "account %s is not configured any more and has %d queued, %d held, %d failed message(s) kept: add it back to the configuration and reload, or delete them with 'relayd queue delete %s'\n",
+			o.Account, o.Queued, o.Held, o.Failed, o.Account)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tGRANT ENDS\tIMAP\tQUEUED\tHELD\tFAILED")

@@ -27,6 +27,27 @@ type Status struct {
 	// logins.
 	LockedOut []auth.Locked `json:"locked_out,omitempty"`
 	Accounts  []Account     `json:"accounts"`
+	// Orphaned counts the messages still queued for accounts that are
+	// not configured any more; OrphanedAccounts has them by account.
+	Orphaned         int            `json:"orphaned"`
+	OrphanedAccounts []queue.Orphan `json:"orphaned_accounts,omitempty"`
+}
+
+// SetOrphans records the queues of accounts no longer configured and
+// adds them to the banner.
+func (st *Status) SetOrphans(l []queue.Orphan) {
+	st.OrphanedAccounts = l
+	st.Orphaned = 0
+	var names []string
+	for _, o := range l {
+		st.Orphaned += o.Queued + o.Held + o.Failed
+		names = append(names, o.Account)
+	}
+	if st.Orphaned == 0 {
+		return
+	}
+	st.Banner += fmt.Sprintf("; %d %s of removed %s kept, held: %s",
+		st.Orphaned, plural(st.Orphaned, "message", "messages"), plural(len(names), "account", "accounts"), strings.Join(names, ", "))
 }
 
 // Account is one account's status.

@@ -25,7 +25,8 @@ const queueCommands = `commands:
   hold ID|ACCOUNT      hold a message, or all mail of an account (postsuper -h)
   release ID|ACCOUNT   release what hold held, and an account's held mail (postsuper -H)
   retry ID             attempt a message again now, also a failed one (postsuper -r)
-  delete ID            remove a message (postsuper -d)`
+  delete ID|ACCOUNT    remove a message, or every message of an account, e.g. one
+                       removed from the configuration (postsuper -d)`
 
 // queueAdmin is the queue, through the running daemon or on disk.
 type queueAdmin interface {

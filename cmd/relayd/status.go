@@ -55,6 +55,16 @@ func runStatus(args []string) error {
 	} else {
 		status.Render(os.Stdout, st, time.Now())
 	}
+	if code := nagiosCode(st); code != nagiosOK {
+		return exitError{code}
+	}
+	return nil
+}
+
+// nagiosCode is the plugin exit code for st: CRITICAL when an admin must
+// act on a mailbox, WARNING when one is degraded or warned about, or when
+// mail of a removed account is still queued.
+func nagiosCode(st *status.Status) int {
 	code := nagiosOK
 	for _, a := range st.Accounts {
 		switch {
@@ -64,8 +74,8 @@ func runStatus(args []string) error {
 			code = nagiosWarning
 		}
 	}
-	if code != nagiosOK {
-		return exitError{code}
+	if st.Orphaned > 0 && code == nagiosOK {
+		code = nagiosWarning
 	}
-	return nil
+	return code
 }

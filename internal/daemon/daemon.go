@@ -528,6 +528,7 @@ func (d *Daemon) Status() *status.Status {
 		st.Accounts = append(st.Accounts, sa)
 	}
 	st.Banner = status.MakeBanner(st.Accounts)
+	st.SetOrphans(d.queue.Orphans())
 	return st
 }
 
