@@ -86,7 +86,7 @@ type Daemon struct {
 	wg         sync.WaitGroup
 	ctx        context.Context    // of background work; set by Start
 	cancel     context.CancelFunc // stops background work
-	hookMu     sync.Mutex         // on_state_change runs one at a time
+	hooks      hookLocks          // on_state_change runs one at a time per account
 	guard      *auth.Guard        // local logins\' brute-force defence, kept across reloads
 	statusDone chan struct{}      // closed when the status socket stopped
 	reloadMu   sync.Mutex         // one reload at a time
