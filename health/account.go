@@ -86,6 +86,10 @@ type Options struct {
 	// OnReport, when set, is called for every report from a source: a
 	// success (reason "") or a failure, e.g. to count it.
 	OnReport func(src Source, reason Reason)
+	// OutageBudget: an upstream outage (Error.Outage) still reported
+	// after this long turns the account disconnected, as a spent retry
+	// budget at the token endpoint does. Zero: outages stay degraded.
+	OutageBudget time.Duration
 }
 
 // Transition is a change of an account's state.
@@ -169,9 +173,15 @@ func (a *Account) Fail(src Source, e *Error) {
 	now := a.now()
 	a.mu.Lock()
 	c := a.conds[src]
-	if c == nil || c.err.Reason != e.Reason || c.err.State != e.State {
+	if c == nil || c.err.Reason != e.Reason || c.err.State != e.State && !e.Outage() {
 		c = &condition{since: now}
 		a.conds[src] = c
+	}
+	if e.Outage() && a.opts.OutageBudget > 0 && now.Sub(c.since) >= a.opts.OutageBudget {
+		up := *e
+		up.State = StateDisconnected
+		up.Advice = fmt.Sprintf("unreachable for %s: ", now.Sub(c.since).Round(time.Second)) + e.Advice
+		e = &up
 	}
 	c.err, c.at = e, now
 	a.lastErr, a.lastErrAt = e.Detail(), now

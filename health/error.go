@@ -28,6 +28,8 @@ const (
 	ReasonUpstreamAuthDeferred     Reason = "upstream_auth_deferred"
 	ReasonSMTPAuthDisabled         Reason = "smtp_auth_disabled"
 	ReasonNotConfigured            Reason = "not_configured"
+	ReasonSMTPUnreachable          Reason = "smtp_unreachable"
+	ReasonIMAPUnreachable          Reason = "imap_unreachable"
 	ReasonInternal                 Reason = "internal_error"
 	ReasonGrantExpiresSoon         Reason = "grant_expires_soon"
 )
@@ -58,6 +60,32 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Outage reports whether e is an upstream server that cannot be reached
+// (smtp_unreachable, imap_unreachable): the account is degraded, and
+// disconnected once the outage outlasts the retry budget, but its mail is
+// never held for it: delivery is deferred and lifetimes keep running, as
+// in Postfix.
+func (e *Error) Outage() bool {
+	return e.Reason == ReasonSMTPUnreachable || e.Reason == ReasonIMAPUnreachable
+}
+
+// Unreachable is the condition of an account whose upstream server at
+// addr, seen at src (SourceSMTP or SourceIMAP), could not be reached:
+// dialing, TLS, the greeting or a timeout failed with err. The first
+// success at src clears it.
+func Unreachable(src Source, addr string, err error) *Error {
+	reason, what, key := ReasonSMTPUnreachable, "SMTP", "smtp_server"
+	if src == SourceIMAP {
+		reason, what, key = ReasonIMAPUnreachable, "IMAP", "imap_server"
+	}
+	advice := fmt.Sprintf("the upstream %s server %s cannot be reached; relayd keeps trying. Check the network, DNS, a firewall or proxy on the way, and %s", what, addr, key)
+	if src == SourceSMTP {
+		advice += "; outgoing mail stays queued (nothing bounces until its lifetime ends)"
+	}
+	return &Error{State: StateDegraded, Reason: reason, Advice: advice,
+		Client: "the mail server is unreachable; try again later", Err: err}
+}
 
 // Temporary reports whether the condition may pass by itself, so retrying
 // later makes sense: true for degraded, false when a person must act.

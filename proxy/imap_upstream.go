@@ -273,6 +273,7 @@ func (s *IMAPServer) loginUpstream(ctx context.Context, a *Account) (*upstreamCo
 	}
 	u, err := s.dialIMAP(ctx, a)
 	if err != nil {
+		a.Health.Fail(health.SourceIMAP, health.Unreachable(health.SourceIMAP, a.Config.IMAPServer, err))
 		return nil, "", nil, err
 	}
 	u.conn.SetDeadline(time.Now().Add(s.opts.UpstreamTimeout))

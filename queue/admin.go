@@ -51,9 +51,7 @@ func (q *Queue) Flush(acct string) int {
 	}
 	for name, a := range q.accounts {
 		if acct == "" || name == acct {
-			if a.outage {
-				a.probeAt = now
-			}
+			a.probeAt = now // an outage's next probe, if any, is now
 			wake = append(wake, a)
 		}
 	}

@@ -84,16 +84,14 @@ func (q *Queue) checkHold(a *account, h *health.Account) {
 	c := h.Worst(health.SourceToken, health.SourceSMTP)
 	held := !h.HeldSince().IsZero()
 	switch {
-	case c != nil && c.State.NeedsAttention() && !held && q.hasQueued(a):
+	case c != nil && c.State.NeedsAttention() && !c.Outage() && !held && q.hasQueued(a):
 		q.holdAccount(a, "", c)
 	case held && c == nil:
 		q.mu.Lock()
-		released := q.resume(a, h)
-		a.outage = false
+		released := q.resume(a, h) // announces the release
 		q.mu.Unlock()
 		if released {
 			q.log.Info("account released: delivering its held mail now", "account", a.name, "why", "its condition is over")
-			q.event(EventReleased, "", a.name)
 		}
 	}
 }
@@ -119,17 +117,18 @@ func (q *Queue) hasQueued(a *account) bool {
 func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
 	held := !h.HeldSince().IsZero()
 	if held {
-		if c := h.Worst(health.SourceToken, health.SourceSMTP); c != nil && c.State.NeedsAttention() {
+		if c := h.Worst(health.SourceToken, health.SourceSMTP); c != nil && c.State.NeedsAttention() && !c.Outage() {
 			return nil, time.Hour // until the condition changes
 		}
 	}
+	outage := inOutage(h)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if a.adminHold {
 		return nil, time.Hour // until an admin releases it
 	}
 	now := q.opts.Now()
-	probe := held || a.outage
+	probe := held || outage
 	const never = time.Duration(1<<63 - 1)
 	var ids []string
 	next := never
@@ -270,10 +269,7 @@ func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Accou
 		return
 	}
 	defer c.Close()
-	q.mu.Lock()
-	probe := a.outage
-	q.mu.Unlock()
-	if probe || !creds.Health.HeldSince().IsZero() {
+	if inOutage(creds.Health) || !creds.Health.HeldSince().IsZero() {
 		q.release(a.name, "the upstream answers again")
 	}
 	for {
@@ -364,21 +360,23 @@ func (q *Queue) pace(ctx context.Context, a *account, cfg *config.Account) {
 	}
 }
 
-// outage records a connection or TLS failure. Messages keep aging; a probe
-// checks the upstream again after a backoff.
+// outage records a connection or TLS failure: the account's health makes
+// it degraded (smtp_unreachable), disconnected once it outlasts the retry
+// budget. Nothing is held: messages keep aging, and a probe checks the
+// upstream again after a backoff.
 func (q *Queue) outage(a *account, creds *auth.Account, err error) {
+	first := !inOutage(creds.Health)
+	creds.Health.Fail(health.SourceSMTP, health.Unreachable(health.SourceSMTP, creds.Config.SMTPServer, err))
 	q.mu.Lock()
-	first := !a.outage
-	a.outage = true
 	a.backoff = min(max(2*a.backoff, q.opts.RetryMin), q.opts.RetryMax)
 	if first {
 		a.backoff = q.opts.RetryMin
 	}
 	a.probeAt = q.opts.Now().Add(a.backoff)
-	a.lastError, a.lastErrorAt = errText(err), q.opts.Now()
+	backoff := a.backoff
 	q.mu.Unlock()
 	q.log.Warn("upstream SMTP server unreachable; mail stays queued and is retried", "account", a.name,
-		"upstream", creds.Config.SMTPServer, "err", err, "retry_in", a.backoff)
+		"upstream", creds.Config.SMTPServer, "err", err, "retry_in", backoff)
 	q.event(EventDeferred, "", a.name)
 }
 
@@ -726,7 +724,6 @@ func (q *Queue) finish(a *account, id string, results []outcome, connErr error, 
 			e.LastError = connErr.Error()
 		}
 		e.NextAttempt = now.Add(q.backoff(e.Attempts))
-		a.lastError, a.lastErrorAt = e.LastError, now
 		kind = EventDeferred
 	case hasFailed(e):
 		e.State = StateFailed

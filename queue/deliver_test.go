@@ -188,8 +188,15 @@ func TestDeliveryOutage(t *testing.T) {
 	}
 	r.waitEvent(EventDeferred)
 	st := r.q.Stats("support")
-	if !st.Outage || st.Queued != 3 || st.LastError == "" {
-		t.Errorf("stats during the outage = %+v", st)
+	if !st.Outage || st.Queued != 3 || st.Held != 0 {
+		t.Errorf("stats during the outage = %+v; want 3 queued, not held", st)
+	}
+	// The outage is the account's condition: degraded, smtp_unreachable,
+	// naming the address; nothing held.
+	h := r.src.Health().Snapshot()
+	if h.State != health.StateDegraded || h.Reason != health.ReasonSMTPUnreachable ||
+		!strings.Contains(h.Advice, r.upAddr) || h.LastError == "" || !h.HeldSince.IsZero() {
+		t.Errorf("account during the outage = %+v; want degraded, smtp_unreachable, naming %s, not held", h, r.upAddr)
 	}
 	up, err := testkit.NewSMTPUpstream(r.idp, testkit.SMTPOptions{Addr: r.upAddr})
 	if err != nil {
@@ -210,6 +217,9 @@ func TestDeliveryOutage(t *testing.T) {
 	}
 	if st := r.q.Stats("support"); st.Outage || st.Queued != 0 {
 		t.Errorf("stats after recovery = %+v", st)
+	}
+	if h := r.src.Health().Snapshot(); h.State != health.StateOK {
+		t.Errorf("account after recovery = %s (%s), want ok", h.State, h.Reason)
 	}
 }
 

@@ -109,16 +109,14 @@ type account struct {
 	orphan *health.Account
 	// adminHold is set by relayd queue hold ACCOUNT.
 	adminHold bool
-	// outage is set after a connection or TLS failure: lifetimes keep
-	// running; a probe at probeAt checks whether the upstream is back.
-	outage  bool
+	// probeAt is when to try the upstream again after a connection or
+	// TLS failure or a temporary AUTH condition (the account's health
+	// says whether there is one), backoff the pause that led there.
 	probeAt time.Time
 	backoff time.Duration
 
-	lastError   string
-	lastErrorAt time.Time
-	lastSend    time.Time
-	running     bool
+	lastSend time.Time
+	running  bool
 }
 
 // Hold is why an account's mail waits: its condition (package health,
@@ -370,9 +368,9 @@ type AccountStats struct {
 	Failed      int       `json:"failed"`
 	OldestAge   int64     `json:"oldest_age_seconds"`
 	Hold        *Hold     `json:"hold,omitempty"`
-	Outage      bool      `json:"outage,omitempty"`
-	LastError   string    `json:"last_error,omitempty"`
-	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Outage: the upstream SMTP server cannot be reached (the account's
+	// condition, smtp_unreachable, says since when and why).
+	Outage bool `json:"outage,omitempty"`
 }
 
 // Stats returns the queue statistics of account name.
@@ -406,8 +404,7 @@ func (q *Queue) Stats(name string) AccountStats {
 			st.Hold.State, st.Hold.Reason, st.Hold.Advice = c.State, c.Reason, c.Advice
 		}
 	}
-	st.Outage = a.outage
-	st.LastError, st.LastErrorAt = a.lastError, a.lastErrorAt
+	st.Outage = inOutage(h)
 	return st
 }
 
@@ -436,6 +433,12 @@ func (q *Queue) Orphans() []Orphan {
 		l = append(l, Orphan{Account: name, AccountStats: q.Stats(name)})
 	}
 	return l
+}
+
+// inOutage reports whether h's upstream SMTP server cannot be reached.
+func inOutage(h *health.Account) bool {
+	c := h.Condition(health.SourceSMTP)
+	return c != nil && c.Outage()
 }
 
 // health returns the condition of a's account: the configured account's,
@@ -481,7 +484,6 @@ func (q *Queue) release(name, why string) {
 	h.Succeed(health.SourceSMTP)
 	q.mu.Lock()
 	released := q.resume(a, h)
-	a.outage = false
 	q.mu.Unlock()
 	if released {
 		q.log.Info("account released: delivering its held mail now", "account", name, "why", why)
@@ -518,7 +520,6 @@ func (q *Queue) holdAccount(a *account, src health.Source, e *health.Error) {
 	}
 	first := h.HoldOutgoing()
 	q.mu.Lock()
-	a.lastError, a.lastErrorAt = e.Error(), q.opts.Now()
 	if e.State == health.StateDegraded {
 		a.backoff = min(max(2*a.backoff, q.opts.RetryMin), q.opts.RetryMax)
 		a.probeAt = q.opts.Now().Add(a.backoff)

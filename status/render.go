@@ -43,9 +43,6 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	for _, a := range st.Accounts {
 		state, advice := a.State, a.Advice
 		lastErr, lastErrAt := a.LastError, a.LastErrorAt
-		if a.Queue != nil && a.Queue.LastErrorAt.After(lastErrAt) {
-			lastErr, lastErrAt = a.Queue.LastError, a.Queue.LastErrorAt
-		}
 		if advice == "" && lastErr == "" && a.Warning == "" {
 			continue
 		}

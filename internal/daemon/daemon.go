@@ -246,7 +246,7 @@ func (d *Daemon) buildAccount(cfg *config.Config, a *config.Account, h *health.A
 			warn = -1 // warn_days = 0: no warnings
 		}
 		name := a.Name
-		h = health.New(a.Name, health.Options{Logger: d.opts.Logger, WarnBefore: warn,
+		h = health.New(a.Name, health.Options{Logger: d.opts.Logger, WarnBefore: warn, OutageBudget: cfg.Health.RetryWindow,
 			OnTransition: func(t health.Transition) { d.runHook(name, t) },
 			OnReport:     func(src health.Source, r health.Reason) { d.metrics.UpstreamAuth(name, src, r) }})
 	}
