@@ -294,9 +294,9 @@ func TestSMTPAuthLogin(t *testing.T) {
 }
 
 // failingFS fails the spool's directory fsync.
-type failingFS struct{ queue.OSFS }
+type failingFS struct{ queue.FS }
 
-func (failingFS) SyncDir(string) error { return fmt.Errorf("injected: no space left on device") }
+func (failingFS) SyncDir() error { return fmt.Errorf("injected: no space left on device") }
 
 // A spool failure is a 452 4.3.1 to the client, and leaves nothing queued.
 func TestSMTPSpoolFailureIs452(t *testing.T) {
@@ -304,7 +304,7 @@ func TestSMTPSpoolFailureIs452(t *testing.T) {
 	cfg := testkit.Account{Name: "support", Provider: "password", Email: testMailbox, PasswordFile: "unread",
 		LocalUser: testUser, LocalPasswordHash: testHash, Direction: "outgoing",
 		SMTPServer: "127.0.0.1:1", Security: "none"}.Parsed(t)
-	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), FS: failingFS{},
+	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), WrapFS: func(real queue.FS) queue.FS { return failingFS{real} },
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Accounts: func(string) *auth.Account { return &auth.Account{Config: cfg} }})
 	if err != nil {
