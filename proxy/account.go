@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/health"
 )
 
 // Account is an account as the IMAP proxy sees it: its upstream credentials
@@ -18,7 +19,14 @@ type Account struct {
 }
 
 // NewAccount wraps an account's credentials for the proxy.
-func NewAccount(a *auth.Account) *Account { return &Account{Account: a} }
+// An account built without a condition (auth.NewAccount always gives
+// one) gets its own, so that sessions can report to it.
+func NewAccount(a *auth.Account) *Account {
+	if a.Health == nil {
+		a.Health = health.New(a.Config.Name, health.Options{})
+	}
+	return &Account{Account: a}
+}
 
 // IMAPSessions is the number of open IMAP sessions of the account,
 // counting those logging in upstream.
