@@ -11,6 +11,7 @@ import (
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
 )
 
@@ -102,12 +103,15 @@ func appCredential(a *config.Account) string {
 	return "client_secret_file"
 }
 
-// describe renders a token-endpoint error for logs and status without the
-// raw response body, which is not ours to vet for secrets.
+// describe renders a token-endpoint error for logs, status, the hook and
+// the terminal without the raw response body, which is not ours to vet for
+// secrets. What the IdP wrote (error, error_description) is bounded and
+// its control characters escaped here, once (package safetext): an IdP
+// may send 300 KB or terminal escapes.
 func describe(err error) string {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		s := "token endpoint said " + re.ErrorCode
+		s := "token endpoint said " + safetext.Clip(re.ErrorCode, 100)
 		if re.ErrorCode == "" && re.Response != nil {
 			s = fmt.Sprintf("token endpoint answered HTTP %d", re.Response.StatusCode)
 		}
@@ -118,11 +122,11 @@ func describe(err error) string {
 			}
 			s += ": " + d
 		}
-		return s
+		return safetext.Line(s)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Sprintf("%s %s: %v", ue.Op, ue.URL, ue.Err)
+		return safetext.Line(fmt.Sprintf("%s %s: %v", ue.Op, ue.URL, ue.Err))
 	}
-	return err.Error()
+	return safetext.Line(err.Error())
 }

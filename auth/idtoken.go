@@ -10,6 +10,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/safetext"
 )
 
 // WrongAccountError is a grant for someone other than the account's login:
@@ -75,7 +76,7 @@ func CheckIdentity(ctx context.Context, a *config.Account, hc *http.Client, raw,
 		want = strings.ReplaceAll(want, "{tenantid}", c.TenantID)
 	}
 	if tok.Issuer != want {
-		return "", fmt.Errorf("account %q: the ID token was issued by %s, not %s", a.Name, tok.Issuer, want)
+		return "", fmt.Errorf("account %q: the ID token was issued by %s, not %s", a.Name, safetext.Line(tok.Issuer), safetext.Line(want))
 	}
 	if nonce != "" && tok.Nonce != nonce {
 		return "", errors.New("the ID token does not answer this sign-in (nonce mismatch); run the sign-in again")
@@ -88,7 +89,7 @@ func CheckIdentity(ctx context.Context, a *config.Account, hc *http.Client, raw,
 		if strings.EqualFold(n, a.Login) {
 			return n, nil
 		}
-		names = append(names, n)
+		names = append(names, safetext.Line(n)) // the IdP's text, shown on a terminal
 	}
 	if len(names) == 0 {
 		return "", fmt.Errorf("account %q: the ID token names nobody (no preferred_username, email or upn): the email and profile scopes may be missing", a.Name)

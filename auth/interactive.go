@@ -21,6 +21,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
 )
 
@@ -127,6 +128,8 @@ func (s *SignIn) Device(ctx context.Context) (*Grant, error) {
 	if da.Expiry.IsZero() {
 		da.Expiry = s.Now().Add(15 * time.Minute)
 	}
+	// The IdP's text: shown on a terminal.
+	da.VerificationURI, da.UserCode = safetext.Clip(da.VerificationURI, 200), safetext.Clip(da.UserCode, 100)
 	fmt.Fprintf(s.Out, "To sign in as %s for account %q:\n\n  1. open  %s\n  2. enter the code  %s\n\n", a.Login, a.Name, da.VerificationURI, da.UserCode)
 	if s.Terminal {
 		qrterminal.GenerateHalfBlock(da.VerificationURI, qrterminal.L, s.Out)
@@ -406,6 +409,8 @@ func redirectError(a *config.Account, code, desc string) error {
 	if i := strings.IndexAny(desc, "\r\n"); i >= 0 {
 		desc = desc[:i]
 	}
+	// Whoever sent the redirect wrote these: shown on a terminal.
+	code, desc = safetext.Clip(code, 100), safetext.Line(desc)
 	what := code
 	if desc != "" {
 		what += ": " + desc

@@ -15,6 +15,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
 	"github.com/relayd/relayd/status"
 )
@@ -24,6 +25,25 @@ import (
 // Microsoft, the browser for Google), by the one a flag names, or by
 // importing a refresh token. Ctrl-C stores nothing.
 func runAuthorize(args []string) error {
+	return terminalSafe(authorize(args))
+}
+
+// terminalSafe returns err with its text fit for a terminal: the
+// identity provider's words in it (an error=, an ID token's claims) may
+// hold escape sequences. errors.Is and errors.As still see err.
+func terminalSafe(err error) error {
+	if err == nil || safetext.Terminal(err.Error()) == err.Error() {
+		return err
+	}
+	return &safeError{err}
+}
+
+type safeError struct{ err error }
+
+func (e *safeError) Error() string { return safetext.Terminal(e.err.Error()) }
+func (e *safeError) Unwrap() error { return e.err }
+
+func authorize(args []string) error {
 	fs := newFlagSet("authorize")
 	cfgPath := configFlag(fs)
 	rtFile := fs.String("refresh-token-file", "", "import the refresh token in `file` (issued to this account's client_id)")
@@ -86,7 +106,7 @@ func runAuthorize(args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("signed in as %s\n", g.Subject)
+		fmt.Printf("signed in as %s\n", safetext.Line(g.Subject))
 	}
 	return handOver(ctx, cfg, name, g)
 }

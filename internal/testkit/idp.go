@@ -43,6 +43,7 @@ type IdP struct {
 
 	refreshes atomic.Int64
 	down      atomic.Bool
+	failWith  atomic.Pointer[tokenFailure] // FailTokenRequests
 
 	mu      sync.Mutex
 	clients map[string]string          // client id → secret ("" for public)
@@ -197,6 +198,23 @@ func (p *IdP) ExpireClientSecret(id string) {
 // SetDown makes the token endpoint answer 503 until called with false.
 func (p *IdP) SetDown(down bool) { p.down.Store(down) }
 
+// tokenFailure is the answer FailTokenRequests set.
+type tokenFailure struct {
+	status     int
+	code, desc string
+}
+
+// FailTokenRequests makes the token endpoint answer every request with
+// HTTP status and an OAuth error code and error_description desc (a
+// misbehaving IdP: huge or garbled texts), until called with status 0.
+func (p *IdP) FailTokenRequests(status int, code, desc string) {
+	if status == 0 {
+		p.failWith.Store(nil)
+		return
+	}
+	p.failWith.Store(&tokenFailure{status, code, desc})
+}
+
 // Issued returns every access and refresh token the IdP has issued, for
 // tests that check that no secret leaked.
 func (p *IdP) Issued() []string {
@@ -228,6 +246,10 @@ func (p *IdP) Validate(token, mailbox string) bool {
 func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 	if p.down.Load() {
 		http.Error(w, "service unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if f := p.failWith.Load(); f != nil {
+		oauthError(w, f.status, f.code, f.desc, 0)
 		return
 	}
 	if err := r.ParseForm(); err != nil {
