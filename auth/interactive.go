@@ -147,11 +147,15 @@ func (s *SignIn) Device(ctx context.Context) (*Grant, error) {
 // pollDevice waits for the person to sign in. x/oauth2's DeviceAccessToken
 // handles authorization_pending and slow_down (+5 s, RFC 8628 §3.5) but
 // returns on the first network error; here a network error is not the end,
-// and polling goes on with the same code until it expires.
+// and polling goes on with the same code until it expires. A request that
+// timed out (the HTTP client's 30 s) is such an error: only the code's own
+// expiry ends the wait.
 func (s *SignIn) pollDevice(ctx context.Context, oc *oauth2.Config, da *oauth2.DeviceAuthResponse) (*oauth2.Token, error) {
 	a := s.Account
+	codeCtx, cancel := context.WithDeadline(ctx, da.Expiry)
+	defer cancel()
 	for {
-		tok, err := oc.DeviceAccessToken(ctx, da)
+		tok, err := oc.DeviceAccessToken(codeCtx, da)
 		if err == nil {
 			return tok, nil
 		}
@@ -162,7 +166,7 @@ func (s *SignIn) pollDevice(ctx context.Context, oc *oauth2.Config, da *oauth2.D
 		if errors.As(err, &re) {
 			return nil, deviceError(a, re)
 		}
-		if !s.Now().Before(da.Expiry) || errors.Is(err, context.DeadlineExceeded) {
+		if codeCtx.Err() != nil || !s.Now().Before(da.Expiry) {
 			return nil, expiredCode(a)
 		}
 		fmt.Fprintf(s.Out, "\nno answer from the identity provider (%s); still waiting with the same code\n", describe(err))
@@ -171,6 +175,9 @@ func (s *SignIn) pollDevice(ctx context.Context, oc *oauth2.Config, da *oauth2.D
 		case <-ctx.Done():
 			t.Stop()
 			return nil, fmt.Errorf("account %q: interrupted; nothing was stored", a.Name)
+		case <-codeCtx.Done():
+			t.Stop()
+			return nil, expiredCode(a)
 		case <-t.C:
 		}
 	}

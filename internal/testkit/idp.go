@@ -44,6 +44,7 @@ type IdP struct {
 	refreshes atomic.Int64
 	down      atomic.Bool
 	failWith  atomic.Pointer[tokenFailure] // FailTokenRequests
+	stalls    atomic.Int64                 // StallDevicePolls
 
 	mu      sync.Mutex
 	clients map[string]string          // client id → secret ("" for public)
@@ -263,6 +264,10 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 	grantType := r.PostForm.Get("grant_type")
 	if grantType == "refresh_token" {
 		p.refreshes.Add(1)
+	}
+	if grantType == "urn:ietf:params:oauth:grant-type:device_code" && p.takeStall() {
+		<-r.Context().Done() // no answer until the client gives up
+		return
 	}
 
 	p.mu.Lock()

@@ -171,6 +171,24 @@ func (p *IdP) DropDevicePolls(n int) {
 	p.ia.dropPolls = n
 }
 
+// StallDevicePolls leaves the next n device-code polls without an answer
+// until the client gives up (its timeout, or the connection closed): an
+// IdP that is slow for once.
+func (p *IdP) StallDevicePolls(n int) { p.stalls.Store(int64(n)) }
+
+// takeStall reports whether this poll is one StallDevicePolls asked for.
+func (p *IdP) takeStall() bool {
+	for {
+		n := p.stalls.Load()
+		if n <= 0 {
+			return false
+		}
+		if p.stalls.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
 // SlowDownDevicePolls answers the next n device-code polls slow_down.
 func (p *IdP) SlowDownDevicePolls(n int) {
 	p.mu.Lock()
@@ -413,6 +431,9 @@ type inMemory struct{ h http.Handler }
 func (t inMemory) RoundTrip(r *http.Request) (*http.Response, error) {
 	w := &memResponse{header: http.Header{}, status: http.StatusOK}
 	t.h.ServeHTTP(w, r)
+	if err := r.Context().Err(); err != nil {
+		return nil, err // the client gave up waiting
+	}
 	return &http.Response{
 		StatusCode: w.status, Status: fmt.Sprintf("%d %s", w.status, http.StatusText(w.status)),
 		Header: w.header, Body: io.NopCloser(bytes.NewReader(w.body.Bytes())), Request: r,
