@@ -276,7 +276,8 @@ type redirect struct {
 // Browser signs in with the authorization code flow, PKCE and a loopback
 // redirect. The browser is usually on another machine: the person either
 // forwards the port with ssh -L, or pastes the address the browser shows
-// after the redirect failed. Whichever comes first wins.
+// after the redirect failed. Whichever comes first wins; a request to the
+// port whose state is not this sign-in's is answered 400 and ignored.
 func (s *SignIn) Browser(ctx context.Context) (*Grant, error) {
 	s.defaults()
 	a := s.Account
@@ -309,6 +310,7 @@ func (s *SignIn) Browser(ctx context.Context) (*Grant, error) {
 	authURL := oc.AuthCodeURL(state, opts...)
 
 	got := make(chan redirect, 2)
+	ignored := make(chan struct{}, 1)
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" || r.Method != http.MethodGet {
 			http.NotFound(w, r)
@@ -317,6 +319,17 @@ func (s *SignIn) Browser(ctx context.Context) (*Grant, error) {
 		q := r.URL.Query()
 		if q.Get("code") == "" && q.Get("error") == "" {
 			http.Error(w, "relayd: this address takes the sign-in's redirect only", http.StatusBadRequest)
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(state)) != 1 {
+			// Any local process can reach the port first: a redirect
+			// that is not this sign-in's (RFC 6749 §10.12) is ignored,
+			// and the real one still awaited.
+			http.Error(w, "relayd: this redirect does not belong to the sign-in in progress (its state differs); it was ignored", http.StatusBadRequest)
+			select {
+			case ignored <- struct{}{}:
+			default:
+			}
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -346,10 +359,15 @@ func (s *SignIn) Browser(ctx context.Context) (*Grant, error) {
 		go readPasted(s.In, got)
 	}
 	var rd redirect
-	select {
-	case <-ctx.Done():
-		return nil, fmt.Errorf("account %q: interrupted; nothing was stored", a.Name)
-	case rd = <-got:
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("account %q: interrupted; nothing was stored", a.Name)
+		case <-ignored:
+			fmt.Fprintf(s.Out, "ignored a request to %s that does not belong to this sign-in (its state differs); still waiting\n", oc.RedirectURL)
+		case rd = <-got:
+			waiting = false
+		}
 	}
 	if rd.err != nil {
 		return nil, fmt.Errorf("account %q: %w; nothing was stored", a.Name, rd.err)
