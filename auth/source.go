@@ -16,6 +16,7 @@ import (
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/fault"
 	"github.com/relayd/relayd/provider"
 )
 
@@ -50,9 +51,6 @@ type SourceOptions struct {
 	// Health is the account's condition, which the source reports to.
 	// Default: a new one.
 	Health *health.Account
-	// Failpoint, when set, is called at "refresh" before each request to
-	// the token endpoint, for fault tests.
-	Failpoint func(string)
 }
 
 // Source hands out access tokens for one account. All connections of the
@@ -366,9 +364,7 @@ func (s *Source) safeFetch(ctx context.Context, old *Grant) (tok *oauth2.Token, 
 			tok, err = nil, fmt.Errorf("internal error while refreshing the token: %v", v)
 		}
 	}()
-	if s.opts.Failpoint != nil {
-		s.opts.Failpoint("refresh")
-	}
+	fault.Hit("refresh")
 	return s.fetch(ctx, old)
 }
 
@@ -577,21 +573,15 @@ func (s *Source) Status() TokenStatus {
 // Health is the account's condition.
 func (s *Source) Health() *health.Account { return s.health }
 
-// RejectedByUpstream records that an upstream server refused a fresh
-// token: the grant lacks a scope, or the mailbox is not reachable for this
-// sign-in. Only a new grant or an admin fixes that. The token is dropped.
-func (s *Source) RejectedByUpstream(src health.Source, server, reply string) *health.Error {
+// RejectedByUpstream records that an upstream server refused a freshly
+// refreshed token: the access token is forgotten, so that nothing uses it
+// while the account waits for a new grant, and he (package upstream
+// classified the refusal) is reported to the account's health as seen at
+// src. It returns he.
+func (s *Source) RejectedByUpstream(src health.Source, he *health.Error) *health.Error {
 	s.mu.Lock()
 	s.dropAccessToken()
 	s.mu.Unlock()
-	a := s.acct
-	he := &health.Error{
-		State: health.StateNeedsReauth, Reason: health.ReasonUpstreamRejectedToken,
-		Advice: fmt.Sprintf("%s refused a fresh token for %s; check that %s may open this mailbox, then run 'relayd authorize %s'",
-			server, a.Email, a.Login, a.Name),
-		Client: fmt.Sprintf("mailbox %q needs reauthorization: run 'relayd authorize %s'", a.Name, a.Name),
-		Err:    errors.New("upstream said: " + reply),
-	}
 	s.health.Fail(src, he)
 	return he
 }

@@ -164,6 +164,9 @@ func New(name string, opts Options) *Account {
 // Name is the account's name.
 func (a *Account) Name() string { return a.name }
 
+// Logger is the account's logger: relayd's, with the account's name.
+func (a *Account) Logger() *slog.Logger { return a.log }
+
 // Fail records a condition seen at src. e.Account is set to the account.
 func (a *Account) Fail(src Source, e *Error) {
 	e.Account = a.name

@@ -19,6 +19,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/fault"
 )
 
 // ErrServerClosed is returned by Serve after Close or Shutdown.
@@ -57,9 +58,6 @@ type IMAPOptions struct {
 	// OnRefuse, when set, is told of each connection or login a limit
 	// refused ("sessions", "per_address" or "per_account").
 	OnRefuse func(protocol, limit string)
-	// Failpoint, when set, is called at "imap-session" as each session
-	// starts, for fault tests.
-	Failpoint func(string)
 	// OnLogin and OnSessionEnd, when set, are told of each login (its
 	// account, "" when unknown, and outcome) and each session's end (its
 	// account and bytes from and to the client), e.g. for metrics.
@@ -381,9 +379,7 @@ func (c *imapSession) serve() {
 	c.start = time.Now()
 	c.log = s.log.With("conn", c.id, "remote", c.down.RemoteAddr().String())
 	c.log.Debug("IMAP connection opened")
-	if s.opts.Failpoint != nil {
-		s.opts.Failpoint("imap-session")
-	}
+	fault.Hit("imap-session")
 
 	c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
 	if err := c.writeLine("* OK [CAPABILITY " + preauthCaps + "] relayd ready"); err != nil {

@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/upstream"
 )
 
 // upstreamConn is an upstream IMAP connection being logged in.
@@ -24,6 +24,8 @@ type upstreamConn struct {
 	host string // for messages
 	caps []string
 	n    int // tag counter
+	// loginText is the text of the upstream's tagged OK to AUTHENTICATE.
+	loginText string
 }
 
 // unavailableError is an upstream that could not be reached or spoke
@@ -38,13 +40,6 @@ func (e *unavailableError) Error() string {
 }
 
 func (e *unavailableError) Unwrap() error { return e.err }
-
-// rejectedError is an upstream's refusal of our credentials.
-type rejectedError struct {
-	reply string // the upstream's final line, for the log
-}
-
-func (e *rejectedError) Error() string { return "upstream rejected the login: " + e.reply }
 
 // dialIMAP connects to the account's IMAP server and reads its greeting,
 // upgrading with STARTTLS when configured.
@@ -108,7 +103,7 @@ func (s *IMAPServer) dialIMAP(ctx context.Context, a *Account) (*upstreamConn, e
 
 // authenticate runs AUTHENTICATE with the given mechanism and raw initial
 // response, using SASL-IR when the upstream has it. It returns the tagged
-// OK's text and the post-login capabilities, or a *rejectedError.
+// OK's text and the post-login capabilities, or an *upstream.Refusal.
 func (u *upstreamConn) authenticate(mech string, ir []byte) (text string, caps []string, err error) {
 	u.n++
 	tag := fmt.Sprintf("R%d", u.n)
@@ -161,7 +156,7 @@ func (u *upstreamConn) authenticate(mech string, ir []byte) (text string, caps [
 			}
 			return text, caps, nil
 		case strings.HasPrefix(line, tag+" "):
-			return "", nil, &rejectedError{reply: truncate(strings.TrimPrefix(line, tag+" "))}
+			return "", nil, &upstream.Refusal{Text: truncate(strings.TrimPrefix(line, tag+" "))}
 		default:
 			return "", nil, fmt.Errorf("unexpected reply %q", truncate(line))
 		}
@@ -260,62 +255,39 @@ func truncate(s string) string {
 	return s
 }
 
-// loginUpstream dials the account's IMAP server and logs in: XOAUTH2 with
-// the account's token (refreshing once and retrying once when the upstream
-// rejects it), or PLAIN with the account's password.
+// loginUpstream dials the account's IMAP server and logs in through
+// package upstream: XOAUTH2 with the account's token (refreshed once and
+// tried again on a new connection when the server refuses it), or PLAIN
+// with the account's password. It returns the upstream's tagged OK text
+// and post-login capabilities for the client.
 func (s *IMAPServer) loginUpstream(ctx context.Context, a *Account) (*upstreamConn, string, []string, error) {
-	var token string
-	if a.Tokens != nil {
-		var err error
-		if token, err = a.Tokens.Token(ctx); err != nil {
-			return nil, "", nil, err
+	host, _, _ := net.SplitHostPort(a.Config.IMAPServer)
+	u, err := upstream.Login(ctx, a.Account, health.SourceIMAP, host, func(ctx context.Context) (*upstreamConn, error) {
+		u, err := s.dialIMAP(ctx, a)
+		if err == nil {
+			u.conn.SetDeadline(time.Now().Add(s.opts.UpstreamTimeout))
 		}
-	}
-	u, err := s.dialIMAP(ctx, a)
+		return u, err
+	})
 	if err != nil {
-		a.Health.Fail(health.SourceIMAP, health.Unreachable(health.SourceIMAP, a.Config.IMAPServer, err))
+		if health.AsError(err) == nil {
+			err = &unavailableError{host: host, err: err}
+		}
 		return nil, "", nil, err
 	}
-	u.conn.SetDeadline(time.Now().Add(s.opts.UpstreamTimeout))
-	cfg := a.Config
-	if a.Tokens == nil {
-		ir := []byte("\x00" + cfg.Login + "\x00" + a.Password)
-		text, caps, err := u.authenticate("PLAIN", ir)
-		if err != nil {
-			u.conn.Close()
-			var rej *rejectedError
-			if errors.As(err, &rej) {
-				he := &health.Error{State: health.StateNeedsAdmin, Reason: health.ReasonUpstreamRejectedPassword,
-					Advice: fmt.Sprintf("upstream %s refused the password in %s: put the right one there and restart relayd", u.host, cfg.PasswordFile),
-					Client: fmt.Sprintf("mailbox %q needs an administrator: see 'relayd status'", cfg.Name),
-					Err:    errors.New("upstream said: " + rej.reply)}
-				a.Health.Fail(health.SourceIMAP, he)
-				return nil, "", nil, he
-			}
-			return nil, "", nil, &unavailableError{host: u.host, err: err}
-		}
-		a.Health.Succeed(health.SourceIMAP)
-		return u, text, caps, nil
-	}
-	for attempt := 0; ; attempt++ {
-		text, caps, err := u.authenticate(auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, token))
-		if err == nil {
-			a.Health.Succeed(health.SourceIMAP)
-			return u, text, caps, nil
-		}
-		var rej *rejectedError
-		if !errors.As(err, &rej) {
-			u.conn.Close()
-			return nil, "", nil, &unavailableError{host: u.host, err: err}
-		}
-		if attempt == 1 {
-			u.conn.Close()
-			return nil, "", nil, a.Tokens.RejectedByUpstream(health.SourceIMAP, u.host, rej.reply)
-		}
-		s.log.Info("upstream rejected the access token; refreshing once", "account", cfg.Name, "reply", rej.reply)
-		if token, err = a.Tokens.Refresh(ctx, token); err != nil {
-			u.conn.Close()
-			return nil, "", nil, err
-		}
-	}
+	return u, u.loginText, u.caps, nil
 }
+
+// Auth implements upstream.Conn. It keeps the tagged OK's text and the
+// post-login capabilities for the client.
+func (u *upstreamConn) Auth(mech string, ir []byte) error {
+	text, caps, err := u.authenticate(mech, ir)
+	if err != nil {
+		return err
+	}
+	u.loginText, u.caps = text, caps
+	return nil
+}
+
+// Close implements upstream.Conn.
+func (u *upstreamConn) Close() error { return u.conn.Close() }

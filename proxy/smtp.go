@@ -18,6 +18,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/fault"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -53,9 +54,6 @@ type SMTPOptions struct {
 	// Health returns an account's condition, to count a panic in one of
 	// its sessions there; may be nil.
 	Health func(name string) *health.Account
-	// Failpoint, when set, is called at "smtp-data" before a message is
-	// queued, for fault tests.
-	Failpoint func(string)
 	// OnLogin and OnSessionEnd: as IMAPOptions (out is 0: replies are
 	// not counted).
 	OnLogin      func(account, outcome string)
@@ -416,9 +414,7 @@ func (s *smtpSession) Data(r io.Reader) (err error) {
 		return fmt.Sprintf("Received: from %s ([%s])\r\n\tby %s (relayd) with ESMTPSA id %s%s;\r\n\t%s\r\n",
 			helo, ip, s.srv.opts.Hostname, id, for_, now.Format(time.RFC1123Z))
 	}
-	if s.srv.opts.Failpoint != nil {
-		s.srv.opts.Failpoint("smtp-data")
-	}
+	fault.Hit("smtp-data")
 	body := &countingReader{r: r}
 	id, err := s.srv.opts.Queue.Submit(&queue.Submission{
 		Account: s.acct.Name, From: s.from, To: s.to, Trace: trace, Body: body,

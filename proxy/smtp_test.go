@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	smtptransport "github.com/relayd/relayd/transport/smtp"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -101,6 +103,7 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 			return nil
 		},
 		RetryMin: retry, RetryMax: 4 * retry,
+		Transport: smtptransport.New(smtptransport.Options{Hostname: "relayd.test"}),
 	})
 	if err != nil {
 		t.Fatal(err)

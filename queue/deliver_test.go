@@ -1,6 +1,8 @@
 package queue_test
 
 import (
+	smtptransport "github.com/relayd/relayd/transport/smtp"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -102,7 +104,8 @@ func newDeliveryEnv(t *testing.T, o envOpts) *env {
 			return nil
 		},
 		RetryMin: retry, RetryMax: 4 * retry,
-		OnEvent: func(e Event) { r.events <- e },
+		OnEvent:   func(e Event) { r.events <- e },
+		Transport: smtptransport.New(smtptransport.Options{Hostname: "relayd.test"}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +417,8 @@ func TestDeliveryStartTLSUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	q, err := Open(Options{Dir: filepath.Join(dir, "q"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Accounts: func(string) *auth.Account { return creds }})
+		Accounts:  func(string) *auth.Account { return creds },
+		Transport: smtptransport.New(smtptransport.Options{})})
 	if err != nil {
 		t.Fatal(err)
 	}

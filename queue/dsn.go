@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/fault"
 )
 
 // bounce queues a delivery status notification (RFC 3464) about failed
@@ -26,7 +27,7 @@ func (q *Queue) bounce(e *Entry, failed []Recipient) {
 			health.Recovered(q.log, q.health(acct), "building a delivery status notification about "+e.ID, v)
 		}
 	}()
-	q.failpoint("dsn")
+	fault.Hit("dsn")
 	creds := q.opts.Accounts(e.Account)
 	if creds == nil {
 		return

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"sort"
 	"strings"
@@ -30,8 +29,6 @@ type Options struct {
 	Logger *slog.Logger
 	// Accounts returns an account's upstream credentials, or nil. Required.
 	Accounts func(name string) *auth.Account
-	// Dialer dials upstream servers. Default: a net.Dialer.
-	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Hostname names relayd in EHLO, Received: headers and DSNs. Default:
 	// the host name.
 	Hostname string
@@ -42,16 +39,10 @@ type Options struct {
 	// Lifetime is how long a message may stay queued (not counting time its
 	// account held it) before it bounces. Default 5 days.
 	Lifetime time.Duration
-	// Timeout bounds each upstream SMTP command and the dial. Default 5
-	// minutes (RFC 5321 §4.5.3.2 suggests longer for DATA; providers
-	// answer faster).
-	Timeout time.Duration
-	Now     func() time.Time
-	// Failpoint, when set, is called at named points, for crash and
-	// fault tests: "after-temp-write", "after-rename" (spool), "deliver"
-	// (before each message's delivery), "after-upstream-250" (delivery),
-	// "dsn" (building a bounce).
-	Failpoint func(string)
+	Now      func() time.Time
+	// Transport hands messages to the provider (package transport/smtp).
+	// Required to deliver (Run).
+	Transport Transport
 	// OnEvent, when set, is called after deliveries and state changes
 	// (for tests and the status socket's waiters).
 	OnEvent func(Event)
@@ -134,10 +125,6 @@ func Open(opts Options) (*Queue, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.Dialer == nil {
-		var d net.Dialer
-		opts.Dialer = d.DialContext
-	}
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 		if opts.Hostname == "" {
@@ -153,9 +140,6 @@ func Open(opts Options) (*Queue, error) {
 	if opts.Lifetime == 0 {
 		opts.Lifetime = 5 * 24 * time.Hour
 	}
-	if opts.Timeout == 0 {
-		opts.Timeout = 5 * time.Minute
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -163,7 +147,6 @@ func Open(opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	sp.failpoint = opts.Failpoint
 	lock, err := lockSpool(sp.real.top, opts.LockWait)
 	if err != nil {
 		sp.Close()
@@ -363,11 +346,11 @@ func (q *Queue) backoff(attempts int) time.Duration {
 
 // AccountStats summarises an account's queue for the status socket.
 type AccountStats struct {
-	Queued      int       `json:"queued"`
-	Held        int       `json:"held"`
-	Failed      int       `json:"failed"`
-	OldestAge   int64     `json:"oldest_age_seconds"`
-	Hold        *Hold     `json:"hold,omitempty"`
+	Queued    int   `json:"queued"`
+	Held      int   `json:"held"`
+	Failed    int   `json:"failed"`
+	OldestAge int64 `json:"oldest_age_seconds"`
+	Hold      *Hold `json:"hold,omitempty"`
 	// Outage: the upstream SMTP server cannot be reached (the account's
 	// condition, smtp_unreachable, says since when and why).
 	Outage bool `json:"outage,omitempty"`

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/relayd/relayd/internal/fault"
 )
 
 // Spool stores queued messages durably; see the package documentation for
@@ -18,9 +20,6 @@ type Spool struct {
 	dir  string // for messages
 	fs   FS
 	real *dirFS
-	// failpoint, when set, is called at named points of a submission, for
-	// crash tests: "after-temp-write", "after-rename".
-	failpoint func(string)
 
 	smu     sync.Mutex
 	pending *syncBatch // renames waiting for the next directory fsync
@@ -52,12 +51,6 @@ func (s *Spool) Close() { s.real.close() }
 func msgName(id string) string  { return id + ".msg" }
 func metaName(id string) string { return id + ".json" }
 
-func (s *Spool) fail(name string) {
-	if s.failpoint != nil {
-		s.failpoint(name)
-	}
-}
-
 // writeTemp writes r to a new file in tmp/ and fsyncs it.
 func (s *Spool) writeTemp(prefix string, r io.Reader) (name string, n int64, err error) {
 	f, err := s.fs.CreateTemp(prefix)
@@ -88,7 +81,7 @@ func (s *Spool) Put(e *Entry, body io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
-	s.fail("after-temp-write")
+	fault.Hit("after-temp-write")
 	if err := s.fs.Rename(tmpMsg, msgName(e.ID)); err != nil {
 		s.fs.Remove(tmpMsg)
 		return fmt.Errorf("writing message: %w", err)
@@ -98,7 +91,7 @@ func (s *Spool) Put(e *Entry, body io.Reader) error {
 		s.fs.Remove(msgName(e.ID))
 		return err
 	}
-	s.fail("after-rename")
+	fault.Hit("after-rename")
 	if err := s.syncDir(); err != nil {
 		s.fs.Remove(metaName(e.ID))
 		s.fs.Remove(msgName(e.ID))

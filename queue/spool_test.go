@@ -261,7 +261,6 @@ func (s *slowSyncFS) wrap(real FS) FS {
 	return s
 }
 
-
 // An admin's hold of an account survives a restart.
 func TestAccountHoldPersists(t *testing.T) {
 	dir := t.TempDir()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/daemon"
+	"github.com/relayd/relayd/internal/fault"
 )
 
 func runServe(args []string) error {
@@ -44,7 +45,8 @@ func runServe(args []string) error {
 	level := new(slog.LevelVar)
 	level.Set(cfg.LogLevel)
 	log := slog.New(logHandler(os.Stderr, cfg.LogFormat, level, journalStream(os.Stderr)))
-	opts := daemon.Options{Logger: log, Failpoint: failpointFromEnv(log), ConfigPath: *cfgPath, LogLevel: level}
+	armFailpointFromEnv(log)
+	opts := daemon.Options{Logger: log, ConfigPath: *cfgPath, LogLevel: level}
 	if opts.IMAPListeners, opts.SMTPListeners, err = activatedListeners(); err != nil {
 		return err
 	}
@@ -170,14 +172,14 @@ func reload(d *daemon.Daemon, log *slog.Logger) {
 	d.Reload()
 }
 
-// failpointFromEnv arms a crash-test failpoint from RELAYD_FAILPOINT=NAME[:N]:
-// the process kills itself with SIGKILL the Nth time it passes NAME
-// ("after-temp-write", "after-rename", "after-upstream-250"). For tests
-// only.
-func failpointFromEnv(log *slog.Logger) func(string) {
+// armFailpointFromEnv arms the fault registry (package internal/fault)
+// from RELAYD_FAILPOINT=NAME[:N]: the process kills itself with SIGKILL the
+// Nth time it passes the fault point NAME ("after-temp-write",
+// "after-rename", "after-upstream-250", ...). For the crash test only.
+func armFailpointFromEnv(log *slog.Logger) {
 	spec := os.Getenv("RELAYD_FAILPOINT")
 	if spec == "" {
-		return nil
+		return
 	}
 	name, count, _ := strings.Cut(spec, ":")
 	n, err := strconv.Atoi(count)
@@ -186,9 +188,9 @@ func failpointFromEnv(log *slog.Logger) func(string) {
 	}
 	log.Warn("crash-test failpoint armed: relayd will kill itself", "failpoint", name, "hit", n)
 	var hits atomic.Int64
-	return func(p string) {
+	fault.Arm(func(p string) {
 		if p == name && hits.Add(1) == int64(n) {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
-	}
+	})
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/relayd/relayd/proxy"
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/status"
+	smtptransport "github.com/relayd/relayd/transport/smtp"
 )
 
 // Version and Commit are relayd's version and source revision, set at
@@ -44,10 +45,6 @@ type Options struct {
 	// IMAPListeners and SMTPListeners, when set, are used instead of
 	// listening on the configured addresses (socket activation, tests).
 	IMAPListeners, SMTPListeners []net.Listener
-	// Failpoint, when set, is called at named points of the queue (see
-	// queue.Options), the token sources ("refresh"), and the IMAP
-	// ("imap-session") and SMTP ("smtp-data") servers, for fault tests.
-	Failpoint func(string)
 	// OnQueueEvent: see queue.Options.OnEvent.
 	OnQueueEvent func(queue.Event)
 	// OnHook, when set, is called after each run of on_state_change with
@@ -126,7 +123,8 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	d.store = store
 	hostname, _ := os.Hostname()
 	q, err := queue.Open(queue.Options{
-		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: opts.Logger, Dialer: opts.Dialer,
+		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: opts.Logger,
+		Transport: smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: opts.Dialer}),
 		Accounts: func(name string) *auth.Account {
 			if a := d.account(name); a != nil {
 				return a.Account
@@ -134,7 +132,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			return nil
 		},
 		Hostname: hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax,
-		Lifetime: cfg.Queue.Lifetime, Failpoint: opts.Failpoint, OnEvent: opts.OnQueueEvent,
+		Lifetime: cfg.Queue.Lifetime, OnEvent: opts.OnQueueEvent,
 		// A relayd queue command may be editing the spool as the
 		// daemon starts; such commands take well under a second.
 		LockWait: 10 * time.Second,
@@ -176,7 +174,6 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Limits:           imapLimits(cfg),
 		OnRefuse:         d.metrics.Refused,
 		AuthFailureDelay: opts.AuthFailureDelay,
-		Failpoint:        opts.Failpoint,
 		OnLogin:          func(account, outcome string) { d.metrics.Login("imap", account, outcome) },
 		OnSessionEnd: func(account string, in, out uint64) {
 			d.metrics.Bytes("imap", "in", in)
@@ -193,7 +190,6 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			}
 			return nil
 		},
-		Failpoint:    opts.Failpoint,
 		OnLogin:      func(account, outcome string) { d.metrics.Login("smtp", account, outcome) },
 		OnSessionEnd: func(account string, in, _ uint64) { d.metrics.Bytes("smtp", "in", in) },
 	})
@@ -256,7 +252,6 @@ func (d *Daemon) buildAccount(cfg *config.Config, a *config.Account, h *health.A
 		src, err = auth.NewSource(auth.SourceOptions{
 			Account: a, Store: d.store, HTTPClient: d.opts.HTTPClient, Logger: d.opts.Logger, Health: h,
 			RetryBudget: cfg.Health.RetryBudget, RetryWindow: cfg.Health.RetryWindow,
-			Failpoint: d.opts.Failpoint,
 		})
 		if err != nil {
 			return nil, err

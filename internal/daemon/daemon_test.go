@@ -17,6 +17,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/fault"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 )
@@ -94,9 +95,9 @@ func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDae
 	opts := Options{
 		Logger:           slog.New(slog.NewTextHandler(td.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AuthFailureDelay: -1,
-		Failpoint:        td.faults.hit,
 		OnQueueEvent:     func(e queue.Event) { td.events <- e },
 	}
+	t.Cleanup(fault.Arm(td.faults.hit))
 	for _, fn := range edit {
 		fn(&tc, &opts)
 	}

@@ -1,4 +1,4 @@
-package queue
+package smtp
 
 import (
 	"crypto/tls"

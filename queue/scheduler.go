@@ -1,0 +1,368 @@
+package queue
+
+// The scheduler: one worker per account decides which of the account's
+// messages are due, asks the account's health whether its mail may go,
+// opens connections through the Transport (up to the account's limit,
+// paced by its rate) and records each message's results (results.go).
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/fault"
+)
+
+// worker delivers one account's mail until ctx ends. It wakes on new
+// mail (a.kick), at the next due time, and when the account's condition
+// changes (a new grant releases held mail at once).
+func (q *Queue) worker(ctx context.Context, a *account) {
+	for !q.workerLoop(ctx, a) {
+		// A panic outside one message's delivery: start over after a
+		// pause, so that a fault that recurs does not spin.
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// workerLoop is the worker's loop. It returns true when ctx ends, false
+// after recovering a panic.
+func (q *Queue) workerLoop(ctx context.Context, a *account) (done bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			health.Recovered(q.log, q.health(a), "scheduling the account's mail", v)
+			q.mu.Lock()
+			for id := range q.busy {
+				if e := q.entries[id]; e != nil && e.Account == a.name {
+					delete(q.busy, id)
+				}
+			}
+			q.mu.Unlock()
+			done = false
+		}
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		h := q.health(a)
+		changed := h.Changed()
+		q.checkHold(a, h)
+		ids, wait := q.due(a, h)
+		if len(ids) > 0 {
+			q.deliverBatch(ctx, a, ids)
+			continue
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return true
+		case <-a.kick:
+		case <-changed:
+		case <-timer.C:
+		}
+	}
+}
+
+// checkHold asks the account's condition whether its mail may go: a
+// condition that needs a person (reported by the token source or the SMTP
+// upstream) holds queued mail without a doomed attempt; a hold whose
+// condition is gone (a new grant, a successful refresh) ends, and the mail
+// is due now.
+func (q *Queue) checkHold(a *account, h *health.Account) {
+	c := h.Worst(health.SourceToken, health.SourceSMTP)
+	held := !h.HeldSince().IsZero()
+	switch {
+	case c != nil && c.State.NeedsAttention() && !c.Outage() && !held && q.hasQueued(a):
+		q.holdAccount(a, "", c)
+	case held && c == nil:
+		q.mu.Lock()
+		released := q.resume(a, h) // announces the release
+		q.mu.Unlock()
+		if released {
+			q.log.Info("account released: delivering its held mail now", "account", a.name, "why", "its condition is over")
+		}
+	}
+}
+
+// hasQueued reports whether a has mail waiting that no admin held.
+func (q *Queue) hasQueued(a *account) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if a.adminHold {
+		return false
+	}
+	for _, e := range a.entries {
+		if e.State == StateQueued && !e.AdminHold {
+			return true
+		}
+	}
+	return false
+}
+
+// due returns the messages to attempt now, oldest first, or how long to
+// wait. It looks only at the account's own messages, and at none while the
+// account is held: it runs on every submission.
+func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
+	held := !h.HeldSince().IsZero()
+	if held {
+		if c := h.Worst(health.SourceToken, health.SourceSMTP); c != nil && c.State.NeedsAttention() && !c.Outage() {
+			return nil, time.Hour // until the condition changes
+		}
+	}
+	outage := inOutage(h)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if a.adminHold {
+		return nil, time.Hour // until an admin releases it
+	}
+	now := q.opts.Now()
+	probe := held || outage
+	const never = time.Duration(1<<63 - 1)
+	var ids []string
+	next := never
+	for _, e := range a.entries {
+		if e.State != StateQueued || e.AdminHold || q.busy[e.ID] {
+			continue
+		}
+		switch {
+		case probe:
+			// Probe with the oldest message; success releases the rest.
+			if len(ids) == 0 {
+				ids = append(ids, e.ID)
+			} else if e.ID < ids[0] {
+				ids[0] = e.ID
+			}
+		case !now.Before(e.NextAttempt):
+			ids = append(ids, e.ID)
+		default:
+			next = min(next, e.NextAttempt.Sub(now))
+		}
+	}
+	if probe {
+		if len(ids) == 0 {
+			return nil, time.Hour
+		}
+		if now.Before(a.probeAt) {
+			return nil, a.probeAt.Sub(now)
+		}
+		return ids, 0
+	}
+	if len(ids) == 0 && next == never {
+		return nil, time.Hour
+	}
+	sort.Strings(ids) // IDs begin with the time: oldest first
+	return ids, next
+}
+
+// deliverBatch delivers ids over up to the account's connection limit,
+// reusing each connection for several messages.
+func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
+	creds := q.opts.Accounts(a.name)
+	if creds == nil {
+		q.holdUnconfigured(a)
+		return
+	}
+	q.mu.Lock()
+	for _, id := range ids {
+		q.busy[id] = true
+	}
+	q.mu.Unlock()
+	var (
+		mu   sync.Mutex
+		next int
+	)
+	take := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if next == len(ids) {
+			return ""
+		}
+		next++
+		return ids[next-1]
+	}
+	conns := min(maxConns(creds.Config), len(ids))
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if v := recover(); v != nil {
+					health.Recovered(q.log, q.health(a), "connecting to the upstream SMTP server", v)
+				}
+			}()
+			q.runConnection(ctx, a, creds, take)
+		}()
+	}
+	wg.Wait()
+	q.mu.Lock()
+	for _, id := range ids {
+		delete(q.busy, id)
+	}
+	q.mu.Unlock()
+}
+
+// maxConns is the account's limit of concurrent upstream SMTP connections
+// (config fills the provider's, e.g. Exchange Online's 3 per mailbox); 2
+// when nothing says.
+func maxConns(a *config.Account) int {
+	if a.SMTPConnections > 0 {
+		return a.SMTPConnections
+	}
+	return 2
+}
+
+// minInterval is the pause between two messages of an account that its
+// rate limit needs (Exchange Online: 30 per minute).
+func minInterval(a *config.Account) time.Duration {
+	if a.SMTPRate <= 0 {
+		return 0
+	}
+	return time.Minute / time.Duration(a.SMTPRate)
+}
+
+// runConnection opens one upstream connection and delivers messages from
+// take over it until there are none or the connection fails.
+func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Account, take func() string) {
+	c, err := q.opts.Transport.Open(ctx, creds)
+	if err != nil {
+		he := health.AsError(err)
+		switch {
+		case he == nil:
+			q.outage(a, creds, err)
+		case he.Outage():
+			q.deferAccount(a, creds, he)
+		default:
+			q.holdAccount(a, "", he) // reported by the login
+		}
+		return
+	}
+	defer c.Close()
+	if inOutage(creds.Health) || !creds.Health.HeldSince().IsZero() {
+		q.release(a.name, "the upstream answers again")
+	}
+	for {
+		id := take()
+		if id == "" {
+			return
+		}
+		q.pace(ctx, a, creds.Config)
+		q.mu.Lock()
+		e := q.entries[id]
+		var snapshot *Entry
+		if e != nil && e.State == StateQueued && !e.AdminHold {
+			snapshot = e.clone()
+		}
+		q.mu.Unlock()
+		if snapshot == nil {
+			continue // deleted or held meanwhile
+		}
+		if !q.attempt(ctx, a, c, snapshot) {
+			return
+		}
+		if err := c.Reset(); err != nil {
+			return
+		}
+	}
+}
+
+// attempt delivers one message on c and records the outcome. It reports
+// whether c may carry the next message. A panic while handling the message
+// would recur on every retry: the message is held with the reason
+// recorded, and the rest of the queue flows.
+func (q *Queue) attempt(ctx context.Context, a *account, c Conn, e *Entry) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			health.Recovered(q.log, q.health(a), "delivering message "+e.ID, v)
+			q.quarantine(e.ID, fmt.Sprintf("relayd hit an internal error delivering it (%v); after an upgrade, 'relayd queue release %s' tries again", v, e.ID))
+			ok = false // the connection's state is unknown
+		}
+	}()
+	fault.Hit("deliver")
+	start := time.Now()
+	pending := e.pending()
+	m := &Message{ID: e.ID, From: e.From, Size: e.Size, Open: func() (io.ReadCloser, error) { return q.spool.Open(e.ID) }}
+	for _, i := range pending {
+		m.To = append(m.To, e.Recipients[i].Addr)
+	}
+	results, connErr := c.Deliver(ctx, m)
+	q.finish(a, e.ID, pending, results, connErr, time.Since(start))
+	return connErr == nil
+}
+
+// quarantine holds message id as an admin hold would, with why recorded.
+func (q *Queue) quarantine(id, why string) {
+	q.mu.Lock()
+	e := q.entries[id]
+	if e == nil {
+		q.mu.Unlock()
+		return
+	}
+	e.AdminHold, e.LastError = true, why
+	snapshot := e.clone()
+	q.mu.Unlock()
+	if err := q.spool.Update(snapshot); err != nil {
+		q.log.Error("could not record the hold of a message that made relayd fail; it is held until restart", "id", id, "err", err)
+	}
+	q.event(EventHeld, id, snapshot.Account)
+}
+
+// pace waits until the account's rate limit allows the next message.
+func (q *Queue) pace(ctx context.Context, a *account, cfg *config.Account) {
+	iv := minInterval(cfg)
+	if iv == 0 {
+		return
+	}
+	q.mu.Lock()
+	wait := a.lastSend.Add(iv).Sub(q.opts.Now())
+	a.lastSend = q.opts.Now().Add(max(wait, 0))
+	q.mu.Unlock()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// outage records a connection that failed before any reply about the
+// account (a dropped connection during AUTH, an unknown error): like an
+// unreachable server, nothing is held and a probe tries again after a
+// backoff.
+func (q *Queue) outage(a *account, creds *auth.Account, err error) {
+	host := creds.Config.SMTPServer
+	he := health.Unreachable(health.SourceSMTP, host, err)
+	creds.Health.Fail(health.SourceSMTP, he)
+	q.deferAccount(a, creds, he)
+}
+
+// deferAccount schedules the next probe of an account whose upstream
+// cannot be reached (its health says so: degraded smtp_unreachable, then
+// disconnected). Nothing is held: messages keep aging, as in Postfix.
+func (q *Queue) deferAccount(a *account, creds *auth.Account, he *health.Error) {
+	q.mu.Lock()
+	first := a.probeAt.IsZero() || a.backoff == 0
+	a.backoff = min(max(2*a.backoff, q.opts.RetryMin), q.opts.RetryMax)
+	if first {
+		a.backoff = q.opts.RetryMin
+	}
+	a.probeAt = q.opts.Now().Add(a.backoff)
+	backoff := a.backoff
+	q.mu.Unlock()
+	q.log.Warn("upstream SMTP server unreachable; mail stays queued and is retried", "account", a.name,
+		"upstream", creds.Config.SMTPServer, "err", he.Err, "retry_in", backoff)
+	q.event(EventDeferred, "", a.name)
+}

@@ -1,0 +1,162 @@
+// Package upstream logs an account in at its mail provider, for every
+// protocol, in one place: it takes the account's current access token (or
+// its password), authenticates a fresh connection, and when the server
+// refuses the token it refreshes the token once and tries again on a new
+// connection (a server may drop the connection after a refusal, and
+// Exchange keeps refusing on the one that saw the old token). Whatever the
+// outcome, it is reported to the account's health (package health) and
+// comes back classified: nil, an account condition (*health.Error, which
+// may be an outage, Error.Outage), or a plain error about one connection.
+//
+// The IMAP proxy and the queue's SMTP transport call Login with a dial
+// function of their protocol; POP3 and Microsoft Graph will do the same.
+// The one classifier of refusals for every protocol is Classify.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/health"
+)
+
+// Conn is a connection to an upstream server that has greeted and is ready
+// to authenticate (TLS and STARTTLS done).
+type Conn interface {
+	// Auth runs the SASL mechanism mech (auth.XOAUTH2 or "PLAIN") with the
+	// initial response ir, answering an error challenge with an empty
+	// response (RFC 7628 §3.2.3, Google's XOAUTH2). A final refusal by the
+	// server is a *Refusal; any other error is about the connection.
+	Auth(mech string, ir []byte) error
+	Close() error
+}
+
+// Refusal is a server's final reply refusing AUTH.
+type Refusal struct {
+	// Code and Enhanced are an SMTP reply's codes ("5.7.139"); zero and
+	// empty for IMAP and POP3.
+	Code     int
+	Enhanced string
+	// Text is the reply as the server sent it, for the log: an IMAP
+	// "NO [AUTHENTICATIONFAILED] ...", an SMTP "535 5.7.8 ...".
+	Text string
+}
+
+func (r *Refusal) Error() string { return "upstream refused AUTH: " + r.Text }
+
+// Login dials with dial and logs conn in as the account a, at the server
+// named host (for messages), seen as src (health.SourceIMAP,
+// health.SourceSMTP, ...). On success the account's src condition is
+// cleared. Errors:
+//   - a *health.Error, already reported to a.Health: the token source's
+//     condition, the server's refusal classified by Classify, or an outage
+//     (dialing, TLS or the greeting failed; Error.Outage);
+//   - any other error: the connection failed during AUTH before any
+//     refusal (temporary).
+func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host string, dial func(context.Context) (C, error)) (C, error) {
+	var zero C
+	cfg := a.Config
+	if a.Tokens == nil {
+		c, err := open(ctx, a, src, dial)
+		if err != nil {
+			return zero, err
+		}
+		err = c.Auth("PLAIN", []byte("\x00"+cfg.Login+"\x00"+a.Password))
+		if err == nil {
+			a.Health.Succeed(src)
+			return c, nil
+		}
+		c.Close()
+		return zero, refused(a, src, host, err, false)
+	}
+	tok, err := a.Tokens.Token(ctx)
+	if err != nil {
+		return zero, tokenError(a, src, err)
+	}
+	c, err := open(ctx, a, src, dial)
+	if err != nil {
+		return zero, err
+	}
+	err = c.Auth(auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, tok))
+	if err == nil {
+		a.Health.Succeed(src)
+		return c, nil
+	}
+	c.Close()
+	var r *Refusal
+	if !errors.As(err, &r) {
+		return zero, fmt.Errorf("AUTH at %s: %w", host, err)
+	}
+	if he := Classify(a, host, r, false); he.Reason != health.ReasonUpstreamRejectedToken {
+		a.Health.Fail(src, he) // not about the token: a new one will not help
+		return zero, he
+	}
+	a.Health.Logger().Info("upstream rejected the access token; refreshing once and retrying on a new connection",
+		"upstream", host, "reply", r.Text)
+	if tok, err = a.Tokens.Refresh(ctx, tok); err != nil {
+		return zero, tokenError(a, src, err)
+	}
+	if c, err = open(ctx, a, src, dial); err != nil {
+		return zero, err
+	}
+	err = c.Auth(auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, tok))
+	if err == nil {
+		a.Health.Succeed(src)
+		return c, nil
+	}
+	c.Close()
+	if !errors.As(err, &r) {
+		// The server refused this account's token a moment ago and now
+		// drops the connection during AUTH: that is about the account.
+		he := Classify(a, host, r, true)
+		he.Err = fmt.Errorf("connection lost during AUTH after %q: %w", r.Text, err)
+		return zero, a.Tokens.RejectedByUpstream(src, he)
+	}
+	return zero, refused(a, src, host, r, true)
+}
+
+// open dials; a failure is the account's outage, reported.
+func open[C Conn](ctx context.Context, a *auth.Account, src health.Source, dial func(context.Context) (C, error)) (C, error) {
+	c, err := dial(ctx)
+	if err != nil {
+		var zero C
+		addr := a.Config.SMTPServer
+		if src == health.SourceIMAP {
+			addr = a.Config.IMAPServer
+		}
+		he := health.Unreachable(src, addr, err)
+		a.Health.Fail(src, he)
+		return zero, he
+	}
+	return c, nil
+}
+
+// refused classifies and reports a refusal of the password or of a token
+// already refreshed once.
+func refused(a *auth.Account, src health.Source, host string, err error, refreshed bool) error {
+	var r *Refusal
+	if !errors.As(err, &r) {
+		return fmt.Errorf("AUTH at %s: %w", host, err)
+	}
+	he := Classify(a, host, r, refreshed)
+	if he.Reason == health.ReasonUpstreamRejectedToken {
+		return a.Tokens.RejectedByUpstream(src, he) // forgets the token too
+	}
+	a.Health.Fail(src, he)
+	return he
+}
+
+// tokenError is a failure to get an access token. The token source
+// reported its own conditions; anything else (a context ended) is a
+// temporary condition of the token endpoint.
+func tokenError(a *auth.Account, src health.Source, err error) error {
+	if he := health.AsError(err); he != nil {
+		return he
+	}
+	he := &health.Error{State: health.StateDegraded, Reason: health.ReasonTokenEndpointUnreachable,
+		Advice: "could not get an access token; relayd retries", Err: err}
+	a.Health.Fail(src, he)
+	return he
+}
