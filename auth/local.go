@@ -20,7 +20,10 @@ var ErrBadCredentials = errors.New("invalid user name or password")
 // Users checks the credentials legacy clients send against the accounts'
 // local_password_hash (bcrypt). A successful check is cached in memory for
 // CacheTTL, keyed by a SHA-256 of user and password, so a busy client does
-// not pay bcrypt's cost on every login.
+// not pay bcrypt's cost on every login. With a Guard, the key of the
+// password that last succeeded for each user is kept beyond CacheTTL, for
+// as long as the user's hash stays the same, to let that password in
+// during a lockout.
 //
 // bcrypt checks are bounded, so that a flood of attempts cannot delay
 // other users' logins: at most one check per local user is in flight
@@ -29,11 +32,13 @@ var ErrBadCredentials = errors.New("invalid user name or password")
 // machine has CPUs. Safe for use from any goroutine.
 type Users struct {
 	// CacheTTL is how long a verified login is remembered. Default 5 minutes;
-	// negative disables the cache.
+	// negative disables the cache, and the Guard then remembers no
+	// password either.
 	CacheTTL time.Duration
 	Now      func() time.Time
 	// Guard, when set, refuses users with too many recent failures
-	// (CheckFrom); it may be shared by the Users of successive reloads.
+	// (CheckFrom); it may be shared by the Users of successive reloads,
+	// and should be, since it remembers what it has seen.
 	Guard *Guard
 
 	byUser map[string]*config.Account
@@ -103,21 +108,20 @@ func dummyHash(cost int) []byte {
 }
 
 // CheckFrom is Check for a client at addr, through the Guard: a user with
-// too many recent failures gets ErrLockedOut without a password check.
+// too many recent failures gets ErrLockedOut without a password check,
+// unless the password is the one that last succeeded for that user.
+// Identical attempts that share one check count once; see Guard.
 func (u *Users) CheckFrom(user, password, addr string) (*config.Account, error) {
-	if u.Guard == nil {
-		return u.Check(user, password)
-	}
-	if err := u.Guard.begin(user, addr); err != nil {
-		return nil, err
-	}
-	a, err := u.Check(user, password)
-	u.Guard.end(user, addr, err == nil)
-	return a, err
+	return u.check(user, password, addr, u.Guard)
 }
 
-// Check returns the account whose local credentials match.
+// Check returns the account whose local credentials match. It does not ask
+// the Guard.
 func (u *Users) Check(user, password string) (*config.Account, error) {
+	return u.check(user, password, "", nil)
+}
+
+func (u *Users) check(user, password, addr string, g *Guard) (*config.Account, error) {
 	now := time.Now
 	if u.Now != nil {
 		now = u.Now
@@ -128,67 +132,116 @@ func (u *Users) Check(user, password string) (*config.Account, error) {
 	}
 	name := strings.ToLower(user)
 	key := sha256.Sum256([]byte(name + "\x00" + password))
+	a := u.byUser[name]
+	hash := ""
+	if a != nil {
+		hash = a.LocalPasswordHash
+	}
+	if g != nil {
+		switch v, hold := g.admit(name, addr, key, hash); v {
+		case admitKnown:
+			return a, nil
+		case refuseLocked:
+			if hold > 0 {
+				l := u.lane(name) // only a local user's password is remembered
+				l <- struct{}{}
+				time.Sleep(hold)
+				<-l
+			}
+			return nil, ErrLockedOut
+		}
+	}
 	u.mu.Lock()
 	if e, ok := u.cache[key]; ok && ttl > 0 && now().Before(e.expires) {
 		u.mu.Unlock()
+		if g != nil {
+			g.checked(name, addr, key, hash, true, true, 0)
+		}
 		return e.acct, nil
 	}
 	if c := u.shared[key]; c != nil {
-		// The same attempt is being checked: share its outcome.
+		// The same attempt is being checked: share its outcome, and
+		// count once.
 		u.mu.Unlock()
 		<-c.done
 		return c.acct, c.err
 	}
 	c := &check{done: make(chan struct{})}
 	u.shared[key] = c
-	a := u.byUser[name]
-	lane := name
-	if a == nil {
-		lane = "" // unknown users share one lane
-	}
-	l := u.lanes[lane]
-	if l == nil {
-		l = make(chan struct{}, 1)
-		u.lanes[lane] = l
+	u.mu.Unlock()
+	c.acct, c.err = u.checkInLane(name, password, addr, key, a, g, ttl > 0)
+
+	u.mu.Lock()
+	delete(u.shared, key)
+	if c.err == nil && ttl > 0 {
+		for k, e := range u.cache { // keep the cache small: drop expired entries
+			if !now().Before(e.expires) {
+				delete(u.cache, k)
+			}
+		}
+		u.cache[key] = cacheEntry{acct: a, expires: now().Add(ttl)}
 	}
 	u.mu.Unlock()
+	close(c.done)
+	return c.acct, c.err
+}
 
-	l <- struct{}{}      // this user's turn
+// lane is the turn for checks of a local user, or of all unknown users
+// (""): one check at a time in each.
+func (u *Users) lane(name string) chan struct{} {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	l := u.lanes[name]
+	if l == nil {
+		l = make(chan struct{}, 1)
+		u.lanes[name] = l
+	}
+	return l
+}
+
+// checkInLane waits for the user's turn and a CPU, asks the Guard again (a
+// lockout may have begun meanwhile), checks the password with bcrypt and
+// tells the Guard the outcome before the next check for the user starts.
+func (u *Users) checkInLane(name, password, addr string, key [32]byte, a *config.Account, g *Guard, remember bool) (*config.Account, error) {
+	lane, hash, bhash := name, "", u.dummy
+	if a != nil {
+		hash = a.LocalPasswordHash
+		bhash = []byte(hash)
+	} else {
+		lane = "" // unknown users share one lane
+	}
+	l := u.lane(lane)
+	l <- struct{}{} // this user's turn
+	defer func() { <-l }()
+	if g != nil {
+		switch v, hold := g.admit(name, addr, key, hash); v {
+		case admitKnown:
+			return a, nil
+		case refuseLocked:
+			time.Sleep(hold)
+			return nil, ErrLockedOut
+		}
+	}
 	u.pool <- struct{}{} // a CPU for bcrypt
 	u.mu.Lock()
 	u.running[lane]++
 	u.maxRunning = max(u.maxRunning, u.running[lane])
 	u.mu.Unlock()
-	hash := u.dummy
-	if a != nil {
-		hash = []byte(a.LocalPasswordHash)
-	}
-	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && a != nil
+	start := time.Now()
+	ok := bcrypt.CompareHashAndPassword(bhash, []byte(password)) == nil && a != nil
+	took := time.Since(start)
 	u.mu.Lock()
 	u.running[lane]-- // before the lane is free, or the count overlaps the next check
+	u.checks++
 	u.mu.Unlock()
 	<-u.pool
-	<-l
-
-	u.mu.Lock()
-	u.checks++
-	delete(u.shared, key)
-	if ok {
-		c.acct = a
-		if ttl > 0 {
-			for k, e := range u.cache { // keep the cache small: drop expired entries
-				if !now().Before(e.expires) {
-					delete(u.cache, k)
-				}
-			}
-			u.cache[key] = cacheEntry{acct: a, expires: now().Add(ttl)}
-		}
-	} else {
-		c.err = ErrBadCredentials
+	if g != nil {
+		g.checked(name, addr, key, hash, ok, remember, took)
 	}
-	u.mu.Unlock()
-	close(c.done)
-	return c.acct, c.err
+	if !ok {
+		return nil, ErrBadCredentials
+	}
+	return a, nil
 }
 
 // HashPassword returns the bcrypt hash to put in local_password_hash.

@@ -157,10 +157,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	d.accounts.Store(&accounts)
 	d.guard = &auth.Guard{Failures: cfg.Login.MaxFailures, Window: cfg.Login.FailureWindow, CoolOff: cfg.Login.Lockout,
-		OnLockout: func(user, addr string, until time.Time) {
-			d.log.Warn("local user locked out after repeated failed logins: relayd refuses it without checking passwords until the cooling-off ends; find the client with the wrong password",
-				"user", user, "remote", addr, "until", until.Format(time.RFC3339))
-		}}
+		Logger: d.log}
 	users := auth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard
 	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
