@@ -114,9 +114,16 @@ func (s *Server) adminOnly(what string, h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// connContext records each connection's peer in its requests' context.
+// connContext records each connection's peer, taken at accept
+// (limitListener), in its requests' context.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if p := peerOf(c); p != nil {
+	var p *Peer
+	if lc, ok := c.(*limitedConn); ok {
+		p = lc.peer
+	} else {
+		p = peerOf(c)
+	}
+	if p != nil {
 		return context.WithValue(ctx, peerKey{}, p)
 	}
 	return ctx

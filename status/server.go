@@ -41,6 +41,8 @@ type Server struct {
 	backend  Backend
 	log      *slog.Logger
 	srv      *http.Server
+	handler  http.Handler
+	lim      Limits // with defaults filled in
 }
 
 // NewServer returns a status server for b; m, when not nil, is served at
@@ -60,8 +62,16 @@ func NewServer(b Backend, log *slog.Logger, m *Metrics) *Server {
 	mux.HandleFunc("POST /v1/queue/{op}", s.adminOnly("queue operation", s.handleQueueOp))
 	mux.HandleFunc("POST /v1/queue/{id}/retry", s.adminOnly("queue retry", s.handleQueueRetry))
 	mux.HandleFunc("DELETE /v1/queue/{id}", s.adminOnly("queue delete", s.handleQueueDelete))
-	s.srv = &http.Server{Handler: s.recovering(mux), ReadHeaderTimeout: 10 * time.Second, ConnContext: connContext}
+	s.handler = s.recovering(mux)
+	s.SetLimits(Limits{})
 	return s
+}
+
+// SetLimits bounds the socket's connections by l, whose zero fields take
+// their defaults (see Limits). Call it before Serve.
+func (s *Server) SetLimits(l Limits) {
+	s.lim = l.withDefaults()
+	s.srv = newHTTPServer(s.handler, s.lim, connContext)
 }
 
 // recovering answers 500 for a request whose handler panicked, after
@@ -147,9 +157,10 @@ func fileKind(m fs.FileMode) string {
 	return "a file of type " + m.Type().String()
 }
 
-// Serve serves on ln until Shutdown.
+// Serve serves on ln until Shutdown, closing the connections beyond the
+// limits (SetLimits) as soon as they are accepted.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
+	err := s.srv.Serve(newLimitListener(ln, "status socket", s.lim.MaxConns, s.lim.MaxConnsPerUID, s.log))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -179,6 +190,7 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed grant: " + err.Error()})
 		return
 	}
+	s.slowCall(w) // InstallGrant refreshes a token with the grant
 	if err := s.backend.InstallGrant(name, &g); err != nil {
 		status := http.StatusInternalServerError
 		code := ""
@@ -218,6 +230,7 @@ func (s *Server) handleQueueShow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleQueueMessage(w http.ResponseWriter, r *http.Request) {
+	s.slowCall(w) // a message may be large
 	m, err := s.backend.Queue().Message(r.PathValue("id"))
 	if err != nil {
 		queueError(w, err)

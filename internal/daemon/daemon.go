@@ -54,6 +54,9 @@ type Options struct {
 	ConfigPath string
 	// LogLevel, when set, is the logger's level, which a reload changes.
 	LogLevel *slog.LevelVar
+	// StatusLimits bound the connections of the status socket and of
+	// [metrics] listen; zero fields take status.Limits' defaults.
+	StatusLimits status.Limits
 }
 
 // Daemon is a running relayd.
@@ -79,7 +82,7 @@ type Daemon struct {
 	statusLn   net.Listener
 	metrics    *status.Metrics
 	metricLn   net.Listener // [metrics] listen, or nil
-	metricSrv  *http.Server
+	metricSrv  *status.MetricsServer
 	wg         sync.WaitGroup
 	ctx        context.Context    // of background work; set by Start
 	cancel     context.CancelFunc // stops background work
@@ -191,6 +194,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		OnSessionEnd: func(account string, in, _ uint64) { d.metrics.Bytes("smtp", "in", in) },
 	})
 	d.status = status.NewServer(d, opts.Logger, d.metrics)
+	d.status.SetLimits(opts.StatusLimits)
 	if err := d.status.SetAdminGroup(cfg.AdminGroup); err != nil {
 		return nil, err
 	}
@@ -340,7 +344,7 @@ func (d *Daemon) Start() {
 		d.keepRunning(ctx, nil, "re-deciding account states", d.evaluate)
 	}()
 	if d.metricLn != nil {
-		d.metricSrv = &http.Server{Handler: d.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		d.metricSrv = status.NewMetricsServer(d.metrics, d.opts.StatusLimits, d.log)
 		go d.metricSrv.Serve(d.metricLn)
 	}
 	// Not in d.wg: the status socket answers until the end of a
