@@ -6,8 +6,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
+	"slices"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,12 +19,16 @@ import (
 // (queue operations, grants, reload) needs root, the daemon's own user, or
 // a member of the admin group; each such call is logged with the caller.
 
-// Peer is the process at the other end of a status-socket connection, from
-// SO_PEERCRED.
+// Peer is the process at the other end of a status-socket connection, as
+// the kernel recorded it when that process connected (SO_PEERCRED,
+// SO_PEERGROUPS). relayd reads it once, at accept, and binds it to the
+// connection: what the process (or whoever holds its PID later) does
+// afterwards changes nothing.
 type Peer struct {
 	UID, GID int
+	Groups   []int // supplementary groups
 	PID      int
-	Comm     string // its command name, for the audit line
+	Comm     string // its command name as of accept, for the audit line only
 }
 
 type peerKey struct{}
@@ -39,36 +44,46 @@ func peerOf(c net.Conn) *Peer {
 		return nil
 	}
 	var cred *unix.Ucred
-	rc.Control(func(fd uintptr) { cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
-	if err != nil || cred == nil {
+	var groups []int
+	cerr := rc.Control(func(fd uintptr) {
+		if cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			// Without them (a kernel before 4.13), only the uid and the
+			// primary group count.
+			groups, _ = peerGroups(int(fd))
+		}
+	})
+	if cerr != nil || err != nil || cred == nil {
 		return nil
 	}
-	p := &Peer{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid)}
+	p := &Peer{UID: int(cred.Uid), GID: int(cred.Gid), Groups: groups, PID: int(cred.Pid)}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.PID)); err == nil {
 		p.Comm = strings.TrimSpace(string(b))
 	}
 	return p
 }
 
-// groups are the peer's supplementary groups (SO_PEERCRED gives only the
-// primary one), from /proc.
-func (p *Peer) groups() []int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
-	if err != nil {
-		return nil
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Groups:"); ok {
-			var gs []int
-			for _, f := range strings.Fields(rest) {
-				if g, err := strconv.Atoi(f); err == nil {
-					gs = append(gs, g)
-				}
-			}
-			return gs
+// peerGroups returns the supplementary groups of the peer of the Unix
+// socket fd (SO_PEERGROUPS, Linux 4.13), which x/sys/unix has no helper
+// for: the kernel answers ERANGE with the size it needs.
+func peerGroups(fd int) ([]int, error) {
+	buf := make([]uint32, 32)
+	for {
+		size := uint32(len(buf) * 4)
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&size)), 0)
+		switch {
+		case errno == unix.ERANGE && int(size) > len(buf)*4:
+			buf = make([]uint32, (size+3)/4)
+			continue
+		case errno != 0:
+			return nil, fmt.Errorf("reading the peer's groups (SO_PEERGROUPS): %w", errno)
 		}
+		groups := make([]int, size/4)
+		for i := range groups {
+			groups[i] = int(buf[i])
+		}
+		return groups, nil
 	}
-	return nil
 }
 
 // admin reports whether p may change things: root, the daemon's own user,
@@ -83,12 +98,7 @@ func (p *Peer) admin(adminGID int) bool {
 	if p.GID == adminGID {
 		return true
 	}
-	for _, g := range p.groups() {
-		if g == adminGID {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(p.Groups, adminGID)
 }
 
 // errPermission is the text of a refusal for lack of permission.
