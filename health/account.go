@@ -17,6 +17,7 @@ package health
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,10 +127,16 @@ type Account struct {
 	lastOK    time.Time
 	lastErr   string
 	lastErrAt time.Time
-	holdSince time.Time // outgoing mail held since; zero when not held
-	forecast  Forecast
-	shown     effective // the state last logged, to log changes once
-	changed   chan struct{}
+	holdSince time.Time // outgoing mail held for the condition since; zero when not held
+	// adminHold: an admin holds the outgoing mail (hold.go), since
+	// adminHoldSince; quarantined are single messages held after relayd
+	// failed delivering them, with why.
+	adminHold      bool
+	adminHoldSince time.Time
+	quarantined    map[string]string
+	forecast       Forecast
+	shown          effective // the state last logged, to log changes once
+	changed        chan struct{}
 }
 
 // effective is an account's state with what explains it.
@@ -446,8 +453,13 @@ type Snapshot struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
-	// HeldSince is when the account's outgoing mail was held.
-	HeldSince time.Time `json:"outgoing_held_since,omitzero"`
+	// HeldSince is when the account's outgoing mail was held for its
+	// condition; AdminHoldSince when an admin held it (relayd queue hold);
+	// Quarantined are single messages held after relayd failed
+	// delivering them, by queue ID, with why.
+	HeldSince      time.Time         `json:"outgoing_held_since,omitzero"`
+	AdminHoldSince time.Time         `json:"admin_hold_since,omitzero"`
+	Quarantined    map[string]string `json:"quarantined,omitempty"`
 	// GrantExpires is when the grant is predicted to end, and why;
 	// Warning says so when that is within the warning days, whatever the
 	// state (a degraded account may also expire soon).
@@ -463,6 +475,7 @@ func (a *Account) Snapshot() Snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := Snapshot{State: StateOK, LastSuccess: a.lastOK, HeldSince: a.holdSince, Panics: a.panics.Load(),
+		AdminHoldSince: a.adminHoldSince, Quarantined: maps.Clone(a.quarantined),
 		LastError: a.lastErr, LastErrorAt: a.lastErrAt,
 		GrantExpires: a.forecast.At, GrantExpiresWhy: a.forecast.Why, Warning: a.warning()}
 	eff := a.effective()

@@ -32,6 +32,9 @@ const (
 	ReasonIMAPUnreachable          Reason = "imap_unreachable"
 	ReasonInternal                 Reason = "internal_error"
 	ReasonGrantExpiresSoon         Reason = "grant_expires_soon"
+	// ReasonAdminHold is why mail waits that an admin held (relayd queue
+	// hold ACCOUNT); it is no condition of the account.
+	ReasonAdminHold Reason = "admin_hold"
 )
 
 // Error is an account condition: not a failure of one connection or one

@@ -15,8 +15,10 @@ func (q *Queue) List() []*Entry {
 	defer q.mu.Unlock()
 	l := q.sortedEntries(nil)
 	for _, e := range l {
-		if a := q.accounts[e.Account]; a != nil && (a.adminHold || !q.health(a).HeldSince().IsZero()) && e.State == StateQueued {
-			e.State = StateHeld
+		if a := q.accounts[e.Account]; a != nil && e.State == StateQueued {
+			if held, _ := q.health(a).Outgoing(); held {
+				e.State = StateHeld
+			}
 		}
 		if e.AdminHold && e.State == StateQueued {
 			e.State = StateHeld
@@ -127,22 +129,19 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 	if q.isAccount(target) {
 		q.mu.Lock()
 		a = q.account(target)
+		q.mu.Unlock()
+		if _, err := q.recordAdminHold(target, hold); err != nil {
+			return 0, err
+		}
 		n := 0
-		changed := a.adminHold != hold
-		if changed {
-			a.adminHold = hold
+		if q.health(a).SetAdminHold(hold) {
+			q.mu.Lock()
 			for _, e := range a.entries {
 				if e.State == StateQueued {
 					n++
 				}
 			}
-		}
-		held := q.heldAccounts()
-		q.mu.Unlock()
-		if changed {
-			if err := q.spool.SaveHeldAccounts(held); err != nil {
-				return 0, err
-			}
+			q.mu.Unlock()
 		}
 		a.wake()
 		return n, nil
@@ -160,6 +159,9 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 	}
 	a = q.accounts[e.Account]
 	q.mu.Unlock()
+	if !hold && a != nil {
+		q.health(a).Unquarantine(target)
+	}
 	for _, e := range changed {
 		if err := q.spool.Update(e); err != nil {
 			return 0, err
@@ -221,7 +223,11 @@ func (q *Queue) Delete(id string) error {
 		return errBusy
 	}
 	q.remove(e)
+	a := q.accounts[e.Account]
 	q.mu.Unlock()
+	if a != nil {
+		q.health(a).Unquarantine(id)
+	}
 	return q.spool.Remove(id)
 }
 

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -80,6 +82,11 @@ type Queue struct {
 	spool *Spool
 	lock  *os.File // held until Close: see lockSpool
 
+	// held records the accounts an admin held, as the spool keeps them
+	// (held-accounts.list); the hold itself is the account's (health).
+	hmu  sync.Mutex
+	held map[string]bool
+
 	mu       sync.Mutex
 	entries  map[string]*Entry // every message; each also in its account's entries
 	busy     map[string]bool   // being delivered
@@ -98,8 +105,6 @@ type account struct {
 	// orphan is the condition of an account that is not configured
 	// any more (its mail stays, held).
 	orphan *health.Account
-	// adminHold is set by relayd queue hold ACCOUNT.
-	adminHold bool
 	// probeAt is when to try the upstream again after a connection or
 	// TLS failure or a temporary AUTH condition (the account's health
 	// says whether there is one), backoff the pause that led there.
@@ -155,6 +160,7 @@ func Open(opts Options) (*Queue, error) {
 	q := &Queue{
 		opts: opts, log: opts.Logger, spool: sp, lock: lock,
 		entries: map[string]*Entry{}, busy: map[string]bool{}, accounts: map[string]*account{},
+		held: map[string]bool{},
 	}
 	entries, err := sp.Recover()
 	if err != nil {
@@ -173,7 +179,7 @@ func Open(opts Options) (*Queue, error) {
 		return nil, err
 	}
 	for _, name := range held {
-		q.account(name).adminHold = true
+		q.held[name] = true
 		q.log.Info("account's outgoing mail held by an admin: relayd queue release NAME sends it", "account", name)
 	}
 	return q, nil
@@ -187,16 +193,22 @@ func (q *Queue) SetSchedule(retryMin, retryMax, lifetime time.Duration) {
 	q.opts.RetryMin, q.opts.RetryMax, q.opts.Lifetime = retryMin, retryMax, lifetime
 }
 
-// heldAccounts lists the accounts an admin held. q.mu is held.
-func (q *Queue) heldAccounts() []string {
-	var l []string
-	for name, a := range q.accounts {
-		if a.adminHold {
-			l = append(l, name)
-		}
+// recordAdminHold records in the spool that an admin holds (or released)
+// account name, so that the hold survives a restart. It reports whether
+// the record changed.
+func (q *Queue) recordAdminHold(name string, on bool) (bool, error) {
+	q.hmu.Lock()
+	defer q.hmu.Unlock()
+	if q.held[name] == on {
+		return false, nil
 	}
-	sort.Strings(l)
-	return l
+	if on {
+		q.held[name] = true
+	} else {
+		delete(q.held, name)
+	}
+	names := slices.Sorted(maps.Keys(q.held))
+	return true, q.spool.SaveHeldAccounts(names)
 }
 
 // account returns the delivery state of name, creating it. q.mu is held or
@@ -367,12 +379,12 @@ func (q *Queue) Stats(name string) AccountStats {
 		return st
 	}
 	h := q.health(a)
-	held := !h.HeldSince().IsZero()
+	held, why := h.Outgoing()
 	for _, e := range a.entries {
 		switch {
 		case e.State == StateFailed:
 			st.Failed++
-		case e.AdminHold || held || a.adminHold:
+		case e.AdminHold || held:
 			st.Held++
 		default:
 			st.Queued++
@@ -381,7 +393,12 @@ func (q *Queue) Stats(name string) AccountStats {
 			st.OldestAge = max(st.OldestAge, int64(now.Sub(e.Created)/time.Second))
 		}
 	}
-	if held {
+	switch {
+	case why == "admin":
+		snap := h.Snapshot()
+		st.Hold = &Hold{State: snap.State, Reason: health.ReasonAdminHold, Since: snap.AdminHoldSince,
+			Advice: fmt.Sprintf("an admin held this account's outgoing mail: 'relayd queue release %s' sends it", name)}
+	case held:
 		st.Hold = &Hold{State: health.StateDegraded, Since: h.HeldSince()}
 		if c := h.Worst(health.SourceToken, health.SourceSMTP); c != nil {
 			st.Hold.State, st.Hold.Reason, st.Hold.Advice = c.State, c.Reason, c.Advice
@@ -425,13 +442,22 @@ func inOutage(h *health.Account) bool {
 }
 
 // health returns the condition of a's account: the configured account's,
-// or, for one no longer configured, the queue's own record. q.mu is held
-// or not; it does not matter.
+// or, for one no longer configured, the queue's own record. An admin's
+// hold recorded in the spool is applied to it (the condition of an
+// account that a reload added back is new). q.mu is held or not; it does
+// not matter.
 func (q *Queue) health(a *account) *health.Account {
+	h := a.orphan
 	if creds := q.opts.Accounts(a.name); creds != nil && creds.Health != nil {
-		return creds.Health
+		h = creds.Health
 	}
-	return a.orphan
+	q.hmu.Lock()
+	held := q.held[a.name]
+	q.hmu.Unlock()
+	if held {
+		h.SetAdminHold(true)
+	}
+	return h
 }
 
 // add puts e in the queue and returns its account. q.mu is held or the

@@ -83,7 +83,7 @@ func (q *Queue) checkHold(a *account, h *health.Account) {
 	c := h.Worst(health.SourceToken, health.SourceSMTP)
 	held := !h.HeldSince().IsZero()
 	switch {
-	case c != nil && c.State.NeedsAttention() && !c.Outage() && !held && q.hasQueued(a):
+	case c != nil && c.State.NeedsAttention() && !c.Outage() && !held && q.hasQueued(a, h):
 		q.holdAccount(a, "", c)
 	case held && c == nil:
 		q.mu.Lock()
@@ -96,12 +96,12 @@ func (q *Queue) checkHold(a *account, h *health.Account) {
 }
 
 // hasQueued reports whether a has mail waiting that no admin held.
-func (q *Queue) hasQueued(a *account) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if a.adminHold {
+func (q *Queue) hasQueued(a *account, h *health.Account) bool {
+	if h.AdminHeld() {
 		return false
 	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	for _, e := range a.entries {
 		if e.State == StateQueued && !e.AdminHold {
 			return true
@@ -114,18 +114,13 @@ func (q *Queue) hasQueued(a *account) bool {
 // wait. It looks only at the account's own messages, and at none while the
 // account is held: it runs on every submission.
 func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
-	held := !h.HeldSince().IsZero()
-	if held {
-		if c := h.Worst(health.SourceToken, health.SourceSMTP); c != nil && c.State.NeedsAttention() && !c.Outage() {
-			return nil, time.Hour // until the condition changes
-		}
+	if held, _ := h.Outgoing(); held {
+		return nil, time.Hour // until the hold ends: h.Changed wakes the worker
 	}
+	held := !h.HeldSince().IsZero() // for a temporary condition: probe
 	outage := inOutage(h)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if a.adminHold {
-		return nil, time.Hour // until an admin releases it
-	}
 	now := q.opts.Now()
 	probe := held || outage
 	const never = time.Duration(1<<63 - 1)
@@ -311,7 +306,11 @@ func (q *Queue) quarantine(id, why string) {
 	}
 	e.AdminHold, e.LastError = true, why
 	snapshot := e.clone()
+	a := q.accounts[e.Account]
 	q.mu.Unlock()
+	if a != nil {
+		q.health(a).Quarantine(id, why)
+	}
 	if err := q.spool.Update(snapshot); err != nil {
 		q.log.Error("could not record the hold of a message that made relayd fail; it is held until restart", "id", id, "err", err)
 	}

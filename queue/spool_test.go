@@ -14,6 +14,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 )
 
 // recordingFS logs every operation on the real file system and can fail
@@ -282,7 +283,7 @@ func TestAccountHoldPersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !q2.accounts["a"].adminHold {
+	if !q2.health(q2.account("a")).AdminHeld() {
 		t.Fatal("hold lost on restart")
 	}
 	if _, err := q2.Release("a"); err != nil {
@@ -290,7 +291,7 @@ func TestAccountHoldPersists(t *testing.T) {
 	}
 	q2.Close()
 	q3, _ := Open(Options{Dir: dir, Accounts: accounts})
-	if a := q3.accounts["a"]; a != nil && a.adminHold {
+	if q3.health(q3.account("a")).AdminHeld() {
 		t.Error("release lost on restart")
 	}
 }
@@ -326,5 +327,38 @@ func TestSpoolLock(t *testing.T) {
 	}
 	if err := <-waited; err != nil {
 		t.Errorf("Open with LockWait after the holder closed = %v, want nil", err)
+	}
+}
+
+// An admin's hold belongs to the account's condition, and holds again when
+// a reload re-creates that condition (an account removed and added back).
+func TestAccountHoldOutlivesANewCondition(t *testing.T) {
+	dir := t.TempDir()
+	cur := &auth.Account{Config: &config.Account{Name: "a"}, Health: health.New("a", health.Options{})}
+	q, err := Open(Options{Dir: dir, Accounts: func(name string) *auth.Account {
+		if name == "a" {
+			return cur
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if _, err := q.Hold("a"); err != nil {
+		t.Fatal(err)
+	}
+	if !cur.Health.AdminHeld() {
+		t.Fatal("Hold(a): the account's condition does not say so")
+	}
+	cur = &auth.Account{Config: &config.Account{Name: "a"}, Health: health.New("a", health.Options{})}
+	if held, why := q.health(q.account("a")).Outgoing(); !held || why != "admin" {
+		t.Errorf("new condition after a reload: Outgoing() = %v, %q; want held by the admin", held, why)
+	}
+	if _, err := q.Release("a"); err != nil {
+		t.Fatal(err)
+	}
+	if cur.Health.AdminHeld() {
+		t.Error("Release(a) left the hold")
 	}
 }

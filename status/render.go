@@ -3,6 +3,8 @@ package status
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -43,7 +45,7 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	for _, a := range st.Accounts {
 		state, advice := a.State, a.Advice
 		lastErr, lastErrAt := a.LastError, a.LastErrorAt
-		if advice == "" && lastErr == "" && a.Warning == "" {
+		if advice == "" && lastErr == "" && a.Warning == "" && a.AdminHoldSince.IsZero() && len(a.Quarantined) == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s: %s\n", a.Name, state)
@@ -55,6 +57,12 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		}
 		if !a.HeldSince.IsZero() {
 			fmt.Fprintf(w, "  outgoing mail held since %s; nothing bounces, it is sent once this is fixed\n", ago(a.HeldSince, now))
+		}
+		if !a.AdminHoldSince.IsZero() {
+			fmt.Fprintf(w, "  outgoing mail held by an admin since %s: 'relayd queue release %s' sends it\n", ago(a.AdminHoldSince, now), a.Name)
+		}
+		for _, id := range slices.Sorted(maps.Keys(a.Quarantined)) {
+			fmt.Fprintf(w, "  message %s held: %s\n", id, a.Quarantined[id])
 		}
 		if a.Warning != "" && state != health.StateWarning {
 			fmt.Fprintf(w, "  also: %s\n", a.Warning)

@@ -6,9 +6,39 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 )
+
+// searchable reports whether uid, in groups, may search every directory
+// on the way to dir (and dir itself).
+func searchable(dir string, uid uint32, groups []int) bool {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			return false
+		}
+		var bit uint32 = 0o001
+		switch {
+		case st.Uid == uid:
+			bit = 0o100
+		case slices.Contains(groups, int(st.Gid)):
+			bit = 0o010
+		}
+		if st.Mode&bit == 0 {
+			return false
+		}
+		if p == filepath.Dir(p) {
+			return true
+		}
+	}
+}
 
 // dropToStateOwner makes this process the owner of the state directory
 // when it runs as root and the directory belongs to somebody else (the
@@ -17,7 +47,9 @@ import (
 // daemon has, and nothing the service user planted there can be turned
 // against root. Call it after everything that needs root (the
 // configuration, secret files) has been read. Setuid applies to every
-// thread of a Go program on Linux.
+// thread of a Go program on Linux. When that user could not reach the
+// directory (a directory above it is closed to it), the process stays
+// root.
 func dropToStateOwner(stateDir string) error {
 	if os.Geteuid() != 0 {
 		return nil
@@ -43,6 +75,11 @@ func dropToStateOwner(stateDir string) error {
 				}
 			}
 		}
+	}
+	if !searchable(stateDir, uint32(uid), groups) {
+		// The service user could not reach the directory either; stay
+		// root: package statedir follows no link in it all the same.
+		return nil
 	}
 	if err := syscall.Setgroups(groups); err != nil {
 		return fmt.Errorf("becoming state_dir's owner (uid %d): setgroups: %w", uid, err)

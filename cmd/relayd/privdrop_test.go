@@ -41,10 +41,19 @@ func TestDropToStateOwner(t *testing.T) {
 		}
 		return strings.TrimSpace(string(out))
 	}
-	state := filepath.Join(t.TempDir(), "state")
+	base := t.TempDir()
+	state := filepath.Join(base, "state")
 	os.Mkdir(state, 0o700)
 	if err := os.Chown(state, 65534, 65534); err != nil {
 		t.Fatal(err)
+	}
+	// Behind a directory closed to the owner, root stays root (the daemon
+	// could not use the directory either; statedir protects root there).
+	if got := run(state); !strings.HasPrefix(got, "uid=0 euid=0") {
+		t.Errorf("with a closed directory above: %s, want root", got)
+	}
+	for p := base; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
+		os.Chmod(p, 0o711)
 	}
 	if got, want := run(state), "uid=65534 euid=65534 gid=65534 egid=65534 groups=[65534]"; got != want {
 		t.Errorf("after the drop: %s, want %s", got, want)

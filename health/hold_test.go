@@ -1,0 +1,51 @@
+package health
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// Every reason an account's mail waits is answered by Outgoing: an admin's
+// hold, a condition that needs a person once the queue held for it; an
+// outage never holds. Quarantined messages are listed in the snapshot.
+func TestOutgoingHolds(t *testing.T) {
+	a, _, now := newTest(t)
+	if held, why := a.Outgoing(); held {
+		t.Fatalf("new account: held (%s)", why)
+	}
+	if !a.SetAdminHold(true) || a.SetAdminHold(true) {
+		t.Error("SetAdminHold(true) twice: want a change the first time only")
+	}
+	if held, why := a.Outgoing(); !held || why != "admin" {
+		t.Errorf("admin hold: Outgoing() = %v, %q", held, why)
+	}
+	if s := a.Snapshot(); !s.AdminHoldSince.Equal(*now) {
+		t.Errorf("AdminHoldSince = %v, want %v", s.AdminHoldSince, *now)
+	}
+	a.SetAdminHold(false)
+
+	a.Fail(SourceSMTP, Unreachable(SourceSMTP, "smtp.example.com:587", errors.New("refused")))
+	a.HoldOutgoing()
+	if held, _ := a.Outgoing(); held {
+		t.Error("an outage holds mail; want it deferred only")
+	}
+	a.Fail(SourceSMTP, &Error{State: StateNeedsAdmin, Reason: ReasonSMTPAuthDisabled})
+	if held, why := a.Outgoing(); !held || why != string(ReasonSMTPAuthDisabled) {
+		t.Errorf("SMTP AUTH disabled: Outgoing() = %v, %q", held, why)
+	}
+	a.Succeed(SourceSMTP)
+	a.EndHold()
+	if held, why := a.Outgoing(); held {
+		t.Errorf("after the condition ended: held (%s)", why)
+	}
+
+	*now = now.Add(time.Minute)
+	a.Quarantine("20261130T030000-1", "relayd failed delivering it")
+	if q := a.Snapshot().Quarantined; q["20261130T030000-1"] == "" {
+		t.Errorf("snapshot quarantined = %v", q)
+	}
+	if !a.Unquarantine("20261130T030000-1") || len(a.Quarantined()) != 0 {
+		t.Error("Unquarantine did not end the quarantine")
+	}
+}
