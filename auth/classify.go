@@ -19,7 +19,7 @@ import (
 // state, reason and advice, from the provider's error codes (package
 // provider). Unknown errors are transient (degraded): retrying is safe.
 func Classify(a *config.Account, err error) *health.Error {
-	e := &health.Error{Account: a.Name, Err: errors.New(describe(err))}
+	e := &health.Error{Account: a.Name, Err: errors.New(Describe(err))}
 	reauth := func(r health.Reason, what string) *health.Error {
 		e.State, e.Reason = health.StateNeedsReauth, r
 		e.Advice = fmt.Sprintf("%s; run 'relayd authorize %s'", what, a.Name)
@@ -46,7 +46,7 @@ func Classify(a *config.Account, err error) *health.Error {
 			c := *re
 			c.ErrorCode, c.ErrorDescription = body.Error, body.Description
 			re = &c
-			e.Err = errors.New(describe(re))
+			e.Err = errors.New(Describe(re))
 		}
 	}
 	if re == nil {
@@ -76,7 +76,7 @@ func Classify(a *config.Account, err error) *health.Error {
 		// No person's grant to renew: the app's own credentials or its
 		// permissions are at fault.
 		return admin("app_credentials_refused", fmt.Sprintf("the identity provider refused the app-only credentials (%s): an admin must check %s and the app's permissions for %s",
-			describe(re), appCredential(a), a.Email))
+			Describe(re), appCredential(a), a.Email))
 	}
 	switch {
 	case known && m.Fix == provider.FixAdmin:
@@ -103,12 +103,14 @@ func appCredential(a *config.Account) string {
 	return "client_secret_file"
 }
 
-// describe renders a token-endpoint error for logs, status, the hook and
-// the terminal without the raw response body, which is not ours to vet for
-// secrets. What the IdP wrote (error, error_description) is bounded and
-// its control characters escaped here, once (package safetext): an IdP
-// may send 300 KB or terminal escapes.
-func describe(err error) string {
+// Describe renders an error from a token or device authorization endpoint
+// (an *oauth2.RetrieveError, a *url.Error, or any other) as one line for
+// logs, status, the hook and the terminal, without the raw response body,
+// which is not ours to vet for secrets. What the IdP wrote (error,
+// error_description) is bounded and its control characters escaped here,
+// once (package safetext): an IdP may send 300 KB or terminal escapes.
+// Callers add no escaping of their own.
+func Describe(err error) string {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
 		s := "token endpoint said " + safetext.Clip(re.ErrorCode, 100)

@@ -117,7 +117,7 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		opts.Health = health.New(a.Name, health.Options{Logger: opts.Logger, Now: opts.Now})
 	}
 	s := &Source{opts: opts, acct: a, log: opts.Logger.With("account", a.Name), health: opts.Health}
-	secret, err := clientSecret(a)
+	secret, err := ClientSecret(a)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +370,7 @@ func (s *Source) safeFetch(ctx context.Context, old *Grant) (tok *oauth2.Token, 
 
 func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {
 	a := s.acct
-	oc := oauthConfig(a, s.secret)
+	oc := OAuthConfig(a, s.secret)
 	switch {
 	case s.serviceAccount != nil:
 		return fetchServiceAccount(ctx, a, s.serviceAccount)
@@ -521,9 +521,9 @@ func (s *Source) Adopt(ctx context.Context, g *Grant) error {
 		return refuse("it has no refresh token")
 	}
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.opts.HTTPClient)
-	tok, err := oauthConfig(a, s.secret).TokenSource(ctx, &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
+	tok, err := OAuthConfig(a, s.secret).TokenSource(ctx, &oauth2.Token{RefreshToken: g.RefreshToken}).Token()
 	if err != nil {
-		return refuse("its refresh token does not work (%s)", describe(err))
+		return refuse("its refresh token does not work (%s)", Describe(err))
 	}
 	raw := g.IDToken
 	if raw == "" {

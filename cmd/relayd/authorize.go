@@ -17,6 +17,7 @@ import (
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
+	"github.com/relayd/relayd/signin"
 	"github.com/relayd/relayd/status"
 )
 
@@ -96,7 +97,7 @@ func authorize(args []string) error {
 		} else if *browser {
 			flow = provider.FlowBrowser
 		}
-		si := &auth.SignIn{Account: a, Out: os.Stdout, In: os.Stdin, Terminal: term.IsTerminal(int(os.Stdout.Fd())),
+		si := &signin.SignIn{Account: a, Out: os.Stdout, In: os.Stdin, Terminal: term.IsTerminal(int(os.Stdout.Fd())),
 			Progress: *progress, SSHTarget: sshTarget()}
 		if flow == provider.FlowDevice {
 			g, err = si.Device(ctx)

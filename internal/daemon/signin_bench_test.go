@@ -10,6 +10,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/queue"
+	"github.com/relayd/relayd/signin"
 )
 
 var userCode = regexp.MustCompile(`enter the code\s+(\S+)`)
@@ -30,7 +31,7 @@ func BenchmarkDeviceApprovalToDelivery(b *testing.B) {
 		}
 		td.waitEvent(queue.EventHeld)
 		outR, outW := io.Pipe()
-		s := &auth.SignIn{Account: td.d.config().Accounts[0], Out: outW}
+		s := &signin.SignIn{Account: td.d.config().Accounts[0], Out: outW}
 		got := make(chan *auth.Grant, 1)
 		go func() {
 			g, err := s.Device(context.Background())

@@ -1,4 +1,4 @@
-package auth
+package signin
 
 import (
 	"bufio"
@@ -20,6 +20,7 @@ import (
 	"github.com/mdp/qrterminal/v3"
 	"golang.org/x/oauth2"
 
+	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
@@ -28,8 +29,11 @@ import (
 // SignIn runs an interactive sign-in for one account from a terminal: the
 // device flow (RFC 8628) or the authorization code flow with PKCE (RFC 7636)
 // and a loopback redirect (RFC 8252). Either way the ID token must name the
-// account's login (CheckIdentity) before a grant is returned; nothing is
-// stored here.
+// account's login (auth.CheckIdentity) before a grant is returned; nothing
+// is stored here: the caller hands the grant to the daemon or the token
+// store.
+//
+// A SignIn runs one flow at a time; it is not safe for concurrent use.
 type SignIn struct {
 	Account *config.Account
 	// HTTPClient talks to the IdP. Default: a client with a 30 s timeout.
@@ -63,43 +67,14 @@ func (s *SignIn) defaults() {
 	}
 }
 
-// oauthConfig is the account's OAuth 2.0 client.
-func oauthConfig(a *config.Account, secret string) *oauth2.Config {
-	// An explicit style: x/oauth2's auto-detection repeats a failed token
-	// request in the other style, so that a spent code comes back as
-	// "already redeemed" and hides the first error. Public clients send
-	// their id in the body (RFC 6749 §2.3.1), confidential ones use HTTP
-	// Basic, unless the provider wants the body (Microsoft).
-	style := oauth2.AuthStyleInHeader
-	if a.TokenAuthInParams || secret == "" {
-		style = oauth2.AuthStyleInParams
-	}
-	return &oauth2.Config{
-		ClientID: a.ClientID, ClientSecret: secret, Scopes: a.Scopes,
-		Endpoint: oauth2.Endpoint{AuthURL: a.AuthURL, TokenURL: a.TokenURL, DeviceAuthURL: a.DeviceAuthURL, AuthStyle: style},
-	}
-}
-
-// clientSecret reads the account's client secret file, if it has one.
-func clientSecret(a *config.Account) (string, error) {
-	if a.ClientSecretFile == "" {
-		return "", nil
-	}
-	secret, err := ReadSecretFile(a.ClientSecretFile)
-	if err != nil {
-		return "", fmt.Errorf("account %q: client_secret_file: %w", a.Name, err)
-	}
-	return secret, nil
-}
-
 // config is the OAuth client of an interactive grant: the account's scopes
 // and those that get an ID token.
 func (s *SignIn) config() (*oauth2.Config, error) {
-	secret, err := clientSecret(s.Account)
+	secret, err := auth.ClientSecret(s.Account)
 	if err != nil {
 		return nil, err
 	}
-	oc := oauthConfig(s.Account, secret)
+	oc := auth.OAuthConfig(s.Account, secret)
 	oc.Scopes = slices.Clone(oc.Scopes)
 	for _, sc := range provider.IdentityScopes {
 		if !slices.Contains(oc.Scopes, sc) {
@@ -110,7 +85,7 @@ func (s *SignIn) config() (*oauth2.Config, error) {
 }
 
 // Device signs in with the device flow.
-func (s *SignIn) Device(ctx context.Context) (*Grant, error) {
+func (s *SignIn) Device(ctx context.Context) (*auth.Grant, error) {
 	s.defaults()
 	a := s.Account
 	if a.DeviceAuthURL == "" || !a.DeviceFlow {
@@ -123,7 +98,7 @@ func (s *SignIn) Device(ctx context.Context) (*Grant, error) {
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.HTTPClient)
 	da, err := oc.DeviceAuth(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("account %q: the device authorization endpoint did not start a sign-in: %s", a.Name, describe(err))
+		return nil, fmt.Errorf("account %q: the device authorization endpoint did not start a sign-in: %s", a.Name, auth.Describe(err))
 	}
 	if da.Expiry.IsZero() {
 		da.Expiry = s.Now().Add(15 * time.Minute)
@@ -169,7 +144,7 @@ func (s *SignIn) pollDevice(ctx context.Context, oc *oauth2.Config, da *oauth2.D
 		if codeCtx.Err() != nil || !s.Now().Before(da.Expiry) {
 			return nil, expiredCode(a)
 		}
-		fmt.Fprintf(s.Out, "\nno answer from the identity provider (%s); still waiting with the same code\n", describe(err))
+		fmt.Fprintf(s.Out, "\nno answer from the identity provider (%s); still waiting with the same code\n", auth.Describe(err))
 		t := time.NewTimer(time.Duration(max(da.Interval, 1)) * time.Second)
 		select {
 		case <-ctx.Done():
@@ -198,9 +173,9 @@ func deviceError(a *config.Account, re *oauth2.RetrieveError) error {
 	case strings.Contains(body, "AADSTS53003") || strings.Contains(body, "AADSTS53000") || strings.Contains(body, "AADSTS53001") ||
 		strings.Contains(body, "Conditional Access"):
 		return fmt.Errorf("account %q: a Conditional Access policy of the tenant blocks the device code flow (%s); nothing was stored. Run 'relayd authorize %s --browser' instead, or ask the tenant's admin to allow the device flow for this app",
-			a.Name, describe(re), a.Name)
+			a.Name, auth.Describe(re), a.Name)
 	}
-	return fmt.Errorf("account %q: the identity provider refused the sign-in (%s); nothing was stored", a.Name, describe(re))
+	return fmt.Errorf("account %q: the identity provider refused the sign-in (%s); nothing was stored", a.Name, auth.Describe(re))
 }
 
 // countdown shows the time left to use the device code: live on a terminal,
@@ -239,7 +214,7 @@ func (s *SignIn) countdown(expiry time.Time) (stop func()) {
 
 // finish turns a token response into a grant once its ID token names the
 // account's login.
-func (s *SignIn) finish(ctx context.Context, tok *oauth2.Token, nonce string) (*Grant, error) {
+func (s *SignIn) finish(ctx context.Context, tok *oauth2.Token, nonce string) (*auth.Grant, error) {
 	a := s.Account
 	if tok.RefreshToken == "" {
 		hint := ""
@@ -252,12 +227,12 @@ func (s *SignIn) finish(ctx context.Context, tok *oauth2.Token, nonce string) (*
 	if raw == "" {
 		return nil, fmt.Errorf("account %q: the identity provider sent no ID token, so relayd cannot check who signed in; nothing was stored. Check that the openid and email scopes are allowed for the app", a.Name)
 	}
-	who, err := CheckIdentity(ctx, a, s.HTTPClient, raw, nonce)
+	who, err := auth.CheckIdentity(ctx, a, s.HTTPClient, raw, nonce)
 	if err != nil {
 		return nil, err
 	}
 	now := s.Now()
-	return &Grant{
+	return &auth.Grant{
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
 		ClientID: a.ClientID, GrantedAt: now, RefreshedAt: now, Subject: who, IDToken: raw,
 	}, nil
@@ -278,7 +253,7 @@ type redirect struct {
 // forwards the port with ssh -L, or pastes the address the browser shows
 // after the redirect failed. Whichever comes first wins; a request to the
 // port whose state is not this sign-in's is answered 400 and ignored.
-func (s *SignIn) Browser(ctx context.Context) (*Grant, error) {
+func (s *SignIn) Browser(ctx context.Context) (*auth.Grant, error) {
 	s.defaults()
 	a := s.Account
 	if a.AuthURL == "" {
@@ -390,7 +365,7 @@ func (s *SignIn) Browser(ctx context.Context) (*Grant, error) {
 		if errors.As(err, &re) && strings.Contains(string(re.Body), "AADSTS54005") || strings.Contains(err.Error(), "already redeemed") {
 			return nil, fmt.Errorf("account %q: that code was already used (a code works once); nothing was stored. Run 'relayd authorize %s' again", a.Name, a.Name)
 		}
-		return nil, fmt.Errorf("account %q: the identity provider refused the code: %s; nothing was stored", a.Name, describe(err))
+		return nil, fmt.Errorf("account %q: the identity provider refused the code: %s; nothing was stored", a.Name, auth.Describe(err))
 	}
 	return s.finish(ctx, tok, nonce)
 }

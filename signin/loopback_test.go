@@ -1,4 +1,4 @@
-package auth
+package signin_test
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/signin"
 )
 
 // A local process that reaches the loopback redirect port first with a
@@ -16,9 +18,9 @@ import (
 func TestBrowserIgnoresForgedState(t *testing.T) {
 	idp := newIdP(t)
 	var out testkit.SyncBuffer
-	s := &SignIn{Account: signInAccount(t, idp), Out: &out}
+	s := &signin.SignIn{Account: signInAccount(t, idp), Out: &out}
 	done := make(chan struct{})
-	var g *Grant
+	var g *auth.Grant
 	var err error
 	go func() { g, err = s.Browser(context.Background()); close(done) }()
 	waitOutput(t, &out, "paste it here", done)

@@ -1,4 +1,4 @@
-package auth
+package signin_test
 
 import (
 	"context"
@@ -11,10 +11,18 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/signin"
 )
 
+func newIdP(t *testing.T) *testkit.IdP {
+	t.Helper()
+	return testkit.StartIdP(t)
+}
+
+// signInAccount is an account of the fake IdP that can sign in both ways.
 func signInAccount(t testing.TB, idp *testkit.IdP) *config.Account {
 	return testkit.Account{Name: "support", Provider: "custom", Email: "support@example.com", ClientID: "client",
 		TokenURL: idp.TokenURL(), AuthURL: idp.AuthURL(), DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(),
@@ -40,9 +48,9 @@ func TestDevicePollsThroughDroppedConnection(t *testing.T) {
 	idp := newIdP(t)
 	idp.DropDevicePolls(1)
 	var out testkit.SyncBuffer
-	s := &SignIn{Account: signInAccount(t, idp), Out: &out}
+	s := &signin.SignIn{Account: signInAccount(t, idp), Out: &out}
 	done := make(chan struct{})
-	var g *Grant
+	var g *auth.Grant
 	var err error
 	go func() { g, err = s.Device(context.Background()); close(done) }()
 	waitOutput(t, &out, "still waiting with the same code", done)
@@ -59,7 +67,7 @@ func TestDevicePollsThroughDroppedConnection(t *testing.T) {
 func TestDeviceTerminalOutput(t *testing.T) {
 	idp := newIdP(t)
 	var out testkit.SyncBuffer
-	s := &SignIn{Account: signInAccount(t, idp), Out: &out, Terminal: true}
+	s := &signin.SignIn{Account: signInAccount(t, idp), Out: &out, Terminal: true}
 	done := make(chan struct{})
 	go func() { s.Device(context.Background()); close(done) }()
 	waitOutput(t, &out, "\rwaiting for the sign-in; the code expires in ", done)
@@ -114,14 +122,14 @@ func TestBrowserBadAnswers(t *testing.T) {
 }
 
 // pastedSignIn runs a browser sign-in and pastes the redirect, edited.
-func pastedSignIn(t *testing.T, idp *testkit.IdP, edit func(string) string) (*Grant, error) {
+func pastedSignIn(t *testing.T, idp *testkit.IdP, edit func(string) string) (*auth.Grant, error) {
 	t.Helper()
 	var out testkit.SyncBuffer
 	inR, inW := io.Pipe()
 	defer inW.Close()
-	s := &SignIn{Account: signInAccount(t, idp), Out: &out, In: inR}
+	s := &signin.SignIn{Account: signInAccount(t, idp), Out: &out, In: inR}
 	done := make(chan struct{})
-	var g *Grant
+	var g *auth.Grant
 	var err error
 	go func() { g, err = s.Browser(context.Background()); close(done) }()
 	waitOutput(t, &out, "paste it here", done)
@@ -146,10 +154,10 @@ func TestDeviceSlowDown(t *testing.T) {
 	idp.SlowDownDevicePolls(2)
 	synctest.Test(t, func(t *testing.T) {
 		var out testkit.SyncBuffer
-		s := &SignIn{Account: signInAccount(t, idp), Out: &out, HTTPClient: idp.Client()}
+		s := &signin.SignIn{Account: signInAccount(t, idp), Out: &out, HTTPClient: idp.Client()}
 		start := time.Now()
 		done := make(chan struct{})
-		var g *Grant
+		var g *auth.Grant
 		var err error
 		go func() { g, err = s.Device(context.Background()); close(done) }()
 		synctest.Wait() // the code is shown and the first poll waits

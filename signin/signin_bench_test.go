@@ -1,4 +1,4 @@
-package auth
+package signin_test
 
 import (
 	"bufio"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/signin"
 )
 
 var benchAuthURL = regexp.MustCompile(`^\s+(http://\S+/authorize\?\S+)`)
@@ -19,7 +20,7 @@ var benchAuthURL = regexp.MustCompile(`^\s+(http://\S+/authorize\?\S+)`)
 // sign-in finished by a pasted URL, against the fake IdP on loopback: from
 // the paste to the verified grant (code exchange with PKCE, OpenID
 // discovery, JWKS, ID token check). The person's part (the browser) is not
-// timed. go test -bench BrowserSignIn -run - ./auth
+// timed. go test -bench BrowserSignIn -run - ./signin
 func BenchmarkBrowserSignInPasted(b *testing.B) {
 	idp := testkit.StartIdP(b)
 	a := testkit.Account{Name: "support", Provider: "custom", Email: "support@example.com", ClientID: "client",
@@ -30,7 +31,7 @@ func BenchmarkBrowserSignInPasted(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		outR, outW := io.Pipe()
 		inR, inW := io.Pipe()
-		s := &SignIn{Account: a, Out: outW, In: inR}
+		s := &signin.SignIn{Account: a, Out: outW, In: inR}
 		done := make(chan error, 1)
 		go func() {
 			_, err := s.Browser(context.Background())

@@ -1,4 +1,4 @@
-package auth
+package signin_test
 
 import (
 	"context"
@@ -8,7 +8,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/signin"
 )
 
 // One device-code poll that gets no answer until the HTTP client's 30 s
@@ -22,10 +24,10 @@ func TestDevicePollTimeoutIsNotExpiry(t *testing.T) {
 		var out testkit.SyncBuffer
 		hc := idp.Client()
 		hc.Timeout = 30 * time.Second // as SignIn's default client
-		s := &SignIn{Account: signInAccount(t, idp), Out: &out, HTTPClient: hc}
+		s := &signin.SignIn{Account: signInAccount(t, idp), Out: &out, HTTPClient: hc}
 		start := time.Now()
 		done := make(chan struct{})
-		var g *Grant
+		var g *auth.Grant
 		var err error
 		go func() { g, err = s.Device(context.Background()); close(done) }()
 		synctest.Wait() // the code is shown; the first poll waits for its turn
@@ -56,7 +58,7 @@ func TestDeviceExpiresWhilePollsTimeOut(t *testing.T) {
 		var out testkit.SyncBuffer
 		hc := idp.Client()
 		hc.Timeout = 30 * time.Second
-		s := &SignIn{Account: signInAccount(t, idp), Out: &out, HTTPClient: hc}
+		s := &signin.SignIn{Account: signInAccount(t, idp), Out: &out, HTTPClient: hc}
 		start := time.Now()
 		_, err := s.Device(context.Background())
 		if err == nil || !strings.Contains(err.Error(), "the code expired") {
