@@ -283,6 +283,9 @@ type imapSession struct {
 	established bool
 	closeMu     sync.Mutex
 	up          net.Conn
+	// stream serialises writes to the client once spliced and knows
+	// where the upstream's lines end; set by splice.
+	stream atomic.Pointer[clientStream]
 	// health is the account's condition once the client logged in.
 	health *health.Account
 	// account is its name, once logged in; read by EndAccount.

@@ -22,8 +22,9 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 // splice connects the logged-in downstream and upstream connections. Bytes
 // either reader had already buffered (a client may pipeline commands right
-// after LOGIN) are flushed first; then relayd copies without looking at the
-// data. It returns when either side closes.
+// after LOGIN) are flushed first; then relayd copies, following no more
+// than where the upstream's lines and literals end (clientStream). It
+// returns when either side closes.
 func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	up := l.up
 	c.closeMu.Lock()
@@ -42,13 +43,21 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	up.conn.SetDeadline(time.Time{})
 	c.down.SetDeadline(time.Time{})
 
-	if err := flush(up.conn, downBuf); err != nil {
-		return
+	cs := newClientStream()
+	if b := buffered(downBuf); len(b) > 0 {
+		cs.fromClient(b)
+		if _, err := up.conn.Write(b); err != nil {
+			return
+		}
 	}
-	if err := flush(c.down, up.br); err != nil {
-		return
+	if b := buffered(up.br); len(b) > 0 {
+		cs.lines.Write(b)
+		if _, err := c.down.Write(b); err != nil {
+			return
+		}
 	}
 	up.br = nil // the pre-auth buffers are not needed any more
+	c.stream.Store(cs)
 
 	wt := c.srv.opts.WriteTimeout
 	done := make(chan struct{})
@@ -66,11 +75,11 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 			upEnded.Store(true)
 			c.down.SetReadDeadline(time.Now())
 		}()
-		if errors.Is(copyBulk(c.down, up.conn, wt), errStalled) {
+		if errors.Is(copyBulk(c.down, up.conn, wt, cs), errStalled) {
 			downStalled.Store(true)
 		}
 	}()
-	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout, wt, &upEnded)
+	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout, wt, &upEnded, cs)
 	switch {
 	case downStalled.Load():
 		c.outcome = "client stopped reading"
@@ -89,14 +98,10 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	<-done
 }
 
-func flush(dst io.Writer, br *bufio.Reader) error {
-	n := br.Buffered()
-	if n == 0 {
-		return nil
-	}
-	b, _ := br.Peek(n)
-	_, err := dst.Write(b)
-	return err
+// buffered returns the bytes br holds, without consuming them.
+func buffered(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return b
 }
 
 // errStalled ends a copy whose destination took nothing written to it
@@ -120,15 +125,17 @@ func stalled(err error) error {
 }
 
 // copyBulk copies upstream to downstream: the direction of FETCH data.
-// Between two TCP sockets it splices (spliceTCP), with no user-space
-// buffer. A write that makes no progress for wt ends it with errStalled.
-func copyBulk(dst, src net.Conn, wt time.Duration) error {
+// Every write goes through cs, which follows where lines and literals end.
+// Between two TCP sockets it splices the literals' octets (spliceTCP),
+// with no user-space buffer. A write that makes no progress for wt ends it
+// with errStalled.
+func copyBulk(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
 	if s, ok := src.(*net.TCPConn); ok {
 		if d, ok := dst.(*net.TCPConn); ok {
-			return spliceTCP(d, s, wt)
+			return spliceTCP(d, s, wt, cs)
 		}
 	}
-	return copyCoalesce(dst, src, wt)
+	return copyCoalesce(dst, src, wt, cs)
 }
 
 // coalescePool holds the buffers copyCoalesce gathers records in.
@@ -140,8 +147,8 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, 256<<10); retur
 // into a small buffer it gathers what is already available, without
 // blocking (a read deadline in the past; crypto/tls keeps its state on a
 // timeout), and writes it at once. Only the small buffer is held while the
-// session waits.
-func copyCoalesce(dst, src net.Conn, wt time.Duration) error {
+// session waits. Writes go through cs.
+func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
 	var first [2048]byte
 	for {
 		n, err := src.Read(first[:])
@@ -163,7 +170,7 @@ func copyCoalesce(dst, src net.Conn, wt time.Duration) error {
 				}
 				src.SetReadDeadline(time.Time{})
 			}
-			werr := writeWithin(dst, buf[:k], wt)
+			werr := cs.write(dst, buf[:k], wt)
 			coalescePool.Put(bp)
 			if werr != nil {
 				return werr
@@ -182,12 +189,13 @@ var longAgo = time.Unix(1, 0)
 // copyIdle copies downstream to upstream, ending with
 // os.ErrDeadlineExceeded when the client sends nothing for idle, and with
 // errStalled when the upstream takes nothing for wt. On a TCP socket it
-// waits for readability before taking a buffer from the pool.
+// waits for readability before taking a buffer from the pool. It shows
+// cs the client's bytes before passing them on.
 //
 // The other direction ends it by setting stop and then src's read
 // deadline to now. Because the loop sets its own deadline before it
 // looks at stop, that wake-up cannot be lost between two reads.
-func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool) error {
+func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *clientStream) error {
 	var rc syscall.RawConn
 	if tc, ok := src.(*net.TCPConn); ok {
 		rc, _ = tc.SyscallConn()
@@ -205,6 +213,7 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool) erro
 		bp := bufPool.Get().(*[]byte)
 		n, err := src.Read(*bp)
 		if n > 0 {
+			cs.fromClient((*bp)[:n])
 			if werr := writeWithin(dst, (*bp)[:n], wt); werr != nil {
 				bufPool.Put(bp)
 				return werr

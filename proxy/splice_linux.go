@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"math"
 	"net"
 	"sync"
 	"syscall"
@@ -73,11 +74,15 @@ func (p *splicePipe) close() {
 	unix.Close(p.w)
 }
 
-// spliceTCP copies src to dst with splice(2) until src ends: the bytes
-// pass from one socket to the other inside the kernel. While src has
-// nothing to read it holds no pipe and no buffer. It returns nil at src's
-// end.
-func spliceTCP(dst, src *net.TCPConn, wt time.Duration) error {
+// spliceTCP copies src to dst until src ends. The octets of literals
+// (message bodies, the bulk of a FETCH) pass from one socket to the other
+// inside the kernel with splice(2); the octets of lines are read into a
+// buffer and written, so that cs sees where each line ends and which
+// literal it announces. Such a read takes a small buffer, so that little of
+// the literal a line announces goes through it, and a large one while a
+// line runs on for more than a small buffer. While src has nothing to read
+// it holds no pipe and no buffer. It returns nil at src's end.
+func spliceTCP(dst, src *net.TCPConn, wt time.Duration, cs *clientStream) error {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return err
@@ -86,20 +91,32 @@ func spliceTCP(dst, src *net.TCPConn, wt time.Duration) error {
 	if err != nil {
 		return err
 	}
+	// long: the octets of lines filled a buffer, and no literal has come
+	// since.
+	long := false
 	for {
 		if err := waitReadable(srcRC); err != nil {
 			return err
 		}
-		p := getPipe()
+		limit := cs.unseenLimit()
+		var p *splicePipe
+		if limit > 0 {
+			p = getPipe()
+		}
 		if p == nil {
-			// No pipe (file descriptors exhausted): fall back to a
-			// buffered copy of what is there.
-			if eof, err := copyAvailable(dst, src, wt); eof || err != nil {
+			// Octets of a line, or no pipe (file descriptors
+			// exhausted): a buffered copy of what is there.
+			eof, filled, err := copyAvailable(dst, src, wt, cs, long)
+			if eof || err != nil {
 				return err
 			}
+			long = cs.lines.literal == 0 && (filled || long && cs.lines.midLine)
 			continue
 		}
-		eof, err := spliceAvailable(dst, dstRC, srcRC, p, wt)
+		cs.lock()
+		moved, eof, err := spliceAvailable(dst, dstRC, srcRC, p, wt, int64(min(limit, math.MaxInt64)))
+		cs.lines.passed(uint64(moved))
+		cs.unlock()
 		if err != nil {
 			// The pipe may still hold bytes; it cannot be reused.
 			p.close()
@@ -112,26 +129,27 @@ func spliceTCP(dst, src *net.TCPConn, wt time.Duration) error {
 	}
 }
 
-// spliceAvailable moves what src has to dst through p, until src has
-// nothing more to read for now (eof false) or has ended (eof true). p is
-// empty when it returns without an error.
-func spliceAvailable(dst net.Conn, dstRC, srcRC syscall.RawConn, p *splicePipe, wt time.Duration) (eof bool, err error) {
-	for {
+// spliceAvailable moves what src has to dst through p, at most limit
+// octets, until src has nothing more to read for now or has ended (eof).
+// It returns how many octets it moved. p is empty when it returns without
+// an error.
+func spliceAvailable(dst net.Conn, dstRC, srcRC syscall.RawConn, p *splicePipe, wt time.Duration, limit int64) (moved int64, eof bool, err error) {
+	for moved < limit {
 		var n int64
 		var serr error
 		if err := srcRC.Read(func(fd uintptr) bool {
-			n, serr = unix.Splice(int(fd), nil, p.w, nil, spliceMax, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, serr = unix.Splice(int(fd), nil, p.w, nil, int(min(limit-moved, spliceMax)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 			return serr != unix.EINTR
 		}); err != nil {
-			return false, err
+			return moved, false, err
 		}
 		switch {
 		case serr == unix.EAGAIN:
-			return false, nil // nothing more for now
+			return moved, false, nil // nothing more for now
 		case serr != nil:
-			return false, serr
+			return moved, false, serr
 		case n == 0:
-			return true, nil
+			return moved, true, nil
 		}
 		for n > 0 {
 			var m int64
@@ -143,35 +161,42 @@ func spliceAvailable(dst net.Conn, dstRC, srcRC syscall.RawConn, p *splicePipe, 
 				// can take more.
 				return werr != unix.EAGAIN && werr != unix.EINTR
 			}); err != nil {
-				return false, stalled(err)
+				return moved, false, stalled(err)
 			}
 			if werr != nil {
-				return false, werr
+				return moved, false, werr
 			}
 			if m == 0 {
-				return false, io.ErrShortWrite
+				return moved, false, io.ErrShortWrite
 			}
 			n -= m
+			moved += m
 		}
 	}
+	return moved, false, nil
 }
 
-// copyAvailable copies what src has to dst with a pooled buffer, for when
-// no pipe can be had.
-func copyAvailable(dst, src *net.TCPConn, wt time.Duration) (eof bool, err error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+// copyAvailable copies what src has to dst with a pooled buffer (a large
+// one if large), through cs: for the octets of lines, and for when no pipe
+// can be had. It reports whether the read filled the buffer.
+func copyAvailable(dst, src *net.TCPConn, wt time.Duration, cs *clientStream, large bool) (eof, filled bool, err error) {
+	pool := &bufPool
+	if large {
+		pool = &coalescePool
+	}
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
 	n, err := src.Read(*bp)
 	if n > 0 {
-		if werr := writeWithin(dst, (*bp)[:n], wt); werr != nil {
-			return false, werr
+		if werr := cs.write(dst, (*bp)[:n], wt); werr != nil {
+			return false, false, werr
 		}
 	}
 	if err != nil {
 		if err == io.EOF {
-			return true, nil
+			return true, false, nil
 		}
-		return false, err
+		return false, false, err
 	}
-	return false, nil
+	return false, n == len(*bp), nil
 }

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// spliceTCP copies src to dst until src ends, or dst takes nothing for
-// wt. Only Linux has splice(2); elsewhere a buffered copy does.
-func spliceTCP(dst, src *net.TCPConn, wt time.Duration) error {
-	return copyCoalesce(dst, src, wt)
+// spliceTCP copies src to dst through cs until src ends, or dst takes
+// nothing for wt. Only Linux has splice(2); elsewhere a buffered copy does.
+func spliceTCP(dst, src *net.TCPConn, wt time.Duration, cs *clientStream) error {
+	return copyCoalesce(dst, src, wt, cs)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -45,6 +46,7 @@ func tcpPair(t *testing.T) (a, b *net.TCPConn) {
 // session's FETCH direction.
 type splicedSession struct {
 	upServer, downClient *net.TCPConn
+	cs                   *clientStream
 	done                 chan error
 }
 
@@ -52,8 +54,8 @@ func newSplicedSession(t *testing.T) *splicedSession {
 	t.Helper()
 	upServer, upClient := tcpPair(t)
 	downRelay, downClient := tcpPair(t)
-	s := &splicedSession{upServer: upServer, downClient: downClient, done: make(chan error, 1)}
-	go func() { s.done <- spliceTCP(downRelay, upClient, time.Minute) }()
+	s := &splicedSession{upServer: upServer, downClient: downClient, cs: newClientStream(), done: make(chan error, 1)}
+	go func() { s.done <- spliceTCP(downRelay, upClient, time.Minute, s.cs) }()
 	return s
 }
 
@@ -83,6 +85,14 @@ func randomBytes(t *testing.T, n int) []byte {
 	return b
 }
 
+// fetchResponse is one FETCH response carrying a body of n random octets
+// as a literal.
+func fetchResponse(t *testing.T, n int) []byte {
+	b := []byte(fmt.Sprintf("* 1 FETCH (UID 7 BODY[] {%d}\r\n", n))
+	b = append(b, randomBytes(t, n)...)
+	return append(b, ")\r\n"...)
+}
+
 // openPipes counts this process's open pipe file descriptors.
 func openPipes(t *testing.T) int {
 	t.Helper()
@@ -102,7 +112,8 @@ func openPipes(t *testing.T) int {
 func TestSpliceMovesBytesExactly(t *testing.T) {
 	s := newSplicedSession(t)
 	// Larger than a pipe and a socket buffer, so that splice must wait
-	// for the downstream to read.
+	// for the downstream to read: as a literal (spliced) and not.
+	s.pass(t, fetchResponse(t, 5<<20+123))
 	s.pass(t, randomBytes(t, 5<<20+123))
 	s.pass(t, []byte("* 1 EXISTS\r\n"))
 	s.upServer.CloseWrite()
@@ -116,12 +127,12 @@ func TestSpliceHoldsNoPipeWhileIdle(t *testing.T) {
 		t.Skip("splice(2) is Linux only")
 	}
 	const sessions = 20
-	newSplicedSession(t).pass(t, randomBytes(t, 256<<10)) // the pool's first pipe
+	newSplicedSession(t).pass(t, fetchResponse(t, 256<<10)) // the pool's first pipe
 	before := openPipes(t)
 	all := make([]*splicedSession, sessions)
 	for i := range all {
 		all[i] = newSplicedSession(t)
-		all[i].pass(t, randomBytes(t, 256<<10))
+		all[i].pass(t, fetchResponse(t, 256<<10))
 	}
 	// Every session has moved bytes and now waits for its upstream.
 	if held := openPipes(t) - before; held > 2 {
@@ -156,10 +167,14 @@ func TestSpliceEndsWhenDownstreamIsGone(t *testing.T) {
 // copy loop moves the bytes.
 func TestCopyEndsWhenClientStopsReading(t *testing.T) {
 	for name, copyFn := range map[string]func(dst, src *net.TCPConn, wt time.Duration) error{
-		"splice":   spliceTCP,
-		"coalesce": func(dst, src *net.TCPConn, wt time.Duration) error { return copyCoalesce(dst, src, wt) },
+		"splice": func(dst, src *net.TCPConn, wt time.Duration) error {
+			return spliceTCP(dst, src, wt, newClientStream())
+		},
+		"coalesce": func(dst, src *net.TCPConn, wt time.Duration) error {
+			return copyCoalesce(dst, src, wt, newClientStream())
+		},
 		"idle": func(dst, src *net.TCPConn, wt time.Duration) error {
-			return copyIdle(dst, src, time.Hour, wt, nil)
+			return copyIdle(dst, src, time.Hour, wt, nil, newClientStream())
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -191,7 +206,7 @@ func TestCopyIdleWakeNotLost(t *testing.T) {
 	idleReadHook.Store(&hook)
 	defer idleReadHook.Store(nil)
 	done := make(chan error, 1)
-	go func() { done <- copyIdle(upRelay, downRelay, time.Hour, time.Minute, &stop) }()
+	go func() { done <- copyIdle(upRelay, downRelay, time.Hour, time.Minute, &stop, newClientStream()) }()
 	downClient.Write([]byte("a NOOP\r\n"))
 	select {
 	case <-done:
