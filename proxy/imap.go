@@ -264,9 +264,45 @@ func (s *IMAPServer) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		s.byeAtGraceEnd("relayd is shutting down")
 		s.Close()
 		return ctx.Err()
 	}
+}
+
+// byeWriteTimeout bounds the BYE lines written at the end of a shutdown's
+// grace period, all together.
+const byeWriteTimeout = time.Second
+
+// byeAtGraceEnd tells the spliced sessions still open whose upstream has
+// left the client at a line boundary "* BYE [UNAVAILABLE] text" and closes
+// them (RFC 9051 §7.1.5: BYE may come at any time); the others are left
+// for Close. It takes at most byeWriteTimeout.
+func (s *IMAPServer) byeAtGraceEnd(text string) {
+	s.mu.Lock()
+	open := make([]*imapSession, 0, len(s.sessions))
+	for sess := range s.sessions {
+		open = append(open, sess)
+	}
+	s.mu.Unlock()
+	if len(open) == 0 {
+		return
+	}
+	deadline := time.Now().Add(byeWriteTimeout)
+	var told atomic.Int64
+	var wg sync.WaitGroup
+	for _, sess := range open {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if sess.byeAtBoundary(text, deadline) {
+				told.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	s.log.Info("IMAP shutdown: grace period over, closing the sessions still open",
+		"sessions", len(open), "told_bye", told.Load())
 }
 
 // imapSession is one downstream connection.
@@ -333,6 +369,27 @@ func (c *imapSession) close() {
 	if c.up != nil {
 		c.up.Close()
 	}
+}
+
+// byeAtBoundary says "* BYE [UNAVAILABLE] text" to a spliced session's
+// client and closes the session, if what the upstream sent the client so
+// far ends at a line boundary outside a literal; a write in progress is
+// waited for until deadline, which also bounds the BYE's own write. It
+// reports whether it said BYE; if not, it leaves the session as it was.
+func (c *imapSession) byeAtBoundary(text string, deadline time.Time) bool {
+	cs := c.stream.Load()
+	if cs == nil || !cs.lockBy(deadline) {
+		return false
+	}
+	defer cs.unlock()
+	if !cs.atBoundary() {
+		return false
+	}
+	c.outcomeAtomic.Store("relayd shut down (BYE sent)")
+	c.down.SetWriteDeadline(deadline)
+	_, err := io.WriteString(c.down, "* BYE [UNAVAILABLE] "+text+"\r\n")
+	c.close() // with the lock held: none of the upstream's bytes can follow
+	return err == nil
 }
 
 // byeIfPreauth says BYE and closes the connection unless the session is
