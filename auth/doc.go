@@ -20,5 +20,5 @@
 // OAuth 2.0 follows RFC 6749 (grants, refresh, §6 refresh tokens bound to
 // the client id) and RFC 7523 (JWT bearer grant and client assertions); ID
 // tokens follow OpenID Connect Core §3.1.3.7; XOAUTH2 follows Google's and
-// Microsoft's published format, described in PROVIDERS.md.
+// Microsoft's published format, described in docs/providers.md.
 package auth

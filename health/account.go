@@ -1,12 +1,15 @@
 // Package health is the single owner of each account's condition: whether
-// it is ok, degraded, or needs reauthorization or an administrator, why (a
-// stable reason code), what to do about it, since when, the last error and
-// success, and whether its outgoing mail is held. Everything that talks to
-// a provider reports here — the token source, the IMAP proxy, the SMTP
+// it is ok, warning, degraded, disconnected, or needs reauthorization or an
+// administrator, why (a stable reason code), what to do about it, since
+// when, the last error and success, and every reason its outgoing mail is
+// held. Everything that talks to a provider reports here — the token
+// source, package upstream for the IMAP proxy and the SMTP transport, the
 // queue — and everything that tells people reads here: status, the banner,
-// the Nagios exit code, the log line on every change.
+// metrics, the Nagios exit code, the hook, the log line on every change.
 //
 // Where an account's condition is decided: Account.current in this file.
+// Why its outgoing mail waits: Account.Outgoing in hold.go, beside it.
+// docs/architecture.md describes the model, its states and reasons.
 //
 // Errors follow one convention across relayd: a condition of the account
 // is an *Error with State, Reason, Advice (for the admin) and Client (safe
@@ -26,7 +29,7 @@ import (
 // State is an account's health.
 type State string
 
-// Account states, as DESIGN.md "Accounts, tokens, health" defines them.
+// Account states; docs/architecture.md ("The health model") describes them.
 const (
 	StateOK          State = "ok"
 	StateWarning     State = "warning"      // the grant is predicted to end within the warning days

@@ -5,7 +5,7 @@
 //
 // Facts come from the providers' documentation unless a comment says
 // "(reported)": those come from captured sessions in public issue threads.
-// PROVIDERS.md in the shared design notes has the sources.
+// docs/providers.md has the sources.
 package provider
 
 import (

@@ -1,6 +1,10 @@
 // Package queue is relayd's durable outbound mail queue: the spool on disk,
-// the per-account delivery scheduler, delivery over SMTP with XOAUTH2, holds
-// and releases, and delivery status notifications (RFC 3464).
+// the per-account delivery scheduler, admin operations, and delivery status
+// notifications (RFC 3464). The scheduler hands each message to a Transport
+// (package transport/smtp is the first) and records what comes back; it
+// asks the account's condition (package health, which owns every hold)
+// whether mail may go. docs/architecture.md follows a message from the
+// SMTP listener's 250 to the provider.
 //
 // # On-disk layout
 //
@@ -12,7 +16,8 @@
 //	             attempts, timestamps, last error, state
 //
 // DIR/held-accounts.list for the accounts an admin held (relayd queue hold
-// ACCOUNT), and DIR/tmp/ for files being written.
+// ACCOUNT), DIR/lock, which the one process using the spool holds (flock),
+// and DIR/tmp/ for files being written.
 //
 // A message is written to a temporary file, fsynced and renamed to ID.msg; then its metadata likewise to
 // ID.json; then DIR is fsynced. Only after that does the client get
@@ -29,8 +34,10 @@
 //	queued   waiting for its next attempt (NextAttempt), or being delivered
 //	held     not delivered until released: by an admin (relayd queue
 //	         hold), or because the account cannot log in upstream (its grant
-//	         died, or SMTP AUTH is disabled). While an account holds its
-//	         mail, lifetimes and attempt counters stop.
+//	         died, or SMTP AUTH is disabled), or after relayd failed
+//	         delivering it (quarantined). While an account holds its
+//	         mail, lifetimes and attempt counters stop. List shows this
+//	         state; ID.json stores only queued or failed, and admin_hold.
 //	failed   every recipient is done and at least one failed permanently:
 //	         kept for inspection (relayd queue show, retry, delete)
 //

@@ -301,7 +301,7 @@ func (q *Queue) Submit(s *Submission) (string, error) {
 		prefix.WriteString(s.Trace(e.ID))
 	}
 	if msgID == "" {
-		// A resend after a crash must be recognisable (DESIGN.md).
+		// A resend after a crash must be recognisable (docs/decisions.md).
 		msgID = "<" + e.ID + "@" + q.opts.Hostname + ">"
 		prefix.WriteString("Message-ID: " + msgID + "\r\n")
 	}

@@ -20,7 +20,7 @@ import (
 
 // Dovecot is a real Dovecot started from its own configuration in a scratch
 // directory, checking XOAUTH2 tokens against an IdP's introspection
-// endpoint (see REAL-SERVERS.md). It listens on loopback only.
+// endpoint (see docs/testing.md). It listens on loopback only.
 type Dovecot struct {
 	IMAPAddr  string // plaintext IMAP
 	IMAPSAddr string // implicit TLS, with CertPEM

@@ -19,7 +19,7 @@ import (
 // Postfix is a real Postfix submission service (port SubmissionAddr) that
 // authenticates with Dovecot's SASL (XOAUTH2 checked at the IdP) and relays
 // everything to an smtp-sink, which appends each message to a dump file.
-// Set up as REAL-SERVERS.md describes.
+// Set up as docs/testing.md describes.
 type Postfix struct {
 	SubmissionAddr string
 	dir, dump      string

@@ -1,6 +1,6 @@
 // Package realserver starts real Dovecot and Postfix from Debian's packages,
 // each from its own configuration in a scratch directory on loopback, as
-// upstreams for tests and benchmarks (see REAL-SERVERS.md). It is never
+// upstreams for tests and benchmarks (see docs/testing.md). It is never
 // linked into relayd itself: the in-process fakes are in package testkit.
 package realserver
 

@@ -1,5 +1,5 @@
 // Package testkit holds in-process fakes that behave like the real providers
-// (see PROVIDERS.md): an OAuth 2.0 identity provider with refresh-token
+// (see docs/providers.md): an OAuth 2.0 identity provider with refresh-token
 // rotation, revocation, Microsoft-style AADSTS errors and RFC 7662 token
 // introspection, and XOAUTH2-only IMAP upstreams in Google's and Exchange's
 // styles, and an XOAUTH2-only SMTP submission upstream. Tests and

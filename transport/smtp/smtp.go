@@ -3,8 +3,10 @@
 // XOAUTH2 through package upstream, or PLAIN for a password account),
 // delivers each message with MAIL FROM, RCPT TO and DATA (RFC 5321), reuses
 // the connection with RSET, and classifies every reply by its codes (RFC
-// 3463), never its text: 2xx sent, 4xx and provider throttles temporary,
-// other 5xx permanent.
+// 3463): 2xx sent, 4xx and provider throttles temporary, other 5xx
+// permanent. The few provider replies whose text carries the meaning
+// (Exchange's SubmissionQuotaExceeded) are recognised in package provider,
+// not here. docs/architecture.md shows where this sits on a message's way.
 package smtp
 
 import (
