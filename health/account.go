@@ -171,6 +171,19 @@ func New(name string, opts Options) *Account {
 		conds: map[Source]*condition{}, shown: effective{state: StateOK}}
 }
 
+// Tune changes the warning days and the outage budget (a reload that
+// changed [health]); see Options. It applies from the next decision.
+func (a *Account) Tune(warnBefore, outageBudget time.Duration) {
+	a.mu.Lock()
+	if warnBefore != 0 {
+		a.opts.WarnBefore = warnBefore
+	}
+	a.opts.OutageBudget = outageBudget
+	a.changedLocked()
+	a.mu.Unlock()
+	a.logChange()
+}
+
 // Name is the account's name.
 func (a *Account) Name() string { return a.name }
 
@@ -267,6 +280,11 @@ func (a *Account) current() *Error {
 func (a *Account) Worst(srcs ...Source) *Error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.worst(srcs...)
+}
+
+// worst is Worst with a.mu held.
+func (a *Account) worst(srcs ...Source) *Error {
 	var worst *condition
 	for _, src := range srcs {
 		c := a.conds[src]

@@ -27,7 +27,7 @@ func (a *Account) Outgoing() (held bool, why string) {
 		return true, "admin"
 	}
 	if !a.holdSince.IsZero() {
-		if e := a.current(); e != nil && e.State.NeedsAttention() && !e.Outage() {
+		if e := a.worst(SourceToken, SourceSMTP); e != nil && e.State.NeedsAttention() && !e.Outage() {
 			return true, string(e.Reason)
 		}
 	}

@@ -48,7 +48,8 @@ type envOpts struct {
 	tls      bool
 	upDown   bool // start without a listening upstream
 	retryMin time.Duration
-	rate     int // smtp_rate
+	rate     int           // smtp_rate
+	lifetime time.Duration // default: the queue's
 }
 
 func newDeliveryEnv(t *testing.T, o envOpts) *env {
@@ -103,7 +104,7 @@ func newDeliveryEnv(t *testing.T, o envOpts) *env {
 			}
 			return nil
 		},
-		RetryMin: retry, RetryMax: 4 * retry,
+		RetryMin: retry, RetryMax: 4 * retry, Lifetime: o.lifetime,
 		OnEvent:   func(e Event) { r.events <- e },
 		Transport: smtptransport.New(smtptransport.Options{Hostname: "relayd.test"}),
 	})
@@ -562,5 +563,25 @@ func TestDeliveryRefusedTokenRetriedOnFreshConnection(t *testing.T) {
 	}
 	if strings.Contains(r.logs.String(), "unreachable") || strings.Contains(r.logs.String(), "delivery deferred") {
 		t.Errorf("a refused token was taken for an outage:\n%s", r.logs.String())
+	}
+}
+
+// An outage does not stop the clock, as in Postfix: a message whose
+// lifetime ends while the upstream cannot be reached fails (5.4.7, naming
+// the outage) without any delivery attempt having been possible.
+func TestOutageLifetimeRuns(t *testing.T) {
+	r := newDeliveryEnv(t, envOpts{upDown: true, lifetime: 50 * time.Millisecond})
+	if err := r.submit(mailbox, []string{"late@example.net"}, []byte("Subject: late\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	r.waitEvent(EventFailed)
+	var failed *Entry
+	for _, e := range r.q.List() {
+		if e.State == StateFailed {
+			failed = e
+		}
+	}
+	if failed == nil || failed.Recipients[0].Enhanced != "5.4.7" || !strings.Contains(failed.Recipients[0].Reply, "cannot be reached") {
+		t.Fatalf("after the lifetime: %+v, want the message failed with 5.4.7 naming the outage", failed)
 	}
 }

@@ -206,6 +206,9 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 		delete(q.busy, id)
 	}
 	q.mu.Unlock()
+	if c := creds.Health.Condition(health.SourceSMTP); c != nil && c.Outage() {
+		q.expireOverdue(a, c.Error())
+	}
 }
 
 // maxConns is the account's limit of concurrent upstream SMTP connections
@@ -364,4 +367,36 @@ func (q *Queue) deferAccount(a *account, creds *auth.Account, he *health.Error) 
 	q.log.Warn("upstream SMTP server unreachable; mail stays queued and is retried", "account", a.name,
 		"upstream", creds.Config.SMTPServer, "err", he.Err, "retry_in", backoff)
 	q.event(EventDeferred, "", a.name)
+}
+
+// expireOverdue bounces the account's queued messages whose lifetime ended
+// while no attempt could be made because its upstream cannot be reached:
+// as in Postfix, an outage does not stop the clock (a hold does).
+func (q *Queue) expireOverdue(a *account, why string) {
+	now := q.opts.Now()
+	q.mu.Lock()
+	var ids []string
+	for id, e := range a.entries {
+		if e.State == StateQueued && !e.AdminHold && !q.busy[id] && e.age(now) > q.opts.Lifetime {
+			q.busy[id] = true
+			ids = append(ids, id)
+		}
+	}
+	q.mu.Unlock()
+	for _, id := range ids {
+		q.mu.Lock()
+		var pending []int
+		if e := q.entries[id]; e != nil {
+			pending = e.pending()
+		}
+		q.mu.Unlock()
+		results := make([]Result, len(pending))
+		for i := range results {
+			results[i] = Result{State: RcptPending, Reply: why}
+		}
+		q.finish(a, id, pending, results, nil, 0)
+		q.mu.Lock()
+		delete(q.busy, id)
+		q.mu.Unlock()
+	}
 }

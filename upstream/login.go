@@ -52,9 +52,8 @@ func (r *Refusal) Error() string { return "upstream refused AUTH: " + r.Text }
 // cleared. Errors:
 //   - a *health.Error, already reported to a.Health: the token source's
 //     condition, the server's refusal classified by Classify, or an outage
-//     (dialing, TLS or the greeting failed; Error.Outage);
-//   - any other error: the connection failed during AUTH before any
-//     refusal (temporary).
+//     (dialing, TLS or the greeting failed, or the connection was lost
+//     during AUTH before any refusal; Error.Outage).
 func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host string, dial func(context.Context) (C, error)) (C, error) {
 	var zero C
 	cfg := a.Config
@@ -87,7 +86,7 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 	c.Close()
 	var r *Refusal
 	if !errors.As(err, &r) {
-		return zero, fmt.Errorf("AUTH at %s: %w", host, err)
+		return zero, lost(a, src, host, err)
 	}
 	if he := Classify(a, host, r, false); he.Reason != health.ReasonUpstreamRejectedToken {
 		a.Health.Fail(src, he) // not about the token: a new one will not help
@@ -122,15 +121,28 @@ func open[C Conn](ctx context.Context, a *auth.Account, src health.Source, dial 
 	c, err := dial(ctx)
 	if err != nil {
 		var zero C
-		addr := a.Config.SMTPServer
-		if src == health.SourceIMAP {
-			addr = a.Config.IMAPServer
-		}
-		he := health.Unreachable(src, addr, err)
+		he := health.Unreachable(src, serverAddr(a, src), err)
 		a.Health.Fail(src, he)
 		return zero, he
 	}
 	return c, nil
+}
+
+// lost reports a connection that failed during AUTH before the server
+// said anything about the account: an outage, as if it could not be
+// reached.
+func lost(a *auth.Account, src health.Source, host string, err error) error {
+	he := health.Unreachable(src, serverAddr(a, src), fmt.Errorf("AUTH at %s: %w", host, err))
+	a.Health.Fail(src, he)
+	return he
+}
+
+// serverAddr is the address of a's server for src.
+func serverAddr(a *auth.Account, src health.Source) string {
+	if src == health.SourceIMAP {
+		return a.Config.IMAPServer
+	}
+	return a.Config.SMTPServer
 }
 
 // refused classifies and reports a refusal of the password or of a token
@@ -138,7 +150,7 @@ func open[C Conn](ctx context.Context, a *auth.Account, src health.Source, dial 
 func refused(a *auth.Account, src health.Source, host string, err error, refreshed bool) error {
 	var r *Refusal
 	if !errors.As(err, &r) {
-		return fmt.Errorf("AUTH at %s: %w", host, err)
+		return lost(a, src, host, err)
 	}
 	he := Classify(a, host, r, refreshed)
 	if he.Reason == health.ReasonUpstreamRejectedToken {

@@ -97,6 +97,7 @@ func TestLoginRefreshesOnceOnAFreshConnection(t *testing.T) {
 		{"SMTP AUTH disabled: no refresh", []error{disabled}, 1, health.StateNeedsAdmin, health.ReasonSMTPAuthDisabled, false},
 		{"SMTP 4xx: no refresh", []error{deferred}, 1, health.StateDegraded, health.ReasonUpstreamAuthDeferred, false},
 		{"IMAP [UNAVAILABLE]: no refresh", []error{imapLater}, 1, health.StateDegraded, health.ReasonUpstreamAuthDeferred, false},
+		{"connection lost during AUTH: an outage", []error{errors.New("read: connection reset by peer")}, 1, health.StateDegraded, health.ReasonSMTPUnreachable, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, _ := oauthAccount(t)
