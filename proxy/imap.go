@@ -20,6 +20,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/fault"
+	"github.com/relayd/relayd/registry"
 )
 
 // ErrServerClosed is returned by Serve after Close or Shutdown.
@@ -33,9 +34,8 @@ const preauthCaps = "IMAP4rev1 SASL-IR LITERAL- ID AUTH=PLAIN AUTH=LOGIN"
 type IMAPOptions struct {
 	// Users checks downstream credentials. Required.
 	Users *auth.Users
-	// Accounts returns the account with the given name, or nil. Required;
-	// called on every login, so a reload takes effect for the next one.
-	Accounts func(name string) *Account
+	// Accounts are the running accounts. Required.
+	Accounts *registry.Registry
 	Logger   *slog.Logger
 	// Dialer dials upstream servers. Default: a net.Dialer.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -621,7 +621,7 @@ func (c *imapSession) saslChallenge(tag string, challenge []byte, r *preauthRead
 
 // upstreamLogin is a logged-in upstream connection ready to splice.
 type upstreamLogin struct {
-	acct *Account
+	acct *registry.Account
 	up   *upstreamConn
 }
 
@@ -644,15 +644,15 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 		return nil, false
 	}
 	log := c.log.With("account", cfgAcct.Name)
-	acct := s.opts.Accounts(cfgAcct.Name)
+	acct := s.opts.Accounts.Get(cfgAcct.Name)
 	if acct == nil || !cfgAcct.Direction.Incoming() {
 		log.Warn("IMAP login refused: the account is not configured for incoming mail")
 		s.loginOutcome(cfgAcct.Name, "refused")
 		c.writeLine(fmt.Sprintf("%s NO [NOPERM] mailbox %q is configured for outgoing mail only", tag, cfgAcct.Name))
 		return nil, false
 	}
-	if !acct.reserveIMAP() {
-		if acct.logLimit(time.Now()) {
+	if !acct.ReserveIMAP() {
+		if acct.LogLimit(time.Now()) {
 			log.Warn("IMAP login refused: the account has as many sessions open as its provider takes; raise imap_connections only if the provider allows more, or find the client that opens so many",
 				"imap_connections", acct.Config.IMAPConnections)
 		}
@@ -669,7 +669,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			if !handedOff {
-				acct.releaseIMAP()
+				acct.ReleaseIMAP()
 			}
 			panic(v)
 		}
@@ -680,7 +680,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	up, text, caps, err := s.loginUpstream(ctx, acct)
 	if err != nil {
 		handedOff = true
-		acct.releaseIMAP() // before the reply: the client may try again at once
+		acct.ReleaseIMAP() // before the reply: the client may try again at once
 		reply := c.failure(log, acct, err)
 		s.loginOutcome(cfgAcct.Name, "upstream_failed")
 		c.writeLine(tag + " " + reply)
@@ -699,7 +699,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	c.writeMu.Unlock()
 	handedOff = true // to splice, or released here
 	if err != nil {
-		acct.releaseIMAP()
+		acct.ReleaseIMAP()
 		up.conn.Close()
 		return nil, true
 	}
@@ -711,7 +711,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 // failure logs a failed upstream login and returns the reply for the
 // client: words an admin can act on, without configuration details (the
 // log and relayd status have those).
-func (c *imapSession) failure(log *slog.Logger, a *Account, err error) string {
+func (c *imapSession) failure(log *slog.Logger, a *registry.Account, err error) string {
 	name := a.Config.Name
 	var ue *unavailableError
 	if he := health.AsError(err); he != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/registry"
 )
 
 // FuzzIMAPSession feeds arbitrary bytes to a whole pre-auth session: it
@@ -40,10 +41,10 @@ func FuzzIMAPSession(f *testing.F) {
 	cfg := testkit.Account{Name: "support", Provider: "password", Email: testMailbox, PasswordFile: "unread",
 		LocalUser: testUser, LocalPasswordHash: testHash, Direction: "incoming",
 		IMAPServer: deadAddr, Security: "none"}.Parsed(f)
-	acct := NewAccount(&auth.Account{Config: cfg, Password: "x"})
+	acct := registry.Wrap(&auth.Account{Config: cfg, Password: "x"})
 	srv := NewIMAPServer(IMAPOptions{
 		Users:            auth.NewUsers([]*config.Account{cfg}),
-		Accounts:         func(string) *Account { return acct },
+		Accounts:         registry.New(map[string]*registry.Account{"support": acct}),
 		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 		AuthFailureDelay: -1,
 		PreauthTimeout:   5 * time.Second,

@@ -22,6 +22,7 @@ import (
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/registry"
 )
 
 const (
@@ -56,7 +57,7 @@ type testRelay struct {
 	up   *testkit.IMAPUpstream
 	srv  *IMAPServer
 	addr string
-	acct *Account
+	acct *registry.Account
 	logs *testkit.SyncBuffer
 	// ended receives the account ("" before login) of each session that
 	// ended.
@@ -131,10 +132,10 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acct := NewAccount(creds)
+	acct := registry.Wrap(creds)
 	srv := NewIMAPServer(IMAPOptions{
 		Users:            auth.NewUsers([]*config.Account{cfg}),
-		Accounts:         func(name string) *Account { return map[string]*Account{"support": acct}[name] },
+		Accounts:         registry.New(map[string]*registry.Account{"support": acct}),
 		Logger:           log,
 		AuthFailureDelay: -1,
 		IdleTimeout:      o.idleTimeout,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/registry"
 	"github.com/relayd/relayd/upstream"
 )
 
@@ -43,7 +44,7 @@ func (e *unavailableError) Unwrap() error { return e.err }
 
 // dialIMAP connects to the account's IMAP server and reads its greeting,
 // upgrading with STARTTLS when configured.
-func (s *IMAPServer) dialIMAP(ctx context.Context, a *Account) (*upstreamConn, error) {
+func (s *IMAPServer) dialIMAP(ctx context.Context, a *registry.Account) (*upstreamConn, error) {
 	addr := a.Config.IMAPServer
 	host, _, _ := net.SplitHostPort(addr)
 	fail := func(err error) error { return &unavailableError{host: host, err: err} }
@@ -260,7 +261,7 @@ func truncate(s string) string {
 // tried again on a new connection when the server refuses it), or PLAIN
 // with the account's password. It returns the upstream's tagged OK text
 // and post-login capabilities for the client.
-func (s *IMAPServer) loginUpstream(ctx context.Context, a *Account) (*upstreamConn, string, []string, error) {
+func (s *IMAPServer) loginUpstream(ctx context.Context, a *registry.Account) (*upstreamConn, string, []string, error) {
 	host, _, _ := net.SplitHostPort(a.Config.IMAPServer)
 	u, err := upstream.Login(ctx, a.Account, health.SourceIMAP, host, func(ctx context.Context) (*upstreamConn, error) {
 		u, err := s.dialIMAP(ctx, a)

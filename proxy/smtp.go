@@ -20,6 +20,7 @@ import (
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/fault"
 	"github.com/relayd/relayd/queue"
+	"github.com/relayd/relayd/registry"
 )
 
 // Submitter stores a message; *queue.Queue implements it.
@@ -51,9 +52,9 @@ type SMTPOptions struct {
 	AuthFailureDelay time.Duration
 	// Now is the clock of the Received: header. Default time.Now.
 	Now func() time.Time
-	// Health returns an account's condition, to count a panic in one of
-	// its sessions there; may be nil.
-	Health func(name string) *health.Account
+	// Accounts are the running accounts, to count a panic in one of an
+	// account's sessions with its condition; may be nil.
+	Accounts *registry.Registry
 	// OnLogin and OnSessionEnd: as IMAPOptions (out is 0: replies are
 	// not counted).
 	OnLogin      func(account, outcome string)
@@ -288,8 +289,8 @@ func (s *smtpSession) recover(err *error) {
 	}
 	s.srv.Panics.Add(1)
 	var h *health.Account
-	if s.acct != nil && s.srv.opts.Health != nil {
-		h = s.srv.opts.Health(s.acct.Name)
+	if s.acct != nil && s.srv.opts.Accounts != nil {
+		h = s.srv.opts.Accounts.Health(s.acct.Name)
 	}
 	health.Recovered(s.log, h, "serving an SMTP session", v)
 	*err = errInternal

@@ -36,7 +36,7 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	release := func() {
 		if !released {
 			released = true
-			l.acct.releaseIMAP()
+			l.acct.ReleaseIMAP()
 		}
 	}
 	defer release()

@@ -22,6 +22,7 @@ import (
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/proxy"
 	"github.com/relayd/relayd/queue"
+	"github.com/relayd/relayd/registry"
 	"github.com/relayd/relayd/status"
 	smtptransport "github.com/relayd/relayd/transport/smtp"
 )
@@ -66,9 +67,10 @@ type Daemon struct {
 	started time.Time
 	store   *auth.Store
 
-	// cfg and accounts are replaced whole by a reload; readers load them.
+	// cfg is replaced whole by a reload; readers load it. accounts is
+	// the registry of running accounts, which a reload swaps.
 	cfg      atomic.Pointer[config.Config]
-	accounts atomic.Pointer[map[string]*proxy.Account]
+	accounts *registry.Registry
 
 	imap   *proxy.IMAPServer
 	smtp   *proxy.SMTPServer
@@ -95,11 +97,6 @@ type Daemon struct {
 // config is the configuration in force.
 func (d *Daemon) config() *config.Config { return d.cfg.Load() }
 
-// account returns the account named name, or nil.
-func (d *Daemon) account(name string) *proxy.Account { return (*d.accounts.Load())[name] }
-
-// accountMap is every account, by name; do not modify it.
-func (d *Daemon) accountMap() map[string]*proxy.Account { return *d.accounts.Load() }
 
 // New builds a daemon from cfg and opens its listeners, so that once New
 // returns, clients can connect.
@@ -122,18 +119,21 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			onEvent(e)
 		}
 	}
-	store := &auth.Store{Dir: cfg.StateDir}
-	d.store = store
+	d.store = &auth.Store{Dir: cfg.StateDir}
+	accounts := map[string]*registry.Account{}
+	for _, a := range cfg.Accounts {
+		acct, err := d.buildAccount(cfg, a, nil)
+		if err != nil {
+			return nil, err
+		}
+		accounts[a.Name] = acct
+	}
+	d.accounts = registry.New(accounts)
 	hostname, _ := os.Hostname()
 	q, err := queue.Open(queue.Options{
 		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: opts.Logger,
 		Transport: smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: opts.Dialer}),
-		Accounts: func(name string) *auth.Account {
-			if a := d.account(name); a != nil {
-				return a.Account
-			}
-			return nil
-		},
+		Accounts: d.accounts.Auth,
 		Hostname: hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax,
 		Lifetime: cfg.Queue.Lifetime, OnEvent: opts.OnQueueEvent,
 		// A relayd queue command may be editing the spool as the
@@ -150,22 +150,13 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			q.Close()
 		}
 	}()
-	accounts := map[string]*proxy.Account{}
-	for _, a := range cfg.Accounts {
-		acct, err := d.buildAccount(cfg, a, nil)
-		if err != nil {
-			return nil, err
-		}
-		accounts[a.Name] = acct
-	}
-	d.accounts.Store(&accounts)
 	d.guard = &auth.Guard{Failures: cfg.Login.MaxFailures, Window: cfg.Login.FailureWindow, CoolOff: cfg.Login.Lockout,
 		Logger: d.log}
 	users := auth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard
 	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
 		Users:            users,
-		Accounts:         d.account,
+		Accounts:         d.accounts,
 		Logger:           opts.Logger,
 		Dialer:           opts.Dialer,
 		PreauthTimeout:   cfg.IMAP.PreauthTimeout,
@@ -184,12 +175,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
 		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
 		Timeout: cfg.SMTP.Timeout, Limits: smtpLimits(cfg), OnRefuse: d.metrics.Refused,
-		Health: func(name string) *health.Account {
-			if a := d.account(name); a != nil {
-				return a.Health
-			}
-			return nil
-		},
+		Accounts: d.accounts,
 		OnLogin:      func(account, outcome string) { d.metrics.Login("smtp", account, outcome) },
 		OnSessionEnd: func(account string, in, _ uint64) { d.metrics.Bytes("smtp", "in", in) },
 	})
@@ -233,41 +219,19 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// buildAccount makes an account's upstream credentials from a: its token
-// source and condition. h, when not nil, is the condition it keeps (an
-// account edited by a reload).
-func (d *Daemon) buildAccount(cfg *config.Config, a *config.Account, h *health.Account) (*proxy.Account, error) {
-	if h == nil {
-		warn := time.Duration(cfg.Health.WarnDays) * 24 * time.Hour
-		if warn == 0 {
-			warn = -1 // warn_days = 0: no warnings
-		}
-		name := a.Name
-		h = health.New(a.Name, health.Options{Logger: d.opts.Logger, WarnBefore: warn, OutageBudget: cfg.Health.RetryWindow,
-			OnTransition: func(t health.Transition) { d.runHook(name, t) },
-			OnReport:     func(src health.Source, r health.Reason) { d.metrics.UpstreamAuth(name, src, r) }})
-	}
-	var src *auth.Source
-	if a.OAuth() {
-		var err error
-		src, err = auth.NewSource(auth.SourceOptions{
-			Account: a, Store: d.store, HTTPClient: d.opts.HTTPClient, Logger: d.opts.Logger, Health: h,
-			RetryBudget: cfg.Health.RetryBudget, RetryWindow: cfg.Health.RetryWindow,
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	creds, err := auth.NewAccount(a, src)
-	if err != nil {
-		return nil, err
-	}
-	creds.Health = h
-	return proxy.NewAccount(creds), nil
+// buildAccount makes the running account of a (registry.Build): its
+// condition, wired to the hook and the metrics, and its token source. h,
+// when not nil, is the condition it keeps (an account edited by a reload).
+func (d *Daemon) buildAccount(cfg *config.Config, a *config.Account, h *health.Account) (*registry.Account, error) {
+	return registry.Build(cfg, a, h, registry.BuildOptions{
+		Store: d.store, HTTPClient: d.opts.HTTPClient, Logger: d.opts.Logger,
+		OnTransition: d.runHook,
+		OnReport:     d.metrics.UpstreamAuth,
+	})
 }
 
 // startRun starts the token keep-alive of acct. d.mu is held.
-func (d *Daemon) startRun(acct *proxy.Account) {
+func (d *Daemon) startRun(acct *registry.Account) {
 	if acct.Tokens == nil {
 		return
 	}
@@ -321,7 +285,7 @@ func (d *Daemon) Start() {
 	d.cancel = cancel
 	d.ctx = ctx
 	d.mu.Lock()
-	for _, acct := range d.accountMap() {
+	for _, acct := range d.accounts.Map() {
 		d.startRun(acct)
 	}
 	d.mu.Unlock()
@@ -357,7 +321,7 @@ func (d *Daemon) Start() {
 		}
 	}()
 	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "smtp", d.SMTPAddrs(), "status_socket", d.config().StatusSocket,
-		"accounts", len(d.accountMap()))
+		"accounts", len(d.accounts.Map()))
 }
 
 // evaluate lets each account re-decide its state as time passes (a grant
@@ -370,7 +334,7 @@ func (d *Daemon) evaluate(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, a := range d.accountMap() {
+			for _, a := range d.accounts.Map() {
 				a.Health.Evaluate()
 			}
 		}
@@ -487,7 +451,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 func (d *Daemon) Alive(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
-		for _, a := range d.accountMap() {
+		for _, a := range d.accounts.Map() {
 			a.Health.State()
 		}
 		d.queue.Stats("")
@@ -504,7 +468,7 @@ func (d *Daemon) Alive(ctx context.Context) error {
 // Status implements status.Backend.
 func (d *Daemon) Status() *status.Status {
 	st := &status.Status{Version: Version, Started: d.started, Panics: health.Panics(), LockedOut: d.guard.LockedOut()}
-	accounts := d.accountMap()
+	accounts := d.accounts.Map()
 	smtpSessions := d.smtp.SessionsByAccount()
 	for _, a := range d.config().Accounts {
 		acct := accounts[a.Name]
@@ -530,7 +494,7 @@ func (d *Daemon) Status() *status.Status {
 
 // InstallGrant implements status.Backend.
 func (d *Daemon) InstallGrant(name string, g *auth.Grant) error {
-	acct := d.account(name)
+	acct := d.accounts.Get(name)
 	if acct == nil {
 		return fmt.Errorf("%w %q", status.ErrUnknownAccount, name)
 	}

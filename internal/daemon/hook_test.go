@@ -148,7 +148,7 @@ func TestDisconnectedRecoversAndDrains(t *testing.T) {
 	td.idp.ExpireAccessTokens()
 	td.imapLogin() // the refresh fails: degraded
 	td.send("x@example.net", "held while the IdP is down")
-	h := td.d.account("support").Health
+	h := td.d.accounts.Get("support").Health
 	for changed := h.Changed(); h.State() != health.StateDisconnected; changed = h.Changed() {
 		testkit.Await(t, mapChan(changed), "disconnected", 20*time.Second, func(struct{}) bool { return true })
 	}

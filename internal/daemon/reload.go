@@ -15,7 +15,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
-	"github.com/relayd/relayd/proxy"
+	"github.com/relayd/relayd/registry"
 )
 
 // Reload reads the configuration file again and applies what changed,
@@ -69,8 +69,8 @@ func (d *Daemon) reload() error {
 	}
 
 	// Build everything that can fail before anything changes.
-	oldAccounts := d.accountMap()
-	accounts := map[string]*proxy.Account{}
+	oldAccounts := d.accounts.Map()
+	accounts := map[string]*registry.Account{}
 	var added, edited, removed []string
 	for _, a := range cfg.Accounts {
 		prev := oldAccounts[a.Name]
@@ -112,7 +112,7 @@ func (d *Daemon) reload() error {
 
 	// From here on nothing fails.
 	d.cfg.Store(cfg)
-	d.accounts.Store(&accounts)
+	d.accounts.Swap(accounts)
 	users := auth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard
 	d.imap.SetUsers(users)
@@ -176,7 +176,7 @@ func healthSame(a, b *config.Config) bool {
 		a.Health.WarnDays == b.Health.WarnDays
 }
 
-func healthOf(a *proxy.Account) *health.Account {
+func healthOf(a *registry.Account) *health.Account {
 	if a == nil {
 		return nil
 	}
