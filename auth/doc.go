@@ -9,9 +9,8 @@
 // account's condition (classify.go, reported to package health, which alone
 // decides it), and the SASL XOAUTH2 client used upstream (xoauth2.go).
 //
-// For now it also owns local logins: the bcrypt check of the passwords
-// legacy clients send downstream and the login guard that throttles them
-// (local.go, guard.go); they are to move to a package of their own.
+// Local logins (the passwords legacy clients send downstream, and the
+// login guard) are package localauth.
 //
 // The interactive sign-in (device code, browser with PKCE) is package signin:
 // only 'relayd authorize' needs it, and it builds on OAuthConfig,

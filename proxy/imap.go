@@ -17,9 +17,9 @@ import (
 
 	"github.com/emersion/go-sasl"
 
-	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/fault"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/registry"
 )
 
@@ -33,7 +33,7 @@ const preauthCaps = "IMAP4rev1 SASL-IR LITERAL- ID AUTH=PLAIN AUTH=LOGIN"
 // IMAPOptions configure an IMAPServer. Zero values take the defaults named.
 type IMAPOptions struct {
 	// Users checks downstream credentials. Required.
-	Users *auth.Users
+	Users *localauth.Users
 	// Accounts are the running accounts. Required.
 	Accounts *registry.Registry
 	Logger   *slog.Logger
@@ -81,7 +81,7 @@ type IMAPServer struct {
 	// Panics counts recovered panics in sessions.
 	Panics atomic.Int64
 
-	usersNow atomic.Pointer[auth.Users] // set by SetUsers
+	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 	count    *sessionCount
 }
 
@@ -186,9 +186,9 @@ func isTemporary(err error) bool {
 
 // SetUsers replaces the local credentials new logins are checked against
 // (a reload); open sessions are not affected. Safe from any goroutine.
-func (s *IMAPServer) SetUsers(u *auth.Users) { s.usersNow.Store(u) }
+func (s *IMAPServer) SetUsers(u *localauth.Users) { s.usersNow.Store(u) }
 
-func (s *IMAPServer) users() *auth.Users {
+func (s *IMAPServer) users() *localauth.Users {
 	if u := s.usersNow.Load(); u != nil {
 		return u
 	}
@@ -628,7 +628,7 @@ type upstreamLogin struct {
 func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	s := c.srv
 	cfgAcct, err := s.users().CheckFrom(user, pass, remoteIP(c.down))
-	if errors.Is(err, auth.ErrLockedOut) {
+	if errors.Is(err, localauth.ErrLockedOut) {
 		c.log.Debug("IMAP login refused: the user is locked out", "user", user)
 		s.loginOutcome("", "locked_out")
 		c.writeLine(tag + " NO [UNAVAILABLE] too many failed logins for this user; try again later")

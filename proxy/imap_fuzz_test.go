@@ -12,6 +12,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/registry"
 )
 
@@ -43,7 +44,7 @@ func FuzzIMAPSession(f *testing.F) {
 		IMAPServer: deadAddr, Security: "none"}.Parsed(f)
 	acct := registry.Wrap(&auth.Account{Config: cfg, Password: "x"})
 	srv := NewIMAPServer(IMAPOptions{
-		Users:            auth.NewUsers([]*config.Account{cfg}),
+		Users:            localauth.NewUsers([]*config.Account{cfg}),
 		Accounts:         registry.New(map[string]*registry.Account{"support": acct}),
 		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 		AuthFailureDelay: -1,

@@ -22,6 +22,7 @@ import (
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/registry"
 )
 
@@ -134,7 +135,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	}
 	acct := registry.Wrap(creds)
 	srv := NewIMAPServer(IMAPOptions{
-		Users:            auth.NewUsers([]*config.Account{cfg}),
+		Users:            localauth.NewUsers([]*config.Account{cfg}),
 		Accounts:         registry.New(map[string]*registry.Account{"support": acct}),
 		Logger:           log,
 		AuthFailureDelay: -1,

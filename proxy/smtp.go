@@ -15,10 +15,10 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/fault"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/registry"
 )
@@ -31,7 +31,7 @@ type Submitter interface {
 // SMTPOptions configure an SMTPServer.
 type SMTPOptions struct {
 	// Users checks downstream credentials. Required.
-	Users *auth.Users
+	Users *localauth.Users
 	// Queue stores accepted messages. Required.
 	Queue  Submitter
 	Logger *slog.Logger
@@ -78,7 +78,7 @@ type SMTPServer struct {
 
 	sessions sessions
 	count    *sessionCount
-	usersNow atomic.Pointer[auth.Users] // set by SetUsers
+	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 }
 
 // NewSMTPServer returns a server; call Serve for each listener.
@@ -183,9 +183,9 @@ func (s *SMTPServer) Shutdown(ctx context.Context) error {
 
 // SetUsers replaces the local credentials new logins are checked against
 // (a reload). Safe from any goroutine.
-func (s *SMTPServer) SetUsers(u *auth.Users) { s.usersNow.Store(u) }
+func (s *SMTPServer) SetUsers(u *localauth.Users) { s.usersNow.Store(u) }
 
-func (s *SMTPServer) users() *auth.Users {
+func (s *SMTPServer) users() *localauth.Users {
 	if u := s.usersNow.Load(); u != nil {
 		return u
 	}
@@ -305,7 +305,7 @@ func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
 			return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
 		}
 		a, err := s.srv.users().CheckFrom(user, pass, remoteIP(s.conn))
-		if errors.Is(err, auth.ErrLockedOut) {
+		if errors.Is(err, localauth.ErrLockedOut) {
 			s.log.Debug("SMTP login refused: the user is locked out", "user", user)
 			s.srv.loginOutcome("", "locked_out")
 			return &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed logins for this user, try again later"}

@@ -13,6 +13,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -46,7 +47,7 @@ func FuzzSMTPSession(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	srv := NewSMTPServer(SMTPOptions{Users: auth.NewUsers([]*config.Account{cfg}), Queue: q, Logger: log,
+	srv := NewSMTPServer(SMTPOptions{Users: localauth.NewUsers([]*config.Account{cfg}), Queue: q, Logger: log,
 		AuthFailureDelay: -1, MaxMessageSize: 1 << 20, Timeout: 5 * time.Second})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/relayd/relayd/localauth"
 	smtptransport "github.com/relayd/relayd/transport/smtp"
 
 	"bufio"
@@ -109,7 +110,7 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 		t.Fatal(err)
 	}
 	r.q = q
-	srv := NewSMTPServer(SMTPOptions{Users: auth.NewUsers([]*config.Account{r.cfg}), Queue: q, Logger: log,
+	srv := NewSMTPServer(SMTPOptions{Users: localauth.NewUsers([]*config.Account{r.cfg}), Queue: q, Logger: log,
 		Hostname: "relayd.test", MaxMessageSize: o.maxSize, AuthFailureDelay: -1})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -313,7 +314,7 @@ func TestSMTPSpoolFailureIs452(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewSMTPServer(SMTPOptions{Users: auth.NewUsers([]*config.Account{cfg}), Queue: q,
+	srv := NewSMTPServer(SMTPOptions{Users: localauth.NewUsers([]*config.Account{cfg}), Queue: q,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AuthFailureDelay: -1})
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go srv.Serve(ln)

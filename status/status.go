@@ -12,6 +12,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -25,8 +26,8 @@ type Status struct {
 	Panics int64 `json:"panics"`
 	// LockedOut are the local users refused for now after repeated failed
 	// logins.
-	LockedOut []auth.Locked `json:"locked_out,omitempty"`
-	Accounts  []Account     `json:"accounts"`
+	LockedOut []localauth.Locked `json:"locked_out,omitempty"`
+	Accounts  []Account          `json:"accounts"`
 	// Orphaned counts the messages still queued for accounts that are
 	// not configured any more; OrphanedAccounts has them by account.
 	Orphaned         int            `json:"orphaned"`

@@ -12,6 +12,7 @@ import (
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/daemon"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/localauth"
 )
 
 const (
@@ -64,7 +65,7 @@ func runDemo(args []string) error {
 	if err := os.WriteFile(caFile, append(append([]byte{}, up.CertPEM...), smtpUp.CertPEM...), 0o600); err != nil {
 		return err
 	}
-	hash, err := auth.HashPassword(demoPassword)
+	hash, err := localauth.HashPassword(demoPassword)
 	if err != nil {
 		return err
 	}

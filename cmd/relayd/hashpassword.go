@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/localauth"
 )
 
 // runHashPassword never takes the password as an argument: argv is visible
@@ -43,7 +43,7 @@ func runHashPassword(args []string) error {
 		}
 		pw = strings.TrimRight(line, "\r\n")
 	}
-	h, err := auth.HashPassword(pw)
+	h, err := localauth.HashPassword(pw)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/proxy"
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/registry"
@@ -89,14 +90,13 @@ type Daemon struct {
 	ctx        context.Context    // of background work; set by Start
 	cancel     context.CancelFunc // stops background work
 	hooks      hookLocks          // on_state_change runs one at a time per account
-	guard      *auth.Guard        // local logins\' brute-force defence, kept across reloads
+	guard      *localauth.Guard   // local logins\' brute-force defence, kept across reloads
 	statusDone chan struct{}      // closed when the status socket stopped
 	reloadMu   sync.Mutex         // one reload at a time
 }
 
 // config is the configuration in force.
 func (d *Daemon) config() *config.Config { return d.cfg.Load() }
-
 
 // New builds a daemon from cfg and opens its listeners, so that once New
 // returns, clients can connect.
@@ -133,8 +133,8 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	q, err := queue.Open(queue.Options{
 		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: opts.Logger,
 		Transport: smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: opts.Dialer}),
-		Accounts: d.accounts.Auth,
-		Hostname: hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax,
+		Accounts:  d.accounts.Auth,
+		Hostname:  hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax,
 		Lifetime: cfg.Queue.Lifetime, OnEvent: opts.OnQueueEvent,
 		// A relayd queue command may be editing the spool as the
 		// daemon starts; such commands take well under a second.
@@ -150,9 +150,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			q.Close()
 		}
 	}()
-	d.guard = &auth.Guard{Failures: cfg.Login.MaxFailures, Window: cfg.Login.FailureWindow, CoolOff: cfg.Login.Lockout,
+	d.guard = &localauth.Guard{Failures: cfg.Login.MaxFailures, Window: cfg.Login.FailureWindow, CoolOff: cfg.Login.Lockout,
 		Logger: d.log}
-	users := auth.NewUsers(cfg.Accounts)
+	users := localauth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard
 	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
 		Users:            users,
@@ -175,7 +175,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
 		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
 		Timeout: cfg.SMTP.Timeout, Limits: smtpLimits(cfg), OnRefuse: d.metrics.Refused,
-		Accounts: d.accounts,
+		Accounts:     d.accounts,
 		OnLogin:      func(account, outcome string) { d.metrics.Login("smtp", account, outcome) },
 		OnSessionEnd: func(account string, in, _ uint64) { d.metrics.Bytes("smtp", "in", in) },
 	})

@@ -12,9 +12,9 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
-	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/registry"
 )
 
@@ -113,7 +113,7 @@ func (d *Daemon) reload() error {
 	// From here on nothing fails.
 	d.cfg.Store(cfg)
 	d.accounts.Swap(accounts)
-	users := auth.NewUsers(cfg.Accounts)
+	users := localauth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard
 	d.imap.SetUsers(users)
 	d.smtp.SetUsers(users)
