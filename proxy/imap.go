@@ -55,14 +55,9 @@ type IMAPOptions struct {
 	WriteTimeout time.Duration
 	// Limits bound the open sessions; SetLimits changes them.
 	Limits Limits
-	// OnRefuse, when set, is told of each connection or login a limit
-	// refused ("sessions", "per_address" or "per_account").
-	OnRefuse func(protocol, limit string)
-	// OnLogin and OnSessionEnd, when set, are told of each login (its
-	// account, "" when unknown, and outcome) and each session's end (its
-	// account and bytes from and to the client), e.g. for metrics.
-	OnLogin      func(account, outcome string)
-	OnSessionEnd func(account string, in, out uint64)
+	// Recorder is told of logins, refusals by a limit and sessions'
+	// ends, for metrics. Default: nothing is recorded.
+	Recorder Recorder
 }
 
 // IMAPServer is the downstream IMAP listener. Its methods are safe for use
@@ -78,9 +73,6 @@ type IMAPServer struct {
 	wg        sync.WaitGroup
 	nextID    atomic.Uint64
 
-	// Panics counts recovered panics in sessions.
-	Panics atomic.Int64
-
 	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 	count    *sessionCount
 }
@@ -91,6 +83,9 @@ func (s *IMAPServer) SetLimits(l Limits) { s.count.limits.Store(&l) }
 
 // NewIMAPServer returns a server; call Serve to accept connections.
 func NewIMAPServer(opts IMAPOptions) *IMAPServer {
+	if opts.Recorder == nil {
+		opts.Recorder = nopRecorder{}
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -115,7 +110,7 @@ func NewIMAPServer(opts IMAPOptions) *IMAPServer {
 	}
 	return &IMAPServer{
 		opts: opts, log: opts.Logger,
-		count:     newSessionCount("IMAP", opts.Logger, opts.Limits, opts.OnRefuse),
+		count:     newSessionCount("IMAP", opts.Logger, opts.Limits, opts.Recorder),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*imapSession]struct{}{},
 	}
@@ -218,9 +213,7 @@ func (s *IMAPServer) EndAccount(name, why string) int {
 }
 
 func (s *IMAPServer) loginOutcome(account, outcome string) {
-	if s.opts.OnLogin != nil {
-		s.opts.OnLogin(account, outcome)
-	}
+	s.opts.Recorder.Login("imap", account, outcome)
 }
 
 // OpenSessions is how many IMAP connections are open.
@@ -348,9 +341,7 @@ func (c *imapSession) end() {
 		c.outcome = o
 	}
 	c.in, c.out, c.counted = tcpBytes(c.down)
-	if fn := c.srv.opts.OnSessionEnd; fn != nil {
-		fn(c.accountName(), c.in, c.out)
-	}
+	c.srv.opts.Recorder.SessionEnd("imap", c.accountName(), c.in, c.out)
 	outcome := c.outcome
 	if outcome == "" {
 		outcome = "closed"
@@ -426,7 +417,6 @@ func (c *imapSession) serve() {
 	defer s.wg.Done()
 	defer func() {
 		if v := recover(); v != nil {
-			s.Panics.Add(1)
 			health.Recovered(c.log, c.health, "serving an IMAP session", v)
 		}
 		s.count.release(c.addr) // first: the session is over for OnSessionEnd
@@ -657,9 +647,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 				"imap_connections", acct.Config.IMAPConnections)
 		}
 		s.loginOutcome(cfgAcct.Name, "limited")
-		if s.opts.OnRefuse != nil {
-			s.opts.OnRefuse("IMAP", LimitPerAccount)
-		}
+		s.opts.Recorder.Refused("imap", LimitPerAccount)
 		c.writeLine(tag + " NO [LIMIT] too many sessions open for this mailbox; close one or try again later")
 		return nil, false
 	}

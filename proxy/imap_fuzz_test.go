@@ -12,6 +12,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/registry"
 )
@@ -52,9 +53,10 @@ func FuzzIMAPSession(f *testing.F) {
 	})
 	go srv.Serve(ln)
 	defer srv.Close()
+	before := health.Panics()
 	f.Fuzz(func(t *testing.T, in []byte) {
 		fuzzSession(t, ln.Addr().String(), in)
-		if n := srv.Panics.Load(); n != 0 {
+		if n := health.Panics() - before; n != 0 {
 			t.Fatalf("%d panics", n)
 		}
 	})

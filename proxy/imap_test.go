@@ -143,8 +143,9 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		PreauthTimeout:   o.preauthTimeout,
 		WriteTimeout:     o.writeTimeout,
 		Limits:           o.limits,
-		OnSessionEnd:     func(account string, _, _ uint64) { ended <- account },
+		Recorder:         endRecorder(ended),
 	})
+	panics := health.Panics()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +157,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		if err := <-done; err != ErrServerClosed {
 			t.Errorf("Serve() = %v, want ErrServerClosed", err)
 		}
-		if n := srv.Panics.Load(); n != 0 {
+		if n := health.Panics() - panics; n != 0 {
 			t.Errorf("%d panics in sessions", n)
 		}
 		if t.Failed() {
@@ -532,4 +533,13 @@ func TestShutdown(t *testing.T) {
 		t.Errorf("Shutdown() = %v, want nil once sessions ended", err)
 	}
 	cancel()
+}
+
+// endRecorder tells ended the account of each IMAP session that ends.
+type endRecorder chan<- string
+
+func (endRecorder) Login(string, string, string) {}
+func (endRecorder) Refused(string, string)       {}
+func (r endRecorder) SessionEnd(_, account string, _, _ uint64) {
+	r <- account
 }

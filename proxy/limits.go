@@ -38,8 +38,8 @@ type sessionCount struct {
 	protocol string
 	log      *slog.Logger
 	limits   atomic.Pointer[Limits]
-	// onRefuse, when set, is told of each refused connection.
-	onRefuse func(protocol, limit string)
+	// rec is told of each refused connection.
+	rec Recorder
 	// afterRelease, when set (by tests, before serving), is called after
 	// each release.
 	afterRelease func()
@@ -51,8 +51,11 @@ type sessionCount struct {
 	logged  time.Time // when refusals were last logged
 }
 
-func newSessionCount(protocol string, log *slog.Logger, l Limits, onRefuse func(protocol, limit string)) *sessionCount {
-	c := &sessionCount{protocol: protocol, log: log, byAddr: map[netip.Addr]int{}, onRefuse: onRefuse}
+func newSessionCount(protocol string, log *slog.Logger, l Limits, rec Recorder) *sessionCount {
+	if rec == nil {
+		rec = nopRecorder{}
+	}
+	c := &sessionCount{protocol: protocol, log: log, byAddr: map[netip.Addr]int{}, rec: rec}
 	c.limits.Store(&l)
 	return c
 }
@@ -87,9 +90,7 @@ func (c *sessionCount) admit(addr netip.Addr) (refusedBy string) {
 			"limit", refusedBy, "max_sessions", l.Sessions, "max_sessions_per_address", l.PerAddress,
 			"remote", addr.String(), "refused_since_last_report", n)
 	}
-	if c.onRefuse != nil {
-		c.onRefuse(c.protocol, refusedBy)
-	}
+	c.rec.Refused(strings.ToLower(c.protocol), refusedBy)
 	return refusedBy
 }
 

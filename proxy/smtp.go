@@ -46,8 +46,9 @@ type SMTPOptions struct {
 	Timeout time.Duration
 	// Limits bound the open sessions; SetLimits changes them. OnRefuse:
 	// as IMAPOptions.
-	Limits   Limits
-	OnRefuse func(protocol, limit string)
+	Limits Limits
+	// Recorder: as IMAPOptions.
+	Recorder Recorder
 	// AuthFailureDelay: as IMAPOptions. Default 2s; negative disables.
 	AuthFailureDelay time.Duration
 	// Now is the clock of the Received: header. Default time.Now.
@@ -55,10 +56,6 @@ type SMTPOptions struct {
 	// Accounts are the running accounts, to count a panic in one of an
 	// account's sessions with its condition; may be nil.
 	Accounts *registry.Registry
-	// OnLogin and OnSessionEnd: as IMAPOptions (out is 0: replies are
-	// not counted).
-	OnLogin      func(account, outcome string)
-	OnSessionEnd func(account string, in, out uint64)
 }
 
 // SMTPServer is the downstream submission server: AUTH PLAIN or LOGIN
@@ -69,8 +66,6 @@ type SMTPServer struct {
 	opts   SMTPOptions
 	log    *slog.Logger
 	nextID atomic.Uint64
-	// Panics counts panics recovered in sessions.
-	Panics atomic.Int64
 
 	mu      sync.Mutex
 	servers []*smtp.Server
@@ -83,6 +78,9 @@ type SMTPServer struct {
 
 // NewSMTPServer returns a server; call Serve for each listener.
 func NewSMTPServer(opts SMTPOptions) *SMTPServer {
+	if opts.Recorder == nil {
+		opts.Recorder = nopRecorder{}
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -105,7 +103,7 @@ func NewSMTPServer(opts SMTPOptions) *SMTPServer {
 		opts.Now = time.Now
 	}
 	return &SMTPServer{opts: opts, log: opts.Logger,
-		count: newSessionCount("SMTP", opts.Logger, opts.Limits, opts.OnRefuse)}
+		count: newSessionCount("SMTP", opts.Logger, opts.Limits, opts.Recorder)}
 }
 
 // SetLimits changes the session limits (a reload); open sessions are not
@@ -193,9 +191,7 @@ func (s *SMTPServer) users() *localauth.Users {
 }
 
 func (s *SMTPServer) loginOutcome(account, outcome string) {
-	if s.opts.OnLogin != nil {
-		s.opts.OnLogin(account, outcome)
-	}
+	s.opts.Recorder.Login("smtp", account, outcome)
 }
 
 // SessionsByAccount counts the open SMTP sessions of each logged-in
@@ -287,7 +283,6 @@ func (s *smtpSession) recover(err *error) {
 	if v == nil {
 		return
 	}
-	s.srv.Panics.Add(1)
 	var h *health.Account
 	if s.acct != nil && s.srv.opts.Accounts != nil {
 		h = s.srv.opts.Accounts.Health(s.acct.Name)
@@ -454,12 +449,12 @@ func (s *smtpSession) Reset() {
 
 func (s *smtpSession) Logout() error {
 	s.srv.sessions.remove(s)
-	if fn := s.srv.opts.OnSessionEnd; fn != nil {
+	{
 		name := ""
 		if s.acct != nil {
 			name = s.acct.Name
 		}
-		fn(name, uint64(s.bytes), 0)
+		s.srv.opts.Recorder.SessionEnd("smtp", name, uint64(s.bytes), 0)
 	}
 	s.log.Info("SMTP session ended", "messages", s.messages, "bytes_in", s.bytes,
 		"duration", time.Since(s.start).Round(time.Millisecond))

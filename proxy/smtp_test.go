@@ -23,6 +23,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 )
@@ -122,12 +123,13 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	go func() { q.Run(ctx); close(qdone) }()
 	sdone := make(chan struct{})
 	go func() { srv.Serve(ln); close(sdone) }()
+	panics := health.Panics()
 	t.Cleanup(func() {
 		srv.Close()
 		<-sdone
 		cancel()
 		<-qdone
-		if n := srv.Panics.Load(); n != 0 {
+		if n := health.Panics() - panics; n != 0 {
 			t.Errorf("%d panics in SMTP sessions", n)
 		}
 		if t.Failed() {

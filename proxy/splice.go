@@ -66,7 +66,6 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 		defer close(done)
 		defer func() {
 			if v := recover(); v != nil {
-				c.srv.Panics.Add(1)
 				health.Recovered(c.log, c.health, "copying an IMAP session's bytes", v)
 			}
 			// Wake the other direction without closing, so that the

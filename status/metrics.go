@@ -93,6 +93,13 @@ func (m *Metrics) Refused(protocol, limit string) {
 	}
 }
 
+// SessionEnd counts the bytes of a downstream session that ended (the
+// listeners' proxy.Recorder).
+func (m *Metrics) SessionEnd(protocol, account string, in, out uint64) {
+	m.Bytes(protocol, "in", in)
+	m.Bytes(protocol, "out", out)
+}
+
 // Bytes counts bytes relayed; direction is "in" (from clients) or "out".
 func (m *Metrics) Bytes(protocol, direction string, n uint64) {
 	if m != nil && n > 0 {

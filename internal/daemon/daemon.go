@@ -163,21 +163,13 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		IdleTimeout:      cfg.IMAP.IdleTimeout,
 		WriteTimeout:     cfg.IMAP.WriteTimeout,
 		Limits:           imapLimits(cfg),
-		OnRefuse:         d.metrics.Refused,
+		Recorder:         d.metrics,
 		AuthFailureDelay: opts.AuthFailureDelay,
-		OnLogin:          func(account, outcome string) { d.metrics.Login("imap", account, outcome) },
-		OnSessionEnd: func(account string, in, out uint64) {
-			d.metrics.Bytes("imap", "in", in)
-			d.metrics.Bytes("imap", "out", out)
-		},
 	})
 	d.smtp = proxy.NewSMTPServer(proxy.SMTPOptions{
 		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
 		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
-		Timeout: cfg.SMTP.Timeout, Limits: smtpLimits(cfg), OnRefuse: d.metrics.Refused,
-		Accounts:     d.accounts,
-		OnLogin:      func(account, outcome string) { d.metrics.Login("smtp", account, outcome) },
-		OnSessionEnd: func(account string, in, _ uint64) { d.metrics.Bytes("smtp", "in", in) },
+		Timeout: cfg.SMTP.Timeout, Limits: smtpLimits(cfg), Recorder: d.metrics, Accounts: d.accounts,
 	})
 	d.status = status.NewServer(d, opts.Logger, d.metrics)
 	d.status.SetLimits(opts.StatusLimits)
