@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,47 +108,20 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now(), runs: map[string]context.CancelFunc{}}
 	d.cfg.Store(cfg)
 	d.metrics = status.NewMetrics(d, Version, Commit)
-	onEvent := opts.OnQueueEvent
-	opts.OnQueueEvent = func(e queue.Event) {
-		switch e.Kind {
-		case queue.EventDelivered, queue.EventDeferred, queue.EventFailed:
-			if e.ID != "" {
-				d.metrics.Delivery(e.Account, string(e.Kind))
-			}
-		}
-		if onEvent != nil {
-			onEvent(e)
-		}
-	}
 	d.store = &auth.Store{Dir: cfg.StateDir}
-	accounts := map[string]*registry.Account{}
-	for _, a := range cfg.Accounts {
-		acct, err := d.buildAccount(cfg, a, nil)
-		if err != nil {
-			return nil, err
-		}
-		accounts[a.Name] = acct
-	}
-	d.accounts = registry.New(accounts)
-	hostname, _ := os.Hostname()
-	q, err := queue.Open(queue.Options{
-		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: opts.Logger,
-		Transport: smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: opts.Dialer}),
-		Accounts:  d.accounts.Auth,
-		Hostname:  hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax,
-		Lifetime: cfg.Queue.Lifetime, OnEvent: opts.OnQueueEvent,
-		// A relayd queue command may be editing the spool as the
-		// daemon starts; such commands take well under a second.
-		LockWait: 10 * time.Second,
-	})
+	accounts, err := d.buildAccounts(cfg, nil)
 	if err != nil {
 		return nil, err
 	}
-	d.queue = q
+	d.accounts = registry.New(accounts)
+	hostname, _ := os.Hostname()
+	if d.queue, err = d.openQueue(cfg, hostname); err != nil {
+		return nil, err
+	}
 	built := false
 	defer func() {
 		if !built {
-			q.Close()
+			d.queue.Close()
 		}
 	}()
 	d.guard = &localauth.Guard{Failures: cfg.Login.MaxFailures, Window: cfg.Login.FailureWindow, CoolOff: cfg.Login.Lockout,
@@ -167,7 +141,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		AuthFailureDelay: opts.AuthFailureDelay,
 	})
 	d.smtp = proxy.NewSMTPServer(proxy.SMTPOptions{
-		Users: users, Queue: q, Logger: opts.Logger, Hostname: hostname,
+		Users: users, Queue: d.queue, Logger: opts.Logger, Hostname: hostname,
 		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
 		Timeout: cfg.SMTP.Timeout, Limits: smtpLimits(cfg), Recorder: d.metrics, Accounts: d.accounts,
 	})
@@ -177,38 +151,84 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 
-	if d.statusLn, err = status.Listen(cfg.StatusSocket); err != nil {
+	if err := d.listen(cfg); err != nil {
 		return nil, err
-	}
-	if cfg.Metrics.Listen != "" {
-		if d.metricLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
-			d.statusLn.Close()
-			return nil, fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
-		}
-	}
-	d.imapLns, d.smtpLns = opts.IMAPListeners, opts.SMTPListeners
-	if d.imapLns == nil {
-		for _, addr := range cfg.IMAP.Listen {
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				d.closeListeners()
-				return nil, fmt.Errorf("imap.listen %s: %w", addr, err)
-			}
-			d.imapLns = append(d.imapLns, ln)
-		}
-	}
-	if d.smtpLns == nil {
-		for _, addr := range cfg.SMTP.Listen {
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				d.closeListeners()
-				return nil, fmt.Errorf("smtp.listen %s: %w", addr, err)
-			}
-			d.smtpLns = append(d.smtpLns, ln)
-		}
 	}
 	built = true
 	return d, nil
+}
+
+// openQueue opens the spool, with the SMTP transport, and counts each
+// delivery attempt's outcome in the metrics.
+func (d *Daemon) openQueue(cfg *config.Config, hostname string) (*queue.Queue, error) {
+	onEvent := d.opts.OnQueueEvent
+	return queue.Open(queue.Options{
+		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: d.log,
+		Transport: smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: d.opts.Dialer}),
+		Accounts:  d.accounts.Auth,
+		Hostname:  hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax, Lifetime: cfg.Queue.Lifetime,
+		OnEvent: func(e queue.Event) {
+			if e.ID != "" && (e.Kind == queue.EventDelivered || e.Kind == queue.EventDeferred || e.Kind == queue.EventFailed) {
+				d.metrics.Delivery(e.Account, string(e.Kind))
+			}
+			if onEvent != nil {
+				onEvent(e)
+			}
+		},
+		// A relayd queue command may be editing the spool as the
+		// daemon starts; such commands take well under a second.
+		LockWait: 10 * time.Second,
+	})
+}
+
+// listen opens the status socket, [metrics] listen and the mail listeners
+// (those socket activation did not hand over).
+func (d *Daemon) listen(cfg *config.Config) (err error) {
+	defer func() {
+		if err != nil {
+			d.closeListeners()
+		}
+	}()
+	if d.statusLn, err = status.Listen(cfg.StatusSocket); err != nil {
+		return err
+	}
+	if cfg.Metrics.Listen != "" {
+		if d.metricLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+	}
+	d.imapLns, d.smtpLns = d.opts.IMAPListeners, d.opts.SMTPListeners
+	if d.imapLns == nil {
+		if d.imapLns, err = openNew(nil, cfg.IMAP.Listen, false, "imap"); err != nil {
+			return err
+		}
+	}
+	if d.smtpLns == nil {
+		if d.smtpLns, err = openNew(nil, cfg.SMTP.Listen, false, "smtp"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildAccounts builds the running accounts of cfg. An account in keep
+// whose configuration is unchanged stays as it is; an edited one keeps its
+// condition and history.
+func (d *Daemon) buildAccounts(cfg *config.Config, keep map[string]*registry.Account) (map[string]*registry.Account, error) {
+	accounts := map[string]*registry.Account{}
+	for _, a := range cfg.Accounts {
+		prev := keep[a.Name]
+		if prev != nil && reflect.DeepEqual(*prev.Config, *a) && healthSame(d.config(), cfg) {
+			accounts[a.Name] = prev
+			continue
+		}
+		acct, err := d.buildAccount(cfg, a, healthOf(prev))
+		if err != nil {
+			return nil, err
+		}
+		accounts[a.Name] = acct
+	}
+	return accounts, nil
 }
 
 // buildAccount makes the running account of a (registry.Build): its
@@ -237,7 +257,9 @@ func (d *Daemon) startRun(acct *registry.Account) {
 }
 
 func (d *Daemon) closeListeners() {
-	d.statusLn.Close()
+	if d.statusLn != nil {
+		d.statusLn.Close()
+	}
 	if d.metricLn != nil {
 		d.metricLn.Close()
 	}

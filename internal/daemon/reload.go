@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"reflect"
 	"slices"
 	"strconv"
 	"time"
@@ -70,24 +69,17 @@ func (d *Daemon) reload() error {
 
 	// Build everything that can fail before anything changes.
 	oldAccounts := d.accounts.Map()
-	accounts := map[string]*registry.Account{}
+	accounts, err := d.buildAccounts(cfg, oldAccounts)
+	if err != nil {
+		return err
+	}
 	var added, edited, removed []string
-	for _, a := range cfg.Accounts {
-		prev := oldAccounts[a.Name]
-		if prev != nil && reflect.DeepEqual(*prev.Config, *a) && healthSame(old, cfg) {
-			accounts[a.Name] = prev
-			continue
-		}
-		// An edited account keeps its condition and history.
-		acct, err := d.buildAccount(cfg, a, healthOf(prev))
-		if err != nil {
-			return err
-		}
-		accounts[a.Name] = acct
-		if prev == nil {
-			added = append(added, a.Name)
-		} else {
-			edited = append(edited, a.Name)
+	for name, acct := range accounts {
+		switch prev := oldAccounts[name]; {
+		case prev == nil:
+			added = append(added, name)
+		case prev != acct:
+			edited = append(edited, name)
 		}
 	}
 	for name := range oldAccounts {
