@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,9 +15,9 @@ import (
 	"github.com/emersion/go-sasl"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/registry"
@@ -78,65 +75,42 @@ var testHash = func() string {
 // stored grant.
 func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	t.Helper()
-	idp := testkit.StartIdP(t)
+	b := relaytest.New(t)
+	idp := b.IdP
 	var up *testkit.IMAPUpstream
 	var upAddr string
 	var caPEM []byte
 	if o.upstream != nil {
 		upAddr, caPEM = o.upstream(idp)
 	} else {
-		var err error
-		up, err = testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{Style: o.style, NoSASLIR: o.noSASLIR, TLS: o.tls})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { up.Close() })
+		up = b.IMAPUpstream(testkit.IMAPOptions{Style: o.style, NoSASLIR: o.noSASLIR, TLS: o.tls})
 		up.AddUser(testMailbox)
 		for i := 1; i <= 3; i++ {
 			up.Deliver(testMailbox, []byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i)))
 		}
 		upAddr, caPEM = up.Addr, up.CertPEM
 	}
-	dir := t.TempDir()
-	cfg := testkit.Account{
-		Name: "support", Provider: "custom", Email: testMailbox, ClientID: "client", TokenURL: idp.TokenURL(),
-		Direction: "incoming", LocalUser: testUser, LocalPasswordHash: testHash, IMAPServer: upAddr, Security: "none",
-	}.Parsed(t)
-	cfg.Direction = config.DirBoth // the IMAP tests also check SMTP is refused nowhere
-	cfg.IMAPConnections = o.imapConnections
-	if o.tls {
-		cfg.IMAPSecurity = config.SecurityTLS
-		cfg.CAFile = filepath.Join(dir, "ca.pem")
-		os.WriteFile(cfg.CAFile, caPEM, 0o600)
-	}
-	if o.security != "" {
-		cfg.IMAPSecurity = o.security
-	}
-	logs := &testkit.SyncBuffer{}
-	ended := make(chan string, 1000)
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store := &auth.Store{Dir: dir}
-	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", testMailbox), GrantedAt: time.Now()})
-	var src *auth.Source
+	a := testkit.Account{Direction: "incoming", LocalUser: testUser, LocalPasswordHash: testHash, IMAPServer: upAddr, Security: "none"}
 	if o.password != "" {
-		cfg.Provider, cfg.ClientID, cfg.TokenURL = "password", "", ""
-		cfg.PasswordFile = filepath.Join(dir, "upstream.password")
-		os.WriteFile(cfg.PasswordFile, []byte(o.password+"\n"), 0o600)
-	} else {
-		var err error
-		src, err = auth.NewSource(auth.SourceOptions{Account: cfg, Store: store, Logger: log, Now: o.now})
-		if err != nil {
-			t.Fatal(err)
+		a.Provider = "password"
+	}
+	acct := b.Account(a, relaytest.AccountOptions{Password: o.password, Now: o.now, Edit: func(cfg *config.Account) {
+		cfg.Direction = config.DirBoth // the IMAP tests also check SMTP is refused nowhere
+		cfg.IMAPConnections = o.imapConnections
+		if o.tls {
+			cfg.IMAPSecurity = config.SecurityTLS
+			b.TrustCA(cfg, caPEM)
 		}
-	}
-	creds, err := auth.NewAccount(cfg, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct := registry.Wrap(creds)
+		if o.security != "" {
+			cfg.IMAPSecurity = o.security
+		}
+	}})
+	cfg := acct.Config
+	logs, log := b.Logs, b.Log
+	ended := make(chan string, 1000)
 	srv := NewIMAPServer(IMAPOptions{
 		Users:            localauth.NewUsers([]*config.Account{cfg}),
-		Accounts:         registry.New(map[string]*registry.Account{"support": acct}),
+		Accounts:         relaytest.Registry(acct),
 		Logger:           log,
 		AuthFailureDelay: -1,
 		IdleTimeout:      o.idleTimeout,
@@ -159,9 +133,6 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		}
 		if n := health.Panics() - panics; n != 0 {
 			t.Errorf("%d panics in sessions", n)
-		}
-		if t.Failed() {
-			t.Logf("relayd log:\n%s", logs.String())
 		}
 	})
 	return &testRelay{t: t, idp: idp, up: up, srv: srv, addr: ln.Addr().String(), acct: acct, logs: logs, ended: ended}

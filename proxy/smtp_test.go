@@ -1,18 +1,13 @@
 package proxy
 
 import (
-	"github.com/relayd/relayd/localauth"
-	smtptransport "github.com/relayd/relayd/transport/smtp"
-
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,7 +19,9 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -54,63 +51,27 @@ const smtpSender = testMailbox // the account's own address
 
 func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	t.Helper()
-	idp := testkit.StartIdP(t)
-	var err error
-	r := &smtpRelay{t: t, idp: idp, logs: &testkit.SyncBuffer{}}
-	dir := t.TempDir()
+	b := relaytest.New(t)
+	r := &smtpRelay{t: t, idp: b.IdP, logs: b.Logs}
 	if o.upDown {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		r.upAddr = ln.Addr().String()
-		ln.Close()
+		r.upAddr = b.DeadAddr()
 	} else {
-		r.up, err = testkit.NewSMTPUpstream(idp, testkit.SMTPOptions{Style: o.style, TLS: o.tls})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.up.Close() })
+		r.up = b.SMTPUpstream(testkit.SMTPOptions{Style: o.style, TLS: o.tls})
 		r.upAddr = r.up.Addr
 	}
-	r.cfg = testkit.Account{
-		Name: "support", Provider: "custom", Email: testMailbox, ClientID: "client", TokenURL: idp.TokenURL(),
+	acct := b.Account(testkit.Account{
 		Direction: "outgoing", LocalUser: testUser, LocalPasswordHash: testHash, SMTPServer: r.upAddr, Security: "none",
 		SendAs: o.sendAs, SMTPRate: o.rate,
-	}.Parsed(t)
-	if o.tls {
-		r.cfg.SMTPSecurity = config.SecurityTLS
-		r.cfg.CAFile = filepath.Join(dir, "ca.pem")
-		os.WriteFile(r.cfg.CAFile, r.up.CertPEM, 0o600)
-	}
-	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store := &auth.Store{Dir: dir}
-	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", testMailbox), GrantedAt: time.Now()})
-	var q *queue.Queue
-	r.src, err = auth.NewSource(auth.SourceOptions{Account: r.cfg, Store: store, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := auth.NewAccount(r.cfg, r.src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	retry := o.retryMin
-	if retry == 0 {
-		retry = 20 * time.Millisecond
-	}
-	q, err = queue.Open(queue.Options{
-		Dir: filepath.Join(dir, "queue"), Logger: log, Hostname: "relayd.test",
-		Accounts: func(name string) *auth.Account {
-			if name == "support" {
-				return creds
-			}
-			return nil
-		},
-		RetryMin: retry, RetryMax: 4 * retry,
-		Transport: smtptransport.New(smtptransport.Options{Hostname: "relayd.test"}),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, relaytest.AccountOptions{Edit: func(a *config.Account) {
+		if o.tls {
+			a.SMTPSecurity = config.SecurityTLS
+			b.TrustCA(a, r.up.CertPEM)
+		}
+	}})
+	r.cfg, r.src = acct.Config, acct.Tokens
+	q := b.Queue(relaytest.Registry(acct), queue.Options{RetryMin: o.retryMin})
 	r.q = q
+	log := b.Log
 	srv := NewSMTPServer(SMTPOptions{Users: localauth.NewUsers([]*config.Account{r.cfg}), Queue: q, Logger: log,
 		Hostname: "relayd.test", MaxMessageSize: o.maxSize, AuthFailureDelay: -1})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -118,22 +79,14 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 		t.Fatal(err)
 	}
 	r.addr = ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	qdone := make(chan struct{})
-	go func() { q.Run(ctx); close(qdone) }()
 	sdone := make(chan struct{})
 	go func() { srv.Serve(ln); close(sdone) }()
 	panics := health.Panics()
 	t.Cleanup(func() {
 		srv.Close()
 		<-sdone
-		cancel()
-		<-qdone
 		if n := health.Panics() - panics; n != 0 {
 			t.Errorf("%d panics in SMTP sessions", n)
-		}
-		if t.Failed() {
-			t.Logf("relayd log:\n%s", r.logs.String())
 		}
 	})
 	return r

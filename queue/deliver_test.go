@@ -1,17 +1,12 @@
 package queue_test
 
 import (
-	smtptransport "github.com/relayd/relayd/transport/smtp"
-
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -23,6 +18,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testkit"
 	. "github.com/relayd/relayd/queue"
 )
@@ -54,74 +50,24 @@ type envOpts struct {
 
 func newDeliveryEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	idp := testkit.StartIdP(t)
-	r := &env{t: t, idp: idp, events: make(chan Event, 1000), logs: &testkit.SyncBuffer{}}
-	dir := t.TempDir()
+	b := relaytest.New(t)
+	r := &env{t: t, idp: b.IdP, events: make(chan Event, 1000), logs: b.Logs}
 	if o.upDown {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		r.upAddr = ln.Addr().String()
-		ln.Close()
+		r.upAddr = b.DeadAddr()
 	} else {
-		var err error
-		r.up, err = testkit.NewSMTPUpstream(idp, testkit.SMTPOptions{Style: o.style, TLS: o.tls})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.up.Close() })
+		r.up = b.SMTPUpstream(testkit.SMTPOptions{Style: o.style, TLS: o.tls})
 		r.upAddr = r.up.Addr
 	}
-	r.cfg = testkit.Account{
-		Name: "support", Provider: "custom", Email: mailbox, ClientID: "client", TokenURL: idp.TokenURL(),
-		Direction: "outgoing", SMTPServer: r.upAddr, Security: "none", SMTPRate: o.rate,
-		LocalPasswordHash: testkit.UnusedHash,
-	}.Parsed(t)
-	if o.tls {
-		r.cfg.SMTPSecurity = config.SecurityTLS
-		r.cfg.CAFile = filepath.Join(dir, "ca.pem")
-		os.WriteFile(r.cfg.CAFile, r.up.CertPEM, 0o600)
-	}
-	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store := &auth.Store{Dir: dir}
-	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", mailbox), GrantedAt: time.Now()})
-	var err error
-	r.src, err = auth.NewSource(auth.SourceOptions{Account: r.cfg, Store: store, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := auth.NewAccount(r.cfg, r.src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	retry := o.retryMin
-	if retry == 0 {
-		retry = 20 * time.Millisecond
-	}
-	r.q, err = Open(Options{
-		Dir: filepath.Join(dir, "queue"), Logger: log, Hostname: "relayd.test",
-		Accounts: func(name string) *auth.Account {
-			if name == "support" {
-				return creds
+	acct := b.Account(testkit.Account{Direction: "outgoing", SMTPServer: r.upAddr, Security: "none", SMTPRate: o.rate},
+		relaytest.AccountOptions{Edit: func(a *config.Account) {
+			if o.tls {
+				a.SMTPSecurity = config.SecurityTLS
+				b.TrustCA(a, r.up.CertPEM)
 			}
-			return nil
-		},
-		RetryMin: retry, RetryMax: 4 * retry, Lifetime: o.lifetime,
-		OnEvent:   func(e Event) { r.events <- e },
-		Transport: smtptransport.New(smtptransport.Options{Hostname: "relayd.test"}),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.q.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		r.q.Close()
-		if t.Failed() {
-			t.Logf("relayd log:\n%s", r.logs.String())
-		}
-	})
+		}})
+	r.cfg, r.src = acct.Config, acct.Tokens
+	r.q = b.Queue(relaytest.Registry(acct), Options{RetryMin: o.retryMin, Lifetime: o.lifetime,
+		OnEvent: func(e Event) { r.events <- e }})
 	return r
 }
 
@@ -398,35 +344,11 @@ func TestDeliveryTemporaryFailuresRetried(t *testing.T) {
 
 // Delivery over STARTTLS, as Office 365's port 587 wants.
 func TestDeliveryStartTLSUpstream(t *testing.T) {
-	idp := testkit.StartIdP(t)
-	up, err := testkit.NewSMTPUpstream(idp, testkit.SMTPOptions{STARTTLS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, up.CertPEM, 0o600)
-	cfg := testkit.Account{Name: "support", Provider: "custom", Email: mailbox, ClientID: "client",
-		TokenURL: idp.TokenURL(), Direction: "outgoing", SMTPServer: up.Addr, Security: "starttls", CAFile: ca,
-		LocalPasswordHash: testkit.UnusedHash}.Parsed(t)
-	store := &auth.Store{Dir: dir}
-	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", mailbox)})
-	src, _ := auth.NewSource(auth.SourceOptions{Account: cfg, Store: store})
-	creds, err := auth.NewAccount(cfg, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := Open(Options{Dir: filepath.Join(dir, "q"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Accounts:  func(string) *auth.Account { return creds },
-		Transport: smtptransport.New(smtptransport.Options{})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { q.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	b := relaytest.New(t)
+	up := b.SMTPUpstream(testkit.SMTPOptions{STARTTLS: true})
+	acct := b.Account(testkit.Account{Direction: "outgoing", SMTPServer: up.Addr, Security: "starttls"},
+		relaytest.AccountOptions{Edit: func(a *config.Account) { b.TrustCA(a, up.CertPEM) }})
+	q := b.Queue(relaytest.Registry(acct), Options{})
 	if _, err := q.Submit(&Submission{Account: "support", From: mailbox, To: []string{"x@example.net"},
 		Body: strings.NewReader("Subject: starttls\r\n\r\nx\r\n")}); err != nil {
 		t.Fatal(err)

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/upstream"
 )
@@ -53,21 +53,9 @@ func (c *fakeConn) Close() error { c.closed = true; return nil }
 // oauthAccount is an account with a working grant at a fake IdP.
 func oauthAccount(t *testing.T) (*auth.Account, *testkit.IdP) {
 	t.Helper()
-	idp := testkit.StartIdP(t)
-	cfg := testkit.Account{Name: "support", Provider: "custom", Email: mailbox, ClientID: "client",
-		TokenURL: idp.TokenURL(), SMTPServer: "smtp.example.com:587", Security: "tls", Direction: "outgoing",
-		LocalPasswordHash: testkit.UnusedHash}.Parsed(t)
-	store := &auth.Store{Dir: t.TempDir()}
-	store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", mailbox), GrantedAt: time.Now()})
-	src, err := auth.NewSource(auth.SourceOptions{Account: cfg, Store: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := auth.NewAccount(cfg, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, idp
+	b := relaytest.New(t)
+	a := b.Account(testkit.Account{SMTPServer: "smtp.example.com:587", Security: "tls", Direction: "outgoing"}, relaytest.AccountOptions{})
+	return a.Account, b.IdP
 }
 
 var (

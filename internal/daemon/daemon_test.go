@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,9 +14,9 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/fault"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 )
@@ -65,22 +64,14 @@ type testDaemon struct {
 
 func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDaemon {
 	t.Helper()
-	idp := testkit.StartIdP(t)
-	imapUp, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{Style: testkit.Google})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { imapUp.Close() })
+	b := relaytest.New(t)
+	idp := b.IdP
+	imapUp := b.IMAPUpstream(testkit.IMAPOptions{Style: testkit.Google})
 	imapUp.AddUser(mailbox)
-	smtpUp, err := testkit.NewSMTPUpstream(idp, testkit.SMTPOptions{Style: testkit.Exchange})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { smtpUp.Close() })
-	dir := t.TempDir()
+	smtpUp := b.SMTPUpstream(testkit.SMTPOptions{Style: testkit.Exchange})
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	tc := testkit.Config{
-		StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
+		StateDir: b.Store.Dir, StatusSocket: filepath.Join(b.Dir, "status.sock"),
 		IMAPListen: []string{"127.0.0.1:0"}, SMTPListen: []string{"127.0.0.1:0"},
 		RetryMin: "20ms", RetryMax: "100ms",
 		Accounts: []testkit.Account{{
@@ -91,9 +82,9 @@ func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDae
 		}},
 	}
 	td := &testDaemon{t: t, idp: idp, imapUp: imapUp, smtpUp: smtpUp, faults: &faults{armed: map[string]int{}},
-		events: make(chan queue.Event, 1000), logs: &testkit.SyncBuffer{}}
+		events: make(chan queue.Event, 1000), logs: b.Logs}
 	opts := Options{
-		Logger:           slog.New(slog.NewTextHandler(td.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:           b.Log,
 		AuthFailureDelay: -1,
 		OnQueueEvent:     func(e queue.Event) { td.events <- e },
 	}
@@ -105,10 +96,7 @@ func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDae
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &auth.Store{Dir: cfg.StateDir}
-	if err := store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", mailbox), GrantedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	b.Grant("support", "client", mailbox)
 	td.d, err = New(cfg, opts)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
@@ -118,9 +106,6 @@ func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDae
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		td.d.Shutdown(ctx)
-		if t.Failed() {
-			t.Logf("relayd log:\n%s", td.logs.String())
-		}
 	})
 	return td
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,11 +18,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
 
-	"github.com/relayd/relayd/auth"
-	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/status"
 )
@@ -245,55 +240,16 @@ func TestFloodedDaemon(t *testing.T) {
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: floodNoFile, Max: floodNoFile}); err != nil {
 		t.Fatal(err)
 	}
-	idp := testkit.StartIdP(t)
-	imapUp, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{Style: testkit.Google})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer imapUp.Close()
-	imapUp.AddUser(mailbox)
-	smtpUp, err := testkit.NewSMTPUpstream(idp, testkit.SMTPOptions{Style: testkit.Exchange})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer smtpUp.Close()
-	dir := t.TempDir()
-	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	tc := testkit.Config{
-		StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
-		IMAPListen: []string{"127.0.0.1:0"}, SMTPListen: []string{"127.0.0.1:0"},
-		Accounts: []testkit.Account{{
-			Name: "support", Provider: "custom", Email: mailbox, ClientID: "client", TokenURL: idp.TokenURL(),
-			DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(),
-			IMAPServer: imapUp.Addr, SMTPServer: smtpUp.Addr, Security: "none",
-			LocalUser: user, LocalPasswordHash: string(hash),
-		}},
-	}
-	cfg, err := config.Parse(tc.TOML())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Metrics.Listen = "127.0.0.1:0"
-	store := &auth.Store{Dir: cfg.StateDir}
-	if err := store.Save("support", &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", mailbox), GrantedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	d, err := New(cfg, Options{
-		Logger:           slog.New(slog.NewTextHandler(os.Stderr, nil)),
-		AuthFailureDelay: -1,
+	var socket string
+	td := startDaemon(t, func(c *testkit.Config, o *Options) {
+		c.Metrics = []string{`listen = "127.0.0.1:0"`}
 		// Long enough for the flood and the mail to happen while the
 		// flood's connections are open.
-		StatusLimits: status.Limits{IdleTimeout: 5 * time.Second},
+		o.StatusLimits = status.Limits{IdleTimeout: 5 * time.Second}
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)) // the parent reads it
+		socket = c.StatusSocket
 	})
-	if err != nil {
-		t.Fatalf("New() = %v", err)
-	}
-	d.Start()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		d.Shutdown(ctx)
-	}()
-	fmt.Printf("ADDRS %s %s %s %s\n", d.IMAPAddrs()[0], d.SMTPAddrs()[0], cfg.StatusSocket, d.metricLn.Addr())
+	d := td.d
+	fmt.Printf("ADDRS %s %s %s %s\n", d.IMAPAddrs()[0], d.SMTPAddrs()[0], socket, d.metricLn.Addr())
 	io.Copy(io.Discard, os.Stdin)
 }

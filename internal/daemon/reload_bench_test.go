@@ -10,37 +10,31 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testkit"
 )
 
 // benchDaemon runs a daemon with n accounts against the fake servers; its
 // configuration file can be rewritten from tc for reloads.
 func benchDaemon(b *testing.B, n int) (*Daemon, *testkit.Config, string, *testkit.IdP, *testkit.IMAPUpstream) {
-	idp := testkit.StartIdP(b)
-	up, err := testkit.NewIMAPUpstream(idp, testkit.IMAPOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { up.Close() })
-	dir := b.TempDir()
+	env := relaytest.New(b)
+	idp, dir := env.IdP, env.Dir
+	up := env.IMAPUpstream(testkit.IMAPOptions{})
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	tc := &testkit.Config{StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
+	tc := &testkit.Config{StateDir: env.Store.Dir, StatusSocket: filepath.Join(dir, "status.sock"),
 		IMAPListen: []string{"127.0.0.1:0"}, LogLevel: "warn"}
-	store := &auth.Store{Dir: tc.StateDir}
 	for i := range n {
 		email := fmt.Sprintf("user%03d@example.com", i)
 		up.AddUser(email)
 		tc.Accounts = append(tc.Accounts, testkit.Account{Name: fmt.Sprintf("acct%03d", i), Provider: "custom", Email: email,
 			ClientID: "client", TokenURL: idp.TokenURL(), IMAPServer: up.Addr, Security: "none", Direction: "incoming",
 			LocalUser: fmt.Sprintf("user%03d", i), LocalPasswordHash: string(hash)})
-		store.Save(tc.Accounts[i].Name, &auth.Grant{RefreshToken: idp.IssueRefreshToken("client", email), GrantedAt: time.Now()})
+		env.Grant(tc.Accounts[i].Name, "client", email)
 	}
 	path := filepath.Join(dir, "relayd.toml")
 	os.WriteFile(path, []byte(tc.TOML()), 0o600)

@@ -21,9 +21,10 @@ type Config struct {
 	// IMAP and SMTP are more lines of the [imap] and [smtp] tables,
 	// verbatim (e.g. `max_sessions = 1`).
 	IMAP, SMTP []string
-	// Login is the [login] table's lines, verbatim.
-	Login    []string
-	Accounts []Account
+	// Login and Metrics are the [login] and [metrics] tables' lines,
+	// verbatim.
+	Login, Metrics []string
+	Accounts       []Account
 }
 
 // Account is one [[account]] table.
@@ -72,6 +73,10 @@ func (c Config) TOML() string {
 	if len(c.Login) > 0 {
 		b.WriteString("[login]\n")
 		lines(&b, c.Login)
+	}
+	if len(c.Metrics) > 0 {
+		b.WriteString("[metrics]\n")
+		lines(&b, c.Metrics)
 	}
 	if len(c.Health) > 0 {
 		b.WriteString("[health]\n" + strings.Join(c.Health, "\n") + "\n")
