@@ -75,8 +75,9 @@ func (e *Error) Outage() bool {
 
 // Unreachable is the condition of an account whose upstream server at
 // addr, seen at src (SourceSMTP or SourceIMAP), could not be reached:
-// dialing, TLS, the greeting or a timeout failed with err. The first
-// success at src clears it.
+// dialing, TLS, the greeting or a timeout failed with err, or the
+// connection was lost during AUTH before any refusal (package upstream).
+// The first success at src clears it.
 func Unreachable(src Source, addr string, err error) *Error {
 	reason, what, key := ReasonSMTPUnreachable, "SMTP", "smtp_server"
 	if src == SourceIMAP {

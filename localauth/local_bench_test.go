@@ -17,7 +17,7 @@ import (
 // all at bcrypt's default cost, beside the same login unloaded; and the
 // median of 20 warm (cached) logins of a third account, unloaded and
 // during the flood.
-// go test -bench FirstLoginDuringFlood -run - ./auth
+// go test -bench FirstLoginDuringFlood -run - ./localauth
 func BenchmarkFirstLoginDuringFlood(b *testing.B) {
 	ha, _ := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.DefaultCost)
 	hb, _ := bcrypt.GenerateFromPassword([]byte("bob-pw"), bcrypt.DefaultCost)

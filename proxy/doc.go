@@ -16,5 +16,12 @@
 // streamed into the durable queue of package queue, which answers 250 only
 // once the message is on disk.
 //
+// Both check local credentials with package localauth and are given the
+// running accounts once (package registry): the IMAP proxy takes the
+// account it logs in upstream from there, the SMTP listener only the
+// condition a panic is counted with. They report what they do (logins,
+// refusals by a limit, sessions' ends) to a Recorder (recorder.go;
+// status.Metrics is one); a recovered panic is counted by health.Recovered.
+//
 // Downstream means the legacy client's side, upstream the real mail server.
 package proxy

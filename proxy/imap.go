@@ -419,7 +419,7 @@ func (c *imapSession) serve() {
 		if v := recover(); v != nil {
 			health.Recovered(c.log, c.health, "serving an IMAP session", v)
 		}
-		s.count.release(c.addr) // first: the session is over for OnSessionEnd
+		s.count.release(c.addr) // first: the session is over for Recorder.SessionEnd
 		c.end()
 		c.close()
 		s.mu.Lock()

@@ -44,8 +44,7 @@ type SMTPOptions struct {
 	// Timeout bounds reading a command or a chunk of data. Default 5
 	// minutes (RFC 5321 §4.5.3.2).
 	Timeout time.Duration
-	// Limits bound the open sessions; SetLimits changes them. OnRefuse:
-	// as IMAPOptions.
+	// Limits bound the open sessions; SetLimits changes them.
 	Limits Limits
 	// Recorder: as IMAPOptions.
 	Recorder Recorder

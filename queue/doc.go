@@ -38,6 +38,9 @@
 //	         delivering it (quarantined). While an account holds its
 //	         mail, lifetimes and attempt counters stop. List shows this
 //	         state; ID.json stores only queued or failed, and admin_hold.
+//	         An upstream that cannot be reached is not a hold: lifetimes
+//	         run, and a message past its lifetime bounces with 5.4.7
+//	         (scheduler.go, expireOverdue).
 //	failed   every recipient is done and at least one failed permanently:
 //	         kept for inspection (relayd queue show, retry, delete)
 //

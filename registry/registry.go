@@ -2,9 +2,11 @@
 // account its configuration, its condition (package health), its token
 // source or password and TLS settings (package auth), and its counters. The
 // daemon builds it once from the configuration and hands it to the IMAP
-// and SMTP listeners, the queue and status; a reload builds the accounts
-// that changed and swaps the set in one step, so every reader sees one
-// consistent set. Nothing else keeps a list of accounts.
+// and SMTP listeners and the queue (its Auth method); status reads it
+// through the daemon. A reload builds the accounts that changed (Build,
+// which also gives a kept condition changed warn_days and retry_window)
+// and swaps the set in one step, so every reader sees one consistent set.
+// Nothing else keeps a list of running accounts.
 package registry
 
 import (

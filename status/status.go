@@ -2,7 +2,9 @@
 // socket (mode 0660) with GET /v1/status, one JSON document describing
 // every account, and the control calls the command line needs, such as
 // handing a new grant to the running daemon. It also holds the client the
-// CLI uses and the human-readable rendering of the status.
+// CLI uses, the human-readable rendering of the status, and the Prometheus
+// metrics (metrics.go), whose Metrics is also the listeners' proxy.Recorder.
+// It reads the running accounts through a Backend (the daemon).
 package status
 
 import (

@@ -5,8 +5,10 @@
 // connection (a server may drop the connection after a refusal, and
 // Exchange keeps refusing on the one that saw the old token). Whatever the
 // outcome, it is reported to the account's health (package health) and
-// comes back classified: nil, an account condition (*health.Error, which
-// may be an outage, Error.Outage), or a plain error about one connection.
+// comes back classified: nil or an account condition (*health.Error). A
+// server that cannot be reached, and a connection lost during AUTH before
+// the server refused anything, are an outage (health.Unreachable,
+// Error.Outage), for IMAP as for SMTP.
 //
 // The IMAP proxy and the queue's SMTP transport call Login with a dial
 // function of their protocol; POP3 and Microsoft Graph will do the same.

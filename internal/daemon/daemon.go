@@ -1,7 +1,11 @@
-// Package daemon wires relayd together: it builds the accounts' token
-// sources, the downstream listeners and the status socket from a Config,
-// and runs them until told to stop. cmd/relayd's serve and demo commands
-// are thin layers over it.
+// Package daemon wires relayd together from a Config: the running accounts
+// (package registry, built by buildAccounts, which reload shares), the queue
+// with its SMTP transport (openQueue), the local logins (package
+// localauth), the downstream listeners (package proxy, reporting to
+// status.Metrics as their proxy.Recorder) and the status socket (listen);
+// it runs them until told to stop, reloads the configuration and runs the
+// on_state_change hook. cmd/relayd's serve and demo commands are thin
+// layers over it.
 package daemon
 
 import (
@@ -91,7 +95,7 @@ type Daemon struct {
 	ctx        context.Context    // of background work; set by Start
 	cancel     context.CancelFunc // stops background work
 	hooks      hookLocks          // on_state_change runs one at a time per account
-	guard      *localauth.Guard   // local logins\' brute-force defence, kept across reloads
+	guard      *localauth.Guard   // local logins' brute-force defence, kept across reloads
 	statusDone chan struct{}      // closed when the status socket stopped
 	reloadMu   sync.Mutex         // one reload at a time
 }

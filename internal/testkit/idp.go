@@ -3,9 +3,10 @@
 // rotation, revocation, Microsoft-style AADSTS errors and RFC 7662 token
 // introspection, and XOAUTH2-only IMAP upstreams in Google's and Exchange's
 // styles, and an XOAUTH2-only SMTP submission upstream. Tests and
-// `relayd demo` use them, so nothing here imports package testing; the
-// launchers of real Dovecot and Postfix live in internal/realserver. Nothing
-// here listens beyond loopback.
+// `relayd demo` use them, so nothing here imports package testing: the
+// tests' builder, which does (internal/relaytest), and the launchers of
+// real Dovecot and Postfix (internal/realserver) live apart. Nothing here
+// listens beyond loopback.
 package testkit
 
 import (
