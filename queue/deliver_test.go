@@ -503,7 +503,7 @@ func TestOutageLifetimeRuns(t *testing.T) {
 			failed = e
 		}
 	}
-	if failed == nil || failed.Recipients[0].Enhanced != "5.4.7" || !strings.Contains(failed.Recipients[0].Reply, "cannot be reached") {
+	if failed == nil || failed.Recipients[0].Enhanced != "5.4.7" || !strings.Contains(failed.Recipients[0].Reply, "could not be reached (dialing") {
 		t.Fatalf("after the lifetime: %+v, want the message failed with 5.4.7 naming the outage", failed)
 	}
 }

@@ -207,7 +207,9 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 	}
 	q.mu.Unlock()
 	if c := creds.Health.Condition(health.SourceSMTP); c != nil && c.Outage() {
-		q.expireOverdue(a, c.Error())
+		// The sender reads this in the DSN: the error, not the advice
+		// for the admin.
+		q.expireOverdue(a, fmt.Sprintf("the upstream mail server could not be reached (%v)", c.Err))
 	}
 }
 

@@ -120,10 +120,12 @@ type AccountOptions struct {
 	Now func() time.Time
 }
 
-// Account builds the running account of a, as relayd does: its
-// configuration (the IdP's token endpoint and client "client" filled in
-// for provider "custom"; Email defaults to Mailbox, Name to "support"), a
-// grant issued by the IdP and stored, its token source, and its condition.
+// Account builds the running account of a from the same parts relayd
+// uses: its configuration (the IdP's token endpoint and client "client"
+// filled in for provider "custom"; Email defaults to Mailbox, Name to
+// "support"), a grant issued by the IdP and stored, its token source and
+// its condition (health defaults: no hook, no metrics, no outage budget;
+// the daemon's tests build accounts through registry.Build).
 func (e *Env) Account(a testkit.Account, o AccountOptions) *registry.Account {
 	e.T.Helper()
 	if a.Name == "" {
