@@ -202,6 +202,15 @@ func (s *IMAPServer) EndAccount(name, why string) int {
 	}
 	s.mu.Unlock()
 	for _, sess := range l {
+		// A spliced session hears the BYE only between two of the
+		// upstream's lines, never inside a literal.
+		if sess.stream.Load() != nil {
+			if !sess.byeAtBoundary(why, "account removed", time.Now().Add(time.Second)) {
+				sess.outcomeAtomic.Store("account removed")
+				sess.close()
+			}
+			continue
+		}
 		sess.writeMu.Lock()
 		sess.down.SetWriteDeadline(time.Now().Add(time.Second))
 		io.WriteString(sess.down, "* BYE "+why+"\r\n")
@@ -288,7 +297,7 @@ func (s *IMAPServer) byeAtGraceEnd(text string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if sess.byeAtBoundary(text, deadline) {
+			if sess.byeAtBoundary("[UNAVAILABLE] "+text, "relayd shut down (BYE sent)", deadline) {
 				told.Add(1)
 			}
 		}()
@@ -362,12 +371,13 @@ func (c *imapSession) close() {
 	}
 }
 
-// byeAtBoundary says "* BYE [UNAVAILABLE] text" to a spliced session's
-// client and closes the session, if what the upstream sent the client so
-// far ends at a line boundary outside a literal; a write in progress is
-// waited for until deadline, which also bounds the BYE's own write. It
-// reports whether it said BYE; if not, it leaves the session as it was.
-func (c *imapSession) byeAtBoundary(text string, deadline time.Time) bool {
+// byeAtBoundary says "* BYE text" to a spliced session's client (outcome
+// is what the session log records) and closes the session, if what the
+// upstream sent the client so far ends at a line boundary outside a
+// literal; a write in progress is waited for until deadline, which also
+// bounds the BYE's own write. It reports whether it said BYE; if not, it
+// leaves the session as it was.
+func (c *imapSession) byeAtBoundary(text, outcome string, deadline time.Time) bool {
 	cs := c.stream.Load()
 	if cs == nil || !cs.lockBy(deadline) {
 		return false
@@ -376,9 +386,9 @@ func (c *imapSession) byeAtBoundary(text string, deadline time.Time) bool {
 	if !cs.atBoundary() {
 		return false
 	}
-	c.outcomeAtomic.Store("relayd shut down (BYE sent)")
+	c.outcomeAtomic.Store(outcome)
 	c.down.SetWriteDeadline(deadline)
-	_, err := io.WriteString(c.down, "* BYE [UNAVAILABLE] "+text+"\r\n")
+	_, err := io.WriteString(c.down, "* BYE "+text+"\r\n")
 	c.close() // with the lock held: none of the upstream's bytes can follow
 	return err == nil
 }

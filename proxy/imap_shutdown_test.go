@@ -180,3 +180,26 @@ func TestShutdownByeAtLineBoundary(t *testing.T) {
 		}
 	}
 }
+
+// A reload that removes an account ends its spliced sessions: a session
+// idle at a line boundary hears why; one stalled inside a literal is
+// closed without a BYE in the middle of the message.
+func TestEndAccountByeAtLineBoundary(t *testing.T) {
+	u := newRawUpstream(t, false)
+	r := newTestRelay(t, relayOpts{upstream: u.start})
+	idle, idleUp := u.session(r)
+	relay(t, idleUp, idle, []byte("* 2 EXISTS\r\n"))
+	inLiteral, inLiteralUp := u.session(r)
+	relay(t, inLiteralUp, inLiteral, append([]byte("* 1 FETCH (BODY[] {100}\r\n"), randomBytes(t, 40)...))
+
+	const why = `mailbox "support" was removed from relayd's configuration`
+	if n := r.srv.EndAccount("support", why); n != 2 {
+		t.Errorf("EndAccount() = %d sessions, want 2", n)
+	}
+	if got, want := idle.rest(), "* BYE "+why+"\r\n"; got != want {
+		t.Errorf("idle session read %q, want %q", got, want)
+	}
+	if got := inLiteral.rest(); got != "" {
+		t.Errorf("session inside a literal read %q, want nothing before the end", got)
+	}
+}
