@@ -194,7 +194,10 @@ func (g *Guard) checked(name, addr string, key [32]byte, hash string, ok, rememb
 	failures := g.Failures
 	for _, k := range guardKeys(name, addr, g.PerAddress) {
 		if ok {
-			delete(g.fails, k)
+			// A success does not forgive failures: they age out of
+			// the window. Else a guesser who times guesses between a
+			// busy poller's logins would never be locked out; the
+			// poller's password gets in during a lockout anyway.
 			continue
 		}
 		g.fails[k] = append(g.fails[k], now)

@@ -316,3 +316,28 @@ func TestGuardForgetsOldFailures(t *testing.T) {
 		}
 	}
 }
+
+// A success does not forgive failures: a guesser who times guesses between
+// a busy poller's successful logins is locked out all the same, and the
+// poller keeps getting in.
+func TestSuccessesDoNotResetGuesses(t *testing.T) {
+	gd := newGuarded(t, 4)
+	u := gd.u
+	for i := range 4 {
+		if _, err := u.CheckFrom("cron", "cron-pw", "127.0.0.1"); err != nil {
+			t.Fatalf("poller login %d = %v", i, err)
+		}
+		if _, err := u.CheckFrom("cron", fmt.Sprint("guess-", i), "127.0.0.1"); err != ErrBadCredentials {
+			t.Fatalf("guess %d = %v", i, err)
+		}
+	}
+	if len(gd.g.LockedOut()) != 1 {
+		t.Fatalf("4 guesses between 4 good logins: locked %v, want cron locked out", gd.g.LockedOut())
+	}
+	if _, err := u.CheckFrom("cron", "guess-9", "127.0.0.1"); err != ErrLockedOut {
+		t.Errorf("a guess during the lockout = %v, want ErrLockedOut", err)
+	}
+	if a, err := u.CheckFrom("cron", "cron-pw", "127.0.0.1"); err != nil || a.Name != "cron" {
+		t.Errorf("the poller during the lockout = %v, %v; want admitted", a, err)
+	}
+}
