@@ -332,33 +332,6 @@ func (a *Account) changedLocked() {
 	}
 }
 
-// HoldOutgoing records that the account's outgoing mail is held because
-// of its condition, and reports whether the hold starts now.
-func (a *Account) HoldOutgoing() (started bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.holdSince.IsZero() {
-		return false
-	}
-	a.holdSince = a.now()
-	a.changedLocked()
-	return true
-}
-
-// EndHold ends the hold on outgoing mail and returns how long it lasted
-// (messages' lifetimes do not count that time), or 0 when none was held.
-func (a *Account) EndHold() time.Duration {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.holdSince.IsZero() {
-		return 0
-	}
-	d := a.now().Sub(a.holdSince)
-	a.holdSince = time.Time{}
-	a.changedLocked()
-	return d
-}
-
 // HeldSince is when the hold on outgoing mail began, or zero.
 func (a *Account) HeldSince() time.Time {
 	a.mu.Lock()

@@ -49,9 +49,9 @@ func TestChangedWakesOnEveryChange(t *testing.T) {
 	a, _, _ := newTest(t)
 	for _, change := range []func(){
 		func() { a.Fail(SourceToken, &Error{State: StateNeedsReauth, Reason: ReasonGrantRevoked}) },
-		func() { a.HoldOutgoing() },
+		func() { a.ReviewHold(true) }, // starts the hold
 		func() { a.Reset() },
-		func() { a.EndHold() },
+		func() { a.ReviewHold(true) }, // ends it
 	} {
 		ch := a.Changed()
 		change()
@@ -65,15 +65,23 @@ func TestChangedWakesOnEveryChange(t *testing.T) {
 
 func TestHoldMeasuresFrozenTime(t *testing.T) {
 	a, _, now := newTest(t)
-	if d := a.EndHold(); d != 0 {
-		t.Errorf("EndHold without a hold = %s", d)
+	if started, ended := a.ReviewHold(true); started || ended != 0 {
+		t.Errorf("ReviewHold without a condition = %v, %s", started, ended)
 	}
-	if !a.HoldOutgoing() || a.HoldOutgoing() {
-		t.Error("HoldOutgoing reports the start of a hold once")
+	a.Fail(SourceToken, &Error{State: StateNeedsReauth, Reason: ReasonGrantRevoked})
+	if started, _ := a.ReviewHold(false); started {
+		t.Error("a hold started with no mail waiting")
+	}
+	if started, _ := a.ReviewHold(true); !started {
+		t.Error("no hold started for a dead grant with mail waiting")
+	}
+	if started, _ := a.ReviewHold(true); started {
+		t.Error("ReviewHold reports the start of a hold twice")
 	}
 	*now = now.Add(90 * time.Minute)
-	if d := a.EndHold(); d != 90*time.Minute {
-		t.Errorf("EndHold() = %s, want 1h30m", d)
+	a.Reset() // a new grant
+	if _, ended := a.ReviewHold(true); ended != 90*time.Minute {
+		t.Errorf("ReviewHold after the new grant: ended after %s, want 1h30m", ended)
 	}
 	if !a.HeldSince().IsZero() {
 		t.Error("hold still set")

@@ -6,32 +6,82 @@ import (
 )
 
 // Why an account's outgoing mail waits. Every reason lives here:
-//   - its condition needs a person (needs_reauth, needs_admin, a token
-//     endpoint disconnected): HoldOutgoing, EndHold, HeldSince; lifetimes
-//     of held mail are frozen meanwhile. An unreachable upstream
-//     (Error.Outage) never holds: delivery is deferred and lifetimes run.
+//   - its condition: any token or SMTP condition that is not an outage
+//     (a dead grant, SMTP AUTH switched off, a token endpoint in trouble,
+//     an AUTH refused for now); ReviewHold starts and ends the hold,
+//     HeldSince says since when; lifetimes of held mail are frozen
+//     meanwhile, and a temporary condition is probed with one message. An
+//     unreachable upstream (Error.Outage) never holds: delivery is
+//     deferred and lifetimes run.
 //   - an admin held it (relayd queue hold ACCOUNT): SetAdminHold;
 //   - single messages were quarantined after relayd failed while
 //     delivering them (a panic): Quarantine.
 //
-// The queue asks Outgoing before each delivery and keeps the holds on
-// disk (the spool); nothing else keeps a copy.
+// The queue calls ReviewHold when the account or its mail changed, asks
+// Outgoing before each delivery, and keeps the admin's holds on disk (the
+// spool); nothing else decides a hold.
 
-// Outgoing says whether the account's outgoing mail may go now, and if
-// not, why: "admin" (an admin's hold) or the reason of the condition that
-// holds it.
-func (a *Account) Outgoing() (held bool, why string) {
+// holding returns the condition the account's outgoing mail is held for:
+// the worst token or SMTP condition that is not an outage, or nil. a.mu is
+// held.
+func (a *Account) holding() *Error {
+	var worst *condition
+	for _, src := range []Source{SourceToken, SourceSMTP} {
+		c := a.conds[src]
+		if c != nil && !c.err.Outage() && (worst == nil || c.err.State.Rank() > worst.err.State.Rank()) {
+			worst = c
+		}
+	}
+	if worst == nil {
+		return nil
+	}
+	return worst.err
+}
+
+// ReviewHold decides, from the account's token and SMTP conditions,
+// whether its outgoing mail is held for its condition; it alone starts and
+// ends that hold. Any condition of those sources that is not an outage
+// holds the mail while some is waiting (the queue says so with waiting);
+// once no such condition remains the hold ends. It returns whether a hold
+// started now and, when one ended, how long it lasted (messages'
+// lifetimes do not count that time; 0 when none ended).
+func (a *Account) ReviewHold(waiting bool) (started bool, ended time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.holding()
+	switch {
+	case c != nil && a.holdSince.IsZero() && waiting:
+		a.holdSince = a.now()
+		a.changedLocked()
+		return true, 0
+	case c == nil && !a.holdSince.IsZero():
+		ended = max(a.now().Sub(a.holdSince), time.Nanosecond)
+		a.holdSince = time.Time{}
+		a.changedLocked()
+		return false, ended
+	}
+	return false, 0
+}
+
+// Outgoing says whether the account's outgoing mail waits now, why ("admin"
+// for an admin's hold, else the reason of the condition that holds it),
+// and whether the queue should probe: try one message after its backoff,
+// because the condition is temporary (degraded) and may pass by itself;
+// else it waits until the account changes (Changed).
+func (a *Account) Outgoing() (held bool, why string, probe bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.adminHold {
-		return true, "admin"
+		return true, "admin", false
 	}
-	if !a.holdSince.IsZero() {
-		if e := a.worst(SourceToken, SourceSMTP); e != nil && e.State.NeedsAttention() && !e.Outage() {
-			return true, string(e.Reason)
-		}
+	if a.holdSince.IsZero() {
+		return false, "", false
 	}
-	return false, ""
+	c := a.holding()
+	if c == nil {
+		return true, "", true // ending: ReviewHold releases it
+	}
+	return true, string(c.Reason), !c.State.NeedsAttention()
 }
 
 // SetAdminHold holds (on) or releases the account's outgoing mail for an

@@ -11,14 +11,14 @@ import (
 // outage never holds. Quarantined messages are listed in the snapshot.
 func TestOutgoingHolds(t *testing.T) {
 	a, _, now := newTest(t)
-	if held, why := a.Outgoing(); held {
+	if held, why, _ := a.Outgoing(); held {
 		t.Fatalf("new account: held (%s)", why)
 	}
 	if !a.SetAdminHold(true) || a.SetAdminHold(true) {
 		t.Error("SetAdminHold(true) twice: want a change the first time only")
 	}
-	if held, why := a.Outgoing(); !held || why != "admin" {
-		t.Errorf("admin hold: Outgoing() = %v, %q", held, why)
+	if held, why, probe := a.Outgoing(); !held || why != "admin" || probe {
+		t.Errorf("admin hold: Outgoing() = %v, %q, probe %v", held, why, probe)
 	}
 	if s := a.Snapshot(); !s.AdminHoldSince.Equal(*now) {
 		t.Errorf("AdminHoldSince = %v, want %v", s.AdminHoldSince, *now)
@@ -26,17 +26,26 @@ func TestOutgoingHolds(t *testing.T) {
 	a.SetAdminHold(false)
 
 	a.Fail(SourceSMTP, Unreachable(SourceSMTP, "smtp.example.com:587", errors.New("refused")))
-	a.HoldOutgoing()
-	if held, _ := a.Outgoing(); held {
+	if started, _ := a.ReviewHold(true); started {
 		t.Error("an outage holds mail; want it deferred only")
 	}
+	a.Fail(SourceSMTP, &Error{State: StateDegraded, Reason: ReasonUpstreamAuthDeferred})
+	a.ReviewHold(true)
+	if held, why, probe := a.Outgoing(); !held || why != string(ReasonUpstreamAuthDeferred) || !probe {
+		t.Errorf("AUTH refused for now: Outgoing() = %v, %q, probe %v; want held, probed", held, why, probe)
+	}
 	a.Fail(SourceSMTP, &Error{State: StateNeedsAdmin, Reason: ReasonSMTPAuthDisabled})
-	if held, why := a.Outgoing(); !held || why != string(ReasonSMTPAuthDisabled) {
-		t.Errorf("SMTP AUTH disabled: Outgoing() = %v, %q", held, why)
+	if held, why, probe := a.Outgoing(); !held || why != string(ReasonSMTPAuthDisabled) || probe {
+		t.Errorf("SMTP AUTH disabled: Outgoing() = %v, %q, probe %v; want held until it changes", held, why, probe)
+	}
+	if s := a.Snapshot(); s.HeldSince.IsZero() {
+		t.Error("held, but the snapshot says no hold")
 	}
 	a.Succeed(SourceSMTP)
-	a.EndHold()
-	if held, why := a.Outgoing(); held {
+	if _, ended := a.ReviewHold(true); ended == 0 {
+		t.Error("the hold did not end with its condition")
+	}
+	if held, why, _ := a.Outgoing(); held {
 		t.Errorf("after the condition ended: held (%s)", why)
 	}
 

@@ -16,7 +16,7 @@ func (q *Queue) List() []*Entry {
 	l := q.sortedEntries(nil)
 	for _, e := range l {
 		if a := q.accounts[e.Account]; a != nil && e.State == StateQueued {
-			if held, _ := q.health(a).Outgoing(); held {
+			if held, _, _ := q.health(a).Outgoing(); held {
 				e.State = StateHeld
 			}
 		}

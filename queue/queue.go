@@ -379,7 +379,7 @@ func (q *Queue) Stats(name string) AccountStats {
 		return st
 	}
 	h := q.health(a)
-	held, why := h.Outgoing()
+	held, why, _ := h.Outgoing()
 	for _, e := range a.entries {
 		switch {
 		case e.State == StateFailed:
@@ -491,23 +491,14 @@ func (q *Queue) release(name, why string) {
 	h := q.health(a)
 	q.mu.Unlock()
 	h.Succeed(health.SourceSMTP)
-	q.mu.Lock()
-	released := q.resume(a, h)
-	q.mu.Unlock()
-	if released {
-		q.log.Info("account released: delivering its held mail now", "account", name, "why", why)
-	}
+	q.checkHold(a, h, why)
 	a.wake()
 }
 
-// resume ends a's hold, if any: held time is not counted in lifetimes and
-// queued mail is due now. It reports whether there was a hold. q.mu is
-// held.
-func (q *Queue) resume(a *account, h *health.Account) bool {
-	frozen := h.EndHold()
-	if frozen == 0 {
-		return false
-	}
+// resume credits the time a's hold lasted (frozen) to its queued messages,
+// whose lifetimes do not count it, makes them due now and announces the
+// release: once per hold. q.mu is held.
+func (q *Queue) resume(a *account, frozen time.Duration) {
 	now := q.opts.Now()
 	for _, e := range a.entries {
 		if e.State == StateQueued {
@@ -516,7 +507,6 @@ func (q *Queue) resume(a *account, h *health.Account) bool {
 		}
 	}
 	q.event(EventReleased, "", a.name)
-	return true
 }
 
 // holdAccount stops delivery for an account because of its condition e.
@@ -527,18 +517,13 @@ func (q *Queue) holdAccount(a *account, src health.Source, e *health.Error) {
 	if src != "" {
 		h.Fail(src, e)
 	}
-	first := h.HoldOutgoing()
 	q.mu.Lock()
 	if e.State == health.StateDegraded {
 		a.backoff = min(max(2*a.backoff, q.opts.RetryMin), q.opts.RetryMax)
 		a.probeAt = q.opts.Now().Add(a.backoff)
 	}
 	q.mu.Unlock()
-	if first {
-		q.log.Warn("holding the account's outgoing mail: nothing bounces, new mail is still accepted",
-			"account", a.name, "state", e.State, "reason", e.Reason, "advice", e.Advice, "err", e.Detail())
-		q.event(EventHeld, "", a.name)
-	}
+	q.checkHold(a, h, "")
 }
 
 // ErrNotFound is returned (wrapped, naming what) by admin operations for an

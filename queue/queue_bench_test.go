@@ -38,7 +38,7 @@ func BenchmarkDue(b *testing.B) {
 			h := q.health(a)
 			if tc.held {
 				h.Fail(health.SourceToken, &health.Error{State: health.StateNeedsReauth, Reason: health.ReasonGrantRevoked})
-				h.HoldOutgoing()
+				h.ReviewHold(true)
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

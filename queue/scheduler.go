@@ -57,7 +57,7 @@ func (q *Queue) workerLoop(ctx context.Context, a *account) (done bool) {
 	for {
 		h := q.health(a)
 		changed := h.Changed()
-		q.checkHold(a, h)
+		q.checkHold(a, h, "its condition is over")
 		ids, wait := q.due(a, h)
 		if len(ids) > 0 {
 			q.deliverBatch(ctx, a, ids)
@@ -74,24 +74,24 @@ func (q *Queue) workerLoop(ctx context.Context, a *account) (done bool) {
 	}
 }
 
-// checkHold asks the account's condition whether its mail may go: a
-// condition that needs a person (reported by the token source or the SMTP
-// upstream) holds queued mail without a doomed attempt; a hold whose
-// condition is gone (a new grant, a successful refresh) ends, and the mail
-// is due now.
-func (q *Queue) checkHold(a *account, h *health.Account) {
-	c := h.Worst(health.SourceToken, health.SourceSMTP)
-	held := !h.HeldSince().IsZero()
+// checkHold has the account's health decide whether its mail is held
+// (health.Account.ReviewHold) and acts on a change: a hold that starts is
+// logged and announced; one that ends (a new grant, a successful refresh,
+// an admin's release) credits the time held to its messages' lifetimes and
+// makes them due now. why says what ended a hold, for the log.
+func (q *Queue) checkHold(a *account, h *health.Account, why string) {
+	started, ended := h.ReviewHold(q.hasQueued(a, h))
 	switch {
-	case c != nil && c.State.NeedsAttention() && !c.Outage() && !held && q.hasQueued(a, h):
-		q.holdAccount(a, "", c)
-	case held && c == nil:
+	case started:
+		c := h.Worst(health.SourceToken, health.SourceSMTP)
+		q.log.Warn("holding the account's outgoing mail: nothing bounces, new mail is still accepted",
+			"account", a.name, "state", c.State, "reason", c.Reason, "advice", c.Advice, "err", c.Detail())
+		q.event(EventHeld, "", a.name)
+	case ended > 0:
 		q.mu.Lock()
-		released := q.resume(a, h) // announces the release
+		q.resume(a, ended)
 		q.mu.Unlock()
-		if released {
-			q.log.Info("account released: delivering its held mail now", "account", a.name, "why", "its condition is over")
-		}
+		q.log.Info("account released: delivering its held mail now", "account", a.name, "why", why)
 	}
 }
 
@@ -114,15 +114,15 @@ func (q *Queue) hasQueued(a *account, h *health.Account) bool {
 // wait. It looks only at the account's own messages, and at none while the
 // account is held: it runs on every submission.
 func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
-	if held, _ := h.Outgoing(); held {
+	held, _, probe := h.Outgoing()
+	if held && !probe {
 		return nil, time.Hour // until the hold ends: h.Changed wakes the worker
 	}
-	held := !h.HeldSince().IsZero() // for a temporary condition: probe
 	outage := inOutage(h)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.opts.Now()
-	probe := held || outage
+	probe = probe || outage
 	const never = time.Duration(1<<63 - 1)
 	var ids []string
 	next := never

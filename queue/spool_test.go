@@ -352,7 +352,7 @@ func TestAccountHoldOutlivesANewCondition(t *testing.T) {
 		t.Fatal("Hold(a): the account's condition does not say so")
 	}
 	cur = &auth.Account{Config: &config.Account{Name: "a"}, Health: health.New("a", health.Options{})}
-	if held, why := q.health(q.account("a")).Outgoing(); !held || why != "admin" {
+	if held, why, _ := q.health(q.account("a")).Outgoing(); !held || why != "admin" {
 		t.Errorf("new condition after a reload: Outgoing() = %v, %q; want held by the admin", held, why)
 	}
 	if _, err := q.Release("a"); err != nil {
