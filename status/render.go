@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/queue"
 )
 
@@ -50,10 +51,10 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "\n%s: %s\n", a.Name, state)
 		if advice != "" {
-			fmt.Fprintf(w, "  what to do: %s\n", advice)
+			fmt.Fprintf(w, "  what to do: %s\n", safetext.Terminal(advice))
 		}
 		if lastErr != "" {
-			fmt.Fprintf(w, "  last error: %s (%s)\n", lastErr, ago(lastErrAt, now))
+			fmt.Fprintf(w, "  last error: %s (%s)\n", safetext.Terminal(lastErr), ago(lastErrAt, now))
 		}
 		if !a.HeldSince.IsZero() {
 			fmt.Fprintf(w, "  outgoing mail held since %s; nothing bounces, it is sent once this is fixed\n", ago(a.HeldSince, now))
@@ -62,7 +63,7 @@ func Render(w io.Writer, st *Status, now time.Time) {
 			fmt.Fprintf(w, "  outgoing mail held by an admin since %s: 'relayd queue release %s' sends it\n", ago(a.AdminHoldSince, now), a.Name)
 		}
 		for _, id := range slices.Sorted(maps.Keys(a.Quarantined)) {
-			fmt.Fprintf(w, "  message %s held: %s\n", id, a.Quarantined[id])
+			fmt.Fprintf(w, "  message %s held: %s\n", id, safetext.Terminal(a.Quarantined[id]))
 		}
 		if a.Warning != "" && state != health.StateWarning {
 			fmt.Fprintf(w, "  also: %s\n", a.Warning)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
 )
 
@@ -26,7 +27,9 @@ import (
 // (Source.RejectedByUpstream), which also forgets the token.
 func Classify(a *auth.Account, host string, r *Refusal, refreshed bool) *health.Error {
 	cfg := a.Config
-	said := errors.New("upstream said: " + r.Text)
+	// The server's words reach the log, status and a terminal: one
+	// bounded line, control characters escaped.
+	said := errors.New("upstream said: " + safetext.Line(r.Text))
 	switch {
 	case r.Code != 0 && provider.SMTPAuthDisabled(r.Code, enhanced(r.Enhanced), r.Text):
 		return &health.Error{State: health.StateNeedsAdmin, Reason: health.ReasonSMTPAuthDisabled, Err: said,

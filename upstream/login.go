@@ -22,6 +22,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/safetext"
 )
 
 // Conn is a connection to an upstream server that has greeted and is ready
@@ -46,7 +47,7 @@ type Refusal struct {
 	Text string
 }
 
-func (r *Refusal) Error() string { return "upstream refused AUTH: " + r.Text }
+func (r *Refusal) Error() string { return "upstream refused AUTH: " + safetext.Line(r.Text) }
 
 // Login dials with dial and logs conn in as the account a, at the server
 // named host (for messages), seen as src (health.SourceIMAP,
@@ -95,7 +96,7 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 		return zero, he
 	}
 	a.Health.Logger().Info("upstream rejected the access token; refreshing once and retrying on a new connection",
-		"upstream", host, "reply", r.Text)
+		"upstream", host, "reply", safetext.Line(r.Text))
 	if tok, err = a.Tokens.Refresh(ctx, tok); err != nil {
 		return zero, tokenError(a, src, err)
 	}
@@ -112,7 +113,7 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 		// The server refused this account's token a moment ago and now
 		// drops the connection during AUTH: that is about the account.
 		he := Classify(a, host, r, true)
-		he.Err = fmt.Errorf("connection lost during AUTH after %q: %w", r.Text, err)
+		he.Err = fmt.Errorf("connection lost during AUTH after %q: %w", safetext.Line(r.Text), err)
 		return zero, a.Tokens.RejectedByUpstream(src, he)
 	}
 	return zero, refused(a, src, host, r, true)

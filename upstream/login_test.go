@@ -138,3 +138,19 @@ func TestLoginPasswordAndOutage(t *testing.T) {
 		t.Errorf("account = %s", s.Reason)
 	}
 }
+
+// What an upstream server says reaches status and terminals on one bounded
+// line with its control characters escaped.
+func TestRefusalTextBoundedAndEscaped(t *testing.T) {
+	a, _ := oauthAccount(t)
+	nasty := &upstream.Refusal{Text: "NO [AUTHENTICATIONFAILED] \x1b[2J\x1b]0;pwned\x07\r" + strings.Repeat("x", 300<<10)}
+	s := &script{answers: []error{nasty, nasty}}
+	upstream.Login(context.Background(), a, health.SourceIMAP, "imap.example.com", s.dial)
+	snap := a.Health.Snapshot()
+	if snap.Reason != health.ReasonUpstreamRejectedToken {
+		t.Fatalf("reason = %s", snap.Reason)
+	}
+	if strings.ContainsAny(snap.LastError, "\x1b\x07\r") || len(snap.LastError) > 2000 {
+		t.Errorf("last error (%d bytes) holds control characters or is unbounded: %q", len(snap.LastError), snap.LastError[:min(len(snap.LastError), 200)])
+	}
+}

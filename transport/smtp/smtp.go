@@ -25,6 +25,7 @@ import (
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/fault"
+	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/upstream"
@@ -255,10 +256,12 @@ func enhanced(se *gosmtp.SMTPError) string {
 	return fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
 }
 
-// replyText renders an SMTP reply as the server sent it: "550 5.1.1 text".
+// replyText renders an SMTP reply as the server sent it, "550 5.1.1
+// text", on one bounded line with its control characters escaped: it goes
+// to the spool, DSNs, status and terminals.
 func replyText(se *gosmtp.SMTPError) string {
 	if e := enhanced(se); e != "" {
-		return fmt.Sprintf("%d %s %s", se.Code, e, se.Message)
+		return safetext.Line(fmt.Sprintf("%d %s %s", se.Code, e, se.Message))
 	}
-	return fmt.Sprintf("%d %s", se.Code, se.Message)
+	return safetext.Line(fmt.Sprintf("%d %s", se.Code, se.Message))
 }
