@@ -35,6 +35,9 @@ type IMAPOptions struct {
 	NoSASLIR bool
 	// TLS serves implicit TLS with a self-signed certificate (see Cert).
 	TLS bool
+	// Addr to listen on. Default 127.0.0.1:0; tests that restart an
+	// upstream reuse its address.
+	Addr string
 }
 
 // IMAPUpstream is an XOAUTH2-only IMAP server backed by imapmemserver.
@@ -70,7 +73,11 @@ func NewIMAPUpstream(idp *IdP, opts IMAPOptions) (*IMAPUpstream, error) {
 		idp: idp, opts: opts, mem: imapmemserver.New(),
 		users: map[string]*imapmemserver.User{}, shared: map[string][]string{},
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
