@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -61,4 +62,24 @@ func TestListenRefusesNonSocket(t *testing.T) {
 		t.Fatalf("Listen(stale socket) = %v", err)
 	}
 	ln.Close()
+}
+
+// The socket is 0660 from the moment it is bound (no chmod by path after
+// the fact), whatever the process's umask.
+func TestListenSocketMode(t *testing.T) {
+	old := syscall.Umask(0o002)
+	defer syscall.Umask(old)
+	path := filepath.Join(t.TempDir(), "status.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o660 {
+		t.Errorf("status socket mode = %v, want a socket, 0660", fi.Mode())
+	}
 }

@@ -14,7 +14,10 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
@@ -98,18 +101,21 @@ func Listen(path string) (net.Listener, error) {
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
+	// The socket is made 0660 by the umask as it is bound, and given its
+	// group without following a link: nothing is changed by path after
+	// the fact, where the directory's owner could have swapped the name
+	// for a link to another file. Nothing else creates files while relayd
+	// starts, so the umask is safe to change here.
+	old := syscall.Umask(0o117)
 	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
-		return nil, fmt.Errorf("status socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("status socket: %w", err)
 	}
 	// Members of group relayd may use relayd status without root.
 	if g, err := user.LookupGroup("relayd"); err == nil {
 		if gid, err := strconv.Atoi(g.Gid); err == nil {
-			os.Chown(path, -1, gid)
+			unix.Fchownat(unix.AT_FDCWD, path, -1, gid, unix.AT_SYMLINK_NOFOLLOW)
 		}
 	}
 	return ln, nil
