@@ -5,14 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/queue"
@@ -33,21 +31,12 @@ func FuzzSMTPSession(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	dir := f.TempDir()
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
-	cfg := testkit.Account{Name: "support", Provider: "password", Email: testMailbox, PasswordFile: "unread",
-		LocalUser: testUser, LocalPasswordHash: testHash, Direction: "outgoing",
-		SMTPServer: deadAddr, Security: "none"}.Parsed(f)
-	creds := &auth.Account{Config: cfg, Password: "x"}
-	var logs testkit.SyncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Accounts: func(string) *auth.Account { return creds }, RetryMin: time.Hour})
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := relaytest.New(f)
+	acct := b.Account(testkit.Account{Provider: "password", LocalUser: testUser, LocalPasswordHash: testHash,
+		Direction: "outgoing", SMTPServer: b.DeadAddr(), Security: "none"}, relaytest.AccountOptions{Password: "x"})
+	cfg := acct.Config
+	logs, log := b.Logs, b.Log
+	q := b.OpenQueue(relaytest.Registry(acct), queue.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RetryMin: time.Hour})
 	srv := NewSMTPServer(SMTPOptions{Users: localauth.NewUsers([]*config.Account{cfg}), Queue: q, Logger: log,
 		AuthFailureDelay: -1, MaxMessageSize: 1 << 20, Timeout: 5 * time.Second})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -56,7 +45,6 @@ func FuzzSMTPSession(f *testing.F) {
 	}
 	go srv.Serve(ln)
 	defer srv.Close()
-	defer os.RemoveAll(dir)
 	before := health.Panics()
 	f.Fuzz(func(t *testing.T, in []byte) {
 		out := fuzzSession(t, ln.Addr().String(), in)

@@ -259,16 +259,11 @@ func (failingFS) SyncDir() error { return fmt.Errorf("injected: no space left on
 
 // A spool failure is a 452 4.3.1 to the client, and leaves nothing queued.
 func TestSMTPSpoolFailureIs452(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testkit.Account{Name: "support", Provider: "password", Email: testMailbox, PasswordFile: "unread",
-		LocalUser: testUser, LocalPasswordHash: testHash, Direction: "outgoing",
-		SMTPServer: "127.0.0.1:1", Security: "none"}.Parsed(t)
-	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), WrapFS: func(real queue.FS) queue.FS { return failingFS{real} },
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Accounts: func(string) *auth.Account { return &auth.Account{Config: cfg} }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := relaytest.New(t)
+	acct := b.Account(testkit.Account{Provider: "password", LocalUser: testUser, LocalPasswordHash: testHash,
+		Direction: "outgoing", SMTPServer: "127.0.0.1:1", Security: "none"}, relaytest.AccountOptions{Password: "x"})
+	cfg := acct.Config
+	q := b.OpenQueue(relaytest.Registry(acct), queue.Options{WrapFS: func(real queue.FS) queue.FS { return failingFS{real} }})
 	srv := NewSMTPServer(SMTPOptions{Users: localauth.NewUsers([]*config.Account{cfg}), Queue: q,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AuthFailureDelay: -1})
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -291,9 +286,9 @@ func TestSMTPSpoolFailureIs452(t *testing.T) {
 	if l := q.List(); len(l) != 0 {
 		t.Errorf("queue after the failure: %+v", l)
 	}
-	msgs, _ := filepath.Glob(filepath.Join(dir, "q", "*.msg"))
-	metas, _ := filepath.Glob(filepath.Join(dir, "q", "*.json"))
-	temps, _ := filepath.Glob(filepath.Join(dir, "q", "tmp", "*"))
+	msgs, _ := filepath.Glob(filepath.Join(b.Dir, "queue", "*.msg"))
+	metas, _ := filepath.Glob(filepath.Join(b.Dir, "queue", "*.json"))
+	temps, _ := filepath.Glob(filepath.Join(b.Dir, "queue", "tmp", "*"))
 	if files := append(append(msgs, metas...), temps...); len(files) != 0 {
 		t.Errorf("spool after the failure: %v", files)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 )
@@ -62,12 +63,9 @@ func (f *fakeBackend) InstallGrant(name string, g *auth.Grant) error {
 // The client and the server agree: status, grant hand-over, queue calls,
 // and the errors for an unknown account and for no daemon.
 func TestClientServer(t *testing.T) {
-	dir := t.TempDir()
-	q, err := queue.Open(queue.Options{Dir: filepath.Join(dir, "q"), Accounts: func(string) *auth.Account { return nil },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := relaytest.New(t)
+	dir := env.Dir
+	q := env.OpenQueue(relaytest.Registry(), queue.Options{})
 	b := &fakeBackend{st: &Status{Version: "test", Banner: "all 1 mailbox ok", Accounts: []Account{{Name: "support"}}},
 		granted: map[string]*auth.Grant{}, q: q}
 	sock := filepath.Join(dir, "status.sock")

@@ -194,11 +194,25 @@ func Registry(accounts ...*registry.Account) *registry.Registry {
 	return registry.New(m)
 }
 
-// Queue opens a queue in Dir/queue that delivers the accounts of reg over
-// the SMTP transport, and runs it until the test ends. Zero fields of o
-// take test defaults: retries after 20 ms (up to 4 times that), host name
-// relayd.test, the environment's logger.
+// Queue opens a queue (OpenQueue) and runs it until the test ends.
 func (e *Env) Queue(reg *registry.Registry, o queue.Options) *queue.Queue {
+	e.T.Helper()
+	q := e.OpenQueue(reg, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.Run(ctx); close(done) }()
+	e.T.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return q
+}
+
+// OpenQueue opens a queue in Dir/queue for the accounts of reg, with the
+// SMTP transport, and closes it when the test ends; it delivers nothing
+// until Run. Zero fields of o take test defaults: retries after 20 ms (up
+// to 4 times that), host name relayd.test, the environment's logger.
+func (e *Env) OpenQueue(reg *registry.Registry, o queue.Options) *queue.Queue {
 	e.T.Helper()
 	if o.Dir == "" {
 		o.Dir = filepath.Join(e.Dir, "queue")
@@ -225,13 +239,6 @@ func (e *Env) Queue(reg *registry.Registry, o queue.Options) *queue.Queue {
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { q.Run(ctx); close(done) }()
-	e.T.Cleanup(func() {
-		cancel()
-		<-done
-		q.Close()
-	})
+	e.T.Cleanup(func() { q.Close() })
 	return q
 }
