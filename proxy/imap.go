@@ -645,7 +645,15 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	}
 	log := c.log.With("account", cfgAcct.Name)
 	acct := s.opts.Accounts.Get(cfgAcct.Name)
-	if acct == nil || !cfgAcct.Direction.Incoming() {
+	if acct == nil {
+		// A reload is swapping the accounts: the password was checked
+		// against the new (or old) set, the account is in the other.
+		log.Info("IMAP login refused: the account is being added or removed by a reload")
+		s.loginOutcome(cfgAcct.Name, "refused")
+		c.writeLine(tag + " NO [UNAVAILABLE] the mailbox is being reconfigured; try again in a moment")
+		return nil, false
+	}
+	if !cfgAcct.Direction.Incoming() {
 		log.Warn("IMAP login refused: the account is not configured for incoming mail")
 		s.loginOutcome(cfgAcct.Name, "refused")
 		c.writeLine(fmt.Sprintf("%s NO [NOPERM] mailbox %q is configured for outgoing mail only", tag, cfgAcct.Name))
