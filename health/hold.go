@@ -38,6 +38,14 @@ func (a *Account) holding() *Error {
 	return worst.err
 }
 
+// Holding returns the condition that holds, or would hold, the account's
+// outgoing mail (see ReviewHold), or nil.
+func (a *Account) Holding() *Error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.holding()
+}
+
 // ReviewHold decides, from the account's token and SMTP conditions,
 // whether its outgoing mail is held for its condition; it alone starts and
 // ends that hold. Any condition of those sources that is not an outage
@@ -61,6 +69,19 @@ func (a *Account) ReviewHold(waiting bool) (started bool, ended time.Duration) {
 		return false, ended
 	}
 	return false, 0
+}
+
+// BackdateHold moves the start of the hold for the account's condition
+// back to since, when a hold is on and began later: a hold that began
+// before relayd restarted, as the queue's spool recorded it, so that all
+// the time held stays out of messages' lifetimes.
+func (a *Account) BackdateHold(since time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.holdSince.IsZero() && since.Before(a.holdSince) {
+		a.holdSince = since
+		a.changedLocked()
+	}
 }
 
 // Outgoing says whether the account's outgoing mail waits now, why ("admin"

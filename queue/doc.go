@@ -16,8 +16,10 @@
 //	             attempts, timestamps, last error, state
 //
 // DIR/held-accounts.list for the accounts an admin held (relayd queue hold
-// ACCOUNT), DIR/lock, which the one process using the spool holds (flock),
-// and DIR/tmp/ for files being written.
+// ACCOUNT), DIR/condition-holds.list for when each account's hold for its
+// condition began (so that time held before a restart stays out of
+// lifetimes), DIR/lock, which the one process using the spool holds
+// (flock), and DIR/tmp/ for files being written.
 //
 // A message is written to a temporary file, fsynced and renamed to ID.msg; then its metadata likewise to
 // ID.json; then DIR is fsynced. Only after that does the client get

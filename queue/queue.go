@@ -84,8 +84,12 @@ type Queue struct {
 
 	// held records the accounts an admin held, as the spool keeps them
 	// (held-accounts.list); the hold itself is the account's (health).
-	hmu  sync.Mutex
-	held map[string]bool
+	// holdStarts records, as the spool keeps them
+	// (condition-holds.list), when each account's hold for its condition
+	// began; the hold itself is the account's (health).
+	hmu        sync.Mutex
+	held       map[string]bool
+	holdStarts map[string]time.Time
 
 	mu       sync.Mutex
 	entries  map[string]*Entry // every message; each also in its account's entries
@@ -160,7 +164,7 @@ func Open(opts Options) (*Queue, error) {
 	q := &Queue{
 		opts: opts, log: opts.Logger, spool: sp, lock: lock,
 		entries: map[string]*Entry{}, busy: map[string]bool{}, accounts: map[string]*account{},
-		held: map[string]bool{},
+		held: map[string]bool{}, holdStarts: map[string]time.Time{},
 	}
 	entries, err := sp.Recover()
 	if err != nil {
@@ -175,6 +179,10 @@ func Open(opts Options) (*Queue, error) {
 	}
 	held, err := sp.HeldAccounts()
 	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	if q.holdStarts, err = sp.HoldStarts(); err != nil {
 		q.Close()
 		return nil, err
 	}

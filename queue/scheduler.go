@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -81,8 +82,16 @@ func (q *Queue) workerLoop(ctx context.Context, a *account) (done bool) {
 // makes them due now. why says what ended a hold, for the log.
 func (q *Queue) checkHold(a *account, h *health.Account, why string) {
 	started, ended := h.ReviewHold(q.hasQueued(a, h))
+	q.hmu.Lock()
+	before, recorded := q.holdStarts[a.name]
+	q.hmu.Unlock()
 	switch {
 	case started:
+		if recorded {
+			h.BackdateHold(before) // the hold began before a restart
+		} else {
+			q.recordHoldStart(a.name, h.HeldSince())
+		}
 		c := h.Worst(health.SourceToken, health.SourceSMTP)
 		q.log.Warn("holding the account's outgoing mail: nothing bounces, new mail is still accepted",
 			"account", a.name, "state", c.State, "reason", c.Reason, "advice", c.Advice, "err", c.Detail())
@@ -91,7 +100,33 @@ func (q *Queue) checkHold(a *account, h *health.Account, why string) {
 		q.mu.Lock()
 		q.resume(a, ended)
 		q.mu.Unlock()
+		q.recordHoldStart(a.name, time.Time{})
 		q.log.Info("account released: delivering its held mail now", "account", a.name, "why", why)
+	case recorded && h.HeldSince().IsZero() && h.Holding() == nil:
+		// A hold that began before a restart whose condition is gone
+		// now: its time stays out of the lifetimes all the same.
+		q.mu.Lock()
+		q.resume(a, max(q.opts.Now().Sub(before), time.Nanosecond))
+		q.mu.Unlock()
+		q.recordHoldStart(a.name, time.Time{})
+		q.log.Info("account released: delivering its held mail now", "account", a.name, "why", "its condition ended while relayd was stopped")
+	}
+}
+
+// recordHoldStart records in the spool when account name's hold for its
+// condition began (zero: it ended), so that the time held outlives a
+// restart.
+func (q *Queue) recordHoldStart(name string, since time.Time) {
+	q.hmu.Lock()
+	if since.IsZero() {
+		delete(q.holdStarts, name)
+	} else {
+		q.holdStarts[name] = since
+	}
+	starts := maps.Clone(q.holdStarts)
+	q.hmu.Unlock()
+	if err := q.spool.SaveHoldStarts(starts); err != nil {
+		q.log.Error("could not record the start of the account's hold; after a restart its held time may count in lifetimes", "account", name, "err", err)
 	}
 }
 

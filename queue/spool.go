@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/relayd/relayd/internal/fault"
 )
@@ -226,34 +227,61 @@ func (s *Spool) Recover() ([]*Entry, error) {
 // that the hold survives a restart.
 const heldFile = "held-accounts.list" // not .json: that suffix is a message's metadata
 
+// holdsFile records when each account's hold for its condition began, so
+// that time held before a restart is not counted in messages' lifetimes
+// after it.
+const holdsFile = "condition-holds.list"
+
 // SaveHeldAccounts stores the admin-held accounts durably.
 func (s *Spool) SaveHeldAccounts(names []string) error {
-	b, err := json.Marshal(names)
-	if err != nil {
-		return err
-	}
-	tmp, _, err := s.writeTemp(heldFile+".", bytes.NewReader(b))
-	if err != nil {
-		return fmt.Errorf("saving held accounts: %w", err)
-	}
-	if err := s.fs.Rename(tmp, heldFile); err != nil {
-		s.fs.Remove(tmp)
-		return fmt.Errorf("saving held accounts: %w", err)
-	}
-	return s.syncDir()
+	return s.saveRecord(heldFile, names, "held accounts")
 }
 
 // HeldAccounts returns the admin-held accounts.
 func (s *Spool) HeldAccounts() ([]string, error) {
-	b, err := s.fs.ReadFile(heldFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	} else if err != nil {
-		return nil, err
-	}
 	var names []string
-	if err := json.Unmarshal(b, &names); err != nil {
-		return nil, fmt.Errorf("%s is corrupt: %w", filepath.Join(s.dir, heldFile), err)
+	return names, s.loadRecord(heldFile, &names)
+}
+
+// SaveHoldStarts stores when each account's condition hold began.
+func (s *Spool) SaveHoldStarts(starts map[string]time.Time) error {
+	return s.saveRecord(holdsFile, starts, "hold starts")
+}
+
+// HoldStarts returns when each account's condition hold began.
+func (s *Spool) HoldStarts() (map[string]time.Time, error) {
+	starts := map[string]time.Time{}
+	return starts, s.loadRecord(holdsFile, &starts)
+}
+
+// saveRecord writes v as JSON to the spool file name durably.
+func (s *Spool) saveRecord(name string, v any, what string) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
 	}
-	return names, nil
+	tmp, _, err := s.writeTemp(name+".", bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("saving %s: %w", what, err)
+	}
+	if err := s.fs.Rename(tmp, name); err != nil {
+		s.fs.Remove(tmp)
+		return fmt.Errorf("saving %s: %w", what, err)
+	}
+	return s.syncDir()
+}
+
+// loadRecord reads the spool file name into v; a missing file leaves v
+// as it is.
+func (s *Spool) loadRecord(name string, v any) error {
+	b, err := s.fs.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s is corrupt (%v): move it aside and restart", filepath.Join(s.dir, name), err)
+	}
+	return nil
 }

@@ -143,3 +143,56 @@ func TestSchedulerHoldsOnTransportCondition(t *testing.T) {
 		t.Errorf("stats = %+v, want 1 held for smtp_auth_disabled", st)
 	}
 }
+
+// Time held before a restart stays out of a message's lifetime after it:
+// a message held by a dead grant for 5.5 days, across a restart, that
+// meets a temporary failure when the grant is back is retried, not
+// bounced for a lifetime of 5 days.
+func TestHoldOutlivesARestart(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	pass := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	b := relaytest.New(t)
+	acct := b.Account(testkit.Account{Direction: "outgoing", SMTPServer: "127.0.0.1:1", Security: "none"}, relaytest.AccountOptions{Now: clock})
+	reg := relaytest.Registry(acct)
+	dead := &stubTransport{openErr: &health.Error{State: health.StateNeedsReauth, Reason: health.ReasonGrantRevoked, Advice: "run relayd authorize support"}}
+	dir := b.Dir + "/restarted"
+	open := func(tr Transport, events chan Event) (*Queue, func()) {
+		q, err := Open(Options{Dir: dir, Accounts: reg.Auth, Transport: tr, Now: clock, Lifetime: 5 * 24 * time.Hour,
+			RetryMin: time.Hour, Logger: b.Log, OnEvent: func(e Event) { events <- e }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { q.Run(ctx); close(done) }()
+		return q, func() { cancel(); <-done; q.Close() }
+	}
+	events := make(chan Event, 100)
+	q, stop := open(dead, events)
+	id, err := q.Submit(&Submission{Account: "support", From: relaytest.Mailbox, To: []string{"x@example.net"},
+		Body: bytes.NewReader([]byte("Subject: held across a restart\r\n\r\nx\r\n"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Await(t, events, "the hold", 15*time.Second, func(e Event) bool { return e.Kind == EventHeld })
+	stop()
+
+	pass(5*24*time.Hour + 12*time.Hour) // relayd was down, or restarted, meanwhile
+	acct.Health.Reset()                 // a new process: the condition is new...
+	acct.Health.ReviewHold(false)
+	acct.Health.Fail(health.SourceToken, &health.Error{State: health.StateNeedsReauth, Reason: health.ReasonGrantRevoked})
+	events = make(chan Event, 100)
+	good := &stubTransport{answer: map[string]Result{"x@example.net": {State: RcptPending, Reply: "451 4.3.2 try later", Code: 451, Enhanced: "4.3.2"}}}
+	q, stop = open(good, events)
+	defer stop()
+	testkit.Await(t, events, "the hold after the restart", 15*time.Second, func(e Event) bool { return e.Kind == EventHeld })
+	acct.Health.Reset() // ...until a new grant comes
+	e := testkit.Await(t, events, "the attempt", 15*time.Second, func(e Event) bool {
+		return e.ID == id && (e.Kind == EventDeferred || e.Kind == EventFailed)
+	})
+	if e.Kind != EventDeferred {
+		t.Errorf("the message %s after 5.5 days held across a restart and a 451, want deferred (held time is not lifetime)", e.Kind)
+	}
+}
