@@ -286,7 +286,7 @@ func (s *SignIn) Browser(ctx context.Context) (*auth.Grant, error) {
 
 	got := make(chan redirect, 2)
 	ignored := make(chan struct{}, 1)
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" || r.Method != http.MethodGet {
 			http.NotFound(w, r)
 			return
