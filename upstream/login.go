@@ -61,35 +61,23 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 	var zero C
 	cfg := a.Config
 	if a.Tokens == nil {
-		c, err := open(ctx, a, src, dial)
-		if err != nil {
-			return zero, err
+		c, authErr, err := attempt(ctx, a, src, dial, "PLAIN", []byte("\x00"+cfg.Login+"\x00"+a.Password))
+		if err != nil || authErr == nil {
+			return c, err
 		}
-		err = c.Auth("PLAIN", []byte("\x00"+cfg.Login+"\x00"+a.Password))
-		if err == nil {
-			a.Health.Succeed(src)
-			return c, nil
-		}
-		c.Close()
-		return zero, refused(a, src, host, err, false)
+		return zero, refused(a, src, host, authErr, false)
 	}
 	tok, err := a.Tokens.Token(ctx)
 	if err != nil {
 		return zero, tokenError(a, src, err)
 	}
-	c, err := open(ctx, a, src, dial)
-	if err != nil {
-		return zero, err
+	c, authErr, err := attempt(ctx, a, src, dial, auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, tok))
+	if err != nil || authErr == nil {
+		return c, err
 	}
-	err = c.Auth(auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, tok))
-	if err == nil {
-		a.Health.Succeed(src)
-		return c, nil
-	}
-	c.Close()
 	var r *Refusal
-	if !errors.As(err, &r) {
-		return zero, lost(a, src, host, err)
+	if !errors.As(authErr, &r) {
+		return zero, lost(a, src, host, authErr)
 	}
 	if he := Classify(a, host, r, false); he.Reason != health.ReasonUpstreamRejectedToken {
 		a.Health.Fail(src, he) // not about the token: a new one will not help
@@ -100,23 +88,35 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 	if tok, err = a.Tokens.Refresh(ctx, tok); err != nil {
 		return zero, tokenError(a, src, err)
 	}
-	if c, err = open(ctx, a, src, dial); err != nil {
-		return zero, err
+	c, authErr, err = attempt(ctx, a, src, dial, auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, tok))
+	if err != nil || authErr == nil {
+		return c, err
 	}
-	err = c.Auth(auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, tok))
-	if err == nil {
-		a.Health.Succeed(src)
-		return c, nil
-	}
-	c.Close()
-	if !errors.As(err, &r) {
+	if !errors.As(authErr, &r) {
 		// The server refused this account's token a moment ago and now
 		// drops the connection during AUTH: that is about the account.
 		he := Classify(a, host, r, true)
-		he.Err = fmt.Errorf("connection lost during AUTH after %q: %w", safetext.Line(r.Text), err)
+		he.Err = fmt.Errorf("connection lost during AUTH after %q: %w", safetext.Line(r.Text), authErr)
 		return zero, a.Tokens.RejectedByUpstream(src, he)
 	}
 	return zero, refused(a, src, host, r, true)
+}
+
+// attempt dials a fresh connection and runs one AUTH on it. It returns the
+// logged-in connection (the account's src condition cleared), or the
+// AUTH's error in authErr (the connection closed), or in err a failure to
+// dial, already reported as an outage.
+func attempt[C Conn](ctx context.Context, a *auth.Account, src health.Source, dial func(context.Context) (C, error), mech string, ir []byte) (c C, authErr, err error) {
+	var zero C
+	if c, err = open(ctx, a, src, dial); err != nil {
+		return zero, nil, err
+	}
+	if authErr = c.Auth(mech, ir); authErr != nil {
+		c.Close()
+		return zero, authErr, nil
+	}
+	a.Health.Succeed(src)
+	return c, nil, nil
 }
 
 // open dials; a failure is the account's outage, reported.
