@@ -242,12 +242,17 @@ func (q *Queue) deleteAccount(a *account) error {
 		}
 	}
 	q.mu.Unlock()
+	h := q.health(a)
 	var errs []error
 	for _, id := range ids {
+		h.Unquarantine(id)
 		if err := q.spool.Remove(id); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	// No mail left, no hold to remember: an account added back later
+	// starts afresh.
+	q.recordHoldStart(a.name, time.Time{})
 	return errors.Join(errs...)
 }
 

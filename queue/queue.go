@@ -90,6 +90,9 @@ type Queue struct {
 	hmu        sync.Mutex
 	held       map[string]bool
 	holdStarts map[string]time.Time
+	// saveMu keeps the spool's copy of holdStarts in the order of the
+	// changes.
+	saveMu sync.Mutex
 
 	mu       sync.Mutex
 	entries  map[string]*Entry // every message; each also in its account's entries
@@ -117,6 +120,11 @@ type account struct {
 
 	lastSend time.Time
 	running  bool
+
+	// holdMu makes checkHold one at a time for the account: the worker
+	// and an admin's release both call it, and a hold must end (and be
+	// credited to lifetimes) once.
+	holdMu sync.Mutex
 }
 
 // Hold is why an account's mail waits: its condition (package health,
@@ -362,6 +370,18 @@ func (q *Queue) backoff(attempts int) time.Duration {
 	d = min(d, q.opts.RetryMax)
 	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
 	return d + jitter
+}
+
+// AccountAdded wakes the worker of account name, which a reload added (or
+// added back): mail it kept while the account was not configured is
+// looked at now, under the account's own condition.
+func (q *Queue) AccountAdded(name string) {
+	q.mu.Lock()
+	a := q.accounts[name]
+	q.mu.Unlock()
+	if a != nil {
+		a.wake()
+	}
 }
 
 // AccountStats summarises an account's queue for the status socket.

@@ -81,6 +81,8 @@ func (q *Queue) workerLoop(ctx context.Context, a *account) (done bool) {
 // an admin's release) credits the time held to its messages' lifetimes and
 // makes them due now. why says what ended a hold, for the log.
 func (q *Queue) checkHold(a *account, h *health.Account, why string) {
+	a.holdMu.Lock()
+	defer a.holdMu.Unlock()
 	started, ended := h.ReviewHold(q.hasQueued(a, h))
 	q.hmu.Lock()
 	before, recorded := q.holdStarts[a.name]
@@ -117,7 +119,13 @@ func (q *Queue) checkHold(a *account, h *health.Account, why string) {
 // condition began (zero: it ended), so that the time held outlives a
 // restart.
 func (q *Queue) recordHoldStart(name string, since time.Time) {
+	q.saveMu.Lock() // saves in the order of the changes
+	defer q.saveMu.Unlock()
 	q.hmu.Lock()
+	if _, had := q.holdStarts[name]; since.IsZero() && !had {
+		q.hmu.Unlock()
+		return
+	}
 	if since.IsZero() {
 		delete(q.holdStarts, name)
 	} else {

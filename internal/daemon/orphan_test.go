@@ -70,3 +70,47 @@ func TestRemovedAccountMailStaysInView(t *testing.T) {
 		t.Errorf("queue delete support again = %v, want ErrNotFound", err)
 	}
 }
+
+// Mail kept for a removed account goes out as soon as a reload adds the
+// account back, not at the next hourly look.
+func TestReaddedAccountSendsItsMail(t *testing.T) {
+	var tc *testkit.Config
+	cfgPath := filepath.Join(t.TempDir(), "relayd.toml")
+	td := startDaemon(t, func(c *testkit.Config, o *Options) {
+		other := c.Accounts[0]
+		other.Name, other.Email, other.LocalUser = "other", "other@example.com", "other-user"
+		c.Accounts = append(c.Accounts, other)
+		o.ConfigPath = cfgPath
+		tc = c
+	})
+	tc.IMAPListen, tc.SMTPListen = td.d.IMAPAddrs(), td.d.SMTPAddrs()
+	all := tc.Accounts
+	reload := func(accounts []testkit.Account) {
+		t.Helper()
+		tc.Accounts = accounts
+		if err := os.WriteFile(cfgPath, []byte(tc.TOML()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := td.d.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := td.d.Queue()
+	if _, err := q.Hold("support"); err != nil { // keep the message until support is gone
+		t.Fatal(err)
+	}
+	if err := td.send("to@example.net", "kept while support was away"); err != nil {
+		t.Fatal(err)
+	}
+	td.waitEvent(queue.EventQueued)
+	reload(all[1:])
+	if _, err := q.Release("support"); err != nil {
+		t.Fatal(err)
+	}
+	td.waitEvent(queue.EventHeld) // held as not configured
+	reload(all)
+	td.waitEvent(queue.EventDelivered)
+	if !td.delivered("kept while support was away") {
+		t.Error("the kept message did not reach the upstream")
+	}
+}

@@ -144,6 +144,9 @@ func (d *Daemon) reload() error {
 		d.log.Info("admin_group changed: status socket calls from now on are judged by the new group", "was", old.AdminGroup, "now", cfg.AdminGroup)
 	}
 	d.queue.SetSchedule(cfg.Queue.RetryMin, cfg.Queue.RetryMax, cfg.Queue.Lifetime)
+	for _, name := range added {
+		d.queue.AccountAdded(name)
+	}
 	for _, name := range removed {
 		n := d.imap.EndAccount(name, "mailbox "+strconv.Quote(name)+" was removed from relayd's configuration")
 		d.queue.AccountRemoved(name)
