@@ -280,6 +280,9 @@ func minInterval(a *config.Account) time.Duration {
 func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Account, take func() string) {
 	c, err := q.opts.Transport.Open(ctx, creds)
 	if err != nil {
+		if ctx.Err() != nil {
+			return // relayd is stopping: nothing about the account
+		}
 		he := health.AsError(err)
 		switch {
 		case he == nil:
@@ -296,6 +299,9 @@ func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Accou
 		q.release(a.name, "the upstream answers again")
 	}
 	for {
+		if ctx.Err() != nil {
+			return // stopping: start no new delivery
+		}
 		id := take()
 		if id == "" {
 			return

@@ -56,7 +56,8 @@ func (r *Refusal) Error() string { return "upstream refused AUTH: " + safetext.L
 //   - a *health.Error, already reported to a.Health: the token source's
 //     condition, the server's refusal classified by Classify, or an outage
 //     (dialing, TLS or the greeting failed, or the connection was lost
-//     during AUTH before any refusal; Error.Outage).
+//     during AUTH before any refusal; Error.Outage);
+//   - ctx.Err(), reported to nobody, when ctx ended (relayd stopping).
 func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host string, dial func(context.Context) (C, error)) (C, error) {
 	var zero C
 	cfg := a.Config
@@ -65,11 +66,11 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 		if err != nil || authErr == nil {
 			return c, err
 		}
-		return zero, refused(a, src, host, authErr, false)
+		return zero, refused(ctx, a, src, host, authErr, false)
 	}
 	tok, err := a.Tokens.Token(ctx)
 	if err != nil {
-		return zero, tokenError(a, src, err)
+		return zero, tokenError(ctx, a, src, err)
 	}
 	c, authErr, err := attempt(ctx, a, src, dial, auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, tok))
 	if err != nil || authErr == nil {
@@ -77,7 +78,7 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 	}
 	var r *Refusal
 	if !errors.As(authErr, &r) {
-		return zero, lost(a, src, host, authErr)
+		return zero, lost(ctx, a, src, host, authErr)
 	}
 	if he := Classify(a, host, r, false); he.Reason != health.ReasonUpstreamRejectedToken {
 		a.Health.Fail(src, he) // not about the token: a new one will not help
@@ -86,7 +87,7 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 	a.Health.Logger().Info("upstream rejected the access token; refreshing once and retrying on a new connection",
 		"upstream", host, "reply", safetext.Line(r.Text))
 	if tok, err = a.Tokens.Refresh(ctx, tok); err != nil {
-		return zero, tokenError(a, src, err)
+		return zero, tokenError(ctx, a, src, err)
 	}
 	c, authErr, err = attempt(ctx, a, src, dial, auth.XOAUTH2, auth.XOAUTH2Response(cfg.Email, tok))
 	if err != nil || authErr == nil {
@@ -99,7 +100,7 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 		he.Err = fmt.Errorf("connection lost during AUTH after %q: %w", safetext.Line(r.Text), authErr)
 		return zero, a.Tokens.RejectedByUpstream(src, he)
 	}
-	return zero, refused(a, src, host, r, true)
+	return zero, refused(ctx, a, src, host, r, true)
 }
 
 // attempt dials a fresh connection and runs one AUTH on it. It returns the
@@ -122,6 +123,10 @@ func attempt[C Conn](ctx context.Context, a *auth.Account, src health.Source, di
 // open dials; a failure is the account's outage, reported.
 func open[C Conn](ctx context.Context, a *auth.Account, src health.Source, dial func(context.Context) (C, error)) (C, error) {
 	c, err := dial(ctx)
+	if err != nil && ctx.Err() != nil {
+		var zero C
+		return zero, ctx.Err() // relayd is stopping, or the caller gave up
+	}
 	if err != nil {
 		var zero C
 		he := health.Unreachable(src, serverAddr(a, src), err)
@@ -134,7 +139,10 @@ func open[C Conn](ctx context.Context, a *auth.Account, src health.Source, dial 
 // lost reports a connection that failed during AUTH before the server
 // said anything about the account: an outage, as if it could not be
 // reached.
-func lost(a *auth.Account, src health.Source, host string, err error) error {
+func lost(ctx context.Context, a *auth.Account, src health.Source, host string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err() // relayd is stopping, or the caller gave up: nothing about the account
+	}
 	he := health.Unreachable(src, serverAddr(a, src), fmt.Errorf("AUTH at %s: %w", host, err))
 	a.Health.Fail(src, he)
 	return he
@@ -150,10 +158,10 @@ func serverAddr(a *auth.Account, src health.Source) string {
 
 // refused classifies and reports a refusal of the password or of a token
 // already refreshed once.
-func refused(a *auth.Account, src health.Source, host string, err error, refreshed bool) error {
+func refused(ctx context.Context, a *auth.Account, src health.Source, host string, err error, refreshed bool) error {
 	var r *Refusal
 	if !errors.As(err, &r) {
-		return lost(a, src, host, err)
+		return lost(ctx, a, src, host, err)
 	}
 	he := Classify(a, host, r, refreshed)
 	if he.Reason == health.ReasonUpstreamRejectedToken {
@@ -164,11 +172,14 @@ func refused(a *auth.Account, src health.Source, host string, err error, refresh
 }
 
 // tokenError is a failure to get an access token. The token source
-// reported its own conditions; anything else (a context ended) is a
-// temporary condition of the token endpoint.
-func tokenError(a *auth.Account, src health.Source, err error) error {
+// reported its own conditions; a context that ended is no condition at
+// all; anything else is a temporary condition of the token endpoint.
+func tokenError(ctx context.Context, a *auth.Account, src health.Source, err error) error {
 	if he := health.AsError(err); he != nil {
 		return he
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	he := &health.Error{State: health.StateDegraded, Reason: health.ReasonTokenEndpointUnreachable,
 		Advice: "could not get an access token; relayd retries", Err: err}

@@ -154,3 +154,18 @@ func TestRefusalTextBoundedAndEscaped(t *testing.T) {
 		t.Errorf("last error (%d bytes) holds control characters or is unbounded: %q", len(snap.LastError), snap.LastError[:min(len(snap.LastError), 200)])
 	}
 }
+
+// A context that ended (relayd stopping) is no condition of the account:
+// nothing is reported, and the caller gets ctx.Err().
+func TestLoginCancelledIsNoCondition(t *testing.T) {
+	a, _ := oauthAccount(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	down := func(ctx context.Context) (*fakeConn, error) { return nil, ctx.Err() }
+	if _, err := upstream.Login(ctx, a, health.SourceSMTP, "smtp.example.com", down); !errors.Is(err, context.Canceled) {
+		t.Errorf("Login with a cancelled context = %v, want context.Canceled", err)
+	}
+	if s := a.Health.Snapshot(); s.State != health.StateOK || s.LastError != "" {
+		t.Errorf("account after a cancelled login: %s %q, want ok with nothing recorded", s.State, s.LastError)
+	}
+}

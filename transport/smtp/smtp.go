@@ -163,6 +163,13 @@ func (c *conn) Deliver(ctx context.Context, m *queue.Message) ([]queue.Result, e
 		}
 		return out
 	}
+	// The stored message is opened before the transaction starts: a spool
+	// that cannot be read must not end DATA with a partial message.
+	msg, err := m.Open()
+	if err != nil {
+		return all(queue.Result{State: queue.RcptPending, Reply: "reading the spool: " + err.Error()}), nil
+	}
+	defer msg.Close()
 	if err := c.Mail(m.From, &gosmtp.MailOptions{Size: m.Size}); err != nil {
 		r, broken := classify(err)
 		if broken {
@@ -199,18 +206,16 @@ func (c *conn) Deliver(ctx context.Context, m *queue.Message) ([]queue.Result, e
 		}
 		return results, nil
 	}
-	msg, err := m.Open()
-	if err != nil {
-		w.Close()
-		return all(queue.Result{State: queue.RcptPending, Reply: "reading the spool: " + err.Error()}), err
+	if _, err := io.Copy(w, msg); err != nil {
+		// Closing w would end DATA with "." and hand the upstream
+		// what was sent so far: drop the connection instead (RFC 5321
+		// §3.8), so that the transaction is abandoned.
+		c.Client.Close()
+		r := queue.Result{State: queue.RcptPending, Reply: "sending the message: " + err.Error()}
+		setAccepted(r)
+		return results, err
 	}
-	_, err = io.Copy(w, msg)
-	msg.Close()
-	if err == nil {
-		err = w.Close()
-	} else {
-		w.Close()
-	}
+	err = w.Close()
 	r, broken := classify(err)
 	if r.State == queue.RcptSent {
 		r.Reply, r.Code = "250 accepted", 250
