@@ -201,18 +201,19 @@ func (s *IMAPServer) EndAccount(name, why string) int {
 		}
 	}
 	s.mu.Unlock()
+	deadline := time.Now().Add(time.Second) // for all of them: a reload waits for this
 	for _, sess := range l {
 		// A spliced session hears the BYE only between two of the
 		// upstream's lines, never inside a literal.
 		if sess.stream.Load() != nil {
-			if !sess.byeAtBoundary(why, "account removed", time.Now().Add(time.Second)) {
+			if !sess.byeAtBoundary(why, "account removed", deadline) {
 				sess.outcomeAtomic.Store("account removed")
 				sess.close()
 			}
 			continue
 		}
 		sess.writeMu.Lock()
-		sess.down.SetWriteDeadline(time.Now().Add(time.Second))
+		sess.down.SetWriteDeadline(deadline)
 		io.WriteString(sess.down, "* BYE "+why+"\r\n")
 		sess.writeMu.Unlock()
 		sess.outcomeAtomic.Store("account removed")

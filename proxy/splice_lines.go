@@ -168,9 +168,10 @@ func parseAnnouncement(w []byte, clipped bool) (n uint64, kind int) {
 	return n, aLiteral
 }
 
-// A wordWatch tells whether a word (lower case ASCII letters whose first
-// letter occurs only there, as in "compress") has appeared in a byte
-// stream, in any case, across chunks. Not safe for concurrent use.
+// A wordWatch tells whether a word (lower case ASCII letters and spaces
+// whose first letter occurs only there, as in "compress deflate", the one
+// COMPRESS mechanism of RFC 4978) has appeared in a byte stream, in any
+// case, across chunks. Not safe for concurrent use.
 type wordWatch struct {
 	word string
 	k    int // octets of word matched so far
@@ -178,7 +179,18 @@ type wordWatch struct {
 
 // seen follows b and reports whether the word has appeared by its end.
 func (w *wordWatch) seen(b []byte) bool {
-	for _, c := range b {
+	for len(b) > 0 {
+		if w.k == 0 {
+			// Skip to the next possible start: message bodies
+			// (APPEND) go by at memchr speed.
+			i := indexFold(b, w.word[0])
+			if i < 0 {
+				return false
+			}
+			b = b[i:]
+		}
+		c := b[0]
+		b = b[1:]
 		switch c | 0x20 {
 		case w.word[w.k]:
 			w.k++
@@ -193,4 +205,18 @@ func (w *wordWatch) seen(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// indexFold is the index of the first c (a lower case ASCII letter) in b,
+// in either case, or -1.
+func indexFold(b []byte, c byte) int {
+	i := bytes.IndexByte(b, c)
+	j := bytes.IndexByte(b, c&^0x20)
+	switch {
+	case i < 0:
+		return j
+	case j < 0 || i < j:
+		return i
+	}
+	return j
 }

@@ -118,11 +118,15 @@ func TestWordWatch(t *testing.T) {
 		{[]string{"a COMPRESS DEFLATE\r\n"}, true},
 		{[]string{"a compress deflate\r\n"}, true},
 		{[]string{"a COMP", "Ress DEFLATE\r\n"}, true},
-		{[]string{"a CCOMPRESS\r\n"}, true},
+		{[]string{"a CCOMPRESS deflate\r\n"}, true},
+		{[]string{"a COMPRESS ", "DEFLATE\r\n"}, true},
 		{[]string{"a COMPRES\r\n", "b NOOP\r\n"}, false},
 		{[]string{"a SELECT INBOX\r\n", "b IDLE\r\n"}, false},
+		// Mail that speaks of compression does not turn tracking off.
+		{[]string{"a APPEND INBOX {40}\r\n", "please compress the attachments\r\n"}, false},
+		{[]string{"a SEARCH TEXT compress\r\n"}, false},
 	} {
-		w := wordWatch{word: "compress"}
+		w := wordWatch{word: "compress deflate"}
 		got := false
 		for _, c := range tc.chunks {
 			got = got || w.seen([]byte(c))

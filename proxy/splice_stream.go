@@ -27,7 +27,7 @@ type clientStream struct {
 // newClientStream returns the stream of a session spliced right after
 // relayd's tagged OK of the login: at a line boundary.
 func newClientStream() *clientStream {
-	return &clientStream{sem: make(chan struct{}, 1), watch: wordWatch{word: "compress"}}
+	return &clientStream{sem: make(chan struct{}, 1), watch: wordWatch{word: "compress deflate"}}
 }
 
 // lock takes the lock, waiting as long as it takes.
