@@ -105,7 +105,9 @@ func TestSchedulerWithAnotherTransport(t *testing.T) {
 		t.Errorf("the transport was handed %+v with %q", first, body)
 	}
 	// The retry goes to the temporary recipient only.
+	tr.mu.Lock()
 	delete(tr.answer, "later@example.net")
+	tr.mu.Unlock()
 	q.Flush("support")
 	testkit.Await(t, events, "the message failed for its permanent recipient", 15*time.Second, func(e Event) bool { return e.Kind == EventFailed && e.ID == id })
 	tr.mu.Lock()

@@ -44,8 +44,10 @@ type Dir struct {
 }
 
 // Open opens the directory at path, creating it (mode 0700) when it does
-// not exist. path itself comes from the configuration and is resolved as
-// usual; its last component must not be a symbolic link.
+// not exist. path itself comes from the configuration (state_dir, which
+// only root writes) and is resolved as usual, links and all: CheckPerms
+// makes sure that nobody but root and its owner can change the way there.
+// Below it nothing is followed.
 func Open(path string) (*Dir, error) {
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", path, err)
@@ -58,9 +60,9 @@ func Open(path string) (*Dir, error) {
 func OpenExisting(path string) (*Dir, error) { return open(path) }
 
 func open(path string) (*Dir, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, refusal(path, "directory", err)
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	d := &Dir{f: os.NewFile(uintptr(fd), path), path: path}
 	if os.Geteuid() == 0 {
@@ -288,6 +290,18 @@ func CheckPerms(path string) error {
 	if err != nil {
 		return err
 	}
+	// state_dir may be a link (to another disk, say): the way to where
+	// it leads must be as safe as the way to the link.
+	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+		if err := checkChain(real); err != nil {
+			return err
+		}
+	}
+	return checkChain(abs)
+}
+
+// checkChain checks abs, a state directory, and the directories above it.
+func checkChain(abs string) error {
 	euid := uint32(os.Geteuid())
 	for p := abs; ; p = filepath.Dir(p) {
 		var st unix.Stat_t

@@ -185,3 +185,28 @@ func TestCheckPerms(t *testing.T) {
 		}
 	}
 }
+
+// state_dir may be a link to a directory elsewhere (another disk): the
+// link is followed, and the way to its target is checked as well.
+func TestStateDirLink(t *testing.T) {
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	real := filepath.Join(base, "real")
+	os.Mkdir(real, 0o700)
+	link := filepath.Join(base, "state")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(link)
+	if err != nil {
+		t.Fatalf("Open(a state_dir that is a link) = %v", err)
+	}
+	d.Close()
+	if err := CheckPerms(link); err != nil {
+		t.Errorf("CheckPerms(link to a safe directory) = %v", err)
+	}
+	os.Chmod(real, 0o777)
+	if err := CheckPerms(link); err == nil || !strings.Contains(err.Error(), "chmod go-w "+real) {
+		t.Errorf("CheckPerms(link to a 0777 directory) = %v, want the chmod for %s", err, real)
+	}
+}
