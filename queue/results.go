@@ -37,8 +37,10 @@ func (q *Queue) finish(a *account, id string, pending []int, results []Result, c
 			lastTemp = o.Reply
 		}
 	}
-	e.Attempts++
-	e.LastAttempt = now
+	if took > 0 { // else a bounce for a lifetime that ended without an attempt
+		e.Attempts++
+		e.LastAttempt = now
+	}
 	remaining := len(e.pending())
 	if remaining > 0 && e.age(now) > q.opts.Lifetime {
 		for _, i := range e.pending() {

@@ -154,8 +154,10 @@ func (q *Queue) hasQueued(a *account, h *health.Account) bool {
 }
 
 // due returns the messages to attempt now, oldest first, or how long to
-// wait. It looks only at the account's own messages, and at none while the
-// account is held: it runs on every submission.
+// wait. It looks only at the account's own messages (it runs on every
+// submission): none while the account is held for a condition that needs
+// a person or by an admin, only the oldest as a probe while it is held for
+// a temporary condition or its upstream cannot be reached.
 func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
 	held, _, probe := h.Outgoing()
 	if held && !probe {

@@ -15,9 +15,9 @@ import (
 type Transport interface {
 	// Open logs in for account a (through package upstream). Errors: a
 	// *health.Error already reported to a.Health — an outage
-	// (Error.Outage) defers the account's mail, any other condition
-	// holds it when its state needs a person — or any other error, which
-	// is temporary.
+	// (Error.Outage) defers the account's mail, any other condition holds
+	// it (health.Account.ReviewHold decides; a temporary one is probed)
+	// — ctx.Err() when ctx ended, or any other error, which is temporary.
 	Open(ctx context.Context, a *auth.Account) (Conn, error)
 }
 

@@ -163,8 +163,12 @@ func (l *limitListener) take(p *Peer) bool {
 		if l.perUID > 0 {
 			args = append(args, "uid", uid, "open_by_uid", l.byUID[uid], "max_per_uid", l.perUID)
 		}
+		which := "max: the limit of the listener"
+		if l.open < l.max {
+			which = "max_per_uid: one local user's share, a quarter of max"
+		}
 		l.log.Warn(l.name+": closed new connections at once: too many are open (clients keeping idle connections?). "+
-			"The limit is 1/16 of relayd's open-file limit (LimitNOFILE= in the systemd unit); raise that if legitimate clients are refused", args...)
+			"The cap hit is "+which+"; max is 1/16 of relayd's open-file limit, 8 to 256 (LimitNOFILE= in the systemd unit): raise that if legitimate clients are refused", args...)
 		l.logged, l.refused = now, 0
 	}
 	return false
