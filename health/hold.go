@@ -1,7 +1,6 @@
 package health
 
 import (
-	"maps"
 	"time"
 )
 
@@ -153,11 +152,4 @@ func (a *Account) Unquarantine(id string) bool {
 	delete(a.quarantined, id)
 	a.changedLocked()
 	return true
-}
-
-// Quarantined returns the quarantined messages of the account and why.
-func (a *Account) Quarantined() map[string]string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return maps.Clone(a.quarantined)
 }

@@ -54,7 +54,7 @@ func TestOutgoingHolds(t *testing.T) {
 	if q := a.Snapshot().Quarantined; q["20261130T030000-1"] == "" {
 		t.Errorf("snapshot quarantined = %v", q)
 	}
-	if !a.Unquarantine("20261130T030000-1") || len(a.Quarantined()) != 0 {
+	if !a.Unquarantine("20261130T030000-1") || len(a.Snapshot().Quarantined) != 0 {
 		t.Error("Unquarantine did not end the quarantine")
 	}
 }

@@ -130,7 +130,7 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 		q.mu.Lock()
 		a = q.account(target)
 		q.mu.Unlock()
-		if _, err := q.recordAdminHold(target, hold); err != nil {
+		if err := q.recordAdminHold(target, hold); err != nil {
 			return 0, err
 		}
 		n := 0

@@ -210,13 +210,12 @@ func (q *Queue) SetSchedule(retryMin, retryMax, lifetime time.Duration) {
 }
 
 // recordAdminHold records in the spool that an admin holds (or released)
-// account name, so that the hold survives a restart. It reports whether
-// the record changed.
-func (q *Queue) recordAdminHold(name string, on bool) (bool, error) {
+// account name, so that the hold survives a restart.
+func (q *Queue) recordAdminHold(name string, on bool) error {
 	q.hmu.Lock()
 	defer q.hmu.Unlock()
 	if q.held[name] == on {
-		return false, nil
+		return nil
 	}
 	if on {
 		q.held[name] = true
@@ -224,7 +223,7 @@ func (q *Queue) recordAdminHold(name string, on bool) (bool, error) {
 		delete(q.held, name)
 	}
 	names := slices.Sorted(maps.Keys(q.held))
-	return true, q.spool.SaveHeldAccounts(names)
+	return q.spool.SaveHeldAccounts(names)
 }
 
 // account returns the delivery state of name, creating it. q.mu is held or

@@ -12,8 +12,6 @@ package registry
 import (
 	"log/slog"
 	"net/http"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -105,17 +103,6 @@ func (r *Registry) Health(name string) *health.Account {
 
 // Map returns every account by name; do not modify it.
 func (r *Registry) Map() map[string]*Account { return *r.m.Load() }
-
-// All returns every account, by name.
-func (r *Registry) All() []*Account {
-	m := r.Map()
-	l := make([]*Account, 0, len(m))
-	for _, a := range m {
-		l = append(l, a)
-	}
-	slices.SortFunc(l, func(a, b *Account) int { return strings.Compare(a.Config.Name, b.Config.Name) })
-	return l
-}
 
 // Swap makes accounts the running set (a reload) and returns the old one.
 func (r *Registry) Swap(accounts map[string]*Account) (old map[string]*Account) {

@@ -23,8 +23,8 @@ func TestSwap(t *testing.T) {
 	if old["a"] != a || r.Get("a") != nil || r.Get("b") != b || r.Auth("a") != nil || r.Health("a") != nil {
 		t.Fatal("lookups after the swap")
 	}
-	if l := r.All(); len(l) != 1 || l[0] != b {
-		t.Errorf("All() = %v", l)
+	if m := r.Map(); len(m) != 1 || m["b"] != b {
+		t.Errorf("Map() = %v", m)
 	}
 }
 

@@ -84,16 +84,6 @@ func (d *Dir) Path() string { return d.path }
 // Join is the path of name in d, for messages.
 func (d *Dir) Join(name string) string { return filepath.Join(d.path, name) }
 
-// Owner returns the uid and gid that this process gives what it creates in
-// d, and whether it changes ownership at all (only root does, and only
-// when d belongs to somebody else).
-func (d *Dir) Owner() (uid, gid int, ok bool) {
-	if d.owner == nil {
-		return 0, 0, false
-	}
-	return d.owner[0], d.owner[1], true
-}
-
 // Close closes the directory's descriptor.
 func (d *Dir) Close() error { return d.f.Close() }
 
