@@ -14,6 +14,12 @@ import (
 // reason imap_unreachable, naming the address, in status and in metrics;
 // the next session that reaches the upstream makes it ok again.
 func TestIMAPOutageThroughTheListener(t *testing.T) {
+	var up *testkit.IMAPUpstream
+	t.Cleanup(func() { // after the daemon's shutdown (cleanups run last first)
+		if up != nil {
+			up.Close()
+		}
+	})
 	td := startDaemon(t)
 	addr := td.imapUp.Addr
 	td.imapUp.Close()
@@ -37,11 +43,10 @@ func TestIMAPOutageThroughTheListener(t *testing.T) {
 		t.Errorf("upstream failures by reason imap_unreachable = %v, want counted", v)
 	}
 
-	up, err := testkit.NewIMAPUpstream(td.idp, testkit.IMAPOptions{Style: testkit.Google, Addr: addr})
+	up, err = testkit.NewIMAPUpstream(td.idp, testkit.IMAPOptions{Style: testkit.Google, Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer up.Close()
 	up.AddUser(mailbox)
 	if err := td.imapLogin(); err != nil {
 		t.Fatalf("login with the upstream back = %v", err)
@@ -55,6 +60,12 @@ func TestIMAPOutageThroughTheListener(t *testing.T) {
 // account disconnected: monitoring goes CRITICAL, and the mail is still
 // deferred, not held; the server's return makes it ok and sends the mail.
 func TestSMTPOutageTurnsDisconnected(t *testing.T) {
+	var up *testkit.SMTPUpstream
+	t.Cleanup(func() { // after the daemon's shutdown (cleanups run last first)
+		if up != nil {
+			up.Close()
+		}
+	})
 	td := startDaemon(t, func(c *testkit.Config, o *Options) {
 		c.Health = []string{`retry_window = "150ms"`}
 	})
@@ -76,11 +87,11 @@ func TestSMTPOutageTurnsDisconnected(t *testing.T) {
 	if !strings.Contains(st.Banner, "disconnected (relayd keeps trying): support") {
 		t.Errorf("banner = %q", st.Banner)
 	}
-	up, err := testkit.NewSMTPUpstream(td.idp, testkit.SMTPOptions{Style: testkit.Exchange, Addr: addr})
+	var err error
+	up, err = testkit.NewSMTPUpstream(td.idp, testkit.SMTPOptions{Style: testkit.Exchange, Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer up.Close()
 	td.smtpUp = up
 	td.waitEvent(queue.EventDelivered)
 	if !td.delivered("sent after the outage") {
