@@ -131,6 +131,14 @@ func (d *Dir) own(fd int) error {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
 	}
+	return d.ownStat(fd, &st)
+}
+
+// ownStat is own with the descriptor's stat already taken.
+func (d *Dir) ownStat(fd int, st *unix.Stat_t) error {
+	if d.owner == nil {
+		return nil
+	}
 	if int(st.Uid) == d.owner[0] && int(st.Gid) == d.owner[1] {
 		return nil
 	}
@@ -152,8 +160,15 @@ func (d *Dir) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error
 	}
 	path := d.Join(name)
 	// O_NONBLOCK: opening a planted FIFO must not hang; it is refused
-	// below and cleared for the regular file that remains.
-	fd, err := unix.Openat(d.fd(), name, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, uint32(perm.Perm()))
+	// below and cleared for the regular file that remains. A file made
+	// new here (O_CREAT|O_EXCL: the spool's hot path) can be nothing
+	// planted.
+	fresh := flag&(os.O_CREATE|os.O_EXCL) == os.O_CREATE|os.O_EXCL
+	nonblock := unix.O_NONBLOCK
+	if fresh {
+		nonblock = 0
+	}
+	fd, err := unix.Openat(d.fd(), name, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC|nonblock, uint32(perm.Perm()))
 	if err != nil {
 		return nil, refusal(path, "file", err)
 	}
@@ -161,9 +176,11 @@ func (d *Dir) OpenFile(name string, flag int, perm os.FileMode) (*os.File, error
 		unix.Close(fd)
 		return nil, err
 	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if !fresh {
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }
@@ -179,7 +196,7 @@ func (d *Dir) checkFile(fd int, path string) error {
 	if st.Nlink > 1 {
 		return fmt.Errorf("%s has %d names (a hard link): relayd refuses to use it; remove it (relayd makes a new one)", path, st.Nlink)
 	}
-	return d.own(fd)
+	return d.ownStat(fd, &st)
 }
 
 // CreateTemp creates a new file in d whose name starts with prefix,
