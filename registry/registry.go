@@ -23,7 +23,10 @@ import (
 // Account is one running account. Safe for use from any goroutine.
 type Account struct {
 	*auth.Account
-	imapSessions atomic.Int64
+	// imapSessions counts the account's open IMAP sessions; an account
+	// a reload edited shares its predecessor's (KeepSessions), so that
+	// sessions opened before the reload still count against the limit.
+	imapSessions *atomic.Int64
 	// limitLogged is when a login refused by imap_connections was last
 	// logged (Unix nanoseconds): once a minute at most.
 	limitLogged atomic.Int64
@@ -36,7 +39,14 @@ func Wrap(a *auth.Account) *Account {
 	if a.Health == nil {
 		a.Health = health.New(a.Config.Name, health.Options{})
 	}
-	return &Account{Account: a}
+	return &Account{Account: a, imapSessions: new(atomic.Int64)}
+}
+
+// KeepSessions makes a count the open IMAP sessions of prev, the account
+// it replaces in a reload, as its own: those sessions go on, and release
+// their places when they end.
+func (a *Account) KeepSessions(prev *Account) {
+	a.imapSessions = prev.imapSessions
 }
 
 // IMAPSessions is the number of open IMAP sessions of the account,

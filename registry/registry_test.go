@@ -52,3 +52,21 @@ func TestReserveIMAP(t *testing.T) {
 		t.Error("a released place was not given again")
 	}
 }
+
+// An account a reload edited counts the sessions opened before the reload:
+// imap_connections holds across it.
+func TestKeepSessions(t *testing.T) {
+	prev := account("a", 2)
+	if !prev.ReserveIMAP() || !prev.ReserveIMAP() {
+		t.Fatal("two sessions before the reload")
+	}
+	next := account("a", 2)
+	next.KeepSessions(prev)
+	if next.ReserveIMAP() {
+		t.Error("a third session after the reload was admitted; imap_connections is 2")
+	}
+	prev.ReleaseIMAP() // a session opened before the reload ends
+	if !next.ReserveIMAP() || next.IMAPSessions() != 2 {
+		t.Errorf("after one old session ended: sessions %d, want a place and 2 open", next.IMAPSessions())
+	}
+}

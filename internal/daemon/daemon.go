@@ -230,6 +230,9 @@ func (d *Daemon) buildAccounts(cfg *config.Config, keep map[string]*registry.Acc
 		if err != nil {
 			return nil, err
 		}
+		if prev != nil {
+			acct.KeepSessions(prev)
+		}
 		accounts[a.Name] = acct
 	}
 	return accounts, nil

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
@@ -111,7 +113,7 @@ func TestHookHangingAndFailing(t *testing.T) {
 		if pid == 0 {
 			t.Fatalf("no %s recorded", f)
 		}
-		if alive(pid) {
+		if !gone(pid, 5*time.Second) {
 			t.Errorf("the hook's %s (%d) still runs after the timeout", f, pid)
 		}
 	}
@@ -171,6 +173,30 @@ func mapChan(c <-chan struct{}) <-chan struct{} {
 
 // alive reports whether process pid runs (a zombie waiting for a reaper
 // does not).
+// gone reports whether process pid has ended (or is a zombie) within
+// timeout: a SIGKILL takes effect when the process next runs, which on a
+// busy machine is not at once. It waits on a pidfd, which becomes readable
+// when the process exits.
+func gone(pid int, timeout time.Duration) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return !alive(pid) // ESRCH: gone already
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for deadline := time.Now().Add(timeout); ; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return !alive(pid)
+		}
+		n, err := unix.Poll(fds, int(left/time.Millisecond)+1)
+		if err == unix.EINTR {
+			continue
+		}
+		return n > 0 || !alive(pid)
+	}
+}
+
 func alive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
