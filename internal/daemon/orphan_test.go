@@ -15,15 +15,7 @@ import (
 // stays in view: status (JSON and banner) and metrics count it, and the
 // queue commands act on it by the account's name.
 func TestRemovedAccountMailStaysInView(t *testing.T) {
-	var tc *testkit.Config
-	cfgPath := filepath.Join(t.TempDir(), "relayd.toml")
-	td := startDaemon(t, func(c *testkit.Config, o *Options) {
-		other := c.Accounts[0]
-		other.Name, other.Email, other.LocalUser = "other", "other@example.com", "other-user"
-		c.Accounts = append(c.Accounts, other)
-		o.ConfigPath = cfgPath
-		tc = c
-	})
+	td, all, reload := startTwoAccounts(t)
 	q := td.d.Queue()
 	if _, err := q.Hold("support"); err != nil {
 		t.Fatal(err)
@@ -33,14 +25,7 @@ func TestRemovedAccountMailStaysInView(t *testing.T) {
 	}
 	td.waitEvent(queue.EventQueued)
 
-	tc.IMAPListen, tc.SMTPListen = td.d.IMAPAddrs(), td.d.SMTPAddrs()
-	tc.Accounts = tc.Accounts[1:]
-	if err := os.WriteFile(cfgPath, []byte(tc.TOML()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := td.d.Reload(); err != nil {
-		t.Fatal(err)
-	}
+	reload(all[1:])
 
 	st := td.d.Status()
 	if st.Orphaned != 1 || len(st.OrphanedAccounts) != 1 || st.OrphanedAccounts[0].Account != "support" ||
@@ -74,27 +59,7 @@ func TestRemovedAccountMailStaysInView(t *testing.T) {
 // Mail kept for a removed account goes out as soon as a reload adds the
 // account back, not at the next hourly look.
 func TestReaddedAccountSendsItsMail(t *testing.T) {
-	var tc *testkit.Config
-	cfgPath := filepath.Join(t.TempDir(), "relayd.toml")
-	td := startDaemon(t, func(c *testkit.Config, o *Options) {
-		other := c.Accounts[0]
-		other.Name, other.Email, other.LocalUser = "other", "other@example.com", "other-user"
-		c.Accounts = append(c.Accounts, other)
-		o.ConfigPath = cfgPath
-		tc = c
-	})
-	tc.IMAPListen, tc.SMTPListen = td.d.IMAPAddrs(), td.d.SMTPAddrs()
-	all := tc.Accounts
-	reload := func(accounts []testkit.Account) {
-		t.Helper()
-		tc.Accounts = accounts
-		if err := os.WriteFile(cfgPath, []byte(tc.TOML()), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := td.d.Reload(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	td, all, reload := startTwoAccounts(t)
 	q := td.d.Queue()
 	if _, err := q.Hold("support"); err != nil { // keep the message until support is gone
 		t.Fatal(err)
@@ -112,5 +77,33 @@ func TestReaddedAccountSendsItsMail(t *testing.T) {
 	td.waitEvent(queue.EventDelivered)
 	if !td.delivered("kept while support was away") {
 		t.Error("the kept message did not reach the upstream")
+	}
+}
+
+// startTwoAccounts starts a daemon with accounts "support" and "other"
+// (both of its configuration's accounts are in all) and returns a reload
+// that keeps only the given accounts.
+func startTwoAccounts(t *testing.T) (td *testDaemon, all []testkit.Account, reload func([]testkit.Account)) {
+	t.Helper()
+	var tc *testkit.Config
+	cfgPath := filepath.Join(t.TempDir(), "relayd.toml")
+	td = startDaemon(t, func(c *testkit.Config, o *Options) {
+		other := c.Accounts[0]
+		other.Name, other.Email, other.LocalUser = "other", "other@example.com", "other-user"
+		c.Accounts = append(c.Accounts, other)
+		o.ConfigPath = cfgPath
+		tc = c
+	})
+	// The listeners' addresses are fixed for the reloads.
+	tc.IMAPListen, tc.SMTPListen = td.d.IMAPAddrs(), td.d.SMTPAddrs()
+	return td, tc.Accounts, func(accounts []testkit.Account) {
+		t.Helper()
+		tc.Accounts = accounts
+		if err := os.WriteFile(cfgPath, []byte(tc.TOML()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := td.d.Reload(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
