@@ -249,7 +249,45 @@ type Account struct {
 	// TokenAuthInParams sends the client credentials in the token
 	// request's body (the provider wants it so), not with HTTP Basic.
 	TokenAuthInParams bool
+
+	// Transport is how the account's outgoing mail leaves: TransportSMTP
+	// (default) or TransportGraph (Microsoft Graph sendMail).
+	Transport string
+	// GraphURL is Microsoft Graph's base URL (a national cloud's, or a
+	// test's). Default https://graph.microsoft.com.
+	GraphURL string
+	// GraphScopes are requested for the Graph resource's access token,
+	// from the account's one refresh token. Default GraphURL+"/Mail.Send"
+	// and offline_access, or GraphURL+"/.default" for app-only grants.
+	GraphScopes []string
+	// FallbackAccount names the account whose mailbox sends this
+	// account's mail while this one needs a person (needs_reauth,
+	// needs_admin) for longer than FallbackAfter (default 15m);
+	// FallbackFrom says whose From the copy sent carries: FallbackRewrite
+	// (default) or FallbackKeep.
+	FallbackAccount string
+	FallbackAfter   time.Duration
+	FallbackFrom    string
 }
+
+// Transports and fallback modes.
+const (
+	TransportSMTP  = "smtp"
+	TransportGraph = "graph"
+
+	FallbackRewrite = "rewrite"
+	FallbackKeep    = "keep"
+
+	// DefaultGraphURL is Microsoft Graph's global service.
+	DefaultGraphURL = "https://graph.microsoft.com"
+	// GraphMaxMessage is the largest stored message Graph sendMail
+	// takes: requests are capped at 4 MB, and base64 grows a message by
+	// a third (RFC 4648 §4), less room for the request's own headers.
+	GraphMaxMessage = 4_000_000/4*3 - 4096
+)
+
+// Graph reports whether the account sends through Microsoft Graph.
+func (a *Account) Graph() bool { return a.Transport == TransportGraph }
 
 // OAuth reports whether the account logs in upstream with OAuth 2.0.
 func (a *Account) OAuth() bool { return a.Provider != "password" }

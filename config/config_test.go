@@ -51,6 +51,7 @@ func TestParseGood(t *testing.T) {
 		IMAPServer:    "outlook.office365.com:993", SMTPServer: "smtp.office365.com:587",
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
 		SMTPConnections: 3, SMTPRate: 30, IMAPConnections: 20, TokenAuthInParams: true,
+		Transport: "smtp", FallbackAfter: 15 * time.Minute, FallbackFrom: "rewrite",
 		Issuer: "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
 		Flow:   "device", DeviceFlow: true, AuthParams: map[string]string{"prompt": "select_account"}, RedirectHost: "localhost",
 		IdleLifetime: 90 * 24 * time.Hour,
@@ -160,6 +161,19 @@ func TestParseErrors(t *testing.T) {
 		{"smtp timeout", "[smtp]\ntimeout = \"0s\"\n", `^smtp.timeout: "0s" is not a positive duration`},
 		{"write timeout", "[imap]\nwrite_timeout = \"x\"\n", `^imap.write_timeout: `},
 		{"syntax", "state_dir = \n", `^line 1: `},
+		{"transport", acct("transport = \"ews\"\n"), `^account\[1\].transport: unknown transport "ews" \(use smtp or graph\)`},
+		{"graph for gmail", "[[account]]\nname = \"g\"\nprovider = \"gmail\"\nemail = \"g@example.com\"\nclient_id = \"c\"\nlocal_password_hash = \"" + hash + "\"\ntransport = \"graph\"\n", `^account\[1\].transport: "graph" is Microsoft Graph, which provider "gmail" does not have`},
+		{"graph for incoming", acct("transport = \"graph\"\ndirection = \"incoming\"\n"), `^account\[1\].transport: "graph" sends mail, but the account's direction is "incoming"`},
+		{"graph url without graph", acct("graph_url = \"https://graph.microsoft.us\"\n"), `^account\[1\].graph_url: only used with transport = "graph"`},
+		{"graph url in the clear", acct("transport = \"graph\"\ngraph_url = \"http://graph.example.com\"\n"), `^account\[1\].graph_url: "http://graph.example.com" sends tokens in the clear`},
+		{"graph url not a url", acct("transport = \"graph\"\ngraph_url = \"graph.microsoft.com\"\n"), `^account\[1\].graph_url: "graph.microsoft.com" is not an http\(s\) URL`},
+		{"fallback mode", acct("fallback_from = \"spoof\"\n"), `^account\[1\].fallback_from: unknown mode "spoof" \(use rewrite or keep\)`},
+		{"fallback after", acct("fallback_after = \"soon\"\n"), `^account\[1\].fallback_after: "soon" is not a duration`},
+		{"fallback to itself", acct("fallback_account = \"a\"\n"), `^account\[1\].fallback_account: account "a" cannot be its own fallback`},
+		{"fallback unknown", acct("fallback_account = \"zz\"\n"), `^account\[1\].fallback_account: no account is named "zz"`},
+		{"fallback incoming only", acct("fallback_account = \"b\"\n") + strings.NewReplacer(`name = "a"`, `name = "b"`, "a@", "b@").Replace(acct("direction = \"incoming\"\n")), `^account\[1\].fallback_account: account "b" only receives mail`},
+		{"fallback of a fallback", acct("fallback_account = \"b\"\n") + strings.NewReplacer(`name = "a"`, `name = "b"`, "a@", "b@").Replace(acct("fallback_account = \"c\"\n")) + strings.NewReplacer(`name = "a"`, `name = "c"`, "a@", "c@").Replace(acct("")), `^account\[1\].fallback_account: account "b" has a fallback of its own \("c"\)`},
+		{"fallback from incoming", acct("direction = \"incoming\"\nfallback_account = \"b\"\n") + strings.NewReplacer(`name = "a"`, `name = "b"`, "a@", "b@").Replace(acct("")), `^account\[1\].fallback_account: account "a" does not send mail`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse(tc.doc)
@@ -213,5 +227,27 @@ func TestSuggest(t *testing.T) {
 		if got := suggest(in, Providers); got != want {
 			t.Errorf("suggest(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A Graph account needs no SMTP server, and its Graph token asks for
+// Mail.Send at graph_url (delegated) or .default (app-only).
+func TestGraphDefaults(t *testing.T) {
+	base := "[[account]]\nname = \"a\"\nprovider = \"office365\"\ntenant = \"contoso.com\"\nemail = \"a@contoso.com\"\nclient_id = \"c\"\nlocal_password_hash = \"" + hash + "\"\ntransport = \"graph\"\nsmtp_server = \"\"\n"
+	cfg, err := Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Accounts[0]
+	if !a.Graph() || a.GraphURL != "https://graph.microsoft.com" ||
+		!reflect.DeepEqual(a.GraphScopes, []string{"https://graph.microsoft.com/Mail.Send", "offline_access"}) {
+		t.Errorf("graph account = %q %q %q", a.Transport, a.GraphURL, a.GraphScopes)
+	}
+	cfg, err = Parse(base + "grant = \"client_credentials\"\nclient_secret_file = \"/etc/relayd/s\"\ngraph_url = \"https://graph.microsoft.us/\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Accounts[0]; a.GraphURL != "https://graph.microsoft.us" || !reflect.DeepEqual(a.GraphScopes, []string{"https://graph.microsoft.us/.default"}) {
+		t.Errorf("app-only graph account = %q %q", a.GraphURL, a.GraphScopes)
 	}
 }

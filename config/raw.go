@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/user"
 	"slices"
@@ -116,6 +117,12 @@ type rawAccount struct {
 	SMTPRate          int      `toml:"smtp_rate"`
 	TestingApp        bool     `toml:"testing_app"`
 	MaxGrantAge       string   `toml:"max_grant_age"`
+	Transport         string   `toml:"transport"`
+	GraphURL          string   `toml:"graph_url"`
+	GraphScopes       []string `toml:"graph_scopes"`
+	FallbackAccount   string   `toml:"fallback_account"`
+	FallbackAfter     string   `toml:"fallback_after"`
+	FallbackFrom      string   `toml:"fallback_from"`
 }
 
 func (r *rawConfig) convert() (*Config, []error) {
@@ -227,6 +234,7 @@ func (r *rawConfig) convert() (*Config, []error) {
 		}
 		cfg.Accounts = append(cfg.Accounts, a)
 	}
+	checkFallbacks(cfg, bad)
 	return cfg, errs
 }
 
@@ -378,6 +386,19 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 		IMAPConnections:       r.IMAPConnections,
 		SMTPRate:              r.SMTPRate,
 		TestingApp:            r.TestingApp,
+		Transport:             r.Transport,
+		GraphURL:              r.GraphURL,
+		GraphScopes:           r.GraphScopes,
+		FallbackAccount:       r.FallbackAccount,
+		FallbackFrom:          r.FallbackFrom,
+		FallbackAfter:         15 * time.Minute,
+	}
+	if r.FallbackAfter != "" {
+		d, err := time.ParseDuration(r.FallbackAfter)
+		if err != nil || d < 0 {
+			bad(key+".fallback_after", "%q is not a duration like \"15m\" (0: at once)", r.FallbackAfter)
+		}
+		a.FallbackAfter = d
 	}
 	if r.MaxGrantAge != "" {
 		d, err := time.ParseDuration(r.MaxGrantAge)
@@ -395,8 +416,103 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 	}
 	applyPreset(p, a)
 	checkCredentials(key, a, p, bad)
+	checkTransport(key, a, p, bad)
 	checkServers(key, a, bad)
 	return a
+}
+
+// checkTransport: how outgoing mail leaves (SMTP or Microsoft Graph), and
+// the fallback mode. Whether the fallback account exists and may serve is
+// checkFallbacks' concern, once every account is read.
+func checkTransport(key string, a *Account, p *provider.Provider, bad badFunc) {
+	switch a.Transport {
+	case "":
+		a.Transport = TransportSMTP
+	case TransportSMTP:
+	case TransportGraph:
+		if !p.Graph {
+			bad(key+".transport", "\"graph\" is Microsoft Graph, which provider %q does not have: use \"smtp\"", a.Provider)
+		}
+		if !a.Direction.Outgoing() {
+			bad(key+".transport", "\"graph\" sends mail, but the account's direction is %q", a.Direction)
+		}
+	default:
+		bad(key+".transport", "unknown transport %q (use smtp or graph)", a.Transport)
+	}
+	if a.Transport != TransportGraph {
+		if a.GraphURL != "" || a.GraphScopes != nil {
+			k := ".graph_url"
+			if a.GraphURL == "" {
+				k = ".graph_scopes"
+			}
+			bad(key+k, "only used with transport = \"graph\"")
+		}
+	} else {
+		if a.GraphURL == "" {
+			a.GraphURL = DefaultGraphURL
+		}
+		a.GraphURL = strings.TrimRight(a.GraphURL, "/")
+		u, err := url.Parse(a.GraphURL)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+			bad(key+".graph_url", "%s is not an http(s) URL like %q", quoteClip(a.GraphURL), DefaultGraphURL)
+		case u.Scheme == "http" && CheckLoopback(hostPort(u)) != nil:
+			bad(key+".graph_url", "%q sends tokens in the clear: use https (plain http is allowed only on loopback)", a.GraphURL)
+		}
+		if a.GraphScopes == nil {
+			if a.AppOnly() {
+				a.GraphScopes = []string{a.GraphURL + "/.default"}
+			} else {
+				a.GraphScopes = []string{a.GraphURL + "/Mail.Send", "offline_access"}
+			}
+		}
+	}
+	switch a.FallbackFrom {
+	case "":
+		a.FallbackFrom = FallbackRewrite
+	case FallbackRewrite, FallbackKeep:
+	default:
+		bad(key+".fallback_from", "unknown mode %q (use rewrite or keep)", a.FallbackFrom)
+	}
+}
+
+// hostPort is u's host with its scheme's default port when it has none.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// checkFallbacks: each fallback_account names another account that sends
+// mail and has no fallback of its own.
+func checkFallbacks(cfg *Config, bad badFunc) {
+	byName := map[string]*Account{}
+	for _, a := range cfg.Accounts {
+		byName[a.Name] = a
+	}
+	for i, a := range cfg.Accounts {
+		if a.FallbackAccount == "" {
+			continue
+		}
+		key := fmt.Sprintf("account[%d].fallback_account", i+1)
+		f := byName[a.FallbackAccount]
+		switch {
+		case !a.Direction.Outgoing():
+			bad(key, "account %q does not send mail (direction %q): a fallback has nothing to send", a.Name, a.Direction)
+		case a.FallbackAccount == a.Name:
+			bad(key, "account %q cannot be its own fallback: name another account that sends mail", a.Name)
+		case f == nil:
+			bad(key, "no account is named %q", a.FallbackAccount)
+		case !f.Direction.Outgoing():
+			bad(key, "account %q only receives mail (direction %q): a fallback must send", f.Name, f.Direction)
+		case f.FallbackAccount != "":
+			bad(key, "account %q has a fallback of its own (%q): a fallback of a fallback is not allowed, name an account without one", f.Name, f.FallbackAccount)
+		}
+	}
 }
 
 // checkIdentity: the account's name, mailbox, sign-in and direction.
@@ -564,7 +680,7 @@ func checkServers(key string, a *Account, bad badFunc) {
 			checkUpstream(key, "imap", a.IMAPServer, a.IMAPSecurity, bad)
 		}
 	}
-	if a.Direction.Outgoing() {
+	if a.Direction.Outgoing() && !a.Graph() {
 		if a.SMTPServer == "" {
 			bad(key+".smtp_server", "required for an account with direction %q", a.Direction)
 		} else {

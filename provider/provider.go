@@ -93,7 +93,15 @@ type Provider struct {
 	// IMAPConnections is the most concurrent IMAP connections per mailbox
 	// the provider takes (0: unknown, no limit).
 	IMAPConnections int
+	// Graph: the provider's mailboxes can send through Microsoft Graph
+	// sendMail (transport = "graph").
+	Graph bool
 }
+
+// GraphConcurrency is how many requests Microsoft Graph serves at once
+// per app and mailbox (throttling limits: 4 for Outlook resources); more
+// get 429.
+const GraphConcurrency = 4
 
 // AllowsGrant reports whether the provider allows grant g.
 func (p *Provider) AllowsGrant(g string) bool { return slices.Contains(p.Grants, g) }
@@ -158,7 +166,7 @@ var Known = map[string]*Provider{
 	"custom": {
 		// Flow: the device flow when device_auth_url is set, else the
 		// browser (config decides).
-		Name: "custom", OAuth: true, DeviceFlow: true, RedirectHost: "127.0.0.1",
+		Name: "custom", OAuth: true, DeviceFlow: true, RedirectHost: "127.0.0.1", Graph: true,
 		Grants:       []string{GrantRefreshToken, GrantClientCredentials, GrantServiceAccount},
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
 		SMTPConnections: 2,
@@ -179,6 +187,7 @@ func microsoft(p Provider) *Provider {
 	p.RedirectHost = "localhost"
 	p.Scopes = microsoftScopes
 	p.AuthInParams = true
+	p.Graph = true
 	p.IMAPServer, p.IMAPSecurity = "outlook.office365.com:993", SecurityTLS
 	p.SMTPSecurity = SecuritySTARTTLS
 	// Exchange Online: 3 concurrent SMTP connections per mailbox (more
