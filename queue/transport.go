@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"io"
+	"strings"
+	"time"
 
 	"github.com/relayd/relayd/auth"
 )
@@ -55,4 +57,17 @@ type Result struct {
 	Reply    string
 	Code     int
 	Enhanced string // "5.1.1"; empty when the server sent none
+	// RetryAfter, for a temporary result, is how long the provider asked
+	// relayd to wait (Graph's 429 and 503 Retry-After): the next attempt
+	// comes exactly that much later, never sooner, and the attempt does
+	// not count toward the message's backoff.
+	RetryAfter time.Duration
+}
+
+// SendAsDenied reports whether r is the upstream refusing the message's
+// From (or MAIL FROM) because the mailbox has no Send As right for it:
+// Exchange's 5.7.60 and 554 5.2.252 SendAsDenied over SMTP, Graph's
+// ErrorSendAsDenied (which transport/graph reports as 5.7.60).
+func SendAsDenied(r Result) bool {
+	return r.Enhanced == "5.7.60" || r.Enhanced == "5.2.252" || strings.Contains(r.Reply, "SendAsDenied")
 }
