@@ -153,12 +153,12 @@ func (c *clientCertificate) assertion(clientID, tokenURL string, now time.Time) 
 
 // fetchWithCertificate gets an app-only token with a fresh client
 // assertion.
-func fetchWithCertificate(ctx context.Context, a *config.Account, c *clientCertificate, now time.Time) (*oauth2.Token, error) {
+func fetchWithCertificate(ctx context.Context, a *config.Account, c *clientCertificate, scopes []string, now time.Time) (*oauth2.Token, error) {
 	as, err := c.assertion(a.ClientID, a.TokenURL, now)
 	if err != nil {
 		return nil, fmt.Errorf("account %q: signing the client assertion: %w", a.Name, err)
 	}
-	cc := clientcredentials.Config{ClientID: a.ClientID, TokenURL: a.TokenURL, Scopes: a.Scopes,
+	cc := clientcredentials.Config{ClientID: a.ClientID, TokenURL: a.TokenURL, Scopes: scopes,
 		AuthStyle: oauth2.AuthStyleInParams, EndpointParams: url.Values{
 			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
 			"client_assertion":      {as},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -68,15 +69,52 @@ type Source struct {
 	serviceAccount *serviceAccountKey
 	cert           *clientCertificate
 
-	mu        sync.Mutex
-	grant     *Grant // nil: none stored
-	gen       uint64 // bumped by Install; a refresh started before is discarded
-	inflight  *refreshCall
+	// fetchMu makes requests to the token endpoint one at a time, so that
+	// a refresh for one resource starts from the refresh token another
+	// resource's refresh may just have rotated.
+	fetchMu sync.Mutex
+
+	mu       sync.Mutex
+	grant    *Grant // nil: none stored
+	gen      uint64 // bumped by Install; a refresh started before is discarded
+	inflight [numResources]*refreshCall
+	// graph is the cached access token for Microsoft Graph: another
+	// resource than the mail protocols', kept in memory only.
+	graph     cachedToken
 	health    *health.Account
 	probes    int           // scheduled probes since the endpoint last answered
 	lastProbe time.Time     // when the last of them ran
 	downSince time.Time     // first transient failure since it last answered
 	installCh chan struct{} // closed by Install
+}
+
+// Resource is an API the account's access tokens are for. Microsoft's
+// identity platform issues a token for one resource per request (asking
+// for two answers AADSTS28000), so an account keeps one access token per
+// resource, all from its one refresh token, each refreshed on its own.
+type Resource int
+
+const (
+	// ResourceMail is IMAP, POP3 and SMTP: the account's scopes.
+	ResourceMail Resource = iota
+	// ResourceGraph is Microsoft Graph (transport = "graph"): the
+	// account's graph_scopes.
+	ResourceGraph
+	numResources
+)
+
+func (r Resource) String() string {
+	if r == ResourceGraph {
+		return "graph"
+	}
+	return "mail"
+}
+
+// cachedToken is an access token of a resource other than the grant's
+// own (ResourceMail's, stored in the grant).
+type cachedToken struct {
+	token  string
+	expiry time.Time
 }
 
 type refreshCall struct {
@@ -261,32 +299,55 @@ func (s *Source) installed() <-chan struct{} {
 // Account returns the account the source serves.
 func (s *Source) Account() *config.Account { return s.acct }
 
-// Token returns a valid access token, refreshing first when the cached one
-// has less than RefreshMargin left. Errors are *health.Error.
+// Token returns a valid access token for IMAP, POP3 and SMTP, refreshing
+// first when the cached one has less than RefreshMargin left. Errors are
+// *health.Error.
 func (s *Source) Token(ctx context.Context) (string, error) {
-	return s.token(ctx, "")
+	return s.token(ctx, ResourceMail, "")
 }
 
 // Refresh gets a new access token because an upstream rejected stale. When
 // another caller has already replaced stale, its token is returned without
 // a new refresh.
 func (s *Source) Refresh(ctx context.Context, stale string) (string, error) {
-	return s.token(ctx, stale)
+	return s.token(ctx, ResourceMail, stale)
 }
 
-func (s *Source) token(ctx context.Context, stale string) (string, error) {
+// TokenFor is Token for resource r. A failure to get a Graph token is
+// reported as the account's health.SourceGraph condition, so that the IMAP
+// side of the account keeps working when only Graph is refused (a missing
+// Mail.Send consent).
+func (s *Source) TokenFor(ctx context.Context, r Resource) (string, error) {
+	return s.token(ctx, r, "")
+}
+
+// RefreshFor is Refresh for resource r.
+func (s *Source) RefreshFor(ctx context.Context, r Resource, stale string) (string, error) {
+	return s.token(ctx, r, stale)
+}
+
+// cached returns resource r's access token and its expiry. s.mu is held.
+func (s *Source) cached(r Resource) (string, time.Time) {
+	if r == ResourceGraph {
+		return s.graph.token, s.graph.expiry
+	}
+	if s.grant == nil {
+		return "", time.Time{}
+	}
+	return s.grant.AccessToken, s.grant.Expiry
+}
+
+func (s *Source) token(ctx context.Context, r Resource, stale string) (string, error) {
 	s.mu.Lock()
-	if g := s.grant; g != nil && g.AccessToken != "" && g.AccessToken != stale &&
-		g.Expiry.Sub(s.opts.Now()) > s.opts.RefreshMargin {
-		tok := g.AccessToken
+	if tok, exp := s.cached(r); tok != "" && tok != stale && exp.Sub(s.opts.Now()) > s.opts.RefreshMargin {
 		s.mu.Unlock()
 		return tok, nil
 	}
-	call := s.inflight
+	call := s.inflight[r]
 	if call == nil {
 		call = &refreshCall{done: make(chan struct{})}
-		s.inflight = call
-		go s.refresh(call, s.gen, s.grant)
+		s.inflight[r] = call
+		go s.refresh(call, s.gen, r)
 	}
 	s.mu.Unlock()
 	select {
@@ -297,20 +358,25 @@ func (s *Source) token(ctx context.Context, stale string) (string, error) {
 	}
 }
 
-// refresh runs one request to the token endpoint. It does not use the
-// caller's context, so a client that hangs up does not waste a refresh
-// whose rotated refresh token must be stored anyway.
-func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
+// refresh runs one request to the token endpoint for resource r. It does
+// not use the caller's context, so a client that hangs up does not waste a
+// refresh whose rotated refresh token must be stored anyway.
+func (s *Source) refresh(call *refreshCall, gen uint64, r Resource) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.opts.HTTPClient)
-	tok, err := s.safeFetch(ctx, old)
+	s.fetchMu.Lock()
+	s.mu.Lock()
+	old := s.grant // after any refresh before this one: its rotated refresh token
+	s.mu.Unlock()
+	tok, err := s.safeFetch(ctx, old, r)
+	s.fetchMu.Unlock()
 	now := s.opts.Now()
 
 	s.mu.Lock()
 	var report func()
 	defer func() {
-		s.inflight = nil
+		s.inflight[r] = nil
 		s.mu.Unlock()
 		if report != nil {
 			report() // outside s.mu: health logs
@@ -319,15 +385,32 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 	}()
 	if s.gen != gen {
 		// A new grant was installed while this refresh ran: keep the new one.
-		if s.grant != nil && s.grant.AccessToken != "" {
-			call.token = s.grant.AccessToken
+		if t, _ := s.cached(r); t != "" {
+			call.token = t
 			return
 		}
 	}
 	if err != nil {
-		he := s.fail(err)
+		he := s.fail(err, r)
 		call.err = he
-		report = func() { s.health.Fail(health.SourceToken, he) }
+		src := health.SourceToken
+		if r == ResourceGraph {
+			src = health.SourceGraph
+		}
+		report = func() { s.health.Fail(src, he) }
+		return
+	}
+	if r == ResourceGraph {
+		s.graph = cachedToken{token: tok.AccessToken, expiry: tok.Expiry}
+		call.token = tok.AccessToken
+		if tok.RefreshToken != "" && s.grant != nil && tok.RefreshToken != s.grant.RefreshToken {
+			g := *s.grant
+			g.RefreshToken, g.RefreshedAt = tok.RefreshToken, now
+			if err := s.opts.Store.Save(s.acct.Name, &g); err != nil {
+				s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
+			}
+			s.grant = &g
+		}
 		return
 	}
 	g := &Grant{ClientID: s.acct.ClientID, GrantedAt: now}
@@ -357,7 +440,7 @@ func (s *Source) refresh(call *refreshCall, gen uint64, old *Grant) {
 
 // safeFetch is fetch, with a panic in it (the OAuth library, a provider's
 // odd answer) turned into a transient error that is logged and counted.
-func (s *Source) safeFetch(ctx context.Context, old *Grant) (tok *oauth2.Token, err error) {
+func (s *Source) safeFetch(ctx context.Context, old *Grant, r Resource) (tok *oauth2.Token, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			health.Recovered(s.log, s.health, "refreshing the token", v)
@@ -365,28 +448,45 @@ func (s *Source) safeFetch(ctx context.Context, old *Grant) (tok *oauth2.Token, 
 		}
 	}()
 	fault.Hit("refresh")
-	return s.fetch(ctx, old)
+	return s.fetch(ctx, old, r)
 }
 
-func (s *Source) fetch(ctx context.Context, old *Grant) (*oauth2.Token, error) {
+// fetch asks the token endpoint for an access token for resource r.
+func (s *Source) fetch(ctx context.Context, old *Grant, r Resource) (*oauth2.Token, error) {
 	a := s.acct
 	oc := OAuthConfig(a, s.secret)
+	scopes := a.Scopes
+	if r == ResourceGraph {
+		scopes = a.GraphScopes
+	}
 	switch {
 	case s.serviceAccount != nil:
 		return fetchServiceAccount(ctx, a, s.serviceAccount)
 	case s.cert != nil:
-		return fetchWithCertificate(ctx, a, s.cert, s.opts.Now())
+		return fetchWithCertificate(ctx, a, s.cert, scopes, s.opts.Now())
 	case a.Grant == config.GrantClientCredentials:
 		cc := clientcredentials.Config{
 			ClientID: a.ClientID, ClientSecret: s.secret, TokenURL: a.TokenURL,
-			Scopes: a.Scopes, AuthStyle: oc.Endpoint.AuthStyle,
+			Scopes: scopes, AuthStyle: oc.Endpoint.AuthStyle,
 		}
 		return cc.Token(ctx)
 	}
 	if old == nil || old.RefreshToken == "" {
 		return nil, errNoGrant
 	}
-	return oc.TokenSource(ctx, &oauth2.Token{RefreshToken: old.RefreshToken}).Token()
+	if r == ResourceMail {
+		return oc.TokenSource(ctx, &oauth2.Token{RefreshToken: old.RefreshToken}).Token()
+	}
+	// x/oauth2 sends no scope with a refresh, and the token endpoint then
+	// answers for the grant's first resource. Another resource's token
+	// names its scopes: the same request, through the client credentials
+	// flow's documented grant_type override.
+	cc := clientcredentials.Config{
+		ClientID: a.ClientID, ClientSecret: s.secret, TokenURL: a.TokenURL,
+		Scopes: scopes, AuthStyle: oc.Endpoint.AuthStyle,
+		EndpointParams: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {old.RefreshToken}},
+	}
+	return cc.Token(ctx)
 }
 
 var errNoGrant = errors.New("no grant stored")
@@ -395,8 +495,11 @@ var errNoGrant = errors.New("no grant stored")
 // degraded until RetryBudget scheduled probes failed, then disconnected.
 // A sign-in frequency policy's lifetime is learned for the forecast. s.mu
 // is held.
-func (s *Source) fail(err error) *health.Error {
+func (s *Source) fail(err error, r Resource) *health.Error {
 	he := Classify(s.acct, err)
+	if r == ResourceGraph {
+		return s.failGraph(he)
+	}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
 		if d := provider.SignInFrequency(string(re.Body)); d > 0 && s.grant != nil {
@@ -485,6 +588,7 @@ func (s *Source) Install(g *Grant) error {
 		g.SignInFrequency = s.grant.SignInFrequency // the tenant's policy still holds
 	}
 	s.grant = g
+	s.graph = cachedToken{}
 	s.gen++
 	s.probes, s.downSince = 0, time.Time{}
 	if s.installCh != nil {
@@ -574,13 +678,18 @@ func (s *Source) Status() TokenStatus {
 func (s *Source) Health() *health.Account { return s.health }
 
 // RejectedByUpstream records that an upstream server refused a freshly
-// refreshed token: the access token is forgotten, so that nothing uses it
+// refreshed token: the access token (Graph's when src is
+// health.SourceGraph) is forgotten, so that nothing uses it
 // while the account waits for a new grant, and he (package upstream
 // classified the refusal) is reported to the account's health as seen at
 // src. It returns he.
 func (s *Source) RejectedByUpstream(src health.Source, he *health.Error) *health.Error {
 	s.mu.Lock()
-	s.dropAccessToken()
+	if src == health.SourceGraph {
+		s.graph = cachedToken{}
+	} else {
+		s.dropAccessToken()
+	}
 	s.mu.Unlock()
 	s.health.Fail(src, he)
 	return he
@@ -603,4 +712,20 @@ func hostOf(u string) string {
 		u = u[:i]
 	}
 	return u
+}
+
+// failGraph completes the classification of a failure to get a Graph
+// token: a missing consent names the permission Graph needs and the two
+// ways to grant it. s.mu is held.
+func (s *Source) failGraph(he *health.Error) *health.Error {
+	if he.Reason == health.ReasonConsentMissing {
+		he.Advice = fmt.Sprintf("the app registration %s has no consent for Microsoft Graph's Mail.Send, which transport = \"graph\" needs: "+
+			"grant admin consent for Mail.Send (Entra admin center → App registrations → API permissions → Grant admin consent), "+
+			"or run 'relayd authorize --browser %s' so that the sign-in asks for it; or set transport = \"smtp\"", s.acct.ClientID, s.acct.Name)
+	}
+	if !he.Temporary() {
+		s.graph = cachedToken{}
+	}
+	s.log.Warn("Microsoft Graph token request failed", "state", he.State, "reason", he.Reason, "err", he.Detail())
+	return he
 }

@@ -74,6 +74,7 @@ const (
 	SourceToken Source = "token" // the token endpoint
 	SourceIMAP  Source = "imap"  // the upstream IMAP server
 	SourceSMTP  Source = "smtp"  // the upstream SMTP server
+	SourceGraph Source = "graph" // Microsoft Graph (transport = "graph"), its token too
 )
 
 // Options tune an Account. Zero values take the defaults named.

@@ -30,8 +30,12 @@ const (
 	ReasonNotConfigured            Reason = "not_configured"
 	ReasonSMTPUnreachable          Reason = "smtp_unreachable"
 	ReasonIMAPUnreachable          Reason = "imap_unreachable"
-	ReasonInternal                 Reason = "internal_error"
-	ReasonGrantExpiresSoon         Reason = "grant_expires_soon"
+	ReasonGraphUnreachable         Reason = "graph_unreachable"
+	// Microsoft Graph refused the mailbox's requests: permission missing
+	// (403 ErrorAccessDenied, a token without Mail.Send).
+	ReasonGraphAccessDenied Reason = "graph_access_denied"
+	ReasonInternal          Reason = "internal_error"
+	ReasonGrantExpiresSoon  Reason = "grant_expires_soon"
 	// ReasonAdminHold is why mail waits that an admin held (relayd queue
 	// hold ACCOUNT); it is no condition of the account.
 	ReasonAdminHold Reason = "admin_hold"
@@ -65,12 +69,12 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Outage reports whether e is an upstream server that cannot be reached
-// (smtp_unreachable, imap_unreachable): the account is degraded, and
+// (smtp_unreachable, imap_unreachable, graph_unreachable): the account is degraded, and
 // disconnected once the outage outlasts the retry budget, but its mail is
 // never held for it: delivery is deferred and lifetimes keep running, as
 // in Postfix.
 func (e *Error) Outage() bool {
-	return e.Reason == ReasonSMTPUnreachable || e.Reason == ReasonIMAPUnreachable
+	return e.Reason == ReasonSMTPUnreachable || e.Reason == ReasonIMAPUnreachable || e.Reason == ReasonGraphUnreachable
 }
 
 // Unreachable is the condition of an account whose upstream server at
@@ -80,11 +84,14 @@ func (e *Error) Outage() bool {
 // The first success at src clears it.
 func Unreachable(src Source, addr string, err error) *Error {
 	reason, what, key := ReasonSMTPUnreachable, "SMTP", "smtp_server"
-	if src == SourceIMAP {
+	switch src {
+	case SourceIMAP:
 		reason, what, key = ReasonIMAPUnreachable, "IMAP", "imap_server"
+	case SourceGraph:
+		reason, what, key = ReasonGraphUnreachable, "Microsoft Graph", "graph_url"
 	}
 	advice := fmt.Sprintf("the upstream %s server %s cannot be reached; relayd keeps trying. Check the network, DNS, a firewall or proxy on the way, and %s", what, addr, key)
-	if src == SourceSMTP {
+	if src == SourceSMTP || src == SourceGraph {
 		advice += "; outgoing mail stays queued (nothing bounces until its lifetime ends)"
 	}
 	return &Error{State: StateDegraded, Reason: reason, Advice: advice,

@@ -5,7 +5,8 @@ import (
 )
 
 // Why an account's outgoing mail waits. Every reason lives here:
-//   - its condition: any token or SMTP condition that is not an outage
+//   - its condition: any token, SMTP or Graph condition that is not an
+//     outage
 //     (a dead grant, SMTP AUTH switched off, a token endpoint in trouble,
 //     an AUTH refused for now); ReviewHold starts and ends the hold,
 //     HeldSince says since when; lifetimes of held mail are frozen
@@ -25,7 +26,7 @@ import (
 // held.
 func (a *Account) holding() *Error {
 	var worst *condition
-	for _, src := range []Source{SourceToken, SourceSMTP} {
+	for _, src := range []Source{SourceToken, SourceSMTP, SourceGraph} {
 		c := a.conds[src]
 		if c != nil && !c.err.Outage() && (worst == nil || c.err.State.Rank() > worst.err.State.Rank()) {
 			worst = c

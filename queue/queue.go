@@ -427,7 +427,7 @@ func (q *Queue) Stats(name string) AccountStats {
 			Advice: fmt.Sprintf("an admin held this account's outgoing mail: 'relayd queue release %s' sends it", name)}
 	case held:
 		st.Hold = &Hold{State: health.StateDegraded, Since: h.HeldSince()}
-		if c := h.Worst(health.SourceToken, health.SourceSMTP); c != nil {
+		if c := h.Worst(health.SourceToken, health.SourceSMTP, health.SourceGraph); c != nil {
 			st.Hold.State, st.Hold.Reason, st.Hold.Advice = c.State, c.Reason, c.Advice
 		}
 	}
@@ -462,10 +462,29 @@ func (q *Queue) Orphans() []Orphan {
 	return l
 }
 
-// inOutage reports whether h's upstream SMTP server cannot be reached.
+// inOutage reports whether h's upstream (its SMTP server, or Microsoft
+// Graph) cannot be reached.
 func inOutage(h *health.Account) bool {
-	c := h.Condition(health.SourceSMTP)
-	return c != nil && c.Outage()
+	return outage(h) != nil
+}
+
+// outage is the condition of h's unreachable upstream, or nil.
+func outage(h *health.Account) *health.Error {
+	for _, src := range []health.Source{health.SourceSMTP, health.SourceGraph} {
+		if c := h.Condition(src); c != nil && c.Outage() {
+			return c
+		}
+	}
+	return nil
+}
+
+// outSource is where account a's outgoing mail meets its upstream:
+// health.SourceGraph for transport = "graph", else health.SourceSMTP.
+func outSource(a *auth.Account) health.Source {
+	if a.Config.Graph() {
+		return health.SourceGraph
+	}
+	return health.SourceSMTP
 }
 
 // health returns the condition of a's account: the configured account's,
@@ -504,7 +523,7 @@ func (q *Queue) remove(e *Entry) {
 	}
 }
 
-// release ends an account's hold: the account's SMTP condition is
+// release ends an account's hold: the account's SMTP or Graph condition is
 // cleared (its mail is tried again, and held again if the condition
 // persists), the time held is not counted in its messages' lifetimes, and
 // its queued mail is due now.
@@ -518,6 +537,7 @@ func (q *Queue) release(name, why string) {
 	h := q.health(a)
 	q.mu.Unlock()
 	h.Succeed(health.SourceSMTP)
+	h.Succeed(health.SourceGraph)
 	q.checkHold(a, h, why)
 	a.wake()
 }

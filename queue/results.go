@@ -21,6 +21,7 @@ func (q *Queue) finish(a *account, id string, pending []int, results []Result, c
 	}
 	var failed []Recipient
 	var lastTemp string
+	var retryAfter time.Duration // the provider's own wait, if it asked for one
 	for k, o := range results {
 		if k >= len(pending) {
 			break
@@ -35,10 +36,13 @@ func (q *Queue) finish(a *account, id string, pending []int, results []Result, c
 			failed = append(failed, *r)
 		default:
 			lastTemp = o.Reply
+			retryAfter = max(retryAfter, o.RetryAfter)
 		}
 	}
 	if took > 0 { // else a bounce for a lifetime that ended without an attempt
-		e.Attempts++
+		if retryAfter == 0 {
+			e.Attempts++ // a throttled attempt does not move the backoff on
+		}
 		e.LastAttempt = now
 	}
 	remaining := len(e.pending())
@@ -60,6 +64,9 @@ func (q *Queue) finish(a *account, id string, pending []int, results []Result, c
 			e.LastError = connErr.Error()
 		}
 		e.NextAttempt = now.Add(q.backoff(e.Attempts))
+		if retryAfter > 0 {
+			e.NextAttempt = now.Add(retryAfter) // exactly as asked: never sooner
+		}
 		kind = EventDeferred
 	case hasFailed(e):
 		e.State = StateFailed

@@ -94,7 +94,7 @@ func (q *Queue) checkHold(a *account, h *health.Account, why string) {
 		} else {
 			q.recordHoldStart(a.name, h.HeldSince())
 		}
-		c := h.Worst(health.SourceToken, health.SourceSMTP)
+		c := h.Worst(health.SourceToken, health.SourceSMTP, health.SourceGraph)
 		q.log.Warn("holding the account's outgoing mail: nothing bounces, new mail is still accepted",
 			"account", a.name, "state", c.State, "reason", c.Reason, "advice", c.Advice, "err", c.Detail())
 		q.event(EventHeld, "", a.name)
@@ -251,7 +251,7 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 		delete(q.busy, id)
 	}
 	q.mu.Unlock()
-	if c := creds.Health.Condition(health.SourceSMTP); c != nil && c.Outage() {
+	if c := outage(creds.Health); c != nil {
 		// The sender reads this in the DSN: the error, not the advice
 		// for the admin.
 		q.expireOverdue(a, fmt.Sprintf("the upstream mail server could not be reached (%v)", c.Err))
@@ -398,9 +398,12 @@ func (q *Queue) pace(ctx context.Context, a *account, cfg *config.Account) {
 // unreachable server, nothing is held and a probe tries again after a
 // backoff.
 func (q *Queue) outage(a *account, creds *auth.Account, err error) {
-	host := creds.Config.SMTPServer
-	he := health.Unreachable(health.SourceSMTP, host, err)
-	creds.Health.Fail(health.SourceSMTP, he)
+	src, host := outSource(creds), creds.Config.SMTPServer
+	if src == health.SourceGraph {
+		host = creds.Config.GraphURL
+	}
+	he := health.Unreachable(src, host, err)
+	creds.Health.Fail(src, he)
 	q.deferAccount(a, creds, he)
 }
 
@@ -417,8 +420,8 @@ func (q *Queue) deferAccount(a *account, creds *auth.Account, he *health.Error) 
 	a.probeAt = q.opts.Now().Add(a.backoff)
 	backoff := a.backoff
 	q.mu.Unlock()
-	q.log.Warn("upstream SMTP server unreachable; mail stays queued and is retried", "account", a.name,
-		"upstream", creds.Config.SMTPServer, "err", he.Err, "retry_in", backoff)
+	q.log.Warn("upstream unreachable; mail stays queued and is retried", "account", a.name,
+		"reason", he.Reason, "err", he.Err, "retry_in", backoff)
 	q.event(EventDeferred, "", a.name)
 }
 

@@ -40,7 +40,7 @@ func TestPostfixUnreachableThenBack(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "250 2.0.0 queued as") {
 		t.Fatalf("swaks during the outage: %v\n%s", err, out)
 	}
-	d.waitLog(t, "upstream SMTP server unreachable", 30*time.Second)
+	d.waitLog(t, "upstream unreachable; mail stays queued", 30*time.Second)
 	st, code := e.run("status", "--socket", e.socket)
 	if code != nagiosWarning || !strings.Contains(st, "degraded (retrying): support") ||
 		!strings.Contains(st, gateway) || strings.Contains(st, "outgoing mail held") {
