@@ -282,8 +282,9 @@ const (
 	DefaultGraphURL = "https://graph.microsoft.com"
 	// GraphMaxMessage is the largest stored message Graph sendMail
 	// takes: requests are capped at 4 MB, and base64 grows a message by
-	// a third (RFC 4648 §4), less room for the request's own headers.
-	GraphMaxMessage = 4_000_000/4*3 - 4096
+	// a third (RFC 4648 §4), less room for the recipients the copy sent
+	// may gain in its header.
+	GraphMaxMessage = 4_000_000/4*3 - 64<<10
 )
 
 // Graph reports whether the account sends through Microsoft Graph.

@@ -34,8 +34,9 @@ func Classify(a *auth.Account, host string, r *Refusal, refreshed bool) *health.
 	case r.Code != 0 && provider.SMTPAuthDisabled(r.Code, enhanced(r.Enhanced), r.Text):
 		return &health.Error{State: health.StateNeedsAdmin, Reason: health.ReasonSMTPAuthDisabled, Err: said,
 			Advice: fmt.Sprintf(
-				"%s has SMTP AUTH switched off for %s (535 5.7.139): an Exchange admin must enable it, e.g. Set-CASMailbox -Identity %s -SmtpClientAuthenticationDisabled $false, or for the tenant with Set-TransportConfig -SmtpClientAuthenticationDisabled $false; then run 'relayd queue release %s'",
-				host, cfg.Email, cfg.Email, cfg.Name),
+				"%s has SMTP AUTH switched off for %s (535 5.7.139): an Exchange admin must enable it, e.g. Set-CASMailbox -Identity %s -SmtpClientAuthenticationDisabled $false, or for the tenant with Set-TransportConfig -SmtpClientAuthenticationDisabled $false; then run 'relayd queue release %s'. "+
+					"Or send through Microsoft Graph instead: set transport = \"graph\" for account %q (needs the Mail.Send permission) and reload",
+				host, cfg.Email, cfg.Email, cfg.Name, cfg.Name),
 			Client: fmt.Sprintf("mailbox %q needs an administrator: see 'relayd status'", cfg.Name)}
 	case r.Code/100 == 4 || temporaryText(r.Text):
 		return &health.Error{State: health.StateDegraded, Reason: health.ReasonUpstreamAuthDeferred, Err: said,

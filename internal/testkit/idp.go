@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,8 @@ type IdP struct {
 	serviceAccounts map[string]*serviceAccount // client_email →
 	clientCerts     map[string]*clientCert     // client id →
 	issued          []string                   // every token ever issued
+	graphs          map[string]bool            // Graph endpoints' URLs (idp_resource.go)
+	unconsented     map[string]bool            // scopes refused with AADSTS65001
 }
 
 type grant struct {
@@ -70,6 +73,24 @@ type accessToken struct {
 	login   string // "" for app-only tokens
 	app     string // client id of an app-only token
 	expires time.Time
+	// aud is the Graph endpoint the token is for; "" for the mail
+	// protocols. perms are its permissions (scp or roles).
+	aud   string
+	perms []string
+}
+
+// forScope sets the resource and permissions of a token asked for with
+// ts; an app-only Graph token gets the application permission Mail.Send
+// (roles) unless its consent is withheld. p.mu is held.
+func (a *accessToken) forScope(p *IdP, ts tokenScope) *accessToken {
+	a.aud, a.perms = ts.aud, ts.perms
+	if a.app != "" && ts.aud != "" {
+		a.perms = nil
+		if !p.unconsented[ts.aud+"/Mail.Send"] {
+			a.perms = []string{"Mail.Send"}
+		}
+	}
+	return a
 }
 
 // NewIdP starts a fake IdP on 127.0.0.1.
@@ -236,8 +257,8 @@ func (p *IdP) Validate(token, mailbox string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	a := p.access[token]
-	if a == nil || time.Now().After(a.expires) {
-		return false
+	if a == nil || time.Now().After(a.expires) || a.aud != "" {
+		return false // a Graph token does not open a mailbox over IMAP
 	}
 	if a.app != "" {
 		return p.apps[a.app][mailbox]
@@ -283,7 +304,9 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if grantType == "client_credentials" {
-			p.writeToken(w, &accessToken{app: clientID}, "", "")
+			if ts, ok := p.scopeOf(w, r.PostForm.Get("scope")); ok {
+				p.writeToken(w, (&accessToken{app: clientID}).forScope(p, ts), "", "")
+			}
 			return
 		}
 	}
@@ -312,18 +335,28 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 			oauthError(w, 400, "invalid_grant", "AADSTS700024: Refresh token was issued to a different client.", 700024)
 			return
 		}
+		scope := r.PostForm.Get("scope")
+		if scope == "" {
+			scope = p.mailScope(g.scope)
+		}
+		ts, ok := p.scopeOf(w, scope)
+		if !ok {
+			return
+		}
 		// Refresh tokens roll on every use: the old one dies.
 		delete(p.grants, rt)
 		newRT := "rt-" + randHex()
 		p.grants[newRT] = g
 		p.issued = append(p.issued, newRT)
-		p.writeToken(w, &accessToken{login: g.login}, newRT, p.idToken(clientID, g.login, "", g.scope))
+		p.writeToken(w, (&accessToken{login: g.login}).forScope(p, ts), newRT, p.idToken(clientID, g.login, "", g.scope))
 	case "client_credentials":
 		if secret == "" {
 			oauthError(w, 400, "invalid_client", "AADSTS7000218: The request body must contain client_secret.", 7000218)
 			return
 		}
-		p.writeToken(w, &accessToken{app: clientID}, "", "")
+		if ts, ok := p.scopeOf(w, r.PostForm.Get("scope")); ok {
+			p.writeToken(w, (&accessToken{app: clientID}).forScope(p, ts), "", "")
+		}
 	case "authorization_code":
 		p.initInteractive()
 		p.redeemCode(w, r, clientID)
@@ -338,6 +371,15 @@ func (p *IdP) handleToken(w http.ResponseWriter, r *http.Request) {
 // writeToken stores a and answers with it. p.mu is held.
 func (p *IdP) writeToken(w http.ResponseWriter, a *accessToken, refreshToken, idToken string) {
 	at := "at-" + randHex()
+	if a.aud != "" {
+		c := graphClaims{Aud: a.aud, UPN: a.login, AppID: a.app}
+		if a.app != "" {
+			c.Roles = a.perms
+		} else {
+			c.Scp = strings.Join(a.perms, " ")
+		}
+		at = graphToken(c)
+	}
 	a.expires = time.Now().Add(p.AccessTTL)
 	p.access[at] = a
 	p.issued = append(p.issued, at)

@@ -142,8 +142,19 @@ func (p *IdP) SpoilNextGrant(how string) {
 }
 
 // writeGrant answers a code or device grant, spoiled as SpoilNextGrant
-// said. p.mu is held.
-func (p *IdP) writeGrant(w http.ResponseWriter, clientID, login, nonce, scope string) {
+// said, with an access token for the one resource scope names (two answer
+// AADSTS28000). p.mu is held.
+// consented is the scope the user consented to; requested, when not
+// empty, the part of it the token request names.
+func (p *IdP) writeGrant(w http.ResponseWriter, clientID, login, nonce, consented, requested string) {
+	scope := consented
+	if requested != "" {
+		scope = requested
+	}
+	ts, ok := p.scopeOf(w, scope)
+	if !ok {
+		return
+	}
 	how := p.ia.badAnswer
 	p.ia.badAnswer = ""
 	if how == "malformed" {
@@ -152,7 +163,7 @@ func (p *IdP) writeGrant(w http.ResponseWriter, clientID, login, nonce, scope st
 		return
 	}
 	rt := "rt-" + randHex()
-	p.grants[rt] = &grant{clientID: clientID, login: login, scope: scope}
+	p.grants[rt] = &grant{clientID: clientID, login: login, scope: consented}
 	p.issued = append(p.issued, rt)
 	id := p.idToken(clientID, login, nonce, scope)
 	switch how {
@@ -161,7 +172,7 @@ func (p *IdP) writeGrant(w http.ResponseWriter, clientID, login, nonce, scope st
 	case "no-id-token":
 		id = ""
 	}
-	p.writeToken(w, &accessToken{login: login}, rt, id)
+	p.writeToken(w, (&accessToken{login: login}).forScope(p, ts), rt, id)
 }
 
 // DropDevicePolls closes the next n device-code polls without an answer.
@@ -293,7 +304,7 @@ func (p *IdP) pollDevice(w http.ResponseWriter, r *http.Request, clientID string
 		oauthError(w, 400, "authorization_pending", "AADSTS70016: OAuth 2.0 device flow error. Authorization is pending. Continue polling.", 70016)
 	default:
 		delete(p.ia.devices, r.PostForm.Get("device_code"))
-		p.writeGrant(w, clientID, d.login, "", d.scope)
+		p.writeGrant(w, clientID, d.login, "", d.scope, "")
 	}
 }
 
@@ -356,7 +367,9 @@ func (p *IdP) redeemCode(w http.ResponseWriter, r *http.Request, clientID string
 		oauthError(w, 400, "invalid_grant", "AADSTS501481: The Code_Verifier does not match the code_challenge supplied in the authorization request.", 501481)
 	default:
 		c.used = true
-		p.writeGrant(w, clientID, c.login, c.nonce, c.scope)
+		// Consented at /authorize, where resources may mix; the token
+		// request names one.
+		p.writeGrant(w, clientID, c.login, c.nonce, c.scope, f.Get("scope"))
 	}
 }
 
