@@ -411,6 +411,12 @@ func (s *smtpSession) Data(r io.Reader) (err error) {
 	}
 	fault.Hit("smtp-data")
 	body := &countingReader{r: r}
+	if s.acct.Graph() {
+		// Graph takes about 3 MB of message per request: one that cannot
+		// go that way is refused now, not bounced later. EHLO's SIZE
+		// cannot say it per account; the end of DATA can.
+		body.max = config.GraphMaxMessage - 4096 // room for the Received: field
+	}
 	id, err := s.srv.opts.Queue.Submit(&queue.Submission{
 		Account: s.acct.Name, From: s.from, To: s.to, Trace: trace, Body: body,
 	})
@@ -420,6 +426,10 @@ func (s *smtpSession) Data(r io.Reader) (err error) {
 		switch {
 		case errors.As(err, &se):
 			return se // too large, from go-smtp's reader
+		case errors.Is(body.err, errTooLargeForGraph):
+			s.log.Info("message refused: too large for Microsoft Graph, through which the account sends (transport = \"graph\")", "size_so_far", body.n, "limit", body.max)
+			return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+				Message: fmt.Sprintf("Message too large for this mailbox: its provider's interface (Microsoft Graph) takes at most %d bytes", body.max)}
 		case errors.Is(body.err, smtp.ErrTooLongLine):
 			// The rest of the message cannot be told from commands any
 			// more: answer and hang up (RFC 5321 §4.5.3.1.6 allows 1,000
@@ -466,9 +476,19 @@ type countingReader struct {
 	r   io.Reader
 	n   int64
 	err error
+	// max, when not 0, ends the message with errTooLargeForGraph once
+	// more than max bytes came (go-smtp discards the rest of DATA).
+	max int64
 }
 
+// errTooLargeForGraph ends a message larger than a Graph account sends.
+var errTooLargeForGraph = errors.New("message too large for Microsoft Graph")
+
 func (c *countingReader) Read(b []byte) (int, error) {
+	if c.max > 0 && c.n > c.max {
+		c.err = errTooLargeForGraph
+		return 0, c.err
+	}
 	n, err := c.r.Read(b)
 	c.n += int64(n)
 	if err != nil && c.err == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/fault"
+	"github.com/relayd/relayd/provider"
 )
 
 // worker delivers one account's mail until ctx ends. It wakes on new
@@ -259,9 +260,12 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 }
 
 // maxConns is the account's limit of concurrent upstream SMTP connections
-// (config fills the provider's, e.g. Exchange Online's 3 per mailbox); 2
-// when nothing says.
+// (config fills the provider's, e.g. Exchange Online's 3 per mailbox), or
+// of Graph requests; 2 when nothing says.
 func maxConns(a *config.Account) int {
+	if a.Graph() {
+		return provider.GraphConcurrency // Graph's own limit per mailbox
+	}
 	if a.SMTPConnections > 0 {
 		return a.SMTPConnections
 	}

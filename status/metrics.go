@@ -125,8 +125,10 @@ var (
 		[]string{"account"}, nil)
 	descOrphaned = prometheus.NewDesc("relayd_queue_orphaned_messages", "Messages kept in the queue for accounts that are not configured any more, by account.",
 		[]string{"account"}, nil)
-	descPanics = prometheus.NewDesc("relayd_panics_recovered_total", "Internal errors (panics) relayd recovered from since it started.", nil, nil)
-	descUp     = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
+	descPanics  = prometheus.NewDesc("relayd_panics_recovered_total", "Internal errors (panics) relayd recovered from since it started.", nil, nil)
+	descUp      = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
+	descAccount = prometheus.NewDesc("relayd_account_info", "1 for each configured account, labelled with its provider, direction and transport (smtp or graph).",
+		[]string{"account", "provider", "direction", "transport"}, nil)
 )
 
 var allStates = []health.State{health.StateOK, health.StateWarning, health.StateDegraded, health.StateNeedsReauth,
@@ -134,7 +136,7 @@ var allStates = []health.State{health.StateOK, health.StateWarning, health.State
 
 // Describe implements prometheus.Collector for the scrape-time gauges.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descPanics, descUp} {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descPanics, descUp, descAccount} {
 		ch <- d
 	}
 }
@@ -148,6 +150,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(descUp, 1)
 	ch <- prometheus.MustNewConstMetric(descPanics, prometheus.CounterValue, float64(st.Panics))
 	for _, a := range st.Accounts {
+		gauge(descAccount, 1, a.Name, a.Provider, a.Direction, a.Transport)
 		gauge(descSessions, float64(a.IMAPSessions), "imap", a.Name)
 		gauge(descSessions, float64(a.SMTPSessions), "smtp", a.Name)
 		for _, s := range allStates {

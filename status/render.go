@@ -2,6 +2,7 @@ package status
 
 import (
 	"fmt"
+	"github.com/relayd/relayd/config"
 	"io"
 	"maps"
 	"slices"
@@ -38,7 +39,11 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		if !a.GrantExpires.IsZero() {
 			ends = a.GrantExpires.Local().Format("2006-01-02")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, a.Direction,
+		dir := a.Direction
+		if a.Transport == config.TransportGraph {
+			dir += " (graph)" // sends through Microsoft Graph
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, dir,
 			state, ago(a.Token.AccessTokenExpiry, now), ago(a.Token.LastRefresh, now), ends, a.IMAPSessions,
 			q.Queued, q.Held, q.Failed)
 	}

@@ -59,6 +59,9 @@ type Account struct {
 	Email     string `json:"email"`
 	Provider  string `json:"provider"`
 	Direction string `json:"direction"`
+	// Transport is how the account's outgoing mail leaves: "smtp" or
+	// "graph" (Microsoft Graph sendMail).
+	Transport string `json:"transport"`
 	// Health is the account's condition (package health decides it):
 	// state, reason, advice, since, last error and success, and when its
 	// outgoing mail was held.

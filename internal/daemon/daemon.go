@@ -30,6 +30,7 @@ import (
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/registry"
 	"github.com/relayd/relayd/status"
+	graphtransport "github.com/relayd/relayd/transport/graph"
 	smtptransport "github.com/relayd/relayd/transport/smtp"
 )
 
@@ -162,13 +163,27 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// openQueue opens the spool, with the SMTP transport, and counts each
+// byAccount hands each account's mail to the transport its configuration
+// names (transport = "smtp" or "graph").
+type byAccount struct{ smtp, graph queue.Transport }
+
+func (t byAccount) Open(ctx context.Context, a *auth.Account) (queue.Conn, error) {
+	if a.Config.Graph() {
+		return t.graph.Open(ctx, a)
+	}
+	return t.smtp.Open(ctx, a)
+}
+
+// openQueue opens the spool, with the SMTP and Graph transports, and counts each
 // delivery attempt's outcome in the metrics.
 func (d *Daemon) openQueue(cfg *config.Config, hostname string) (*queue.Queue, error) {
 	onEvent := d.opts.OnQueueEvent
 	return queue.Open(queue.Options{
 		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: d.log,
-		Transport: smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: d.opts.Dialer}),
+		Transport: byAccount{
+			smtp:  smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: d.opts.Dialer}),
+			graph: graphtransport.New(graphtransport.Options{Logger: d.log}),
+		},
 		Accounts:  d.accounts.Auth,
 		Hostname:  hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax, Lifetime: cfg.Queue.Lifetime,
 		OnEvent: func(e queue.Event) {
@@ -497,7 +512,7 @@ func (d *Daemon) Status() *status.Status {
 			continue
 		}
 		sa := status.Account{
-			Name: a.Name, Email: a.Email, Provider: a.Provider, Direction: string(a.Direction),
+			Name: a.Name, Email: a.Email, Provider: a.Provider, Direction: string(a.Direction), Transport: a.Transport,
 			Snapshot: acct.Health.Snapshot(), IMAPSessions: acct.IMAPSessions(), SMTPSessions: smtpSessions[a.Name],
 		}
 		sa.Token.State, sa.Token.Advice = sa.State, sa.Advice
