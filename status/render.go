@@ -2,13 +2,13 @@ package status
 
 import (
 	"fmt"
-	"github.com/relayd/relayd/config"
 	"io"
 	"maps"
 	"slices"
 	"text/tabwriter"
 	"time"
 
+	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/queue"
