@@ -84,6 +84,26 @@ func (s *SignIn) config() (*oauth2.Config, error) {
 	return oc, nil
 }
 
+// graphConsent is oc with, for an account that sends through Microsoft
+// Graph, Graph's permissions (Mail.Send) among the scopes: the
+// authorization request may name several resources, so that one consent
+// screen covers IMAP, SMTP and Graph. The device flow cannot (Entra
+// accepts both at /devicecode, then fails the token step with
+// AADSTS28000): it relies on an admin's consent for Mail.Send.
+func graphConsent(a *config.Account, oc *oauth2.Config) *oauth2.Config {
+	if !a.Graph() || a.AppOnly() {
+		return oc
+	}
+	c := *oc
+	c.Scopes = slices.Clone(oc.Scopes)
+	for _, sc := range a.GraphScopes {
+		if !slices.Contains(c.Scopes, sc) {
+			c.Scopes = append(c.Scopes, sc)
+		}
+	}
+	return &c
+}
+
 // Device signs in with the device flow.
 func (s *SignIn) Device(ctx context.Context) (*auth.Grant, error) {
 	s.defaults()
@@ -282,7 +302,7 @@ func (s *SignIn) Browser(ctx context.Context) (*auth.Grant, error) {
 	for k, v := range a.AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
-	authURL := oc.AuthCodeURL(state, opts...)
+	authURL := graphConsent(a, oc).AuthCodeURL(state, opts...)
 
 	got := make(chan redirect, 2)
 	ignored := make(chan struct{}, 1)
@@ -359,7 +379,14 @@ func (s *SignIn) Browser(ctx context.Context) (*auth.Grant, error) {
 		return nil, fmt.Errorf("account %q: the redirect carries no code; nothing was stored", a.Name)
 	}
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.HTTPClient)
-	tok, err := oc.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	exOpts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier)}
+	if a.Graph() && !a.AppOnly() {
+		// The consent named Graph's Mail.Send too; the code is redeemed
+		// for the mail resource alone (two answer AADSTS28000), and the
+		// Graph token comes later from the same refresh token.
+		exOpts = append(exOpts, oauth2.SetAuthURLParam("scope", strings.Join(oc.Scopes, " ")))
+	}
+	tok, err := oc.Exchange(ctx, code, exOpts...)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && strings.Contains(string(re.Body), "AADSTS54005") || strings.Contains(err.Error(), "already redeemed") {

@@ -137,6 +137,11 @@ func checkClientCredentials(ctx context.Context, a *config.Account) error {
 	if _, err := src.Token(ctx); err != nil {
 		return err
 	}
+	if a.Graph() {
+		if _, err := src.TokenFor(ctx, auth.ResourceGraph); err != nil {
+			return err
+		}
+	}
 	fmt.Printf("account %q: the app-only credentials (%s) work; nothing needs storing\n", a.Name, a.Grant)
 	return nil
 }
