@@ -30,6 +30,7 @@ import (
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/registry"
 	"github.com/relayd/relayd/status"
+	"github.com/relayd/relayd/transport"
 	graphtransport "github.com/relayd/relayd/transport/graph"
 	smtptransport "github.com/relayd/relayd/transport/smtp"
 )
@@ -163,29 +164,18 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// byAccount hands each account's mail to the transport its configuration
-// names (transport = "smtp" or "graph").
-type byAccount struct{ smtp, graph queue.Transport }
-
-func (t byAccount) Open(ctx context.Context, a *auth.Account) (queue.Conn, error) {
-	if a.Config.Graph() {
-		return t.graph.Open(ctx, a)
-	}
-	return t.smtp.Open(ctx, a)
-}
-
 // openQueue opens the spool, with the SMTP and Graph transports, and counts each
 // delivery attempt's outcome in the metrics.
 func (d *Daemon) openQueue(cfg *config.Config, hostname string) (*queue.Queue, error) {
 	onEvent := d.opts.OnQueueEvent
 	return queue.Open(queue.Options{
 		Dir: filepath.Join(cfg.StateDir, "queue"), Logger: d.log,
-		Transport: byAccount{
-			smtp:  smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: d.opts.Dialer}),
-			graph: graphtransport.New(graphtransport.Options{Logger: d.log}),
+		Transport: transport.ByAccount{
+			SMTP:  smtptransport.New(smtptransport.Options{Hostname: hostname, Dialer: d.opts.Dialer}),
+			Graph: graphtransport.New(graphtransport.Options{Logger: d.log}),
 		},
-		Accounts:  d.accounts.Auth,
-		Hostname:  hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax, Lifetime: cfg.Queue.Lifetime,
+		Accounts: d.accounts.Auth,
+		Hostname: hostname, RetryMin: cfg.Queue.RetryMin, RetryMax: cfg.Queue.RetryMax, Lifetime: cfg.Queue.Lifetime,
 		OnEvent: func(e queue.Event) {
 			if e.ID != "" && (e.Kind == queue.EventDelivered || e.Kind == queue.EventDeferred || e.Kind == queue.EventFailed) {
 				d.metrics.Delivery(e.Account, string(e.Kind))

@@ -22,6 +22,8 @@ import (
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/registry"
+	"github.com/relayd/relayd/transport"
+	graphtransport "github.com/relayd/relayd/transport/graph"
 	smtptransport "github.com/relayd/relayd/transport/smtp"
 )
 
@@ -209,7 +211,7 @@ func (e *Env) Queue(reg *registry.Registry, o queue.Options) *queue.Queue {
 }
 
 // OpenQueue opens a queue in Dir/queue for the accounts of reg, with the
-// SMTP transport, and closes it when the test ends; it delivers nothing
+// SMTP and Graph transports (each account's own), and closes it when the test ends; it delivers nothing
 // until Run. Zero fields of o take test defaults: retries after 20 ms (up
 // to 4 times that), host name relayd.test, the environment's logger.
 func (e *Env) OpenQueue(reg *registry.Registry, o queue.Options) *queue.Queue {
@@ -233,7 +235,10 @@ func (e *Env) OpenQueue(reg *registry.Registry, o queue.Options) *queue.Queue {
 		o.Accounts = reg.Auth
 	}
 	if o.Transport == nil {
-		o.Transport = smtptransport.New(smtptransport.Options{Hostname: o.Hostname})
+		o.Transport = transport.ByAccount{
+			SMTP:  smtptransport.New(smtptransport.Options{Hostname: o.Hostname}),
+			Graph: graphtransport.New(graphtransport.Options{Logger: e.Log}),
+		}
 	}
 	q, err := queue.Open(o)
 	if err != nil {

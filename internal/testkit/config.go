@@ -50,6 +50,9 @@ type Account struct {
 	SendAs            []string
 	SMTPConnections   int
 	SMTPRate          int
+	// Transport is "smtp" or "graph"; GraphURL a fake Graph's URL.
+	Transport, GraphURL string
+	GraphScopes         []string
 }
 
 // TOML renders the configuration.
@@ -136,6 +139,11 @@ func (a Account) TOML() string {
 	}
 	if a.SMTPRate > 0 {
 		fmt.Fprintf(&b, "smtp_rate = %d\n", a.SMTPRate)
+	}
+	kv(&b, "transport", a.Transport)
+	kv(&b, "graph_url", a.GraphURL)
+	if len(a.GraphScopes) > 0 {
+		fmt.Fprintf(&b, "graph_scopes = %s\n", list(a.GraphScopes))
 	}
 	return b.String()
 }
