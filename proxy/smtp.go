@@ -491,6 +491,10 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	}
 	n, err := c.r.Read(b)
 	c.n += int64(n)
+	if c.max > 0 && c.n > c.max {
+		c.err = errTooLargeForGraph
+		return n, c.err
+	}
 	if err != nil && c.err == nil {
 		c.err = err
 	}

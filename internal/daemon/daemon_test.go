@@ -57,6 +57,8 @@ type testDaemon struct {
 	idp    *testkit.IdP
 	imapUp *testkit.IMAPUpstream
 	smtpUp *testkit.SMTPUpstream
+	// graph serves the account when an edit sets transport = "graph".
+	graph  *testkit.Graph
 	faults *faults
 	events chan queue.Event
 	logs   *testkit.SyncBuffer
@@ -81,7 +83,7 @@ func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDae
 			LocalUser: user, LocalPasswordHash: string(hash),
 		}},
 	}
-	td := &testDaemon{t: t, idp: idp, imapUp: imapUp, smtpUp: smtpUp, faults: &faults{armed: map[string]int{}},
+	td := &testDaemon{t: t, idp: idp, imapUp: imapUp, smtpUp: smtpUp, graph: testkit.StartGraph(t, idp), faults: &faults{armed: map[string]int{}},
 		events: make(chan queue.Event, 1000), logs: b.Logs}
 	opts := Options{
 		Logger:           b.Log,
@@ -91,6 +93,11 @@ func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDae
 	t.Cleanup(fault.Arm(td.faults.hit))
 	for _, fn := range edit {
 		fn(&tc, &opts)
+	}
+	for i := range tc.Accounts {
+		if a := &tc.Accounts[i]; a.Transport == "graph" && a.GraphURL == "" {
+			a.GraphURL = td.graph.URL
+		}
 	}
 	cfg, err := config.Parse(tc.TOML())
 	if err != nil {
