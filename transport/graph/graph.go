@@ -160,6 +160,7 @@ func (c *conn) Deliver(ctx context.Context, m *queue.Message) ([]queue.Result, e
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 == 2 {
+		fault.Hit("after-upstream-250") // the crash test's: accepted, not yet recorded
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return all(queue.Result{State: queue.RcptSent, Code: 250, Enhanced: "2.0.0",
 			Reply: fmt.Sprintf("%d %s: Microsoft Graph accepted it; Exchange delivers it, and reports a later failure as a bounce into %s",
