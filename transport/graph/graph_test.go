@@ -328,3 +328,30 @@ func TestGraphConcurrency(t *testing.T) {
 		t.Errorf("%d requests throttled for concurrency", throttled)
 	}
 }
+
+// A 401 refreshes the Graph token once and sends again; a second 401 is
+// the account's needs_reauth, its mail held, not bounced.
+func TestGraphUnauthorized(t *testing.T) {
+	r := newEnv(t, nil)
+	r.graph.FailNext(1, 401, "InvalidAuthenticationToken", "Access token validation failure.", "")
+	id := r.submit(mailbox, []string{"ann@example.net"}, "Subject: t\r\n\r\nx\r\n")
+	r.waitEvent(queue.EventDelivered, id)
+	if all, _ := r.graph.Requests(); all != 2 {
+		t.Errorf("%d requests; want 2 (one refused, one after the refresh)", all)
+	}
+
+	r.graph.FailNext(2, 401, "InvalidAuthenticationToken", "Access token validation failure.", "")
+	id = r.submit(mailbox, []string{"ann@example.net"}, "Subject: t2\r\n\r\nx\r\n")
+	r.waitEvent(queue.EventHeld, "")
+	if c := r.acct.Health.Current(); c == nil || c.State != health.StateNeedsReauth || !strings.Contains(c.Advice, "relayd authorize support") {
+		t.Fatalf("after two 401s: %v", c)
+	}
+	if e, _ := r.q.Get(id); e == nil || e.State != queue.StateQueued {
+		t.Fatalf("message after two 401s: %+v", e)
+	}
+	g := &auth.Grant{RefreshToken: r.b.IdP.IssueRefreshToken("client", mailbox), GrantedAt: time.Now()}
+	if err := r.acct.Tokens.Adopt(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	r.waitEvent(queue.EventDelivered, id)
+}
