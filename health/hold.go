@@ -25,6 +25,15 @@ import (
 // the worst token or SMTP condition that is not an outage, or nil. a.mu is
 // held.
 func (a *Account) holding() *Error {
+	if c := a.holdingCond(); c != nil {
+		return c.err
+	}
+	return nil
+}
+
+// holdingCond is holding with since when the account has had that
+// condition. a.mu is held.
+func (a *Account) holdingCond() *condition {
 	var worst *condition
 	for _, src := range []Source{SourceToken, SourceSMTP, SourceGraph} {
 		c := a.conds[src]
@@ -32,10 +41,7 @@ func (a *Account) holding() *Error {
 			worst = c
 		}
 	}
-	if worst == nil {
-		return nil
-	}
-	return worst.err
+	return worst
 }
 
 // Holding returns the condition that holds, or would hold, the account's
@@ -44,6 +50,19 @@ func (a *Account) Holding() *Error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.holding()
+}
+
+// HoldingSince returns what Holding returns and since when the account
+// has had that condition (first seen with its reason): the account's
+// change of state that a fallback mailbox counts fallback_after from.
+// Zero when there is none.
+func (a *Account) HoldingSince() (*Error, time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c := a.holdingCond(); c != nil {
+		return c.err, c.since
+	}
+	return nil, time.Time{}
 }
 
 // ReviewHold decides, from the account's token and SMTP conditions,

@@ -13,9 +13,11 @@ import (
 )
 
 // bounce queues a delivery status notification (RFC 3464) about failed
-// recipients of e to its sender, from the account's own mailbox (providers
-// may refuse the null sender). A DSN about a DSN is never sent.
-func (q *Queue) bounce(e *Entry, failed []Recipient) {
+// recipients of e to its sender, from the mailbox of account acct and
+// under it (providers may refuse the null sender): e's own account, or
+// the fallback account that tried to send e. A DSN about a DSN is never
+// sent.
+func (q *Queue) bounce(e *Entry, failed []Recipient, acct string) {
 	if e.From == "" {
 		return
 	}
@@ -28,21 +30,21 @@ func (q *Queue) bounce(e *Entry, failed []Recipient) {
 		}
 	}()
 	fault.Hit("dsn")
-	creds := q.opts.Accounts(e.Account)
+	creds := q.opts.Accounts(acct)
 	if creds == nil {
 		return
 	}
 	header := q.originalHeader(e.ID)
 	msg := buildDSN(q.opts.Hostname, creds.Config.Email, e, failed, header, q.opts.Now())
 	id, err := q.Submit(&Submission{
-		Account: e.Account, From: creds.Config.Email, To: []string{e.From},
+		Account: acct, From: creds.Config.Email, To: []string{e.From},
 		Body: bytes.NewReader(msg), DSN: true,
 	})
 	if err != nil {
-		q.log.Error("could not queue a delivery status notification", "id", e.ID, "err", err)
+		q.log.Error("could not queue a delivery status notification", "id", e.ID, "account", acct, "err", err)
 		return
 	}
-	q.log.Info("delivery status notification queued", "id", id, "about", e.ID, "to", e.From)
+	q.log.Info("delivery status notification queued", "id", id, "about", e.ID, "to", e.From, "account", acct)
 }
 
 // originalHeader returns the header of a stored message (for the DSN's

@@ -72,6 +72,9 @@ type Event struct {
 	Kind    EventKind
 	ID      string
 	Account string
+	// Via names the fallback account whose mailbox carried the attempt
+	// (fallback_account); empty when the account sent its own mail.
+	Via string
 }
 
 // Queue is the outbound queue. Its methods are safe for use from any
@@ -90,6 +93,10 @@ type Queue struct {
 	hmu        sync.Mutex
 	held       map[string]bool
 	holdStarts map[string]time.Time
+	// rewrite records, as the spool keeps them (fallback-rewrite.list),
+	// the accounts whose fallback was refused Send As in keep mode and
+	// rewrites From until they are reauthorized (fallback.go).
+	rewrite map[string]bool
 	// saveMu keeps the spool's copy of holdStarts in the order of the
 	// changes.
 	saveMu sync.Mutex
@@ -120,6 +127,18 @@ type account struct {
 
 	lastSend time.Time
 	running  bool
+
+	// conns counts the upstream connections open with this account's
+	// credentials, its own deliveries' and those of accounts it is the
+	// fallback of, against its limit (smtp_connections); connFreed is
+	// closed when one closes.
+	conns     int
+	connFreed chan struct{}
+	// sentViaFallback counts this account's messages its fallback
+	// account sent; fallbackOn says its mail goes through the fallback
+	// now (logged once per hold).
+	sentViaFallback int64
+	fallbackOn      bool
 
 	// holdMu makes checkHold one at a time for the account: the worker
 	// and an admin's release both call it, and a hold must end (and be
@@ -172,7 +191,7 @@ func Open(opts Options) (*Queue, error) {
 	q := &Queue{
 		opts: opts, log: opts.Logger, spool: sp, lock: lock,
 		entries: map[string]*Entry{}, busy: map[string]bool{}, accounts: map[string]*account{},
-		held: map[string]bool{}, holdStarts: map[string]time.Time{},
+		held: map[string]bool{}, holdStarts: map[string]time.Time{}, rewrite: map[string]bool{},
 	}
 	entries, err := sp.Recover()
 	if err != nil {
@@ -197,6 +216,14 @@ func Open(opts Options) (*Queue, error) {
 	for _, name := range held {
 		q.held[name] = true
 		q.log.Info("account's outgoing mail held by an admin: relayd queue release NAME sends it", "account", name)
+	}
+	rewrites, err := sp.ForcedRewrites()
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	for _, name := range rewrites {
+		q.rewrite[name] = true
 	}
 	return q, nil
 }
@@ -273,8 +300,14 @@ func (q *Queue) Run(ctx context.Context) {
 }
 
 func (q *Queue) event(kind EventKind, id, acct string) {
+	q.eventVia(kind, id, acct, "")
+}
+
+// eventVia reports an event about account acct's message that went
+// through the fallback account via.
+func (q *Queue) eventVia(kind EventKind, id, acct, via string) {
 	if q.opts.OnEvent != nil {
-		q.opts.OnEvent(Event{Kind: kind, ID: id, Account: acct})
+		q.opts.OnEvent(Event{Kind: kind, ID: id, Account: acct, Via: via})
 	}
 }
 
@@ -393,6 +426,12 @@ type AccountStats struct {
 	// Outage: the upstream SMTP server cannot be reached (the account's
 	// condition, smtp_unreachable, says since when and why).
 	Outage bool `json:"outage,omitempty"`
+	// SentViaFallback counts the account's messages that its fallback
+	// account sent since relayd started (fallback_account).
+	SentViaFallback int64 `json:"sent_via_fallback"`
+	// Fallback is the account's fallback mailbox and what it does now;
+	// nil when the account has none.
+	Fallback *FallbackStats `json:"fallback,omitempty"`
 }
 
 // Stats returns the queue statistics of account name.
@@ -402,9 +441,11 @@ func (q *Queue) Stats(name string) AccountStats {
 	var st AccountStats
 	now := q.opts.Now()
 	a := q.accounts[name]
+	st.Fallback = q.fallbackStats(name, a, now)
 	if a == nil {
 		return st
 	}
+	st.SentViaFallback = a.sentViaFallback
 	h := q.health(a)
 	held, why, _ := h.Outgoing()
 	for _, e := range a.entries {

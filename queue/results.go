@@ -10,8 +10,12 @@ import (
 // finish records the outcome of an attempt: results[i] is that of
 // recipient pending[i]. Delivered messages leave the spool, failed
 // recipients get a DSN (RFC 3464), temporary ones a next attempt after a
-// backoff, unless the message outlived its lifetime.
-func (q *Queue) finish(a *account, id string, pending []int, results []Result, connErr error, took time.Duration) {
+// backoff, unless the message outlived its lifetime. fs is the fallback
+// account the attempt went through, nil when the account sent its own
+// mail: then the time the account has been held so far stays out of the
+// lifetime, the message counts as sent through the fallback, and a DSN
+// comes from the fallback's mailbox.
+func (q *Queue) finish(a *account, fs *fallbackSend, id string, pending []int, results []Result, connErr error, took time.Duration) {
 	now := q.opts.Now()
 	q.mu.Lock()
 	e := q.entries[id]
@@ -21,6 +25,7 @@ func (q *Queue) finish(a *account, id string, pending []int, results []Result, c
 	}
 	var failed []Recipient
 	var lastTemp string
+	sent := 0
 	var retryAfter time.Duration // the provider's own wait, if it asked for one
 	for k, o := range results {
 		if k >= len(pending) {
@@ -31,6 +36,7 @@ func (q *Queue) finish(a *account, id string, pending []int, results []Result, c
 		switch o.State {
 		case RcptSent:
 			r.State = RcptSent
+			sent++
 		case RcptFailed:
 			r.State = RcptFailed
 			failed = append(failed, *r)
@@ -46,7 +52,14 @@ func (q *Queue) finish(a *account, id string, pending []int, results []Result, c
 		e.LastAttempt = now
 	}
 	remaining := len(e.pending())
-	if remaining > 0 && e.age(now) > q.opts.Lifetime {
+	age := e.age(now)
+	if fs != nil && !fs.heldSince.IsZero() {
+		age -= now.Sub(fs.heldSince) // still held: frozen, credited when the hold ends
+	}
+	if fs != nil && sent > 0 {
+		a.sentViaFallback++
+	}
+	if remaining > 0 && age > q.opts.Lifetime {
 		for _, i := range e.pending() {
 			r := &e.Recipients[i]
 			r.State = RcptFailed
@@ -81,28 +94,40 @@ func (q *Queue) finish(a *account, id string, pending []int, results []Result, c
 	}
 	q.mu.Unlock()
 
+	via := ""
+	if fs != nil {
+		via = fs.name
+	}
+	if fs != nil && sent > 0 {
+		q.log.Info("sent through the fallback account", "id", id, "account", a.name, "fallback", fs.name, "mode", fs.mode,
+			"message_id", snapshot.MessageID, "recipients", sent, "reply", lastReply(results))
+	}
 	if kind == EventDelivered {
 		if err := q.spool.Remove(id); err != nil {
 			q.log.Error("delivered message could not be removed from the spool; it may be sent again", "id", id, "err", err)
 		}
-		q.log.Info("delivered", "id", id, "account", a.name, "recipients", len(snapshot.Recipients),
+		q.log.Info("delivered", "id", id, "account", a.name, "via", via, "recipients", len(snapshot.Recipients),
 			"reply", lastReply(results), "duration", took.Round(time.Millisecond))
 	} else {
 		if err := q.spool.Update(snapshot); err != nil {
 			q.log.Error("could not record a delivery attempt in the spool", "id", id, "err", err)
 		}
 		if kind == EventDeferred {
-			q.log.Info("delivery deferred", "id", id, "account", a.name, "reply", snapshot.LastError, "next_attempt", snapshot.NextAttempt,
+			q.log.Info("delivery deferred", "id", id, "account", a.name, "via", via, "reply", snapshot.LastError, "next_attempt", snapshot.NextAttempt,
 				"duration", took.Round(time.Millisecond))
 		}
 	}
 	if len(failed) > 0 {
-		q.log.Warn("delivery failed permanently", "id", id, "account", a.name, "recipients", len(failed), "reply", failed[0].Reply)
+		q.log.Warn("delivery failed permanently", "id", id, "account", a.name, "via", via, "recipients", len(failed), "reply", failed[0].Reply)
 		if !snapshot.DSN {
-			q.bounce(snapshot, failed)
+			from := a.name
+			if fs != nil {
+				from = fs.name // the account cannot send: its fallback tells the sender
+			}
+			q.bounce(snapshot, failed, from)
 		}
 	}
-	q.event(kind, id, a.name)
+	q.eventVia(kind, id, a.name, via)
 }
 
 // lastReply is the upstream's last reply in results, for the log.

@@ -57,13 +57,32 @@ func (q *Queue) workerLoop(ctx context.Context, a *account) (done bool) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if ctx.Err() != nil {
+			return true
+		}
 		h := q.health(a)
 		changed := h.Changed()
 		q.checkHold(a, h, "its condition is over")
 		ids, wait := q.due(a, h)
 		if len(ids) > 0 {
-			q.deliverBatch(ctx, a, ids)
+			q.deliverBatch(ctx, a, nil, ids)
 			continue
+		}
+		// Held for a condition a fallback mailbox covers: its mail may
+		// go through the fallback account (fallback.go), once
+		// fallback_after has passed.
+		now := q.opts.Now()
+		fc := q.fallbackFor(a.name, h, now)
+		if fc.plan != nil {
+			ids, fwait := q.dueFallback(a, fc.plan)
+			if len(ids) > 0 {
+				q.fallbackStarted(a, fc.plan)
+				q.deliverBatch(ctx, a, fc.plan, ids)
+				continue
+			}
+			wait = min(wait, fwait)
+		} else if now.Before(fc.starts) {
+			wait = min(wait, fc.starts.Sub(now))
 		}
 		timer.Reset(wait)
 		select {
@@ -71,6 +90,7 @@ func (q *Queue) workerLoop(ctx context.Context, a *account) (done bool) {
 			return true
 		case <-a.kick:
 		case <-changed:
+		case <-fc.changed: // the fallback account's condition changed
 		case <-timer.C:
 		}
 	}
@@ -100,6 +120,7 @@ func (q *Queue) checkHold(a *account, h *health.Account, why string) {
 			"account", a.name, "state", c.State, "reason", c.Reason, "advice", c.Advice, "err", c.Detail())
 		q.event(EventHeld, "", a.name)
 	case ended > 0:
+		q.fallbackEnded(a) // before the release is announced
 		q.mu.Lock()
 		q.resume(a, ended)
 		q.mu.Unlock()
@@ -108,6 +129,7 @@ func (q *Queue) checkHold(a *account, h *health.Account, why string) {
 	case recorded && h.HeldSince().IsZero() && h.Holding() == nil:
 		// A hold that began before a restart whose condition is gone
 		// now: its time stays out of the lifetimes all the same.
+		q.fallbackEnded(a)
 		q.mu.Lock()
 		q.resume(a, max(q.opts.Now().Sub(before), time.Nanosecond))
 		q.mu.Unlock()
@@ -167,8 +189,14 @@ func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
 	outage := inOutage(h)
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.pick(a, probe || outage, a.probeAt)
+}
+
+// pick returns a's messages to attempt now, oldest first, or how long to
+// wait: every queued message whose NextAttempt has come, or, to probe an
+// upstream in trouble, only the oldest, at probeAt. q.mu is held.
+func (q *Queue) pick(a *account, probe bool, probeAt time.Time) ([]string, time.Duration) {
 	now := q.opts.Now()
-	probe = probe || outage
 	const never = time.Duration(1<<63 - 1)
 	var ids []string
 	next := never
@@ -194,8 +222,8 @@ func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
 		if len(ids) == 0 {
 			return nil, time.Hour
 		}
-		if now.Before(a.probeAt) {
-			return nil, a.probeAt.Sub(now)
+		if now.Before(probeAt) {
+			return nil, probeAt.Sub(now)
 		}
 		return ids, 0
 	}
@@ -206,13 +234,28 @@ func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
 	return ids, next
 }
 
-// deliverBatch delivers ids over up to the account's connection limit,
-// reusing each connection for several messages.
-func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
-	creds := q.opts.Accounts(a.name)
+// deliverBatch delivers a's messages ids over up to the account's
+// connection limit, reusing each connection for several messages; with a
+// fallback plan, through the fallback account, within its limit.
+func (q *Queue) deliverBatch(ctx context.Context, a *account, fb *fallbackPlan, ids []string) {
+	creds, up := q.opts.Accounts(a.name), a
+	if fb != nil {
+		creds, up = fb.creds, fb.via
+	}
 	if creds == nil {
 		q.holdUnconfigured(a)
 		return
+	}
+	// The connections the account's credentials may have open are
+	// shared with the accounts it is the fallback of: wait for one, take
+	// what more are free.
+	limit := min(maxConns(creds.Config), len(ids))
+	if !q.takeConn(ctx, up, limit, true) {
+		return // relayd is stopping
+	}
+	conns := 1
+	for conns < limit && q.takeConn(ctx, up, limit, false) {
+		conns++
 	}
 	q.mu.Lock()
 	for _, id := range ids {
@@ -232,18 +275,18 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 		next++
 		return ids[next-1]
 	}
-	conns := min(maxConns(creds.Config), len(ids))
 	var wg sync.WaitGroup
 	for i := 0; i < conns; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer q.dropConn(up)
 			defer func() {
 				if v := recover(); v != nil {
 					health.Recovered(q.log, q.health(a), "connecting to the upstream SMTP server", v)
 				}
 			}()
-			q.runConnection(ctx, a, creds, take)
+			q.runConnection(ctx, a, fb, creds, take)
 		}()
 	}
 	wg.Wait()
@@ -252,10 +295,49 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, ids []string) {
 		delete(q.busy, id)
 	}
 	q.mu.Unlock()
-	if c := outage(creds.Health); c != nil {
+	if c := outage(creds.Health); c != nil && fb == nil {
 		// The sender reads this in the DSN: the error, not the advice
 		// for the admin.
 		q.expireOverdue(a, fmt.Sprintf("the upstream mail server could not be reached (%v)", c.Err))
+	}
+}
+
+// takeConn reserves one of the upstream connections of account up's
+// credentials, limit at most; wait says whether to wait for one (until
+// ctx ends) when none is free. It reports whether it got one; dropConn
+// gives it back.
+func (q *Queue) takeConn(ctx context.Context, up *account, limit int, wait bool) bool {
+	for {
+		q.mu.Lock()
+		if up.conns < limit {
+			up.conns++
+			q.mu.Unlock()
+			return true
+		}
+		if up.connFreed == nil {
+			up.connFreed = make(chan struct{})
+		}
+		freed := up.connFreed
+		q.mu.Unlock()
+		if !wait {
+			return false
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// dropConn gives back a connection takeConn reserved.
+func (q *Queue) dropConn(up *account) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	up.conns--
+	if up.connFreed != nil {
+		close(up.connFreed)
+		up.connFreed = nil
 	}
 }
 
@@ -281,9 +363,15 @@ func minInterval(a *config.Account) time.Duration {
 	return time.Minute / time.Duration(a.SMTPRate)
 }
 
-// runConnection opens one upstream connection and delivers messages from
-// take over it until there are none or the connection fails.
-func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Account, take func() string) {
+// runConnection opens one upstream connection with creds (a's, or with a
+// fallback plan its fallback account's) and delivers a's messages from
+// take over it until there are none or the connection fails. What the
+// login says is about the account whose credentials it used.
+func (q *Queue) runConnection(ctx context.Context, a *account, fb *fallbackPlan, creds *auth.Account, take func() string) {
+	up := a
+	if fb != nil {
+		up = fb.via
+	}
 	c, err := q.opts.Transport.Open(ctx, creds)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -292,17 +380,21 @@ func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Accou
 		he := health.AsError(err)
 		switch {
 		case he == nil:
-			q.outage(a, creds, err)
+			q.outage(up, creds, err)
 		case he.Outage():
-			q.deferAccount(a, creds, he)
+			q.deferAccount(up, creds, he)
 		default:
-			q.holdAccount(a, "", he) // reported by the login
+			q.holdAccount(up, "", he) // reported by the login
+		}
+		if fb != nil {
+			q.log.Warn("the fallback account could not log in either; the account's mail stays held", "account", a.name,
+				"fallback", fb.name, "err", err)
 		}
 		return
 	}
 	defer c.Close()
 	if inOutage(creds.Health) || !creds.Health.HeldSince().IsZero() {
-		q.release(a.name, "the upstream answers again")
+		q.release(up.name, "the upstream answers again")
 	}
 	for {
 		if ctx.Err() != nil {
@@ -312,7 +404,7 @@ func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Accou
 		if id == "" {
 			return
 		}
-		q.pace(ctx, a, creds.Config)
+		q.pace(ctx, up, creds.Config)
 		q.mu.Lock()
 		e := q.entries[id]
 		var snapshot *Entry
@@ -323,7 +415,7 @@ func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Accou
 		if snapshot == nil {
 			continue // deleted or held meanwhile
 		}
-		if !q.attempt(ctx, a, c, snapshot) {
+		if !q.attempt(ctx, a, fb, c, snapshot) {
 			return
 		}
 		if err := c.Reset(); err != nil {
@@ -332,11 +424,12 @@ func (q *Queue) runConnection(ctx context.Context, a *account, creds *auth.Accou
 	}
 }
 
-// attempt delivers one message on c and records the outcome. It reports
-// whether c may carry the next message. A panic while handling the message
-// would recur on every retry: the message is held with the reason
-// recorded, and the rest of the queue flows.
-func (q *Queue) attempt(ctx context.Context, a *account, c Conn, e *Entry) (ok bool) {
+// attempt delivers one message on c (with a fallback plan, a connection
+// of the fallback account) and records the outcome. It reports whether c
+// may carry the next message. A panic while handling the message would
+// recur on every retry: the message is held with the reason recorded, and
+// the rest of the queue flows.
+func (q *Queue) attempt(ctx context.Context, a *account, fb *fallbackPlan, c Conn, e *Entry) (ok bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			health.Recovered(q.log, q.health(a), "delivering message "+e.ID, v)
@@ -345,6 +438,9 @@ func (q *Queue) attempt(ctx context.Context, a *account, c Conn, e *Entry) (ok b
 		}
 	}()
 	fault.Hit("deliver")
+	if fb != nil {
+		return q.attemptFallback(ctx, a, fb, c, e)
+	}
 	start := time.Now()
 	pending := e.pending()
 	m := &Message{ID: e.ID, From: e.From, Size: e.Size, Open: func() (io.ReadCloser, error) { return q.spool.Open(e.ID) }}
@@ -352,7 +448,68 @@ func (q *Queue) attempt(ctx context.Context, a *account, c Conn, e *Entry) (ok b
 		m.To = append(m.To, e.Recipients[i].Addr)
 	}
 	results, connErr := c.Deliver(ctx, m)
-	q.finish(a, e.ID, pending, results, connErr, time.Since(start))
+	q.finish(a, nil, e.ID, pending, results, connErr, time.Since(start))
+	return connErr == nil
+}
+
+// attemptFallback delivers a's message e through its fallback account on
+// c in the mode that applies now. In keep mode an upstream that refuses to
+// send as the account (SendAsDenied) switches the account's fallback to
+// rewrite, and the refused recipients are tried again at once, rewritten,
+// on the same connection: nothing bounces for it.
+func (q *Queue) attemptFallback(ctx context.Context, a *account, fb *fallbackPlan, c Conn, e *Entry) bool {
+	start := time.Now()
+	pending := e.pending()
+	mode := fb.mode
+	if mode == config.FallbackKeep && q.forcedRewrite(a.name) {
+		mode = config.FallbackRewrite // another connection met SendAsDenied
+	}
+	deliver := func(mode string, idx []int) ([]Result, error) {
+		m, err := q.fallbackMessage(e, fb.creds.Config.Email, mode)
+		if err != nil {
+			q.log.Error("could not prepare the copy to send through the fallback account; it is retried", "account", a.name,
+				"fallback", fb.name, "id", e.ID, "err", err)
+			return nil, err
+		}
+		for _, i := range idx {
+			m.To = append(m.To, e.Recipients[i].Addr)
+		}
+		return c.Deliver(ctx, m)
+	}
+	results, connErr := deliver(mode, pending)
+	if mode == config.FallbackKeep {
+		var denied []int // positions in results
+		for k, r := range results {
+			if r.State == RcptFailed && SendAsDenied(r) {
+				denied = append(denied, k)
+			}
+		}
+		if len(denied) > 0 {
+			q.sendAsRefused(a, fb, e.ID, results[denied[0]])
+			mode = config.FallbackRewrite
+			for _, k := range denied {
+				r := results[k]
+				results[k] = Result{State: RcptPending, Reply: r.Reply, Code: r.Code, Enhanced: r.Enhanced}
+			}
+			if connErr == nil {
+				connErr = c.Reset()
+			}
+			if connErr == nil {
+				idx := make([]int, len(denied))
+				for j, k := range denied {
+					idx[j] = pending[k]
+				}
+				var again []Result
+				again, connErr = deliver(mode, idx)
+				for j, k := range denied {
+					if j < len(again) {
+						results[k] = again[j]
+					}
+				}
+			}
+		}
+	}
+	q.finish(a, &fallbackSend{fallbackPlan: fb, mode: mode}, e.ID, pending, results, connErr, time.Since(start))
 	return connErr == nil
 }
 
@@ -454,7 +611,7 @@ func (q *Queue) expireOverdue(a *account, why string) {
 		for i := range results {
 			results[i] = Result{State: RcptPending, Reply: why}
 		}
-		q.finish(a, id, pending, results, nil, 0)
+		q.finish(a, nil, id, pending, results, nil, 0)
 		q.mu.Lock()
 		delete(q.busy, id)
 		q.mu.Unlock()

@@ -232,6 +232,24 @@ const heldFile = "held-accounts.list" // not .json: that suffix is a message's m
 // after it.
 const holdsFile = "condition-holds.list"
 
+// rewriteFile lists the accounts whose fallback mailbox was refused
+// sending as them (SendAsDenied with fallback_from = "keep"): their mail
+// goes through the fallback with a rewritten From until they are
+// reauthorized, across restarts.
+const rewriteFile = "fallback-rewrite.list"
+
+// SaveForcedRewrites stores durably the accounts whose fallback must
+// rewrite From.
+func (s *Spool) SaveForcedRewrites(names []string) error {
+	return s.saveRecord(rewriteFile, names, "fallback rewrites")
+}
+
+// ForcedRewrites returns the accounts whose fallback must rewrite From.
+func (s *Spool) ForcedRewrites() ([]string, error) {
+	var names []string
+	return names, s.loadRecord(rewriteFile, &names)
+}
+
 // SaveHeldAccounts stores the admin-held accounts durably.
 func (s *Spool) SaveHeldAccounts(names []string) error {
 	return s.saveRecord(heldFile, names, "held accounts")

@@ -59,6 +59,7 @@ type SMTPUpstream struct {
 	rcptReply map[string]*smtp.SMTPError
 	dataReply *smtp.SMTPError
 	authReply *smtp.SMTPError
+	sendAs    *smtp.SMTPError
 }
 
 // NewSMTPUpstream starts a fake submission server on 127.0.0.1.
@@ -160,6 +161,21 @@ func (u *SMTPUpstream) FailData(err *smtp.SMTPError) {
 	u.dataReply = err
 }
 
+// DenySendAs makes the reply to DATA err when MAIL FROM is not the
+// mailbox that logged in, as Exchange answers a mailbox without Send As
+// rights on the sender (554 5.2.252 SendAsDenied); nil: accept any
+// sender.
+func (u *SMTPUpstream) DenySendAs(err *smtp.SMTPError) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.sendAs = err
+}
+
+// ErrSendAsDenied is Exchange Online's refusal of a sender the mailbox
+// has no Send As right for.
+var ErrSendAsDenied = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 2, 252},
+	Message: "SendAsDenied; the mailbox is not allowed to send as this sender; STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied"}
+
 // FailAuth makes every AUTH fail with err, such as Exchange's 535 5.7.139
 // for a tenant with SMTP AUTH disabled (nil: check tokens again).
 func (u *SMTPUpstream) FailAuth(err *smtp.SMTPError) {
@@ -176,6 +192,7 @@ type upSMTPSession struct {
 	u      *SMTPUpstream
 	conn   int64
 	authed bool
+	user   string // the mailbox that logged in
 	from   string
 	to     []string
 }
@@ -221,7 +238,7 @@ func (x *smtpXOAUTH2) Next(resp []byte) ([]byte, bool, error) {
 	}
 	user, token, ok := ParseXOAUTH2(resp)
 	if ok && u.idp.Validate(token, user) {
-		x.s.authed = true
+		x.s.authed, x.s.user = true, user
 		u.Logins.Add(1)
 		return nil, true, nil
 	}
@@ -266,6 +283,11 @@ func (s *upSMTPSession) Data(r io.Reader) error {
 	s.u.mu.Lock()
 	if s.u.dataReply != nil {
 		err := s.u.dataReply
+		s.u.mu.Unlock()
+		return err
+	}
+	if s.u.sendAs != nil && !strings.EqualFold(s.from, s.user) {
+		err := s.u.sendAs
 		s.u.mu.Unlock()
 		return err
 	}
