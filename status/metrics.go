@@ -125,6 +125,10 @@ var (
 		[]string{"account"}, nil)
 	descOrphaned = prometheus.NewDesc("relayd_queue_orphaned_messages", "Messages kept in the queue for accounts that are not configured any more, by account.",
 		[]string{"account"}, nil)
+	descViaFallback = prometheus.NewDesc("relayd_sent_via_fallback_total", "Messages of each account that its fallback account sent (fallback_account) since relayd started.",
+		[]string{"account"}, nil)
+	descFallbackActive = prometheus.NewDesc("relayd_fallback_active", "1 while an account's mail goes out through its fallback account, else 0; only accounts with a fallback_account.",
+		[]string{"account"}, nil)
 	descPanics  = prometheus.NewDesc("relayd_panics_recovered_total", "Internal errors (panics) relayd recovered from since it started.", nil, nil)
 	descUp      = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
 	descAccount = prometheus.NewDesc("relayd_account_info", "1 for each configured account, labelled with its provider, direction and transport (smtp or graph).",
@@ -136,7 +140,7 @@ var allStates = []health.State{health.StateOK, health.StateWarning, health.State
 
 // Describe implements prometheus.Collector for the scrape-time gauges.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descPanics, descUp, descAccount} {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descViaFallback, descFallbackActive, descPanics, descUp, descAccount} {
 		ch <- d
 	}
 }
@@ -168,6 +172,16 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(descQueue, float64(q.Held), a.Name, "held")
 			gauge(descQueue, float64(q.Failed), a.Name, "failed")
 			gauge(descOldest, float64(q.OldestAge), a.Name)
+			if fb := q.Fallback; fb != nil {
+				// Read from the queue's count, like the panics: it
+				// starts again at 0 when relayd does, as counters may.
+				ch <- prometheus.MustNewConstMetric(descViaFallback, prometheus.CounterValue, float64(q.SentViaFallback), a.Name)
+				active := 0.0
+				if fb.Active {
+					active = 1
+				}
+				gauge(descFallbackActive, active, a.Name)
+			}
 		}
 	}
 	for _, o := range st.OrphanedAccounts {

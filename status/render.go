@@ -51,7 +51,12 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	for _, a := range st.Accounts {
 		state, advice := a.State, a.Advice
 		lastErr, lastErrAt := a.LastError, a.LastErrorAt
-		if advice == "" && lastErr == "" && a.Warning == "" && a.AdminHoldSince.IsZero() && len(a.Quarantined) == 0 {
+		fb := (*queue.FallbackStats)(nil)
+		if a.Queue != nil {
+			fb = a.Queue.Fallback
+		}
+		if advice == "" && lastErr == "" && a.Warning == "" && a.AdminHoldSince.IsZero() && len(a.Quarantined) == 0 &&
+			(fb == nil || !fb.Active && !fb.ForcedRewrite && a.Queue.SentViaFallback == 0) {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s: %s\n", a.Name, state)
@@ -67,6 +72,9 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		if !a.AdminHoldSince.IsZero() {
 			fmt.Fprintf(w, "  outgoing mail held by an admin since %s: 'relayd queue release %s' sends it\n", ago(a.AdminHoldSince, now), a.Name)
 		}
+		if fb != nil {
+			renderFallback(w, a.Name, fb, a.Queue.SentViaFallback, now)
+		}
 		for _, id := range slices.Sorted(maps.Keys(a.Quarantined)) {
 			fmt.Fprintf(w, "  message %s held: %s\n", id, safetext.Terminal(a.Quarantined[id]))
 		}
@@ -76,6 +84,28 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		if a.Panics > 0 {
 			fmt.Fprintf(w, "  %d internal error(s) recovered; the log has their stack traces\n", a.Panics)
 		}
+	}
+}
+
+// renderFallback says what account name's fallback mailbox does: sending
+// its mail (since when, how, how many), about to, or unable to.
+func renderFallback(w io.Writer, name string, fb *queue.FallbackStats, sent int64, now time.Time) {
+	how := "From rewritten to its mailbox, Reply-To the sender"
+	if fb.Mode == "keep" {
+		how = "the sender's From kept"
+	}
+	switch {
+	case fb.Active:
+		fmt.Fprintf(w, "  outgoing mail goes out through fallback account %s since %s (%s); %d sent so far\n", fb.Account, ago(fb.Starts, now), how, sent)
+	case fb.Blocked != "":
+		fmt.Fprintf(w, "  fallback account %s cannot take this account's mail: %s\n", fb.Account, safetext.Terminal(fb.Blocked))
+	case !fb.Starts.IsZero():
+		fmt.Fprintf(w, "  outgoing mail goes out through fallback account %s %s unless this is fixed first (%s)\n", fb.Account, ago(fb.Starts, now), how)
+	case sent > 0:
+		fmt.Fprintf(w, "  %d message(s) went out through fallback account %s since relayd started\n", sent, fb.Account)
+	}
+	if fb.ForcedRewrite {
+		fmt.Fprintf(w, "  fallback account %s may not send as account %s's address (SendAsDenied): it rewrites From until 'relayd authorize %s'; to keep From, give it Send As rights\n", fb.Account, name, name)
 	}
 }
 
