@@ -1,6 +1,8 @@
 // Package queue is relayd's durable outbound mail queue: the spool on disk,
-// the per-account delivery scheduler, admin operations, and delivery status
-// notifications (RFC 3464). The scheduler hands each message to a Transport
+// the per-account delivery scheduler, the fallback mailbox (fallback.go:
+// a held account's mail sent through another account, rewrite.go: the
+// copy it sends, RFC 5322 From and Reply-To), admin operations, and
+// delivery status notifications (RFC 3464). The scheduler hands each message to a Transport
 // (package transport/smtp is the first) and records what comes back; it
 // asks the account's condition (package health, which owns every hold)
 // whether mail may go. docs/architecture.md follows a message from the
@@ -18,7 +20,9 @@
 // DIR/held-accounts.list for the accounts an admin held (relayd queue hold
 // ACCOUNT), DIR/condition-holds.list for when each account's hold for its
 // condition began (so that time held before a restart stays out of
-// lifetimes), DIR/lock, which the one process using the spool holds
+// lifetimes), DIR/fallback-rewrite.list for the accounts whose fallback
+// mailbox was refused Send As and rewrites From until they are
+// reauthorized (fallback.go), DIR/lock, which the one process using the spool holds
 // (flock), and DIR/tmp/ for files being written.
 //
 // A message is written to a temporary file, fsynced and renamed to ID.msg; then its metadata likewise to
