@@ -2,6 +2,7 @@ package health
 
 import (
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -56,5 +57,28 @@ func TestOutgoingHolds(t *testing.T) {
 	}
 	if !a.Unquarantine("20261130T030000-1") || len(a.Snapshot().Quarantined) != 0 {
 		t.Error("Unquarantine did not end the quarantine")
+	}
+}
+
+// HoldingSince names the condition that holds the mail and since when
+// the account has had it, not when a repeated report came, and never an
+// IMAP condition or an outage.
+func TestHoldingSince(t *testing.T) {
+	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	a := New("support", Options{Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }})
+	if c, since := a.HoldingSince(); c != nil || !since.IsZero() {
+		t.Fatalf("ok account: HoldingSince = %v, %v", c, since)
+	}
+	a.Fail(SourceIMAP, &Error{State: StateNeedsReauth, Reason: ReasonGrantRevoked})
+	a.Fail(SourceSMTP, Unreachable(SourceSMTP, "smtp.example.com:587", errors.New("refused")))
+	if c, _ := a.HoldingSince(); c != nil {
+		t.Fatalf("IMAP condition and an outage: HoldingSince = %v, want none", c)
+	}
+	begin := now
+	a.Fail(SourceToken, &Error{State: StateNeedsReauth, Reason: ReasonGrantRevoked})
+	now = now.Add(10 * time.Minute)
+	a.Fail(SourceToken, &Error{State: StateNeedsReauth, Reason: ReasonGrantRevoked})
+	if c, since := a.HoldingSince(); c == nil || c.Reason != ReasonGrantRevoked || !since.Equal(begin) {
+		t.Errorf("HoldingSince = %v, %v; want grant_revoked since %v", c, since, begin)
 	}
 }
