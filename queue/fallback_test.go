@@ -29,6 +29,7 @@ type fallbackEnv struct {
 	t        *testing.T
 	b        *relaytest.Env
 	upA, upB *testkit.SMTPUpstream
+	graph    *testkit.Graph
 	a, fb    *registry.Account
 	reg      *registry.Registry
 	q        *Queue
@@ -44,6 +45,7 @@ type fallbackOpts struct {
 	realClock bool
 	aDown     bool // support's upstream cannot be reached
 	noQueue   bool // the test opens the queue itself
+	graph     bool // backup sends through (fake) Microsoft Graph
 }
 
 func newFallbackEnv(t *testing.T, o fallbackOpts) *fallbackEnv {
@@ -63,8 +65,12 @@ func newFallbackEnv(t *testing.T, o fallbackOpts) *fallbackEnv {
 		relaytest.AccountOptions{Now: clock, Edit: func(c *config.Account) {
 			c.FallbackAccount, c.FallbackAfter, c.FallbackFrom = "backup", o.after, o.mode
 		}})
-	f.fb = f.b.Account(testkit.Account{Name: "backup", Email: backupBox, Direction: "outgoing", SMTPServer: f.upB.Addr, Security: "none"},
-		relaytest.AccountOptions{Now: clock})
+	fbAcct := testkit.Account{Name: "backup", Email: backupBox, Direction: "outgoing", SMTPServer: f.upB.Addr, Security: "none"}
+	if o.graph {
+		f.graph = testkit.StartGraph(t, f.b.IdP)
+		fbAcct.Transport, fbAcct.GraphURL = "graph", f.graph.URL
+	}
+	f.fb = f.b.Account(fbAcct, relaytest.AccountOptions{Now: clock})
 	f.reg = relaytest.Registry(f.a, f.fb)
 	if !o.noQueue {
 		f.q = f.b.Queue(f.reg, f.opts(clock))
@@ -441,4 +447,30 @@ func TestFallbackAccountDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.await("delivery through the fallback", func(e Event) bool { return e.Kind == EventDelivered && e.ID == id && e.Via == "backup" })
+}
+
+// The fallback is a Graph account: the queue opens the fallback's own
+// transport. In keep mode Graph refuses the sender's From
+// (ErrorSendAsDenied); the fallback switches to rewrite and Graph sends
+// the rewritten copy from the fallback's mailbox.
+func TestFallbackThroughGraph(t *testing.T) {
+	f := newFallbackEnv(t, fallbackOpts{mode: config.FallbackKeep, after: time.Minute, graph: true})
+	f.b.IdP.Revoke(relaytest.Mailbox)
+	id := f.submit(f.q, ticket, "customer@example.net")
+	f.await("the hold", func(e Event) bool { return e.Kind == EventHeld && e.Account == "support" })
+	f.pass(time.Minute)
+	f.q.Flush("support")
+	f.await("delivery through the fallback", func(e Event) bool { return e.Kind == EventDelivered && e.ID == id && e.Via == "backup" })
+	sent := f.graph.Sent()
+	if len(sent) != 1 || sent[0].Mailbox != backupBox || sent[0].From != backupBox ||
+		!bytes.Contains(sent[0].MIME, []byte("Reply-To: Support Desk <support@example.com>\r\n")) ||
+		len(sent[0].Recipients) != 1 || sent[0].Recipients[0] != "customer@example.net" {
+		t.Fatalf("Graph sent %+v", sent)
+	}
+	if n := len(f.upB.Messages()); n != 0 {
+		t.Errorf("the fallback's SMTP server got %d messages; it is a Graph account", n)
+	}
+	if fb := f.q.Stats("support").Fallback; fb == nil || !fb.ForcedRewrite {
+		t.Errorf("fallback after Graph's ErrorSendAsDenied = %+v, want forced to rewrite", fb)
+	}
 }
