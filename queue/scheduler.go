@@ -12,6 +12,7 @@ import (
 	"maps"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayd/relayd/auth"
@@ -276,6 +277,7 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, fb *fallbackPlan, 
 		return ids[next-1]
 	}
 	var wg sync.WaitGroup
+	var panicked atomic.Bool
 	for i := 0; i < conns; i++ {
 		wg.Add(1)
 		go func() {
@@ -283,7 +285,8 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, fb *fallbackPlan, 
 			defer q.dropConn(up)
 			defer func() {
 				if v := recover(); v != nil {
-					health.Recovered(q.log, q.health(a), "connecting to the upstream SMTP server", v)
+					health.Recovered(q.log, q.health(a), "connecting to the upstream server", v)
+					panicked.Store(true)
 				}
 			}()
 			q.runConnection(ctx, a, fb, creds, take)
@@ -293,6 +296,11 @@ func (q *Queue) deliverBatch(ctx context.Context, a *account, fb *fallbackPlan, 
 	q.mu.Lock()
 	for _, id := range ids {
 		delete(q.busy, id)
+		if e := q.entries[id]; panicked.Load() && e != nil && e.State == StateQueued {
+			// A fault that recurs on every connection must not spin:
+			// the batch waits as after a temporary failure.
+			e.NextAttempt = q.opts.Now().Add(q.opts.RetryMin)
+		}
 	}
 	q.mu.Unlock()
 	if c := outage(creds.Health); c != nil && fb == nil {
