@@ -86,6 +86,10 @@ type Source struct {
 	lastProbe time.Time     // when the last of them ran
 	downSince time.Time     // first transient failure since it last answered
 	installCh chan struct{} // closed by Install
+	// scope is what the token endpoint said it granted with the last
+	// token of each resource (RFC 6749 §5.1 "scope"; "" when it did not
+	// say), for relayd doctor.
+	scope [numResources]string
 }
 
 // Resource is an API the account's access tokens are for. Microsoft's
@@ -400,6 +404,7 @@ func (s *Source) refresh(call *refreshCall, gen uint64, r Resource) {
 		report = func() { s.health.Fail(src, he) }
 		return
 	}
+	s.scope[r], _ = tok.Extra("scope").(string)
 	if r == ResourceGraph {
 		s.graph = cachedToken{token: tok.AccessToken, expiry: tok.Expiry}
 		call.token = tok.AccessToken

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/registry"
@@ -45,13 +46,19 @@ func (e *unavailableError) Unwrap() error { return e.err }
 // dialIMAP connects to the account's IMAP server and reads its greeting,
 // upgrading with STARTTLS when configured.
 func (s *IMAPServer) dialIMAP(ctx context.Context, a *registry.Account) (*upstreamConn, error) {
+	return dialIMAP(ctx, a.Account, s.opts.Dialer, s.opts.UpstreamTimeout)
+}
+
+// dialIMAP is IMAPServer.dialIMAP with the server's options as arguments:
+// dial dials, timeout bounds it all.
+func dialIMAP(ctx context.Context, a *auth.Account, dial func(ctx context.Context, network, addr string) (net.Conn, error), timeout time.Duration) (*upstreamConn, error) {
 	addr := a.Config.IMAPServer
 	host, _, _ := net.SplitHostPort(addr)
 	fail := func(err error) error { return &unavailableError{host: host, err: err} }
 
-	ctx, cancel := context.WithTimeout(ctx, s.opts.UpstreamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	raw, err := s.opts.Dialer(ctx, "tcp", addr)
+	raw, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fail(err)
 	}
@@ -292,3 +299,29 @@ func (u *upstreamConn) Auth(mech string, ir []byte) error {
 
 // Close implements upstream.Conn.
 func (u *upstreamConn) Close() error { return u.conn.Close() }
+
+// CheckLogin logs account a in at its IMAP server exactly as an IMAP
+// session of the proxy does (the same dial, TLS or STARTTLS, greeting,
+// and upstream.Login with its one refresh and retry), then logs out: for
+// relayd doctor. dial nil means a net.Dialer; timeout bounds the dial and
+// the login. Errors are upstream.Login's: a *health.Error, reported to
+// a.Health, or ctx.Err().
+func CheckLogin(ctx context.Context, a *auth.Account, dial func(ctx context.Context, network, addr string) (net.Conn, error), timeout time.Duration) error {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	host, _, _ := net.SplitHostPort(a.Config.IMAPServer)
+	u, err := upstream.Login(ctx, a, health.SourceIMAP, host, func(ctx context.Context) (*upstreamConn, error) {
+		u, err := dialIMAP(ctx, a, dial, timeout)
+		if err == nil {
+			u.conn.SetDeadline(time.Now().Add(timeout))
+		}
+		return u, err
+	})
+	if err != nil {
+		return err
+	}
+	u.command("LOGOUT", nil)
+	return u.Close()
+}

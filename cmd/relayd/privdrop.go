@@ -6,39 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"syscall"
-)
 
-// searchable reports whether uid, in groups, may search every directory
-// on the way to dir (and dir itself).
-func searchable(dir string, uid uint32, groups []int) bool {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return false
-	}
-	for p := abs; ; p = filepath.Dir(p) {
-		var st syscall.Stat_t
-		if err := syscall.Stat(p, &st); err != nil {
-			return false
-		}
-		var bit uint32 = 0o001
-		switch {
-		case st.Uid == uid:
-			bit = 0o100
-		case slices.Contains(groups, int(st.Gid)):
-			bit = 0o010
-		}
-		if st.Mode&bit == 0 {
-			return false
-		}
-		if p == filepath.Dir(p) {
-			return true
-		}
-	}
-}
+	"github.com/relayd/relayd/internal/statedir"
+)
 
 // dropToStateOwner makes this process the owner of the state directory
 // when it runs as root and the directory belongs to somebody else (the
@@ -76,7 +48,7 @@ func dropToStateOwner(stateDir string) error {
 			}
 		}
 	}
-	if !searchable(stateDir, uint32(uid), groups) {
+	if !statedir.Searchable(stateDir, uint32(uid), groups) {
 		// The service user could not reach the directory either; stay
 		// root: package statedir follows no link in it all the same.
 		return nil

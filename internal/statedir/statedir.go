@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -346,4 +347,46 @@ func checkDirPerms(p string, st *unix.Stat_t, stateDir bool, euid uint32) error 
 		return fmt.Errorf("%s %s belongs to uid %d, who could replace state_dir: give it to root ('chown root %s')", what, p, st.Uid, p)
 	}
 	return nil
+}
+
+// Searchable reports whether uid, in groups, may search every directory
+// on the way to dir (and dir itself), by the directories' modes: whether
+// that user could reach a file in dir. Root may search anything.
+func Searchable(dir string, uid uint32, groups []int) bool {
+	if uid == 0 {
+		return true
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return false
+		}
+		if !Permits(&st, uid, groups, 1) {
+			return false
+		}
+		if p == filepath.Dir(p) {
+			return true
+		}
+	}
+}
+
+// Permits reports whether the mode of st lets uid, in groups, do what
+// bit asks (4 read, 2 write, 1 execute or search), as the kernel decides
+// for a user who is not root: by the owner's bits when uid owns it, else
+// the group's when one of groups is its group, else the others' bits.
+func Permits(st *unix.Stat_t, uid uint32, groups []int, bit uint32) bool {
+	if uid == 0 {
+		return true
+	}
+	switch {
+	case st.Uid == uid:
+		bit <<= 6
+	case slices.Contains(groups, int(st.Gid)):
+		bit <<= 3
+	}
+	return st.Mode&bit != 0
 }

@@ -16,6 +16,12 @@ import (
 // SelfSigned makes a self-signed certificate for host (an IP or a name) and
 // returns it with its PEM encoding, to be trusted through ca_file.
 func SelfSigned(host string) (tls.Certificate, []byte, error) {
+	return SelfSignedValid(host, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+// SelfSignedValid is SelfSigned with the certificate valid from notBefore
+// to notAfter: an expired one, for the tests of relayd doctor.
+func SelfSignedValid(host string, notBefore, notAfter time.Time) (tls.Certificate, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, nil, err
@@ -23,8 +29,8 @@ func SelfSigned(host string) (tls.Certificate, []byte, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: host},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,

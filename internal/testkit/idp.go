@@ -62,6 +62,7 @@ type IdP struct {
 	issued          []string                   // every token ever issued
 	graphs          map[string]bool            // Graph endpoints' URLs (idp_resource.go)
 	unconsented     map[string]bool            // scopes refused with AADSTS65001
+	grantedScopes   map[string]string          // login → the "scope" its tokens are answered with (SetGrantedScopes)
 }
 
 type grant struct {
@@ -390,6 +391,9 @@ func (p *IdP) writeToken(w http.ResponseWriter, a *accessToken, refreshToken, id
 	}
 	if refreshToken != "" {
 		resp["refresh_token"] = refreshToken
+	}
+	if sc, ok := p.grantedScopes[a.login]; ok && a.login != "" && a.aud == "" {
+		resp["scope"] = sc
 	}
 	if idToken != "" {
 		resp["id_token"] = idToken

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"strings"
@@ -35,6 +36,9 @@ type IMAPOptions struct {
 	NoSASLIR bool
 	// TLS serves implicit TLS with a self-signed certificate (see Cert).
 	TLS bool
+	// Certificate, with TLS, is served instead of a new self-signed one
+	// (an expired one, one for another name); CertPEM is then its leaf.
+	Certificate *tls.Certificate
 	// Addr to listen on. Default 127.0.0.1:0; tests that restart an
 	// upstream reuse its address.
 	Addr string
@@ -86,6 +90,10 @@ func NewIMAPUpstream(idp *IdP, opts IMAPOptions) (*IMAPUpstream, error) {
 		cert, pemBytes, err := SelfSigned("127.0.0.1")
 		if err != nil {
 			return nil, err
+		}
+		if opts.Certificate != nil {
+			cert = *opts.Certificate
+			pemBytes = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
 		}
 		u.CertPEM = pemBytes
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}}
