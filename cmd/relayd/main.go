@@ -34,6 +34,7 @@ func init() {
 		{"reload", "reload [-c FILE | --socket PATH]", "make the running daemon reload its configuration; exits 1 with the reason when the file is refused", "", runReload},
 		{"status", "status [-c FILE | --socket PATH] [--json]", "show each mailbox's health; exits 1 (warning) or 2 (critical) when one needs attention, 3 when relayd is not running", "", runStatus},
 		{"check-config", "check-config [FILE]", "validate a configuration file", "", runCheckConfig},
+		{"doctor", "doctor [-c FILE] [NAME] [--json] [--timeout DURATION]", "check each account end to end (files, DNS, TLS, token endpoint, clock, grant, scopes, logins) and say how to fix what fails; exits 1 on warnings, 2 on a failure", doctorMore, runDoctor},
 		{"hash-password", "hash-password", "read a password from stdin or a prompt and print its bcrypt hash", "", runHashPassword},
 		{"version", "version", "print the version, commit and Go version", "", runVersion},
 		{"help", "help [COMMAND]", "print help about relayd or a command", "", nil},
