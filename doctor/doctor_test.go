@@ -401,4 +401,3 @@ func TestDoctorGraphAccount(t *testing.T) {
 		t.Errorf("tcp.graph: %+v", r)
 	}
 }
-
