@@ -316,7 +316,7 @@ func TestDoctorClock(t *testing.T) {
 	}{
 		{0, true, false, "within"},
 		{-2 * time.Minute, true, true, "ahead of 127.0.0.1 (more than a minute)"},
-		{10 * time.Minute, false, false, "10m0s behind 127.0.0.1 (more than 5 minutes)"},
+		{10 * time.Minute, false, false, "behind 127.0.0.1 (more than 5 minutes)"},
 	} {
 		url := skewedEndpoint(t, tc.skew)
 		a := f.e.Account(testkit.Account{IMAPServer: f.imap.Addr, Security: "none", Direction: "incoming"},
@@ -380,24 +380,35 @@ func TestGraphPermission(t *testing.T) {
 	}
 }
 
-// A Graph account's Graph token is checked for Mail.Send: the fake IdP's
-// tokens are opaque, which says so as a warning.
+// A Graph account's Graph token is checked for Mail.Send, against the
+// fake Graph endpoint's resource at the fake IdP (whose Graph tokens are
+// JWTs with scp): held, not held, consent withheld.
 func TestDoctorGraphAccount(t *testing.T) {
 	f := newFixture(t)
-	acct := f.account(func(a *config.Account) {
-		a.Transport, a.GraphURL = config.TransportGraph, "http://127.0.0.1:1"
-		a.GraphScopes = []string{a.GraphURL + "/Mail.Send", "offline_access"}
-	})
-	rs := run(t, acct, doctor.Options{})
-	if r := find(t, rs, "graph.mail_send"); !r.Warn || !strings.Contains(r.Detail, "not a JWT") {
+	g := testkit.StartGraph(t, f.e.IdP)
+	graph := func(scopes ...string) *registry.Account {
+		return f.account(func(a *config.Account) {
+			a.Transport, a.GraphURL, a.GraphScopes = config.TransportGraph, g.URL, append(scopes, "offline_access")
+		})
+	}
+	rs := run(t, graph(g.Scope()), doctor.Options{})
+	if r := find(t, rs, "graph.mail_send"); !r.OK || r.Warn || !strings.Contains(r.Detail, "holds Mail.Send (a delegated scope)") {
 		t.Errorf("graph.mail_send: %+v", r)
 	}
 	for _, r := range rs {
 		if r.Check == "login.smtp" || r.Check == "tcp.smtp" {
 			t.Errorf("a Graph account's SMTP was checked: %+v", r)
 		}
+		if r.Failed() {
+			t.Errorf("%s: %+v", r.Check, r)
+		}
 	}
-	if r := find(t, rs, "tcp.graph"); !r.Failed() {
-		t.Errorf("tcp.graph: %+v", r)
-	}
+	find(t, rs, "tls.graph")
+
+	rs = run(t, graph(g.URL+"/Mail.Read"), doctor.Options{})
+	wantFailed(t, rs, "graph.mail_send", []string{"lacks Mail.Send", "scp: Mail.Read"}, []string{"Mail.Send", "admin consent", `transport = "smtp"`})
+
+	f.e.IdP.WithholdConsent(g.Scope())
+	rs = run(t, graph(g.Scope()), doctor.Options{})
+	wantFailed(t, rs, "graph.mail_send", []string{"no Microsoft Graph token", "consent_missing"}, []string{"Mail.Send", "relayd authorize --browser support"})
 }
