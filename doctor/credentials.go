@@ -23,7 +23,8 @@ import (
 // which stores a rotated refresh token as every refresh does), the scopes
 // granted against those the account needs, an IMAP and an SMTP login made
 // as relayd's proxy and SMTP transport make them (package upstream), and
-// for a Graph account the Graph token's Mail.Send. The refresh reports to
+// for a Graph account the Graph token's Mail.Send, and with o.SendTest a
+// test message (SendTest). The refresh reports to
 // the account's condition as any refresh does; the logins report to a
 // throwaway one, so that doctor neither holds nor releases the account's
 // mail. Nothing returned holds a token.
@@ -85,6 +86,16 @@ func Credentials(ctx context.Context, a *auth.Account, o Options) []Result {
 				return graphTokenFailed(cfg, err)
 			}
 			return GraphPermission(cfg, tok)
+		})
+	}
+	if o.SendTest && cfg.Direction.Outgoing() {
+		logins = append(logins, func() Result {
+			if loginsSkipped != "" {
+				return skip(name, "send_test", loginsSkipped)
+			}
+			cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+			defer cancel()
+			return SendTest(cctx, &shadow, o)
 		})
 	}
 	out := make([]Result, len(logins))

@@ -114,6 +114,9 @@ type Options struct {
 	// CertWarning: a certificate that expires within this long is a
 	// warning. Default 14 days.
 	CertWarning time.Duration
+	// SendTest sends a test message from each sending account's mailbox
+	// to itself (SendTest); without it doctor sends nothing.
+	SendTest bool
 }
 
 func (o Options) withDefaults() Options {

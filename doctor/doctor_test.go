@@ -412,3 +412,42 @@ func TestDoctorGraphAccount(t *testing.T) {
 	rs = run(t, graph(g.Scope()), doctor.Options{})
 	wantFailed(t, rs, "graph.mail_send", []string{"no Microsoft Graph token", "consent_missing"}, []string{"Mail.Send", "relayd authorize --browser support"})
 }
+
+// --send-test sends one message from the mailbox to itself through the
+// account's transport and says what the upstream answered; without it,
+// nothing is sent.
+func TestDoctorSendTest(t *testing.T) {
+	f := newFixture(t)
+	g := testkit.StartGraph(t, f.e.IdP)
+	acct := f.account(nil)
+	rs := run(t, acct, doctor.Options{})
+	for _, r := range rs {
+		if r.Check == "send_test" {
+			t.Errorf("a test message without --send-test: %+v", r)
+		}
+	}
+	if n := len(f.smtp.Messages()); n != 0 {
+		t.Fatalf("doctor sent %d messages without --send-test", n)
+	}
+	rs = run(t, acct, doctor.Options{SendTest: true})
+	if r := find(t, rs, "send_test"); !r.OK || !strings.Contains(r.Detail, "through SMTP") {
+		t.Errorf("send_test over SMTP: %+v", r)
+	}
+	if m := f.smtp.Messages(); len(m) != 1 || m[0].To[0] != relaytest.Mailbox || !bytes.Contains(m[0].Data, []byte("relayd doctor --send-test")) {
+		t.Errorf("SMTP upstream got %+v", m)
+	}
+
+	graph := f.account(func(a *config.Account) {
+		a.Transport, a.GraphURL, a.GraphScopes = config.TransportGraph, g.URL, []string{g.Scope(), "offline_access"}
+	})
+	rs = run(t, graph, doctor.Options{SendTest: true})
+	if r := find(t, rs, "send_test"); !r.OK || !strings.Contains(r.Detail, "through Microsoft Graph") || !strings.Contains(r.Detail, "202") {
+		t.Errorf("send_test over Graph: %+v", r)
+	}
+	if s := g.Sent(); len(s) != 1 || s[0].Recipients[0] != relaytest.Mailbox {
+		t.Errorf("Graph got %+v", s)
+	}
+	g.FailNext(1, 403, "ErrorSendAsDenied", "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account.", "")
+	rs = run(t, graph, doctor.Options{SendTest: true})
+	wantFailed(t, rs, "send_test", []string{"ErrorSendAsDenied"}, []string{"Send As"})
+}

@@ -41,16 +41,13 @@ func runDoctor(args []string) error {
 	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
 	asJSON := fs.Bool("json", false, "print a JSON array of {account, check, ok, detail, fix} (and warn, skipped when so)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up each check after `duration`")
-	sendTest := fs.Bool("send-test", false, "reserved for sending a test message through Microsoft Graph; not in this version")
+	sendTest := fs.Bool("send-test", false, "also send a test message from each sending account's mailbox to itself, through its transport (SMTP or Microsoft Graph)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 1 {
 		return usagef("expected at most one account name")
-	}
-	if *sendTest {
-		return usagef("--send-test is reserved for a test message through Microsoft Graph, which this version cannot send yet")
 	}
 	out := func(rs []doctor.Result) error {
 		if *asJSON {
@@ -82,7 +79,7 @@ func runDoctor(args []string) error {
 	if path == "" {
 		path = cfg.StatusSocket
 	}
-	opts := doctor.Options{Timeout: *timeout}
+	opts := doctor.Options{Timeout: *timeout, SendTest: *sendTest}
 	d := &doctorRun{cfg: cfg, opts: opts, client: status.NewClient(path), socket: path, sem: make(chan struct{}, 2)}
 	d.mode = d.probe(ctx)
 	results := doctor.Run(ctx, cfg, *cfgPath, pos, d.credentials, opts)
@@ -180,7 +177,8 @@ func (d *doctorRun) credentials(ctx context.Context, a *config.Account) []doctor
 	defer func() { <-d.sem }()
 	ctx, cancel := context.WithTimeout(ctx, 3*d.opts.Timeout+10*time.Second)
 	defer cancel()
-	rs, err := d.client.Doctor(ctx, a.Name)
+	rs, err := d.client.Doctor(ctx, a.Name, status.DoctorRequest{
+		TimeoutSeconds: int((d.opts.Timeout + time.Second - 1) / time.Second), SendTest: d.opts.SendTest})
 	switch {
 	case err == nil:
 		return rs
