@@ -49,7 +49,8 @@ func runDemo(args []string) error {
 	}
 	defer up.Close()
 	up.AddUser(demoUser)
-	for i, subj := range []string{"Welcome to relayd", "Your ticket #4711 was updated"} {
+	subjects := []string{"Welcome to relayd", "Your ticket #4711 was updated"}
+	for i, subj := range subjects {
 		msg := fmt.Sprintf("From: helpdesk@example.com\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <demo-%d@example.com>\r\n\r\n"+
 			"This message was read from an IMAP server that accepts only OAuth 2.0 (XOAUTH2).\r\n"+
 			"relayd logged in there for you with a token it keeps fresh.\r\n",
@@ -99,20 +100,7 @@ func runDemo(args []string) error {
 		return fmt.Errorf("%w (choose another address with --listen)", err)
 	}
 	addr, smtpAddr := d.IMAPAddrs()[0], d.SMTPAddrs()[0]
-	fmt.Printf(`relayd demo: IMAP on %s and SMTP on %s, in front of XOAUTH2-only servers
-
-  user:     demo
-  password: %s
-
-Try:
-  curl -s imap://%s/INBOX -u demo:%s -X 'FETCH 1:* (FLAGS BODY[HEADER.FIELDS (SUBJECT)])'
-  swaks --server %s --auth LOGIN --auth-user demo --auth-password %s --from %s --to someone@example.net
-  %s status --socket %s
-  %s queue list -c %s
-
-Press Ctrl-C to stop.
-`, addr, smtpAddr, demoPassword, addr, demoPassword, smtpAddr, demoPassword, demoUser, self(), cfg.StatusSocket,
-		self(), filepath.Join(dir, "relayd.toml"))
+	fmt.Print(demoInstructions(addr, smtpAddr, len(subjects), cfg.StatusSocket, filepath.Join(dir, "relayd.toml")))
 	go func() {
 		seen := 0
 		for range smtpUp.Arrived() {
@@ -133,4 +121,25 @@ func self() string {
 		return p
 	}
 	return "relayd"
+}
+
+// demoInstructions is what the demo prints: commands that work as printed.
+// The read commands fetch through URLs (RFC 5092) rather than a custom
+// FETCH: curl prints a fetched message or section as the body, but drops
+// the literals of a FETCH given with -X, which would show no subjects.
+func demoInstructions(imapAddr, smtpAddr string, messages int, socket, cfgFile string) string {
+	return fmt.Sprintf(`relayd demo: IMAP on %[1]s and SMTP on %[2]s, in front of XOAUTH2-only servers
+
+  user:     demo
+  password: %[3]s
+
+Try:
+  curl -s 'imap://%[1]s/INBOX/;MAILINDEX=[1-%[4]d]/;SECTION=HEADER.FIELDS%%20(SUBJECT)' -u demo:%[3]s
+  curl -s 'imap://%[1]s/INBOX/;UID=1' -u demo:%[3]s
+  swaks --server %[2]s --auth LOGIN --auth-user demo --auth-password %[3]s --from %[5]s --to someone@example.net
+  %[6]s status --socket %[7]s
+  %[6]s queue list -c %[8]s
+
+Press Ctrl-C to stop.
+`, imapAddr, smtpAddr, demoPassword, messages, demoUser, self(), socket, cfgFile)
 }
