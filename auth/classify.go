@@ -52,6 +52,11 @@ func Classify(a *config.Account, err error) *health.Error {
 	if re == nil {
 		e.State, e.Reason = health.StateDegraded, health.ReasonTokenEndpointUnreachable
 		e.Advice = fmt.Sprintf("the token endpoint %s is unreachable; relayd keeps retrying", hostOf(a.TokenURL))
+		if Unreachable(a, err) != nil {
+			// No answer at all (DNS, connection, TLS, a proxy): the
+			// network is in the way, not the grant.
+			e.Advice += "; check this machine's DNS and network; " + ProxyHint
+		}
 		e.Client = fmt.Sprintf("cannot get a token for mailbox %q right now, try again", a.Name)
 		return e
 	}
@@ -125,6 +130,12 @@ func Describe(err error) string {
 			s += ": " + d
 		}
 		return safetext.Line(s)
+	}
+	if host, proxy, why, ok := unreachable(err); ok {
+		if proxy != "" {
+			host += " through the proxy " + proxy + " (HTTPS_PROXY)"
+		}
+		return safetext.Line(fmt.Sprintf("could not reach %s: %s", host, why))
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

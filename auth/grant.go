@@ -58,6 +58,9 @@ func ImportRefreshToken(ctx context.Context, a *config.Account, hc *http.Client,
 	oc := OAuthConfig(a, secret)
 	tok, err := oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
+		if ue := Unreachable(a, err); ue != nil {
+			return nil, fmt.Errorf("account %q: %w; nothing was stored", a.Name, ue)
+		}
 		he := Classify(a, err)
 		advice := he.Advice
 		if he.State == health.StateNeedsReauth {

@@ -46,6 +46,9 @@ func CheckIdentity(ctx context.Context, a *config.Account, hc *http.Client, raw,
 	// Discovery may name another issuer (Microsoft's per-tenant one); it
 	// is checked below against the token.
 	prov, err := oidc.NewProvider(oidc.InsecureIssuerURLContext(ctx, a.Issuer), a.Issuer)
+	if ue := Unreachable(a, err); ue != nil {
+		return "", fmt.Errorf("account %q: reading the OpenID configuration to check who signed in: %w", a.Name, ue)
+	}
 	if err != nil {
 		return "", fmt.Errorf("account %q: reading the OpenID configuration of %s: %w", a.Name, a.Issuer, err)
 	}

@@ -117,6 +117,9 @@ func (s *SignIn) Device(ctx context.Context) (*auth.Grant, error) {
 	}
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.HTTPClient)
 	da, err := oc.DeviceAuth(ctx)
+	if ue := auth.Unreachable(a, err); ue != nil {
+		return nil, fmt.Errorf("account %q: %w; nothing was stored", a.Name, ue)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("account %q: the device authorization endpoint did not start a sign-in: %s", a.Name, auth.Describe(err))
 	}
@@ -387,6 +390,9 @@ func (s *SignIn) Browser(ctx context.Context) (*auth.Grant, error) {
 		exOpts = append(exOpts, oauth2.SetAuthURLParam("scope", strings.Join(oc.Scopes, " ")))
 	}
 	tok, err := oc.Exchange(ctx, code, exOpts...)
+	if ue := auth.Unreachable(a, err); ue != nil {
+		return nil, fmt.Errorf("account %q: the sign-in worked, but %w; nothing was stored. Run 'relayd authorize %s' again once it is reachable", a.Name, ue, a.Name)
+	}
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && strings.Contains(string(re.Body), "AADSTS54005") || strings.Contains(err.Error(), "already redeemed") {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
 	"github.com/relayd/relayd/signin"
@@ -135,15 +136,28 @@ func checkClientCredentials(ctx context.Context, a *config.Account) error {
 		return err
 	}
 	if _, err := src.Token(ctx); err != nil {
-		return err
+		return unreachableTokenEndpoint(a, err)
 	}
 	if a.Graph() {
 		if _, err := src.TokenFor(ctx, auth.ResourceGraph); err != nil {
-			return err
+			return unreachableTokenEndpoint(a, err)
 		}
 	}
 	fmt.Printf("account %q: the app-only credentials (%s) work; nothing needs storing\n", a.Name, a.Grant)
 	return nil
+}
+
+// unreachableTokenEndpoint turns a token source's "unreachable, relayd
+// keeps retrying" (right for the daemon) into what a one-off check from
+// the command line should say: the token endpoint could not be reached,
+// why, and how a proxy is set. Other errors pass unchanged.
+func unreachableTokenEndpoint(a *config.Account, err error) error {
+	he := health.AsError(err)
+	if he == nil || he.Reason != health.ReasonTokenEndpointUnreachable {
+		return err
+	}
+	return fmt.Errorf("account %q: could not reach the token endpoint %s (%s); the app-only credentials were not checked. Check this machine's DNS and network; %s",
+		a.Name, a.TokenURL, he.Detail(), auth.ProxyHint)
 }
 
 // sshTarget is "user@host" for the ssh -L line of the browser sign-in.
