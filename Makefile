@@ -17,7 +17,9 @@ man:
 	mkdir -p $(BUILD)/man
 	scdoc < packaging/man/relayd.8.scd | gzip -9n > $(BUILD)/man/relayd.8.gz
 	scdoc < packaging/man/relayd.toml.5.scd | gzip -9n > $(BUILD)/man/relayd.toml.5.gz
+	scdoc < packaging/man/relayd-setup.7.scd | gzip -9n > $(BUILD)/man/relayd-setup.7.gz
 	gzip -9n < packaging/debian/changelog > $(BUILD)/changelog.gz
+	gzip -9n < README.md > $(BUILD)/README.md.gz
 
 $(BUILD)/nfpm.yaml: packaging/nfpm.yaml
 	mkdir -p $(BUILD)

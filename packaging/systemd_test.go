@@ -62,7 +62,7 @@ func TestUnitsVerify(t *testing.T) {
 // The man pages build with scdoc, as the package build does.
 func TestManPagesBuild(t *testing.T) {
 	scdoc := realserver.RequireBinary(t, "scdoc", "scdoc")
-	for _, page := range []string{"man/relayd.8.scd", "man/relayd.toml.5.scd"} {
+	for _, page := range []string{"man/relayd.8.scd", "man/relayd.toml.5.scd", "man/relayd-setup.7.scd"} {
 		in, err := os.Open(page)
 		if err != nil {
 			t.Fatal(err)
