@@ -59,18 +59,25 @@ func TestTokensPerResource(t *testing.T) {
 	if _, err := (&Store{Dir: store.Dir}).Load("support"); err != nil || stored.RefreshToken == "" {
 		t.Fatal(err)
 	}
-	// The stored refresh token is the live one: a new source works.
+	// The Graph token is stored with the grant: a restart uses it without
+	// a refresh, and the stored refresh token is the live one.
 	src2, err := NewSource(SourceOptions{Account: a, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src2.TokenFor(ctx, ResourceGraph); err != nil {
-		t.Fatalf("Graph token from the stored grant: %v", err)
+	before := idp.Refreshes()
+	kept, err := src2.TokenFor(ctx, ResourceGraph)
+	if err != nil || kept != g2 || idp.Refreshes() != before {
+		t.Fatalf("Graph token after a restart = %q, %v, %d refreshes; want the stored one without a refresh", kept, err, idp.Refreshes()-before)
+	}
+	if _, err := src2.RefreshFor(ctx, ResourceGraph, kept); err != nil {
+		t.Fatalf("refresh with the stored refresh token: %v", err)
 	}
 	// A dead grant is every resource's: Graph's condition says reauthorize.
 	idp.Revoke(a.Login)
 	src3, _ := NewSource(SourceOptions{Account: a, Store: store})
-	_, err = src3.TokenFor(ctx, ResourceGraph)
+	stale, _ := src3.TokenFor(ctx, ResourceGraph)
+	_, err = src3.RefreshFor(ctx, ResourceGraph, stale)
 	if c := src3.Health().Condition(health.SourceGraph); c == nil || c.State != health.StateNeedsReauth || err == nil {
 		t.Errorf("revoked grant, Graph condition %v (err %v)", c, err)
 	}

@@ -74,13 +74,10 @@ type Source struct {
 	// resource's refresh may just have rotated.
 	fetchMu sync.Mutex
 
-	mu       sync.Mutex
-	grant    *Grant // nil: none stored
-	gen      uint64 // bumped by Install; a refresh started before is discarded
-	inflight [numResources]*refreshCall
-	// graph is the cached access token for Microsoft Graph: another
-	// resource than the mail protocols', kept in memory only.
-	graph     cachedToken
+	mu        sync.Mutex
+	grant     *Grant // nil: none stored
+	gen       uint64 // bumped by Install; a refresh started before is discarded
+	inflight  [numResources]*refreshCall
 	health    *health.Account
 	probes    int           // scheduled probes since the endpoint last answered
 	lastProbe time.Time     // when the last of them ran
@@ -112,13 +109,6 @@ func (r Resource) String() string {
 		return "graph"
 	}
 	return "mail"
-}
-
-// cachedToken is an access token of a resource other than the grant's
-// own (ResourceMail's, stored in the grant).
-type cachedToken struct {
-	token  string
-	expiry time.Time
 }
 
 type refreshCall struct {
@@ -332,13 +322,22 @@ func (s *Source) RefreshFor(ctx context.Context, r Resource, stale string) (stri
 
 // cached returns resource r's access token and its expiry. s.mu is held.
 func (s *Source) cached(r Resource) (string, time.Time) {
-	if r == ResourceGraph {
-		return s.graph.token, s.graph.expiry
-	}
 	if s.grant == nil {
 		return "", time.Time{}
 	}
+	if r == ResourceGraph {
+		return s.grant.GraphAccessToken, s.grant.GraphExpiry
+	}
 	return s.grant.AccessToken, s.grant.Expiry
+}
+
+// dropGraphToken forgets the Graph access token. s.mu is held.
+func (s *Source) dropGraphToken() {
+	if s.grant != nil && s.grant.GraphAccessToken != "" {
+		g := *s.grant
+		g.GraphAccessToken, g.GraphExpiry = "", time.Time{}
+		s.grant = &g
+	}
 }
 
 func (s *Source) token(ctx context.Context, r Resource, stale string) (string, error) {
@@ -406,16 +405,19 @@ func (s *Source) refresh(call *refreshCall, gen uint64, r Resource) {
 	}
 	s.scope[r], _ = tok.Extra("scope").(string)
 	if r == ResourceGraph {
-		s.graph = cachedToken{token: tok.AccessToken, expiry: tok.Expiry}
-		call.token = tok.AccessToken
-		if tok.RefreshToken != "" && s.grant != nil && tok.RefreshToken != s.grant.RefreshToken {
-			g := *s.grant
-			g.RefreshToken, g.RefreshedAt = tok.RefreshToken, now
-			if err := s.opts.Store.Save(s.acct.Name, &g); err != nil {
-				s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
-			}
-			s.grant = &g
+		g := &Grant{ClientID: s.acct.ClientID, GrantedAt: now} // app-only: nothing stored before
+		if s.grant != nil {
+			*g = *s.grant
 		}
+		g.GraphAccessToken, g.GraphExpiry = tok.AccessToken, tok.Expiry
+		if tok.RefreshToken != "" {
+			g.RefreshToken, g.RefreshedAt = tok.RefreshToken, now
+		}
+		if err := s.opts.Store.Save(s.acct.Name, g); err != nil {
+			s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
+		}
+		s.grant = g
+		call.token = tok.AccessToken
 		return
 	}
 	g := &Grant{ClientID: s.acct.ClientID, GrantedAt: now}
@@ -593,7 +595,6 @@ func (s *Source) Install(g *Grant) error {
 		g.SignInFrequency = s.grant.SignInFrequency // the tenant's policy still holds
 	}
 	s.grant = g
-	s.graph = cachedToken{}
 	s.gen++
 	s.probes, s.downSince = 0, time.Time{}
 	if s.installCh != nil {
@@ -691,7 +692,7 @@ func (s *Source) Health() *health.Account { return s.health }
 func (s *Source) RejectedByUpstream(src health.Source, he *health.Error) *health.Error {
 	s.mu.Lock()
 	if src == health.SourceGraph {
-		s.graph = cachedToken{}
+		s.dropGraphToken()
 	} else {
 		s.dropAccessToken()
 	}
@@ -729,7 +730,7 @@ func (s *Source) failGraph(he *health.Error) *health.Error {
 			"or run 'relayd authorize --browser %s' so that the sign-in asks for it; or set transport = \"smtp\"", s.acct.ClientID, s.acct.Name)
 	}
 	if !he.Temporary() {
-		s.graph = cachedToken{}
+		s.dropGraphToken()
 	}
 	s.log.Warn("Microsoft Graph token request failed", "state", he.State, "reason", he.Reason, "err", he.Detail())
 	return he

@@ -20,6 +20,12 @@ type Grant struct {
 	AccessToken  string    `json:"access_token,omitempty"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Expiry       time.Time `json:"expiry,omitempty"` // of the access token
+	// GraphAccessToken and GraphExpiry are the access token for Microsoft
+	// Graph (transport = "graph"), another resource than AccessToken's,
+	// from the same refresh token; kept so that a restart needs no
+	// refresh.
+	GraphAccessToken string    `json:"graph_access_token,omitempty"`
+	GraphExpiry      time.Time `json:"graph_expiry,omitzero"`
 	// ClientID is the client the refresh token was issued to (RFC 6749 §6:
 	// it works only with that client).
 	ClientID string `json:"client_id,omitempty"`

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"os/user"
@@ -160,6 +162,28 @@ func unreachableTokenEndpoint(a *config.Account, err error) error {
 		a.Name, a.TokenURL, he.Detail(), auth.ProxyHint)
 }
 
+// checkGraphToken gets the Graph token of a Graph account from the grant
+// just stored, and stores it with the grant: a missing Mail.Send consent
+// shows now, not at the first message, and the daemon starts with the
+// token. A failure is a warning: the grant serves IMAP and the token
+// endpoint's answer says what Graph needs.
+func checkGraphToken(ctx context.Context, a *config.Account, store *auth.Store) {
+	src, err := auth.NewSource(auth.SourceOptions{Account: a, Store: store,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil {
+		_, err = src.TokenFor(ctx, auth.ResourceGraph)
+	}
+	if err != nil {
+		msg := err.Error()
+		if he := health.AsError(err); he != nil {
+			msg = he.Advice
+		}
+		fmt.Printf("warning: account %q sends through Microsoft Graph, but no Graph token comes with this grant: %s\n", a.Name, msg)
+		return
+	}
+	fmt.Printf("account %q: the grant also gets a Microsoft Graph token (Mail.Send)\n", a.Name)
+}
+
 // sshTarget is "user@host" for the ssh -L line of the browser sign-in.
 func sshTarget() string {
 	name := os.Getenv("SUDO_USER")
@@ -194,6 +218,9 @@ func handOver(ctx context.Context, cfg *config.Config, name string, g *auth.Gran
 			return err
 		}
 		fmt.Printf("account %q authorized; relayd is not running, the grant is stored in %s for its next start\n", name, cfg.StateDir)
+		if a := cfg.Account(name); a != nil && a.Graph() {
+			checkGraphToken(ctx, a, store)
+		}
 		return nil
 	default:
 		return err
