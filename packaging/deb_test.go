@@ -1,24 +1,25 @@
 package packaging
 
 import (
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/internal/realserver"
+	"github.com/relayd/relayd/queue"
 )
 
-// make deb builds a package that holds what the units expect, marks the
-// configuration as a conffile, and installs into a throwaway root: the
-// relayd user and its directories are created there by the package's own
-// scripts.
-func TestDebPackage(t *testing.T) {
+// buildDeb runs make deb into a temporary directory and returns the .deb.
+func buildDeb(t *testing.T) string {
+	t.Helper()
 	realserver.RequireBinary(t, "scdoc", "scdoc")
-	dpkg := realserver.RequireBinary(t, "dpkg", "dpkg")
-	realserver.RequireBinary(t, "systemd-sysusers", "systemd")
 	build := t.TempDir()
 	mk := exec.Command("make", "-C", "..", "deb", "BUILD="+build, "VERSION=0.0.0~test")
 	if out, err := mk.CombinedOutput(); err != nil {
@@ -28,15 +29,115 @@ func TestDebPackage(t *testing.T) {
 	if len(debs) != 1 {
 		t.Fatalf("make deb made %v", debs)
 	}
-	deb := debs[0]
+	return debs[0]
+}
+
+// throwawayRoot is a directory dpkg --root installs into: an empty dpkg
+// database and the directories a Debian system has before relayd comes.
+// The maintainer scripts run outside it (--force-script-chrootless, with
+// $DPKG_ROOT set), with the host's systemd-sysusers, systemd-tmpfiles and
+// deb-systemd-helper, which is why the package's dependencies are not
+// looked for in the root (--force-depends).
+type throwawayRoot struct {
+	t    *testing.T
+	dpkg string
+	dir  string
+	// before is what the root held before the package came.
+	before []string
+}
+
+func newThrowawayRoot(t *testing.T, dpkg string) *throwawayRoot {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "etc/systemd/system", "var/lib/systemd", "run"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "var/lib/dpkg/status"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &throwawayRoot{t: t, dpkg: dpkg, dir: dir}
+	r.before = r.list()
+	return r
+}
+
+// run runs dpkg on the root and returns its output.
+func (r *throwawayRoot) run(args ...string) (string, error) {
+	args = append([]string{"--root=" + r.dir, "--force-script-chrootless", "--force-not-root", "--force-depends", "--log=/dev/null"}, args...)
+	out, err := exec.Command(r.dpkg, args...).CombinedOutput()
+	r.t.Logf("dpkg %s:\n%s", strings.Join(args, " "), out)
+	return string(out), err
+}
+
+func (r *throwawayRoot) path(p string) string { return filepath.Join(r.dir, p) }
+
+// list returns every path in the root but dpkg's own database, sorted.
+func (r *throwawayRoot) list() []string {
+	var paths []string
+	filepath.WalkDir(r.dir, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(r.dir, p)
+		if rel == "var/lib/dpkg" {
+			return filepath.SkipDir
+		}
+		if rel != "." {
+			paths = append(paths, rel)
+		}
+		return nil
+	})
+	slices.Sort(paths)
+	return paths
+}
+
+// added returns what the root holds beyond what it held before the
+// package came.
+func (r *throwawayRoot) added() []string {
+	var added []string
+	for _, p := range r.list() {
+		if !slices.Contains(r.before, p) {
+			added = append(added, p)
+		}
+	}
+	return added
+}
+
+// The user database systemd-sysusers wrote into the root: Debian leaves
+// system users behind on purge.
+var userDatabase = []string{"etc/.pwd.lock", "etc/group", "etc/gshadow", "etc/passwd", "etc/shadow"}
+
+// make deb builds a package that holds what the units expect, declares
+// what its scripts need, passes lintian without a warning, and installs
+// into a throwaway root, where its own scripts create the relayd user and
+// its directories; a purge leaves only what it says it leaves.
+func TestDebPackage(t *testing.T) {
+	dpkg := realserver.RequireBinary(t, "dpkg", "dpkg")
+	realserver.RequireBinary(t, "systemd-sysusers", "systemd")
+	realserver.RequireBinary(t, "deb-systemd-helper", "init-system-helpers")
+	deb := buildDeb(t)
 	lintian := realserver.RequireBinary(t, "lintian", "lintian")
-	if out, err := exec.Command(lintian, "--fail-on", "error", deb).CombinedOutput(); err != nil {
-		t.Errorf("lintian --fail-on error: %v\n%s", err, out)
+	if out, err := exec.Command(lintian, "--fail-on", "warning", deb).CombinedOutput(); err != nil {
+		t.Errorf("lintian --fail-on warning: %v\n%s", err, out)
 	}
 	info, _ := exec.Command("dpkg-deb", "-I", deb).CombinedOutput()
 	conffiles, _ := exec.Command("dpkg-deb", "--ctrl-tarfile", deb).Output()
 	if !strings.Contains(string(info), "Version: 0.0.0~test") || !strings.Contains(string(conffiles), "conffiles") {
 		t.Errorf("dpkg-deb -I:\n%s", info)
+	}
+	for _, dep := range []string{"systemd | systemd-standalone-sysusers | systemd-sysusers", "systemd | systemd-standalone-tmpfiles | systemd-tmpfiles", "ca-certificates"} {
+		if !strings.Contains(string(info), dep) {
+			t.Errorf("Depends lacks %q:\n%s", dep, info)
+		}
+	}
+	for _, script := range []string{"postinst", "prerm", "postrm"} {
+		b, err := exec.Command("dpkg-deb", "-I", deb, script).Output()
+		if err != nil {
+			t.Fatalf("dpkg-deb -I %s: %v", script, err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "|| true") || strings.Contains(line, "|| :") {
+				t.Errorf("%s:%d hides a failure: %s", script, i+1, line)
+			}
+		}
 	}
 	listing, _ := exec.Command("dpkg-deb", "-c", deb).CombinedOutput()
 	for _, f := range []string{"./usr/bin/relayd", "./usr/lib/systemd/system/relayd.service", "./usr/lib/systemd/system/relayd-imap.socket",
@@ -48,42 +149,138 @@ func TestDebPackage(t *testing.T) {
 			t.Errorf("the package lacks %s", f)
 		}
 	}
+	if os.Geteuid() != 0 {
+		t.Skip("installing needs root: systemd-tmpfiles gives /var/lib/relayd to relayd")
+	}
 
-	root := t.TempDir()
-	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "etc"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
-	}
-	os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), nil, 0o644)
-	out, err := exec.Command(dpkg, "--root="+root, "--force-script-chrootless", "--force-not-root", "--log=/dev/null", "-i", deb).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dpkg --root -i: %v\n%s", err, out)
-	}
-	ctrl, _ := os.ReadFile(filepath.Join(root, "var/lib/dpkg/info/relayd.conffiles"))
-	if strings.TrimSpace(string(ctrl)) != "/etc/relayd/relayd.toml" {
-		t.Errorf("conffiles = %q", ctrl)
-	}
-	passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
-	if !strings.Contains(string(passwd), "relayd:x:") {
-		t.Fatalf("the relayd user was not created:\n%s\n%s", passwd, out)
-	}
-	fi, err := os.Stat(filepath.Join(root, "var/lib/relayd"))
-	if err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid == 0 {
-		t.Errorf("/var/lib/relayd: %v %v", fi, err)
-	}
-	if b, err := exec.Command(filepath.Join(root, "usr/bin/relayd"), "--version").Output(); err != nil ||
-		!strings.HasPrefix(string(b), "relayd 0.0.0~test (commit ") {
-		t.Errorf("installed relayd --version = %q, %v", b, err)
-	}
-	out, _ = exec.Command(dpkg, "--root="+root, "--force-script-chrootless", "--force-not-root", "--log=/dev/null", "--purge", "relayd").CombinedOutput()
-	if !strings.Contains(string(out), "/var/lib/relayd (grants and any queued mail) is left in place") {
-		t.Errorf("purge does not say the state stays:\n%s", out)
-	}
-	if _, err := os.Stat(filepath.Join(root, "var/lib/relayd")); err != nil {
-		t.Error("purge removed the state directory")
-	}
+	t.Run("install", func(t *testing.T) {
+		r := newThrowawayRoot(t, dpkg)
+		if out, err := r.run("-i", deb); err != nil {
+			t.Fatalf("dpkg --root -i: %v\n%s", err, out)
+		}
+		ctrl, _ := os.ReadFile(r.path("var/lib/dpkg/info/relayd.conffiles"))
+		if strings.TrimSpace(string(ctrl)) != "/etc/relayd/relayd.toml" {
+			t.Errorf("conffiles = %q", ctrl)
+		}
+		passwd, _ := os.ReadFile(r.path("etc/passwd"))
+		if !strings.Contains(string(passwd), "relayd:x:") {
+			t.Fatalf("the relayd user was not created:\n%s", passwd)
+		}
+		fi, err := os.Stat(r.path("var/lib/relayd"))
+		if err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid == 0 {
+			t.Errorf("/var/lib/relayd: %v %v", fi, err)
+		}
+		if b, err := exec.Command(r.path("usr/bin/relayd"), "--version").Output(); err != nil ||
+			!strings.HasPrefix(string(b), "relayd 0.0.0~test (commit ") {
+			t.Errorf("installed relayd --version = %q, %v", b, err)
+		}
+	})
+
+	// An admin enabled the units (systemctl enable), placed a client
+	// secret and a key in /etc/relayd, authorized an account, and mail is
+	// queued: the purge removes the links, the configuration and the
+	// secret, keeps the key (grants remain), and leaves the state
+	// directory as it was, saying how many messages are in it.
+	t.Run("purge keeps grants, mail and keys", func(t *testing.T) {
+		systemctl := realserver.RequireBinary(t, "systemctl", "systemd")
+		r := newThrowawayRoot(t, dpkg)
+		if out, err := r.run("-i", deb); err != nil {
+			t.Fatalf("dpkg --root -i: %v\n%s", err, out)
+		}
+		if out, err := exec.Command(systemctl, "--root="+r.dir, "enable", "relayd.service", "relayd-imap.socket", "relayd-smtp.socket").CombinedOutput(); err != nil {
+			t.Fatalf("systemctl --root enable: %v\n%s", err, out)
+		}
+		if _, err := os.Lstat(r.path("etc/systemd/system/multi-user.target.wants/relayd.service")); err != nil {
+			t.Fatalf("systemctl enable made no link: %v", err)
+		}
+		for name, content := range map[string]string{"support.secret": "s3cret\n", "relayd.key": "key\n", "relayd.toml.dpkg-old": "old\n"} {
+			if err := os.WriteFile(r.path("etc/relayd/"+name), []byte(content), 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}
+		state := r.path("var/lib/relayd")
+		if err := (&auth.Store{Dir: state}).Save("support", &auth.Grant{RefreshToken: "r", GrantedAt: time.Now()}); err != nil {
+			t.Fatalf("storing a grant: %v", err)
+		}
+		spool, err := queue.OpenSpool(filepath.Join(state, "queue"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"msg1", "msg2", "msg3"} {
+			e := &queue.Entry{ID: id, Account: "support", From: "support@example.com", Created: time.Now(), State: queue.StateQueued,
+				Recipients: []queue.Recipient{{Addr: "customer@example.net", State: queue.RcptPending}}}
+			if err := spool.Put(e, strings.NewReader("Subject: ticket\r\n\r\nhello\r\n")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		spool.Close()
+		var stateFiles []string
+		for _, p := range r.list() {
+			if strings.HasPrefix(p, "var/lib/relayd") {
+				stateFiles = append(stateFiles, p)
+			}
+		}
+
+		out, err := r.run("--purge", "relayd")
+		if err != nil {
+			t.Fatalf("dpkg --purge: %v\n%s", err, out)
+		}
+		for _, want := range []string{"1 grant(s) and 3 message(s) in its queue", "kept because grants remain in /var/lib/relayd: /etc/relayd/relayd.key", "the user relayd stays"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("purge does not say %q:\n%s", want, out)
+			}
+		}
+		want := slices.Concat(userDatabase, []string{"etc/relayd", "etc/relayd/relayd.key"}, stateFiles)
+		slices.Sort(want)
+		if got := r.added(); !slices.Equal(got, want) {
+			t.Errorf("after the purge the root holds\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+		}
+	})
+
+	// With neither grants nor mail, a purge removes /etc/relayd (a client
+	// secret and a key included) and /var/lib/relayd.
+	t.Run("purge with nothing to keep", func(t *testing.T) {
+		r := newThrowawayRoot(t, dpkg)
+		if out, err := r.run("-i", deb); err != nil {
+			t.Fatalf("dpkg --root -i: %v\n%s", err, out)
+		}
+		for _, name := range []string{"support.secret", "relayd.key"} {
+			if err := os.WriteFile(r.path("etc/relayd/"+name), []byte("x\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := r.run("--purge", "relayd")
+		if err != nil {
+			t.Fatalf("dpkg --purge: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "/etc/relayd and /var/lib/relayd removed (no grants, no queued mail)") {
+			t.Errorf("purge does not say what it removed:\n%s", out)
+		}
+		if got := r.added(); !slices.Equal(got, userDatabase) {
+			t.Errorf("after the purge the root holds\n\t%s\nwant the user database only", strings.Join(got, "\n\t"))
+		}
+	})
+
+	// A relayd user that cannot be created fails the configuration with
+	// words that say what to do, instead of a service that cannot start.
+	t.Run("no user, no configuration", func(t *testing.T) {
+		r := newThrowawayRoot(t, dpkg)
+		if err := os.MkdirAll(r.path("etc/passwd"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out, err := r.run("-i", deb)
+		if err == nil {
+			t.Fatalf("dpkg -i succeeded with no way to create the user:\n%s", out)
+		}
+		if !strings.Contains(out, "relayd: systemd-sysusers could not create the user relayd") || !strings.Contains(out, "dpkg --configure relayd") {
+			t.Errorf("dpkg -i does not say why:\n%s", out)
+		}
+	})
 }
 
-// make rpm builds from the same recipe an rpm holding the same files.
+// make rpm builds from the same recipe an rpm holding the same files, with
+// its own scripts, which rpmlint passes (packaging/rpmlint.toml says why
+// each message it filters is wrong for relayd).
 func TestRpmPackage(t *testing.T) {
 	realserver.RequireBinary(t, "scdoc", "scdoc")
 	rpm := realserver.RequireBinary(t, "rpm", "rpm")
@@ -105,5 +302,23 @@ func TestRpmPackage(t *testing.T) {
 	cfg, _ := exec.Command(rpm, "-qcp", rpms[0]).CombinedOutput()
 	if !strings.Contains(string(cfg), "/etc/relayd/relayd.toml") {
 		t.Errorf("the configuration is not a config file in the rpm:\n%s", cfg)
+	}
+	req, _ := exec.Command(rpm, "-qpR", rpms[0]).CombinedOutput()
+	if !strings.Contains(string(req), "systemd\n") || !strings.Contains(string(req), "ca-certificates\n") {
+		t.Errorf("rpm -qpR:\n%s", req)
+	}
+	scripts, _ := exec.Command(rpm, "-qp", "--scripts", rpms[0]).CombinedOutput()
+	for _, want := range []string{"systemctl --no-reload preset relayd.service", "systemctl --no-reload disable --now relayd.service", "systemctl try-restart relayd.service"} {
+		if !strings.Contains(string(scripts), want) {
+			t.Errorf("the rpm's scripts lack %q:\n%s", want, scripts)
+		}
+	}
+	if strings.Contains(string(scripts), "deb-systemd") {
+		t.Errorf("the rpm got Debian's scripts:\n%s", scripts)
+	}
+	rpmlint := realserver.RequireBinary(t, "rpmlint", "rpmlint")
+	if out, err := exec.Command(rpmlint, "-c", "rpmlint.toml", rpms[0]).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "0 errors, 0 warnings") {
+		t.Errorf("rpmlint: %v\n%s", err, out)
 	}
 }
