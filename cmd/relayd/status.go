@@ -25,8 +25,12 @@ func runStatus(args []string) error {
 	cfgPath := configFlag(fs)
 	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
 	asJSON := fs.Bool("json", false, "print the status document as JSON")
+	alive := fs.Bool("alive", false, "liveness check: exit 0 when the daemon answers, whatever its mailboxes' states, else 1")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *alive {
+		return statusAlive(*cfgPath, *socket)
 	}
 	path := *socket
 	if path == "" {
