@@ -1,12 +1,15 @@
 # Build relayd and its packages. make deb / make rpm need scdoc (Debian's
-# scdoc package) for the man pages; nfpm runs as a Go tool.
+# scdoc package) for the man pages; nfpm runs as a Go tool. make image needs
+# buildah (and ca-certificates): the image is built FROM scratch.
 NFPM    := go run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 VERSION ?= 0.1.0~git$(shell git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null || echo 0).$(COMMIT)
 BUILD   := build
+# A container image tag may not hold the ~ of a Debian version.
+IMAGE   ?= relayd:$(subst ~,-,$(VERSION))
 LDFLAGS := -s -w -X github.com/relayd/relayd/internal/daemon.Version=$(VERSION) -X github.com/relayd/relayd/internal/daemon.Commit=$(COMMIT)
 
-.PHONY: all relayd man deb rpm test clean
+.PHONY: all relayd man deb rpm image test clean
 all: relayd man
 
 relayd:
@@ -30,6 +33,9 @@ deb: relayd man $(BUILD)/nfpm.yaml
 
 rpm: relayd man $(BUILD)/nfpm.yaml
 	VERSION='$(VERSION)' $(NFPM) package -f $(BUILD)/nfpm.yaml -p rpm -t $(BUILD)/
+
+image: relayd
+	sh packaging/image/build.sh $(BUILD)/relayd '$(IMAGE)' '$(VERSION)'
 
 test:
 	go test -race -shuffle=on ./...
