@@ -53,6 +53,9 @@ type Account struct {
 	// Transport is "smtp" or "graph"; GraphURL a fake Graph's URL.
 	Transport, GraphURL string
 	GraphScopes         []string
+	// FallbackAccount, FallbackAfter ("15m") and FallbackFrom are the
+	// fallback mailbox keys.
+	FallbackAccount, FallbackAfter, FallbackFrom string
 }
 
 // TOML renders the configuration.
@@ -145,6 +148,9 @@ func (a Account) TOML() string {
 	if len(a.GraphScopes) > 0 {
 		fmt.Fprintf(&b, "graph_scopes = %s\n", list(a.GraphScopes))
 	}
+	kv(&b, "fallback_account", a.FallbackAccount)
+	kv(&b, "fallback_after", a.FallbackAfter)
+	kv(&b, "fallback_from", a.FallbackFrom)
 	return b.String()
 }
 
