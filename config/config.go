@@ -178,7 +178,9 @@ type Account struct {
 	// Login is who signs in. Defaults to Email.
 	Login string
 	// Tenant is the Microsoft tenant (office365). Default "organizations".
-	Tenant           string
+	Tenant string
+	// tenantDefault: the file set no tenant; Tenant is the provider's.
+	tenantDefault    bool
 	ClientID         string
 	ClientSecretFile string
 	// ClientCertificateFile (PEM certificate, and its key unless

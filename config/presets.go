@@ -10,7 +10,7 @@ import (
 // facts (package provider). Keys the account sets itself win.
 func applyPreset(p *provider.Provider, a *Account) {
 	if a.Tenant == "" {
-		a.Tenant = p.DefaultTenant
+		a.Tenant, a.tenantDefault = p.DefaultTenant, p.DefaultTenant != ""
 	}
 	fill := func(dst *string, v string) {
 		if *dst == "" {

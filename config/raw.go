@@ -555,6 +555,8 @@ func checkLocalLogin(key string, a *Account, bad badFunc) {
 	}
 	if a.LocalPasswordHash == "" {
 		bad(key+".local_password_hash", "required: create one with 'relayd hash-password'")
+	} else if i := strings.IndexFunc(a.LocalPasswordHash, unicode.IsSpace); i >= 0 {
+		bad(key+".local_password_hash", "holds whitespace (%q at byte %d), so bcrypt would never match it and every login would fail: paste the hash 'relayd hash-password' printed as one unbroken string", a.LocalPasswordHash[i:i+1], i+1)
 	} else if _, err := bcrypt.Cost([]byte(a.LocalPasswordHash)); err != nil {
 		bad(key+".local_password_hash", "not a bcrypt hash (every login would fail): create one with 'relayd hash-password'")
 	}
@@ -708,9 +710,14 @@ func checkUpstream(key, proto, addr string, sec Security, bad badFunc) {
 
 // CheckFiles reports the secret, password and CA files the configuration
 // names that relayd cannot read now, and an admin_group that does not
-// exist. Parse does not look at the system; serve, a reload and
-// check-config call this.
-func (c *Config) CheckFiles() []error {
+// exist. Parse does not look at the system; serve and a reload call this.
+func (c *Config) CheckFiles() []error { return c.CheckFilesAs(nil) }
+
+// CheckFilesAs is CheckFiles for files that svc must read, whoever runs
+// it (check-config as root for the service user): a file svc cannot read
+// is an error wrapping ErrUnreadable. With svc nil, the files must be
+// readable by this process.
+func (c *Config) CheckFilesAs(svc *ServiceUser) []error {
 	var errs []error
 	if _, err := LookupGroup(c.AdminGroup); err != nil {
 		errs = append(errs, err)
@@ -731,7 +738,12 @@ func (c *Config) CheckFiles() []error {
 				continue
 			}
 			key := fmt.Sprintf("account[%d].%s", i+1, f.key)
-			if _, err := os.ReadFile(f.path); err != nil {
+			if svc != nil {
+				if err := checkReadableBy(key, f.path, svc); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+			} else if _, err := os.ReadFile(f.path); err != nil {
 				errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", f.path, unwrapPathErr(err)), Err: err})
 				continue
 			}

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -19,63 +16,14 @@ import (
 )
 
 // User is the user the service runs as, whose access to files is checked.
-type User struct {
-	Name string
-	UID  int
-	// GIDs are its primary and supplementary groups.
-	GIDs []int
-}
+type User = config.ServiceUser
 
-func (u *User) String() string {
-	if u.Name != "" {
-		return fmt.Sprintf("%s (uid %d)", u.Name, u.UID)
-	}
-	return fmt.Sprintf("uid %d", u.UID)
-}
-
-// ServiceUserOf is who relayd runs as with state directory dir: its owner
-// (the unit's User=, or whoever started relayd, which becomes it), else
-// the user "relayd" when the directory is not made yet, else this
-// process's user.
-func ServiceUserOf(dir string) *User {
-	var st unix.Stat_t
-	if dir != "" && unix.Stat(dir, &st) == nil {
-		return lookupUser(strconv.Itoa(int(st.Uid)), int(st.Uid), int(st.Gid))
-	}
-	if u, err := user.Lookup("relayd"); err == nil {
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		return lookupUser(u.Uid, uid, gid)
-	}
-	return lookupUser(strconv.Itoa(os.Geteuid()), os.Geteuid(), os.Getegid())
-}
-
-func lookupUser(id string, uid, gid int) *User {
-	u := &User{UID: uid, GIDs: []int{gid}}
-	if pw, err := user.LookupId(id); err == nil {
-		u.Name = pw.Username
-		if ids, err := pw.GroupIds(); err == nil {
-			u.GIDs = u.GIDs[:0]
-			for _, s := range ids {
-				if n, err := strconv.Atoi(s); err == nil {
-					u.GIDs = append(u.GIDs, n)
-				}
-			}
-			if len(u.GIDs) == 0 {
-				u.GIDs = []int{gid}
-			}
-		}
-	}
-	return u
-}
+// ServiceUserOf is who relayd runs as with state directory dir
+// (config.ServiceUserOf).
+func ServiceUserOf(dir string) *User { return config.ServiceUserOf(dir) }
 
 // groupName names gid for a chgrp command.
-func groupName(gid int) string {
-	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
-		return g.Name
-	}
-	return strconv.Itoa(gid)
-}
+func groupName(gid int) string { return statedir.GroupName(gid) }
 
 // Config runs the configuration's own checks: the file itself (parsed,
 // and who may read or change it), state_dir (statedir.CheckPerms, and its
@@ -96,7 +44,7 @@ func Config(cfg *config.Config, path string, o Options) []Result {
 		case perm&0o022 != 0:
 			rs = append(rs, fail("", "config.mode", fmt.Sprintf("%s may be changed by others (mode %04o): whoever may write it chooses where relayd sends tokens", path, perm),
 				fmt.Sprintf("chmod go-w %s", path)))
-		case !statedir.Searchable(filepath.Dir(path), uint32(svc.UID), svc.GIDs) || !statedir.Permits(st, uint32(svc.UID), svc.GIDs, 4):
+		case !statedir.Readable(path, uint32(svc.UID), svc.GIDs):
 			rs = append(rs, fail("", "config.mode", fmt.Sprintf("%s cannot be read by %s, who runs relayd (owner %s, mode %04o)", path, svc, owner(st), perm),
 				fmt.Sprintf("chgrp %s %s && chmod g+r %s (root:%s 0640 is the normal layout)", groupName(svc.GIDs[0]), path, path, groupName(svc.GIDs[0]))))
 		default:
@@ -141,13 +89,7 @@ func stat(path string) (os.FileInfo, *unix.Stat_t, error) {
 }
 
 // owner is "user:group" of st, by name when known.
-func owner(st *unix.Stat_t) string {
-	u := strconv.Itoa(int(st.Uid))
-	if pw, err := user.LookupId(u); err == nil {
-		u = pw.Username
-	}
-	return u + ":" + groupName(int(st.Gid))
-}
+func owner(st *unix.Stat_t) string { return statedir.Owner(st) }
 
 // file is a file an account's configuration names.
 type file struct {
@@ -204,8 +146,7 @@ func checkFile(acct string, f file, svc *User) Result {
 		problems = append(problems, fmt.Sprintf("it holds a secret but everyone may read it (mode %04o)", perm))
 		fixes = append(fixes, "chmod o-r "+f.path)
 	}
-	readable := statedir.Searchable(filepath.Dir(f.path), uint32(svc.UID), svc.GIDs) && statedir.Permits(st, uint32(svc.UID), svc.GIDs, 4)
-	if !readable {
+	if !statedir.Readable(f.path, uint32(svc.UID), svc.GIDs) {
 		problems = append(problems, fmt.Sprintf("%s, who runs relayd, cannot read it (owner %s, mode %04o, or a directory above it is closed)", svc, owner(st), perm))
 		fixes = append(fixes, fmt.Sprintf("chgrp %s %s && chmod g+r %s, and let that group search the directories above it", groupName(svc.GIDs[0]), f.path, f.path))
 	}

@@ -33,7 +33,7 @@ func init() {
 		{"queue", "queue [-c FILE] [--json] list|show|flush|hold|release|retry|delete [ARG]", "inspect and manage the outbound queue", queueCommands, runQueue},
 		{"reload", "reload [-c FILE | --socket PATH]", "make the running daemon reload its configuration; exits 1 with the reason when the file is refused", "", runReload},
 		{"status", "status [-c FILE | --socket PATH] [--json | --alive]", "show each mailbox's health; exits 1 (warning) or 2 (critical) when one needs attention, 3 when relayd is not running", statusMore, runStatus},
-		{"check-config", "check-config [FILE]", "validate a configuration file", "", runCheckConfig},
+		{"check-config", "check-config [--as USER] [FILE]", "validate a configuration file, and what would fail only later (placeholders, scopes, files the service user cannot read)", checkConfigMore, runCheckConfig},
 		{"doctor", "doctor [-c FILE] [NAME] [--json] [--timeout DURATION]", "check each account end to end (files, DNS, TLS, token endpoint, clock, grant, scopes, logins) and say how to fix what fails; exits 1 on warnings, 2 on a failure", doctorMore, runDoctor},
 		{"hash-password", "hash-password", "read a password from stdin or a prompt and print its bcrypt hash", "", runHashPassword},
 		{"version", "version", "print the version, commit and Go version", "", runVersion},

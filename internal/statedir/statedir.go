@@ -24,8 +24,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -389,4 +391,36 @@ func Permits(st *unix.Stat_t, uid uint32, groups []int, bit uint32) bool {
 		bit <<= 3
 	}
 	return st.Mode&bit != 0
+}
+
+// Readable reports whether uid, in groups, may read the file at path by
+// the modes of the file and of every directory on the way to it (as
+// Searchable and Permits decide): whether the service user could read a
+// file this process may be able to read only because it is root. A path
+// this process cannot stat is not readable.
+func Readable(path string, uid uint32, groups []int) bool {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return false
+	}
+	return Searchable(filepath.Dir(path), uid, groups) && Permits(&st, uid, groups, 4)
+}
+
+// Owner is "user:group" of st, by name when known, for messages that say
+// who owns a file.
+func Owner(st *unix.Stat_t) string {
+	u := strconv.Itoa(int(st.Uid))
+	if pw, err := user.LookupId(u); err == nil {
+		u = pw.Username
+	}
+	return u + ":" + GroupName(int(st.Gid))
+}
+
+// GroupName names gid, for a chgrp command; its number when it has no
+// name.
+func GroupName(gid int) string {
+	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
+		return g.Name
+	}
+	return strconv.Itoa(gid)
 }
