@@ -64,6 +64,8 @@ func Classify(a *config.Account, err error) *health.Error {
 	if code, am, ok := provider.LookupAADSTS(string(re.Body)); ok {
 		m, known, aadsts = am, true, true
 		m.What = fmt.Sprintf("%s (AADSTS%d)", am.What, code)
+	} else if gm, ok := provider.GoogleErrors[re.ErrorCode]; ok && a.Provider == "gmail" {
+		m, known = gm, true
 	} else if om, ok := provider.OAuthErrors[re.ErrorCode]; ok {
 		m, known = om, true
 		m.What = fmt.Sprintf("%s (%s)", om.What, re.ErrorCode)

@@ -134,6 +134,10 @@ func TestClassifyProviderErrors(t *testing.T) {
 		{a, "invalid_client", "AADSTS7000215: Invalid client secret provided.", 401, health.StateNeedsAdmin, "client_secret_invalid", "client_secret_file"},
 		{a, "invalid_client", "AADSTS7000222: The provided client secret keys for app are expired.", 401, health.StateNeedsAdmin, "client_secret_expired", "new secret"},
 		{google, "invalid_grant", "Token has been expired or revoked.", 400, health.StateNeedsReauth, "testing_app_expired", "Publish the app"},
+		{a, "invalid_request", "AADSTS50194: Application 'x' is not configured as a multi-tenant application.", 400, health.StateNeedsAdmin, "tenant_required", "set tenant to the tenant id or domain"},
+		{a, "unauthorized_client", "AADSTS700016: Application with identifier 'x' was not found in the directory 'y'.", 400, health.StateNeedsAdmin, "client_unknown", "check client_id"},
+		{a, "invalid_client", "AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'.", 401, health.StateNeedsAdmin, "public_client_disallowed", "Allow public client flows"},
+		{google, "invalid_client", "Unauthorized", 401, health.StateNeedsAdmin, "client_rejected", "Desktop app"},
 		{a, "", "", 503, health.StateDegraded, health.ReasonTokenEndpointFailed, "keeps retrying"},
 		{a, "", "", 429, health.StateDegraded, health.ReasonTokenEndpointFailed, "keeps retrying"},
 	} {

@@ -37,15 +37,19 @@ var AADSTS = map[int]Meaning{
 	50079:  {Reason: "mfa_required", Fix: FixReauth, What: "the user must register for multi-factor authentication"},
 	70043:  {Reason: "signin_frequency", Fix: FixReauth, What: "a Conditional Access sign-in frequency policy ended the grant"},
 	65001: {Reason: "consent_missing", Fix: FixAdmin, What: "the application has no consent for these permissions",
-		Action: "grant admin consent for the application's permissions"},
+		Action: "grant admin consent for the application's permissions (Entra admin center, App registrations, the app, API permissions, Grant admin consent), or let the user consent at the next 'relayd authorize'"},
+	50194: {Reason: "tenant_required", Fix: FixAdmin, What: "the app registration is single-tenant (Entra's default), so it cannot sign in through \"organizations\" or \"common\"",
+		Action: "set tenant to the tenant id or domain the app is registered in (its Overview page, Directory (tenant) ID), or make the registration multi-tenant (Authentication, Supported account types)"},
+	700016: {Reason: "client_unknown", Fix: FixAdmin, What: "no application with this client id is registered in the tenant",
+		Action: "check client_id (the app registration's Application (client) ID) and tenant (the directory it is registered in); an app for personal accounts only needs provider \"outlook\""},
 	53003: {Reason: "conditional_access_blocked", Fix: FixAdmin, What: "a Conditional Access policy blocked the sign-in",
 		Action: "allow this application and location in the tenant's Conditional Access policies"},
 	7000215: {Reason: "client_secret_invalid", Fix: FixAdmin, What: "the client secret is wrong",
 		Action: "put the app registration's current secret value (not its id) in client_secret_file"},
 	7000222: {Reason: "client_secret_expired", Fix: FixAdmin, What: "the client secret has expired",
 		Action: "create a new secret for the app registration and put it in client_secret_file"},
-	7000218: {Reason: "public_client_disallowed", Fix: FixAdmin, What: "the app registration does not allow public client flows",
-		Action: "enable 'Allow public client flows' on the app registration, or configure client_secret_file"},
+	7000218: {Reason: "public_client_disallowed", Fix: FixAdmin, What: "the app registration wants a client secret or certificate: it does not allow public client flows",
+		Action: "enable 'Allow public client flows' (the app registration's Authentication page) for the device flow, or put a client secret in client_secret_file"},
 }
 
 // GoogleRevoked is the error_description Google's token endpoint gives
@@ -88,6 +92,35 @@ var OAuthErrors = map[string]Meaning{
 		Action: "grant the application its permissions"},
 	"consent_required": {Reason: "consent_missing", Fix: FixAdmin, What: "consent is required",
 		Action: "grant consent for the application's permissions"},
+}
+
+// GoogleErrors are what the errors of Google's sign-in page and token
+// endpoint mean for a Gmail account, beyond OAuthErrors: each comes from
+// an OAuth client set up the wrong way.
+var GoogleErrors = map[string]Meaning{
+	"invalid_client": {Reason: "client_rejected", Fix: FixAdmin, What: "Google does not know this OAuth client, or its secret is wrong (invalid_client)",
+		Action: "check client_id and the secret in client_secret_file against the OAuth client (Google Cloud console, APIs & Services, Credentials), a client of type Desktop app"},
+	"redirect_uri_mismatch": {Reason: "client_rejected", Fix: FixAdmin, What: "the OAuth client does not accept relayd's loopback redirect (redirect_uri_mismatch)",
+		Action: "use an OAuth client of type Desktop app, which takes http://127.0.0.1 on any port (a Web application client needs http://127.0.0.1:PORT among its redirect URIs and redirect_port = PORT)"},
+	"access_denied": {Reason: "consent_missing", Fix: FixAdmin, What: "Google denied access (access_denied): an app in Testing publishing status lets only its test users sign in, or the person declined",
+		Action: "add the mailbox as a test user (Google Cloud console, APIs & Services, OAuth consent screen, Test users) or publish the app, and accept the permissions at the next 'relayd authorize'"},
+}
+
+// Explain says what a sign-in or token-endpoint error means and what to
+// do, for an account of provider prov: from an AADSTS code in text (the
+// error description or body), else from code in the provider's table
+// (Google's), for the errors a wrong app registration produces. "" when
+// nothing more is known.
+func Explain(prov, code, text string) string {
+	if _, m, ok := LookupAADSTS(text); ok && m.Action != "" {
+		return m.What + ": " + m.Action
+	}
+	if prov == "gmail" {
+		if m, ok := GoogleErrors[code]; ok {
+			return m.What + ": " + m.Action
+		}
+	}
+	return ""
 }
 
 // LookupAADSTS finds a known AADSTS code in a token-endpoint error body.

@@ -121,7 +121,7 @@ func (s *SignIn) Device(ctx context.Context) (*auth.Grant, error) {
 		return nil, fmt.Errorf("account %q: %w; nothing was stored", a.Name, ue)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("account %q: the device authorization endpoint did not start a sign-in: %s", a.Name, auth.Describe(err))
+		return nil, fmt.Errorf("account %q: the device authorization endpoint did not start a sign-in: %s%s", a.Name, auth.Describe(err), explain(a, err))
 	}
 	if da.Expiry.IsZero() {
 		da.Expiry = s.Now().Add(15 * time.Minute)
@@ -198,7 +198,22 @@ func deviceError(a *config.Account, re *oauth2.RetrieveError) error {
 		return fmt.Errorf("account %q: a Conditional Access policy of the tenant blocks the device code flow (%s); nothing was stored. Run 'relayd authorize %s --browser' instead, or ask the tenant's admin to allow the device flow for this app",
 			a.Name, auth.Describe(re), a.Name)
 	}
-	return fmt.Errorf("account %q: the identity provider refused the sign-in (%s); nothing was stored", a.Name, auth.Describe(re))
+	return fmt.Errorf("account %q: the identity provider refused the sign-in (%s)%s; nothing was stored", a.Name, auth.Describe(re), explain(a, re))
+}
+
+// explain says what a sign-in error a wrong app registration produces
+// means and how to fix it (provider.Explain), as ". what: action", or "".
+// The IdP's body is only searched for known codes, never shown.
+func explain(a *config.Account, err error) string {
+	code, text := "", err.Error()
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		code, text = re.ErrorCode, re.ErrorDescription+" "+string(re.Body)
+	}
+	if s := provider.Explain(a.Provider, code, text); s != "" {
+		return ". " + s
+	}
+	return ""
 }
 
 // countdown shows the time left to use the device code: live on a terminal,
@@ -353,6 +368,7 @@ func (s *SignIn) Browser(ctx context.Context) (*auth.Grant, error) {
 		"machine, either forward the port first, on that machine:\n\n  ssh -L %d:127.0.0.1:%d %s\n\n"+
 		"or, after the sign-in, copy the address the browser shows (its page will fail to load) and paste it here:\n",
 		oc.RedirectURL, port, port, target)
+	browserHints(s.Out, a)
 	if s.In != nil {
 		go readPasted(s.In, got)
 	}
@@ -398,9 +414,29 @@ func (s *SignIn) Browser(ctx context.Context) (*auth.Grant, error) {
 		if errors.As(err, &re) && strings.Contains(string(re.Body), "AADSTS54005") || strings.Contains(err.Error(), "already redeemed") {
 			return nil, fmt.Errorf("account %q: that code was already used (a code works once); nothing was stored. Run 'relayd authorize %s' again", a.Name, a.Name)
 		}
-		return nil, fmt.Errorf("account %q: the identity provider refused the code: %s; nothing was stored", a.Name, auth.Describe(err))
+		return nil, fmt.Errorf("account %q: the identity provider refused the code: %s%s; nothing was stored", a.Name, auth.Describe(err), explain(a, err))
 	}
 	return s.finish(ctx, tok, nonce)
+}
+
+// browserHints says what the errors a provider shows on its own sign-in
+// page mean (they never reach relayd): those a wrong app registration
+// produces.
+func browserHints(w io.Writer, a *config.Account) {
+	var codes []string
+	switch a.Provider {
+	case "gmail":
+		codes = []string{"redirect_uri_mismatch", "access_denied", "invalid_client"}
+	case "office365", "outlook":
+		codes = []string{"AADSTS50194", "AADSTS700016", "AADSTS65001"}
+	default:
+		return
+	}
+	fmt.Fprintln(w, "\nIf the sign-in page shows an error instead:")
+	for _, c := range codes {
+		fmt.Fprintf(w, "  %s: %s\n", c, provider.Explain(a.Provider, c, c))
+	}
+	fmt.Fprintln(w)
 }
 
 // readPasted reads one pasted line and sends what its URL's query says.
@@ -447,6 +483,9 @@ func redirectError(a *config.Account, code, desc string) error {
 	what := code
 	if desc != "" {
 		what += ": " + desc
+	}
+	if more := provider.Explain(a.Provider, code, desc); more != "" {
+		return fmt.Errorf("account %q: the identity provider ended the sign-in with an error (%s). %s; nothing was stored", a.Name, what, more)
 	}
 	switch {
 	case code == "access_denied":
