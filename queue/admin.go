@@ -6,28 +6,44 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
+
+	"github.com/relayd/relayd/health"
 )
 
-// List returns every queued, held and failed message, oldest first.
+// List returns every queued, held and failed message, oldest first, in
+// the state it is shown in (see Get).
 func (q *Queue) List() []*Entry {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	l := q.sortedEntries(nil)
 	for _, e := range l {
-		if a := q.accounts[e.Account]; a != nil && e.State == StateQueued {
-			if held, _, _ := q.health(a).Outgoing(); held {
-				e.State = StateHeld
-			}
-		}
-		if e.AdminHold && e.State == StateQueued {
-			e.State = StateHeld
-		}
+		e.State = q.shown(e)
 	}
 	return l
 }
 
-// Get returns one message's metadata.
+// shown is the state of e shown to people: a queued message is "held"
+// while an admin holds it or its account's outgoing mail is held ("held"
+// is shown, never stored). q.mu is held.
+func (q *Queue) shown(e *Entry) State {
+	if e.State != StateQueued {
+		return e.State
+	}
+	if e.AdminHold {
+		return StateHeld
+	}
+	if a := q.accounts[e.Account]; a != nil {
+		if held, _, _ := q.health(a).Outgoing(); held {
+			return StateHeld
+		}
+	}
+	return e.State
+}
+
+// Get returns one message's metadata, in the state List shows it.
 func (q *Queue) Get(id string) (*Entry, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -35,11 +51,96 @@ func (q *Queue) Get(id string) (*Entry, error) {
 	if e == nil {
 		return nil, notFound(id)
 	}
-	return e.clone(), nil
+	c := e.clone()
+	c.State = q.shown(e)
+	return c, nil
+}
+
+// String says it in one line for the command line: whose mail, why, the
+// advice, and what releases it.
+func (h Hold) String() string {
+	what := fmt.Sprintf("account %q: its outgoing mail is held", h.Account)
+	if h.ID != "" {
+		what = fmt.Sprintf("%s (account %q) is held", h.ID, h.Account)
+	}
+	s := fmt.Sprintf("%s (%s, %s)", what, h.State, h.Reason)
+	if h.Advice != "" {
+		s += ": " + h.Advice
+	}
+	return s + ". Released by: " + h.Release
+}
+
+// Holds reports what keeps the mail of target from going out now: an
+// account's hold (target an account name), a message's own hold and its
+// account's (target a queue ID), or every held account with mail waiting
+// (target ""). Nothing when nothing holds it.
+func (q *Queue) Holds(target string) []Hold {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var hs []Hold
+	if e := q.entries[target]; e != nil {
+		if e.AdminHold && e.State == StateQueued {
+			h := Hold{Account: e.Account, ID: e.ID, State: health.StateOK, Reason: health.ReasonAdminHold,
+				Advice: "an admin held this message", Release: "relayd queue release " + e.ID}
+			if a := q.accounts[e.Account]; a != nil {
+				snap := q.health(a).Snapshot()
+				h.State = snap.State
+				if why, ok := snap.Quarantined[e.ID]; ok {
+					h.Reason, h.Advice = "quarantined", why
+					h.Release += " (or relayd queue delete " + e.ID + ")"
+				}
+			}
+			hs = append(hs, h)
+		}
+		target = e.Account
+	}
+	for _, name := range slices.Sorted(maps.Keys(q.accounts)) {
+		a := q.accounts[name]
+		if target != "" && name != target || target == "" && len(a.entries) == 0 {
+			continue
+		}
+		h := q.health(a)
+		if held, why, _ := h.Outgoing(); held {
+			hs = append(hs, accountHold(name, h, why))
+		}
+	}
+	return hs
+}
+
+// accountHold says why the outgoing mail of account name, whose
+// condition is h, is held (why is what h.Outgoing said) and what releases
+// it.
+func accountHold(name string, h *health.Account, why string) Hold {
+	if why == "admin" {
+		snap := h.Snapshot()
+		return Hold{Account: name, State: snap.State, Reason: health.ReasonAdminHold, Since: snap.AdminHoldSince,
+			Advice:  "an admin held this account's outgoing mail",
+			Release: "relayd queue release " + name}
+	}
+	hold := Hold{Account: name, State: health.StateDegraded, Since: h.HeldSince(),
+		Release: "nothing: the hold is ending, and the mail goes out at once"}
+	c, _ := h.HoldingSince()
+	if c == nil {
+		return hold
+	}
+	hold.State, hold.Reason, hold.Advice = c.State, c.Reason, c.Advice
+	switch {
+	case c.Reason == health.ReasonNotConfigured:
+		hold.Release = fmt.Sprintf("adding account %q back to the configuration, or relayd queue delete %s", name, name)
+	case c.State == health.StateNeedsReauth:
+		hold.Release = fmt.Sprintf("relayd authorize %s (the new grant sends the held mail at once)", name)
+	case !c.State.NeedsAttention():
+		hold.Release = fmt.Sprintf("nothing: relayd tries again by itself and sends the mail once the upstream takes it; relayd queue release %s tries now", name)
+	default:
+		hold.Release = fmt.Sprintf("doing what the advice says, then relayd queue release %s (tried again at once), or a new grant: relayd authorize %s", name, name)
+	}
+	return hold
 }
 
 // Flush makes every queued message of account (all accounts when empty)
-// due now, like postqueue -f. It does not release holds.
+// due now, like postqueue -f, and returns how many of them may go now. It
+// does not release holds: held mail is made due but waits (Holds says
+// why), and is not counted.
 func (q *Queue) Flush(acct string) int {
 	q.mu.Lock()
 	n := 0
@@ -48,7 +149,9 @@ func (q *Queue) Flush(acct string) int {
 	for _, e := range q.entries {
 		if e.State == StateQueued && (acct == "" || e.Account == acct) {
 			e.NextAttempt = now
-			n++
+			if q.shown(e) == StateQueued {
+				n++
+			}
 		}
 	}
 	for name, a := range q.accounts {

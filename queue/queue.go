@@ -146,13 +146,24 @@ type account struct {
 	holdMu sync.Mutex
 }
 
-// Hold is why an account's mail waits: its condition (package health,
-// which owns it), shown with the queue's statistics.
+// Hold is why an account's mail (or one message) waits: its condition
+// (package health, which owns it) or an admin's hold, and what releases
+// it. Status shows it with the queue's statistics; flush, retry and
+// release answer with it for what they could not send.
 type Hold struct {
+	// Account is whose mail is held; ID is set when one message is held
+	// of its own (an admin's hold of it, or quarantine). Both are left
+	// out in an account's statistics.
+	Account string `json:"account,omitempty"`
+	ID      string `json:"id,omitempty"`
+	// State is the account's state; Reason is admin_hold, quarantined,
+	// or the holding condition's reason code.
 	State  health.State  `json:"state"`
 	Reason health.Reason `json:"reason,omitempty"`
 	Advice string        `json:"advice"`
 	Since  time.Time     `json:"since"`
+	// Release is what releases it, in words.
+	Release string `json:"release,omitempty"`
 }
 
 // Open opens the spool, recovers its messages and returns the queue. Call
@@ -461,16 +472,10 @@ func (q *Queue) Stats(name string) AccountStats {
 			st.OldestAge = max(st.OldestAge, int64(now.Sub(e.Created)/time.Second))
 		}
 	}
-	switch {
-	case why == "admin":
-		snap := h.Snapshot()
-		st.Hold = &Hold{State: snap.State, Reason: health.ReasonAdminHold, Since: snap.AdminHoldSince,
-			Advice: fmt.Sprintf("an admin held this account's outgoing mail: 'relayd queue release %s' sends it", name)}
-	case held:
-		st.Hold = &Hold{State: health.StateDegraded, Since: h.HeldSince()}
-		if c := h.Worst(health.SourceToken, health.SourceSMTP, health.SourceGraph); c != nil {
-			st.Hold.State, st.Hold.Reason, st.Hold.Advice = c.State, c.Reason, c.Advice
-		}
+	if held {
+		hold := accountHold(a.name, h, why)
+		hold.Account = ""
+		st.Hold = &hold
 	}
 	st.Outage = inOutage(h)
 	return st

@@ -133,11 +133,12 @@ func (c *Client) QueueShow(ctx context.Context, id string, w io.Writer) (*queue.
 }
 
 // QueueOp runs flush, hold or release on target (an account, a queue ID,
-// or "" for everything with flush).
-func (c *Client) QueueOp(ctx context.Context, op, target string) (int, error) {
+// or "" for everything with flush): how many messages it concerned, and
+// the holds that still keep them.
+func (c *Client) QueueOp(ctx context.Context, op, target string) (QueueResult, error) {
 	var r QueueResult
 	err := c.do(ctx, http.MethodPost, "/v1/queue/"+op+"?target="+url.QueryEscape(target), nil, &r)
-	return r.Count, err
+	return r, err
 }
 
 // Reload asks the daemon to reload its configuration and waits for the
@@ -152,9 +153,12 @@ func (c *Client) Reload(ctx context.Context) error {
 	return err
 }
 
-// QueueRetry makes a message due now, requeueing a failed one.
-func (c *Client) QueueRetry(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodPost, "/v1/queue/"+url.PathEscape(id)+"/retry", nil, nil)
+// QueueRetry makes a message due now, requeueing a failed one, and says
+// what still holds it.
+func (c *Client) QueueRetry(ctx context.Context, id string) (QueueResult, error) {
+	var r QueueResult
+	err := c.do(ctx, http.MethodPost, "/v1/queue/"+url.PathEscape(id)+"/retry", nil, &r)
+	return r, err
 }
 
 // QueueDelete removes a message.

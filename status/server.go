@@ -251,6 +251,10 @@ func (s *Server) handleQueueMessage(w http.ResponseWriter, r *http.Request) {
 // QueueResult answers the queue operations.
 type QueueResult struct {
 	Count int `json:"count"`
+	// Holds say what still keeps the mail concerned from going out, and
+	// what releases it, after a flush, release or retry (none for hold
+	// and delete).
+	Holds []queue.Hold `json:"holds,omitempty"`
 }
 
 func (s *Server) handleQueueOp(w http.ResponseWriter, r *http.Request) {
@@ -267,15 +271,20 @@ func (s *Server) handleQueueOp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("queue operation", "op", r.PathValue("op"), "target", target, "count", n)
-	writeJSON(w, http.StatusOK, QueueResult{Count: n})
+	res := QueueResult{Count: n}
+	if queue.Op(r.PathValue("op")) != queue.OpHold {
+		res.Holds = q.Holds(target)
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) handleQueueRetry(w http.ResponseWriter, r *http.Request) {
-	if err := s.backend.Queue().Retry(r.PathValue("id")); err != nil {
+	q, id := s.backend.Queue(), r.PathValue("id")
+	if err := q.Retry(id); err != nil {
 		queueError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, QueueResult{Count: 1})
+	writeJSON(w, http.StatusOK, QueueResult{Count: 1, Holds: q.Holds(id)})
 }
 
 func (s *Server) handleQueueDelete(w http.ResponseWriter, r *http.Request) {

@@ -33,9 +33,13 @@ type queueAdmin interface {
 	// list writes the queue as text (like postqueue -p) or JSON.
 	list(w io.Writer, format string) error
 	show(id string, w io.Writer) (*queue.Entry, error)
-	op(op, target string) (int, error)
-	retry(id string) error
+	// op and retry return how many messages they concerned and what
+	// still holds them.
+	op(op, target string) (status.QueueResult, error)
+	retry(id string) (status.QueueResult, error)
 	delete(id string) error
+	// offline: no daemon runs, so nothing is delivered now.
+	offline() bool
 }
 
 func runQueue(args []string) error {
@@ -87,35 +91,55 @@ func runQueue(args []string) error {
 		if len(pos) == 2 {
 			target = pos[1]
 		}
-		n, err := admin.op("flush", target)
+		r, err := admin.op("flush", target)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%d message(s) due now\n", n)
+		switch {
+		case admin.offline():
+			fmt.Printf("relayd is not running, so nothing is delivered now: start it (systemctl start relayd) and it tries the queued mail at once\n")
+		case len(r.Holds) == 0:
+			fmt.Printf("%d message(s) due now\n", r.Count)
+		default:
+			fmt.Printf("%d message(s) due now; held mail stays held (flush lifts no hold):\n", r.Count)
+		}
+		printHolds(r.Holds)
 	case "hold", "release":
 		target, err := arg()
 		if err != nil {
 			return err
 		}
-		n, err := admin.op(pos[0], target)
+		r, err := admin.op(pos[0], target)
 		if err != nil {
 			return err
 		}
 		done := map[string]string{"hold": "held", "release": "released"}[pos[0]]
-		if cfg.Account(target) != nil {
-			fmt.Printf("account %q: %s (%d queued message(s))\n", target, done, n)
+		if len(r.Holds) > 0 {
+			fmt.Printf("%s: %s, but its mail is still held:\n", target, done)
+		} else if cfg.Account(target) != nil {
+			fmt.Printf("account %q: %s (%d queued message(s))\n", target, done, r.Count)
 		} else {
 			fmt.Printf("%s: %s\n", target, done)
 		}
+		printHolds(r.Holds)
 	case "retry":
 		id, err := arg()
 		if err != nil {
 			return err
 		}
-		if err := admin.retry(id); err != nil {
+		r, err := admin.retry(id)
+		if err != nil {
 			return err
 		}
-		fmt.Printf("%s: queued for delivery now\n", id)
+		switch {
+		case len(r.Holds) > 0:
+			fmt.Printf("%s: due again, but held: it goes out once released\n", id)
+		case admin.offline():
+			fmt.Printf("%s: due again; relayd is not running, so it goes out once relayd starts\n", id)
+		default:
+			fmt.Printf("%s: queued for delivery now\n", id)
+		}
+		printHolds(r.Holds)
 	case "delete":
 		id, err := arg()
 		if err != nil {
@@ -170,11 +194,14 @@ func (r remoteQueue) list(w io.Writer, format string) error {
 func (r remoteQueue) show(id string, w io.Writer) (*queue.Entry, error) {
 	return r.c.QueueShow(context.Background(), id, w)
 }
-func (r remoteQueue) op(op, target string) (int, error) {
+func (r remoteQueue) op(op, target string) (status.QueueResult, error) {
 	return r.c.QueueOp(context.Background(), op, target)
 }
-func (r remoteQueue) retry(id string) error  { return r.c.QueueRetry(context.Background(), id) }
+func (r remoteQueue) retry(id string) (status.QueueResult, error) {
+	return r.c.QueueRetry(context.Background(), id)
+}
 func (r remoteQueue) delete(id string) error { return r.c.QueueDelete(context.Background(), id) }
+func (r remoteQueue) offline() bool          { return false }
 
 type localQueue struct{ q *queue.Queue }
 
@@ -194,8 +221,26 @@ func (l localQueue) show(id string, w io.Writer) (*queue.Entry, error) {
 	_, err = io.Copy(w, m)
 	return e, err
 }
-func (l localQueue) op(op, target string) (int, error) {
-	return l.q.Apply(queue.Op(op), target)
+func (l localQueue) op(op, target string) (status.QueueResult, error) {
+	n, err := l.q.Apply(queue.Op(op), target)
+	if err != nil || queue.Op(op) == queue.OpHold {
+		return status.QueueResult{Count: n}, err
+	}
+	return status.QueueResult{Count: n, Holds: l.q.Holds(target)}, nil
 }
-func (l localQueue) retry(id string) error  { return l.q.Retry(id) }
+func (l localQueue) retry(id string) (status.QueueResult, error) {
+	if err := l.q.Retry(id); err != nil {
+		return status.QueueResult{}, err
+	}
+	return status.QueueResult{Count: 1, Holds: l.q.Holds(id)}, nil
+}
 func (l localQueue) delete(id string) error { return l.q.Delete(id) }
+func (l localQueue) offline() bool          { return true }
+
+// printHolds says, one line each, what still holds mail after a flush,
+// release or retry, and what releases it.
+func printHolds(hs []queue.Hold) {
+	for _, h := range hs {
+		fmt.Printf("  %s\n", h)
+	}
+}
