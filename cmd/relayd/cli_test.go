@@ -255,3 +255,46 @@ func TestCheckConfigFilesAsServiceUser(t *testing.T) {
 		t.Errorf("check-config --as an unknown user: exit %d\n%s", code, out)
 	}
 }
+
+// Every command prints its help on stdout with exit 0, through relayd
+// help CMD, CMD -h and CMD --help alike, and lists its flags as its usage
+// line writes them: --name for long flags, -c for one letter, each flag
+// of the help in the usage line.
+func TestHelpForEveryCommand(t *testing.T) {
+	flagRe := regexp.MustCompile(`(?m)^  (-{1,2})([a-z][a-z-]*)`)
+	for _, c := range commands {
+		if c.name == "help" {
+			continue
+		}
+		for _, args := range [][]string{{"help", c.name}, {c.name, "-h"}, {c.name, "--help"}} {
+			cmd := exec.Command(relaydBin, args...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			name := "relayd " + strings.Join(args, " ")
+			if err != nil || stderr.Len() > 0 || !strings.HasPrefix(stdout.String(), "usage: relayd "+c.name) {
+				t.Errorf("%s: %v\nstdout: %s\nstderr: %s", name, err, stdout.String(), stderr.String())
+				continue
+			}
+			for _, m := range flagRe.FindAllStringSubmatch(stdout.String(), -1) {
+				want := "--" + m[2]
+				if len(m[2]) == 1 {
+					want = "-" + m[2]
+				}
+				if m[1]+m[2] != want {
+					t.Errorf("%s lists %s%s, want %s", name, m[1], m[2], want)
+				}
+				if !regexp.MustCompile(regexp.QuoteMeta(want) + `\b`).MatchString(c.usage) {
+					t.Errorf("%s lists %s, which its usage line %q does not", name, want, c.usage)
+				}
+			}
+		}
+	}
+	// Arguments hash-password refuses are a usage error (exit 2), never
+	// read as a password.
+	cmd := exec.Command(relaydBin, "hash-password", "s3cret")
+	out, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "takes no arguments") || !strings.Contains(string(out), "usage: relayd hash-password") {
+		t.Errorf("relayd hash-password s3cret: exit %d %s", cmd.ProcessState.ExitCode(), out)
+	}
+}

@@ -15,8 +15,12 @@ import (
 // runHashPassword never takes the password as an argument: argv is visible
 // to every user through /proc.
 func runHashPassword(args []string) error {
-	if len(args) > 0 {
-		return errors.New("takes no arguments: type the password at the prompt or pipe it on stdin")
+	fs := newFlagSet("hash-password")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("takes no arguments (argv is visible to every user): type the password at the prompt or pipe it on stdin")
 	}
 	var pw string
 	if term.IsTerminal(int(os.Stdin.Fd())) {
