@@ -32,8 +32,13 @@ func Classify(a *config.Account, err error) *health.Error {
 		return e
 	}
 	if errors.Is(err, errNoGrant) {
+		// Nothing went wrong: nobody signed in yet. Its reason stays
+		// no_grant; its words say so rather than "reauthorization".
 		e.Err = nil
-		return reauth(health.ReasonNoGrant, "no grant stored yet")
+		e.State, e.Reason = health.StateNeedsReauth, health.ReasonNoGrant
+		e.Advice = fmt.Sprintf("not authorized yet: run 'relayd authorize %s' to sign in", a.Name)
+		e.Client = fmt.Sprintf("mailbox %q is not authorized yet: run 'relayd authorize %s'", a.Name, a.Name)
+		return e
 	}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.ErrorCode == "" {

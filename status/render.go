@@ -59,11 +59,17 @@ func Render(w io.Writer, st *Status, now time.Time) {
 			(fb == nil || !fb.Active && !fb.ForcedRewrite && a.Queue.SentViaFallback == 0) {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s: %s\n", a.Name, state)
+		if a.NotAuthorized() {
+			fmt.Fprintf(w, "\n%s: not authorized yet (%s, %s)\n", a.Name, state, a.Reason)
+		} else {
+			fmt.Fprintf(w, "\n%s: %s\n", a.Name, state)
+		}
 		if advice != "" {
 			fmt.Fprintf(w, "  what to do: %s\n", safetext.Terminal(advice))
 		}
-		if lastErr != "" {
+		// A condition without an error of its own (no_grant) has its
+		// advice as its last error: said once.
+		if lastErr != "" && lastErr != advice {
 			fmt.Fprintf(w, "  last error: %s (%s)\n", safetext.Terminal(lastErr), ago(lastErrAt, now))
 		}
 		if !a.HeldSince.IsZero() {

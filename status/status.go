@@ -85,11 +85,22 @@ type Token struct {
 // NeedsAttention reports whether an admin must act on the account.
 func (a *Account) NeedsAttention() bool { return a.State.NeedsAttention() }
 
+// NotAuthorized reports whether nobody signed in for the account yet
+// (state needs_reauth, reason no_grant): it reads "not authorized yet",
+// not "needs reauthorization".
+func (a *Account) NotAuthorized() bool {
+	return a.State == health.StateNeedsReauth && a.Reason == health.ReasonNoGrant
+}
+
 // MakeBanner summarises the accounts in one line, e.g. "1 of 3 mailboxes
 // needs reauthorization: support".
 func MakeBanner(accts []Account) string {
-	var reauth, admin, disconnected, degraded, warning []string
+	var unauthorized, reauth, admin, disconnected, degraded, warning []string
 	for _, a := range accts {
+		if a.NotAuthorized() {
+			unauthorized = append(unauthorized, a.Name)
+			continue
+		}
 		switch a.State {
 		case health.StateNeedsReauth:
 			reauth = append(reauth, a.Name)
@@ -105,6 +116,9 @@ func MakeBanner(accts []Account) string {
 	}
 	n := len(accts)
 	var parts []string
+	if len(unauthorized) > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d %s not authorized yet: %s", len(unauthorized), n, plural(n, "mailbox", "mailboxes"), strings.Join(unauthorized, ", ")))
+	}
 	if len(reauth) > 0 {
 		parts = append(parts, fmt.Sprintf("%d of %d %s reauthorization: %s", len(reauth), n, needs(len(reauth), n), strings.Join(reauth, ", ")))
 	}

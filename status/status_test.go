@@ -23,6 +23,7 @@ func TestBannerAndState(t *testing.T) {
 	reauth := Account{Name: "support", Snapshot: health.Snapshot{State: health.StateNeedsReauth, Advice: "run 'relayd authorize support'"}}
 	admin := Account{Name: "scanner", Snapshot: health.Snapshot{State: health.StateNeedsAdmin, Advice: "enable SMTP AUTH"}}
 	degraded := Account{Name: "billing", Snapshot: health.Snapshot{State: health.StateDegraded}}
+	fresh := Account{Name: "billing", Snapshot: health.Snapshot{State: health.StateNeedsReauth, Reason: health.ReasonNoGrant}}
 	for _, tc := range []struct {
 		accts []Account
 		want  string
@@ -30,6 +31,8 @@ func TestBannerAndState(t *testing.T) {
 		{[]Account{ok}, "all 1 mailbox ok"},
 		{[]Account{ok, reauth, ok}, "1 of 3 mailboxes needs reauthorization: support"},
 		{[]Account{reauth, admin, degraded}, "1 of 3 mailboxes needs reauthorization: support; 1 of 3 mailboxes needs an administrator: scanner; 1 of 3 degraded (retrying): billing"},
+		{[]Account{ok, fresh, reauth}, "1 of 3 mailboxes not authorized yet: billing; 1 of 3 mailboxes needs reauthorization: support"},
+		{[]Account{fresh}, "1 of 1 mailbox not authorized yet: billing"},
 	} {
 		if got := MakeBanner(tc.accts); got != tc.want {
 			t.Errorf("MakeBanner = %q, want %q", got, tc.want)
@@ -161,5 +164,22 @@ func TestStatusHandlerPanicRecovered(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "internal error recovered") || !strings.Contains(logs.String(), "goroutine") {
 		t.Errorf("the panic was not logged with its stack:\n%s", logs.String())
+	}
+}
+
+// A never-authorized account (no_grant) reads "not authorized yet", and
+// its advice, which is also its last error, is said once.
+func TestRenderNotAuthorized(t *testing.T) {
+	advice := "not authorized yet: run 'relayd authorize billing' to sign in"
+	a := Account{Name: "billing", Email: "billing@example.com", Snapshot: health.Snapshot{State: health.StateNeedsReauth,
+		Reason: health.ReasonNoGrant, Advice: advice, LastError: advice, LastErrorAt: time.Now()}}
+	st := &Status{Accounts: []Account{a}}
+	st.Banner = MakeBanner(st.Accounts)
+	var b strings.Builder
+	Render(&b, st, time.Now())
+	out := b.String()
+	if !strings.Contains(out, "1 of 1 mailbox not authorized yet: billing") || !strings.Contains(out, "billing: not authorized yet (needs_reauth, no_grant)") ||
+		strings.Count(out, "relayd authorize billing") != 1 || strings.Contains(out, "last error") || strings.Contains(out, "reauthorization") {
+		t.Errorf("Render() =\n%s", out)
 	}
 }

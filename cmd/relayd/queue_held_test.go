@@ -83,6 +83,13 @@ func TestQueueCommandsOnHeldAccount(t *testing.T) {
 			}
 		}
 	}
+	// status counts it as not authorized yet, not as needing
+	// reauthorization, and says what to do once.
+	out, code = e.run("status", "--socket", e.socket)
+	if code != 2 || !strings.Contains(out, "1 of 1 mailbox not authorized yet: support") || strings.Contains(out, "reauthorization") ||
+		strings.Contains(out, "last error") {
+		t.Errorf("status of a never-authorized account: exit %d\n%s", code, out)
+	}
 	// An admin's hold of the message is named with its own release.
 	e.run("queue", "-c", e.cfg, "hold", id)
 	out, _ = e.run("queue", "-c", e.cfg, "retry", id)
