@@ -166,12 +166,24 @@ func openQueueAdmin(cfg *config.Config) (queueAdmin, error) {
 	} else if !errors.Is(err, status.ErrNotRunning) {
 		return nil, err
 	}
+	q, err := openSpool(cfg, 0)
+	if err != nil {
+		return nil, err
+	}
+	return localQueue{q}, nil
+}
+
+// openSpool opens the queue on disk with no daemon running, as the state
+// directory's owner (dropToStateOwner), waiting up to wait for another
+// relayd command that holds it. Close it when done.
+func openSpool(cfg *config.Config, wait time.Duration) (*queue.Queue, error) {
 	if err := dropToStateOwner(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	q, err := queue.Open(queue.Options{
-		Dir:    filepath.Join(cfg.StateDir, "queue"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	return queue.Open(queue.Options{
+		Dir:      filepath.Join(cfg.StateDir, "queue"),
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		LockWait: wait,
 		Accounts: func(name string) *auth.Account {
 			if a := cfg.Account(name); a != nil {
 				return &auth.Account{Config: a}
@@ -179,10 +191,6 @@ func openQueueAdmin(cfg *config.Config) (queueAdmin, error) {
 			return nil
 		},
 	})
-	if err != nil {
-		return nil, err
-	}
-	return localQueue{q}, nil
 }
 
 type remoteQueue struct{ c *status.Client }

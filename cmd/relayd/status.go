@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/status"
 )
@@ -33,9 +34,10 @@ func runStatus(args []string) error {
 		return statusAlive(*cfgPath, *socket)
 	}
 	path := *socket
+	var cfg *config.Config
 	if path == "" {
-		cfg, err := loadConfig(*cfgPath)
-		if err != nil {
+		var err error
+		if cfg, err = loadConfig(*cfgPath); err != nil {
 			fmt.Fprintf(os.Stderr, "UNKNOWN: %v\n", err)
 			return exitError{nagiosUnknown}
 		}
@@ -45,10 +47,12 @@ func runStatus(args []string) error {
 	defer cancel()
 	st, err := status.NewClient(path).Status(ctx)
 	if err != nil {
-		if errors.Is(err, status.ErrNotRunning) {
-			fmt.Printf("UNKNOWN: %v\n", err)
-		} else {
-			fmt.Printf("UNKNOWN: %v\n", err)
+		fmt.Printf("UNKNOWN: %v\n", err)
+		// Root and the service user read the state directory instead.
+		if errors.Is(err, status.ErrNotRunning) && cfg != nil && !*asJSON && mayReadState(cfg.StateDir) {
+			if err := offlineStatus(os.Stdout, cfg, time.Now()); err != nil {
+				fmt.Printf("no offline view: %v\n", err)
+			}
 		}
 		return exitError{nagiosUnknown}
 	}
