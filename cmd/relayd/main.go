@@ -25,6 +25,9 @@ type command struct {
 
 var commands []command
 
+// hidden are commands no help lists: helpers for the shell completions.
+var hidden = map[string]func(args []string) int{}
+
 func init() {
 	commands = []command{
 		{"serve", "serve [-c FILE] [--grace DURATION]", "run the daemon", "", runServe},
@@ -64,6 +67,9 @@ func run(args []string) int {
 	if len(args) == 0 {
 		usage(os.Stderr)
 		return 2
+	}
+	if h := hidden[args[0]]; h != nil {
+		return h(args[1:])
 	}
 	switch args[0] {
 	case "-h", "--help", "-help":
