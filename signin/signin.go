@@ -202,7 +202,7 @@ func deviceError(a *config.Account, re *oauth2.RetrieveError) error {
 }
 
 // explain says what a sign-in error a wrong app registration produces
-// means and how to fix it (provider.Explain), as ". what: action", or "".
+// means and how to fix it (provider.Explain), as ": what: action", or "".
 // The IdP's body is only searched for known codes, never shown.
 func explain(a *config.Account, err error) string {
 	code, text := "", err.Error()
@@ -211,7 +211,7 @@ func explain(a *config.Account, err error) string {
 		code, text = re.ErrorCode, re.ErrorDescription+" "+string(re.Body)
 	}
 	if s := provider.Explain(a.Provider, code, text); s != "" {
-		return ". " + s
+		return ": " + s
 	}
 	return ""
 }
@@ -484,14 +484,16 @@ func redirectError(a *config.Account, code, desc string) error {
 	if desc != "" {
 		what += ": " + desc
 	}
-	if more := provider.Explain(a.Provider, code, desc); more != "" {
-		return fmt.Errorf("account %q: the identity provider ended the sign-in with an error (%s). %s; nothing was stored", a.Name, what, more)
-	}
+	more := provider.Explain(a.Provider, code, desc)
 	switch {
+	case code == "access_denied" && more != "":
+		return fmt.Errorf("account %q: %s; nothing was stored", a.Name, more)
 	case code == "access_denied":
 		return fmt.Errorf("account %q: the sign-in was cancelled or access was denied (%s); nothing was stored. Run 'relayd authorize %s' again and accept the permissions", a.Name, what, a.Name)
 	case code == "consent_required" || strings.Contains(desc, "AADSTS65001") || strings.Contains(desc, "AADSTS90094"):
 		return fmt.Errorf("account %q: the app needs an administrator's consent (%s); nothing was stored. Ask a tenant admin to grant consent, then run 'relayd authorize %s' again", a.Name, what, a.Name)
+	case more != "":
+		return fmt.Errorf("account %q: the identity provider ended the sign-in with an error (%s): %s; nothing was stored", a.Name, what, more)
 	}
 	return fmt.Errorf("account %q: the identity provider ended the sign-in with an error (%s); nothing was stored", a.Name, what)
 }
