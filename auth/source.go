@@ -350,7 +350,7 @@ func (s *Source) token(ctx context.Context, r Resource, stale string) (string, e
 	if call == nil {
 		call = &refreshCall{done: make(chan struct{})}
 		s.inflight[r] = call
-		go s.refresh(call, s.gen, r)
+		go s.refresh(call, r)
 	}
 	s.mu.Unlock()
 	select {
@@ -363,20 +363,43 @@ func (s *Source) token(ctx context.Context, r Resource, stale string) (string, e
 
 // refresh runs one request to the token endpoint for resource r. It does
 // not use the caller's context, so a client that hangs up does not waste a
-// refresh whose rotated refresh token must be stored anyway.
-func (s *Source) refresh(call *refreshCall, gen uint64, r Resource) {
+// refresh whose rotated refresh token must be stored anyway. Requests of
+// the account run one at a time, each until its outcome is stored
+// (fetchMu), so that the next starts from the refresh token this one
+// rotated; an answer for a grant that Install replaced meanwhile is
+// dropped, and the request made again for the new grant.
+func (s *Source) refresh(call *refreshCall, r Resource) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.opts.HTTPClient)
 	s.fetchMu.Lock()
-	s.mu.Lock()
-	old := s.grant // after any refresh before this one: its rotated refresh token
-	s.mu.Unlock()
-	tok, err := s.safeFetch(ctx, old, r)
-	s.fetchMu.Unlock()
+	defer s.fetchMu.Unlock()
+	var (
+		tok *oauth2.Token
+		err error
+	)
+	for try := 0; ; try++ {
+		s.mu.Lock()
+		gen, old := s.gen, s.grant
+		s.mu.Unlock()
+		tok, err = s.safeFetch(ctx, old, r)
+		s.mu.Lock()
+		if s.gen == gen || try == 2 {
+			break // s.mu stays locked for the outcome
+		}
+		// A new grant was installed while this request ran: its answer
+		// belongs to the old grant.
+		if t, _ := s.cached(r); t != "" {
+			call.token = t
+			s.inflight[r] = nil
+			s.mu.Unlock()
+			close(call.done)
+			return
+		}
+		s.mu.Unlock()
+	}
 	now := s.opts.Now()
 
-	s.mu.Lock()
 	var report func()
 	defer func() {
 		s.inflight[r] = nil
@@ -386,13 +409,6 @@ func (s *Source) refresh(call *refreshCall, gen uint64, r Resource) {
 		}
 		close(call.done)
 	}()
-	if s.gen != gen {
-		// A new grant was installed while this refresh ran: keep the new one.
-		if t, _ := s.cached(r); t != "" {
-			call.token = t
-			return
-		}
-	}
 	if err != nil {
 		he := s.fail(err, r)
 		call.err = he
@@ -409,20 +425,22 @@ func (s *Source) refresh(call *refreshCall, gen uint64, r Resource) {
 		if s.grant != nil {
 			*g = *s.grant
 		}
-		g.GraphAccessToken, g.GraphExpiry = tok.AccessToken, tok.Expiry
+		g.GraphAccessToken, g.GraphExpiry, g.RefreshedAt = tok.AccessToken, tok.Expiry, now
 		if tok.RefreshToken != "" {
-			g.RefreshToken, g.RefreshedAt = tok.RefreshToken, now
+			g.RefreshToken = tok.RefreshToken
 		}
 		if err := s.opts.Store.Save(s.acct.Name, g); err != nil {
 			s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
 		}
 		s.grant = g
 		call.token = tok.AccessToken
+		f := s.forecast() // the grant was used: its idle lifetime starts again
+		report = func() { s.health.SetForecast(f) }
 		return
 	}
 	g := &Grant{ClientID: s.acct.ClientID, GrantedAt: now}
-	if old != nil {
-		*g = *old
+	if s.grant != nil {
+		*g = *s.grant // the current grant: another resource's token stays
 	}
 	g.AccessToken = tok.AccessToken
 	g.Expiry = tok.Expiry
@@ -683,22 +701,19 @@ func (s *Source) Status() TokenStatus {
 // Health is the account's condition.
 func (s *Source) Health() *health.Account { return s.health }
 
-// RejectedByUpstream records that an upstream server refused a freshly
-// refreshed token: the access token (Graph's when src is
-// health.SourceGraph) is forgotten, so that nothing uses it
-// while the account waits for a new grant, and he (package upstream
-// classified the refusal) is reported to the account's health as seen at
-// src. It returns he.
-func (s *Source) RejectedByUpstream(src health.Source, he *health.Error) *health.Error {
+// Forget forgets the access token an upstream server refused although
+// freshly refreshed (Graph's when src is health.SourceGraph), so that
+// nothing uses it while the account waits for a new grant. Package
+// upstream reports the refusal to the health of the account that logged
+// in (doctor's logins report to a throwaway one).
+func (s *Source) Forget(src health.Source) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if src == health.SourceGraph {
 		s.dropGraphToken()
 	} else {
 		s.dropAccessToken()
 	}
-	s.mu.Unlock()
-	s.health.Fail(src, he)
-	return he
 }
 
 // dropAccessToken forgets the cached access token of a grant that is dead

@@ -24,7 +24,8 @@ import (
 //
 // refreshed says the token was refreshed once already; it changes only
 // the words. The token case is reported through the token source
-// (Source.RejectedByUpstream), which also forgets the token.
+// (Source.Forget forgets the token; the refusal goes to the account's
+// health).
 func Classify(a *auth.Account, host string, r *Refusal, refreshed bool) *health.Error {
 	cfg := a.Config
 	// The server's words reach the log, status and a terminal: one

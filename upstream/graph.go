@@ -90,7 +90,9 @@ func Graph(ctx context.Context, a *auth.Account, send func(ctx context.Context, 
 			resp.Body.Close()
 			he := graphRefused(a, ge, refreshed)
 			if refreshed {
-				return nil, a.Tokens.RejectedByUpstream(src, he)
+				a.Tokens.Forget(src)
+				a.Health.Fail(src, he)
+				return nil, he
 			}
 			a.Health.Logger().Info("Microsoft Graph rejected the access token; refreshing once and retrying", "reply", ge.Error())
 			if tok, err = a.Tokens.RefreshFor(ctx, auth.ResourceGraph, tok); err != nil {

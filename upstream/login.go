@@ -98,7 +98,9 @@ func Login[C Conn](ctx context.Context, a *auth.Account, src health.Source, host
 		// drops the connection during AUTH: that is about the account.
 		he := Classify(a, host, r, true)
 		he.Err = fmt.Errorf("connection lost during AUTH after %q: %w", safetext.Line(r.Text), authErr)
-		return zero, a.Tokens.RejectedByUpstream(src, he)
+		a.Tokens.Forget(src)
+		a.Health.Fail(src, he)
+		return zero, he
 	}
 	return zero, refused(ctx, a, src, host, r, true)
 }
@@ -165,7 +167,9 @@ func refused(ctx context.Context, a *auth.Account, src health.Source, host strin
 	}
 	he := Classify(a, host, r, refreshed)
 	if he.Reason == health.ReasonUpstreamRejectedToken {
-		return a.Tokens.RejectedByUpstream(src, he) // forgets the token too
+		a.Tokens.Forget(src) // nothing may use it
+		a.Health.Fail(src, he)
+		return he
 	}
 	a.Health.Fail(src, he)
 	return he
