@@ -742,7 +742,7 @@ func (s *Source) failGraph(he *health.Error) *health.Error {
 	if he.Reason == health.ReasonConsentMissing {
 		he.Advice = fmt.Sprintf("the app registration %s has no consent for Microsoft Graph's Mail.Send, which transport = \"graph\" needs: "+
 			"grant admin consent for Mail.Send (Entra admin center → App registrations → API permissions → Grant admin consent), "+
-			"or run 'relayd authorize --browser %s' so that the sign-in asks for it; or set transport = \"smtp\"", s.acct.ClientID, s.acct.Name)
+			"then run 'relayd queue release %s'; or run 'relayd authorize --browser %s' so that the sign-in asks for it; or set transport = \"smtp\"", s.acct.ClientID, s.acct.Name, s.acct.Name)
 	}
 	if !he.Temporary() {
 		s.dropGraphToken()

@@ -237,6 +237,15 @@ func (d *Daemon) buildAccounts(cfg *config.Config, keep map[string]*registry.Acc
 		}
 		if prev != nil {
 			acct.KeepSessions(prev)
+			if prev.Config.Transport != a.Transport {
+				// The way out changed (535 5.7.139's advice: transport =
+				// "graph"): what the old one said no longer holds the mail.
+				old := health.SourceSMTP
+				if prev.Config.Graph() {
+					old = health.SourceGraph
+				}
+				acct.Health.Succeed(old)
+			}
 		}
 		accounts[a.Name] = acct
 	}

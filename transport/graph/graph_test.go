@@ -355,3 +355,31 @@ func TestGraphUnauthorized(t *testing.T) {
 	}
 	r.waitEvent(queue.EventDelivered, id)
 }
+
+// Mail held for a missing Mail.Send consent goes once an admin consented
+// and released it, as the advice says.
+func TestGraphConsentGivenThenReleased(t *testing.T) {
+	b := relaytest.New(t)
+	graph := testkit.StartGraph(t, b.IdP)
+	b.IdP.WithholdConsent(graph.Scope())
+	acct := b.Account(testkit.Account{Direction: "outgoing", Transport: "graph", GraphURL: graph.URL}, relaytest.AccountOptions{})
+	events := make(chan queue.Event, 100)
+	q := b.Queue(relaytest.Registry(acct), queue.Options{OnEvent: func(e queue.Event) { events <- e }})
+	id, err := q.Submit(&queue.Submission{Account: "support", From: mailbox, To: []string{"ann@example.net"}, Body: strings.NewReader("Subject: c\r\n\r\nx\r\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Await(t, events, "held", 15*time.Second, func(e queue.Event) bool { return e.Kind == queue.EventHeld })
+	c := acct.Health.Current()
+	if c == nil || c.State != health.StateNeedsAdmin || !strings.Contains(c.Advice, "relayd queue release support") {
+		t.Fatalf("held for consent: %v", c)
+	}
+	b.IdP.GiveConsent(graph.Scope())
+	if _, err := q.Release("support"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Await(t, events, "delivered", 15*time.Second, func(e queue.Event) bool { return e.Kind == queue.EventDelivered && e.ID == id })
+	if len(graph.Sent()) != 1 {
+		t.Error("not sent after consent and release")
+	}
+}
