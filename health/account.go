@@ -141,6 +141,10 @@ type Account struct {
 	forecast       Forecast
 	shown          effective // the state last logged, to log changes once
 	changed        chan struct{}
+	// heard are the sources that reported since New; heardAll is set by
+	// Reset (a new grant says everything anew).
+	heard    map[Source]bool
+	heardAll bool
 }
 
 // effective is an account's state with what explains it.
@@ -211,6 +215,7 @@ func (a *Account) Fail(src Source, e *Error) {
 		e = &up
 	}
 	c.err, c.at = e, now
+	a.hear(src)
 	a.lastErr, a.lastErrAt = e.Detail(), now
 	if a.lastErr == "" {
 		a.lastErr = e.Advice
@@ -230,6 +235,7 @@ func (a *Account) Succeed(src Source) {
 	}
 	a.mu.Lock()
 	a.lastOK = a.now()
+	a.hear(src)
 	_, had := a.conds[src]
 	delete(a.conds, src)
 	if had {
@@ -248,9 +254,36 @@ func (a *Account) Reset() {
 	a.mu.Lock()
 	a.conds = map[Source]*condition{}
 	a.lastOK = a.now()
+	a.heardAll = true
 	a.changedLocked()
 	a.mu.Unlock()
 	a.logChange()
+}
+
+// hear records that src reported. a.mu is held.
+func (a *Account) hear(src Source) {
+	if a.heard == nil {
+		a.heard = map[Source]bool{}
+	}
+	a.heard[src] = true
+}
+
+// Heard reports whether any of srcs reported (Fail or Succeed), or Reset
+// was called, since the account's condition was made: whether its
+// condition there is known, rather than not yet tried (a condition from
+// before a restart is not in a new one).
+func (a *Account) Heard(srcs ...Source) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.heardAll {
+		return true
+	}
+	for _, src := range srcs {
+		if a.heard[src] {
+			return true
+		}
+	}
+	return false
 }
 
 // Current returns the account's worst condition, or nil when it is ok.

@@ -127,9 +127,12 @@ func (q *Queue) checkHold(a *account, h *health.Account, why string) {
 		q.mu.Unlock()
 		q.recordHoldStart(a.name, time.Time{})
 		q.log.Info("account released: delivering its held mail now", "account", a.name, "why", why)
-	case recorded && h.HeldSince().IsZero() && h.Holding() == nil:
+	case recorded && h.HeldSince().IsZero() && h.Holding() == nil &&
+		h.Heard(health.SourceToken, health.SourceSMTP, health.SourceGraph):
 		// A hold that began before a restart whose condition is gone
-		// now: its time stays out of the lifetimes all the same.
+		// now (the account's outgoing side was tried since, and worked):
+		// its time stays out of the lifetimes all the same. Until it is
+		// tried, the record (and the fallback's forced rewrite) stays.
 		q.fallbackEnded(a)
 		q.mu.Lock()
 		q.resume(a, max(q.opts.Now().Sub(before), time.Nanosecond))
