@@ -240,7 +240,7 @@ func TestGraphForbidden(t *testing.T) {
 		!strings.Contains(c.Advice, "Mail.Send") {
 		t.Fatalf("after 403: %v", c)
 	}
-	if e, _ := r.q.Get(id); e == nil || e.State != queue.StateQueued {
+	if e, _ := r.q.Get(id); e == nil || e.State != queue.StateHeld {
 		t.Errorf("message after 403: %+v, want queued (held)", e)
 	}
 	if _, err := r.q.Release("support"); err != nil {
@@ -346,7 +346,7 @@ func TestGraphUnauthorized(t *testing.T) {
 	if c := r.acct.Health.Current(); c == nil || c.State != health.StateNeedsReauth || !strings.Contains(c.Advice, "relayd authorize support") {
 		t.Fatalf("after two 401s: %v", c)
 	}
-	if e, _ := r.q.Get(id); e == nil || e.State != queue.StateQueued {
+	if e, _ := r.q.Get(id); e == nil || e.State != queue.StateHeld {
 		t.Fatalf("message after two 401s: %+v", e)
 	}
 	g := &auth.Grant{RefreshToken: r.b.IdP.IssueRefreshToken("client", mailbox), GrantedAt: time.Now()}
