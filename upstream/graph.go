@@ -98,6 +98,21 @@ func Graph(ctx context.Context, a *auth.Account, send func(ctx context.Context, 
 			if tok, err = a.Tokens.RefreshFor(ctx, auth.ResourceGraph, tok); err != nil {
 				return nil, tokenError(ctx, a, src, err)
 			}
+		case resp.StatusCode == http.StatusNotFound:
+			// The mailbox itself: a mistyped email, an unlicensed mailbox
+			// (ErrorInvalidUser, MailboxNotEnabledForRESTAPI). Every
+			// message would bounce, DSNs through the same mailbox too:
+			// an account condition, not a message's failure.
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			ge := parseGraphError(resp.StatusCode, body)
+			he := &health.Error{State: health.StateNeedsAdmin, Reason: health.ReasonGraphAccessDenied,
+				Err: errors.New("Microsoft Graph said: " + ge.Error()),
+				Advice: fmt.Sprintf("Microsoft Graph does not know mailbox %s (%s): check email in the configuration, and that the mailbox exists and has an Exchange Online license; then run 'relayd queue release %s'",
+					a.Config.Email, ge.Code, a.Config.Name),
+				Client: fmt.Sprintf("mailbox %q needs an administrator: see 'relayd status'", a.Config.Name)}
+			a.Health.Fail(src, he)
+			return nil, he
 		case resp.StatusCode == http.StatusForbidden:
 			// ErrorSendAsDenied is about one message's From: the caller's.
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

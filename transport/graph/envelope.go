@@ -47,7 +47,11 @@ func adjustRecipients(br *bufio.Reader, envelope []string) (header []byte, adj *
 	for _, a := range envelope {
 		want[strings.ToLower(a)] = true
 	}
-	parser := mail.AddressParser{WordDecoder: new(mime.WordDecoder)}
+	// A display name in a charset Go cannot decode (iso-8859-15,
+	// windows-1252, ISO-2022-JP) is passed through as it is: names do
+	// not decide recipients, and the field must not be lost for them.
+	parser := mail.AddressParser{WordDecoder: &mime.WordDecoder{
+		CharsetReader: func(_ string, input io.Reader) (io.Reader, error) { return input, nil }}}
 	named := map[string]bool{}       // addresses To, Cc and Bcc name
 	keptVisible := map[string]bool{} // envelope addresses To and Cc keep
 	adj = &adjusted{}

@@ -54,6 +54,10 @@ func TestAdjustRecipients(t *testing.T) {
 			envelope: []string{"root@x.example"}, bcc: []string{"root@x.example"}, addedBcc: 1},
 		{name: "unparsable to", header: "From: a@x.example\r\nTo: \"unterminated <b@x.example>\r\n\r\n",
 			envelope: []string{"b@x.example"}, bcc: []string{"b@x.example"}, dropped: 1, addedBcc: 1},
+		{name: "name in a charset Go does not decode", header: "From: a@x.example\r\nTo: =?iso-8859-15?Q?M=FCller?= <m@x.example>\r\n\r\n",
+			envelope: []string{"m@x.example"}, unchanged: true},
+		{name: "undecodable name beside a dropped address", header: "From: a@x.example\r\nTo: =?windows-1252?Q?Caf=E9?= <cafe@x.example>, other@x.example\r\n\r\n",
+			envelope: []string{"cafe@x.example"}, to: []string{"cafe@x.example"}, dropped: 1},
 		{name: "encoded name kept", header: "From: a@x.example\r\nTo: =?utf-8?q?J=C3=BCrgen?= <j@x.example>, z@x.example\r\n\r\n",
 			envelope: []string{"j@x.example"}, to: []string{"j@x.example"}, dropped: 1},
 	} {

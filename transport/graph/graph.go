@@ -159,7 +159,7 @@ func (c *conn) Deliver(ctx context.Context, m *queue.Message) ([]queue.Result, e
 		return all(queue.Result{State: queue.RcptPending, Reply: reply}), err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 == 2 {
+	if resp.StatusCode == http.StatusAccepted {
 		fault.Hit("after-upstream-250") // the crash test's: accepted, not yet recorded
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		return all(queue.Result{State: queue.RcptSent, Code: 250, Enhanced: "2.0.0",
@@ -183,6 +183,11 @@ func (c *conn) classify(resp *http.Response, m *queue.Message) queue.Result {
 		return r
 	case resp.StatusCode/100 == 5:
 		return queue.Result{State: queue.RcptPending, Code: 451, Enhanced: "4.4.0", Reply: said}
+	case resp.StatusCode/100 == 2:
+		// sendMail answers 202 and nothing else: a 200 comes from
+		// something on the way (a proxy, a captive portal), not Graph.
+		return queue.Result{State: queue.RcptPending, Code: 451, Enhanced: "4.4.0",
+			Reply: fmt.Sprintf("%d from %s is not Microsoft Graph's answer to sendMail (202): is a proxy in the way? retrying", resp.StatusCode, c.a.Config.GraphURL)}
 	case ge.Code == "ErrorSendAsDenied":
 		return queue.Result{State: queue.RcptFailed, Code: 554, Enhanced: "5.7.60",
 			Reply: fmt.Sprintf("554 5.7.60 %s: mailbox %s has no right to send as the message's From address (%s); grant it Send As, or send from %s",
@@ -217,7 +222,8 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return time.Duration(min(n, 86400)) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now), 24*time.Hour).Round(time.Second)
+		d := min(t.Sub(now), 24*time.Hour)
+		return (d + time.Second - 1).Truncate(time.Second) // never shorter than asked
 	}
 	return 0
 }

@@ -383,3 +383,27 @@ func TestGraphConsentGivenThenReleased(t *testing.T) {
 		t.Error("not sent after consent and release")
 	}
 }
+
+// A 404 for the mailbox (a mistyped email, an unlicensed mailbox) is the
+// account's needs_admin, not a bounce of every message; an answer other
+// than 202 is not taken as sent.
+func TestGraphMailboxNotFoundAndNot202(t *testing.T) {
+	r := newEnv(t, nil)
+	r.graph.FailNext(1, 200, "", "", "")
+	id := r.submit(mailbox, []string{"ann@example.net"}, "Subject: t\r\n\r\nx\r\n")
+	r.waitEvent(queue.EventDeferred, id)
+	if e, _ := r.q.Get(id); e == nil || !strings.Contains(e.LastError, "not Microsoft Graph's answer") {
+		t.Fatalf("after a 200: %+v", e)
+	}
+	r.waitEvent(queue.EventDelivered, id) // the retry's 202
+
+	r.graph.FailNext(1, 404, "ErrorInvalidUser", "The requested user 'support@example.com' is invalid.", "")
+	id = r.submit(mailbox, []string{"ann@example.net"}, "Subject: t2\r\n\r\nx\r\n")
+	r.waitEvent(queue.EventHeld, "")
+	if c := r.acct.Health.Current(); c == nil || c.State != health.StateNeedsAdmin || !strings.Contains(c.Advice, "Exchange Online license") {
+		t.Fatalf("after a 404: %v", c)
+	}
+	if e, _ := r.q.Get(id); e == nil || e.State != queue.StateHeld {
+		t.Errorf("message after a 404: %+v, want held", e)
+	}
+}
