@@ -166,6 +166,9 @@ func (q *Queue) dueFallback(a *account, plan *fallbackPlan) ([]string, time.Dura
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	plan.via = q.account(plan.name)
+	if wait := plan.via.throttledUntil.Sub(q.opts.Now()); wait > 0 {
+		return nil, wait // the fallback's mailbox was asked to wait
+	}
 	return q.pick(a, plan.probe, plan.via.probeAt)
 }
 

@@ -126,7 +126,11 @@ type account struct {
 	backoff time.Duration
 
 	lastSend time.Time
-	running  bool
+	// throttledUntil: the provider asked to wait (Graph's 429 or 503 with
+	// Retry-After, which is per app and mailbox): nothing goes out
+	// through this account's credentials before then.
+	throttledUntil time.Time
+	running        bool
 
 	// conns counts the upstream connections open with this account's
 	// credentials, its own deliveries' and those of accounts it is the

@@ -193,7 +193,39 @@ func (q *Queue) due(a *account, h *health.Account) ([]string, time.Duration) {
 	outage := inOutage(h)
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if wait := a.throttledUntil.Sub(q.opts.Now()); wait > 0 {
+		return nil, wait
+	}
 	return q.pick(a, probe || outage, a.probeAt)
+}
+
+// throttle records that the provider asked, in results, to wait before
+// anything more goes out through up's credentials, and reports whether it
+// did: the connection then ends, and the mailbox waits (Graph's
+// Retry-After applies per app and mailbox, not per message).
+func (q *Queue) throttle(up *account, results []Result) bool {
+	var wait time.Duration
+	for _, r := range results {
+		if r.State == RcptPending {
+			wait = max(wait, r.RetryAfter)
+		}
+	}
+	if wait == 0 {
+		return false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if until := q.opts.Now().Add(wait); until.After(up.throttledUntil) {
+		up.throttledUntil = until
+	}
+	return true
+}
+
+// throttled reports whether up's credentials must wait (throttle).
+func (q *Queue) throttled(up *account) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.opts.Now().Before(up.throttledUntil)
 }
 
 // pick returns a's messages to attempt now, oldest first, or how long to
@@ -411,6 +443,9 @@ func (q *Queue) runConnection(ctx context.Context, a *account, fb *fallbackPlan,
 		if ctx.Err() != nil {
 			return // stopping: start no new delivery
 		}
+		if q.throttled(up) {
+			return // the provider asked to wait: the rest stays due
+		}
 		id := take()
 		if id == "" {
 			return
@@ -460,6 +495,9 @@ func (q *Queue) attempt(ctx context.Context, a *account, fb *fallbackPlan, c Con
 	}
 	results, connErr := c.Deliver(ctx, m)
 	q.finish(a, nil, e.ID, pending, results, connErr, time.Since(start))
+	if q.throttle(a, results) {
+		return false
+	}
 	return connErr == nil
 }
 
@@ -521,6 +559,9 @@ func (q *Queue) attemptFallback(ctx context.Context, a *account, fb *fallbackPla
 		}
 	}
 	q.finish(a, &fallbackSend{fallbackPlan: fb, mode: mode}, e.ID, pending, results, connErr, time.Since(start))
+	if q.throttle(fb.via, results) {
+		return false
+	}
 	return connErr == nil
 }
 

@@ -407,3 +407,39 @@ func TestGraphMailboxNotFoundAndNot202(t *testing.T) {
 		t.Errorf("message after a 404: %+v, want held", e)
 	}
 }
+
+// Graph's Retry-After is per app and mailbox: after a 429 the account
+// starts no new request until it has passed, neither for the rest of the
+// batch nor for new mail (requests already in flight end as they will).
+func TestGraphRetryAfterHoldsTheMailbox(t *testing.T) {
+	r := newEnv(t, nil)
+	if _, err := r.q.Hold("support"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 {
+		r.submit(mailbox, []string{fmt.Sprintf("r%d@example.net", i)}, "Subject: c\r\n\r\nx\r\n")
+	}
+	r.graph.FailNext(100, 429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.", "60")
+	if _, err := r.q.Release("support"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitEvent(queue.EventDeferred, "")
+	r.submit(mailbox, []string{"late@example.net"}, "Subject: late\r\n\r\nx\r\n")
+	r.q.Flush("support")
+	// The connections end after their one request each; afterwards
+	// nothing may happen: a bounded wait for an absence.
+	quiet := time.After(500 * time.Millisecond)
+	for done := false; !done; {
+		select {
+		case <-r.events:
+		case <-quiet:
+			done = true
+		}
+	}
+	if all, _ := r.graph.Requests(); all < 1 || all > 4 {
+		t.Errorf("%d requests; want at most the 4 that could be in flight before the first 429", all)
+	}
+	if st := r.q.Stats("support"); st.Queued != 13 || len(r.graph.Sent()) != 0 {
+		t.Errorf("queue %+v, %d sent; want all 13 still queued", st, len(r.graph.Sent()))
+	}
+}
