@@ -416,7 +416,7 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 	}
 	applyPreset(p, a)
 	checkCredentials(key, a, p, bad)
-	checkTransport(key, a, p, bad)
+	checkTransport(key, a, p, r.FallbackAfter != "", bad)
 	checkServers(key, a, bad)
 	return a
 }
@@ -424,7 +424,7 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 // checkTransport: how outgoing mail leaves (SMTP or Microsoft Graph), and
 // the fallback mode. Whether the fallback account exists and may serve is
 // checkFallbacks' concern, once every account is read.
-func checkTransport(key string, a *Account, p *provider.Provider, bad badFunc) {
+func checkTransport(key string, a *Account, p *provider.Provider, fallbackAfterSet bool, bad badFunc) {
 	switch a.Transport {
 	case "":
 		a.Transport = TransportSMTP
@@ -456,8 +456,15 @@ func checkTransport(key string, a *Account, p *provider.Provider, bad badFunc) {
 		switch {
 		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
 			bad(key+".graph_url", "%s is not an http(s) URL like %q", quoteClip(a.GraphURL), DefaultGraphURL)
+		case u.User != nil:
+			bad(key+".graph_url", "must not hold a user name or password: give only the scheme and host, like %q", DefaultGraphURL)
+		case u.Path != "" || u.RawQuery != "" || u.Fragment != "":
+			bad(key+".graph_url", "%s: give only the scheme and host (and port), like %q: relayd adds /v1.0/users/... itself", quoteClip(a.GraphURL), DefaultGraphURL)
 		case u.Scheme == "http" && CheckLoopback(hostPort(u)) != nil:
 			bad(key+".graph_url", "%q sends tokens in the clear: use https (plain http is allowed only on loopback)", a.GraphURL)
+		}
+		if a.GraphScopes != nil && len(a.GraphScopes) == 0 {
+			bad(key+".graph_scopes", "is empty: leave it out for the default (%s/Mail.Send and offline_access)", a.GraphURL)
 		}
 		if a.GraphScopes == nil {
 			if a.AppOnly() {
@@ -466,6 +473,13 @@ func checkTransport(key string, a *Account, p *provider.Provider, bad badFunc) {
 				a.GraphScopes = []string{a.GraphURL + "/Mail.Send", "offline_access"}
 			}
 		}
+	}
+	if a.FallbackAccount == "" && (a.FallbackFrom != "" || fallbackAfterSet) {
+		k := ".fallback_from"
+		if fallbackAfterSet {
+			k = ".fallback_after"
+		}
+		bad(key+k, "only used with fallback_account: name the account that sends this one's mail while it needs a person")
 	}
 	switch a.FallbackFrom {
 	case "":

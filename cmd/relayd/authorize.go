@@ -17,6 +17,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/doctor"
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/safetext"
 	"github.com/relayd/relayd/provider"
@@ -170,8 +171,9 @@ func unreachableTokenEndpoint(a *config.Account, err error) error {
 func checkGraphToken(ctx context.Context, a *config.Account, store *auth.Store) {
 	src, err := auth.NewSource(auth.SourceOptions{Account: a, Store: store,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var tok string
 	if err == nil {
-		_, err = src.TokenFor(ctx, auth.ResourceGraph)
+		tok, err = src.TokenFor(ctx, auth.ResourceGraph)
 	}
 	if err != nil {
 		msg := err.Error()
@@ -181,7 +183,11 @@ func checkGraphToken(ctx context.Context, a *config.Account, store *auth.Store) 
 		fmt.Printf("warning: account %q sends through Microsoft Graph, but no Graph token comes with this grant: %s\n", a.Name, msg)
 		return
 	}
-	fmt.Printf("account %q: the grant also gets a Microsoft Graph token (Mail.Send)\n", a.Name)
+	if p, err := doctor.ReadPermissions(tok); err == nil && !p.Has("Mail.Send") {
+		fmt.Printf("warning: account %q sends through Microsoft Graph, but its Graph token does not allow Mail.Send: grant the permission with admin consent, or sign in with 'relayd authorize --browser %s'\n", a.Name, a.Name)
+		return
+	}
+	fmt.Printf("account %q: the grant also gets a Microsoft Graph token for sending\n", a.Name)
 }
 
 // sshTarget is "user@host" for the ssh -L line of the browser sign-in.

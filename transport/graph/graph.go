@@ -23,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/mail"
 	"net/url"
 	"strconv"
 	"strings"
@@ -123,7 +124,7 @@ func (c *conn) Deliver(ctx context.Context, m *queue.Message) ([]queue.Result, e
 			Reply: fmt.Sprintf("552 5.3.4 message of %d bytes is too large for Microsoft Graph, which takes about %d (its 4 MB request cap, after base64); account %q sends through Graph (transport = \"graph\")",
 				m.Size, config.GraphMaxMessage, cfg.Name)}), nil
 	}
-	body, err := c.encode(m)
+	body, from, err := c.encode(m)
 	if errors.Is(err, errTooLarge) {
 		return all(queue.Result{State: queue.RcptFailed, Code: 552, Enhanced: "5.3.4",
 			Reply: fmt.Sprintf("552 5.3.4 message too large for Microsoft Graph once its recipients were written into its header (its 4 MB request cap); account %q sends through Graph", cfg.Name)}), nil
@@ -166,11 +167,12 @@ func (c *conn) Deliver(ctx context.Context, m *queue.Message) ([]queue.Result, e
 			Reply: fmt.Sprintf("%d %s: Microsoft Graph accepted it; Exchange delivers it, and reports a later failure as a bounce into %s",
 				resp.StatusCode, http.StatusText(resp.StatusCode), cfg.Email)}), nil
 	}
-	return all(c.classify(resp, m)), nil
+	return all(c.classify(resp, from)), nil
 }
 
-// classify turns Graph's answer to a message into its result.
-func (c *conn) classify(resp *http.Response, m *queue.Message) queue.Result {
+// classify turns Graph's answer to a message into its result; from is
+// the message's From field, which Graph sends as.
+func (c *conn) classify(resp *http.Response, from string) queue.Result {
 	ge := upstream.ReadGraphError(resp)
 	said := ge.Error()
 	switch {
@@ -191,21 +193,13 @@ func (c *conn) classify(resp *http.Response, m *queue.Message) queue.Result {
 	case ge.Code == "ErrorSendAsDenied":
 		return queue.Result{State: queue.RcptFailed, Code: 554, Enhanced: "5.7.60",
 			Reply: fmt.Sprintf("554 5.7.60 %s: mailbox %s has no right to send as the message's From address (%s); grant it Send As, or send from %s",
-				said, c.a.Config.Email, fromOf(m), c.a.Config.Email)}
+				said, c.a.Config.Email, from, c.a.Config.Email)}
 	case resp.StatusCode == http.StatusRequestEntityTooLarge:
 		return queue.Result{State: queue.RcptFailed, Code: 552, Enhanced: "5.3.4",
 			Reply: fmt.Sprintf("552 5.3.4 %s: the message is too large for Microsoft Graph's 4 MB request cap", said)}
 	default:
 		return queue.Result{State: queue.RcptFailed, Code: 554, Enhanced: "5.6.0", Reply: "554 5.6.0 " + said}
 	}
-}
-
-// fromOf is the message's envelope sender, for the DSN's words.
-func fromOf(m *queue.Message) string {
-	if m.From == "" {
-		return "<>"
-	}
-	return m.From
 }
 
 // retryAfter reads a Retry-After value (delay seconds or an HTTP date,
@@ -229,18 +223,25 @@ func retryAfter(v string, now time.Time) time.Duration {
 }
 
 // encode reads the stored message, adjusts its recipient header fields to
-// the envelope (envelope.go) and returns the request body: the message as
-// base64.
-func (c *conn) encode(m *queue.Message) ([]byte, error) {
+// the envelope (envelope.go) and returns the request body, the message as
+// base64, and its From address (the envelope's when it has no readable
+// one), which Graph sends as.
+func (c *conn) encode(m *queue.Message) ([]byte, string, error) {
 	f, err := m.Open()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer f.Close()
 	br := bufio.NewReaderSize(f, 64<<10)
 	header, adj, err := adjustRecipients(br, m.To)
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	from := "<" + m.From + ">"
+	if h, err := mail.ReadMessage(bytes.NewReader(header)); err == nil {
+		if a, err := mail.ParseAddress(h.Header.Get("From")); err == nil {
+			from = a.Address
+		}
 	}
 	if adj != nil {
 		c.a.Health.Logger().Info("adjusted the recipient header fields of the copy sent to Microsoft Graph, so that it reaches exactly the envelope's recipients",
@@ -251,15 +252,15 @@ func (c *conn) encode(m *queue.Message) ([]byte, error) {
 	enc := base64.NewEncoder(base64.StdEncoding, &out)
 	enc.Write(header)
 	if _, err := io.Copy(enc, br); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := enc.Close(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if out.Len() > graphMaxBody {
-		return nil, errTooLarge
+		return nil, "", errTooLarge
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), from, nil
 }
 
 // graphMaxBody is the largest request body sent: Graph's 4 MB.
