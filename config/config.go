@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -53,7 +54,34 @@ type Config struct {
 	Health        Health
 	Metrics       Metrics
 	Login         Login
+	Sendmail      Sendmail
 	Accounts      []*Account
+}
+
+// Sendmail configures relayd sendmail, the command scripts and cron jobs
+// submit mail with.
+type Sendmail struct {
+	// DefaultAccount sends a message that names no sender (no -f, and no
+	// From: with -t); empty: such a message is refused.
+	DefaultAccount string
+	// Allow maps local users ("www-data") and groups ("@helpdesk") to
+	// the accounts they may send as. Root and relayd's own user (the
+	// owner of state_dir) may send as any account.
+	Allow map[string][]string
+	// Socket is the Unix socket, mode 0666, on which the daemon takes
+	// messages from relayd sendmail (and nothing else), checking each
+	// caller's credentials against Allow. Default: sendmail.sock beside
+	// StatusSocket (/run/relayd/sendmail.sock).
+	Socket string
+}
+
+// SendmailSocket is the path of the sendmail socket: Sendmail.Socket, or
+// sendmail.sock beside the status socket.
+func (c *Config) SendmailSocket() string {
+	if c.Sendmail.Socket != "" {
+		return c.Sendmail.Socket
+	}
+	return filepath.Join(filepath.Dir(c.StatusSocket), "sendmail.sock")
 }
 
 // Login configures the defence against guessed local passwords.

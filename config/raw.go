@@ -3,10 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,17 +23,18 @@ import (
 
 // rawConfig mirrors the file's shape; convert turns it into a Config.
 type rawConfig struct {
-	StateDir      *string    `toml:"state_dir"`
-	StatusSocket  *string    `toml:"status_socket"`
-	ShutdownGrace *string    `toml:"shutdown_grace"`
-	AdminGroup    *string    `toml:"admin_group"`
-	Log           rawLog     `toml:"log"`
-	IMAP          rawIMAP    `toml:"imap"`
-	SMTP          rawSMTP    `toml:"smtp"`
-	Queue         rawQueue   `toml:"queue"`
-	Health        rawHealth  `toml:"health"`
-	Metrics       rawMetrics `toml:"metrics"`
-	Login         rawLogin   `toml:"login"`
+	StateDir      *string     `toml:"state_dir"`
+	StatusSocket  *string     `toml:"status_socket"`
+	ShutdownGrace *string     `toml:"shutdown_grace"`
+	AdminGroup    *string     `toml:"admin_group"`
+	Log           rawLog      `toml:"log"`
+	IMAP          rawIMAP     `toml:"imap"`
+	SMTP          rawSMTP     `toml:"smtp"`
+	Queue         rawQueue    `toml:"queue"`
+	Health        rawHealth   `toml:"health"`
+	Metrics       rawMetrics  `toml:"metrics"`
+	Login         rawLogin    `toml:"login"`
+	Sendmail      rawSendmail `toml:"sendmail"`
 	// OnStateChange may also stand at the top level.
 	OnStateChange any          `toml:"on_state_change"`
 	Account       []rawAccount `toml:"account"`
@@ -74,6 +77,12 @@ type rawLogin struct {
 	MaxFailures   *int    `toml:"max_failures"`
 	FailureWindow *string `toml:"failure_window"`
 	Lockout       *string `toml:"lockout"`
+}
+
+type rawSendmail struct {
+	DefaultAccount *string             `toml:"default_account"`
+	Allow          map[string][]string `toml:"allow"`
+	Socket         *string             `toml:"socket"`
 }
 
 type rawHealth struct {
@@ -235,7 +244,58 @@ func (r *rawConfig) convert() (*Config, []error) {
 		cfg.Accounts = append(cfg.Accounts, a)
 	}
 	checkFallbacks(cfg, bad)
+	r.convertSendmail(cfg, bad)
 	return cfg, errs
+}
+
+// convertSendmail checks [sendmail]: its accounts exist and send mail,
+// and each key of allow is a user or an @group name.
+func (r *rawConfig) convertSendmail(cfg *Config, bad badFunc) {
+	s := r.Sendmail
+	outgoing := func(key, name string) {
+		for _, a := range cfg.Accounts {
+			if a.Name == name {
+				if !a.Direction.Outgoing() {
+					bad(key, "account %q is configured for incoming mail only (direction): it cannot send", name)
+				}
+				return
+			}
+		}
+		bad(key, "no account is named %q", name)
+	}
+	if s.DefaultAccount != nil {
+		cfg.Sendmail.DefaultAccount = *s.DefaultAccount
+		if *s.DefaultAccount != "" {
+			outgoing("sendmail.default_account", *s.DefaultAccount)
+		}
+	}
+	if s.Socket != nil {
+		if *s.Socket == "" || !filepath.IsAbs(*s.Socket) {
+			bad("sendmail.socket", "%s is not an absolute path", quoteClip(*s.Socket))
+		}
+		cfg.Sendmail.Socket = *s.Socket
+	}
+	if cfg.SendmailSocket() == cfg.StatusSocket {
+		bad("sendmail.socket", "is the same path as status_socket: give it a path of its own")
+	}
+	if len(s.Allow) > 0 {
+		cfg.Sendmail.Allow = map[string][]string{}
+	}
+	for who, names := range s.Allow {
+		key := "sendmail.allow." + who
+		name := strings.TrimPrefix(who, "@")
+		if name == "" || hasControl(name) || strings.ContainsAny(name, " :@") {
+			bad(key, "%s is not a user name or an @group", quoteClip(who))
+		}
+		for _, n := range names {
+			if n == "*" {
+				bad(key, "\"*\" is not an account: name each account this user may send as")
+				continue
+			}
+			outgoing(key, n)
+		}
+		cfg.Sendmail.Allow[who] = names
+	}
 }
 
 // convertHealth reads [health] (and a top-level on_state_change).
@@ -736,6 +796,7 @@ func (c *Config) CheckFilesAs(svc *ServiceUser) []error {
 	if _, err := LookupGroup(c.AdminGroup); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.checkSendmailUsers()...)
 	if err := statedir.CheckPerms(c.StateDir); err != nil {
 		errs = append(errs, &Error{Key: "state_dir", Msg: err.Error(), Err: err})
 	}
@@ -779,6 +840,23 @@ func (c *Config) CheckFilesAs(svc *ServiceUser) []error {
 					"%s holds a secret but everyone may read it (mode %04o): chmod o-r %s (root:relayd 0640 is the normal layout)",
 					f.path, perm, f.path)})
 			}
+		}
+	}
+	return errs
+}
+
+// checkSendmailUsers reports the users and groups of [sendmail] allow that
+// do not exist on this system.
+func (c *Config) checkSendmailUsers() []error {
+	var errs []error
+	for _, who := range slices.Sorted(maps.Keys(c.Sendmail.Allow)) {
+		key := "sendmail.allow." + who
+		if g, ok := strings.CutPrefix(who, "@"); ok {
+			if _, err := user.LookupGroup(g); err != nil {
+				errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("group %q: %v", g, err), Err: err})
+			}
+		} else if _, err := user.Lookup(who); err != nil {
+			errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("user %q: %v", who, err), Err: err})
 		}
 	}
 	return errs

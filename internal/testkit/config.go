@@ -24,7 +24,10 @@ type Config struct {
 	// Login and Metrics are the [login] and [metrics] tables' lines,
 	// verbatim.
 	Login, Metrics []string
-	Accounts       []Account
+	// Sendmail is the [sendmail] table's lines, verbatim (e.g.
+	// `default_account = "support"`).
+	Sendmail []string
+	Accounts []Account
 }
 
 // Account is one [[account]] table.
@@ -86,6 +89,10 @@ func (c Config) TOML() string {
 	}
 	if len(c.Health) > 0 {
 		b.WriteString("[health]\n" + strings.Join(c.Health, "\n") + "\n")
+	}
+	if len(c.Sendmail) > 0 {
+		b.WriteString("[sendmail]\n")
+		lines(&b, c.Sendmail)
 	}
 	for _, a := range c.Accounts {
 		b.WriteString(a.TOML())
