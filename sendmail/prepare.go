@@ -135,7 +135,11 @@ func Prepare(env Env, caller Caller, req *Request, body io.Reader) (*Prepared, e
 	h.remove("Bcc")
 	h.remove("Resent-Bcc")
 	if !h.has("From") {
-		h.fields = append(h.fields, "From: "+(&mail.Address{Name: req.FullName, Address: from}).String()+"\r\n")
+		f := from
+		if req.FullName != "" {
+			f = (&mail.Address{Name: req.FullName, Address: from}).String()
+		}
+		h.fields = append(h.fields, "From: "+f+"\r\n")
 	}
 	if !h.has("Date") {
 		h.fields = append(h.fields, "Date: "+env.Now.Format(time.RFC1123Z)+"\r\n")
@@ -411,10 +415,11 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		p = p[:l.left+1]
 	}
 	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	if l.left < 0 {
-		return 0, ErrTooLarge
+	if int64(n) > l.left {
+		n, l.left = int(l.left), -1
+		return n, ErrTooLarge
 	}
+	l.left -= int64(n)
 	return n, err
 }
 

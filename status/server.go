@@ -46,6 +46,9 @@ type Server struct {
 	srv      *http.Server
 	handler  http.Handler
 	lim      Limits // with defaults filled in
+	// sendmailSrv serves the sendmail socket: POST /v1/submit only.
+	sendmailSrv     *http.Server
+	sendmailHandler http.Handler
 }
 
 // NewServer returns a status server for b; m, when not nil, is served at
@@ -66,7 +69,11 @@ func NewServer(b Backend, log *slog.Logger, m *Metrics) *Server {
 	mux.HandleFunc("POST /v1/queue/{op}", s.adminOnly("queue operation", s.handleQueueOp))
 	mux.HandleFunc("POST /v1/queue/{id}/retry", s.adminOnly("queue retry", s.handleQueueRetry))
 	mux.HandleFunc("DELETE /v1/queue/{id}", s.adminOnly("queue delete", s.handleQueueDelete))
+	mux.HandleFunc("POST /v1/submit", s.handleSubmit)
 	s.handler = s.recovering(mux)
+	submit := http.NewServeMux()
+	submit.HandleFunc("POST /v1/submit", s.handleSubmit)
+	s.sendmailHandler = s.recovering(submit)
 	s.SetLimits(Limits{})
 	return s
 }
@@ -76,6 +83,7 @@ func NewServer(b Backend, log *slog.Logger, m *Metrics) *Server {
 func (s *Server) SetLimits(l Limits) {
 	s.lim = l.withDefaults()
 	s.srv = newHTTPServer(s.handler, s.lim, connContext)
+	s.sendmailSrv = newHTTPServer(s.sendmailHandler, s.lim, connContext)
 }
 
 // recovering answers 500 for a request whose handler panicked, after
@@ -174,8 +182,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops the server, waiting for calls in progress until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+// Shutdown stops the server and the sendmail socket's, waiting for calls
+// in progress until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return errors.Join(s.srv.Shutdown(ctx), s.sendmailSrv.Shutdown(ctx))
+}
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.backend.Status())
@@ -314,6 +325,9 @@ type apiError struct {
 	Error string `json:"error"`
 	// Code classifies the error for the client; empty for most.
 	Code string `json:"code,omitempty"`
+	// Exit is the exit status relayd sendmail exits with (sysexits.h);
+	// only POST /v1/submit sets it.
+	Exit int `json:"exit,omitempty"`
 }
 
 // codeUnknownAccount marks an answer about an account the daemon does not

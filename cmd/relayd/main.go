@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/relayd/relayd/status"
@@ -38,6 +39,7 @@ func init() {
 		{"status", "status [-c FILE | --socket PATH] [--json | --alive]", "show each mailbox's health; exits 1 (warning) or 2 (critical) when one needs attention, 3 when relayd is not running", statusMore, runStatus},
 		{"check-config", "check-config [--as USER] [FILE]", "validate a configuration file, and what would fail only later (placeholders, scopes, files the service user cannot read)", checkConfigMore, runCheckConfig},
 		{"doctor", "doctor [-c FILE | --socket PATH] [NAME] [--json] [--timeout DURATION] [--send-test]", "check each account end to end (files, DNS, TLS, token endpoint, clock, grant, scopes, logins) and say how to fix what fails; exits 1 on warnings, 2 on a failure", doctorMore, runDoctor},
+		{"sendmail", sendmailUsage, "queue a message read on stdin, as sendmail(8) does, for scripts and cron jobs (also run as relayd-sendmail)", sendmailMore, runSendmail},
 		{"hash-password", "hash-password", "read a password from stdin or a prompt and print its bcrypt hash", "", runHashPassword},
 		{"version", "version", "print the version, commit and Go version", "", runVersion},
 		{"help", "help [COMMAND]", "print help about relayd or a command", "", nil},
@@ -59,7 +61,16 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	// Programs that want one executable path for sendmail run relayd as
+	// relayd-sendmail (the packages' /usr/sbin/relayd-sendmail), or as
+	// sendmail where an admin linked it so.
+	switch filepath.Base(os.Args[0]) {
+	case "relayd-sendmail", "sendmail":
+		os.Exit(run(append([]string{"sendmail"}, os.Args[1:]...)))
+	}
+	os.Exit(run(os.Args[1:]))
+}
 
 // run runs the command line and returns the exit status: 0 success (and
 // help), 1 failure, 2 a usage error, or the command's own (status).

@@ -90,6 +90,8 @@ type Daemon struct {
 	smtpLns    []net.Listener
 	runs       map[string]context.CancelFunc // each account's token keep-alive
 	statusLn   net.Listener
+	sendmailLn net.Listener // [sendmail] socket
+	hostname   string
 	metrics    *status.Metrics
 	metricLn   net.Listener // [metrics] listen, or nil
 	metricSrv  *status.MetricsServer
@@ -121,6 +123,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	d.accounts = registry.New(accounts)
 	hostname, _ := os.Hostname()
+	d.hostname = hostname
 	if d.queue, err = d.openQueue(cfg, hostname); err != nil {
 		return nil, err
 	}
@@ -199,6 +202,9 @@ func (d *Daemon) listen(cfg *config.Config) (err error) {
 		}
 	}()
 	if d.statusLn, err = status.Listen(cfg.StatusSocket); err != nil {
+		return err
+	}
+	if d.sendmailLn, err = status.ListenSendmail(cfg.SendmailSocket()); err != nil {
 		return err
 	}
 	if cfg.Metrics.Listen != "" {
@@ -281,6 +287,9 @@ func (d *Daemon) closeListeners() {
 	if d.statusLn != nil {
 		d.statusLn.Close()
 	}
+	if d.sendmailLn != nil {
+		d.sendmailLn.Close()
+	}
 	if d.metricLn != nil {
 		d.metricLn.Close()
 	}
@@ -342,6 +351,11 @@ func (d *Daemon) Start() {
 		defer d.wg.Done()
 		d.keepRunning(ctx, nil, "re-deciding account states", d.evaluate)
 	}()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.keepRunning(ctx, nil, "picking up the maildrop", d.pickup)
+	}()
 	if d.metricLn != nil {
 		d.metricSrv = status.NewMetricsServer(d.metrics, d.opts.StatusLimits, d.log)
 		go d.metricSrv.Serve(d.metricLn)
@@ -353,6 +367,11 @@ func (d *Daemon) Start() {
 		defer close(d.statusDone)
 		if err := d.status.Serve(d.statusLn); err != nil {
 			d.log.Error("status socket failed", "err", err)
+		}
+	}()
+	go func() {
+		if err := d.status.ServeSendmail(d.sendmailLn); err != nil {
+			d.log.Error("sendmail socket failed", "err", err)
 		}
 	}()
 	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "smtp", d.SMTPAddrs(), "status_socket", d.config().StatusSocket,
