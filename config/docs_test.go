@@ -75,7 +75,7 @@ func exampleKeys(t *testing.T) documented {
 var manTables = map[string]string{
 	"TOP-LEVEL KEYS": "", "LOG TABLE": "log", "IMAP TABLE": "imap", "SMTP TABLE": "smtp",
 	"LOGIN TABLE": "login", "QUEUE TABLE": "queue", "HEALTH TABLE": "health",
-	"METRICS TABLE": "metrics", "ACCOUNT (once per mailbox)": "account",
+	"METRICS TABLE": "metrics", "SENDMAIL TABLE": "sendmail", "ACCOUNT (once per mailbox)": "account",
 }
 
 // manKeys reads relayd.toml(5): each "*key* = value" entry of a table's

@@ -140,7 +140,7 @@ func TestDebPackage(t *testing.T) {
 		}
 	}
 	listing, _ := exec.Command("dpkg-deb", "-c", deb).CombinedOutput()
-	for _, f := range []string{"./usr/bin/relayd", "./usr/lib/systemd/system/relayd.service", "./usr/lib/systemd/system/relayd-imap.socket",
+	for _, f := range []string{"./usr/bin/relayd", "./usr/sbin/relayd-sendmail -> ../bin/relayd", "./usr/share/man/man8/relayd-sendmail.8.gz -> relayd.8.gz", "./usr/lib/systemd/system/relayd.service", "./usr/lib/systemd/system/relayd-imap.socket",
 		"./usr/lib/systemd/system/relayd-smtp.socket", "./usr/lib/sysusers.d/relayd.conf", "./usr/lib/tmpfiles.d/relayd.conf",
 		"./etc/relayd/relayd.toml", "./usr/share/man/man8/relayd.8.gz", "./usr/share/man/man5/relayd.toml.5.gz",
 		"./usr/share/bash-completion/completions/relayd", "./usr/share/zsh/vendor-completions/_relayd",

@@ -11,7 +11,7 @@ function __relayd_complete
     relayd __complete $argv[1] $cfg 2>/dev/null
 end
 
-set -l commands serve demo authorize queue reload status doctor check-config hash-password version help
+set -l commands serve demo authorize queue reload status doctor check-config sendmail hash-password version help
 set -l queuecmds list show flush hold release retry delete
 complete -c relayd -f
 complete -c relayd -n "not __fish_seen_subcommand_from $commands" -a "$commands"
@@ -34,3 +34,9 @@ complete -c relayd -n "__fish_seen_subcommand_from doctor" -a "(__relayd_complet
 complete -c relayd -n "__fish_seen_subcommand_from serve" -l grace -x
 complete -c relayd -n "__fish_seen_subcommand_from check-config" -l as -x -a "(__fish_complete_users)"
 complete -c relayd -n "__fish_seen_subcommand_from check-config" -F
+complete -c relayd -n "__fish_seen_subcommand_from sendmail" -s t -d "recipients from To:, Cc: and Bcc:"
+complete -c relayd -n "__fish_seen_subcommand_from sendmail" -s i -d "a single dot does not end the message"
+complete -c relayd -n "__fish_seen_subcommand_from sendmail" -s f -x -d "envelope sender"
+complete -c relayd -n "__fish_seen_subcommand_from sendmail" -s F -x -d "sender's name"
+complete -c relayd -n "__fish_seen_subcommand_from sendmail" -s C -r -F -d "configuration file"
+complete -c relayd -n "__fish_seen_subcommand_from sendmail" -s v -d "print the queue ID"
