@@ -229,3 +229,7 @@ func (p *Postfix) WaitSunk(want []byte, timeout time.Duration) bool {
 	}
 	return false
 }
+
+// ConfDir is the instance's configuration directory, for Postfix's own
+// commands (sendmail -C DIR, postqueue -c DIR).
+func (p *Postfix) ConfDir() string { return p.confDir }
