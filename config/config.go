@@ -49,6 +49,7 @@ type Config struct {
 	// TimeoutStopSec.
 	ShutdownGrace time.Duration
 	IMAP          IMAP
+	POP3          POP3
 	SMTP          SMTP
 	Queue         Queue
 	Health        Health
@@ -138,6 +139,28 @@ type IMAP struct {
 	MaxSessions, MaxSessionsPerAddress int
 }
 
+// POP3 configures the downstream POP3 listeners.
+type POP3 struct {
+	// Listen are loopback host:port addresses. Default none: POP3 is off.
+	Listen []string
+	// PreauthTimeout bounds how long a downstream client may take to log
+	// in. Default 60s.
+	PreauthTimeout time.Duration
+	// IdleTimeout closes a session whose downstream client sent nothing
+	// for this long (RFC 1939 §3: an autologout timer of at least 10
+	// minutes). Default 10m; shorter is refused.
+	IdleTimeout time.Duration
+	// WriteTimeout closes a session whose client (or upstream) takes
+	// nothing written to it for this long. Default 5m.
+	WriteTimeout time.Duration
+	// MaxSessions and MaxSessionsPerAddress: as for IMAP. Defaults 200
+	// and 0.
+	MaxSessions, MaxSessionsPerAddress int
+}
+
+// MinPOP3IdleTimeout is RFC 1939 §3's shortest autologout timer.
+const MinPOP3IdleTimeout = 10 * time.Minute
+
 // SMTP configures the downstream SMTP listeners.
 type SMTP struct {
 	// Listen are loopback host:port addresses. Default 127.0.0.1:1587.
@@ -184,7 +207,7 @@ const (
 	DirBoth     Direction = "both"
 )
 
-// Incoming reports whether the account serves IMAP logins.
+// Incoming reports whether the account serves IMAP and POP3 logins.
 func (d Direction) Incoming() bool { return d == DirIncoming || d == DirBoth }
 
 // Outgoing reports whether the account may send mail.
@@ -248,6 +271,12 @@ type Account struct {
 	SMTPServer   string
 	IMAPSecurity Security
 	SMTPSecurity Security
+	// POP3Server and POP3Security are the upstream POP3 server relayd's
+	// POP3 listener logs in at (provider preset: outlook.office365.com:995,
+	// pop.gmail.com:995, implicit TLS). Required only for an incoming
+	// account of a provider without one while [pop3] listens.
+	POP3Server   string
+	POP3Security Security
 	// CAFile is a PEM bundle of private CAs trusted for the upstream servers.
 	CAFile string
 	// PasswordFile holds the upstream password (provider "password").
@@ -343,6 +372,12 @@ func Defaults() *Config {
 			IdleTimeout:    31 * time.Minute,
 			WriteTimeout:   5 * time.Minute,
 			MaxSessions:    1000,
+		},
+		POP3: POP3{
+			PreauthTimeout: 60 * time.Second,
+			IdleTimeout:    MinPOP3IdleTimeout,
+			WriteTimeout:   5 * time.Minute,
+			MaxSessions:    200,
 		},
 		SMTP: SMTP{Listen: []string{"127.0.0.1:1587"}, MaxMessageSize: 35 << 20,
 			Timeout: 5 * time.Minute, MaxSessions: 200},

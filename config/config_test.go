@@ -50,6 +50,7 @@ func TestParseGood(t *testing.T) {
 		DeviceAuthURL: "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode",
 		IMAPServer:    "outlook.office365.com:993", SMTPServer: "smtp.office365.com:587",
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
+		POP3Server: "outlook.office365.com:995", POP3Security: SecurityTLS,
 		SMTPConnections: 3, SMTPRate: 30, IMAPConnections: 20, TokenAuthInParams: true,
 		Transport: "smtp", FallbackAfter: 15 * time.Minute, FallbackFrom: "rewrite",
 		Issuer: "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
@@ -254,5 +255,46 @@ func TestGraphDefaults(t *testing.T) {
 	}
 	if a := cfg.Accounts[0]; a.GraphURL != "https://graph.microsoft.us" || !reflect.DeepEqual(a.GraphScopes, []string{"https://graph.microsoft.us/.default"}) {
 		t.Errorf("app-only graph account = %q %q", a.GraphURL, a.GraphScopes)
+	}
+}
+
+// [pop3] is off by default; while it listens, an incoming account whose
+// provider has no POP3 preset must name its pop3_server, and an idle
+// timeout shorter than RFC 1939's 10 minutes is refused.
+func TestPOP3Config(t *testing.T) {
+	hash := "$2a$10$abcdefghijklmnopqrstuuJ5yH0pQ8f1Hb2oQFv6v9y3a9d3L8r2W"
+	acct := func(extra string) string {
+		return `[[account]]
+name = "scanner"
+provider = "password"
+email = "scanner@example.org"
+password_file = "/etc/relayd/scanner.password"
+imap_server = "mail.example.org:993"
+smtp_server = "mail.example.org:587"
+local_password_hash = "` + hash + `"
+` + extra
+	}
+	cfg, err := Parse(acct(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.POP3.Listen) != 0 || cfg.POP3.IdleTimeout != 10*time.Minute {
+		t.Errorf("[pop3] defaults = %+v, want no listener and a 10m idle timeout", cfg.POP3)
+	}
+	_, err = Parse("[pop3]\nlisten = [\"127.0.0.1:1110\"]\n" + acct(""))
+	if err == nil || !strings.Contains(err.Error(), "account[1].pop3_server: required") {
+		t.Errorf("Parse() without pop3_server = %v, want account[1].pop3_server required", err)
+	}
+	if _, err = Parse("[pop3]\nlisten = [\"127.0.0.1:1110\"]\n" + acct(`pop3_server = "mail.example.org:995"`)); err != nil {
+		t.Errorf("Parse() with pop3_server = %v", err)
+	}
+	_, err = Parse("[pop3]\nidle_timeout = \"5m\"\n" + acct(""))
+	if err == nil || !strings.Contains(err.Error(), "pop3.idle_timeout") {
+		t.Errorf("Parse() with a 5m POP3 idle timeout = %v, want it refused", err)
+	}
+	_, err = Parse(acct(`pop3_server = "mail.example.org:110"
+pop3_security = "none"`))
+	if err == nil || !strings.Contains(err.Error(), "pop3_security") {
+		t.Errorf("Parse() with plaintext POP3 to a remote server = %v, want it refused", err)
 	}
 }

@@ -54,8 +54,8 @@ func exampleKeys(t *testing.T) documented {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyLine := regexp.MustCompile(`^#? ?([a-z_]+) = (.*)$`)
-	table := regexp.MustCompile(`^\[\[?([a-z_]+)\]\]?$`)
+	keyLine := regexp.MustCompile(`^#? ?([a-z0-9_]+) = (.*)$`)
+	table := regexp.MustCompile(`^\[\[?([a-z0-9_]+)\]\]?$`)
 	doc, cur := documented{}, ""
 	for sc := bufio.NewScanner(strings.NewReader(string(b))); sc.Scan(); {
 		line := sc.Text()
@@ -73,7 +73,7 @@ func exampleKeys(t *testing.T) documented {
 
 // manTables maps relayd.toml(5)'s section headings to tables.
 var manTables = map[string]string{
-	"TOP-LEVEL KEYS": "", "LOG TABLE": "log", "IMAP TABLE": "imap", "SMTP TABLE": "smtp",
+	"TOP-LEVEL KEYS": "", "LOG TABLE": "log", "IMAP TABLE": "imap", "POP3 TABLE": "pop3", "SMTP TABLE": "smtp",
 	"LOGIN TABLE": "login", "QUEUE TABLE": "queue", "HEALTH TABLE": "health",
 	"METRICS TABLE": "metrics", "SENDMAIL TABLE": "sendmail", "ACCOUNT (once per mailbox)": "account",
 }
@@ -87,7 +87,7 @@ func manKeys(t *testing.T) (doc, desc documented) {
 		t.Fatal(err)
 	}
 	text := strings.ReplaceAll(string(b), `\_`, "_")
-	entry := regexp.MustCompile(`^\*([a-z_]+)\* = (.*)$`)
+	entry := regexp.MustCompile(`^\*([a-z0-9_]+)\* = (.*)$`)
 	doc, desc = documented{}, documented{}
 	cur, in, last := "", false, ""
 	for sc := bufio.NewScanner(strings.NewReader(text)); sc.Scan(); {
@@ -126,8 +126,8 @@ func readmeKeys(t *testing.T) (doc, defaults documented) {
 	if i := regexp.MustCompile(`\n##?#? `).FindStringIndex(ref); i != nil {
 		ref = ref[:i[0]]
 	}
-	heading := regexp.MustCompile("^#### (?:Top level|`\\[\\[?([a-z_]+)\\]\\]?`)")
-	row := regexp.MustCompile("^\\| `([a-z_]+)` \\| ([^|]*) \\|")
+	heading := regexp.MustCompile("^#### (?:Top level|`\\[\\[?([a-z0-9_]+)\\]\\]?`)")
+	row := regexp.MustCompile("^\\| `([a-z0-9_]+)` \\| ([^|]*) \\|")
 	doc, defaults = documented{}, documented{}
 	cur := ""
 	for sc := bufio.NewScanner(strings.NewReader(ref)); sc.Scan(); {

@@ -33,6 +33,10 @@ func applyPreset(p *provider.Provider, a *Account) {
 	}
 	fill(&a.IMAPServer, p.IMAPServer)
 	fill(&a.SMTPServer, p.SMTPServer)
+	fill(&a.POP3Server, p.POP3Server)
+	if a.POP3Security == "" {
+		a.POP3Security = p.POP3Security
+	}
 	if a.IMAPSecurity == "" {
 		a.IMAPSecurity = p.IMAPSecurity
 	}

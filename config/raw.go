@@ -29,6 +29,7 @@ type rawConfig struct {
 	AdminGroup    *string     `toml:"admin_group"`
 	Log           rawLog      `toml:"log"`
 	IMAP          rawIMAP     `toml:"imap"`
+	POP3          rawPOP3     `toml:"pop3"`
 	SMTP          rawSMTP     `toml:"smtp"`
 	Queue         rawQueue    `toml:"queue"`
 	Health        rawHealth   `toml:"health"`
@@ -46,6 +47,15 @@ type rawLog struct {
 }
 
 type rawIMAP struct {
+	Listen         []string `toml:"listen"`
+	PreauthTimeout *string  `toml:"preauth_timeout"`
+	IdleTimeout    *string  `toml:"idle_timeout"`
+	WriteTimeout   *string  `toml:"write_timeout"`
+	MaxSessions    *int     `toml:"max_sessions"`
+	MaxPerAddress  *int     `toml:"max_sessions_per_address"`
+}
+
+type rawPOP3 struct {
 	Listen         []string `toml:"listen"`
 	PreauthTimeout *string  `toml:"preauth_timeout"`
 	IdleTimeout    *string  `toml:"idle_timeout"`
@@ -118,6 +128,8 @@ type rawAccount struct {
 	SMTPServer        string   `toml:"smtp_server"`
 	IMAPSecurity      string   `toml:"imap_security"`
 	SMTPSecurity      string   `toml:"smtp_security"`
+	POP3Server        string   `toml:"pop3_server"`
+	POP3Security      string   `toml:"pop3_security"`
 	CAFile            string   `toml:"ca_file"`
 	PasswordFile      string   `toml:"password_file"`
 	SendAs            []string `toml:"send_as"`
@@ -177,6 +189,7 @@ func (r *rawConfig) convert() (*Config, []error) {
 	for i, addr := range cfg.SMTP.Listen {
 		checkListen(fmt.Sprintf("smtp.listen[%d]", i), addr, bad)
 	}
+	r.convertPOP3(cfg, bad)
 	duration(&cfg.ShutdownGrace, r.ShutdownGrace, "shutdown_grace", bad)
 	if r.AdminGroup != nil {
 		cfg.AdminGroup = *r.AdminGroup
@@ -245,6 +258,7 @@ func (r *rawConfig) convert() (*Config, []error) {
 	}
 	checkFallbacks(cfg, bad)
 	r.convertSendmail(cfg, bad)
+	checkPOP3Servers(cfg, bad)
 	return cfg, errs
 }
 
@@ -295,6 +309,41 @@ func (r *rawConfig) convertSendmail(cfg *Config, bad badFunc) {
 			outgoing(key, n)
 		}
 		cfg.Sendmail.Allow[who] = names
+	}
+}
+
+// convertPOP3 reads [pop3].
+func (r *rawConfig) convertPOP3(cfg *Config, bad badFunc) {
+	p := r.POP3
+	if p.Listen != nil {
+		cfg.POP3.Listen = p.Listen
+	}
+	for i, addr := range cfg.POP3.Listen {
+		checkListen(fmt.Sprintf("pop3.listen[%d]", i), addr, bad)
+	}
+	duration(&cfg.POP3.PreauthTimeout, p.PreauthTimeout, "pop3.preauth_timeout", bad)
+	duration(&cfg.POP3.IdleTimeout, p.IdleTimeout, "pop3.idle_timeout", bad)
+	if cfg.POP3.IdleTimeout < MinPOP3IdleTimeout {
+		bad("pop3.idle_timeout", "%s is shorter than the 10 minutes RFC 1939 §3 guarantees clients: give at least \"10m\"", cfg.POP3.IdleTimeout)
+	}
+	duration(&cfg.POP3.WriteTimeout, p.WriteTimeout, "pop3.write_timeout", bad)
+	limit(&cfg.POP3.MaxSessions, p.MaxSessions, "pop3.max_sessions", bad)
+	limit(&cfg.POP3.MaxSessionsPerAddress, p.MaxPerAddress, "pop3.max_sessions_per_address", bad)
+}
+
+// checkPOP3Servers: while [pop3] listens, every account that serves
+// logins needs an upstream POP3 server; the presets of Microsoft and Gmail
+// have one, provider "password" and "custom" accounts must name theirs.
+func checkPOP3Servers(cfg *Config, bad badFunc) {
+	if len(cfg.POP3.Listen) == 0 {
+		return
+	}
+	for i, a := range cfg.Accounts {
+		if a.Direction.Incoming() && a.POP3Server == "" && a.Provider != "" {
+			bad(fmt.Sprintf("account[%d].pop3_server", i+1),
+				"required for an account with direction %q while [pop3] listens: provider %q has no POP3 server preset (give host:port, e.g. \"mail.example.com:995\")",
+				a.Direction, a.Provider)
+		}
 	}
 }
 
@@ -363,6 +412,9 @@ func checkDuplicateListen(cfg *Config, bad badFunc) {
 	}
 	for i, a := range cfg.SMTP.Listen {
 		use(fmt.Sprintf("smtp.listen[%d]", i), a)
+	}
+	for i, a := range cfg.POP3.Listen {
+		use(fmt.Sprintf("pop3.listen[%d]", i), a)
 	}
 	if cfg.Metrics.Listen != "" {
 		use("metrics.listen", cfg.Metrics.Listen)
@@ -439,6 +491,8 @@ func (r *rawAccount) convert(key string, bad badFunc) *Account {
 		SMTPServer:            r.SMTPServer,
 		IMAPSecurity:          Security(r.IMAPSecurity),
 		SMTPSecurity:          Security(r.SMTPSecurity),
+		POP3Server:            r.POP3Server,
+		POP3Security:          Security(r.POP3Security),
 		CAFile:                r.CAFile,
 		PasswordFile:          r.PasswordFile,
 		SendAs:                r.SendAs,
@@ -678,7 +732,7 @@ func checkProvider(key string, a *Account, bad badFunc) *provider.Provider {
 	for _, s := range []struct {
 		key string
 		val Security
-	}{{"imap_security", a.IMAPSecurity}, {"smtp_security", a.SMTPSecurity}} {
+	}{{"imap_security", a.IMAPSecurity}, {"smtp_security", a.SMTPSecurity}, {"pop3_security", a.POP3Security}} {
 		switch s.val {
 		case "", SecurityTLS, SecuritySTARTTLS, SecurityNone:
 		default:
@@ -747,7 +801,9 @@ func checkCredentials(key string, a *Account, p *provider.Provider, bad badFunc)
 	}
 }
 
-// checkServers: the upstream IMAP and SMTP servers the direction needs.
+// checkServers: the upstream IMAP and SMTP servers the direction needs,
+// and the POP3 server when one is named (checkPOP3Servers requires one
+// while [pop3] listens).
 func checkServers(key string, a *Account, bad badFunc) {
 	if a.Direction.Incoming() {
 		if a.IMAPServer == "" {
@@ -755,6 +811,9 @@ func checkServers(key string, a *Account, bad badFunc) {
 		} else {
 			checkUpstream(key, "imap", a.IMAPServer, a.IMAPSecurity, bad)
 		}
+	}
+	if a.POP3Server != "" {
+		checkUpstream(key, "pop3", a.POP3Server, a.POP3Security, bad)
 	}
 	if a.Direction.Outgoing() && !a.Graph() {
 		if a.SMTPServer == "" {

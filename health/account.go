@@ -73,6 +73,7 @@ type Source string
 const (
 	SourceToken Source = "token" // the token endpoint
 	SourceIMAP  Source = "imap"  // the upstream IMAP server
+	SourcePOP3  Source = "pop3"  // the upstream POP3 server
 	SourceSMTP  Source = "smtp"  // the upstream SMTP server
 	SourceGraph Source = "graph" // Microsoft Graph (transport = "graph"), its token too
 )

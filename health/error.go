@@ -30,6 +30,7 @@ const (
 	ReasonNotConfigured            Reason = "not_configured"
 	ReasonSMTPUnreachable          Reason = "smtp_unreachable"
 	ReasonIMAPUnreachable          Reason = "imap_unreachable"
+	ReasonPOP3Unreachable          Reason = "pop3_unreachable"
 	ReasonGraphUnreachable         Reason = "graph_unreachable"
 	// Microsoft Graph refused the mailbox's requests: permission missing
 	// (403 ErrorAccessDenied, a token without Mail.Send).
@@ -69,16 +70,17 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Outage reports whether e is an upstream server that cannot be reached
-// (smtp_unreachable, imap_unreachable, graph_unreachable): the account is degraded, and
+// (smtp_unreachable, imap_unreachable, pop3_unreachable, graph_unreachable): the account is degraded, and
 // disconnected once the outage outlasts the retry budget, but its mail is
 // never held for it: delivery is deferred and lifetimes keep running, as
 // in Postfix.
 func (e *Error) Outage() bool {
-	return e.Reason == ReasonSMTPUnreachable || e.Reason == ReasonIMAPUnreachable || e.Reason == ReasonGraphUnreachable
+	return e.Reason == ReasonSMTPUnreachable || e.Reason == ReasonIMAPUnreachable ||
+		e.Reason == ReasonPOP3Unreachable || e.Reason == ReasonGraphUnreachable
 }
 
 // Unreachable is the condition of an account whose upstream server at
-// addr, seen at src (SourceSMTP or SourceIMAP), could not be reached:
+// addr, seen at src (SourceSMTP, SourceIMAP, SourcePOP3 or SourceGraph), could not be reached:
 // dialing, TLS, the greeting or a timeout failed with err, or the
 // connection was lost during AUTH before any refusal (package upstream).
 // The first success at src clears it.
@@ -87,6 +89,8 @@ func Unreachable(src Source, addr string, err error) *Error {
 	switch src {
 	case SourceIMAP:
 		reason, what, key = ReasonIMAPUnreachable, "IMAP", "imap_server"
+	case SourcePOP3:
+		reason, what, key = ReasonPOP3Unreachable, "POP3", "pop3_server"
 	case SourceGraph:
 		reason, what, key = ReasonGraphUnreachable, "Microsoft Graph", "graph_url"
 	}

@@ -158,3 +158,20 @@ func SMTPThrottle(code int, enhanced [3]int, msg string) bool {
 	return strings.Contains(msg, "SubmissionQuotaExceeded") ||
 		enhanced == [3]int{5, 4, 5} || enhanced == [3]int{4, 4, 5}
 }
+
+// POP3AuthFailure recognises Exchange Online's POP3 refusal of AUTH
+// XOAUTH2 (reported): "-ERR Authentication failure: unknown user name or
+// bad password." It carries no RFC 3206 response code, and Exchange says
+// the same for a refused token, for a mailbox with POP3 switched off
+// (Set-CASMailbox -PopEnabled $false) and for a token without
+// POP.AccessAsUser.All.
+func POP3AuthFailure(text string) bool {
+	return strings.Contains(text, "Authentication failure")
+}
+
+// POP3Unavailable recognises Exchange Online's POP3 answer when the
+// mailbox's server cannot serve it for now (reported): "-ERR Server
+// Unavailable. 21" (the number varies). A retry later works.
+func POP3Unavailable(text string) bool {
+	return strings.Contains(text, "Server Unavailable.")
+}

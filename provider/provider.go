@@ -1,6 +1,6 @@
 // Package provider is data only: for each mail provider relayd knows, its
 // OAuth 2.0 endpoints and scopes, how it wants client credentials sent, its
-// IMAP and SMTP servers, its sending limits, the grants it allows, and what
+// IMAP, POP3 and SMTP servers, its sending limits, the grants it allows, and what
 // its error codes mean. Adding a provider is one entry in Known.
 //
 // Facts come from the providers' documentation unless a comment says
@@ -87,6 +87,10 @@ type Provider struct {
 
 	IMAPServer, SMTPServer     string
 	IMAPSecurity, SMTPSecurity Security
+	// POP3Server and POP3Security are the provider's POP3 server, for
+	// relayd's POP3 listener ([pop3]).
+	POP3Server   string
+	POP3Security Security
 	// SMTPConnections is the most concurrent SMTP connections per mailbox;
 	// SMTPRate the most messages per minute (0: no limit).
 	SMTPConnections, SMTPRate int
@@ -154,13 +158,14 @@ var Known = map[string]*Provider{
 		Scopes:     []string{"https://mail.google.com/", "openid", "email"},
 		AppScopes:  []string{"https://mail.google.com/"},
 		IMAPServer: "imap.gmail.com:993", IMAPSecurity: SecurityTLS,
+		POP3Server: "pop.gmail.com:995", POP3Security: SecurityTLS,
 		SMTPServer: "smtp.gmail.com:465", SMTPSecurity: SecurityTLS,
 		// Gmail documents 15 IMAP connections per account; 5 SMTP
 		// connections stay well inside its limits (relayd's choice).
 		SMTPConnections: 5, IMAPConnections: 15,
 	},
 	"password": {
-		Name: "password", IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
+		Name: "password", IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS, POP3Security: SecurityTLS,
 		SMTPConnections: 2,
 	},
 	"custom": {
@@ -168,7 +173,7 @@ var Known = map[string]*Provider{
 		// browser (config decides).
 		Name: "custom", OAuth: true, DeviceFlow: true, RedirectHost: "127.0.0.1", Graph: true,
 		Grants:       []string{GrantRefreshToken, GrantClientCredentials, GrantServiceAccount},
-		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
+		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS, POP3Security: SecurityTLS,
 		SMTPConnections: 2,
 	},
 }
@@ -189,6 +194,7 @@ func microsoft(p Provider) *Provider {
 	p.AuthInParams = true
 	p.Graph = true
 	p.IMAPServer, p.IMAPSecurity = "outlook.office365.com:993", SecurityTLS
+	p.POP3Server, p.POP3Security = "outlook.office365.com:995", SecurityTLS
 	p.SMTPSecurity = SecuritySTARTTLS
 	// Exchange Online: 3 concurrent SMTP connections per mailbox (more
 	// get 432 4.3.2), 30 messages a minute. 20 IMAP connections per

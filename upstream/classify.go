@@ -17,10 +17,15 @@ import (
 //   - SMTP AUTH switched off for the tenant or mailbox (Exchange's
 //     535 5.7.139): needs_admin, smtp_auth_disabled;
 //   - a temporary refusal (SMTP 4xx, IMAP [UNAVAILABLE], POP3
-//     [SYS/TEMP], RFC 3206): degraded, upstream_auth_deferred;
+//     [SYS/TEMP], [IN-USE] (RFC 3206) or [LOGIN-DELAY] (RFC 2449), or
+//     Exchange's POP3 "Server Unavailable."): degraded,
+//     upstream_auth_deferred;
 //   - for a password account: needs_admin, upstream_rejected_password (a
 //     new grant does not fix a password);
 //   - else the token was refused: needs_reauth, upstream_rejected_token.
+//     Exchange's POP3 "Authentication failure" says the same when POP3 is
+//     switched off for the mailbox or the grant lacks POP.AccessAsUser.All,
+//     so the advice names those too.
 //
 // refreshed says the token was refreshed once already; it changes only
 // the words. The token case is reported through the token source
@@ -52,6 +57,11 @@ func Classify(a *auth.Account, host string, r *Refusal, refreshed bool) *health.
 		Advice: fmt.Sprintf("%s refused a fresh token for %s; check that %s may open this mailbox, then run 'relayd authorize %s'",
 			host, cfg.Email, cfg.Login, cfg.Name),
 		Client: fmt.Sprintf("mailbox %q needs reauthorization: run 'relayd authorize %s'", cfg.Name, cfg.Name)}
+	if provider.POP3AuthFailure(r.Text) {
+		he.Advice = fmt.Sprintf("%s refused a fresh token for %s over POP3 (\"Authentication failure\"); Exchange also says this when POP3 is switched off for the mailbox "+
+			"(an Exchange admin: Set-CASMailbox -Identity %s -PopEnabled $true) or when the grant lacks POP.AccessAsUser.All; check those, then run 'relayd authorize %s'",
+			host, cfg.Email, cfg.Email, cfg.Name)
+	}
 	if !refreshed {
 		he.Advice = host + " refused the access token; relayd refreshes it once and tries again"
 	}
@@ -59,15 +69,16 @@ func Classify(a *auth.Account, host string, r *Refusal, refreshed bool) *health.
 }
 
 // temporaryText recognises the response codes of IMAP (RFC 5530
-// [UNAVAILABLE]) and POP3 (RFC 3206 [SYS/TEMP], [IN-USE]) that say a
-// refusal is for now.
+// [UNAVAILABLE]) and POP3 (RFC 3206 [SYS/TEMP], [IN-USE]; RFC 2449
+// [LOGIN-DELAY]) that say a refusal is for now, and Exchange's POP3
+// "Server Unavailable." (provider.POP3Unavailable).
 func temporaryText(s string) bool {
-	for _, code := range []string{"[UNAVAILABLE]", "[SYS/TEMP]", "[IN-USE]"} {
+	for _, code := range []string{"[UNAVAILABLE]", "[SYS/TEMP]", "[IN-USE]", "[LOGIN-DELAY]"} {
 		if strings.Contains(s, code) {
 			return true
 		}
 	}
-	return false
+	return provider.POP3Unavailable(s)
 }
 
 // enhanced parses "5.7.139".

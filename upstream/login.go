@@ -10,8 +10,8 @@
 // the server refused anything, are an outage (health.Unreachable,
 // Error.Outage), for IMAP as for SMTP.
 //
-// The IMAP proxy and the queue's SMTP transport call Login with a dial
-// function of their protocol; POP3 and Microsoft Graph will do the same.
+// The IMAP and POP3 proxies and the queue's SMTP transport call Login with
+// a dial function of their protocol; Microsoft Graph has its own (graph.go).
 // The one classifier of refusals for every protocol is Classify.
 package upstream
 
@@ -152,8 +152,11 @@ func lost(ctx context.Context, a *auth.Account, src health.Source, host string, 
 
 // serverAddr is the address of a's server for src.
 func serverAddr(a *auth.Account, src health.Source) string {
-	if src == health.SourceIMAP {
+	switch src {
+	case health.SourceIMAP:
 		return a.Config.IMAPServer
+	case health.SourcePOP3:
+		return a.Config.POP3Server
 	}
 	return a.Config.SMTPServer
 }
