@@ -132,46 +132,24 @@ func (s *IMAPServer) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed || errors.Is(err, net.ErrClosed) {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accepting IMAP connection failed; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		addr := addrOf(c)
-		if s.count.admit(addr) != "" {
-			go refuse(c, "* BYE [UNAVAILABLE] too many connections; try again later\r\n")
-			continue
-		}
-		sess := &imapSession{
-			srv: s, down: c, id: s.nextID.Add(1), addr: addr,
-		}
+	closed := func() bool {
 		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			s.count.release(addr)
-			return ErrServerClosed
-		}
-		s.sessions[sess] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go sess.serve()
+		defer s.mu.Unlock()
+		return s.closed
 	}
+	return acceptLoop(ln, "IMAP", s.log, s.count, "* BYE [UNAVAILABLE] too many connections; try again later\r\n", closed,
+		func(c net.Conn, addr netip.Addr) bool {
+			sess := &imapSession{srv: s, conns: conns{down: c}, id: s.nextID.Add(1), addr: addr}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.closed {
+				return false
+			}
+			s.sessions[sess] = struct{}{}
+			s.wg.Add(1)
+			go sess.serve()
+			return true
+		})
 }
 
 func isTemporary(err error) bool {
@@ -188,6 +166,11 @@ func (s *IMAPServer) users() *localauth.Users {
 		return u
 	}
 	return s.opts.Users
+}
+
+// local is how logins are checked against the local credentials.
+func (s *IMAPServer) local() localLogin {
+	return localLogin{proto: "imap", users: s.users(), accounts: s.opts.Accounts, rec: s.opts.Recorder, delay: s.opts.AuthFailureDelay}
 }
 
 // EndAccount ends the open sessions of account name (it was removed from
@@ -310,8 +293,9 @@ func (s *IMAPServer) byeAtGraceEnd(text string) {
 
 // imapSession is one downstream connection.
 type imapSession struct {
+	conns
+	ending
 	srv  *IMAPServer
-	down net.Conn
 	addr netip.Addr // the client's, as counted against the limits
 	id   uint64
 	log  *slog.Logger
@@ -320,56 +304,19 @@ type imapSession struct {
 	// established is set, under writeMu, as the tagged OK of the login
 	// is written: from then on the bytes belong to the upstream session.
 	established bool
-	closeMu     sync.Mutex
-	up          net.Conn
 	// stream serialises writes to the client once spliced and knows
 	// where the upstream's lines end; set by splice.
 	stream atomic.Pointer[clientStream]
 	// health is the account's condition once the client logged in.
 	health *health.Account
 	// account is its name, once logged in; read by EndAccount.
-	account       atomic.Pointer[string]
-	outcomeAtomic atomic.Value // an outcome set from another goroutine
-
-	// For the line logged at the session's end.
-	start   time.Time
-	outcome string // how it ended; "" = the client closed
-	counted bool
-	ended   bool
-	in, out uint64 // bytes from and to the client
+	account atomic.Pointer[string]
 }
 
-// end counts how many bytes the client sent and received, from the
-// kernel's TCP statistics (the copy loops need not count), and logs the
-// session's one closing line, before the connection closes. It runs once.
+// end tells the Recorder and logs the session's one closing line (see
+// ending.finish). It runs once.
 func (c *imapSession) end() {
-	if c.ended {
-		return
-	}
-	c.ended = true
-	if o, ok := c.outcomeAtomic.Load().(string); ok {
-		c.outcome = o
-	}
-	c.in, c.out, c.counted = tcpBytes(c.down)
-	c.srv.opts.Recorder.SessionEnd("imap", c.accountName(), c.in, c.out)
-	outcome := c.outcome
-	if outcome == "" {
-		outcome = "closed"
-	}
-	attrs := []any{"outcome", outcome, "duration", time.Since(c.start).Round(time.Millisecond)}
-	if c.counted {
-		attrs = append(attrs, "bytes_in", c.in, "bytes_out", c.out)
-	}
-	c.log.Info("IMAP session ended", attrs...)
-}
-
-func (c *imapSession) close() {
-	c.closeMu.Lock()
-	defer c.closeMu.Unlock()
-	c.down.Close()
-	if c.up != nil {
-		c.up.Close()
-	}
+	c.finish("imap", c.srv.opts.Recorder, c.log, c.down, c.accountName())
 }
 
 // byeAtBoundary says "* BYE text" to a spliced session's client (outcome
@@ -628,38 +575,22 @@ type upstreamLogin struct {
 
 func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	s := c.srv
-	cfgAcct, err := s.users().CheckFrom(user, pass, remoteIP(c.down))
-	if errors.Is(err, localauth.ErrLockedOut) {
-		c.log.Debug("IMAP login refused: the user is locked out", "user", user)
-		s.loginOutcome("", "locked_out")
+	acct, log, refusal := s.local().checkLocal(c.log, user, pass, remoteIP(c.down))
+	switch refusal {
+	case localLockedOut:
 		c.writeLine(tag + " NO [UNAVAILABLE] too many failed logins for this user; try again later")
 		return nil, false
-	}
-	if err != nil {
-		if s.opts.AuthFailureDelay > 0 {
-			time.Sleep(s.opts.AuthFailureDelay)
-		}
-		c.log.Info("IMAP login failed: unknown user or wrong password", "user", user)
-		s.loginOutcome("", "bad_credentials")
+	case localBadCredentials:
 		c.writeLine(tag + " NO [AUTHENTICATIONFAILED] invalid user name or password")
 		return nil, false
-	}
-	log := c.log.With("account", cfgAcct.Name)
-	acct := s.opts.Accounts.Get(cfgAcct.Name)
-	if acct == nil {
-		// A reload is swapping the accounts: the password was checked
-		// against the new (or old) set, the account is in the other.
-		log.Info("IMAP login refused: the account is being added or removed by a reload")
-		s.loginOutcome(cfgAcct.Name, "refused")
+	case localReconfiguring:
 		c.writeLine(tag + " NO [UNAVAILABLE] the mailbox is being reconfigured; try again in a moment")
 		return nil, false
-	}
-	if !cfgAcct.Direction.Incoming() {
-		log.Warn("IMAP login refused: the account is not configured for incoming mail")
-		s.loginOutcome(cfgAcct.Name, "refused")
-		c.writeLine(fmt.Sprintf("%s NO [NOPERM] mailbox %q is configured for outgoing mail only", tag, cfgAcct.Name))
+	case localOutgoingOnly:
+		c.writeLine(fmt.Sprintf("%s NO [NOPERM] mailbox %q is configured for outgoing mail only", tag, acct.Config.Name))
 		return nil, false
 	}
+	cfgAcct := acct.Config
 	if !acct.ReserveIMAP() {
 		if acct.LogLimit(time.Now()) {
 			log.Warn("IMAP login refused: the account has as many sessions open as its provider takes; raise imap_connections only if the provider allows more, or find the client that opens so many",
@@ -688,7 +619,11 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	if err != nil {
 		handedOff = true
 		acct.ReleaseIMAP() // before the reply: the client may try again at once
-		reply := c.failure(log, acct, err)
+		text, temporary := upstreamFailure(log, "IMAP", acct, err)
+		reply := "NO [AUTHENTICATIONFAILED] " + text
+		if temporary {
+			reply = "NO [UNAVAILABLE] " + text
+		}
 		s.loginOutcome(cfgAcct.Name, "upstream_failed")
 		c.writeLine(tag + " " + reply)
 		c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
@@ -713,31 +648,6 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	log.Info("IMAP session logged in upstream", "upstream", up.host)
 	s.loginOutcome(cfgAcct.Name, "ok")
 	return &upstreamLogin{acct: acct, up: up}, false
-}
-
-// failure logs a failed upstream login and returns the reply for the
-// client: words an admin can act on, without configuration details (the
-// log and relayd status have those).
-func (c *imapSession) failure(log *slog.Logger, a *registry.Account, err error) string {
-	name := a.Config.Name
-	var ue *unavailableError
-	if he := health.AsError(err); he != nil {
-		log.Warn("IMAP login failed: account needs attention", "state", he.State, "reason", he.Reason, "err", he.Detail(), "advice", he.Advice)
-		text := he.Client
-		if text == "" {
-			text = fmt.Sprintf("mailbox %q is not available: see 'relayd status'", name)
-		}
-		if he.Temporary() {
-			return "NO [UNAVAILABLE] " + text
-		}
-		return "NO [AUTHENTICATIONFAILED] " + text
-	}
-	if errors.As(err, &ue) {
-		log.Warn("IMAP login failed: upstream unavailable", "upstream", ue.host, "err", ue.err)
-		return "NO [UNAVAILABLE] the mail server is unreachable; try again later"
-	}
-	log.Error("IMAP login failed", "err", err)
-	return "NO [UNAVAILABLE] internal error, try again"
 }
 
 // accountName is the session's account, or "" before login.

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/relayd/relayd/health"
 )
 
 // bufPool holds the copy buffers. A buffer is taken only while bytes are
@@ -27,9 +25,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // returns when either side closes.
 func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	up := l.up
-	c.closeMu.Lock()
-	c.up = up.conn
-	c.closeMu.Unlock()
+	c.setUp(up.conn)
 	// The account's place is given back before the session's end is
 	// told (c.end), so that whoever hears of the end may log in again.
 	released := false
@@ -40,61 +36,22 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 		}
 	}
 	defer release()
-	up.conn.SetDeadline(time.Time{})
-	c.down.SetDeadline(time.Time{})
-
 	cs := newClientStream()
-	if b := buffered(downBuf); len(b) > 0 {
-		cs.fromClient(b)
-		if _, err := up.conn.Write(b); err != nil {
-			return
-		}
-	}
-	if b := buffered(up.br); len(b) > 0 {
-		cs.lines.Write(b)
-		if _, err := c.down.Write(b); err != nil {
-			return
-		}
-	}
-	up.br = nil // the pre-auth buffers are not needed any more
-	c.stream.Store(cs)
-
-	wt := c.srv.opts.WriteTimeout
-	done := make(chan struct{})
-	var upEnded, downStalled atomic.Bool
-	go func() {
-		defer close(done)
-		defer func() {
-			if v := recover(); v != nil {
-				health.Recovered(c.log, c.health, "copying an IMAP session's bytes", v)
+	p := &splice{proto: "IMAP", down: c.down, up: up.conn, downBuf: downBuf, upBuf: up.br, cs: cs,
+		idle: c.srv.opts.IdleTimeout, wt: c.srv.opts.WriteTimeout, log: c.log, health: c.health,
+		started: func() {
+			up.br = nil // the pre-auth buffers are not needed any more
+			c.stream.Store(cs)
+		},
+		end: func(outcome string) {
+			if outcome != "" {
+				c.outcome = outcome
 			}
-			// Wake the other direction without closing, so that the
-			// session's end is counted and logged before the client
-			// sees it.
-			upEnded.Store(true)
-			c.down.SetReadDeadline(time.Now())
-		}()
-		if errors.Is(copyBulk(c.down, up.conn, wt, cs), errStalled) {
-			downStalled.Store(true)
-		}
-	}()
-	err := copyIdle(up.conn, c.down, c.srv.opts.IdleTimeout, wt, &upEnded, cs)
-	switch {
-	case downStalled.Load():
-		c.outcome = "client stopped reading"
-		c.log.Warn("IMAP session closed: the client took nothing relayd wrote for "+wt.String(), "write_timeout", wt)
-	case errors.Is(err, errStalled):
-		c.outcome = "upstream stopped reading"
-		c.log.Warn("IMAP session closed: the upstream server took nothing relayd wrote for "+wt.String(), "write_timeout", wt)
-	case upEnded.Load():
-		c.outcome = "upstream closed"
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.outcome = "idle timeout"
-	}
-	release()
-	c.end()
-	c.close()
-	<-done
+			release()
+			c.end()
+			c.close()
+		}}
+	p.run()
 }
 
 // buffered returns the bytes br holds, without consuming them.

@@ -27,6 +27,9 @@ type Account struct {
 	// a reload edited shares its predecessor's (KeepSessions), so that
 	// sessions opened before the reload still count against the limit.
 	imapSessions *atomic.Int64
+	// pop3Sessions counts its open POP3 sessions (no limit: providers
+	// document none), shared the same way.
+	pop3Sessions *atomic.Int64
 	// limitLogged is when a login refused by imap_connections was last
 	// logged (Unix nanoseconds): once a minute at most.
 	limitLogged atomic.Int64
@@ -39,15 +42,26 @@ func Wrap(a *auth.Account) *Account {
 	if a.Health == nil {
 		a.Health = health.New(a.Config.Name, health.Options{})
 	}
-	return &Account{Account: a, imapSessions: new(atomic.Int64)}
+	return &Account{Account: a, imapSessions: new(atomic.Int64), pop3Sessions: new(atomic.Int64)}
 }
 
-// KeepSessions makes a count the open IMAP sessions of prev, the account
-// it replaces in a reload, as its own: those sessions go on, and release
-// their places when they end.
+// KeepSessions makes a count the open IMAP and POP3 sessions of prev, the
+// account it replaces in a reload, as its own: those sessions go on, and
+// release their places when they end.
 func (a *Account) KeepSessions(prev *Account) {
 	a.imapSessions = prev.imapSessions
+	a.pop3Sessions = prev.pop3Sessions
 }
+
+// POP3Sessions is the number of open POP3 sessions of the account,
+// counting those logging in upstream.
+func (a *Account) POP3Sessions() int64 { return a.pop3Sessions.Load() }
+
+// OpenPOP3 counts a new POP3 session; ClosePOP3 uncounts it.
+func (a *Account) OpenPOP3() { a.pop3Sessions.Add(1) }
+
+// ClosePOP3 uncounts a session OpenPOP3 counted.
+func (a *Account) ClosePOP3() { a.pop3Sessions.Add(-1) }
 
 // IMAPSessions is the number of open IMAP sessions of the account,
 // counting those logging in upstream.

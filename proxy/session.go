@@ -1,0 +1,286 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/localauth"
+	"github.com/relayd/relayd/registry"
+)
+
+// What the IMAP and POP3 proxies share: the accept loop, the local login
+// check, the words of an upstream failure, a session's connections and
+// its closing line, and the splice.
+
+// acceptLoop accepts connections on ln, admitting each against count (one
+// over a limit is sent refusal and closed) and handing the others to
+// start, which reports false when the server closed meanwhile: the
+// connection is then closed and uncounted. Temporary accept errors are
+// retried with backoff. It returns ErrServerClosed once closed reports
+// true or ln is closed.
+func acceptLoop(ln net.Listener, proto string, log *slog.Logger, count *sessionCount, refusal string,
+	closed func() bool, start func(c net.Conn, addr netip.Addr) bool) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if closed() || errors.Is(err, net.ErrClosed) {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				log.Warn("accepting "+proto+" connection failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		addr := addrOf(c)
+		if count.admit(addr) != "" {
+			go refuse(c, refusal)
+			continue
+		}
+		if !start(c, addr) {
+			c.Close()
+			count.release(addr)
+			return ErrServerClosed
+		}
+	}
+}
+
+// localRefusal is why checkLocal refused a downstream login; each protocol
+// says it in its own words.
+type localRefusal int
+
+const (
+	localOK             localRefusal = iota
+	localLockedOut                   // the guard locked the user out
+	localBadCredentials              // unknown user or wrong password
+	localReconfiguring               // a reload is adding or removing the account
+	localOutgoingOnly                // the account's direction has no incoming mail
+)
+
+// localLogin is what checkLocal needs from a listener.
+type localLogin struct {
+	proto    string // "imap", "pop3": for the Recorder
+	users    *localauth.Users
+	accounts *registry.Registry
+	rec      Recorder
+	// delay is waited after a wrong password (AuthFailureDelay);
+	// negative: not at all.
+	delay time.Duration
+}
+
+// checkLocal checks a downstream client's credentials against the local
+// logins (bcrypt, the cache of verified logins, the guard's lockouts),
+// finds the running account and checks that it serves incoming mail. A
+// refusal is logged and recorded; log gains the account's name once known.
+// The account comes back with localOK, and with localOutgoingOnly to be
+// named.
+func (l localLogin) checkLocal(log *slog.Logger, user, pass, remote string) (*registry.Account, *slog.Logger, localRefusal) {
+	what := map[string]string{"imap": "IMAP", "pop3": "POP3"}[l.proto]
+	cfgAcct, err := l.users.CheckFrom(user, pass, remote)
+	if errors.Is(err, localauth.ErrLockedOut) {
+		log.Debug(what+" login refused: the user is locked out", "user", user)
+		l.rec.Login(l.proto, "", "locked_out")
+		return nil, log, localLockedOut
+	}
+	if err != nil {
+		if l.delay > 0 {
+			time.Sleep(l.delay)
+		}
+		log.Info(what+" login failed: unknown user or wrong password", "user", user)
+		l.rec.Login(l.proto, "", "bad_credentials")
+		return nil, log, localBadCredentials
+	}
+	log = log.With("account", cfgAcct.Name)
+	acct := l.accounts.Get(cfgAcct.Name)
+	if acct == nil {
+		// A reload is swapping the accounts: the password was checked
+		// against the new (or old) set, the account is in the other.
+		log.Info(what + " login refused: the account is being added or removed by a reload")
+		l.rec.Login(l.proto, cfgAcct.Name, "refused")
+		return nil, log, localReconfiguring
+	}
+	if !cfgAcct.Direction.Incoming() {
+		log.Warn(what + " login refused: the account is not configured for incoming mail")
+		l.rec.Login(l.proto, cfgAcct.Name, "refused")
+		return acct, log, localOutgoingOnly
+	}
+	return acct, log, localOK
+}
+
+// upstreamFailure logs a failed upstream login of account a and returns
+// what the client may be told — words an admin can act on, without
+// configuration details (the log and relayd status have those) — and
+// whether trying again later may work.
+func upstreamFailure(log *slog.Logger, proto string, a *registry.Account, err error) (text string, temporary bool) {
+	var ue *unavailableError
+	if he := health.AsError(err); he != nil {
+		log.Warn(proto+" login failed: account needs attention", "state", he.State, "reason", he.Reason, "err", he.Detail(), "advice", he.Advice)
+		text := he.Client
+		if text == "" {
+			text = fmt.Sprintf("mailbox %q is not available: see 'relayd status'", a.Config.Name)
+		}
+		return text, he.Temporary()
+	}
+	if errors.As(err, &ue) {
+		log.Warn(proto+" login failed: upstream unavailable", "upstream", ue.host, "err", ue.err)
+		return "the mail server is unreachable; try again later", true
+	}
+	log.Error(proto+" login failed", "err", err)
+	return "internal error, try again", true
+}
+
+// conns are a session's downstream connection and, once logged in, its
+// upstream one.
+type conns struct {
+	closeMu sync.Mutex
+	down    net.Conn
+	up      net.Conn
+}
+
+// close closes both; safe from any goroutine.
+func (c *conns) close() {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	c.down.Close()
+	if c.up != nil {
+		c.up.Close()
+	}
+}
+
+// setUp records the upstream connection, for close.
+func (c *conns) setUp(up net.Conn) {
+	c.closeMu.Lock()
+	c.up = up
+	c.closeMu.Unlock()
+}
+
+// ending is what a session's one closing line says.
+type ending struct {
+	start   time.Time
+	outcome string // how it ended; "" = the client closed
+	// outcomeAtomic is an outcome set from another goroutine.
+	outcomeAtomic atomic.Value
+	counted       bool
+	ended         bool
+	in, out       uint64 // bytes from and to the client
+}
+
+// finish counts how many bytes the client sent and received, from the
+// kernel's TCP statistics (the copy loops need not count), tells rec and
+// logs the session's one closing line, before the connection closes. It
+// runs once.
+func (e *ending) finish(proto string, rec Recorder, log *slog.Logger, down net.Conn, account string) {
+	if e.ended {
+		return
+	}
+	e.ended = true
+	if o, ok := e.outcomeAtomic.Load().(string); ok {
+		e.outcome = o
+	}
+	e.in, e.out, e.counted = tcpBytes(down)
+	rec.SessionEnd(proto, account, e.in, e.out)
+	outcome := e.outcome
+	if outcome == "" {
+		outcome = "closed"
+	}
+	attrs := []any{"outcome", outcome, "duration", time.Since(e.start).Round(time.Millisecond)}
+	if e.counted {
+		attrs = append(attrs, "bytes_in", e.in, "bytes_out", e.out)
+	}
+	log.Info(map[string]string{"imap": "IMAP", "pop3": "POP3"}[proto]+" session ended", attrs...)
+}
+
+// splice is a logged-in session's two ends, ready to be connected.
+type splice struct {
+	proto    string // "IMAP", "POP3": for log lines
+	down, up net.Conn
+	// downBuf and upBuf are the pre-auth readers: what they hold was
+	// read but not yet passed on.
+	downBuf, upBuf *bufio.Reader
+	cs             *clientStream
+	idle, wt       time.Duration
+	log            *slog.Logger
+	health         *health.Account
+	// started, when set, is called once the buffered bytes are passed on
+	// and the copies begin.
+	started func()
+	// end is called with the outcome ("" = the client closed) once the
+	// client-to-upstream copy stopped, before the other is waited for; it
+	// must close both connections.
+	end func(outcome string)
+}
+
+// run flushes whatever either reader had buffered (a client may pipeline
+// commands right after its login), then copies bytes both ways without
+// parsing them: upstream to client with copyBulk, client to upstream with
+// copyIdle. It returns when either side closed; if the flush fails, it
+// returns at once without calling end.
+func (p *splice) run() {
+	p.up.SetDeadline(time.Time{})
+	p.down.SetDeadline(time.Time{})
+	cs := p.cs
+	if b := buffered(p.downBuf); len(b) > 0 {
+		cs.fromClient(b)
+		if _, err := p.up.Write(b); err != nil {
+			return
+		}
+	}
+	if b := buffered(p.upBuf); len(b) > 0 {
+		cs.lines.Write(b)
+		if _, err := p.down.Write(b); err != nil {
+			return
+		}
+	}
+	if p.started != nil {
+		p.started()
+	}
+	wt := p.wt
+	done := make(chan struct{})
+	var upEnded, downStalled atomic.Bool
+	go func() {
+		defer close(done)
+		defer func() {
+			if v := recover(); v != nil {
+				health.Recovered(p.log, p.health, "copying an "+p.proto+" session's bytes", v)
+			}
+			// Wake the other direction without closing, so that the
+			// session's end is counted and logged before the client
+			// sees it.
+			upEnded.Store(true)
+			p.down.SetReadDeadline(time.Now())
+		}()
+		if errors.Is(copyBulk(p.down, p.up, wt, cs), errStalled) {
+			downStalled.Store(true)
+		}
+	}()
+	err := copyIdle(p.up, p.down, p.idle, wt, &upEnded, cs)
+	var outcome string
+	switch {
+	case downStalled.Load():
+		outcome = "client stopped reading"
+		p.log.Warn(p.proto+" session closed: the client took nothing relayd wrote for "+wt.String(), "write_timeout", wt)
+	case errors.Is(err, errStalled):
+		outcome = "upstream stopped reading"
+		p.log.Warn(p.proto+" session closed: the upstream server took nothing relayd wrote for "+wt.String(), "write_timeout", wt)
+	case upEnded.Load():
+		outcome = "upstream closed"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		outcome = "idle timeout"
+	}
+	p.end(outcome)
+	<-done
+}
