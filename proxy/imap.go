@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/fault"
 	"github.com/relayd/relayd/localauth"
@@ -485,25 +483,11 @@ func (c *imapSession) saslLogin(cmd *command, r *preauthReader) (user, pass stri
 		c.writeLine(cmd.tag + " BAD AUTHENTICATE expects a mechanism and an optional initial response")
 		return "", "", false
 	}
-	capture := func(u, p string) error {
-		if u == "" {
-			return errMalformed
-		}
+	srv := credentialsServer(cmd.args[0], func(u, p string) error {
 		user, pass = u, p
 		return nil
-	}
-	var srv sasl.Server
-	switch strings.ToUpper(cmd.args[0]) {
-	case sasl.Plain:
-		srv = sasl.NewPlainServer(func(identity, u, p string) error {
-			if identity != "" && identity != u {
-				return errAuthzid
-			}
-			return capture(u, p)
-		})
-	case sasl.Login:
-		srv = newLoginServer(capture)
-	default:
+	})
+	if srv == nil {
 		c.writeLine(cmd.tag + " NO [CANNOT] unsupported mechanism; use PLAIN or LOGIN")
 		return "", "", false
 	}
@@ -535,11 +519,6 @@ func (c *imapSession) saslLogin(cmd *command, r *preauthReader) (user, pass stri
 		}
 	}
 }
-
-var (
-	errMalformed = errors.New("malformed SASL response")
-	errAuthzid   = errors.New("authorization identity differs from the user")
-)
 
 // saslChallenge sends a SASL challenge and reads the client's base64
 // answer; "*" cancels (RFC 3501 §6.2.2).

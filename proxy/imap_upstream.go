@@ -214,10 +214,14 @@ func (u *upstreamConn) writeLine(s string) error {
 }
 
 // readLine reads one line of at most 64 KiB without its CRLF.
-func (u *upstreamConn) readLine() (string, error) {
+func (u *upstreamConn) readLine() (string, error) { return readUpstreamLine(u.br) }
+
+// readUpstreamLine reads one line of an upstream's pre-login replies, of
+// at most 64 KiB, without its CRLF.
+func readUpstreamLine(br *bufio.Reader) (string, error) {
 	var line []byte
 	for {
-		chunk, err := u.br.ReadSlice('\n')
+		chunk, err := br.ReadSlice('\n')
 		line = append(line, chunk...)
 		if len(line) > 64<<10 {
 			return "", errors.New("line too long")

@@ -30,6 +30,16 @@ func newClientStream() *clientStream {
 	return &clientStream{sem: make(chan struct{}, 1), watch: wordWatch{word: "compress deflate"}}
 }
 
+// newOpaqueStream returns the stream of a spliced session whose bytes
+// relayd never follows, because it adds no line of its own once the
+// client logged in (POP3): every octet may pass unseen, through splice(2)
+// between two TCP sockets, and the stream is never at a boundary.
+func newOpaqueStream() *clientStream {
+	s := &clientStream{sem: make(chan struct{}, 1), lines: lineTracker{lost: true}}
+	s.compressed.Store(true)
+	return s
+}
+
 // lock takes the lock, waiting as long as it takes.
 func (s *clientStream) lock() { s.sem <- struct{}{} }
 

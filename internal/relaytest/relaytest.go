@@ -72,6 +72,18 @@ func (e *Env) IMAPUpstream(o testkit.IMAPOptions) *testkit.IMAPUpstream {
 	return up
 }
 
+// POP3Upstream starts a fake XOAUTH2 POP3 server checking tokens at the
+// IdP.
+func (e *Env) POP3Upstream(o testkit.POP3Options) *testkit.POP3Upstream {
+	e.T.Helper()
+	up, err := testkit.NewPOP3Upstream(e.IdP, o)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(func() { up.Close() })
+	return up
+}
+
 // SMTPUpstream starts a fake XOAUTH2 submission server checking tokens at
 // the IdP.
 func (e *Env) SMTPUpstream(o testkit.SMTPOptions) *testkit.SMTPUpstream {

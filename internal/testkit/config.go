@@ -14,7 +14,10 @@ type Config struct {
 	StateDir, StatusSocket string
 	LogLevel               string
 	IMAPListen, SMTPListen []string
-	RetryMin, RetryMax     string // durations, e.g. "50ms"
+	// POP3Listen turns on [pop3]; POP3 are more lines of its table.
+	POP3Listen         []string
+	POP3               []string
+	RetryMin, RetryMax string // durations, e.g. "50ms"
 	// Health is the [health] table's lines, verbatim (e.g.
 	// `retry_budget = 4`).
 	Health []string
@@ -42,6 +45,8 @@ type Account struct {
 	DeviceAuthURL, Issuer        string
 	RedirectPort                 int
 	IMAPServer, SMTPServer       string
+	// POP3Server is pop3_server, with Security as its pop3_security.
+	POP3Server string
 	// Security is both imap_security and smtp_security: "none" for the
 	// plaintext fakes, "tls" with CAFile for the TLS ones.
 	Security          string
@@ -72,6 +77,10 @@ func (c Config) TOML() string {
 	}
 	fmt.Fprintf(&b, "[imap]\nlisten = %s\n", list(c.IMAPListen))
 	lines(&b, c.IMAP)
+	if len(c.POP3Listen) > 0 || len(c.POP3) > 0 {
+		fmt.Fprintf(&b, "[pop3]\nlisten = %s\n", list(c.POP3Listen))
+		lines(&b, c.POP3)
+	}
 	fmt.Fprintf(&b, "[smtp]\nlisten = %s\n", list(c.SMTPListen))
 	lines(&b, c.SMTP)
 	if c.RetryMin != "" || c.RetryMax != "" {
@@ -135,6 +144,10 @@ func (a Account) TOML() string {
 	}
 	if a.SMTPServer != "" {
 		kv(&b, "smtp_security", a.Security)
+	}
+	kv(&b, "pop3_server", a.POP3Server)
+	if a.POP3Server != "" {
+		kv(&b, "pop3_security", a.Security)
 	}
 	kv(&b, "ca_file", a.CAFile)
 	kv(&b, "password_file", a.PasswordFile)
