@@ -157,6 +157,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(descAccount, 1, a.Name, a.Provider, a.Direction, a.Transport)
 		gauge(descSessions, float64(a.IMAPSessions), "imap", a.Name)
 		gauge(descSessions, float64(a.SMTPSessions), "smtp", a.Name)
+		gauge(descSessions, float64(a.POP3Sessions), "pop3", a.Name)
 		for _, s := range allStates {
 			v := 0.0
 			if a.State == s {

@@ -28,7 +28,7 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tGRANT ENDS\tIMAP\tQUEUED\tHELD\tFAILED")
+	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tGRANT ENDS\tIMAP\tPOP3\tQUEUED\tHELD\tFAILED")
 	for _, a := range st.Accounts {
 		state := a.State
 		var q queue.AccountStats
@@ -43,8 +43,8 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		if a.Transport == config.TransportGraph {
 			dir += " (graph)" // sends through Microsoft Graph
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, dir,
-			state, ago(a.Token.AccessTokenExpiry, now), ago(a.Token.LastRefresh, now), ends, a.IMAPSessions,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, dir,
+			state, ago(a.Token.AccessTokenExpiry, now), ago(a.Token.LastRefresh, now), ends, a.IMAPSessions, a.POP3Sessions,
 			q.Queued, q.Held, q.Failed)
 	}
 	tw.Flush()

@@ -69,6 +69,7 @@ type Account struct {
 	Token        Token `json:"token"`
 	IMAPSessions int64 `json:"imap_sessions"`
 	SMTPSessions int64 `json:"smtp_sessions"`
+	POP3Sessions int64 `json:"pop3_sessions"`
 	// Queue is the account's outbound queue.
 	Queue *queue.AccountStats `json:"queue,omitempty"`
 }

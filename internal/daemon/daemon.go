@@ -54,6 +54,8 @@ type Options struct {
 	// IMAPListeners and SMTPListeners, when set, are used instead of
 	// listening on the configured addresses (socket activation, tests).
 	IMAPListeners, SMTPListeners []net.Listener
+	// POP3Listeners, when set, are used instead of [pop3] listen.
+	POP3Listeners []net.Listener
 	// OnQueueEvent: see queue.Options.OnEvent.
 	OnQueueEvent func(queue.Event)
 	// OnHook, when set, is called after each run of on_state_change with
@@ -81,12 +83,14 @@ type Daemon struct {
 	accounts *registry.Registry
 
 	imap   *proxy.IMAPServer
+	pop3   *proxy.POP3Server
 	smtp   *proxy.SMTPServer
 	queue  *queue.Queue
 	status *status.Server
 
 	mu         sync.Mutex // guards the listeners and runs
 	imapLns    []net.Listener
+	pop3Lns    []net.Listener
 	smtpLns    []net.Listener
 	runs       map[string]context.CancelFunc // each account's token keep-alive
 	statusLn   net.Listener
@@ -146,6 +150,18 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		IdleTimeout:      cfg.IMAP.IdleTimeout,
 		WriteTimeout:     cfg.IMAP.WriteTimeout,
 		Limits:           imapLimits(cfg),
+		Recorder:         d.metrics,
+		AuthFailureDelay: opts.AuthFailureDelay,
+	})
+	d.pop3 = proxy.NewPOP3Server(proxy.POP3Options{
+		Users:            users,
+		Accounts:         d.accounts,
+		Logger:           opts.Logger,
+		Dialer:           opts.Dialer,
+		PreauthTimeout:   cfg.POP3.PreauthTimeout,
+		IdleTimeout:      cfg.POP3.IdleTimeout,
+		WriteTimeout:     cfg.POP3.WriteTimeout,
+		Limits:           pop3Limits(cfg),
 		Recorder:         d.metrics,
 		AuthFailureDelay: opts.AuthFailureDelay,
 	})
@@ -223,6 +239,12 @@ func (d *Daemon) listen(cfg *config.Config) (err error) {
 			return err
 		}
 	}
+	d.pop3Lns = d.opts.POP3Listeners
+	if d.pop3Lns == nil {
+		if d.pop3Lns, err = openNew(nil, cfg.POP3.Listen, false, "pop3"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -293,7 +315,7 @@ func (d *Daemon) closeListeners() {
 	if d.metricLn != nil {
 		d.metricLn.Close()
 	}
-	for _, ln := range append(d.imapLns, d.smtpLns...) {
+	for _, ln := range append(append(d.imapLns, d.smtpLns...), d.pop3Lns...) {
 		ln.Close()
 	}
 }
@@ -304,6 +326,17 @@ func (d *Daemon) SMTPAddrs() []string {
 	defer d.mu.Unlock()
 	var addrs []string
 	for _, ln := range d.smtpLns {
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs
+}
+
+// POP3Addrs returns the addresses the POP3 listeners are bound to.
+func (d *Daemon) POP3Addrs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var addrs []string
+	for _, ln := range d.pop3Lns {
 		addrs = append(addrs, ln.Addr().String())
 	}
 	return addrs
@@ -340,6 +373,9 @@ func (d *Daemon) Start() {
 	for _, ln := range d.smtpLns {
 		d.serveSMTP(ln)
 	}
+	for _, ln := range d.pop3Lns {
+		d.servePOP3(ln)
+	}
 	d.mu.Unlock()
 	d.wg.Add(1)
 	go func() {
@@ -374,7 +410,7 @@ func (d *Daemon) Start() {
 			d.log.Error("sendmail socket failed", "err", err)
 		}
 	}()
-	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "smtp", d.SMTPAddrs(), "status_socket", d.config().StatusSocket,
+	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "pop3", d.POP3Addrs(), "smtp", d.SMTPAddrs(), "status_socket", d.config().StatusSocket,
 		"accounts", len(d.accounts.Map()))
 }
 
@@ -433,6 +469,17 @@ func (d *Daemon) serveIMAP(ln net.Listener) {
 	}()
 }
 
+// servePOP3 serves ln in the background.
+func (d *Daemon) servePOP3(ln net.Listener) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.pop3.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			d.log.Error("POP3 listener failed", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}
+
 // serveSMTP serves ln in the background.
 func (d *Daemon) serveSMTP(ln net.Listener) {
 	d.wg.Add(1)
@@ -448,21 +495,22 @@ func (d *Daemon) serveSMTP(ln net.Listener) {
 // then closes everything.
 //
 // Every listener closes at the same moment; IMAP clients that have not
-// logged in get a BYE, SMTP clients a 421 between commands (after the 250
+// logged in get a BYE (POP3 ones -ERR [SYS/TEMP]), SMTP clients a 421 between commands (after the 250
 // of a message they are sending); established IMAP sessions and deliveries
 // in progress may finish until ctx ends, when the rest is closed. Queued
 // mail stays on disk. The status socket answers until the end.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	start := time.Now()
 	d.log.Info("shutting down: listeners closed; sessions and deliveries in progress may finish",
-		"imap_sessions", d.imap.OpenSessions(), "smtp_sessions", d.smtp.OpenSessions())
+		"imap_sessions", d.imap.OpenSessions(), "pop3_sessions", d.pop3.OpenSessions(), "smtp_sessions", d.smtp.OpenSessions())
 	if d.cancel != nil {
 		d.cancel() // no new deliveries; those in progress finish
 	}
 	var wg sync.WaitGroup
-	var imapErr, smtpErr error
-	wg.Add(2)
+	var imapErr, pop3Err, smtpErr error
+	wg.Add(3)
 	go func() { defer wg.Done(); imapErr = d.imap.Shutdown(ctx) }()
+	go func() { defer wg.Done(); pop3Err = d.pop3.Shutdown(ctx) }()
 	go func() { defer wg.Done(); smtpErr = d.smtp.Shutdown(ctx) }()
 	wg.Wait()
 	background := make(chan struct{})
@@ -489,6 +537,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if imapErr != nil {
 		still = append(still, "imap_sessions_closed", "at the end of the grace period")
 	}
+	if pop3Err != nil {
+		still = append(still, "pop3_sessions_closed", "at the end of the grace period")
+	}
 	if smtpErr != nil {
 		still = append(still, "smtp_sessions_closed", "at the end of the grace period")
 	}
@@ -496,7 +547,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		still = append(still, "deliveries", "unfinished: those messages stay queued and are sent again (at least once)")
 	}
 	d.log.Info("relayd stopped", still...)
-	return errors.Join(imapErr, smtpErr)
+	return errors.Join(imapErr, pop3Err, smtpErr)
 }
 
 // Alive checks that the daemon's core answers within ctx: every account's
@@ -532,6 +583,7 @@ func (d *Daemon) Status() *status.Status {
 		sa := status.Account{
 			Name: a.Name, Email: a.Email, Provider: a.Provider, Direction: string(a.Direction), Transport: a.Transport,
 			Snapshot: acct.Health.Snapshot(), IMAPSessions: acct.IMAPSessions(), SMTPSessions: smtpSessions[a.Name],
+			POP3Sessions: acct.POP3Sessions(),
 		}
 		sa.Token.State, sa.Token.Advice = sa.State, sa.Advice
 		if acct.Tokens != nil {
@@ -567,6 +619,10 @@ func (d *Daemon) InstallGrant(name string, g *auth.Grant) error {
 // imapLimits and smtpLimits are the session limits cfg sets.
 func imapLimits(cfg *config.Config) proxy.Limits {
 	return proxy.Limits{Sessions: cfg.IMAP.MaxSessions, PerAddress: cfg.IMAP.MaxSessionsPerAddress}
+}
+
+func pop3Limits(cfg *config.Config) proxy.Limits {
+	return proxy.Limits{Sessions: cfg.POP3.MaxSessions, PerAddress: cfg.POP3.MaxSessionsPerAddress}
 }
 
 func smtpLimits(cfg *config.Config) proxy.Limits {

@@ -56,6 +56,7 @@ type testDaemon struct {
 	d      *Daemon
 	idp    *testkit.IdP
 	imapUp *testkit.IMAPUpstream
+	pop3Up *testkit.POP3Upstream
 	smtpUp *testkit.SMTPUpstream
 	// graph serves the account when an edit sets transport = "graph".
 	graph  *testkit.Graph
@@ -71,6 +72,8 @@ func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDae
 	imapUp := b.IMAPUpstream(testkit.IMAPOptions{Style: testkit.Google})
 	imapUp.AddUser(mailbox)
 	smtpUp := b.SMTPUpstream(testkit.SMTPOptions{Style: testkit.Exchange})
+	pop3Up := b.POP3Upstream(testkit.POP3Options{Style: testkit.Exchange})
+	pop3Up.AddUser(mailbox)
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	tc := testkit.Config{
 		StateDir: b.Store.Dir, StatusSocket: filepath.Join(b.Dir, "status.sock"),
@@ -79,11 +82,11 @@ func startDaemon(t testing.TB, edit ...func(*testkit.Config, *Options)) *testDae
 		Accounts: []testkit.Account{{
 			Name: "support", Provider: "custom", Email: mailbox, ClientID: "client", TokenURL: idp.TokenURL(),
 			DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(),
-			IMAPServer: imapUp.Addr, SMTPServer: smtpUp.Addr, Security: "none",
+			IMAPServer: imapUp.Addr, SMTPServer: smtpUp.Addr, POP3Server: pop3Up.Addr, Security: "none",
 			LocalUser: user, LocalPasswordHash: string(hash),
 		}},
 	}
-	td := &testDaemon{t: t, idp: idp, imapUp: imapUp, smtpUp: smtpUp, graph: testkit.StartGraph(t, idp), faults: &faults{armed: map[string]int{}},
+	td := &testDaemon{t: t, idp: idp, imapUp: imapUp, pop3Up: pop3Up, smtpUp: smtpUp, graph: testkit.StartGraph(t, idp), faults: &faults{armed: map[string]int{}},
 		events: make(chan queue.Event, 1000), logs: b.Logs}
 	opts := Options{
 		Logger:           b.Log,

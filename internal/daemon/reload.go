@@ -101,6 +101,14 @@ func (d *Daemon) reload() error {
 		}
 		return err
 	}
+	newPOP3, err := openNew(d.pop3Lns, cfg.POP3.Listen, d.opts.POP3Listeners != nil, "pop3")
+	if err != nil {
+		d.mu.Unlock()
+		for _, ln := range append(newIMAP, newSMTP...) {
+			ln.Close()
+		}
+		return err
+	}
 
 	// From here on nothing fails.
 	d.cfg.Store(cfg)
@@ -108,10 +116,12 @@ func (d *Daemon) reload() error {
 	users := localauth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard
 	d.imap.SetUsers(users)
+	d.pop3.SetUsers(users)
 	d.smtp.SetUsers(users)
 	d.guard.Set(cfg.Login.MaxFailures, cfg.Login.FailureWindow, cfg.Login.Lockout)
 	d.status.SetAdminGID(adminGID)
 	d.imap.SetLimits(imapLimits(cfg))
+	d.pop3.SetLimits(pop3Limits(cfg))
 	d.smtp.SetLimits(smtpLimits(cfg))
 	for name, acct := range accounts {
 		if oldAccounts[name] != acct {
@@ -133,8 +143,12 @@ func (d *Daemon) reload() error {
 	for _, ln := range newSMTP {
 		d.serveSMTP(ln)
 	}
+	for _, ln := range newPOP3 {
+		d.servePOP3(ln)
+	}
 	d.imapLns = closeGone(append(d.imapLns, newIMAP...), cfg.IMAP.Listen, d.opts.IMAPListeners != nil)
 	d.smtpLns = closeGone(append(d.smtpLns, newSMTP...), cfg.SMTP.Listen, d.opts.SMTPListeners != nil)
+	d.pop3Lns = closeGone(append(d.pop3Lns, newPOP3...), cfg.POP3.Listen, d.opts.POP3Listeners != nil)
 	d.mu.Unlock()
 
 	if d.opts.LogLevel != nil {
@@ -149,10 +163,11 @@ func (d *Daemon) reload() error {
 	}
 	for _, name := range removed {
 		n := d.imap.EndAccount(name, "mailbox "+strconv.Quote(name)+" was removed from relayd's configuration")
+		np := d.pop3.EndAccount(name)
 		d.queue.AccountRemoved(name)
 		st := d.queue.Stats(name)
 		d.log.Warn("account removed from the configuration: its sessions ended, its queued mail stays on disk, held; add it back to send it, or delete it with 'relayd queue delete'",
-			"account", name, "imap_sessions_ended", n, "queued", st.Queued+st.Held)
+			"account", name, "imap_sessions_ended", n, "pop3_sessions_ended", np, "queued", st.Queued+st.Held)
 	}
 	for _, a := range accounts {
 		a.Health.Evaluate()
