@@ -24,7 +24,8 @@ import (
 type Dovecot struct {
 	IMAPAddr  string // plaintext IMAP
 	IMAPSAddr string // implicit TLS, with CertPEM
-	POP3Addr  string
+	POP3Addr  string // plaintext POP3
+	POP3SAddr string // implicit TLS POP3, with CertPEM
 	CertPEM   []byte
 	// Password is the static password of every user, for tests that
 	// compare with a direct plain login.
@@ -159,7 +160,7 @@ func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dov
 	}
 	// Dovecot's unprivileged login processes must reach base_dir.
 	os.Chmod(dir, 0o755)
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +189,7 @@ func startDovecot(bin, doveadm, introspectURL string, opts DovecotOptions) (*Dov
 		IMAPAddr:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		IMAPSAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		POP3Addr:  fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		POP3SAddr: fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		CertPEM:   certPEM,
 		Password:  opts.Password,
 		dir:       dir,
@@ -253,7 +255,8 @@ service pop3-login {
     port = %[8]d
   }
   inet_listener pop3s {
-    port = 0
+    port = %[10]d
+    ssl = yes
   }
 }
 service imap {
@@ -264,7 +267,7 @@ service auth {
     mode = 0666
   }
 }
-`, dir, ports[0], limit, limit*4, d.Password, ports[0], ports[1], ports[2], loginClients)
+`, dir, ports[0], limit, limit*4, d.Password, ports[0], ports[1], ports[2], loginClients, ports[3])
 	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
