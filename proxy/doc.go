@@ -1,4 +1,4 @@
-// Package proxy holds relayd's downstream listeners: IMAP and SMTP.
+// Package proxy holds relayd's downstream listeners: IMAP, POP3 and SMTP.
 //
 // The IMAP proxy (imap*.go) answers the not-authenticated state itself
 // (RFC 3501 §6.1–6.2, RFC 9051; SASL-IR per RFC 4959; LITERAL- per RFC
@@ -8,6 +8,14 @@
 // client the upstream's tagged OK with its post-login capabilities, and from
 // then on copies bytes in both directions without parsing them, so every
 // extension the upstream has works at full speed.
+//
+// The POP3 proxy (pop3*.go) does the same for POP3 (RFC 1939; CAPA per
+// RFC 2449, AUTH per RFC 5034, STLS per RFC 2595, response codes per RFC
+// 3206): relayd answers the AUTHORIZATION state, logs in upstream with
+// AUTH XOAUTH2 (PLAIN or USER/PASS for password accounts), hands the
+// client the upstream's +OK and splices. What the two share — the accept
+// loop, the local login check, an upstream failure's words, the splice —
+// is in session.go.
 //
 // The SMTP listener (smtp.go) is a go-smtp submission server (RFC 6409):
 // AUTH PLAIN or LOGIN (sasl_login.go; RFC 4954) with the same local
