@@ -122,8 +122,11 @@ type Health struct {
 
 // IMAP configures the downstream IMAP listeners.
 type IMAP struct {
-	// Listen are loopback host:port addresses. Default 127.0.0.1:1143.
+	// Listen are host:port addresses served in plaintext, offering
+	// STARTTLS with a certificate; beyond loopback only with one. Default
+	// 127.0.0.1:1143.
 	Listen []string
+	ListenerTLS
 	// PreauthTimeout bounds how long a downstream client may take to log in.
 	// Default 60s.
 	PreauthTimeout time.Duration
@@ -163,8 +166,9 @@ const MinPOP3IdleTimeout = 10 * time.Minute
 
 // SMTP configures the downstream SMTP listeners.
 type SMTP struct {
-	// Listen are loopback host:port addresses. Default 127.0.0.1:1587.
+	// Listen: as for IMAP. Default 127.0.0.1:1587.
 	Listen []string
+	ListenerTLS
 	// MaxMessageSize is the largest message accepted, in bytes. Default
 	// 35 MiB (Exchange Online's limit).
 	MaxMessageSize int64
@@ -518,8 +522,8 @@ func keyName(k toml.Key, doc string) string {
 }
 
 // CheckLoopback returns an error unless addr is host:port with a loopback IP
-// host (or "localhost"). Listeners and plaintext upstreams are restricted to
-// loopback until relayd has listener TLS.
+// host (or "localhost"). Plaintext upstreams are restricted to loopback, and
+// so are listeners without a certificate.
 func CheckLoopback(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

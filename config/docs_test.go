@@ -27,6 +27,10 @@ func qualifiedKeys() []string {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
+				if f.Anonymous { // its keys are the table's own
+					walk(ft, table)
+					continue
+				}
 				walk(ft, tag)
 				continue
 			}

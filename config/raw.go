@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/relayd/relayd/internal/statedir"
+	"github.com/relayd/relayd/internal/tlscert"
 	"github.com/relayd/relayd/provider"
 )
 
@@ -47,12 +48,13 @@ type rawLog struct {
 }
 
 type rawIMAP struct {
-	Listen         []string `toml:"listen"`
-	PreauthTimeout *string  `toml:"preauth_timeout"`
-	IdleTimeout    *string  `toml:"idle_timeout"`
-	WriteTimeout   *string  `toml:"write_timeout"`
-	MaxSessions    *int     `toml:"max_sessions"`
-	MaxPerAddress  *int     `toml:"max_sessions_per_address"`
+	Listen []string `toml:"listen"`
+	rawListenerTLS
+	PreauthTimeout *string `toml:"preauth_timeout"`
+	IdleTimeout    *string `toml:"idle_timeout"`
+	WriteTimeout   *string `toml:"write_timeout"`
+	MaxSessions    *int    `toml:"max_sessions"`
+	MaxPerAddress  *int    `toml:"max_sessions_per_address"`
 }
 
 type rawPOP3 struct {
@@ -65,11 +67,12 @@ type rawPOP3 struct {
 }
 
 type rawSMTP struct {
-	Listen         []string `toml:"listen"`
-	MaxMessageSize *int64   `toml:"max_message_size"`
-	Timeout        *string  `toml:"timeout"`
-	MaxSessions    *int     `toml:"max_sessions"`
-	MaxPerAddress  *int     `toml:"max_sessions_per_address"`
+	Listen []string `toml:"listen"`
+	rawListenerTLS
+	MaxMessageSize *int64  `toml:"max_message_size"`
+	Timeout        *string `toml:"timeout"`
+	MaxSessions    *int    `toml:"max_sessions"`
+	MaxPerAddress  *int    `toml:"max_sessions_per_address"`
 }
 
 type rawQueue struct {
@@ -183,12 +186,8 @@ func (r *rawConfig) convert() (*Config, []error) {
 	if r.SMTP.Listen != nil {
 		cfg.SMTP.Listen = r.SMTP.Listen
 	}
-	for i, addr := range cfg.IMAP.Listen {
-		checkListen(fmt.Sprintf("imap.listen[%d]", i), addr, bad)
-	}
-	for i, addr := range cfg.SMTP.Listen {
-		checkListen(fmt.Sprintf("smtp.listen[%d]", i), addr, bad)
-	}
+	cfg.IMAP.ListenerTLS = r.IMAP.convert("imap", cfg.IMAP.Listen, bad)
+	cfg.SMTP.ListenerTLS = r.SMTP.convert("smtp", cfg.SMTP.Listen, bad)
 	r.convertPOP3(cfg, bad)
 	duration(&cfg.ShutdownGrace, r.ShutdownGrace, "shutdown_grace", bad)
 	if r.AdminGroup != nil {
@@ -319,7 +318,7 @@ func (r *rawConfig) convertPOP3(cfg *Config, bad badFunc) {
 		cfg.POP3.Listen = p.Listen
 	}
 	for i, addr := range cfg.POP3.Listen {
-		checkListen(fmt.Sprintf("pop3.listen[%d]", i), addr, bad)
+		checkListen(fmt.Sprintf("pop3.listen[%d]", i), addr, false, "pop3", bad)
 	}
 	duration(&cfg.POP3.PreauthTimeout, p.PreauthTimeout, "pop3.preauth_timeout", bad)
 	duration(&cfg.POP3.IdleTimeout, p.IdleTimeout, "pop3.idle_timeout", bad)
@@ -416,12 +415,23 @@ func checkDuplicateListen(cfg *Config, bad badFunc) {
 	for i, a := range cfg.POP3.Listen {
 		use(fmt.Sprintf("pop3.listen[%d]", i), a)
 	}
+	for _, l := range []struct {
+		table string
+		addrs []string
+	}{{"imap", cfg.IMAP.ListenTLS}, {"smtp", cfg.SMTP.ListenTLS}} {
+		for i, a := range l.addrs {
+			use(fmt.Sprintf("%s.listen_tls[%d]", l.table, i), a)
+		}
+	}
 	if cfg.Metrics.Listen != "" {
 		use("metrics.listen", cfg.Metrics.Listen)
 	}
 }
 
-func checkListen(key, addr string, bad badFunc) {
+// checkListen checks a listen address: host:port, and on loopback unless
+// the table has a certificate (tls_cert), because legacy clients send
+// passwords: beyond the host they must do so inside TLS.
+func checkListen(key, addr string, hasCert bool, table string, bad badFunc) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		bad(key, "%q is not host:port", addr)
@@ -431,8 +441,9 @@ func checkListen(key, addr string, bad badFunc) {
 		bad(key, "%q: port %q is not a number from 1 to 65535", addr, port)
 		return
 	}
-	if err := CheckLoopback(addr); err != nil {
-		bad(key, "%v: relayd listens on loopback only until listener TLS exists, because legacy clients send passwords in the clear", err)
+	if err := CheckLoopback(addr); err != nil && !hasCert {
+		bad(key, "%v: a listener beyond loopback needs TLS, because legacy clients send passwords: set %s.tls_cert and %s.tls_key "+
+			"(clients then use STARTTLS here, or implicit TLS on %s.listen_tls), or listen on 127.0.0.1", err, table, table, table)
 	}
 }
 
@@ -859,6 +870,7 @@ func (c *Config) CheckFilesAs(svc *ServiceUser) []error {
 	if err := statedir.CheckPerms(c.StateDir); err != nil {
 		errs = append(errs, &Error{Key: "state_dir", Msg: err.Error(), Err: err})
 	}
+	errs = append(errs, c.checkListenerFiles()...)
 	for i, a := range c.Accounts {
 		for _, f := range []struct {
 			key, path string
@@ -916,6 +928,32 @@ func (c *Config) checkSendmailUsers() []error {
 			}
 		} else if _, err := user.Lookup(who); err != nil {
 			errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf("user %q: %v", who, err), Err: err})
+		}
+	}
+	return errs
+}
+
+// checkListenerFiles loads each table's certificate and key as relayd
+// would, and refuses a key others may read or anyone but its owner may
+// change.
+func (c *Config) checkListenerFiles() []error {
+	var errs []error
+	for _, l := range c.Listeners() {
+		if !l.HasCert() {
+			continue
+		}
+		if _, err := tlscert.Load(l.Table, l.CertFile, l.KeyFile); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fi, err := os.Stat(l.KeyFile)
+		if err != nil {
+			continue
+		}
+		if perm := fi.Mode().Perm(); perm&0o026 != 0 {
+			errs = append(errs, &Error{Key: l.Table + ".tls_key", Msg: fmt.Sprintf(
+				"%s holds a private key but others may read or change it (mode %04o): chmod o-rw,g-w %s (root:relayd 0640 is the normal layout)",
+				l.KeyFile, perm, l.KeyFile)})
 		}
 	}
 	return errs

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -44,7 +45,8 @@ type Guard struct {
 	Failures        int
 	Window, CoolOff time.Duration
 	// PerAddress also refuses (address, user) pairs of non-loopback
-	// clients after Failures.
+	// clients after Failures (the daemon sets it: listeners may be
+	// beyond loopback).
 	PerAddress bool
 	// Logger gets one line as a user is locked out and one, with the count
 	// of attempts refused, when relayd next sees that the lockout is over
@@ -127,10 +129,17 @@ func (g *Guard) log() *slog.Logger {
 
 func guardKeys(name, addr string, perAddr bool) []string {
 	u := "u\x00" + name
-	if perAddr && addr != "" {
+	if perAddr && addr != "" && !loopback(addr) {
 		return []string{u, "a\x00" + addr + "\x00" + name}
 	}
 	return []string{u}
+}
+
+// loopback reports whether addr is a loopback address: every local
+// client shares it, so it says nothing about who guesses.
+func loopback(addr string) bool {
+	ip, err := netip.ParseAddr(addr)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // admit judges an attempt for the user name (lower case) from addr with

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,9 +25,27 @@ import (
 // ErrServerClosed is returned by Serve after Close or Shutdown.
 var ErrServerClosed = errors.New("proxy: server closed")
 
-// preauthCaps is what relayd offers before login. LITERAL- (RFC 7888), not
-// LITERAL+, because relayd bounds pre-auth literals.
+// preauthCaps is what relayd offers before login on a listener that takes
+// passwords. LITERAL- (RFC 7888), not LITERAL+, because relayd bounds
+// pre-auth literals.
 const preauthCaps = "IMAP4rev1 SASL-IR LITERAL- ID AUTH=PLAIN AUTH=LOGIN"
+
+// caps is what the session offers now: STARTTLS while it can start TLS,
+// and on a listener beyond loopback LOGINDISABLED and no AUTH= until TLS
+// is on (RFC 3501 §6.2.3, RFC 9051 §6.2.3).
+func (c *imapSession) caps() string {
+	if c.tlsOn {
+		return preauthCaps
+	}
+	caps := "IMAP4rev1 SASL-IR LITERAL- ID"
+	if c.srv.tlsConfig() != nil {
+		caps += " STARTTLS"
+	}
+	if !c.plainAuth {
+		return caps + " LOGINDISABLED"
+	}
+	return caps + " AUTH=PLAIN AUTH=LOGIN"
+}
 
 // IMAPOptions configure an IMAPServer. Zero values take the defaults named.
 type IMAPOptions struct {
@@ -56,6 +75,19 @@ type IMAPOptions struct {
 	// Recorder is told of logins, refusals by a limit and sessions'
 	// ends, for metrics. Default: nothing is recorded.
 	Recorder Recorder
+	// TLS returns the downstream TLS configuration, or nil while there is
+	// no certificate; it is asked at each connection, so a reload may
+	// change it. With one, plain listeners offer STARTTLS and ServeTLS
+	// serves implicit TLS. Default: none.
+	TLS func() *tls.Config
+}
+
+// tlsConfig is the downstream TLS configuration now, or nil.
+func (s *IMAPServer) tlsConfig() *tls.Config {
+	if s.opts.TLS == nil {
+		return nil
+	}
+	return s.opts.TLS()
 }
 
 // IMAPServer is the downstream IMAP listener. Its methods are safe for use
@@ -114,9 +146,19 @@ func NewIMAPServer(opts IMAPOptions) *IMAPServer {
 	}
 }
 
-// Serve accepts connections on ln until Close or Shutdown, and then returns
-// ErrServerClosed. Temporary accept errors are retried with backoff.
-func (s *IMAPServer) Serve(ln net.Listener) error {
+// Serve accepts plaintext connections on ln until Close or Shutdown, and
+// then returns ErrServerClosed. Temporary accept errors are retried with
+// backoff. They may start TLS with STARTTLS while the server has a
+// certificate (Options.TLS); unless ln is on loopback, they must before
+// they log in.
+func (s *IMAPServer) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeTLS is Serve for implicit TLS (RFC 8314 §3.3, port 993): each
+// connection starts with a TLS handshake.
+func (s *IMAPServer) ServeTLS(ln net.Listener) error { return s.serve(ln, true) }
+
+func (s *IMAPServer) serve(ln net.Listener, implicitTLS bool) error {
+	plainAuth := plaintextAuthAllowed(ln.Addr())
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -137,7 +179,8 @@ func (s *IMAPServer) Serve(ln net.Listener) error {
 	}
 	return acceptLoop(ln, "IMAP", s.log, s.count, "* BYE [UNAVAILABLE] too many connections; try again later\r\n", closed,
 		func(c net.Conn, addr netip.Addr) bool {
-			sess := &imapSession{srv: s, conns: conns{down: c}, id: s.nextID.Add(1), addr: addr}
+			sess := &imapSession{srv: s, conns: newConns(c), id: s.nextID.Add(1), addr: addr,
+				implicitTLS: implicitTLS, plainAuth: plainAuth}
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if s.closed {
@@ -297,6 +340,12 @@ type imapSession struct {
 	addr netip.Addr // the client's, as counted against the limits
 	id   uint64
 	log  *slog.Logger
+	// implicitTLS: the listener's connections start with TLS.
+	// plainAuth: the listener may take passwords before TLS (loopback).
+	// tlsOn: the handshake is done. handshaking: under writeMu, a
+	// handshake is running and nothing else may be written.
+	implicitTLS, plainAuth, tlsOn bool
+	handshaking                   bool
 
 	writeMu sync.Mutex // guards writes to down before splicing
 	// established is set, under writeMu, as the tagged OK of the login
@@ -314,7 +363,7 @@ type imapSession struct {
 // end tells the Recorder and logs the session's one closing line (see
 // ending.finish). It runs once.
 func (c *imapSession) end() {
-	c.finish("imap", c.srv.opts.Recorder, c.log, c.down, c.accountName())
+	c.finish("imap", c.srv.opts.Recorder, c.log, c.raw, c.accountName())
 }
 
 // byeAtBoundary says "* BYE text" to a spliced session's client (outcome
@@ -347,9 +396,11 @@ func (c *imapSession) byeIfPreauth(text string) {
 	if c.established {
 		return
 	}
-	c.down.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(c.down, "* BYE "+text+"\r\n")
-	c.down.Close()
+	if !c.handshaking {
+		c.down.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(c.down, "* BYE "+text+"\r\n")
+	}
+	c.raw.Close()
 }
 
 func (c *imapSession) writeLine(s string) error {
@@ -377,6 +428,7 @@ func (c *imapSession) serve() {
 		}
 		s.count.release(c.addr) // first: the session is over for Recorder.SessionEnd
 		c.end()
+		c.closeNotify()
 		c.close()
 		s.mu.Lock()
 		delete(s.sessions, c)
@@ -388,11 +440,24 @@ func (c *imapSession) serve() {
 	fault.Hit("imap-session")
 
 	c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
-	if err := c.writeLine("* OK [CAPABILITY " + preauthCaps + "] relayd ready"); err != nil {
+	if c.implicitTLS && !c.startTLS(plaintextOnTLSPort) {
+		return
+	}
+	if err := c.writeLine("* OK [CAPABILITY " + c.caps() + "] relayd ready"); err != nil {
 		return
 	}
 	br := bufio.NewReaderSize(c.down, 1024)
 	r := &preauthReader{br: br, cont: lockedWriter{c}}
+	if !c.tlsOn {
+		// A TLS client on a plaintext port waits for a ServerHello that
+		// never comes: tell it, and do not read its handshake as lines.
+		if b, err := br.Peek(2); err == nil && isTLSClientHello(b) {
+			c.outcome = "TLS handshake on a plaintext port"
+			c.log.Info("IMAP client started a TLS handshake on a plaintext port: point it at an implicit-TLS address (imap.listen_tls) or make it use STARTTLS")
+			c.byeIfPreauth("this port speaks plaintext IMAP (STARTTLS), not TLS")
+			return
+		}
+	}
 	for {
 		cmd, err := r.readCommand()
 		if err != nil {
@@ -422,7 +487,7 @@ func (c *imapSession) serve() {
 			return
 		}
 		if acct != nil {
-			c.splice(acct, br)
+			c.splice(acct, r.br)
 			return
 		}
 	}
@@ -437,7 +502,7 @@ func (c *imapSession) handle(cmd *command, r *preauthReader) (acct *upstreamLogi
 			c.writeLine(cmd.tag + " BAD CAPABILITY takes no arguments")
 			return nil, false
 		}
-		c.writeLine("* CAPABILITY " + preauthCaps)
+		c.writeLine("* CAPABILITY " + c.caps())
 		c.writeLine(cmd.tag + " OK CAPABILITY completed")
 	case "NOOP":
 		c.writeLine(cmd.tag + " OK NOOP completed")
@@ -452,14 +517,20 @@ func (c *imapSession) handle(cmd *command, r *preauthReader) (acct *upstreamLogi
 		c.writeLine(`* ID ("name" "relayd")`)
 		c.writeLine(cmd.tag + " OK ID completed")
 	case "STARTTLS":
-		c.writeLine(cmd.tag + " BAD STARTTLS is not available: relayd listens on loopback without TLS")
+		return nil, c.starttls(cmd, r)
 	case "LOGIN":
 		if len(cmd.args) != 2 {
 			c.writeLine(cmd.tag + " BAD LOGIN expects a user name and a password")
 			return nil, false
 		}
+		if c.loginDisabled(cmd) {
+			return nil, false
+		}
 		return c.login(cmd.tag, cmd.args[0], cmd.args[1])
 	case "AUTHENTICATE":
+		if c.loginDisabled(cmd) {
+			return nil, false
+		}
 		user, pass, ok := c.saslLogin(cmd, r)
 		if !ok {
 			return nil, false
@@ -554,7 +625,7 @@ type upstreamLogin struct {
 
 func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 	s := c.srv
-	acct, log, refusal := s.local().checkLocal(c.log, user, pass, remoteIP(c.down))
+	acct, log, refusal := s.local().checkLocal(c.log, user, pass, remoteIP(c.raw))
 	switch refusal {
 	case localLockedOut:
 		c.writeLine(tag + " NO [UNAVAILABLE] too many failed logins for this user; try again later")
@@ -644,4 +715,86 @@ func remoteIP(c net.Conn) string {
 		return c.RemoteAddr().String()
 	}
 	return host
+}
+
+// plaintextOnTLSPort answers a plaintext client on an implicit-TLS port.
+const plaintextOnTLSPort = "* BYE this port speaks IMAP over TLS (imaps): connect with TLS, or use the STARTTLS port\r\n"
+
+// loginDisabled refuses LOGIN and AUTHENTICATE before TLS on a listener
+// beyond loopback (RFC 3501 §6.2.3 LOGINDISABLED; RFC 5530
+// PRIVACYREQUIRED), and reports whether it did.
+func (c *imapSession) loginDisabled(cmd *command) bool {
+	if c.tlsOn || c.plainAuth {
+		return false
+	}
+	c.log.Info("IMAP login refused before STARTTLS on a listener beyond loopback: the client must use STARTTLS or the implicit-TLS port", "command", cmd.name)
+	c.srv.loginOutcome("", "refused")
+	c.writeLine(cmd.tag + " NO [PRIVACYREQUIRED] " + cmd.name + " is disabled until STARTTLS on this listener: passwords travel only inside TLS beyond the host")
+	return true
+}
+
+// starttls runs STARTTLS (RFC 3501 §6.2.1) and reports whether the
+// connection is over.
+func (c *imapSession) starttls(cmd *command, r *preauthReader) (done bool) {
+	switch {
+	case len(cmd.args) != 0:
+		c.writeLine(cmd.tag + " BAD STARTTLS takes no arguments")
+		return false
+	case c.tlsOn:
+		c.writeLine(cmd.tag + " BAD TLS is already on")
+		return false
+	case c.srv.tlsConfig() == nil:
+		c.writeLine(cmd.tag + " BAD STARTTLS is not available: this listener has no certificate (imap.tls_cert)")
+		return false
+	case r.br.Buffered() > 0:
+		// Bytes sent after STARTTLS before the handshake would be taken
+		// as if they came over TLS: refuse them (RFC 3207 §6, the
+		// STARTTLS command injection of CVE-2011-0411).
+		c.outcome = "commands pipelined after STARTTLS"
+		c.writeLine(cmd.tag + " BAD nothing may follow STARTTLS before the TLS handshake")
+		c.byeIfPreauth("Too much invalid input")
+		return true
+	}
+	if err := c.writeLine(cmd.tag + " OK Begin TLS negotiation now"); err != nil {
+		return true
+	}
+	if !c.startTLS("") {
+		return true
+	}
+	// RFC 3501 §6.2.1: the client must ask for capabilities again; the
+	// reader starts afresh on the TLS connection.
+	r.br = bufio.NewReaderSize(c.down, 1024)
+	return false
+}
+
+// startTLS runs the server's TLS handshake on the client's connection and
+// makes it the session's; refusal is said in plaintext to a client that
+// sent no ClientHello. It reports whether TLS is on; if not, the session
+// is over.
+func (c *imapSession) startTLS(refusal string) bool {
+	cfg := c.srv.tlsConfig()
+	if cfg == nil {
+		c.outcome = "no certificate"
+		c.log.Warn("IMAP connection on an implicit-TLS address closed: imap has no certificate now (imap.tls_cert)")
+		return false
+	}
+	c.writeMu.Lock()
+	c.handshaking = true
+	c.writeMu.Unlock()
+	tc, err := handshakeTLS(c.raw, cfg, c.srv.opts.PreauthTimeout, refusal)
+	c.writeMu.Lock()
+	c.handshaking = false
+	if err == nil {
+		c.down, c.tlsOn = tc, true
+	}
+	c.writeMu.Unlock()
+	if err != nil {
+		c.outcome = "TLS handshake failed"
+		c.log.Info("IMAP TLS handshake failed", "err", err)
+		return false
+	}
+	st := tc.ConnectionState()
+	c.log.Debug("IMAP TLS on", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	c.raw.SetDeadline(time.Now().Add(c.srv.opts.PreauthTimeout))
+	return true
 }

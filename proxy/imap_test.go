@@ -415,7 +415,7 @@ func TestPreauthCommands(t *testing.T) {
 		{`c ID ("name" "helpdesk")` + "\r\n", "c BAD invalid character in atom"},
 		{"c ID NIL\r\n", `* ID ("name" "relayd")`},
 		{"", "c OK ID completed"},
-		{"d STARTTLS\r\n", "d BAD STARTTLS is not available: relayd listens on loopback without TLS"},
+		{"d STARTTLS\r\n", "d BAD STARTTLS is not available: this listener has no certificate (imap.tls_cert)"},
 		{"e SELECT INBOX\r\n", "e BAD SELECT is not allowed before LOGIN"},
 		{"f FROB\r\n", "f BAD unknown command"},
 		{"g LOGIN onlyuser\r\n", "g BAD LOGIN expects a user name and a password"},

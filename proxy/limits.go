@@ -19,6 +19,22 @@ type Limits struct {
 	// loopback every local client shares 127.0.0.1, so this matters for
 	// listeners beyond the host.
 	PerAddress int
+	// AllowFrom, when not empty, are the only client networks admitted;
+	// a connection from elsewhere is closed before the greeting.
+	AllowFrom []netip.Prefix
+}
+
+// allowed reports whether AllowFrom admits addr.
+func (l *Limits) allowed(addr netip.Addr) bool {
+	if len(l.AllowFrom) == 0 {
+		return true
+	}
+	for _, p := range l.AllowFrom {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Which limit refused a connection, as logged and counted.
@@ -26,6 +42,9 @@ const (
 	LimitSessions   = "sessions"
 	LimitPerAddress = "per_address"
 	LimitPerAccount = "per_account"
+	// LimitAllowFrom refuses a client outside allow_from: the connection
+	// is closed without a word.
+	LimitAllowFrom = "allow_from"
 )
 
 // limitKey is the configuration key behind each server-wide limit.
@@ -49,6 +68,9 @@ type sessionCount struct {
 	byAddr  map[netip.Addr]int
 	refused int       // since the last log line
 	logged  time.Time // when refusals were last logged
+	// The same for refusals by allow_from.
+	strangers       int
+	strangersLogged time.Time
 }
 
 func newSessionCount(protocol string, log *slog.Logger, l Limits, rec Recorder) *sessionCount {
@@ -64,6 +86,10 @@ func newSessionCount(protocol string, log *slog.Logger, l Limits, rec Recorder) 
 // refuses it.
 func (c *sessionCount) admit(addr netip.Addr) (refusedBy string) {
 	l := c.limits.Load()
+	if !l.allowed(addr) {
+		c.refuseStranger(addr)
+		return LimitAllowFrom
+	}
 	c.mu.Lock()
 	switch {
 	case l.Sessions > 0 && c.total >= l.Sessions:
@@ -92,6 +118,25 @@ func (c *sessionCount) admit(addr netip.Addr) (refusedBy string) {
 	}
 	c.rec.Refused(strings.ToLower(c.protocol), refusedBy)
 	return refusedBy
+}
+
+// refuseStranger logs (once a minute at most) and counts a connection
+// allow_from refused.
+func (c *sessionCount) refuseStranger(addr netip.Addr) {
+	c.mu.Lock()
+	c.strangers++
+	n := c.strangers
+	logNow := time.Since(c.strangersLogged) >= time.Minute
+	if logNow {
+		c.strangersLogged, c.strangers = time.Now(), 0
+	}
+	c.mu.Unlock()
+	table := strings.ToLower(c.protocol)
+	if logNow {
+		c.log.Warn(c.protocol+" connection refused: the client is outside ["+table+"] allow_from; add its network there if it should connect",
+			"limit", LimitAllowFrom, "remote", addr.String(), "refused_since_last_report", n)
+	}
+	c.rec.Refused(table, LimitAllowFrom)
 }
 
 // release uncounts a connection admitted from addr.
@@ -133,7 +178,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		addr := addrOf(c)
-		if l.count.admit(addr) != "" {
+		switch l.count.admit(addr) {
+		case "":
+		case LimitAllowFrom:
+			c.Close()
+			continue
+		default:
 			go refuse(c, l.refusal)
 			continue
 		}

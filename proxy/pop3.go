@@ -129,7 +129,7 @@ func (s *POP3Server) Serve(ln net.Listener) error {
 	}
 	return acceptLoop(ln, "POP3", s.log, s.count, "-ERR [SYS/TEMP] too many connections; try again later\r\n", closed,
 		func(c net.Conn, addr netip.Addr) bool {
-			sess := &pop3Session{srv: s, conns: conns{down: c}, id: s.nextID.Add(1), addr: addr}
+			sess := &pop3Session{srv: s, conns: newConns(c), id: s.nextID.Add(1), addr: addr}
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if s.closed {
@@ -307,7 +307,7 @@ func (c *pop3Session) serve() {
 			health.Recovered(c.log, c.health, "serving a POP3 session", v)
 		}
 		s.count.release(c.addr) // first: the session is over for Recorder.SessionEnd
-		c.finish("pop3", s.opts.Recorder, c.log, c.down, c.accountName())
+		c.finish("pop3", s.opts.Recorder, c.log, c.raw, c.accountName())
 		c.close()
 		s.mu.Lock()
 		delete(s.sessions, c)
@@ -454,15 +454,14 @@ func (c *pop3Session) splice(acct *registry.Account, up *pop3Conn, downBuf *bufi
 		}
 	}
 	defer release()
-	p := &splice{proto: "POP3", down: c.down, up: up.conn, downBuf: downBuf, upBuf: up.br, cs: newOpaqueStream(),
+	p := &splice{proto: "POP3", conns: &c.conns, down: c.down, up: up.conn, downBuf: downBuf, upBuf: up.br, cs: newOpaqueStream(),
 		idle: c.srv.opts.IdleTimeout, wt: c.srv.opts.WriteTimeout, log: c.log, health: c.health,
 		end: func(outcome string) {
 			if outcome != "" {
 				c.outcome = outcome
 			}
 			release()
-			c.finish("pop3", c.srv.opts.Recorder, c.log, c.down, c.accountName())
-			c.close()
+			c.finish("pop3", c.srv.opts.Recorder, c.log, c.raw, c.accountName())
 		}}
 	p.run()
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +23,8 @@ import (
 // its closing line, and the splice.
 
 // acceptLoop accepts connections on ln, admitting each against count (one
-// over a limit is sent refusal and closed) and handing the others to
+// over a limit is sent refusal and closed, one outside allow_from closed
+// without a word) and handing the others to
 // start, which reports false when the server closed meanwhile: the
 // connection is then closed and uncounted. Temporary accept errors are
 // retried with backoff. It returns ErrServerClosed once closed reports
@@ -47,7 +49,12 @@ func acceptLoop(ln net.Listener, proto string, log *slog.Logger, count *sessionC
 		}
 		delay = 0
 		addr := addrOf(c)
-		if count.admit(addr) != "" {
+		switch count.admit(addr) {
+		case "":
+		case LimitAllowFrom:
+			c.Close() // outside allow_from: not a word
+			continue
+		default:
 			go refuse(c, refusal)
 			continue
 		}
@@ -147,17 +154,34 @@ func upstreamFailure(log *slog.Logger, proto string, a *registry.Account, err er
 // upstream one.
 type conns struct {
 	closeMu sync.Mutex
-	down    net.Conn
-	up      net.Conn
+	// down is the client's connection: raw, or TLS over it once a
+	// handshake is done. It changes, under the session's writeMu, only in
+	// the session's goroutine; other goroutines close raw.
+	down net.Conn
+	raw  net.Conn
+	up   net.Conn
 }
 
-// close closes both; safe from any goroutine.
+// newConns returns the conns of a client connected on c.
+func newConns(c net.Conn) conns { return conns{down: c, raw: c} }
+
+// close closes both at once; safe from any goroutine. A TLS client hears
+// no close_notify (closeNotify says it first where that cannot block).
 func (c *conns) close() {
 	c.closeMu.Lock()
 	defer c.closeMu.Unlock()
-	c.down.Close()
+	c.raw.Close()
 	if c.up != nil {
 		c.up.Close()
+	}
+}
+
+// closeNotify ends a TLS client's connection with a close_notify alert
+// (RFC 8446 §6.1). Only the session's goroutine calls it, when nothing
+// else writes to the client.
+func (c *conns) closeNotify() {
+	if tc, ok := c.down.(*tls.Conn); ok {
+		tc.CloseWrite() // bounded by crypto/tls's own 5s deadline
 	}
 }
 
@@ -179,11 +203,11 @@ type ending struct {
 	in, out       uint64 // bytes from and to the client
 }
 
-// finish counts how many bytes the client sent and received, from the
-// kernel's TCP statistics (the copy loops need not count), tells rec and
-// logs the session's one closing line, before the connection closes. It
-// runs once.
-func (e *ending) finish(proto string, rec Recorder, log *slog.Logger, down net.Conn, account string) {
+// finish counts how many bytes the client sent and received on raw, its
+// TCP connection, from the kernel's TCP statistics (the copy loops need
+// not count), tells rec and logs the session's one closing line, before
+// the connection closes. It runs once.
+func (e *ending) finish(proto string, rec Recorder, log *slog.Logger, raw net.Conn, account string) {
 	if e.ended {
 		return
 	}
@@ -191,7 +215,7 @@ func (e *ending) finish(proto string, rec Recorder, log *slog.Logger, down net.C
 	if o, ok := e.outcomeAtomic.Load().(string); ok {
 		e.outcome = o
 	}
-	e.in, e.out, e.counted = tcpBytes(down)
+	e.in, e.out, e.counted = tcpBytes(raw)
 	rec.SessionEnd(proto, account, e.in, e.out)
 	outcome := e.outcome
 	if outcome == "" {
@@ -206,7 +230,9 @@ func (e *ending) finish(proto string, rec Recorder, log *slog.Logger, down net.C
 
 // splice is a logged-in session's two ends, ready to be connected.
 type splice struct {
-	proto    string // "IMAP", "POP3": for log lines
+	proto string // "IMAP", "POP3": for log lines
+	// conns are the session's: run closes them.
+	conns    *conns
 	down, up net.Conn
 	// downBuf and upBuf are the pre-auth readers: what they hold was
 	// read but not yet passed on.
@@ -219,16 +245,16 @@ type splice struct {
 	// and the copies begin.
 	started func()
 	// end is called with the outcome ("" = the client closed) once the
-	// client-to-upstream copy stopped, before the other is waited for; it
-	// must close both connections.
+	// client-to-upstream copy stopped, before the connections close.
 	end func(outcome string)
 }
 
 // run flushes whatever either reader had buffered (a client may pipeline
 // commands right after its login), then copies bytes both ways without
 // parsing them: upstream to client with copyBulk, client to upstream with
-// copyIdle. It returns when either side closed; if the flush fails, it
-// returns at once without calling end.
+// copyIdle. It returns when either side closed, with both connections
+// closed (a TLS client told close_notify once the upstream ended); if the
+// flush fails, it returns at once without calling end.
 func (p *splice) run() {
 	p.up.SetDeadline(time.Time{})
 	p.down.SetDeadline(time.Time{})
@@ -282,5 +308,10 @@ func (p *splice) run() {
 		outcome = "idle timeout"
 	}
 	p.end(outcome)
+	if upEnded.Load() {
+		<-done // nothing writes to the client any more
+		p.conns.closeNotify()
+	}
+	p.conns.close()
 	<-done
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,12 @@ type SMTPOptions struct {
 	// Accounts are the running accounts, to count a panic in one of an
 	// account's sessions with its condition; may be nil.
 	Accounts *registry.Registry
+	// TLS returns the downstream TLS configuration, or nil while there is
+	// no certificate; it is asked as each listener starts being served
+	// (go-smtp fixes a server's TLS at that point). With one, plain
+	// listeners offer STARTTLS and ServeTLS serves implicit TLS. Default:
+	// none.
+	TLS func() *tls.Config
 }
 
 // SMTPServer is the downstream submission server: AUTH PLAIN or LOGIN
@@ -109,9 +116,30 @@ func NewSMTPServer(opts SMTPOptions) *SMTPServer {
 // ended, new ones are counted against the new limits.
 func (s *SMTPServer) SetLimits(l Limits) { s.count.limits.Store(&l) }
 
-// Serve accepts submissions on ln until Close or Shutdown.
-func (s *SMTPServer) Serve(ln net.Listener) error {
-	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+// Serve accepts submissions on ln until Close or Shutdown. While the
+// server has a certificate (Options.TLS) they may start TLS with STARTTLS;
+// unless ln is on loopback, they must before AUTH (go-smtp answers
+// 523 5.7.10, and relayd 530 5.7.0 to MAIL).
+func (s *SMTPServer) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeTLS is Serve for implicit TLS (RFC 8314 §3.3, port 465): each
+// connection starts with a TLS handshake.
+func (s *SMTPServer) ServeTLS(ln net.Listener) error { return s.serve(ln, true) }
+
+func (s *SMTPServer) serve(ln net.Listener, implicitTLS bool) error {
+	var tlsCfg *tls.Config
+	if s.opts.TLS != nil {
+		tlsCfg = s.opts.TLS()
+	}
+	if implicitTLS && tlsCfg == nil {
+		ln.Close()
+		return errors.New("implicit TLS needs a certificate (smtp.tls_cert)")
+	}
+	// Plaintext AUTH only where the password cannot leave the machine.
+	plainAuth := plaintextAuthAllowed(ln.Addr())
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return s.newSession(c, implicitTLS || plainAuth)
+	}))
 	srv.Domain = s.opts.Hostname
 	srv.MaxMessageBytes = s.opts.MaxMessageSize
 	srv.MaxRecipients = s.opts.MaxRecipients
@@ -122,9 +150,17 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	// RFC 5321's 998; like Postfix, accept them rather than lose the mail.
 	srv.MaxLineLength = 1 << 20
 	srv.ErrorLog = slogLogger{s.log}
-	// Plaintext AUTH only where the password cannot leave the machine.
-	if err := config.CheckLoopback(ln.Addr().String()); err == nil {
+	var inner net.Listener = &limitListener{Listener: ln, count: s.count,
+		refusal: "421 4.7.0 " + s.opts.Hostname + " too many connections; try again later\r\n"}
+	if implicitTLS {
+		// go-smtp sees the decrypted connection: AUTH is allowed on it,
+		// and it offers no STARTTLS.
 		srv.AllowInsecureAuth = true
+		inner = implicitTLSListener{Listener: inner, cfg: tlsCfg, timeout: s.opts.Timeout,
+			refusal: "554 5.7.0 This port speaks SMTP over TLS (smtps): connect with TLS, or use the STARTTLS port\r\n"}
+	} else {
+		srv.AllowInsecureAuth = plainAuth
+		srv.TLSConfig = tlsCfg
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -134,8 +170,7 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	}
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
-	err := srv.Serve(shutdownListener{&limitListener{Listener: ln, count: s.count,
-		refusal: "421 4.7.0 " + s.opts.Hostname + " too many connections; try again later\r\n"}})
+	err := srv.Serve(shutdownListener{inner})
 	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return ErrServerClosed
 	}
@@ -232,15 +267,23 @@ func (l slogLogger) Printf(format string, v ...any) {
 
 func (l slogLogger) Println(v ...any) { l.log.Warn(fmt.Sprint(v...)) }
 
-func (s *SMTPServer) newSession(c *smtp.Conn) (smtp.Session, error) {
+// newSession starts a session on c; authOK says whether the listener
+// takes passwords before STARTTLS (loopback, or implicit TLS).
+func (s *SMTPServer) newSession(c *smtp.Conn, authOK bool) (smtp.Session, error) {
 	id := s.nextID.Add(1)
 	remote := c.Conn().RemoteAddr().String()
-	sc, _ := c.Conn().(*shutdownConn)
+	nc := c.Conn()
+	_, isTLS := c.TLSConnectionState()
+	if tc, ok := nc.(*tls.Conn); ok { // after STARTTLS
+		nc = tc.NetConn()
+	}
+	sc, _ := nc.(*shutdownConn)
 	if sc == nil {
-		sc = &shutdownConn{Conn: c.Conn()}
+		sc = &shutdownConn{Conn: nc}
 	}
 	sess := &smtpSession{srv: s, smtpConn: c, conn: sc, remote: remote, start: time.Now(),
-		log: s.log.With("conn", fmt.Sprintf("smtp-%d", id), "remote", remote)}
+		needTLS: !authOK && !isTLS,
+		log:     s.log.With("conn", fmt.Sprintf("smtp-%d", id), "remote", remote)}
 	s.sessions.add(sess)
 	return sess, nil
 }
@@ -260,11 +303,19 @@ type smtpSession struct {
 	from     string
 	to       []string
 
+	// needTLS: the listener takes no password before STARTTLS, which
+	// this session has not done.
+	needTLS bool
+
 	// For the line logged at the session's end.
 	start    time.Time
 	messages int
 	bytes    int64
 }
+
+// errNeedTLS answers MAIL before STARTTLS on a listener beyond loopback
+// (RFC 3207 §4).
+var errNeedTLS = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first"}
 
 var (
 	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required: AUTH with the account's local user and password"}
@@ -343,6 +394,9 @@ func (s *smtpSession) Auth(mech string) (sasl.Server, error) {
 
 func (s *smtpSession) Mail(from string, opts *smtp.MailOptions) (err error) {
 	defer s.recover(&err)
+	if s.acct == nil && s.needTLS {
+		return errNeedTLS
+	}
 	if s.acct == nil {
 		return errAuthRequired
 	}

@@ -37,7 +37,7 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 	}
 	defer release()
 	cs := newClientStream()
-	p := &splice{proto: "IMAP", down: c.down, up: up.conn, downBuf: downBuf, upBuf: up.br, cs: cs,
+	p := &splice{proto: "IMAP", conns: &c.conns, down: c.down, up: up.conn, downBuf: downBuf, upBuf: up.br, cs: cs,
 		idle: c.srv.opts.IdleTimeout, wt: c.srv.opts.WriteTimeout, log: c.log, health: c.health,
 		started: func() {
 			up.br = nil // the pre-auth buffers are not needed any more
@@ -49,7 +49,6 @@ func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
 			}
 			release()
 			c.end()
-			c.close()
 		}}
 	p.run()
 }
@@ -146,15 +145,20 @@ var longAgo = time.Unix(1, 0)
 // os.ErrDeadlineExceeded when the client sends nothing for idle, and with
 // errStalled when the upstream takes nothing for wt. On a TCP socket it
 // waits for readability before taking a buffer from the pool. It shows
-// cs the client's bytes before passing them on.
+// cs the client's bytes before passing them on. From a TLS client,
+// whose bytes may wait decrypted inside crypto/tls where a socket poll
+// cannot see them, it reads into a small buffer of its own instead.
 //
 // The other direction ends it by setting stop and then src's read
 // deadline to now. Because the loop sets its own deadline before it
 // looks at stop, that wake-up cannot be lost between two reads.
 func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *clientStream) error {
 	var rc syscall.RawConn
+	var own []byte
 	if tc, ok := src.(*net.TCPConn); ok {
 		rc, _ = tc.SyscallConn()
+	} else {
+		own = make([]byte, 4<<10)
 	}
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
@@ -166,16 +170,23 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 				return err
 			}
 		}
-		bp := bufPool.Get().(*[]byte)
-		n, err := src.Read(*bp)
-		if n > 0 {
-			cs.fromClient((*bp)[:n])
-			if werr := writeWithin(dst, (*bp)[:n], wt); werr != nil {
-				bufPool.Put(bp)
-				return werr
-			}
+		buf, bp := own, (*[]byte)(nil)
+		if own == nil {
+			bp = bufPool.Get().(*[]byte)
+			buf = *bp
 		}
-		bufPool.Put(bp)
+		n, err := src.Read(buf)
+		var werr error
+		if n > 0 {
+			cs.fromClient(buf[:n])
+			werr = writeWithin(dst, buf[:n], wt)
+		}
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		if werr != nil {
+			return werr
+		}
 		if err != nil {
 			return err
 		}

@@ -129,7 +129,9 @@ var (
 		[]string{"account"}, nil)
 	descFallbackActive = prometheus.NewDesc("relayd_fallback_active", "1 while an account's mail goes out through its fallback account, else 0; only accounts with a fallback_account.",
 		[]string{"account"}, nil)
-	descPanics  = prometheus.NewDesc("relayd_panics_recovered_total", "Internal errors (panics) relayd recovered from since it started.", nil, nil)
+	descPanics     = prometheus.NewDesc("relayd_panics_recovered_total", "Internal errors (panics) relayd recovered from since it started.", nil, nil)
+	descCertExpiry = prometheus.NewDesc("relayd_listener_certificate_expiry_timestamp_seconds", "When the certificate each protocol's downstream listeners present ends (Unix time); only protocols with tls_cert.",
+		[]string{"protocol"}, nil)
 	descUp      = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
 	descAccount = prometheus.NewDesc("relayd_account_info", "1 for each configured account, labelled with its provider, direction and transport (smtp or graph).",
 		[]string{"account", "provider", "direction", "transport"}, nil)
@@ -140,7 +142,7 @@ var allStates = []health.State{health.StateOK, health.StateWarning, health.State
 
 // Describe implements prometheus.Collector for the scrape-time gauges.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descViaFallback, descFallbackActive, descPanics, descUp, descAccount} {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descViaFallback, descFallbackActive, descPanics, descUp, descAccount, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -184,6 +186,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 				gauge(descFallbackActive, active, a.Name)
 			}
 		}
+	}
+	for _, c := range st.Certificates {
+		gauge(descCertExpiry, float64(c.NotAfter.Unix()), c.Protocol)
 	}
 	for _, o := range st.OrphanedAccounts {
 		gauge(descOrphaned, float64(o.Queued+o.Held+o.Failed), o.Account)

@@ -22,6 +22,17 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		fmt.Fprintf(w, "local user %s is locked out after repeated failed logins until %s: find the client with the wrong password\n",
 			l.User, l.Until.Local().Format("15:04:05"))
 	}
+	for _, c := range st.Certificates {
+		if !c.ExpiresSoon {
+			continue
+		}
+		verb := "expires"
+		if !c.NotAfter.After(now) {
+			verb = "expired"
+		}
+		fmt.Fprintf(w, "the %s listeners' certificate (%s, %s) %s %s: replace %s and its key, then run 'relayd reload'\n",
+			c.Protocol, safetext.Terminal(c.Subject), c.File, verb, c.NotAfter.Local().Format("2006-01-02 15:04"), c.File)
+	}
 	for _, o := range st.OrphanedAccounts {
 		fmt.Fprintf(w, "account %s is not configured any more and has %d queued, %d held, %d failed message(s) kept: add it back to the configuration and reload, or delete them with 'relayd queue delete %s'\n",
 			o.Account, o.Queued, o.Held, o.Failed, o.Account)

@@ -34,6 +34,20 @@ type Status struct {
 	// not configured any more; OrphanedAccounts has them by account.
 	Orphaned         int            `json:"orphaned"`
 	OrphanedAccounts []queue.Orphan `json:"orphaned_accounts,omitempty"`
+	// Certificates are those the downstream listeners present, one per
+	// protocol with tls_cert.
+	Certificates []Certificate `json:"certificates,omitempty"`
+}
+
+// Certificate is one protocol's listener certificate.
+type Certificate struct {
+	Protocol string    `json:"protocol"` // imap, smtp, pop3
+	File     string    `json:"file"`     // its tls_cert
+	Subject  string    `json:"subject"`  // its first DNS name, or its common name
+	NotAfter time.Time `json:"not_after"`
+	// ExpiresSoon: it ends within 14 days, or has ended; replace the file
+	// and run relayd reload.
+	ExpiresSoon bool `json:"expires_soon"`
 }
 
 // SetOrphans records the queues of accounts no longer configured and

@@ -47,7 +47,7 @@ func runServe(args []string) error {
 	log := slog.New(logHandler(os.Stderr, cfg.LogFormat, level, journalStream(os.Stderr)))
 	armFailpointFromEnv(log)
 	opts := daemon.Options{Logger: log, ConfigPath: *cfgPath, LogLevel: level}
-	if opts.IMAPListeners, opts.SMTPListeners, err = activatedListeners(); err != nil {
+	if err := activatedListeners(cfg, &opts); err != nil {
 		return err
 	}
 	d, err := daemon.New(cfg, opts)
@@ -57,34 +57,46 @@ func runServe(args []string) error {
 	return runUntilSignal(d, cfg.ShutdownGrace, log)
 }
 
-// activatedListeners returns the listeners systemd passed (socket
-// activation: LISTEN_FDS, LISTEN_FDNAMES "imap" and "smtp"). They replace
-// the configured listen addresses of their protocol and obey the same
-// loopback rule.
-func activatedListeners() (imap, smtp []net.Listener, err error) {
+// activatedListeners sets the listeners systemd passed (socket activation:
+// LISTEN_FDS, LISTEN_FDNAMES "imap", "smtp", and "imaps", "smtps" for
+// implicit TLS) in opts. They replace the configured addresses of their
+// kind and obey the same rule: beyond loopback only with the protocol's
+// tls_cert.
+func activatedListeners(cfg *config.Config, opts *daemon.Options) error {
 	byName, err := activation.ListenersWithNames()
 	if err != nil {
-		return nil, nil, fmt.Errorf("socket activation: %w", err)
+		return fmt.Errorf("socket activation: %w", err)
 	}
 	for name, lns := range byName {
 		for _, ln := range lns {
 			if ln == nil {
 				continue
 			}
-			if err := config.CheckLoopback(ln.Addr().String()); err != nil {
-				return nil, nil, fmt.Errorf("socket activation: %s listener %s: %v: relayd listens on loopback only until listener TLS exists", name, ln.Addr(), err)
-			}
+			var dst *[]net.Listener
+			var l *config.ListenerTLS
 			switch name {
 			case "imap":
-				imap = append(imap, ln)
+				dst, l = &opts.IMAPListeners, &cfg.IMAP.ListenerTLS
 			case "smtp":
-				smtp = append(smtp, ln)
+				dst, l = &opts.SMTPListeners, &cfg.SMTP.ListenerTLS
+			case "imaps":
+				dst, l = &opts.IMAPTLSListeners, &cfg.IMAP.ListenerTLS
+			case "smtps":
+				dst, l = &opts.SMTPTLSListeners, &cfg.SMTP.ListenerTLS
 			default:
-				return nil, nil, fmt.Errorf("socket activation: unknown socket name %q (FileDescriptorName= must be imap or smtp)", name)
+				return fmt.Errorf("socket activation: unknown socket name %q (FileDescriptorName= must be imap, smtp, imaps or smtps)", name)
 			}
+			table := strings.TrimSuffix(name, "s")
+			if strings.HasSuffix(name, "s") && !l.HasCert() {
+				return fmt.Errorf("socket activation: %s listener %s: implicit TLS needs %s.tls_cert and %s.tls_key", name, ln.Addr(), table, table)
+			}
+			if err := config.CheckLoopback(ln.Addr().String()); err != nil && !l.HasCert() {
+				return fmt.Errorf("socket activation: %s listener %s: %v: a listener beyond loopback needs TLS: set %s.tls_cert and %s.tls_key", name, ln.Addr(), err, table, table)
+			}
+			*dst = append(*dst, ln)
 		}
 	}
-	return imap, smtp, nil
+	return nil
 }
 
 // runUntilSignal starts d, tells systemd it is ready, keeps its STATUS=

@@ -85,5 +85,10 @@ func nagiosCode(st *status.Status) int {
 	if st.Orphaned > 0 && code == nagiosOK {
 		code = nagiosWarning
 	}
+	for _, c := range st.Certificates {
+		if c.ExpiresSoon && code == nagiosOK {
+			code = nagiosWarning
+		}
+	}
 	return code
 }

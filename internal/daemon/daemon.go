@@ -25,6 +25,7 @@ import (
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/tlscert"
 	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/proxy"
 	"github.com/relayd/relayd/queue"
@@ -52,8 +53,10 @@ type Options struct {
 	// AuthFailureDelay: see proxy.IMAPOptions.
 	AuthFailureDelay time.Duration
 	// IMAPListeners and SMTPListeners, when set, are used instead of
-	// listening on the configured addresses (socket activation, tests).
-	IMAPListeners, SMTPListeners []net.Listener
+	// listening on the configured addresses (socket activation, tests);
+	// so are IMAPTLSListeners and SMTPTLSListeners instead of listen_tls.
+	IMAPListeners, SMTPListeners       []net.Listener
+	IMAPTLSListeners, SMTPTLSListeners []net.Listener
 	// POP3Listeners, when set, are used instead of [pop3] listen.
 	POP3Listeners []net.Listener
 	// OnQueueEvent: see queue.Options.OnEvent.
@@ -92,6 +95,11 @@ type Daemon struct {
 	imapLns    []net.Listener
 	pop3Lns    []net.Listener
 	smtpLns    []net.Listener
+	imapTLSLns []net.Listener // implicit TLS (listen_tls)
+	smtpTLSLns []net.Listener
+	// certs hold each protocol's listener certificate, which a reload
+	// replaces.
+	certs      map[string]*tlscert.Holder
 	runs       map[string]context.CancelFunc // each account's token keep-alive
 	statusLn   net.Listener
 	sendmailLn net.Listener // [sendmail] socket
@@ -137,8 +145,11 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			d.queue.Close()
 		}
 	}()
+	if d.certs, err = loadCerts(cfg); err != nil {
+		return nil, err
+	}
 	d.guard = &localauth.Guard{Failures: cfg.Login.MaxFailures, Window: cfg.Login.FailureWindow, CoolOff: cfg.Login.Lockout,
-		Logger: d.log}
+		PerAddress: true, Logger: d.log}
 	users := localauth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard
 	d.imap = proxy.NewIMAPServer(proxy.IMAPOptions{
@@ -152,6 +163,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Limits:           imapLimits(cfg),
 		Recorder:         d.metrics,
 		AuthFailureDelay: opts.AuthFailureDelay,
+		TLS:              d.certs["imap"].Config,
 	})
 	d.pop3 = proxy.NewPOP3Server(proxy.POP3Options{
 		Users:            users,
@@ -169,6 +181,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Users: users, Queue: d.queue, Logger: opts.Logger, Hostname: hostname,
 		MaxMessageSize: cfg.SMTP.MaxMessageSize, AuthFailureDelay: opts.AuthFailureDelay,
 		Timeout: cfg.SMTP.Timeout, Limits: smtpLimits(cfg), Recorder: d.metrics, Accounts: d.accounts,
+		TLS: d.certs["smtp"].Config,
 	})
 	d.status = status.NewServer(d, opts.Logger, d.metrics)
 	d.status.SetLimits(opts.StatusLimits)
@@ -245,7 +258,48 @@ func (d *Daemon) listen(cfg *config.Config) (err error) {
 			return err
 		}
 	}
+	d.imapTLSLns, d.smtpTLSLns = d.opts.IMAPTLSListeners, d.opts.SMTPTLSListeners
+	if d.imapTLSLns == nil {
+		if d.imapTLSLns, err = openNew(nil, cfg.IMAP.ListenTLS, false, "imap.listen_tls"); err != nil {
+			return err
+		}
+	}
+	if d.smtpTLSLns == nil {
+		if d.smtpTLSLns, err = openNew(nil, cfg.SMTP.ListenTLS, false, "smtp.listen_tls"); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// loadCerts loads the listener certificate of each protocol with
+// tls_cert, as the service user.
+func loadCerts(cfg *config.Config) (map[string]*tlscert.Holder, error) {
+	pairs, err := readCerts(cfg)
+	if err != nil {
+		return nil, err
+	}
+	certs := map[string]*tlscert.Holder{}
+	for _, l := range cfg.Listeners() {
+		certs[l.Table] = tlscert.NewHolder(pairs[l.Table])
+	}
+	return certs, nil
+}
+
+// readCerts reads the certificate and key files of cfg.
+func readCerts(cfg *config.Config) (map[string]*tlscert.Pair, error) {
+	pairs := map[string]*tlscert.Pair{}
+	for _, l := range cfg.Listeners() {
+		if !l.HasCert() {
+			continue
+		}
+		p, err := tlscert.Load(l.Table, l.CertFile, l.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		pairs[l.Table] = p
+	}
+	return pairs, nil
 }
 
 // buildAccounts builds the running accounts of cfg. An account in keep
@@ -315,8 +369,10 @@ func (d *Daemon) closeListeners() {
 	if d.metricLn != nil {
 		d.metricLn.Close()
 	}
-	for _, ln := range append(append(d.imapLns, d.smtpLns...), d.pop3Lns...) {
-		ln.Close()
+	for _, lns := range [][]net.Listener{d.imapLns, d.pop3Lns, d.smtpLns, d.imapTLSLns, d.smtpTLSLns} {
+		for _, ln := range lns {
+			ln.Close()
+		}
 	}
 }
 
@@ -335,8 +391,27 @@ func (d *Daemon) SMTPAddrs() []string {
 func (d *Daemon) POP3Addrs() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return addrsOf(d.pop3Lns)
+}
+
+// IMAPTLSAddrs and SMTPTLSAddrs return the addresses the implicit-TLS
+// listeners are bound to.
+func (d *Daemon) IMAPTLSAddrs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return addrsOf(d.imapTLSLns)
+}
+
+// SMTPTLSAddrs: see IMAPTLSAddrs.
+func (d *Daemon) SMTPTLSAddrs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return addrsOf(d.smtpTLSLns)
+}
+
+func addrsOf(lns []net.Listener) []string {
 	var addrs []string
-	for _, ln := range d.pop3Lns {
+	for _, ln := range lns {
 		addrs = append(addrs, ln.Addr().String())
 	}
 	return addrs
@@ -376,6 +451,12 @@ func (d *Daemon) Start() {
 	for _, ln := range d.pop3Lns {
 		d.servePOP3(ln)
 	}
+	for _, ln := range d.imapTLSLns {
+		d.serveIMAPTLS(ln)
+	}
+	for _, ln := range d.smtpTLSLns {
+		d.serveSMTPTLS(ln)
+	}
 	d.mu.Unlock()
 	d.wg.Add(1)
 	go func() {
@@ -410,7 +491,8 @@ func (d *Daemon) Start() {
 			d.log.Error("sendmail socket failed", "err", err)
 		}
 	}()
-	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "pop3", d.POP3Addrs(), "smtp", d.SMTPAddrs(), "status_socket", d.config().StatusSocket,
+	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "pop3", d.POP3Addrs(), "smtp", d.SMTPAddrs(),
+		"imap_tls", addrsOf(d.imapTLSLns), "smtp_tls", addrsOf(d.smtpTLSLns), "status_socket", d.config().StatusSocket,
 		"accounts", len(d.accounts.Map()))
 }
 
@@ -476,6 +558,28 @@ func (d *Daemon) servePOP3(ln net.Listener) {
 		defer d.wg.Done()
 		if err := d.pop3.Serve(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
 			d.log.Error("POP3 listener failed", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}
+
+// serveIMAPTLS serves ln, an implicit-TLS listener, in the background.
+func (d *Daemon) serveIMAPTLS(ln net.Listener) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.imap.ServeTLS(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			d.log.Error("IMAP listener failed", "addr", ln.Addr().String(), "tls", true, "err", err)
+		}
+	}()
+}
+
+// serveSMTPTLS serves ln, an implicit-TLS listener, in the background.
+func (d *Daemon) serveSMTPTLS(ln net.Listener) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.smtp.ServeTLS(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			d.log.Error("SMTP listener failed", "addr", ln.Addr().String(), "tls", true, "err", err)
 		}
 	}()
 }
@@ -594,6 +698,13 @@ func (d *Daemon) Status() *status.Status {
 		st.Accounts = append(st.Accounts, sa)
 	}
 	st.Banner = status.MakeBanner(st.Accounts)
+	now := time.Now()
+	for _, l := range d.config().Listeners() {
+		if p := d.certs[l.Table].Current(); p != nil {
+			st.Certificates = append(st.Certificates, status.Certificate{Protocol: l.Table, File: p.CertFile, Subject: p.Subject,
+				NotAfter: p.NotAfter, ExpiresSoon: p.ExpiresSoon(now)})
+		}
+	}
 	st.SetOrphans(d.queue.Orphans())
 	return st
 }
@@ -618,7 +729,7 @@ func (d *Daemon) InstallGrant(name string, g *auth.Grant) error {
 
 // imapLimits and smtpLimits are the session limits cfg sets.
 func imapLimits(cfg *config.Config) proxy.Limits {
-	return proxy.Limits{Sessions: cfg.IMAP.MaxSessions, PerAddress: cfg.IMAP.MaxSessionsPerAddress}
+	return proxy.Limits{Sessions: cfg.IMAP.MaxSessions, PerAddress: cfg.IMAP.MaxSessionsPerAddress, AllowFrom: cfg.IMAP.AllowFrom}
 }
 
 func pop3Limits(cfg *config.Config) proxy.Limits {
@@ -626,5 +737,5 @@ func pop3Limits(cfg *config.Config) proxy.Limits {
 }
 
 func smtpLimits(cfg *config.Config) proxy.Limits {
-	return proxy.Limits{Sessions: cfg.SMTP.MaxSessions, PerAddress: cfg.SMTP.MaxSessionsPerAddress}
+	return proxy.Limits{Sessions: cfg.SMTP.MaxSessions, PerAddress: cfg.SMTP.MaxSessionsPerAddress, AllowFrom: cfg.SMTP.AllowFrom}
 }

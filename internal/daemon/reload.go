@@ -13,6 +13,7 @@ import (
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/tlscert"
 	"github.com/relayd/relayd/localauth"
 	"github.com/relayd/relayd/registry"
 )
@@ -93,7 +94,7 @@ func (d *Daemon) reload() error {
 		d.mu.Unlock()
 		return err
 	}
-	newSMTP, err := openNew(d.smtpLns, cfg.SMTP.Listen, d.opts.SMTPListeners != nil, "smtp")
+	pairs, err := readCerts(cfg)
 	if err != nil {
 		d.mu.Unlock()
 		for _, ln := range newIMAP {
@@ -101,17 +102,38 @@ func (d *Daemon) reload() error {
 		}
 		return err
 	}
-	newPOP3, err := openNew(d.pop3Lns, cfg.POP3.Listen, d.opts.POP3Listeners != nil, "pop3")
-	if err != nil {
-		d.mu.Unlock()
-		for _, ln := range append(newIMAP, newSMTP...) {
-			ln.Close()
+	var opened [][]net.Listener
+	for _, o := range []struct {
+		have      []net.Listener
+		want      []string
+		activated bool
+		key       string
+	}{
+		{d.smtpLns, cfg.SMTP.Listen, d.opts.SMTPListeners != nil, "smtp"},
+		{d.pop3Lns, cfg.POP3.Listen, d.opts.POP3Listeners != nil, "pop3"},
+		{d.imapTLSLns, cfg.IMAP.ListenTLS, d.opts.IMAPTLSListeners != nil, "imap.listen_tls"},
+		{d.smtpTLSLns, cfg.SMTP.ListenTLS, d.opts.SMTPTLSListeners != nil, "smtp.listen_tls"},
+	} {
+		lns, err := openNew(o.have, o.want, o.activated, o.key)
+		if err != nil {
+			d.mu.Unlock()
+			for _, ln := range newIMAP {
+				ln.Close()
+			}
+			for _, l := range opened {
+				for _, ln := range l {
+					ln.Close()
+				}
+			}
+			return err
 		}
-		return err
+		opened = append(opened, lns)
 	}
+	newSMTP, newPOP3, newIMAPTLS, newSMTPTLS := opened[0], opened[1], opened[2], opened[3]
 
 	// From here on nothing fails.
 	d.cfg.Store(cfg)
+	d.setCerts(old, cfg, pairs) // before new listeners are served
 	d.accounts.Swap(accounts)
 	users := localauth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard
@@ -146,9 +168,17 @@ func (d *Daemon) reload() error {
 	for _, ln := range newPOP3 {
 		d.servePOP3(ln)
 	}
+	for _, ln := range newIMAPTLS {
+		d.serveIMAPTLS(ln)
+	}
+	for _, ln := range newSMTPTLS {
+		d.serveSMTPTLS(ln)
+	}
 	d.imapLns = closeGone(append(d.imapLns, newIMAP...), cfg.IMAP.Listen, d.opts.IMAPListeners != nil)
 	d.smtpLns = closeGone(append(d.smtpLns, newSMTP...), cfg.SMTP.Listen, d.opts.SMTPListeners != nil)
 	d.pop3Lns = closeGone(append(d.pop3Lns, newPOP3...), cfg.POP3.Listen, d.opts.POP3Listeners != nil)
+	d.imapTLSLns = closeGone(append(d.imapTLSLns, newIMAPTLS...), cfg.IMAP.ListenTLS, d.opts.IMAPTLSListeners != nil)
+	d.smtpTLSLns = closeGone(append(d.smtpTLSLns, newSMTPTLS...), cfg.SMTP.ListenTLS, d.opts.SMTPTLSListeners != nil)
 	d.mu.Unlock()
 
 	if d.opts.LogLevel != nil {
@@ -177,6 +207,28 @@ func (d *Daemon) reload() error {
 	slices.Sort(removed)
 	d.log.Info("accounts after the reload", "added", added, "edited", edited, "removed", removed, "accounts", len(accounts))
 	return nil
+}
+
+// setCerts installs the certificates read for cfg: connections that shake
+// hands from now on get them, open sessions keep theirs.
+func (d *Daemon) setCerts(old, cfg *config.Config, pairs map[string]*tlscert.Pair) {
+	oldHad := map[string]bool{}
+	for _, l := range old.Listeners() {
+		oldHad[l.Table] = l.HasCert()
+	}
+	for _, l := range cfg.Listeners() {
+		p := pairs[l.Table]
+		d.certs[l.Table].Set(p)
+		switch {
+		case p != nil:
+			d.log.Info("listener certificate loaded", "protocol", l.Table, "file", p.CertFile, "subject", p.Subject, "not_after", p.NotAfter)
+			if l.Table == "smtp" && !oldHad[l.Table] && len(d.smtpLns) > 0 {
+				d.log.Warn("smtp.tls_cert added: implicit-TLS and newly added SMTP listeners use it; SMTP listeners already open offer STARTTLS only after a restart")
+			}
+		case oldHad[l.Table]:
+			d.log.Warn(l.Table+".tls_cert removed: new connections get no STARTTLS; SMTP listeners already open keep offering it, with the last certificate, until a restart", "protocol", l.Table)
+		}
+	}
 }
 
 // healthSame reports whether [health] settings that accounts are built

@@ -1,0 +1,112 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Downstream TLS. A listener is implicit TLS (IMAP on 993, SMTP on 465:
+// RFC 8314 §3) when served with ServeTLS; a plain one offers STARTTLS
+// (RFC 3501 §6.2.1, RFC 3207) while its server has a certificate. Which
+// listener may take a password before TLS is decided by its own address
+// alone (plaintextAuthAllowed): a loopback listener may, any other may not,
+// whatever the client's address.
+
+// plaintextAuthAllowed reports whether a plain listener bound to addr may
+// take passwords before TLS: only on loopback, where they cannot leave the
+// host. A wildcard address (0.0.0.0, ::) is not loopback.
+func plaintextAuthAllowed(addr net.Addr) bool {
+	var ip netip.Addr
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		ip, _ = netip.AddrFromSlice(a.IP)
+	default:
+		ap, err := netip.ParseAddrPort(addr.String())
+		if err != nil {
+			// A Unix socket or a pipe (tests): nothing leaves the host.
+			return true
+		}
+		ip = ap.Addr()
+	}
+	return ip.Unmap().IsLoopback()
+}
+
+// handshakeTLS runs the server side of a TLS handshake on raw within
+// timeout. A client that sent plaintext instead of a ClientHello (it
+// expected a plaintext port) is told refusal in plaintext, as net/http
+// tells an HTTP client on an HTTPS port, before the error returns.
+func handshakeTLS(raw net.Conn, cfg *tls.Config, timeout time.Duration, refusal string) (*tls.Conn, error) {
+	tc := tls.Server(raw, cfg)
+	raw.SetDeadline(time.Now().Add(timeout))
+	err := tc.Handshake()
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &rhe) && rhe.Conn != nil && refusal != "" {
+		rhe.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		rhe.Conn.Write([]byte(refusal))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// isTLSClientHello reports whether b starts like a TLS handshake record
+// (RFC 8446 §5.1: content type 22, legacy version 3.x): a TLS client on a
+// plaintext port.
+func isTLSClientHello(b []byte) bool {
+	return len(b) >= 2 && b[0] == 0x16 && b[1] == 0x03
+}
+
+// implicitTLSListener wraps each accepted connection in a server TLS
+// connection whose handshake runs at its first read or write, in the
+// session's goroutine (never in Accept's).
+type implicitTLSListener struct {
+	net.Listener
+	cfg     *tls.Config
+	timeout time.Duration
+	refusal string
+}
+
+func (l implicitTLSListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &lazyTLSConn{Conn: c, l: &l}, nil
+}
+
+// lazyTLSConn is an implicit-TLS connection that shakes hands when first
+// used. Deadlines, Close and the addresses are the TCP connection's, which
+// crypto/tls uses too, so that other goroutines may call them at any time.
+type lazyTLSConn struct {
+	net.Conn // the TCP connection
+	l        *implicitTLSListener
+	once     sync.Once
+	tc       *tls.Conn // set by the handshake
+	err      error
+}
+
+func (c *lazyTLSConn) handshake() error {
+	c.once.Do(func() {
+		c.tc, c.err = handshakeTLS(c.Conn, c.l.cfg, c.l.timeout, c.l.refusal)
+	})
+	return c.err
+}
+
+func (c *lazyTLSConn) Read(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.tc.Read(b)
+}
+
+func (c *lazyTLSConn) Write(b []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.tc.Write(b)
+}
