@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"reflect"
 	"regexp"
@@ -149,7 +150,14 @@ func TestParseErrors(t *testing.T) {
 		{"queue retry order", "[queue]\nretry_min = \"1h\"\nretry_max = \"1m\"\n", `^queue.retry_max: 1m0s is shorter than queue.retry_min`},
 		{"max size", "[smtp]\nmax_message_size = 10\n", `^smtp.max_message_size: 10 is too small`},
 		{"password without file", "[[account]]\nname = \"p\"\nprovider = \"password\"\nemail = \"p@example.com\"\ndirection = \"incoming\"\nimap_server = \"127.0.0.1:993\"\nlocal_password_hash = \"" + hash + "\"\n", `^account\[1\].password_file: required`},
-		{"listen not loopback", "[imap]\nlisten = [\"0.0.0.0:143\"]\n", `^imap.listen\[0\]: "0.0.0.0" is not a loopback address: relayd listens on loopback only`},
+		{"listen not loopback", "[imap]\nlisten = [\"0.0.0.0:143\"]\n", `^imap.listen\[0\]: "0.0.0.0" is not a loopback address: a listener beyond loopback needs TLS.*set imap.tls_cert and imap.tls_key`},
+		{"smtp listen not loopback", "[smtp]\nlisten = [\"192.168.1.5:587\"]\n", `^smtp.listen\[0\]: "192.168.1.5" is not a loopback address: a listener beyond loopback needs TLS.*set smtp.tls_cert and smtp.tls_key`},
+		{"listen_tls without cert", "[imap]\nlisten_tls = [\"127.0.0.1:993\"]\n", `^imap.listen_tls\[0\]: "127.0.0.1:993": implicit TLS needs a certificate: set imap.tls_cert and imap.tls_key`},
+		{"tls_cert without key", "[smtp]\ntls_cert = \"/etc/relayd/cert.pem\"\n", `^smtp.tls_key: missing`},
+		{"tls_cert relative", "[imap]\ntls_cert = \"cert.pem\"\ntls_key = \"/k.pem\"\n", `^imap.tls_cert: "cert.pem": give an absolute path`},
+		{"allow_from", "[imap]\nallow_from = [\"192.168.1.1/24\"]\n", `^imap.allow_from\[0\]: "192.168.1.1/24" has host bits set: did you mean "192.168.1.0/24"\?`},
+		{"allow_from garbage", "[smtp]\nallow_from = [\"lan\"]\n", `^smtp.allow_from\[0\]: "lan" is neither a network`},
+		{"listen_tls duplicate", "[imap]\ntls_cert = \"/c\"\ntls_key = \"/k\"\nlisten_tls = [\"127.0.0.1:1143\"]\n", `^imap.listen_tls\[0\]: "127.0.0.1:1143" is already imap.listen\[0\]`},
 		{"smtp listen", "[smtp]\nlisten = [\"1587\"]\n", `^smtp.listen\[0\]: "1587" is not host:port`},
 		{"duration", "[imap]\nidle_timeout = \"soon\"\n", `^imap.idle_timeout: "soon" is not a positive duration`},
 		{"log level", "[log]\nlevel = \"loud\"\n", `^log.level: unknown level "loud"`},
@@ -296,5 +304,36 @@ local_password_hash = "` + hash + `"
 pop3_security = "none"`))
 	if err == nil || !strings.Contains(err.Error(), "pop3_security") {
 		t.Errorf("Parse() with plaintext POP3 to a remote server = %v, want it refused", err)
+	}
+}
+
+// A table with a certificate may listen beyond loopback, in plaintext
+// (STARTTLS) and with implicit TLS; allow_from takes networks and single
+// addresses.
+func TestListenerTLS(t *testing.T) {
+	cfg, err := Parse(`
+[imap]
+listen = ["0.0.0.0:143"]
+listen_tls = ["[::]:993"]
+tls_cert = "/etc/relayd/tls/fullchain.pem"
+tls_key = "/etc/relayd/tls/privkey.pem"
+allow_from = ["192.168.10.0/24", "10.1.2.3", "::ffff:172.16.0.0/108"]
+[smtp]
+listen = ["127.0.0.1:1587"]
+`)
+	if err != nil {
+		t.Fatalf("Parse() = %v, want nil", err)
+	}
+	l := cfg.IMAP.ListenerTLS
+	if !l.HasCert() || l.KeyFile != "/etc/relayd/tls/privkey.pem" || len(l.ListenTLS) != 1 {
+		t.Errorf("imap = %+v", l)
+	}
+	for addr, want := range map[string]bool{"192.168.10.7": true, "10.1.2.3": true, "10.1.2.4": false, "172.16.9.9": true, "::ffff:192.168.10.1": true, "8.8.8.8": false} {
+		if got := l.Allowed(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Allowed(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	if cfg.SMTP.HasCert() || !cfg.SMTP.Allowed(netip.MustParseAddr("8.8.8.8")) {
+		t.Errorf("smtp = %+v: want no certificate and any client", cfg.SMTP.ListenerTLS)
 	}
 }

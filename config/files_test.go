@@ -1,10 +1,18 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // CheckFiles refuses secret and CA files that others may change (0602,
@@ -83,4 +91,68 @@ local_password_hash = "` + hash + `"`)
 	if w := cfg.ModeWarnings(path); len(w) != 1 || !strings.Contains(w[0], "holds local_password_hash but everyone may read it (mode 0644): chmod o-r "+path) {
 		t.Errorf("ModeWarnings(0644) = %q", w)
 	}
+}
+
+// CheckFiles loads each listener certificate and key as relayd would: an
+// unreadable file, a key that matches no certificate, and a key others may
+// read are errors naming the key and the file.
+func TestCheckFilesListenerTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	keyPEM, certPEM, err := testkitSelfSigned("relayd.example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(certFile, certPEM, 0o644)
+	os.WriteFile(keyFile, keyPEM, 0o640)
+	parse := func(c, k string) *Config {
+		cfg, err := Parse("state_dir = \"" + dir + "\"\n[imap]\nlisten = [\"0.0.0.0:143\"]\ntls_cert = \"" + c + "\"\ntls_key = \"" + k + "\"\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	only := func(errs []error) string {
+		var l []string
+		for _, e := range errs {
+			if s := e.Error(); strings.Contains(s, "tls_") {
+				l = append(l, s)
+			}
+		}
+		return strings.Join(l, "\n")
+	}
+	if got := only(parse(certFile, keyFile).CheckFiles()); got != "" {
+		t.Fatalf("CheckFiles() = %s, want nothing about the certificate", got)
+	}
+	missing := filepath.Join(dir, "missing.pem")
+	if got := only(parse(missing, keyFile).CheckFiles()); !strings.Contains(got, "imap.tls_cert: cannot read "+missing) {
+		t.Errorf("CheckFiles() with a missing certificate = %q", got)
+	}
+	if got := only(parse(certFile, certFile).CheckFiles()); !strings.Contains(got, "imap.tls_cert, imap.tls_key: "+certFile+" and "+certFile+" are no certificate and matching key") {
+		t.Errorf("CheckFiles() with the certificate as key = %q", got)
+	}
+	os.Chmod(keyFile, 0o644)
+	if got := only(parse(certFile, keyFile).CheckFiles()); !strings.Contains(got, "imap.tls_key: "+keyFile+" holds a private key but others may read or change it (mode 0644)") {
+		t.Errorf("CheckFiles() with a 0644 key = %q", got)
+	}
+}
+
+// testkitSelfSigned returns a self-signed certificate's key and
+// certificate in PEM (package testkit imports config, so not from there).
+func testkitSelfSigned(host string) (keyPEM, certPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
