@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -47,6 +48,11 @@ type relayOpts struct {
 	limits          Limits
 	imapConnections int
 	writeTimeout    time.Duration
+	// listenerTLS is the downstream TLS (IMAPOptions.TLS); with it an
+	// implicit-TLS listener is served too, at testRelay.tlsAddr. listen
+	// is the plain listener's address (default 127.0.0.1:0).
+	listenerTLS func() *tls.Config
+	listen      string
 }
 
 type testRelay struct {
@@ -55,7 +61,9 @@ type testRelay struct {
 	up   *testkit.IMAPUpstream
 	srv  *IMAPServer
 	addr string
-	acct *registry.Account
+	// tlsAddr is the implicit-TLS listener's, with relayOpts.listenerTLS.
+	tlsAddr string
+	acct    *registry.Account
 	logs *testkit.SyncBuffer
 	// ended receives the account ("" before login) of each session that
 	// ended.
@@ -118,24 +126,41 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		WriteTimeout:     o.writeTimeout,
 		Limits:           o.limits,
 		Recorder:         endRecorder(ended),
+		TLS:              o.listenerTLS,
 	})
 	panics := health.Panics()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if o.listen == "" {
+		o.listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- srv.Serve(ln) }()
+	var tlsAddr string
+	if o.listenerTLS != nil {
+		tln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsAddr = tln.Addr().String()
+		go func() { done <- srv.ServeTLS(tln) }()
+	} else {
+		done <- ErrServerClosed
+	}
 	t.Cleanup(func() {
 		srv.Close()
-		if err := <-done; err != ErrServerClosed {
-			t.Errorf("Serve() = %v, want ErrServerClosed", err)
+		for range 2 {
+			if err := <-done; err != ErrServerClosed {
+				t.Errorf("Serve() = %v, want ErrServerClosed", err)
+			}
 		}
 		if n := health.Panics() - panics; n != 0 {
 			t.Errorf("%d panics in sessions", n)
 		}
 	})
-	return &testRelay{t: t, idp: idp, up: up, srv: srv, addr: ln.Addr().String(), acct: acct, logs: logs, ended: ended}
+	return &testRelay{t: t, idp: idp, up: up, srv: srv, addr: ln.Addr().String(), tlsAddr: tlsAddr, acct: acct, logs: logs, ended: ended}
 }
 
 // dial returns an imapclient connected to relayd.

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -34,6 +35,8 @@ type smtpRelay struct {
 	src    *auth.Source
 	q      *queue.Queue
 	addr   string
+	// tlsAddr is the implicit-TLS listener's, with listenerTLS.
+	tlsAddr string
 	logs   *testkit.SyncBuffer
 }
 
@@ -45,6 +48,9 @@ type smtpRelayOpts struct {
 	sendAs   []string
 	retryMin time.Duration
 	rate     int // smtp_rate
+	// listenerTLS and listen: as relayOpts'.
+	listenerTLS func() *tls.Config
+	listen      string
 }
 
 const smtpSender = testMailbox // the account's own address
@@ -73,10 +79,24 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	r.q = q
 	log := b.Log
 	srv := NewSMTPServer(SMTPOptions{Users: localauth.NewUsers([]*config.Account{r.cfg}), Queue: q, Logger: log,
-		Hostname: "relayd.test", MaxMessageSize: o.maxSize, AuthFailureDelay: -1})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+		Hostname: "relayd.test", MaxMessageSize: o.maxSize, AuthFailureDelay: -1, TLS: o.listenerTLS})
+	if o.listen == "" {
+		o.listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		t.Fatal(err)
+	}
+	tdone := make(chan struct{})
+	if o.listenerTLS != nil {
+		tln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.tlsAddr = tln.Addr().String()
+		go func() { srv.ServeTLS(tln); close(tdone) }()
+	} else {
+		close(tdone)
 	}
 	r.addr = ln.Addr().String()
 	sdone := make(chan struct{})
@@ -85,6 +105,7 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	t.Cleanup(func() {
 		srv.Close()
 		<-sdone
+		<-tdone
 		if n := health.Panics() - panics; n != 0 {
 			t.Errorf("%d panics in SMTP sessions", n)
 		}
