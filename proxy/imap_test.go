@@ -64,7 +64,7 @@ type testRelay struct {
 	// tlsAddr is the implicit-TLS listener's, with relayOpts.listenerTLS.
 	tlsAddr string
 	acct    *registry.Account
-	logs *testkit.SyncBuffer
+	logs    *testkit.SyncBuffer
 	// ended receives the account ("" before login) of each session that
 	// ended.
 	ended chan string

@@ -37,7 +37,7 @@ type smtpRelay struct {
 	addr   string
 	// tlsAddr is the implicit-TLS listener's, with listenerTLS.
 	tlsAddr string
-	logs   *testkit.SyncBuffer
+	logs    *testkit.SyncBuffer
 }
 
 type smtpRelayOpts struct {

@@ -268,7 +268,7 @@ func TestIMAPWrongProtocolOnPort(t *testing.T) {
 	defer conn2.Close()
 	conn2.SetDeadline(time.Now().Add(10 * time.Second))
 	hello := tls.Client(&writeOnly{conn2}, c.client("127.0.0.1"))
-	go hello.Handshake() // writes the ClientHello; its read fails at once
+	go hello.Handshake()       // writes the ClientHello; its read fails at once
 	b, err = io.ReadAll(conn2) // a reset may end it: relayd leaves the ClientHello unread
 	if !strings.Contains(string(b), "* BYE this port speaks plaintext IMAP (STARTTLS), not TLS") {
 		t.Errorf("ClientHello on the plaintext port: read %q, %v", b, err)
