@@ -35,7 +35,7 @@ func BenchmarkCopyBulk(b *testing.B) {
 				payload = append(payload, ")\r\n"...)
 			}
 			chunk := len(payload)
-			src, dst := pipeline(b, tc.tls, tc.relay)
+			src, dst := pipeline(b, tc.tls, tc.relay, false)
 			go func() {
 				for {
 					if _, err := src.Write(payload); err != nil {
@@ -61,7 +61,7 @@ func BenchmarkCopyBulk(b *testing.B) {
 
 // pipeline returns the writing end of an upstream and the reading end the
 // client sees: directly, or through copyBulk.
-func pipeline(b *testing.B, useTLS, relay bool) (up io.Writer, down io.Reader) {
+func pipeline(b *testing.B, useTLS, relay, downTLS bool) (up io.Writer, down io.Reader) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -100,15 +100,58 @@ func pipeline(b *testing.B, useTLS, relay bool) (up io.Writer, down io.Reader) {
 		if err != nil {
 			return
 		}
+		if downTLS { // relayd's implicit-TLS listener
+			c = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		}
 		copyBulk(c, upClient, time.Minute, newClientStream())
 		c.Close()
 	}()
-	down, err = net.Dial("tcp", ln2.Addr().String())
+	dc, err := net.Dial("tcp", ln2.Addr().String())
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { down.(net.Conn).Close() })
-	return server, down
+	if downTLS {
+		dc = tls.Client(dc, &tls.Config{RootCAs: x509Pool(pemBytes), ServerName: "127.0.0.1"})
+	}
+	b.Cleanup(func() { dc.Close() })
+	return server, dc
+}
+
+// BenchmarkDownstreamTLS is the downstream TLS cost: FETCH responses
+// carrying 1 MiB literals from a plaintext upstream through relayd to a
+// client on a plaintext listener (splice(2)) and on an implicit-TLS one
+// (crypto/tls, AES-GCM), in the same run; the README reports tls/plain as
+// a ratio: go test -run '^$' -bench DownstreamTLS -count 5 ./proxy.
+func BenchmarkDownstreamTLS(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		downTLS bool
+	}{{"plain", false}, {"tls", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			payload := append([]byte("* 1 FETCH (UID 7 BODY[] {1048576}\r\n"), make([]byte, 1<<20)...)
+			payload = append(payload, ")\r\n"...)
+			src, dst := pipeline(b, false, true, tc.downTLS)
+			go func() {
+				for {
+					if _, err := src.Write(payload); err != nil {
+						return
+					}
+				}
+			}()
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
+			buf := make([]byte, 64<<10)
+			for i := 0; i < b.N; i++ {
+				for n := 0; n < len(payload); {
+					m, err := dst.Read(buf[:min(len(buf), len(payload)-n)])
+					if err != nil {
+						b.Fatal(err)
+					}
+					n += m
+				}
+			}
+		})
+	}
 }
 
 func x509Pool(pemBytes []byte) *x509.CertPool {
