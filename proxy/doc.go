@@ -24,6 +24,15 @@
 // streamed into the durable queue of package queue, which answers 250 only
 // once the message is on disk.
 //
+// Downstream TLS (tls.go; certificates from package internal/tlscert):
+// STARTTLS on plain listeners while a certificate is set (RFC 3501
+// §6.2.1, RFC 3207), implicit TLS with ServeTLS (RFC 8314), TLS 1.2 at
+// least. A listener beyond loopback takes no password before TLS
+// (plaintextAuthAllowed: IMAP LOGINDISABLED, SMTP 523/530); a POP3
+// listener asks the same function and leaves USER and SASL out of CAPA
+// before STLS. allow_from is a session limit (limits.go), checked before
+// the greeting.
+//
 // Both check local credentials with package localauth and are given the
 // running accounts once (package registry): the IMAP proxy takes the
 // account it logs in upstream from there, the SMTP listener only the
