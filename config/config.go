@@ -144,8 +144,10 @@ type IMAP struct {
 
 // POP3 configures the downstream POP3 listeners.
 type POP3 struct {
-	// Listen are loopback host:port addresses. Default none: POP3 is off.
+	// Listen: as for IMAP, offering STLS with a certificate. Default
+	// none: POP3 is off (unless ListenTLS is set).
 	Listen []string
+	ListenerTLS
 	// PreauthTimeout bounds how long a downstream client may take to log
 	// in. Default 60s.
 	PreauthTimeout time.Duration

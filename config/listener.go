@@ -123,7 +123,7 @@ func unmapBits(p netip.Prefix) int {
 
 // Listeners is one protocol's listener settings, named by its table.
 type Listeners struct {
-	Table  string // "imap", "smtp"
+	Table  string // "imap", "pop3", "smtp"
 	Listen []string
 	*ListenerTLS
 }
@@ -132,6 +132,7 @@ type Listeners struct {
 func (c *Config) Listeners() []Listeners {
 	return []Listeners{
 		{"imap", c.IMAP.Listen, &c.IMAP.ListenerTLS},
+		{"pop3", c.POP3.Listen, &c.POP3.ListenerTLS},
 		{"smtp", c.SMTP.Listen, &c.SMTP.ListenerTLS},
 	}
 }

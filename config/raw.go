@@ -58,12 +58,13 @@ type rawIMAP struct {
 }
 
 type rawPOP3 struct {
-	Listen         []string `toml:"listen"`
-	PreauthTimeout *string  `toml:"preauth_timeout"`
-	IdleTimeout    *string  `toml:"idle_timeout"`
-	WriteTimeout   *string  `toml:"write_timeout"`
-	MaxSessions    *int     `toml:"max_sessions"`
-	MaxPerAddress  *int     `toml:"max_sessions_per_address"`
+	Listen []string `toml:"listen"`
+	rawListenerTLS
+	PreauthTimeout *string `toml:"preauth_timeout"`
+	IdleTimeout    *string `toml:"idle_timeout"`
+	WriteTimeout   *string `toml:"write_timeout"`
+	MaxSessions    *int    `toml:"max_sessions"`
+	MaxPerAddress  *int    `toml:"max_sessions_per_address"`
 }
 
 type rawSMTP struct {
@@ -317,9 +318,7 @@ func (r *rawConfig) convertPOP3(cfg *Config, bad badFunc) {
 	if p.Listen != nil {
 		cfg.POP3.Listen = p.Listen
 	}
-	for i, addr := range cfg.POP3.Listen {
-		checkListen(fmt.Sprintf("pop3.listen[%d]", i), addr, false, "pop3", bad)
-	}
+	cfg.POP3.ListenerTLS = p.convert("pop3", cfg.POP3.Listen, bad)
 	duration(&cfg.POP3.PreauthTimeout, p.PreauthTimeout, "pop3.preauth_timeout", bad)
 	duration(&cfg.POP3.IdleTimeout, p.IdleTimeout, "pop3.idle_timeout", bad)
 	if cfg.POP3.IdleTimeout < MinPOP3IdleTimeout {
@@ -334,7 +333,7 @@ func (r *rawConfig) convertPOP3(cfg *Config, bad badFunc) {
 // logins needs an upstream POP3 server; the presets of Microsoft and Gmail
 // have one, provider "password" and "custom" accounts must name theirs.
 func checkPOP3Servers(cfg *Config, bad badFunc) {
-	if len(cfg.POP3.Listen) == 0 {
+	if len(cfg.POP3.Listen) == 0 && len(cfg.POP3.ListenTLS) == 0 {
 		return
 	}
 	for i, a := range cfg.Accounts {
@@ -418,7 +417,7 @@ func checkDuplicateListen(cfg *Config, bad badFunc) {
 	for _, l := range []struct {
 		table string
 		addrs []string
-	}{{"imap", cfg.IMAP.ListenTLS}, {"smtp", cfg.SMTP.ListenTLS}} {
+	}{{"imap", cfg.IMAP.ListenTLS}, {"pop3", cfg.POP3.ListenTLS}, {"smtp", cfg.SMTP.ListenTLS}} {
 		for i, a := range l.addrs {
 			use(fmt.Sprintf("%s.listen_tls[%d]", l.table, i), a)
 		}

@@ -19,18 +19,18 @@
 //
 // The SMTP listener (smtp.go) is a go-smtp submission server (RFC 6409):
 // AUTH PLAIN or LOGIN (sasl_login.go; RFC 4954) with the same local
-// credentials, plaintext AUTH on loopback only, the envelope policy (an
-// account sends only as its own addresses), and DATA or BDAT (RFC 3030)
-// streamed into the durable queue of package queue, which answers 250 only
-// once the message is on disk.
+// credentials, plaintext AUTH on loopback listeners only, the envelope
+// policy (an account sends only as its own addresses), and DATA or BDAT
+// (RFC 3030) streamed into the durable queue of package queue, which
+// answers 250 only once the message is on disk.
 //
 // Downstream TLS (tls.go; certificates from package internal/tlscert):
 // STARTTLS on plain listeners while a certificate is set (RFC 3501
 // §6.2.1, RFC 3207), implicit TLS with ServeTLS (RFC 8314), TLS 1.2 at
 // least. A listener beyond loopback takes no password before TLS
 // (plaintextAuthAllowed: IMAP LOGINDISABLED, SMTP 523/530); a POP3
-// listener asks the same function and leaves USER and SASL out of CAPA
-// before STLS. allow_from is a session limit (limits.go), checked before
+// listener asks the same function, leaves USER and SASL out of CAPA
+// before STLS and refuses USER, PASS and AUTH (RFC 2595 §4). allow_from is a session limit (limits.go), checked before
 // the greeting.
 //
 // Both check local credentials with package localauth and are given the

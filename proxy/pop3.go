@@ -29,10 +29,11 @@ type POP3Options struct {
 	Logger   *slog.Logger
 	// Dialer dials upstream servers. Default: a net.Dialer.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
-	// TLS, when set, gives the configuration STLS (RFC 2595) upgrades a
-	// client's connection with; it is called at each STLS, so that a
-	// certificate a reload replaced serves the next client. nil: no STLS,
-	// and CAPA does not offer it.
+	// TLS returns the downstream TLS configuration, or nil while there is
+	// no certificate; it is asked at each connection and each STLS, so
+	// that a certificate a reload replaced serves the next client. With
+	// one, plain listeners offer STLS (RFC 2595) and ServeTLS serves
+	// implicit TLS. Default: none, and CAPA offers no STLS.
 	TLS func() *tls.Config
 	// PreauthTimeout bounds the time to log in. Default 60s.
 	PreauthTimeout time.Duration
@@ -107,9 +108,27 @@ func NewPOP3Server(opts POP3Options) *POP3Server {
 	}
 }
 
-// Serve accepts connections on ln until Close or Shutdown, and then
-// returns ErrServerClosed.
-func (s *POP3Server) Serve(ln net.Listener) error {
+// tlsConfig is the downstream TLS configuration now, or nil.
+func (s *POP3Server) tlsConfig() *tls.Config {
+	if s.opts.TLS == nil {
+		return nil
+	}
+	return s.opts.TLS()
+}
+
+// Serve accepts plaintext connections on ln until Close or Shutdown, and
+// then returns ErrServerClosed. They may start TLS with STLS while the
+// server has a certificate (Options.TLS); unless ln is on loopback, they
+// must before they log in (RFC 2595 §4: CAPA offers no USER and no SASL
+// until then).
+func (s *POP3Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeTLS is Serve for implicit TLS (RFC 8314 §3.3, port 995): each
+// connection starts with a TLS handshake.
+func (s *POP3Server) ServeTLS(ln net.Listener) error { return s.serve(ln, true) }
+
+func (s *POP3Server) serve(ln net.Listener, implicitTLS bool) error {
+	plainAuth := plaintextAuthAllowed(ln.Addr())
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -129,7 +148,8 @@ func (s *POP3Server) Serve(ln net.Listener) error {
 	}
 	return acceptLoop(ln, "POP3", s.log, s.count, "-ERR [SYS/TEMP] too many connections; try again later\r\n", closed,
 		func(c net.Conn, addr netip.Addr) bool {
-			sess := &pop3Session{srv: s, conns: newConns(c), id: s.nextID.Add(1), addr: addr}
+			sess := &pop3Session{srv: s, conns: newConns(c), id: s.nextID.Add(1), addr: addr,
+				implicitTLS: implicitTLS, plainAuth: plainAuth}
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if s.closed {
@@ -236,6 +256,12 @@ type pop3Session struct {
 	addr netip.Addr // the client's, as counted against the limits
 	id   uint64
 	log  *slog.Logger
+	// implicitTLS: the listener's connections start with TLS.
+	// plainAuth: the listener may take passwords before TLS (loopback).
+	// tlsOn: the handshake is done. handshaking: under writeMu, a
+	// handshake is running and nothing else may be written.
+	implicitTLS, plainAuth, tlsOn bool
+	handshaking                   bool
 
 	writeMu sync.Mutex // guards writes to down before splicing
 	// established is set, under writeMu, as the upstream's +OK is
@@ -247,8 +273,6 @@ type pop3Session struct {
 	account atomic.Pointer[string]
 	// user is the name USER gave, for the PASS that follows.
 	user string
-	// tls: STLS is done.
-	tls bool
 }
 
 // accountName is the session's account, or "" before login.
@@ -274,9 +298,11 @@ func (c *pop3Session) byeIfPreauth(line string) {
 	if c.established {
 		return
 	}
-	c.down.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(c.down, line+"\r\n")
-	c.down.Close()
+	if !c.handshaking {
+		c.down.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(c.down, line+"\r\n")
+	}
+	c.raw.Close()
 }
 
 // hangUp ends a session that sent what relayd will not read: it writes
@@ -288,11 +314,12 @@ func (c *pop3Session) hangUp(line string) {
 	defer c.writeMu.Unlock()
 	c.down.SetDeadline(time.Now().Add(time.Second))
 	io.WriteString(c.down, line+"\r\n")
-	if tc, ok := c.down.(*net.TCPConn); ok {
+	c.closeNotify()
+	if tc, ok := c.raw.(*net.TCPConn); ok {
 		tc.CloseWrite()
 		io.Copy(io.Discard, io.LimitReader(tc, 1<<20))
 	}
-	c.down.Close()
+	c.raw.Close()
 }
 
 // maxPOP3Errors is how many bad commands a client may send before login
@@ -308,6 +335,7 @@ func (c *pop3Session) serve() {
 		}
 		s.count.release(c.addr) // first: the session is over for Recorder.SessionEnd
 		c.finish("pop3", s.opts.Recorder, c.log, c.raw, c.accountName())
+		c.closeNotify()
 		c.close()
 		s.mu.Lock()
 		delete(s.sessions, c)
@@ -318,6 +346,9 @@ func (c *pop3Session) serve() {
 	c.log.Debug("POP3 connection opened")
 
 	c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
+	if c.implicitTLS && !c.startTLS(pop3PlaintextOnTLSPort) {
+		return
+	}
 	// RFC 1939 §4: the greeting. No APOP timestamp: relayd has no APOP.
 	if err := c.writeLine("+OK relayd POP3 ready"); err != nil {
 		return
@@ -325,7 +356,7 @@ func (c *pop3Session) serve() {
 	br := bufio.NewReaderSize(c.down, 1024)
 	errs := 0
 	for {
-		if b, err := br.Peek(1); err == nil && b[0] == 0x16 {
+		if b, err := br.Peek(1); err == nil && b[0] == 0x16 && !c.tlsOn {
 			// A TLS handshake record (a ClientHello) on a plaintext
 			// port: it holds no line end to wait for.
 			c.outcome = "TLS handshake on a plaintext port"
@@ -377,7 +408,7 @@ func (c *pop3Session) serve() {
 // connection and the account, or the reply for the client.
 func (c *pop3Session) login(user, pass string) (*pop3Conn, *registry.Account, string, bool) {
 	s := c.srv
-	acct, log, refusal := s.local().checkLocal(c.log, user, pass, remoteIP(c.down))
+	acct, log, refusal := s.local().checkLocal(c.log, user, pass, remoteIP(c.raw))
 	switch refusal {
 	case localLockedOut:
 		return nil, nil, "-ERR [SYS/TEMP] too many failed logins for this user; try again later", false

@@ -82,13 +82,19 @@ func skipLine(br *bufio.Reader) error {
 }
 
 // pop3Caps is relayd's CAPA answer before login (RFC 2449 §5): USER and
-// SASL PLAIN LOGIN, RESP-CODES and AUTH-RESP-CODE (RFC 3206), PIPELINING
-// (relayd reads pipelined commands in turn and passes on what follows the
-// login), and STLS when the listener has TLS. The upstream's own
-// capabilities (TOP, UIDL, ...) are its answer to a CAPA after login.
+// SASL PLAIN LOGIN where passwords may be sent now (on a loopback
+// listener, or once TLS is on: RFC 2595 §4), RESP-CODES and AUTH-RESP-CODE
+// (RFC 3206), PIPELINING (relayd reads pipelined commands in turn and
+// passes on what follows the login), and STLS while the listener has a
+// certificate and TLS is not on yet. The upstream's own capabilities (TOP,
+// UIDL, ...) are its answer to a CAPA after login.
 func (c *pop3Session) pop3Caps() string {
-	caps := []string{"+OK capability list follows", "USER", "SASL PLAIN LOGIN", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"}
-	if c.srv.opts.TLS != nil && !c.tls {
+	caps := []string{"+OK capability list follows"}
+	if c.tlsOn || c.plainAuth {
+		caps = append(caps, "USER", "SASL PLAIN LOGIN")
+	}
+	caps = append(caps, "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING")
+	if !c.tlsOn && c.srv.tlsConfig() != nil {
 		caps = append(caps, "STLS")
 	}
 	caps = append(caps, "IMPLEMENTATION relayd", ".")
@@ -101,7 +107,14 @@ func (c *pop3Session) pop3Caps() string {
 // connection is over. STLS replaces *br.
 func (c *pop3Session) handle(line string, br **bufio.Reader) (up *pop3Conn, acct *registry.Account, reply string, done bool) {
 	name, arg, _ := strings.Cut(line, " ")
-	switch strings.ToUpper(name) {
+	name = strings.ToUpper(name)
+	if name == "USER" || name == "PASS" || name == "AUTH" {
+		if reply, refused := c.loginDisabled(name); refused {
+			c.user = ""
+			return nil, nil, reply, false
+		}
+	}
+	switch name {
 	case "CAPA":
 		return nil, nil, c.pop3Caps(), false
 	case "USER":
@@ -132,7 +145,8 @@ func (c *pop3Session) handle(line string, br **bufio.Reader) (up *pop3Conn, acct
 		}
 		return c.login(user, pass)
 	case "STLS":
-		return nil, nil, c.stls(br), false
+		reply, done := c.stls(br)
+		return nil, nil, reply, done
 	case "QUIT":
 		c.outcome = "quit before login"
 		c.writeLine("+OK relayd signing off")
@@ -197,39 +211,76 @@ func (c *pop3Session) saslLogin(arg string, br *bufio.Reader) (user, pass, reply
 	}
 }
 
+// pop3PlaintextOnTLSPort answers a plaintext client on an implicit-TLS
+// port.
+const pop3PlaintextOnTLSPort = "-ERR this port speaks POP3 over TLS (pop3s): connect with TLS, or use the STLS port\r\n"
+
+// loginDisabled refuses USER, PASS and AUTH (cmd) before TLS on a
+// listener beyond loopback, where CAPA offered neither USER nor SASL (RFC
+// 2595 §4), and returns the reply; refused is false where they may be
+// used.
+func (c *pop3Session) loginDisabled(cmd string) (reply string, refused bool) {
+	if c.tlsOn || c.plainAuth {
+		return "", false
+	}
+	c.log.Info("POP3 login refused before STLS on a listener beyond loopback: the client must use STLS or the implicit-TLS port", "command", cmd)
+	c.srv.opts.Recorder.Login("pop3", "", "refused")
+	return "-ERR [AUTH] " + cmd + " is disabled until STLS on this listener: passwords travel only inside TLS beyond the host", true
+}
+
 // stls upgrades the connection to TLS (RFC 2595 §4) and returns the
 // reply for the client: "" once TLS is up (the client starts again from
-// CAPA), an -ERR otherwise. Bytes the client sent after STLS, before the
-// handshake, are refused rather than taken as sent under TLS.
-func (c *pop3Session) stls(br **bufio.Reader) string {
-	opts := c.srv.opts
+// CAPA), an -ERR otherwise, or done when the connection is over. Bytes
+// the client sent after STLS, before the handshake, are refused rather
+// than taken as sent under TLS.
+func (c *pop3Session) stls(br **bufio.Reader) (reply string, done bool) {
 	switch {
-	case opts.TLS == nil:
-		return "-ERR STLS is not available: this listener has no certificate"
-	case c.tls:
-		return "-ERR TLS is already on"
+	case c.tlsOn:
+		return "-ERR TLS is already on", false
+	case c.srv.tlsConfig() == nil:
+		return "-ERR STLS is not available: this listener has no certificate", false
 	case (*br).Buffered() > 0:
-		return "-ERR data after STLS; send STLS alone and wait for its answer"
-	}
-	cfg := opts.TLS()
-	if cfg == nil {
-		return "-ERR [SYS/TEMP] TLS is not available now; try again later"
+		return "-ERR data after STLS; send STLS alone and wait for its answer", false
 	}
 	if err := c.writeLine("+OK begin TLS negotiation"); err != nil {
-		return ""
+		return "", true
 	}
-	tc := tls.Server(c.down, cfg)
-	tc.SetDeadline(time.Now().Add(opts.PreauthTimeout))
-	if err := tc.Handshake(); err != nil {
-		c.log.Info("POP3 STLS handshake failed", "err", err)
+	if !c.startTLS("") {
+		return "", true
+	}
+	c.user = ""
+	*br = bufio.NewReaderSize(c.down, 1024)
+	return "", false
+}
+
+// startTLS runs the server's TLS handshake on the client's connection and
+// makes it the session's; refusal is said in plaintext to a client that
+// sent no ClientHello. It reports whether TLS is on; if not, the session
+// is over.
+func (c *pop3Session) startTLS(refusal string) bool {
+	cfg := c.srv.tlsConfig()
+	if cfg == nil {
+		c.outcome = "no certificate"
+		c.log.Warn("POP3 connection on an implicit-TLS address closed: pop3 has no certificate now (pop3.tls_cert)")
+		return false
+	}
+	c.writeMu.Lock()
+	c.handshaking = true
+	c.writeMu.Unlock()
+	tc, err := handshakeTLS(c.raw, cfg, c.srv.opts.PreauthTimeout, refusal)
+	c.writeMu.Lock()
+	c.handshaking = false
+	if err == nil {
+		c.down, c.tlsOn = tc, true
+	}
+	c.writeMu.Unlock()
+	if err != nil {
 		c.outcome = "TLS handshake failed"
-		c.down.Close()
-		return ""
+		c.log.Info("POP3 TLS handshake failed", "err", err)
+		return false
 	}
-	c.closeMu.Lock()
-	c.down = tc
-	c.closeMu.Unlock()
-	c.tls, c.user = true, ""
-	*br = bufio.NewReaderSize(tc, 1024)
-	return ""
+	st := tc.ConnectionState()
+	c.log.Debug("POP3 TLS on", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	c.raw.SetDeadline(time.Now().Add(c.srv.opts.PreauthTimeout))
+	return true
 }

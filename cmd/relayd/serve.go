@@ -58,8 +58,8 @@ func runServe(args []string) error {
 }
 
 // activatedListeners sets the listeners systemd passed (socket activation:
-// LISTEN_FDS, LISTEN_FDNAMES "imap", "smtp", and "imaps", "smtps" for
-// implicit TLS) in opts. They replace the configured addresses of their
+// LISTEN_FDS, LISTEN_FDNAMES "imap", "pop3", "smtp", and "imaps", "pop3s",
+// "smtps" for implicit TLS) in opts. They replace the configured addresses of their
 // kind and obey the same rule: beyond loopback only with the protocol's
 // tls_cert.
 func activatedListeners(cfg *config.Config, opts *daemon.Options) error {
@@ -77,14 +77,18 @@ func activatedListeners(cfg *config.Config, opts *daemon.Options) error {
 			switch name {
 			case "imap":
 				dst, l = &opts.IMAPListeners, &cfg.IMAP.ListenerTLS
+			case "pop3":
+				dst, l = &opts.POP3Listeners, &cfg.POP3.ListenerTLS
 			case "smtp":
 				dst, l = &opts.SMTPListeners, &cfg.SMTP.ListenerTLS
 			case "imaps":
 				dst, l = &opts.IMAPTLSListeners, &cfg.IMAP.ListenerTLS
+			case "pop3s":
+				dst, l = &opts.POP3TLSListeners, &cfg.POP3.ListenerTLS
 			case "smtps":
 				dst, l = &opts.SMTPTLSListeners, &cfg.SMTP.ListenerTLS
 			default:
-				return fmt.Errorf("socket activation: unknown socket name %q (FileDescriptorName= must be imap, smtp, imaps or smtps)", name)
+				return fmt.Errorf("socket activation: unknown socket name %q (FileDescriptorName= must be imap, pop3, smtp, imaps, pop3s or smtps)", name)
 			}
 			table := strings.TrimSuffix(name, "s")
 			if strings.HasSuffix(name, "s") && !l.HasCert() {

@@ -57,8 +57,9 @@ type Options struct {
 	// so are IMAPTLSListeners and SMTPTLSListeners instead of listen_tls.
 	IMAPListeners, SMTPListeners       []net.Listener
 	IMAPTLSListeners, SMTPTLSListeners []net.Listener
-	// POP3Listeners, when set, are used instead of [pop3] listen.
-	POP3Listeners []net.Listener
+	// POP3Listeners and POP3TLSListeners, when set, are used instead of
+	// [pop3] listen and listen_tls.
+	POP3Listeners, POP3TLSListeners []net.Listener
 	// OnQueueEvent: see queue.Options.OnEvent.
 	OnQueueEvent func(queue.Event)
 	// OnHook, when set, is called after each run of on_state_change with
@@ -96,6 +97,7 @@ type Daemon struct {
 	pop3Lns    []net.Listener
 	smtpLns    []net.Listener
 	imapTLSLns []net.Listener // implicit TLS (listen_tls)
+	pop3TLSLns []net.Listener
 	smtpTLSLns []net.Listener
 	// certs hold each protocol's listener certificate, which a reload
 	// replaces.
@@ -176,6 +178,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Limits:           pop3Limits(cfg),
 		Recorder:         d.metrics,
 		AuthFailureDelay: opts.AuthFailureDelay,
+		TLS:              d.certs["pop3"].Config,
 	})
 	d.smtp = proxy.NewSMTPServer(proxy.SMTPOptions{
 		Users: users, Queue: d.queue, Logger: opts.Logger, Hostname: hostname,
@@ -266,6 +269,12 @@ func (d *Daemon) listen(cfg *config.Config) (err error) {
 	}
 	if d.smtpTLSLns == nil {
 		if d.smtpTLSLns, err = openNew(nil, cfg.SMTP.ListenTLS, false, "smtp.listen_tls"); err != nil {
+			return err
+		}
+	}
+	d.pop3TLSLns = d.opts.POP3TLSListeners
+	if d.pop3TLSLns == nil {
+		if d.pop3TLSLns, err = openNew(nil, cfg.POP3.ListenTLS, false, "pop3.listen_tls"); err != nil {
 			return err
 		}
 	}
@@ -369,7 +378,7 @@ func (d *Daemon) closeListeners() {
 	if d.metricLn != nil {
 		d.metricLn.Close()
 	}
-	for _, lns := range [][]net.Listener{d.imapLns, d.pop3Lns, d.smtpLns, d.imapTLSLns, d.smtpTLSLns} {
+	for _, lns := range [][]net.Listener{d.imapLns, d.pop3Lns, d.smtpLns, d.imapTLSLns, d.pop3TLSLns, d.smtpTLSLns} {
 		for _, ln := range lns {
 			ln.Close()
 		}
@@ -400,6 +409,13 @@ func (d *Daemon) IMAPTLSAddrs() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return addrsOf(d.imapTLSLns)
+}
+
+// POP3TLSAddrs: see IMAPTLSAddrs.
+func (d *Daemon) POP3TLSAddrs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return addrsOf(d.pop3TLSLns)
 }
 
 // SMTPTLSAddrs: see IMAPTLSAddrs.
@@ -454,6 +470,9 @@ func (d *Daemon) Start() {
 	for _, ln := range d.imapTLSLns {
 		d.serveIMAPTLS(ln)
 	}
+	for _, ln := range d.pop3TLSLns {
+		d.servePOP3TLS(ln)
+	}
 	for _, ln := range d.smtpTLSLns {
 		d.serveSMTPTLS(ln)
 	}
@@ -492,7 +511,7 @@ func (d *Daemon) Start() {
 		}
 	}()
 	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "pop3", d.POP3Addrs(), "smtp", d.SMTPAddrs(),
-		"imap_tls", addrsOf(d.imapTLSLns), "smtp_tls", addrsOf(d.smtpTLSLns), "status_socket", d.config().StatusSocket,
+		"imap_tls", addrsOf(d.imapTLSLns), "pop3_tls", addrsOf(d.pop3TLSLns), "smtp_tls", addrsOf(d.smtpTLSLns), "status_socket", d.config().StatusSocket,
 		"accounts", len(d.accounts.Map()))
 }
 
@@ -569,6 +588,17 @@ func (d *Daemon) serveIMAPTLS(ln net.Listener) {
 		defer d.wg.Done()
 		if err := d.imap.ServeTLS(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
 			d.log.Error("IMAP listener failed", "addr", ln.Addr().String(), "tls", true, "err", err)
+		}
+	}()
+}
+
+// servePOP3TLS serves ln, an implicit-TLS listener, in the background.
+func (d *Daemon) servePOP3TLS(ln net.Listener) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.pop3.ServeTLS(ln); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+			d.log.Error("POP3 listener failed", "addr", ln.Addr().String(), "tls", true, "err", err)
 		}
 	}()
 }
@@ -727,13 +757,13 @@ func (d *Daemon) InstallGrant(name string, g *auth.Grant) error {
 	return nil
 }
 
-// imapLimits and smtpLimits are the session limits cfg sets.
+// imapLimits, pop3Limits and smtpLimits are the session limits cfg sets.
 func imapLimits(cfg *config.Config) proxy.Limits {
 	return proxy.Limits{Sessions: cfg.IMAP.MaxSessions, PerAddress: cfg.IMAP.MaxSessionsPerAddress, AllowFrom: cfg.IMAP.AllowFrom}
 }
 
 func pop3Limits(cfg *config.Config) proxy.Limits {
-	return proxy.Limits{Sessions: cfg.POP3.MaxSessions, PerAddress: cfg.POP3.MaxSessionsPerAddress}
+	return proxy.Limits{Sessions: cfg.POP3.MaxSessions, PerAddress: cfg.POP3.MaxSessionsPerAddress, AllowFrom: cfg.POP3.AllowFrom}
 }
 
 func smtpLimits(cfg *config.Config) proxy.Limits {

@@ -113,6 +113,7 @@ func (d *Daemon) reload() error {
 		{d.pop3Lns, cfg.POP3.Listen, d.opts.POP3Listeners != nil, "pop3"},
 		{d.imapTLSLns, cfg.IMAP.ListenTLS, d.opts.IMAPTLSListeners != nil, "imap.listen_tls"},
 		{d.smtpTLSLns, cfg.SMTP.ListenTLS, d.opts.SMTPTLSListeners != nil, "smtp.listen_tls"},
+		{d.pop3TLSLns, cfg.POP3.ListenTLS, d.opts.POP3TLSListeners != nil, "pop3.listen_tls"},
 	} {
 		lns, err := openNew(o.have, o.want, o.activated, o.key)
 		if err != nil {
@@ -129,7 +130,7 @@ func (d *Daemon) reload() error {
 		}
 		opened = append(opened, lns)
 	}
-	newSMTP, newPOP3, newIMAPTLS, newSMTPTLS := opened[0], opened[1], opened[2], opened[3]
+	newSMTP, newPOP3, newIMAPTLS, newSMTPTLS, newPOP3TLS := opened[0], opened[1], opened[2], opened[3], opened[4]
 
 	// From here on nothing fails.
 	d.cfg.Store(cfg)
@@ -174,11 +175,15 @@ func (d *Daemon) reload() error {
 	for _, ln := range newSMTPTLS {
 		d.serveSMTPTLS(ln)
 	}
+	for _, ln := range newPOP3TLS {
+		d.servePOP3TLS(ln)
+	}
 	d.imapLns = closeGone(append(d.imapLns, newIMAP...), cfg.IMAP.Listen, d.opts.IMAPListeners != nil)
 	d.smtpLns = closeGone(append(d.smtpLns, newSMTP...), cfg.SMTP.Listen, d.opts.SMTPListeners != nil)
 	d.pop3Lns = closeGone(append(d.pop3Lns, newPOP3...), cfg.POP3.Listen, d.opts.POP3Listeners != nil)
 	d.imapTLSLns = closeGone(append(d.imapTLSLns, newIMAPTLS...), cfg.IMAP.ListenTLS, d.opts.IMAPTLSListeners != nil)
 	d.smtpTLSLns = closeGone(append(d.smtpTLSLns, newSMTPTLS...), cfg.SMTP.ListenTLS, d.opts.SMTPTLSListeners != nil)
+	d.pop3TLSLns = closeGone(append(d.pop3TLSLns, newPOP3TLS...), cfg.POP3.ListenTLS, d.opts.POP3TLSListeners != nil)
 	d.mu.Unlock()
 
 	if d.opts.LogLevel != nil {
