@@ -32,6 +32,11 @@ type pop3Opts struct {
 	password string
 	// downTLS gives the listener a certificate (STLS).
 	downTLS *tls.Config
+	// listenerTLS is the downstream TLS (POP3Options.TLS); with it an
+	// implicit-TLS listener is served too, at pop3Relay.tlsAddr. listen
+	// is the plain listener's address (default 127.0.0.1:0).
+	listenerTLS func() *tls.Config
+	listen      string
 }
 
 type pop3Relay struct {
@@ -40,8 +45,10 @@ type pop3Relay struct {
 	up   *testkit.POP3Upstream
 	srv  *POP3Server
 	addr string
-	acct *registry.Account
-	logs *testkit.SyncBuffer
+	// tlsAddr is the implicit-TLS listener's, with pop3Opts.listenerTLS.
+	tlsAddr string
+	acct    *registry.Account
+	logs    *testkit.SyncBuffer
 	// ended receives the account ("" before login) of each session that
 	// ended.
 	ended chan string
@@ -94,24 +101,43 @@ func newPOP3Relay(t *testing.T, o pop3Opts) *pop3Relay {
 	if o.downTLS != nil {
 		opts.TLS = func() *tls.Config { return o.downTLS }
 	}
+	if o.listenerTLS != nil {
+		opts.TLS = o.listenerTLS
+	}
 	srv := NewPOP3Server(opts)
 	panics := health.Panics()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if o.listen == "" {
+		o.listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- srv.Serve(ln) }()
+	var tlsAddr string
+	if o.listenerTLS != nil {
+		tln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsAddr = tln.Addr().String()
+		go func() { done <- srv.ServeTLS(tln) }()
+	} else {
+		done <- ErrServerClosed
+	}
 	t.Cleanup(func() {
 		srv.Close()
-		if err := <-done; err != ErrServerClosed {
-			t.Errorf("Serve() = %v, want ErrServerClosed", err)
+		for range 2 {
+			if err := <-done; err != ErrServerClosed {
+				t.Errorf("Serve() = %v, want ErrServerClosed", err)
+			}
 		}
 		if n := health.Panics() - panics; n != 0 {
 			t.Errorf("%d panics in sessions", n)
 		}
 	})
-	return &pop3Relay{t: t, idp: b.IdP, up: up, srv: srv, addr: ln.Addr().String(), acct: acct, logs: b.Logs, ended: ended}
+	return &pop3Relay{t: t, idp: b.IdP, up: up, srv: srv, addr: ln.Addr().String(), tlsAddr: tlsAddr, acct: acct, logs: b.Logs, ended: ended}
 }
 
 // raw connects and reads the greeting.

@@ -437,8 +437,8 @@ func TestSMTPAuthBeforeStartTLSBeyondLoopback(t *testing.T) {
 }
 
 // Real clients: curl over imaps:// and IMAP STARTTLS, smtps:// and SMTP
-// STARTTLS; swaks -tls and -tlsc. They trust the test CA only. (POP3's
-// pop3s:// joins when the POP3 listener does.)
+// STARTTLS; swaks -tls and -tlsc. They trust the test CA only.
+// (TestPOP3TLSCurl has pop3s:// and POP3 STLS.)
 func TestTLSRealClients(t *testing.T) {
 	curl := realserver.RequireBinary(t, "curl", "curl")
 	swaks := realserver.RequireBinary(t, "swaks", "swaks")

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/relayd/relayd/internal/testkit"
 )
 
 // check-config refuses what would be unsafe to run with, as serve does:
@@ -55,4 +57,36 @@ func TestCheckConfigRefusesUnsafe(t *testing.T) {
 			t.Errorf("check-config: exit %d\n%s\nwant %q", code, out, want)
 		}
 	})
+}
+
+// check-config refuses a [pop3] listen address beyond loopback without a
+// certificate, naming the keys to set; with tls_cert and tls_key (loaded
+// as relayd would) the same listener passes.
+func TestCheckConfigPOP3BeyondLoopback(t *testing.T) {
+	e := newEnv(t)
+	e.conf.Accounts[0].POP3Server = e.up.Addr
+	e.conf.POP3Listen = []string{"0.0.0.0:1110"}
+	e.writeConfig()
+	out, code := e.run("check-config", e.cfg)
+	want := `pop3.listen[0]: "0.0.0.0" is not a loopback address: a listener beyond loopback needs TLS, because legacy clients send passwords: set pop3.tls_cert and pop3.tls_key`
+	if code != 1 || !strings.Contains(out, want) {
+		t.Errorf("check-config: exit %d\n%s\nwant %q", code, out, want)
+	}
+
+	cert, certPEM, err := testkit.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := testkit.PEMKey(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(e.dir, "pop3.pem"), filepath.Join(e.dir, "pop3.key")
+	os.WriteFile(certFile, certPEM, 0o644)
+	os.WriteFile(keyFile, keyPEM, 0o640)
+	e.conf.POP3 = []string{`tls_cert = "` + certFile + `"`, `tls_key = "` + keyFile + `"`, `listen_tls = ["0.0.0.0:1995"]`}
+	e.writeConfig()
+	if out, code := e.run("check-config", e.cfg); code != 0 {
+		t.Errorf("check-config with pop3.tls_cert: exit %d\n%s", code, out)
+	}
 }

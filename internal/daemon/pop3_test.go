@@ -19,6 +19,13 @@ func (td *testDaemon) pop3Login(addr string) (net.Conn, *bufio.Reader) {
 	if err != nil {
 		td.t.Fatal(err)
 	}
+	return c, td.pop3LoginOn(c)
+}
+
+// pop3LoginOn logs in over POP3 on c, a new connection, and returns its
+// reader.
+func (td *testDaemon) pop3LoginOn(c net.Conn) *bufio.Reader {
+	td.t.Helper()
 	td.t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(15 * time.Second))
 	br := bufio.NewReader(c)
@@ -29,7 +36,7 @@ func (td *testDaemon) pop3Login(addr string) (net.Conn, *bufio.Reader) {
 			td.t.Fatalf("POP3 line %d = %q, %v; want %q\nlog:\n%s", i, line, err, want, td.logs.String())
 		}
 	}
-	return c, br
+	return br
 }
 
 // [pop3] listen opens the POP3 listener: a client logs in through it,

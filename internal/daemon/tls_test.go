@@ -136,3 +136,66 @@ func TestListenerCertificateReload(t *testing.T) {
 		t.Error("a refused reload changed the certificate")
 	}
 }
+
+// [pop3] tls_cert and listen_tls: a POP3 client logs in over implicit TLS;
+// the certificate replaced on disk and reloaded is presented to the next
+// POP3 connection while the session opened before goes on; status lists
+// the POP3 certificate.
+func TestPOP3ListenerCertificateReload(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	first := writePair(t, certFile, keyFile, time.Now().Add(90*24*time.Hour))
+	cfgPath := filepath.Join(dir, "relayd.toml")
+	var tc *testkit.Config
+	td := startDaemon(t, func(c *testkit.Config, o *Options) {
+		c.POP3Listen = []string{"127.0.0.1:0"}
+		c.POP3 = []string{`tls_cert = "` + certFile + `"`, `tls_key = "` + keyFile + `"`, `listen_tls = ["127.0.0.1:0"]`}
+		o.ConfigPath = cfgPath
+		tc = c
+	})
+	addrs := td.d.POP3TLSAddrs()
+	if len(addrs) != 1 {
+		t.Fatalf("POP3TLSAddrs() = %v", addrs)
+	}
+	trust := func(c *x509.Certificate) *tls.Config {
+		pool := x509.NewCertPool()
+		pool.AddCert(c)
+		return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	}
+	dial := func(cfg *tls.Config) *tls.Conn {
+		t.Helper()
+		c, err := tls.Dial("tcp", addrs[0], cfg)
+		if err != nil {
+			t.Fatalf("tls.Dial() = %v", err)
+		}
+		return c
+	}
+	old := dial(trust(first))
+	oldBR := td.pop3LoginOn(old)
+	st := td.d.Status()
+	if len(st.Certificates) != 1 || st.Certificates[0].Protocol != "pop3" {
+		t.Errorf("status certificates = %+v, want pop3's", st.Certificates)
+	}
+
+	second := writePair(t, certFile, keyFile, time.Now().Add(90*24*time.Hour))
+	tc.IMAPListen, tc.SMTPListen, tc.POP3Listen = td.d.IMAPAddrs(), td.d.SMTPAddrs(), td.d.POP3Addrs()
+	tc.POP3 = []string{`tls_cert = "` + certFile + `"`, `tls_key = "` + keyFile + `"`, `listen_tls = ["` + addrs[0] + `"]`}
+	if err := os.WriteFile(cfgPath, []byte(tc.TOML()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := td.d.Reload(); err != nil {
+		t.Fatalf("Reload() = %v", err)
+	}
+	next := dial(trust(second))
+	td.pop3LoginOn(next)
+	if got := next.ConnectionState().PeerCertificates[0]; !got.Equal(second) {
+		t.Errorf("after the reload a new POP3 connection got serial %v, want the new certificate's %v", got.SerialNumber, second.SerialNumber)
+	}
+	old.Write([]byte("STAT\r\n"))
+	if line, err := oldBR.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK ") {
+		t.Errorf("the POP3 session opened before the reload: STAT = %q, %v", line, err)
+	}
+	if got := old.ConnectionState().PeerCertificates[0]; !got.Equal(first) {
+		t.Error("the open session's certificate changed")
+	}
+}
