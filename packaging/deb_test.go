@@ -226,7 +226,7 @@ func TestDebPackage(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dpkg --purge: %v\n%s", err, out)
 		}
-		for _, want := range []string{"1 grant(s) and 3 message(s) in its queue", "kept because grants remain in /var/lib/relayd: /etc/relayd/relayd.key", "the user relayd stays"} {
+		for _, want := range []string{"1 grant(s) and 3 message(s) not sent", "kept because grants remain in /var/lib/relayd: /etc/relayd/relayd.key", "the user relayd stays"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("purge does not say %q:\n%s", want, out)
 			}
@@ -259,6 +259,34 @@ func TestDebPackage(t *testing.T) {
 		}
 		if got := r.added(); !slices.Equal(got, userDatabase) {
 			t.Errorf("after the purge the root holds\n\t%s\nwant the user database only", strings.Join(got, "\n\t"))
+		}
+	})
+
+	// Mail relayd sendmail left in the maildrop while the daemon was
+	// stopped is mail not sent: the purge keeps /var/lib/relayd for it
+	// and says so (an unfinished tmp.* write is not a message).
+	t.Run("purge keeps the maildrop's mail", func(t *testing.T) {
+		r := newThrowawayRoot(t, dpkg)
+		if out, err := r.run("-i", deb); err != nil {
+			t.Fatalf("dpkg --root -i: %v\n%s", err, out)
+		}
+		if err := os.MkdirAll(r.path("var/lib/relayd/maildrop"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"20261130T120000-1", "tmp.unfinished"} {
+			if err := os.WriteFile(r.path("var/lib/relayd/maildrop/"+name), []byte("{}\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := r.run("--purge", "relayd")
+		if err != nil {
+			t.Fatalf("dpkg --purge: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "0 grant(s) and 1 message(s) not sent") || !strings.Contains(out, "1 of them in its maildrop") {
+			t.Errorf("purge does not count the maildrop's message:\n%s", out)
+		}
+		if _, err := os.Stat(r.path("var/lib/relayd/maildrop/20261130T120000-1")); err != nil {
+			t.Errorf("the maildrop's message is gone: %v", err)
 		}
 	})
 
