@@ -383,6 +383,21 @@ func TestStatusNotRunningIsUnknown(t *testing.T) {
 	}
 }
 
+// status is a Nagios check: a usage error is UNKNOWN (3), never CRITICAL.
+func TestStatusUsageErrorIsUnknown(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{
+		{"status", "--bogus"},
+		{"status", "--socket", e.socket, "extra"},
+		{"status", "--socket", e.socket, "--json", "--alive"},
+	} {
+		out, code := e.run(args...)
+		if code != 3 || !strings.Contains(out, "UNKNOWN: relayd status:") {
+			t.Errorf("%q: exit %d %q, want 3 UNKNOWN", args, code, out)
+		}
+	}
+}
+
 func TestCheckConfigNamesKey(t *testing.T) {
 	e := newEnv(t)
 	b, _ := os.ReadFile(e.cfg)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"time"
@@ -27,8 +28,22 @@ func runStatus(args []string) error {
 	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
 	asJSON := fs.Bool("json", false, "print the status document as JSON")
 	alive := fs.Bool("alive", false, "liveness check: exit 0 when the daemon answers, whatever its mailboxes' states, else 1")
+	// A Nagios check's usage error is UNKNOWN (3), not CRITICAL (2).
+	unknown := func(format string, a ...any) error {
+		fmt.Printf("UNKNOWN: relayd status: "+format+"\n", a...)
+		return exitError{nagiosUnknown}
+	}
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return unknown("%v (usage: relayd status [-c file] [--socket path] [--json | --alive])", err)
+	}
+	if fs.NArg() > 0 {
+		return unknown("unexpected argument %q (usage: relayd status [-c file] [--socket path] [--json | --alive])", fs.Arg(0))
+	}
+	if *alive && *asJSON {
+		return unknown("--alive and --json do not go together")
 	}
 	if *alive {
 		return statusAlive(*cfgPath, *socket)
