@@ -142,6 +142,16 @@ func (q *Queue) checkHold(a *account, h *health.Account, why string) {
 	}
 }
 
+// HeldForCondition reports whether account name's mail was held for its
+// condition when relayd last ran (the spool's condition-holds.list), and
+// since when: for views of the spool while the daemon is stopped.
+func (q *Queue) HeldForCondition(name string) (time.Time, bool) {
+	q.hmu.Lock()
+	defer q.hmu.Unlock()
+	since, ok := q.holdStarts[name]
+	return since, ok
+}
+
 // recordHoldStart records in the spool when account name's hold for its
 // condition began (zero: it ended), so that the time held outlives a
 // restart.

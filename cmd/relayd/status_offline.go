@@ -44,15 +44,17 @@ func offlineStatus(w io.Writer, cfg *config.Config, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tGRANT\tLAST REFRESH\tQUEUED\tHELD\tFAILED")
 	var todo []string
+	waiting := false
 	for _, a := range cfg.Accounts {
 		grant, refreshed := "-", "-"
+		held := false // its mail waits for a person, not for relayd to start
 		switch g, err := store.Load(a.Name); {
 		case !a.OAuth():
 			grant = "password"
 		case a.AppOnly():
 			grant = "app-only"
 		case errors.Is(err, auth.ErrNoGrant):
-			grant = "none"
+			grant, held = "none", true
 			todo = append(todo, fmt.Sprintf("%s: not authorized yet: run 'relayd authorize %s'", a.Name, a.Name))
 		case err != nil:
 			grant = "unreadable"
@@ -64,6 +66,17 @@ func offlineStatus(w io.Writer, cfg *config.Config, now time.Time) error {
 			}
 		}
 		st := q.Stats(a.Name)
+		if since, ok := q.HeldForCondition(a.Name); ok && !held {
+			held = true
+			todo = append(todo, fmt.Sprintf("%s: its outgoing mail was held for its condition when relayd stopped (since %s): 'relayd status' with relayd running says what fixes it",
+				a.Name, since.Local().Format("2006-01-02 15:04")))
+		}
+		if held {
+			st.Held, st.Queued = st.Held+st.Queued, 0
+		}
+		if st.Queued > 0 {
+			waiting = true
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, a.Direction, grant, refreshed, st.Queued, st.Held, st.Failed)
 	}
 	tw.Flush()
@@ -76,7 +89,11 @@ func offlineStatus(w io.Writer, cfg *config.Config, now time.Time) error {
 			fmt.Fprintln(w, t)
 		}
 	}
-	fmt.Fprintln(w, "\nstart relayd (systemctl start relayd) to deliver the queued mail and see each mailbox's state")
+	if waiting {
+		fmt.Fprintln(w, "\nstart relayd (systemctl start relayd) to deliver the queued mail and see each mailbox's state")
+	} else {
+		fmt.Fprintln(w, "\nstart relayd (systemctl start relayd) to see each mailbox's state")
+	}
 	return nil
 }
 

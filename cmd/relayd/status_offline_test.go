@@ -38,7 +38,7 @@ func TestStatusOffline(t *testing.T) {
 		t.Fatalf("status with the daemon down, as root: exit %d\n%s", code, out)
 	}
 	for _, re := range []string{
-		`(?m)^support\s+` + regexp.QuoteMeta(mbox) + `\s+custom\s+outgoing\s+none\s+-\s+1\s+0\s+0$`,
+		`(?m)^support\s+` + regexp.QuoteMeta(mbox) + `\s+custom\s+outgoing\s+none\s+-\s+0\s+1\s+0$`, // held: waits for authorize
 		`(?m)^billing\s+\S+\s+custom\s+outgoing\s+granted \d+s ago\s+\d+s ago\s+0\s+0\s+0$`,
 		`support: not authorized yet: run 'relayd authorize support'`,
 	} {
