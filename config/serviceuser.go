@@ -84,6 +84,12 @@ func serviceUser(id string, uid, gid int) *ServiceUser {
 // names, though whoever checked may.
 var ErrUnreadable = errors.New("the service user cannot read it")
 
+// CheckConfigReadableBy reports a configuration file at path that svc
+// cannot read: relayd serve, run as svc, could not even start.
+func CheckConfigReadableBy(path string, svc *ServiceUser) error {
+	return checkReadableBy("configuration file", path, svc)
+}
+
 // checkReadableBy reports, as an *Error for key, a file that svc cannot
 // read by the modes of the file and the directories above it, and a file
 // that does not exist (wrapping fs.ErrNotExist). nil: svc may read it,

@@ -45,6 +45,10 @@ func runCheckConfig(args []string) error {
 		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
 	}
 	problems := 0
+	if err := config.CheckConfigReadableBy(path, svc); err != nil && !errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(os.Stderr, "%v (relayd serve refuses to start until this is fixed)\n", err)
+		problems++
+	}
 	for _, err := range cfg.CheckFilesAs(svc) {
 		// A file not in place yet is a warning: it may be put there
 		// later. One the service user cannot read, or that others may

@@ -239,9 +239,15 @@ func TestCheckConfigFilesAsServiceUser(t *testing.T) {
 	if code != 1 || !strings.Contains(out, want) {
 		t.Errorf("check-config with state_dir owned by nobody: exit %d\n%s\nwant %q", code, out, want)
 	}
+	// The configuration file itself, root:root 0600, is as closed to it.
+	if !strings.Contains(out, "configuration file: "+e.cfg+" cannot be read by nobody (uid 65534)") {
+		t.Errorf("check-config with state_dir owned by nobody does not name the configuration file:\n%s", out)
+	}
 	// Readable by its group, and the directories above searchable: ok.
-	os.Chown(secret, 0, 65534)
-	os.Chmod(secret, 0o640)
+	for _, f := range []string{secret, e.cfg} {
+		os.Chown(f, 0, 65534)
+		os.Chmod(f, 0o640)
+	}
 	for d := e.dir; d != "/"; d = filepath.Dir(d) {
 		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
 			os.Chmod(d, fi.Mode().Perm()|0o011)
