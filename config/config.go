@@ -163,6 +163,9 @@ type POP3 struct {
 	MaxSessions, MaxSessionsPerAddress int
 }
 
+// Listening reports whether any POP3 listener is configured.
+func (p POP3) Listening() bool { return len(p.Listen)+len(p.ListenTLS) > 0 }
+
 // MinPOP3IdleTimeout is RFC 1939 §3's shortest autologout timer.
 const MinPOP3IdleTimeout = 10 * time.Minute
 

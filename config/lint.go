@@ -42,7 +42,7 @@ func (c *Config) Lint() []Problem {
 		lintPlaceholders(key, a, add)
 		if a.OAuth() {
 			lintCredentials(key, a, add)
-			lintScopes(key, a, add)
+			lintScopes(key, a, c.POP3.Listening(), add)
 		}
 	}
 	return ps
@@ -143,6 +143,7 @@ func lintCredentials(key string, a *Account, add addFunc) {
 const (
 	msIMAPScope = "IMAP.AccessAsUser.All"
 	msSMTPScope = "SMTP.Send"
+	msPOPScope  = "POP.AccessAsUser.All"
 )
 
 // msResource splits a Microsoft scope into its resource ("mail",
@@ -166,12 +167,13 @@ func msResource(scope string) (resource, perm string) {
 }
 
 // lintScopes: the scopes must give a token the account's protocols take.
-func lintScopes(key string, a *Account, add addFunc) {
+// pop3 says [pop3] listens.
+func lintScopes(key string, a *Account, pop3 bool, add addFunc) {
 	switch a.Provider {
 	case "gmail":
 		lintGoogleScopes(key+".scopes", a, add)
 	case "office365", "outlook":
-		lintMicrosoftScopes(key, a, add)
+		lintMicrosoftScopes(key, a, pop3, add)
 	}
 }
 
@@ -186,7 +188,7 @@ func lintGoogleScopes(key string, a *Account, add addFunc) {
 	}
 }
 
-func lintMicrosoftScopes(key string, a *Account, add addFunc) {
+func lintMicrosoftScopes(key string, a *Account, pop3 bool, add addFunc) {
 	skey := key + ".scopes"
 	has := map[string]bool{}
 	for _, s := range a.Scopes {
@@ -208,6 +210,9 @@ func lintMicrosoftScopes(key string, a *Account, add addFunc) {
 	all := has[".default"]
 	if a.Direction.Incoming() && !all && !has[strings.ToLower(msIMAPScope)] {
 		add(false, skey, "lacks \"https://outlook.office.com/%s\", without which Exchange refuses the IMAP login of an account with direction %q: add it (or remove scopes to use the preset)", msIMAPScope, a.Direction)
+	}
+	if pop3 && a.Direction.Incoming() && !all && !has[strings.ToLower(msPOPScope)] {
+		add(false, skey, "lacks \"https://outlook.office.com/%s\", without which Exchange refuses the POP3 login of an account with direction %q while [pop3] listens: add it (or remove scopes to use the preset)", msPOPScope, a.Direction)
 	}
 	if a.Direction.Outgoing() && !a.Graph() && !all && !has[strings.ToLower(msSMTPScope)] {
 		add(false, skey, "lacks \"https://outlook.office.com/%s\", without which Exchange refuses the SMTP login of an account with direction %q: add it (or remove scopes to use the preset)", msSMTPScope, a.Direction)

@@ -123,7 +123,7 @@ func TestImage(t *testing.T) {
 			t.Errorf("%s is not a volume: %v", v, img.Config.Volumes)
 		}
 	}
-	if want := []string{"CMD", "/usr/bin/relayd", "status", "--alive", "-c", "/etc/relayd/relayd.toml"}; !slices.Equal(img.HealthCheck.Test, want) {
+	if want := []string{"CMD", "/usr/bin/relayd", "status", "--alive", "--socket", "/run/relayd/status.sock"}; !slices.Equal(img.HealthCheck.Test, want) {
 		t.Errorf("HEALTHCHECK %q, want %q", img.HealthCheck.Test, want)
 	}
 

@@ -52,7 +52,7 @@ buildah config \
 	--cmd '["serve", "-c", "/etc/relayd/relayd.toml"]' \
 	--volume /etc/relayd \
 	--volume /var/lib/relayd \
-	--healthcheck 'CMD /usr/bin/relayd status --alive -c /etc/relayd/relayd.toml' \
+	--healthcheck 'CMD /usr/bin/relayd status --alive --socket /run/relayd/status.sock' \
 	--healthcheck-interval 30s \
 	--healthcheck-timeout 15s \
 	--healthcheck-start-period 10s \
