@@ -94,6 +94,10 @@ func run(args []string) int {
 			usage(os.Stdout)
 			return 0
 		}
+		if args[1] == "help" || args[1] == "-h" || args[1] == "--help" {
+			usage(os.Stdout)
+			return 0
+		}
 		c := lookup(args[1])
 		if c == nil || c.run == nil {
 			fmt.Fprintf(os.Stderr, "relayd help: unknown command %q\n\n", args[1])

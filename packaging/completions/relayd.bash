@@ -38,7 +38,7 @@ _relayd() {
 		*) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
 		esac
 		;;
-	status) COMPREPLY=($(compgen -W "-c --socket --json" -- "$cur")) ;;
+	status) COMPREPLY=($(compgen -W "-c --socket --json --alive" -- "$cur")) ;;
 	doctor) COMPREPLY=($(compgen -W "-c --socket --json --timeout --send-test $(_relayd_complete accounts)" -- "$cur")) ;;
 	reload) COMPREPLY=($(compgen -W "-c --socket" -- "$cur")) ;;
 	sendmail) COMPREPLY=($(compgen -W "-t -i -oi -f -F -C -v --" -- "$cur")) ;;

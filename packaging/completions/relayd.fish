@@ -28,6 +28,7 @@ complete -c relayd -n "__fish_seen_subcommand_from flush hold release delete" -a
 complete -c relayd -n "__fish_seen_subcommand_from show hold release retry delete" -a "(__relayd_complete ids)" -d "queue id"
 complete -c relayd -n "__fish_seen_subcommand_from status reload doctor" -l socket -r -F
 complete -c relayd -n "__fish_seen_subcommand_from status doctor" -l json
+complete -c relayd -n "__fish_seen_subcommand_from status" -l alive -d "liveness check: exit 0 when the daemon answers"
 complete -c relayd -n "__fish_seen_subcommand_from doctor" -l timeout -x
 complete -c relayd -n "__fish_seen_subcommand_from doctor" -l send-test
 complete -c relayd -n "__fish_seen_subcommand_from doctor" -a "(__relayd_complete accounts)" -d account
