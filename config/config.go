@@ -140,7 +140,15 @@ type IMAP struct {
 	// MaxSessions and MaxSessionsPerAddress bound the open sessions, in
 	// all and from one client address; 0: no limit. Defaults 1000 and 0.
 	MaxSessions, MaxSessionsPerAddress int
+	// WarmConnections is the default of the accounts' warm_connections:
+	// upstream connections kept dialed, TLS-handshaked and greeted for
+	// the next login. Default 1; 0: none.
+	WarmConnections int
 }
+
+// MaxWarmConnections is the most warm upstream connections an account
+// may keep per protocol.
+const MaxWarmConnections = 10
 
 // POP3 configures the downstream POP3 listeners.
 type POP3 struct {
@@ -302,6 +310,15 @@ type Account struct {
 	// the provider: 15 for Gmail (documented), 20 for Microsoft
 	// (reported), else no limit (0).
 	IMAPConnections int
+	// WarmConnections is how many upstream IMAP (and, once the account
+	// logged in over POP3, POP3) connections relayd keeps dialed,
+	// TLS-handshaked and greeted, not yet authenticated, for the
+	// account's next logins. Default [imap] warm_connections; 0: none.
+	WarmConnections int
+	// UpstreamPreauthTimeout is how long the provider's servers keep a
+	// connection that has not logged in (Exchange: 60 s); 0: unknown.
+	// From the provider; warm connections are replaced before it ends.
+	UpstreamPreauthTimeout time.Duration
 	// SMTPRate caps messages per minute. Default from the provider: 30
 	// for Microsoft, else unlimited (0).
 	SMTPRate int
@@ -381,6 +398,9 @@ func Defaults() *Config {
 			IdleTimeout:    31 * time.Minute,
 			WriteTimeout:   5 * time.Minute,
 			MaxSessions:    1000,
+			// One warm connection per account: a login pays only the
+			// AUTHENTICATE round trip.
+			WarmConnections: 1,
 		},
 		POP3: POP3{
 			PreauthTimeout: 60 * time.Second,

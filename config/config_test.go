@@ -53,6 +53,7 @@ func TestParseGood(t *testing.T) {
 		IMAPSecurity: SecurityTLS, SMTPSecurity: SecuritySTARTTLS,
 		POP3Server: "outlook.office365.com:995", POP3Security: SecurityTLS,
 		SMTPConnections: 3, SMTPRate: 30, IMAPConnections: 20, TokenAuthInParams: true,
+		WarmConnections: 1, UpstreamPreauthTimeout: time.Minute,
 		Transport: "smtp", FallbackAfter: 15 * time.Minute, FallbackFrom: "rewrite",
 		Issuer: "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
 		Flow:   "device", DeviceFlow: true, AuthParams: map[string]string{"prompt": "select_account"}, RedirectHost: "localhost",

@@ -61,4 +61,5 @@ func applyPreset(p *provider.Provider, a *Account) {
 	}
 	a.TokenAuthInParams = p.AuthInParams
 	a.IdleLifetime, a.TestingLifetime = p.IdleLifetime, p.TestingLifetime
+	a.UpstreamPreauthTimeout = p.PreauthTimeout
 }

@@ -55,6 +55,7 @@ type rawIMAP struct {
 	WriteTimeout   *string `toml:"write_timeout"`
 	MaxSessions    *int    `toml:"max_sessions"`
 	MaxPerAddress  *int    `toml:"max_sessions_per_address"`
+	WarmConns      *int    `toml:"warm_connections"`
 }
 
 type rawPOP3 struct {
@@ -139,6 +140,7 @@ type rawAccount struct {
 	SendAs            []string `toml:"send_as"`
 	SMTPConnections   int      `toml:"smtp_connections"`
 	IMAPConnections   int      `toml:"imap_connections"`
+	WarmConnections   *int     `toml:"warm_connections"`
 	SMTPRate          int      `toml:"smtp_rate"`
 	TestingApp        bool     `toml:"testing_app"`
 	MaxGrantAge       string   `toml:"max_grant_age"`
@@ -200,6 +202,7 @@ func (r *rawConfig) convert() (*Config, []error) {
 	duration(&cfg.SMTP.Timeout, r.SMTP.Timeout, "smtp.timeout", bad)
 	limit(&cfg.IMAP.MaxSessions, r.IMAP.MaxSessions, "imap.max_sessions", bad)
 	limit(&cfg.IMAP.MaxSessionsPerAddress, r.IMAP.MaxPerAddress, "imap.max_sessions_per_address", bad)
+	warm(&cfg.IMAP.WarmConnections, r.IMAP.WarmConns, "imap.warm_connections", bad)
 	limit(&cfg.SMTP.MaxSessions, r.SMTP.MaxSessions, "smtp.max_sessions", bad)
 	limit(&cfg.SMTP.MaxSessionsPerAddress, r.SMTP.MaxPerAddress, "smtp.max_sessions_per_address", bad)
 	duration(&cfg.Queue.RetryMin, r.Queue.RetryMin, "queue.retry_min", bad)
@@ -241,6 +244,8 @@ func (r *rawConfig) convert() (*Config, []error) {
 	for i := range r.Account {
 		key := fmt.Sprintf("account[%d]", i+1)
 		a := r.Account[i].convert(key, bad)
+		a.WarmConnections = cfg.IMAP.WarmConnections
+		warm(&a.WarmConnections, r.Account[i].WarmConnections, key+".warm_connections", bad)
 		if a.Name != "" {
 			if j, dup := names[a.Name]; dup {
 				bad(key+".name", "%q is already the name of account[%d]", a.Name, j)
@@ -465,6 +470,19 @@ func limit(dst *int, src *int, key string, bad badFunc) {
 	}
 	if *src < 0 {
 		bad(key, "must not be negative (0 means no limit)")
+		return
+	}
+	*dst = *src
+}
+
+// warm sets dst, a number of warm upstream connections, from src when
+// given: 0 turns them off, more than MaxWarmConnections is refused.
+func warm(dst *int, src *int, key string, bad badFunc) {
+	if src == nil {
+		return
+	}
+	if *src < 0 || *src > MaxWarmConnections {
+		bad(key, "%d is out of range: give 0 (none) to %d", *src, MaxWarmConnections)
 		return
 	}
 	*dst = *src

@@ -97,6 +97,9 @@ type Provider struct {
 	// IMAPConnections is the most concurrent IMAP connections per mailbox
 	// the provider takes (0: unknown, no limit).
 	IMAPConnections int
+	// PreauthTimeout is how long the provider's IMAP and POP3 servers
+	// keep a connection that has not logged in (0: unknown).
+	PreauthTimeout time.Duration
 	// Graph: the provider's mailboxes can send through Microsoft Graph
 	// sendMail (transport = "graph").
 	Graph bool
@@ -201,6 +204,10 @@ func microsoft(p Provider) *Provider {
 	// mailbox is the commonly reported limit, not in current
 	// documentation.
 	p.SMTPConnections, p.SMTPRate, p.IMAPConnections = 3, 30, 20
+	// Exchange closes a connection that has not logged in after 60 s
+	// (its "unauthenticated time-out", IMAP4 and POP3 alike), and commands
+	// sent meanwhile do not extend it: a warm connection is replaced.
+	p.PreauthTimeout = 60 * time.Second
 	return &p
 }
 
