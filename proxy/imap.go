@@ -72,6 +72,9 @@ type IMAPOptions struct {
 	WriteTimeout time.Duration
 	// Limits bound the open sessions; SetLimits changes them.
 	Limits Limits
+	// Warm tunes the warm upstream connections (pool.go); how many
+	// each account keeps is its warm_connections.
+	Warm WarmOptions
 	// Recorder is told of logins, refusals by a limit and sessions'
 	// ends, for metrics. Default: nothing is recorded.
 	Recorder Recorder
@@ -105,6 +108,7 @@ type IMAPServer struct {
 
 	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 	count    *sessionCount
+	warm     *warmPool[*upstreamConn]
 }
 
 // SetLimits changes the session limits (a reload); open sessions are not
@@ -138,12 +142,14 @@ func NewIMAPServer(opts IMAPOptions) *IMAPServer {
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 5 * time.Minute
 	}
-	return &IMAPServer{
+	s := &IMAPServer{
 		opts: opts, log: opts.Logger,
 		count:     newSessionCount("IMAP", opts.Logger, opts.Limits, opts.Recorder),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*imapSession]struct{}{},
 	}
+	s.warm = s.newWarmPool()
+	return s
 }
 
 // Serve accepts plaintext connections on ln until Close or Shutdown, and
@@ -259,6 +265,7 @@ func (s *IMAPServer) OpenSessions() int {
 
 // Close closes the listeners and every session at once.
 func (s *IMAPServer) Close() error {
+	s.warm.close()
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {
@@ -276,6 +283,7 @@ func (s *IMAPServer) Close() error {
 // and waits for established sessions to end until ctx is done, when the
 // rest are closed.
 func (s *IMAPServer) Shutdown(ctx context.Context) error {
+	s.warm.close()
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {

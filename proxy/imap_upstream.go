@@ -22,6 +22,7 @@ import (
 // upstreamConn is an upstream IMAP connection being logged in.
 type upstreamConn struct {
 	conn net.Conn
+	raw  net.Conn // the TCP connection under any TLS
 	br   *bufio.Reader
 	host string // for messages
 	caps []string
@@ -73,7 +74,7 @@ func dialIMAP(ctx context.Context, a *auth.Account, dial func(ctx context.Contex
 		}
 		conn = tc
 	}
-	u := &upstreamConn{conn: conn, br: bufio.NewReaderSize(conn, 4096), host: host}
+	u := &upstreamConn{conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 4096), host: host}
 	greeting, err := u.readLine()
 	if err != nil {
 		conn.Close()
@@ -275,6 +276,10 @@ func truncate(s string) string {
 func (s *IMAPServer) loginUpstream(ctx context.Context, a *registry.Account) (*upstreamConn, string, []string, error) {
 	host, _, _ := net.SplitHostPort(a.Config.IMAPServer)
 	u, err := upstream.Login(ctx, a.Account, health.SourceIMAP, host, func(ctx context.Context) (*upstreamConn, error) {
+		if u, ok := s.warm.take(a); ok {
+			u.conn.SetDeadline(time.Now().Add(s.opts.UpstreamTimeout))
+			return u, nil
+		}
 		u, err := s.dialIMAP(ctx, a)
 		if err == nil {
 			u.conn.SetDeadline(time.Now().Add(s.opts.UpstreamTimeout))
@@ -303,6 +308,32 @@ func (u *upstreamConn) Auth(mech string, ir []byte) error {
 
 // Close implements upstream.Conn.
 func (u *upstreamConn) Close() error { return u.conn.Close() }
+
+// alive implements warmConn.
+func (u *upstreamConn) alive() bool { return aliveConn(u.raw, u.br.Buffered()) }
+
+// clearDeadline implements warmConn.
+func (u *upstreamConn) clearDeadline() { u.conn.SetDeadline(time.Time{}) }
+
+// newWarmPool makes the server's pool of warm upstream connections.
+func (s *IMAPServer) newWarmPool() *warmPool[*upstreamConn] {
+	return newWarmPool(&warmPool[*upstreamConn]{
+		proto: "IMAP", log: s.log, accounts: s.opts.Accounts, opts: s.opts.Warm,
+		dial:   s.dialIMAP,
+		server: func(a *config.Account) string { return a.IMAPServer },
+		open:   (*registry.Account).IMAPSessions,
+		max:    func(a *config.Account) int { return a.IMAPConnections },
+	})
+}
+
+// SyncWarm starts the warm upstream connections of the running accounts,
+// and drains those of accounts a reload removed or edited: call it once
+// the server is built and after each reload. Safe from any goroutine.
+func (s *IMAPServer) SyncWarm() { s.warm.sync() }
+
+// WarmStatus is the state of account name's warm connections; false when
+// it keeps none.
+func (s *IMAPServer) WarmStatus(name string) (WarmStatus, bool) { return s.warm.status(name) }
 
 // CheckLogin logs account a in at its IMAP server exactly as an IMAP
 // session of the proxy does (the same dial, TLS or STARTTLS, greeting,

@@ -50,6 +50,9 @@ type POP3Options struct {
 	WriteTimeout time.Duration
 	// Limits bound the open sessions; SetLimits changes them.
 	Limits Limits
+	// Warm tunes the warm upstream connections (pool.go); how many
+	// each account keeps is its warm_connections.
+	Warm WarmOptions
 	// Recorder is told of logins, refusals by a limit and sessions' ends
 	// (protocol "pop3"). Default: nothing is recorded.
 	Recorder Recorder
@@ -71,6 +74,7 @@ type POP3Server struct {
 
 	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 	count    *sessionCount
+	warm     *warmPool[*pop3Conn]
 }
 
 // NewPOP3Server returns a server; call Serve to accept connections.
@@ -100,12 +104,14 @@ func NewPOP3Server(opts POP3Options) *POP3Server {
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 5 * time.Minute
 	}
-	return &POP3Server{
+	s := &POP3Server{
 		opts: opts, log: opts.Logger,
 		count:     newSessionCount("POP3", opts.Logger, opts.Limits, opts.Recorder),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*pop3Session]struct{}{},
 	}
+	s.warm = s.newWarmPool()
+	return s
 }
 
 // tlsConfig is the downstream TLS configuration now, or nil.
@@ -211,6 +217,7 @@ func (s *POP3Server) OpenSessions() int {
 
 // Close closes the listeners and every session at once.
 func (s *POP3Server) Close() error {
+	s.warm.close()
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {
@@ -228,6 +235,7 @@ func (s *POP3Server) Close() error {
 // "-ERR [SYS/TEMP]" and closes them, and waits for established sessions to
 // end until ctx is done, when the rest are closed.
 func (s *POP3Server) Shutdown(ctx context.Context) error {
+	s.warm.close()
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {

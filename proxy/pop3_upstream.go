@@ -23,6 +23,7 @@ import (
 // upstream.Conn.
 type pop3Conn struct {
 	conn net.Conn
+	raw  net.Conn // the TCP connection under any TLS
 	br   *bufio.Reader
 	host string // for messages
 	// caps are the upstream's CAPA lines before login; nil when it has
@@ -57,7 +58,7 @@ func dialPOP3(ctx context.Context, a *auth.Account, dial func(ctx context.Contex
 		}
 		conn = tc
 	}
-	u := &pop3Conn{conn: conn, br: bufio.NewReaderSize(conn, 4096), host: host}
+	u := &pop3Conn{conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 4096), host: host}
 	greeting, err := u.readLine()
 	if err != nil {
 		conn.Close()
@@ -220,6 +221,37 @@ func (u *pop3Conn) userPass(ir []byte) error {
 // Close implements upstream.Conn.
 func (u *pop3Conn) Close() error { return u.conn.Close() }
 
+// alive implements warmConn.
+func (u *pop3Conn) alive() bool { return aliveConn(u.raw, u.br.Buffered()) }
+
+// clearDeadline implements warmConn.
+func (u *pop3Conn) clearDeadline() { u.conn.SetDeadline(time.Time{}) }
+
+// newWarmPool makes the server's pool of warm upstream connections. It
+// is lazy: an account's POP3 connections are kept warm from its first POP3
+// login on, so that accounts read over IMAP alone do not hold POP3
+// connections too.
+func (s *POP3Server) newWarmPool() *warmPool[*pop3Conn] {
+	return newWarmPool(&warmPool[*pop3Conn]{
+		proto: "POP3", log: s.log, accounts: s.opts.Accounts, opts: s.opts.Warm, lazy: true,
+		dial: func(ctx context.Context, a *registry.Account) (*pop3Conn, error) {
+			return dialPOP3(ctx, a.Account, s.opts.Dialer, s.opts.UpstreamTimeout)
+		},
+		server: func(a *config.Account) string { return a.POP3Server },
+		open:   (*registry.Account).POP3Sessions,
+		max:    func(*config.Account) int { return 0 }, // providers document no POP3 limit
+	})
+}
+
+// SyncWarm drains the warm connections of accounts a reload removed or
+// edited (an account's pool starts at its first POP3 login). Safe from
+// any goroutine.
+func (s *POP3Server) SyncWarm() { s.warm.sync() }
+
+// WarmStatus is the state of account name's warm POP3 connections; false
+// when it keeps none.
+func (s *POP3Server) WarmStatus(name string) (WarmStatus, bool) { return s.warm.status(name) }
+
 func (u *pop3Conn) writeLine(s string) error {
 	_, err := io.WriteString(u.conn, s+"\r\n")
 	return err
@@ -237,6 +269,10 @@ func (u *pop3Conn) readLine() (string, error) {
 func (s *POP3Server) loginUpstream(ctx context.Context, a *registry.Account) (*pop3Conn, error) {
 	host, _, _ := net.SplitHostPort(a.Config.POP3Server)
 	u, err := upstream.Login(ctx, a.Account, health.SourcePOP3, host, func(ctx context.Context) (*pop3Conn, error) {
+		if u, ok := s.warm.take(a); ok {
+			u.conn.SetDeadline(time.Now().Add(s.opts.UpstreamTimeout))
+			return u, nil
+		}
 		u, err := dialPOP3(ctx, a.Account, s.opts.Dialer, s.opts.UpstreamTimeout)
 		if err == nil {
 			u.conn.SetDeadline(time.Now().Add(s.opts.UpstreamTimeout))
