@@ -320,6 +320,37 @@ func (s *Source) RefreshFor(ctx context.Context, r Resource, stale string) (stri
 	return s.token(ctx, r, stale)
 }
 
+// RefreshAhead fetches the mail access token before a login would have to
+// wait for it: when the cached token has less than the refresh margin
+// plus ahead left (or there is none), it starts a refresh in the
+// background, or joins the one running, and returns a channel closed when
+// that refresh ended. Otherwise done is nil and at is when to call again.
+// Nothing starts while the token endpoint is failing (Run probes it then)
+// or the grant needs a person. The warm connection pools call it, with
+// ahead covering a warm connection's lifetime, so that the login that
+// takes one pays only the AUTHENTICATE round trip.
+func (s *Source) RefreshAhead(ahead time.Duration) (done <-chan struct{}, at time.Time) {
+	if st := s.tokenState(); st != health.StateOK && st != health.StateWarning {
+		return nil, time.Time{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	window := s.opts.RefreshMargin + ahead
+	if tok, exp := s.cached(ResourceMail); tok != "" && exp.Sub(s.opts.Now()) > window {
+		return nil, exp.Add(-window)
+	}
+	if s.grant == nil && !s.acct.AppOnly() {
+		return nil, time.Time{} // nothing to refresh until a grant is installed
+	}
+	call := s.inflight[ResourceMail]
+	if call == nil {
+		call = &refreshCall{done: make(chan struct{})}
+		s.inflight[ResourceMail] = call
+		go s.refresh(call, ResourceMail)
+	}
+	return call.done, time.Time{}
+}
+
 // cached returns resource r's access token and its expiry. s.mu is held.
 func (s *Source) cached(r Resource) (string, time.Time) {
 	if s.grant == nil {
