@@ -133,6 +133,10 @@ var (
 	descCertExpiry = prometheus.NewDesc("relayd_listener_certificate_expiry_timestamp_seconds", "When the certificate each protocol's downstream listeners present ends (Unix time); only protocols with tls_cert.",
 		[]string{"protocol"}, nil)
 	descUp      = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
+	descWarm = prometheus.NewDesc("relayd_warm_connections", "Warm upstream connections (dialed, TLS-handshaked, greeted) by protocol, account and state: ready, and target (warm_connections; 0 while the account's condition holds the pool).",
+		[]string{"protocol", "account", "state"}, nil)
+	descWarmLogins = prometheus.NewDesc("relayd_warm_logins_total", "Upstream logins by protocol, account and whether a warm connection served them (served) or none was ready (missed), since the account's pool started.",
+		[]string{"protocol", "account", "outcome"}, nil)
 	descAccount = prometheus.NewDesc("relayd_account_info", "1 for each configured account, labelled with its provider, direction and transport (smtp or graph).",
 		[]string{"account", "provider", "direction", "transport"}, nil)
 )
@@ -142,7 +146,7 @@ var allStates = []health.State{health.StateOK, health.StateWarning, health.State
 
 // Describe implements prometheus.Collector for the scrape-time gauges.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descViaFallback, descFallbackActive, descPanics, descUp, descAccount, descCertExpiry} {
+	for _, d := range []*prometheus.Desc{descSessions, descState, descExpiry, descQueue, descOldest, descOrphaned, descViaFallback, descFallbackActive, descPanics, descUp, descAccount, descCertExpiry, descWarm, descWarmLogins} {
 		ch <- d
 	}
 }
@@ -160,6 +164,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(descSessions, float64(a.IMAPSessions), "imap", a.Name)
 		gauge(descSessions, float64(a.SMTPSessions), "smtp", a.Name)
 		gauge(descSessions, float64(a.POP3Sessions), "pop3", a.Name)
+		for proto, w := range map[string]*Warm{"imap": a.WarmIMAP, "pop3": a.WarmPOP3} {
+			if w == nil {
+				continue
+			}
+			gauge(descWarm, float64(w.Ready), proto, a.Name, "ready")
+			gauge(descWarm, float64(w.Target), proto, a.Name, "target")
+			ch <- prometheus.MustNewConstMetric(descWarmLogins, prometheus.CounterValue, float64(w.Served), proto, a.Name, "served")
+			ch <- prometheus.MustNewConstMetric(descWarmLogins, prometheus.CounterValue, float64(w.Missed), proto, a.Name, "missed")
+		}
 		for _, s := range allStates {
 			v := 0.0
 			if a.State == s {

@@ -39,7 +39,7 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tGRANT ENDS\tIMAP\tPOP3\tQUEUED\tHELD\tFAILED")
+	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tSTATE\tTOKEN EXPIRES\tLAST REFRESH\tGRANT ENDS\tIMAP\tPOP3\tWARM\tQUEUED\tHELD\tFAILED")
 	for _, a := range st.Accounts {
 		state := a.State
 		var q queue.AccountStats
@@ -54,9 +54,13 @@ func Render(w io.Writer, st *Status, now time.Time) {
 		if a.Transport == config.TransportGraph {
 			dir += " (graph)" // sends through Microsoft Graph
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, dir,
+		warm := a.WarmIMAP.String()
+		if a.WarmPOP3 != nil {
+			warm += " pop3 " + a.WarmPOP3.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\n", a.Name, a.Email, a.Provider, dir,
 			state, ago(a.Token.AccessTokenExpiry, now), ago(a.Token.LastRefresh, now), ends, a.IMAPSessions, a.POP3Sessions,
-			q.Queued, q.Held, q.Failed)
+			warm, q.Queued, q.Held, q.Failed)
 	}
 	tw.Flush()
 	for _, a := range st.Accounts {

@@ -84,8 +84,38 @@ type Account struct {
 	IMAPSessions int64 `json:"imap_sessions"`
 	SMTPSessions int64 `json:"smtp_sessions"`
 	POP3Sessions int64 `json:"pop3_sessions"`
+	// WarmIMAP and WarmPOP3 are the account's warm upstream connections
+	// (warm_connections); nil when it keeps none of that protocol.
+	WarmIMAP *Warm `json:"warm_imap,omitempty"`
+	WarmPOP3 *Warm `json:"warm_pop3,omitempty"`
 	// Queue is the account's outbound queue.
 	Queue *queue.AccountStats `json:"queue,omitempty"`
+}
+
+// Warm is the state of an account's warm upstream connections of one
+// protocol: dialed, TLS-handshaked and greeted, waiting for a login.
+type Warm struct {
+	// Ready connections wait for a login; Target is warm_connections (0
+	// while the account's condition holds the pool).
+	Ready  int `json:"ready"`
+	Target int `json:"target"`
+	// Served logins took a warm connection, Missed found none ready;
+	// Discarded connections were found closed by the upstream when a
+	// login wanted them; DialFailures counts failed dials. Counted since
+	// the account's pool started (relayd's start or the reload that
+	// edited the account).
+	Served       uint64 `json:"served"`
+	Missed       uint64 `json:"missed"`
+	Discarded    uint64 `json:"discarded"`
+	DialFailures uint64 `json:"dial_failures"`
+}
+
+// String is "ready/target".
+func (w *Warm) String() string {
+	if w == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", w.Ready, w.Target)
 }
 
 // Token is what status shows of an account's grant.

@@ -477,6 +477,7 @@ func (d *Daemon) Start() {
 		d.serveSMTPTLS(ln)
 	}
 	d.mu.Unlock()
+	d.syncWarm()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -513,6 +514,21 @@ func (d *Daemon) Start() {
 	d.log.Info("relayd started", "version", Version, "imap", d.IMAPAddrs(), "pop3", d.POP3Addrs(), "smtp", d.SMTPAddrs(),
 		"imap_tls", addrsOf(d.imapTLSLns), "pop3_tls", addrsOf(d.pop3TLSLns), "smtp_tls", addrsOf(d.smtpTLSLns), "status_socket", d.config().StatusSocket,
 		"accounts", len(d.accounts.Map()))
+}
+
+// syncWarm starts (at start) or updates (after a reload) the warm
+// upstream connections of the accounts, for the protocols relayd
+// listens for.
+func (d *Daemon) syncWarm() {
+	d.mu.Lock()
+	imap, pop3 := len(d.imapLns) > 0, len(d.pop3Lns) > 0
+	d.mu.Unlock()
+	if imap {
+		d.imap.SyncWarm()
+	}
+	if pop3 {
+		d.pop3.SyncWarm()
+	}
 }
 
 // evaluate lets each account re-decide its state as time passes (a grant
@@ -718,6 +734,14 @@ func (d *Daemon) Status() *status.Status {
 			Name: a.Name, Email: a.Email, Provider: a.Provider, Direction: string(a.Direction), Transport: a.Transport,
 			Snapshot: acct.Health.Snapshot(), IMAPSessions: acct.IMAPSessions(), SMTPSessions: smtpSessions[a.Name],
 			POP3Sessions: acct.POP3Sessions(),
+		}
+		if w, ok := d.imap.WarmStatus(a.Name); ok {
+			sw := status.Warm(w)
+			sa.WarmIMAP = &sw
+		}
+		if w, ok := d.pop3.WarmStatus(a.Name); ok {
+			sw := status.Warm(w)
+			sa.WarmPOP3 = &sw
 		}
 		sa.Token.State, sa.Token.Advice = sa.State, sa.Advice
 		if acct.Tokens != nil {

@@ -207,6 +207,7 @@ func (d *Daemon) reload() error {
 	for _, a := range accounts {
 		a.Health.Evaluate()
 	}
+	d.syncWarm() // drains the pools of edited and removed accounts
 	slices.Sort(added)
 	slices.Sort(edited)
 	slices.Sort(removed)
