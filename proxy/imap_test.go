@@ -53,6 +53,8 @@ type relayOpts struct {
 	// is the plain listener's address (default 127.0.0.1:0).
 	listenerTLS func() *tls.Config
 	listen      string
+	// warm, when set, keeps that many warm upstream connections.
+	warm int
 }
 
 type testRelay struct {
@@ -105,6 +107,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	acct := b.Account(a, relaytest.AccountOptions{Password: o.password, Now: o.now, Edit: func(cfg *config.Account) {
 		cfg.Direction = config.DirBoth // the IMAP tests also check SMTP is refused nowhere
 		cfg.IMAPConnections = o.imapConnections
+		cfg.WarmConnections = o.warm
 		if o.tls {
 			cfg.IMAPSecurity = config.SecurityTLS
 			b.TrustCA(cfg, caPEM)
@@ -149,6 +152,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	} else {
 		done <- ErrServerClosed
 	}
+	srv.SyncWarm()
 	t.Cleanup(func() {
 		srv.Close()
 		for range 2 {
