@@ -7,8 +7,11 @@
 //   - bulk FETCH of a 100 MB mailbox, plaintext and TLS upstream
 //     (targets: 0.95 and 0.90 of direct throughput);
 //   - connect + LOGIN + SELECT + LOGOUT with a TLS upstream, token and local
-//     credential cache warm (target: p50 within 2 ms of direct), plus the
-//     cold bcrypt cost;
+//     credential cache warm, plus the cold bcrypt cost: at each -rtt
+//     (default 30 ms, through a delaying relay, and 0), direct, relayd
+//     with its warm connections off (cold) and on (warm), interleaved
+//     (targets at 30 ms: warm p50 at most 0.6 of direct and of cold; at
+//     0: warm not slower than cold);
 //   - relayd's RSS per idle (IDLE) session, holding as many sessions as
 //     the open-file limit allows (target under 40 KB with a plaintext
 //     upstream; TLS reported), and its open files per session.
@@ -43,6 +46,7 @@ import (
 
 	"github.com/relayd/relayd/auth"
 	"github.com/relayd/relayd/bench/internal/machine"
+	"github.com/relayd/relayd/bench/internal/netdelay"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/realserver"
 	"github.com/relayd/relayd/internal/testkit"
@@ -63,6 +67,7 @@ var (
 	idle       = flag.Int("idle", 0, "idle sessions to hold (default: as many as relayd's open-file limit allows, two descriptors each)")
 	relaydPath = flag.String("relayd", "", "relayd binary (default: build ./cmd/relayd)")
 	only       = flag.String("only", "fetch,login,idle", "comma-separated benchmarks to run")
+	rtts       = flag.String("rtt", "30ms,0s", "round-trip times between the clients (direct, and relayd) and Dovecot for the login benchmark, emulated by a delaying relay on loopback")
 	placement  = flag.String("placement", "split", "split: Dovecot on its own CPUs, relayd and the client on the others, as with a remote provider; shared: wherever the scheduler puts them")
 )
 
@@ -86,6 +91,15 @@ type setup struct {
 	tmp     string
 	logFile *os.File
 	place   *machine.Placement // nil with -placement shared
+	// rtts are the login benchmark's round-trip times; delayed[i] is
+	// Dovecot's IMAPS address as seen RTT rtts[i] away (Dovecot's own for
+	// 0), relays the delaying relays.
+	rtts    []time.Duration
+	delayed []string
+	relays  []*netdelay.Relay
+	// sessions lets the direct client of the login benchmark resume TLS
+	// sessions.
+	sessions tls.ClientSessionCache
 }
 
 func run() error {
@@ -108,9 +122,11 @@ func run() error {
 		}
 	}
 	if enabled("login") {
-		fmt.Println("\n## connect + LOGIN + SELECT + LOGOUT, TLS upstream, caches warm")
-		if err := benchLogin(s); err != nil {
-			return err
+		for i, rtt := range s.rtts {
+			fmt.Printf("\n## connect + LOGIN + SELECT + LOGOUT, TLS upstream, caches warm, %v RTT to Dovecot\n", rtt)
+			if err := benchLogin(s, i); err != nil {
+				return err
+			}
 		}
 	}
 	if enabled("idle") {
@@ -162,6 +178,23 @@ func start() (*setup, error) {
 	}
 	s.roots = x509.NewCertPool()
 	s.roots.AppendCertsFromPEM(s.dove.CertPEM)
+	s.sessions = tls.NewLRUClientSessionCache(16)
+	for _, f := range strings.Split(*rtts, ",") {
+		rtt, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || rtt < 0 {
+			return nil, fmt.Errorf("-rtt %q: want durations like 30ms", f)
+		}
+		addr := s.dove.IMAPSAddr
+		if rtt > 0 {
+			r, err := netdelay.Start(addr, rtt)
+			if err != nil {
+				return nil, err
+			}
+			s.relays = append(s.relays, r)
+			addr = r.Addr()
+		}
+		s.rtts, s.delayed = append(s.rtts, rtt), append(s.delayed, addr)
+	}
 
 	bin, err := machine.Relayd(*relaydPath, s.tmp)
 	if err != nil {
@@ -176,17 +209,24 @@ func start() (*setup, error) {
 	}
 	ca := filepath.Join(s.tmp, "ca.pem")
 	os.WriteFile(ca, s.dove.CertPEM, 0o600)
-	acct := func(name, server, sec string) testkit.Account {
+	acct := func(name, server, sec string, warm int) testkit.Account {
 		return testkit.Account{
 			Name: name, Provider: "custom", Email: mailbox, ClientID: clientID, TokenURL: s.idp.TokenURL(),
 			IMAPServer: server, Security: sec, CAFile: ca, Direction: "incoming",
-			LocalUser: name, LocalPasswordHash: string(hash),
+			LocalUser: name, LocalPasswordHash: string(hash), WarmConnections: &warm,
 		}
+	}
+	// The FETCH and idle benchmarks' accounts keep no warm connection, so
+	// that their figures stay comparable with earlier runs; the login
+	// benchmark has a cold and a warm account per RTT.
+	accounts := []testkit.Account{acct("plain", s.dove.IMAPAddr, "none", 0), acct("tls", s.dove.IMAPSAddr, "tls", 0)}
+	for i := range s.rtts {
+		accounts = append(accounts, acct(loginUser("cold", i), s.delayed[i], "tls", 0), acct(loginUser("warm", i), s.delayed[i], "tls", 1))
 	}
 	cfgText := testkit.Config{
 		StateDir: filepath.Join(s.tmp, "state"), StatusSocket: filepath.Join(s.tmp, "status.sock"), LogLevel: "warn",
 		IMAPListen: []string{s.relayAt},
-		Accounts:   []testkit.Account{acct("plain", s.dove.IMAPAddr, "none"), acct("tls", s.dove.IMAPSAddr, "tls")},
+		Accounts:   accounts,
 	}.TOML()
 	cfgFile := filepath.Join(s.tmp, "relayd.toml")
 	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
@@ -230,6 +270,9 @@ func (s *setup) stop() {
 	if s.relayd != nil {
 		s.relayd.Process.Kill()
 		s.relayd.Wait()
+	}
+	for _, r := range s.relays {
+		r.Close()
 	}
 	if s.dove != nil {
 		s.dove.Stop()
@@ -443,18 +486,31 @@ func benchFetch(s *setup, tlsUp bool) error {
 	return nil
 }
 
-func benchLogin(s *setup) error {
-	once := func(viaRelay bool) (time.Duration, error) {
+// loginUser is the local user (and account) of the login benchmark's
+// path ("cold", "warm") at the i-th RTT.
+func loginUser(path string, i int) string { return fmt.Sprintf("%s%d", path, i) }
+
+// benchLogin times connect + LOGIN + SELECT + LOGOUT at s.rtts[i]: direct
+// to Dovecot (XOAUTH2, a token at hand), through relayd with warm
+// connections off, and on; interleaved, so that a noisy moment of the
+// machine hits all three alike.
+func benchLogin(s *setup, i int) error {
+	paths := []string{"direct", "cold", "warm"}
+	once := func(path string) (time.Duration, error) {
 		t0 := time.Now()
 		var c *conn
 		var err error
-		if viaRelay {
-			c, err = s.viaRelayd(true)
-		} else {
-			c, err = s.direct(true)
+		if path == "direct" {
+			// A client that resumes TLS sessions, as relayd does.
+			c, err = dial(s.delayed[i], &tls.Config{RootCAs: s.roots, ServerName: "127.0.0.1", ClientSessionCache: s.sessions})
+			if err == nil {
+				_, err = c.cmd("AUTHENTICATE XOAUTH2 " + testkit.EncodeXOAUTH2(mailbox, s.token()))
+			}
+		} else if c, err = dial(s.relayAt, nil); err == nil {
+			_, err = c.cmd("LOGIN " + loginUser(path, i) + " " + password)
 		}
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("%s login: %w", path, err)
 		}
 		defer c.c.Close()
 		if _, err := c.cmd("SELECT INBOX"); err != nil {
@@ -465,33 +521,38 @@ func benchLogin(s *setup) error {
 		}
 		return time.Since(t0), nil
 	}
-	// Warm the token and the local credential cache.
-	if _, err := once(true); err != nil {
-		return err
-	}
-	var direct, relayed []float64
-	for i := 0; i < *logins*2; i++ {
-		d, err := once(i%2 == 1)
-		if err != nil {
+	// Warm the tokens, the local credential cache and TLS sessions; give
+	// the warm account's pool its connection.
+	for _, p := range paths {
+		if _, err := once(p); err != nil {
 			return err
 		}
-		ms := float64(d.Microseconds()) / 1000
-		if i%2 == 1 {
-			relayed = append(relayed, ms)
-		} else {
-			direct = append(direct, ms)
+	}
+	ms := map[string][]float64{}
+	for j := 0; j < *logins; j++ {
+		for _, p := range paths {
+			d, err := once(p)
+			if err != nil {
+				return err
+			}
+			ms[p] = append(ms[p], float64(d.Microseconds())/1000)
 		}
 	}
-	dp50, rp50 := machine.Median(direct), machine.Median(relayed)
-	fmt.Printf("p50: direct %.2f ms, relayd %.2f ms, difference %+.2f ms   p90: direct %.2f ms, relayd %.2f ms   (%d each, interleaved)\n",
-		dp50, rp50, rp50-dp50, machine.Percentile(direct, 0.9), machine.Percentile(relayed, 0.9), *logins)
-	h, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
-	const n = 10
-	t0 := time.Now()
-	for i := 0; i < n; i++ {
-		bcrypt.CompareHashAndPassword(h, []byte(password))
+	p50 := func(p string) float64 { return machine.Median(ms[p]) }
+	for _, p := range paths {
+		fmt.Printf("%-7s p50 %7.2f ms   p90 %7.2f ms   p99 %7.2f ms\n", p, p50(p), machine.Percentile(ms[p], 0.9), machine.Percentile(ms[p], 0.99))
 	}
-	fmt.Printf("cold login adds one bcrypt check (cost %d): %.1f ms\n", bcrypt.DefaultCost, float64(time.Since(t0).Microseconds())/1000/n)
+	fmt.Printf("warm/direct p50 %.3f   warm/cold p50 %.3f   cold/direct p50 %.3f   (%d each, interleaved)\n",
+		p50("warm")/p50("direct"), p50("warm")/p50("cold"), p50("cold")/p50("direct"), *logins)
+	if i == 0 {
+		h, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+		const n = 10
+		t0 := time.Now()
+		for i := 0; i < n; i++ {
+			bcrypt.CompareHashAndPassword(h, []byte(password))
+		}
+		fmt.Printf("cold login adds one bcrypt check (cost %d): %.1f ms\n", bcrypt.DefaultCost, float64(time.Since(t0).Microseconds())/1000/n)
+	}
 	return nil
 }
 

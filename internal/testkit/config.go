@@ -58,6 +58,8 @@ type Account struct {
 	SendAs            []string
 	SMTPConnections   int
 	SMTPRate          int
+	// WarmConnections, when set, is warm_connections.
+	WarmConnections *int
 	// Transport is "smtp" or "graph"; GraphURL a fake Graph's URL.
 	Transport, GraphURL string
 	GraphScopes         []string
@@ -162,6 +164,9 @@ func (a Account) TOML() string {
 	}
 	if a.SMTPRate > 0 {
 		fmt.Fprintf(&b, "smtp_rate = %d\n", a.SMTPRate)
+	}
+	if a.WarmConnections != nil {
+		fmt.Fprintf(&b, "warm_connections = %d\n", *a.WarmConnections)
 	}
 	kv(&b, "transport", a.Transport)
 	kv(&b, "graph_url", a.GraphURL)
