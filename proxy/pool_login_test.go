@@ -153,3 +153,42 @@ func TestWarmLoginDoesNotWaitForToken(t *testing.T) {
 		t.Errorf("the login refreshed the token (%d refreshes, want %d)", n, before)
 	}
 }
+
+// POP3: an account's pool starts at its first POP3 login; the next login
+// takes a warm connection and answers as the cold one did.
+func TestWarmPOP3LoginSameAsCold(t *testing.T) {
+	r := newPOP3Relay(t, pop3Opts{style: testkit.Exchange, tls: true})
+	transcript := func() string {
+		rw := r.raw()
+		rw.send("USER " + testUser + "\r\nPASS " + testPassword + "\r\nSTAT\r\nLIST\r\nQUIT\r\n")
+		l := []string{rw.line(), rw.line(), rw.line(), rw.line()}
+		l = append(l, rw.multi()...)
+		return strings.Join(append(l, rw.line()), "\n")
+	}
+	if _, ok := r.srv.WarmStatus("support"); ok {
+		t.Fatal("a POP3 pool before the account's first POP3 login")
+	}
+	cold := transcript()
+	timeout := time.After(20 * time.Second)
+	for {
+		ch := r.srv.warm.changed()
+		if st, _ := r.srv.WarmStatus("support"); st.Ready == 1 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			t.Fatal("no warm POP3 connection after the first login")
+		}
+	}
+	warm := transcript()
+	if cold != warm {
+		t.Errorf("cold login:\n%s\n\nwarm login:\n%s", cold, warm)
+	}
+	if st, _ := r.srv.WarmStatus("support"); st.Served != 1 {
+		t.Errorf("POP3 warm status %+v, want the second login served warm", st)
+	}
+	if !strings.Contains(warm, "+OK User successfully authenticated.") {
+		t.Errorf("transcript:\n%s", warm)
+	}
+}
