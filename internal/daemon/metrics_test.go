@@ -88,6 +88,9 @@ func TestMetrics(t *testing.T) {
 		`relayd_queue_messages{account="support",state="failed"}`:                                           0,
 		`relayd_upstream_auth_failures_total{account="support",reason="grant_expired_idle",source="token"}`: 1,
 		`relayd_sessions_open{account="support",protocol="imap"}`:                                           0,
+		// needs_reauth: the warm connections are drained and none dialed.
+		`relayd_warm_connections{account="support",protocol="imap",state="ready"}`:  0,
+		`relayd_warm_connections{account="support",protocol="imap",state="target"}`: 0,
 		`relayd_up`: 1,
 	} {
 		if got := metricValue(m, series); got != want {
@@ -100,6 +103,7 @@ func TestMetrics(t *testing.T) {
 		`relayd_relayed_bytes_total{direction="in",protocol="smtp"}`,
 		`relayd_upstream_auth_total{account="support",source="imap"}`,
 		`relayd_queue_oldest_message_age_seconds{account="support"}`,
+		`relayd_warm_logins_total{account="support",outcome="served",protocol="imap"}`,
 		`relayd_panics_recovered_total`, // process-wide: other tests recover panics too
 	} {
 		if got := metricValue(m, series); got < 0 {
