@@ -132,7 +132,7 @@ var (
 	descPanics     = prometheus.NewDesc("relayd_panics_recovered_total", "Internal errors (panics) relayd recovered from since it started.", nil, nil)
 	descCertExpiry = prometheus.NewDesc("relayd_listener_certificate_expiry_timestamp_seconds", "When the certificate each protocol's downstream listeners present ends (Unix time); only protocols with tls_cert.",
 		[]string{"protocol"}, nil)
-	descUp      = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
+	descUp   = prometheus.NewDesc("relayd_up", "1 while relayd answers.", nil, nil)
 	descWarm = prometheus.NewDesc("relayd_warm_connections", "Warm upstream connections (dialed, TLS-handshaked, greeted) by protocol, account and state: ready, and target (warm_connections; 0 while the account's condition holds the pool).",
 		[]string{"protocol", "account", "state"}, nil)
 	descWarmLogins = prometheus.NewDesc("relayd_warm_logins_total", "Upstream logins by protocol, account and whether a warm connection served them (served) or none was ready (missed), since the account's pool started.",

@@ -521,7 +521,7 @@ func (d *Daemon) Start() {
 // listens for.
 func (d *Daemon) syncWarm() {
 	d.mu.Lock()
-	imap, pop3 := len(d.imapLns) > 0, len(d.pop3Lns) > 0
+	imap, pop3 := len(d.imapLns)+len(d.imapTLSLns) > 0, len(d.pop3Lns)+len(d.pop3TLSLns) > 0
 	d.mu.Unlock()
 	if imap {
 		d.imap.SyncWarm()
