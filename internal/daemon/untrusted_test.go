@@ -27,6 +27,10 @@ func TestHugeIdPErrorBounded(t *testing.T) {
 		c.Health = []string{fmt.Sprintf("on_state_change = [%q, %q]", hook, dir)}
 		a := &c.Accounts[0]
 		a.ClientID, a.ClientSecretFile, a.Grant = "app", secret, "client_credentials"
+		// No warm connections: their token fetched ahead would race the
+		// login's refusal to the hook.
+		noWarm := 0
+		a.WarmConnections = &noWarm
 		o.OnHook = func(tr health.Transition, err error) { runs <- hookRun{tr, err} }
 	})
 	huge := "The app \x1b[2J\x1b]0;owned\x07is not allowed " + strings.Repeat("padding ", 300<<10/8) + "\r\n\x00the end"
