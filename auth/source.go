@@ -83,6 +83,9 @@ type Source struct {
 	lastProbe time.Time     // when the last of them ran
 	downSince time.Time     // first transient failure since it last answered
 	installCh chan struct{} // closed by Install
+	// undecryptable is the condition of a stored grant no key opens;
+	// nil once a grant is installed.
+	undecryptable *health.Error
 	// scope is what the token endpoint said it granted with the last
 	// token of each resource (RFC 6749 §5.1 "scope"; "" when it did not
 	// say), for relayd doctor.
@@ -170,6 +173,13 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		if !a.AppOnly() {
 			s.health.Fail(health.SourceToken, Classify(a, errNoGrant))
 		}
+	case errors.Is(err, ErrUndecryptable) && a.AppOnly():
+		// Only cached access tokens were in it: fetch new ones, and
+		// leave the file alone (Save refuses to overwrite it).
+		s.log.Warn("the stored access tokens cannot be decrypted; fetching new ones", "err", err)
+	case errors.Is(err, ErrUndecryptable):
+		s.undecryptable = Undecryptable(a.Name, err)
+		s.health.Fail(health.SourceToken, s.undecryptable)
 	case err != nil:
 		return nil, err
 	default:
@@ -177,6 +187,17 @@ func NewSource(opts SourceOptions) (*Source, error) {
 		opts.Health.SetForecast(s.forecast())
 	}
 	return s, nil
+}
+
+// Undecryptable is the condition of account name whose stored grant no
+// key opens (err wraps ErrUndecryptable): needs_admin, with advice naming
+// the key to restore. The file is never overwritten but by a new grant.
+func Undecryptable(name string, err error) *health.Error {
+	return &health.Error{Account: name, State: health.StateNeedsAdmin, Reason: health.ReasonGrantUndecryptable,
+		Advice: fmt.Sprintf("the stored grant cannot be decrypted (%v); relayd keeps the file as it is. "+
+			"Restore the key it was encrypted under to key_file (or the systemd credential relayd.key) from its backup and restart relayd, "+
+			"or run 'relayd authorize %s' for a new grant", err, name),
+		Client: fmt.Sprintf("mailbox %q needs an administrator: see 'relayd status'", name), Err: err}
 }
 
 // ReadSecretFile reads a secret (client secret, password) from a file,
@@ -373,6 +394,11 @@ func (s *Source) dropGraphToken() {
 
 func (s *Source) token(ctx context.Context, r Resource, stale string) (string, error) {
 	s.mu.Lock()
+	if s.grant == nil && s.undecryptable != nil {
+		he := s.undecryptable
+		s.mu.Unlock()
+		return "", he
+	}
 	if tok, exp := s.cached(r); tok != "" && tok != stale && exp.Sub(s.opts.Now()) > s.opts.RefreshMargin {
 		s.mu.Unlock()
 		return tok, nil
@@ -636,10 +662,11 @@ func (s *Source) tokenState() health.State {
 // is called does not overwrite g. The account's conditions are cleared:
 // held mail is released.
 func (s *Source) Install(g *Grant) error {
-	if err := s.opts.Store.Save(s.acct.Name, g); err != nil {
+	if err := s.opts.Store.Replace(s.acct.Name, g); err != nil {
 		return err
 	}
 	s.mu.Lock()
+	s.undecryptable = nil
 	if g.SignInFrequency == 0 && s.grant != nil {
 		g.SignInFrequency = s.grant.SignInFrequency // the tenant's policy still holds
 	}

@@ -53,8 +53,16 @@ type Grant struct {
 // run as root, so every file in it is opened through package statedir:
 // relative to the directory's descriptor, never following a link, and
 // given the directory's owner by descriptor.
+//
+// With Keys set, grant files are encrypted (see sealGrant for the format);
+// a plaintext file, from before a key existed, is still read, and
+// Migrate rewrites it encrypted. A file that no key opens is never
+// overwritten by Save or Update (ErrUndecryptable); only Replace, for a
+// new grant, replaces it.
 type Store struct {
 	Dir string
+	// Keys encrypt and decrypt grant files; nil: plain files.
+	Keys *Keyring
 }
 
 // ErrNoGrant is returned by Load when an account has no stored grant.
@@ -81,15 +89,25 @@ func (s *Store) load(d *statedir.Dir, name string) (*Grant, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("reading grant of account %q: %w", name, err)
 	}
-	var g Grant
-	if err := json.Unmarshal(b, &g); err != nil {
-		return nil, fmt.Errorf("grant file %s is corrupt (%v): run 'relayd authorize %s' again", s.path(name), err, name)
-	}
-	return &g, nil
+	g, _, err := s.openGrant(name, b)
+	return g, err
 }
 
-// Save writes the grant of account name durably.
+// Save writes the grant of account name durably: a refreshed grant. It
+// refuses (ErrUndecryptable) to overwrite a stored file that no key of
+// the store opens, which may hold the only copy of a working grant.
 func (s *Store) Save(name string, g *Grant) error {
+	return s.locked(name, func(d *statedir.Dir) error {
+		if _, err := s.load(d, name); errors.Is(err, ErrUndecryptable) {
+			return err
+		}
+		return s.save(d, name, g)
+	})
+}
+
+// Replace writes a new grant of account name durably (relayd authorize),
+// whatever the stored file holds.
+func (s *Store) Replace(name string, g *Grant) error {
 	return s.locked(name, func(d *statedir.Dir) error { return s.save(d, name, g) })
 }
 
@@ -99,6 +117,16 @@ func (s *Store) save(d *statedir.Dir, name string, g *Grant) error {
 	b, err := json.MarshalIndent(&stored, "", "  ")
 	if err != nil {
 		return err
+	}
+	key, where, missing := s.Keys.encKey()
+	switch {
+	case key != nil:
+		if b, err = sealGrant(key, name, b); err != nil {
+			return fmt.Errorf("saving grant of account %q: %w", name, err)
+		}
+	case missing != nil:
+		// A key was asked for: never write a refresh token in clear.
+		return fmt.Errorf("saving grant of account %q: no key to encrypt it with (%s: %v): %w", name, where, missing, ErrNoKey)
 	}
 	f, err := d.CreateTemp("." + name + ".tmp")
 	if err != nil {

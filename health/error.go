@@ -35,6 +35,11 @@ const (
 	// Microsoft Graph refused the mailbox's requests: permission missing
 	// (403 ErrorAccessDenied, a token without Mail.Send).
 	ReasonGraphAccessDenied Reason = "graph_access_denied"
+	// ReasonGrantUndecryptable: the grant file is encrypted under a key
+	// relayd does not have (key_file missing or replaced, a wrong
+	// credential) or was copied from another account's name. needs_admin;
+	// the file is kept as it is.
+	ReasonGrantUndecryptable Reason = "grant_undecryptable"
 	ReasonInternal          Reason = "internal_error"
 	ReasonGrantExpiresSoon  Reason = "grant_expires_soon"
 	// ReasonAdminHold is why mail waits that an admin held (relayd queue
