@@ -40,8 +40,8 @@ const (
 	// credential) or was copied from another account's name. needs_admin;
 	// the file is kept as it is.
 	ReasonGrantUndecryptable Reason = "grant_undecryptable"
-	ReasonInternal          Reason = "internal_error"
-	ReasonGrantExpiresSoon  Reason = "grant_expires_soon"
+	ReasonInternal           Reason = "internal_error"
+	ReasonGrantExpiresSoon   Reason = "grant_expires_soon"
 	// ReasonAdminHold is why mail waits that an admin held (relayd queue
 	// hold ACCOUNT); it is no condition of the account.
 	ReasonAdminHold Reason = "admin_hold"
