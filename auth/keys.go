@@ -164,6 +164,10 @@ func (r *Keyring) addDec(k *Key) {
 	r.dec = append(r.dec, k)
 }
 
+// PlainKeyring is a keyring with no key yet: grants are written in plain
+// files until Rotate gives it one; where names the key_file it would be.
+func PlainKeyring(where string) *Keyring { return &Keyring{where: where} }
+
 // Encrypting reports whether new grant files are encrypted, and the
 // encryption key's id.
 func (r *Keyring) Encrypting() (bool, string) {

@@ -33,6 +33,16 @@ import (
 type Config struct {
 	// StateDir holds the token store. Default /var/lib/relayd.
 	StateDir string
+	// KeyFile holds the key grant files are encrypted under (32 random
+	// bytes, base64, one line; root:relayd 0640). A systemd credential
+	// relayd.key is preferred when the service has one. Default
+	// /etc/relayd/relayd.key; when that does not exist (and KeyFileSet is
+	// false) grants are kept in plain files and relayd warns.
+	KeyFile string
+	// KeyFileSet is true when the file set key_file: a missing key is
+	// then every encrypted grant's grant_undecryptable, never plain
+	// files.
+	KeyFileSet bool
 	// StatusSocket is the path of the Unix status socket. Default
 	// /run/relayd/status.sock.
 	StatusSocket string
@@ -388,6 +398,7 @@ func (a *Account) AppOnly() bool {
 func Defaults() *Config {
 	return &Config{
 		StateDir:      "/var/lib/relayd",
+		KeyFile:       "/etc/relayd/relayd.key",
 		StatusSocket:  "/run/relayd/status.sock",
 		LogLevel:      slog.LevelInfo,
 		LogFormat:     "text",

@@ -25,6 +25,7 @@ import (
 // rawConfig mirrors the file's shape; convert turns it into a Config.
 type rawConfig struct {
 	StateDir      *string     `toml:"state_dir"`
+	KeyFile       *string     `toml:"key_file"`
 	StatusSocket  *string     `toml:"status_socket"`
 	ShutdownGrace *string     `toml:"shutdown_grace"`
 	AdminGroup    *string     `toml:"admin_group"`
@@ -163,6 +164,12 @@ func (r *rawConfig) convert() (*Config, []error) {
 			bad("state_dir", "must not be empty")
 		}
 		cfg.StateDir = *r.StateDir
+	}
+	if r.KeyFile != nil {
+		if !filepath.IsAbs(*r.KeyFile) {
+			bad("key_file", "must be an absolute path, not %q", *r.KeyFile)
+		}
+		cfg.KeyFile, cfg.KeyFileSet = *r.KeyFile, true
 	}
 	if r.StatusSocket != nil {
 		if *r.StatusSocket == "" {

@@ -18,6 +18,9 @@ import (
 // account with what to do where something is wrong.
 func Render(w io.Writer, st *Status, now time.Time) {
 	fmt.Fprintln(w, st.Banner)
+	if st.Encryption.Warning != "" {
+		fmt.Fprintf(w, "warning: %s\n", st.Encryption.Warning)
+	}
 	for _, l := range st.LockedOut {
 		fmt.Fprintf(w, "local user %s is locked out after repeated failed logins until %s: find the client with the wrong password\n",
 			l.User, l.Until.Local().Format("15:04:05"))

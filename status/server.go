@@ -59,6 +59,7 @@ func NewServer(b Backend, log *slog.Logger, m *Metrics) *Server {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /v1/accounts/{name}/grant", s.adminOnly("grant handed over", s.handleGrant))
 	mux.HandleFunc("POST /v1/reload", s.adminOnly("reload", s.handleReload))
+	mux.HandleFunc("POST /v1/keys/rotate", s.adminOnly("rotate-key (grants rewritten under a new key)", s.handleRotateKey))
 	mux.HandleFunc("POST /v1/accounts/{name}/doctor", s.adminOnly("doctor (refresh and upstream logins)", s.handleDoctor))
 	if s.metrics != nil {
 		mux.Handle("GET /metrics", s.metrics.Handler())

@@ -37,6 +37,9 @@ type Status struct {
 	// Certificates are those the downstream listeners present, one per
 	// protocol with tls_cert.
 	Certificates []Certificate `json:"certificates,omitempty"`
+	// Encryption says whether grant files are encrypted at rest, under
+	// which key, and what is wrong when they are not.
+	Encryption Encryption `json:"encryption"`
 }
 
 // Certificate is one protocol's listener certificate.
@@ -48,6 +51,20 @@ type Certificate struct {
 	// ExpiresSoon: it ends within 14 days, or has ended; replace the file
 	// and run relayd reload.
 	ExpiresSoon bool `json:"expires_soon"`
+}
+
+// Encryption is the token store's encryption at rest.
+type Encryption struct {
+	// Enabled: new and refreshed grants are written encrypted.
+	Enabled bool `json:"enabled"`
+	// KeyID names the key (not the key itself); Where is where it comes
+	// from: "key_file /etc/relayd/relayd.key" or "the systemd credential
+	// relayd.key".
+	KeyID string `json:"key_id,omitempty"`
+	Where string `json:"where,omitempty"`
+	// Warning says what is wrong (no key file: grants in plain files; a
+	// key that cannot be read) and what to do.
+	Warning string `json:"warning,omitempty"`
 }
 
 // SetOrphans records the queues of accounts no longer configured and

@@ -80,6 +80,10 @@ type Daemon struct {
 	log     *slog.Logger
 	started time.Time
 	store   *auth.Store
+	// keyWarning is what is wrong with the token store's key, for
+	// status (keys.go); guarded by keyMu.
+	keyMu      sync.Mutex
+	keyWarning string
 
 	// cfg is replaced whole by a reload; readers load it. accounts is
 	// the registry of running accounts, which a reload swaps.
@@ -130,7 +134,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now(), runs: map[string]context.CancelFunc{}}
 	d.cfg.Store(cfg)
 	d.metrics = status.NewMetrics(d, Version, Commit)
-	d.store = &auth.Store{Dir: cfg.StateDir}
+	d.store = d.openStore(cfg)
 	accounts, err := d.buildAccounts(cfg, nil)
 	if err != nil {
 		return nil, err
@@ -760,6 +764,7 @@ func (d *Daemon) Status() *status.Status {
 		}
 	}
 	st.SetOrphans(d.queue.Orphans())
+	st.Encryption = d.encryption()
 	return st
 }
 

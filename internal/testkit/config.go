@@ -12,6 +12,8 @@ import (
 // defaults apply), except that listeners left empty are turned off.
 type Config struct {
 	StateDir, StatusSocket string
+	// KeyFile is key_file: the token store's key.
+	KeyFile                string
 	LogLevel               string
 	IMAPListen, SMTPListen []string
 	// POP3Listen turns on [pop3]; POP3 are more lines of its table.
@@ -73,6 +75,7 @@ func (c Config) TOML() string {
 	var b strings.Builder
 	kv(&b, "state_dir", c.StateDir)
 	kv(&b, "status_socket", c.StatusSocket)
+	kv(&b, "key_file", c.KeyFile)
 	if c.LogLevel != "" {
 		b.WriteString("[log]\n")
 		kv(&b, "level", c.LogLevel)
