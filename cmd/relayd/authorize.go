@@ -216,11 +216,16 @@ func handOver(ctx context.Context, cfg *config.Config, name string, g *auth.Gran
 		fmt.Printf("account %q authorized; the running daemon checked the grant and uses it now\n", name)
 		return nil
 	case errors.Is(err, status.ErrNotRunning):
+		// The key is read as the caller (root) before becoming the state
+		// directory's owner.
+		store, err := offlineStore(cfg)
+		if err != nil {
+			return err
+		}
 		if err := dropToStateOwner(cfg.StateDir); err != nil {
 			return err
 		}
-		store := &auth.Store{Dir: cfg.StateDir}
-		if err := store.Save(name, g); err != nil {
+		if err := store.Replace(name, g); err != nil {
 			return err
 		}
 		fmt.Printf("account %q authorized; relayd is not running, the grant is stored in %s for its next start\n", name, cfg.StateDir)

@@ -13,7 +13,9 @@ later: placeholders left from the example file (client_id, tenant,
 addresses, the example's local_password_hash), a Gmail account without
 client_secret_file, scopes the account's protocols refuse. It warns
 about an office365 account without tenant (AADSTS50194 for a
-single-tenant app registration). Files are checked as the user relayd
+single-tenant app registration), and about a missing key_file (grants
+stored unencrypted); a key_file set but missing, unreadable by the
+service user, or open to others is a problem. Files are checked as the user relayd
 runs as: the owner of state_dir, or --as USER. Exit 0 ok (warnings
 allowed), 1 a problem, 2 a usage error.`
 
@@ -47,6 +49,12 @@ func runCheckConfig(args []string) error {
 	problems := 0
 	if err := config.CheckConfigReadableBy(path, svc); err != nil && !errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(os.Stderr, "%v (relayd serve refuses to start until this is fixed)\n", err)
+		problems++
+	}
+	if w, err := cfg.CheckKeyFile(svc); w != "" {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	} else if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		problems++
 	}
 	for _, err := range cfg.CheckFilesAs(svc) {

@@ -82,6 +82,11 @@ func runDoctor(args []string) error {
 	opts := doctor.Options{Timeout: *timeout, SendTest: *sendTest}
 	d := &doctorRun{cfg: cfg, opts: opts, client: status.NewClient(path), socket: path, sem: make(chan struct{}, 2)}
 	d.mode = d.probe(ctx)
+	if d.mode == modeOffline {
+		// The key is read now, as the caller: storeRotated may become
+		// the state directory's owner later.
+		d.store, d.storeErr = offlineStore(cfg)
+	}
 	results := doctor.Run(ctx, cfg, *cfgPath, pos, d.credentials, opts)
 	results = insertAfter(results, "", d.daemonResult())
 	for _, r := range d.storeRotated(ctx) {
@@ -110,6 +115,10 @@ type doctorRun struct {
 	// rotated are grants whose refresh token the provider rotated while
 	// doctor, with no daemon running, checked them.
 	rotated []rotatedGrant
+	// store is the token store with its keys when no daemon runs, or
+	// storeErr why it cannot be used (a key this user cannot read).
+	store    *auth.Store
+	storeErr error
 }
 
 type doctorMode int
@@ -217,8 +226,13 @@ func (d *doctorRun) offline(ctx context.Context, a *config.Account) []doctor.Res
 		}
 		return rs
 	}
-	g, err := (&auth.Store{Dir: d.cfg.StateDir}).Load(a.Name)
+	if d.storeErr != nil {
+		return failGrant(d.storeErr.Error(), "run relayd doctor as root or as relayd's user, who can read key_file; or start relayd, and doctor's checks run inside it")
+	}
+	g, err := d.store.Load(a.Name)
 	switch {
+	case errors.Is(err, auth.ErrUndecryptable):
+		return failGrant(err.Error(), "restore the key the grant was encrypted under to key_file (from its backup), or run 'relayd authorize "+a.Name+"' for a new grant")
 	case errors.Is(err, auth.ErrNoGrant) && !a.AppOnly():
 		return failGrant(fmt.Sprintf("no grant stored in %s", d.cfg.StateDir), fmt.Sprintf("run 'relayd authorize %s'", a.Name))
 	case errors.Is(err, auth.ErrNoGrant):
@@ -231,7 +245,7 @@ func (d *doctorRun) offline(ctx context.Context, a *config.Account) []doctor.Res
 		return failGrant(err.Error(), "")
 	}
 	defer os.RemoveAll(tmp)
-	copyStore := &auth.Store{Dir: tmp}
+	copyStore := &auth.Store{Dir: tmp, Keys: d.store.Keys} // no refresh token in clear in /tmp either
 	if g != nil {
 		if err := copyStore.Save(a.Name, g); err != nil {
 			return failGrant(err.Error(), "")
@@ -269,7 +283,7 @@ func (d *doctorRun) storeRotated(ctx context.Context) []doctor.Result {
 	if err := dropToStateOwner(d.cfg.StateDir); err != nil {
 		return []doctor.Result{{Check: "grant.store", Detail: err.Error(), Fix: "run relayd doctor as root or as relayd's user"}}
 	}
-	store := &auth.Store{Dir: d.cfg.StateDir}
+	store := d.store
 	var rs []doctor.Result
 	for _, rg := range d.rotated {
 		err := store.Update(rg.name, func(cur *auth.Grant) (*auth.Grant, error) {

@@ -39,7 +39,10 @@ func offlineStatus(w io.Writer, cfg *config.Config, now time.Time) error {
 		return fmt.Errorf("reading the spool in %s: %w", cfg.StateDir, err)
 	}
 	defer q.Close()
-	store := &auth.Store{Dir: cfg.StateDir}
+	store, keyErr := offlineStore(cfg)
+	if keyErr != nil {
+		store = &auth.Store{Dir: cfg.StateDir, Keys: auth.PlainKeyring("key_file " + cfg.KeyFile)}
+	}
 	fmt.Fprintf(w, "offline view from %s (states are known only to the running daemon):\n\n", cfg.StateDir)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ACCOUNT\tEMAIL\tPROVIDER\tDIRECTION\tGRANT\tLAST REFRESH\tQUEUED\tHELD\tFAILED")
@@ -53,6 +56,12 @@ func offlineStatus(w io.Writer, cfg *config.Config, now time.Time) error {
 			grant = "password"
 		case a.AppOnly():
 			grant = "app-only"
+		case errors.Is(err, auth.ErrUndecryptable) && keyErr != nil:
+			grant = "encrypted"
+			todo = append(todo, fmt.Sprintf("%s: %v", a.Name, keyErr))
+		case errors.Is(err, auth.ErrUndecryptable):
+			grant = "undecryptable"
+			todo = append(todo, fmt.Sprintf("%s: %v: restore the key it was encrypted under to key_file, or run 'relayd authorize %s'", a.Name, err, a.Name))
 		case errors.Is(err, auth.ErrNoGrant):
 			grant, held = "none", true
 			todo = append(todo, fmt.Sprintf("%s: not authorized yet: run 'relayd authorize %s'", a.Name, a.Name))
