@@ -59,6 +59,9 @@ func (d *Daemon) reload() error {
 	if cfg.StateDir != old.StateDir {
 		return fmt.Errorf("state_dir: changed from %s to %s; that needs a restart (systemctl restart relayd)", old.StateDir, cfg.StateDir)
 	}
+	if cfg.KeyFile != old.KeyFile {
+		return fmt.Errorf("key_file: changed from %s to %s; that needs a restart (systemctl restart relayd); to change the key itself, run relayd rotate-key", old.KeyFile, cfg.KeyFile)
+	}
 	if cfg.StatusSocket != old.StatusSocket {
 		return fmt.Errorf("status_socket: changed from %s to %s; that needs a restart (systemctl restart relayd)", old.StatusSocket, cfg.StatusSocket)
 	}

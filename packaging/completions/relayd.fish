@@ -11,13 +11,13 @@ function __relayd_complete
     relayd __complete $argv[1] $cfg 2>/dev/null
 end
 
-set -l commands serve demo authorize queue reload status doctor check-config sendmail hash-password version help
+set -l commands serve demo authorize queue reload status doctor check-config rotate-key sendmail hash-password version help
 set -l queuecmds list show flush hold release retry delete
 complete -c relayd -f
 complete -c relayd -n "not __fish_seen_subcommand_from $commands" -a "$commands"
 complete -c relayd -n "not __fish_seen_subcommand_from $commands" -l help -l version
 complete -c relayd -n "__fish_seen_subcommand_from help" -a "$commands"
-complete -c relayd -n "__fish_seen_subcommand_from serve authorize queue reload status doctor" -s c -r -F -d "configuration file"
+complete -c relayd -n "__fish_seen_subcommand_from serve authorize queue reload status doctor rotate-key" -s c -r -F -d "configuration file"
 complete -c relayd -n "__fish_seen_subcommand_from authorize" -a "(__relayd_complete accounts)" -d account
 complete -c relayd -n "__fish_seen_subcommand_from authorize" -l device -l browser
 complete -c relayd -n "__fish_seen_subcommand_from authorize" -l refresh-token-file -r -F
@@ -33,6 +33,7 @@ complete -c relayd -n "__fish_seen_subcommand_from doctor" -l timeout -x
 complete -c relayd -n "__fish_seen_subcommand_from doctor" -l send-test
 complete -c relayd -n "__fish_seen_subcommand_from doctor" -a "(__relayd_complete accounts)" -d account
 complete -c relayd -n "__fish_seen_subcommand_from serve" -l grace -x
+complete -c relayd -n "__fish_seen_subcommand_from rotate-key" -l new-key -r -F -d "key file"
 complete -c relayd -n "__fish_seen_subcommand_from check-config" -l as -x -a "(__fish_complete_users)"
 complete -c relayd -n "__fish_seen_subcommand_from check-config" -F
 complete -c relayd -n "__fish_seen_subcommand_from sendmail" -s t -d "recipients from To:, Cc: and Bcc:"
