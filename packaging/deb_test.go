@@ -1,6 +1,7 @@
 package packaging
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -170,6 +171,21 @@ func TestDebPackage(t *testing.T) {
 		fi, err := os.Stat(r.path("var/lib/relayd"))
 		if err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid == 0 {
 			t.Errorf("/var/lib/relayd: %v %v", fi, err)
+		}
+		// The key grants are encrypted under: root:relayd 0640, made once.
+		key, err := auth.ReadKeyFile(r.path("etc/relayd/relayd.key"))
+		if err != nil {
+			t.Fatalf("the install made no key: %v", err)
+		}
+		if fi, err := os.Stat(r.path("etc/relayd/relayd.key")); err != nil || fi.Mode().Perm() != 0o640 ||
+			fi.Sys().(*syscall.Stat_t).Uid != 0 || !strings.Contains(string(group(t, r)), fmt.Sprintf("relayd:x:%d:", fi.Sys().(*syscall.Stat_t).Gid)) {
+			t.Errorf("/etc/relayd/relayd.key: %v %v, want root:relayd 0640", fi, err)
+		}
+		if out, err := r.run("-i", deb); err != nil {
+			t.Fatalf("dpkg --root -i again: %v\n%s", err, out)
+		}
+		if again, err := auth.ReadKeyFile(r.path("etc/relayd/relayd.key")); err != nil || again.ID() != key.ID() {
+			t.Errorf("reinstalling replaced the key: %v", err)
 		}
 		if b, err := exec.Command(r.path("usr/bin/relayd"), "--version").Output(); err != nil ||
 			!strings.HasPrefix(string(b), "relayd 0.0.0~test (commit ") {
@@ -351,4 +367,14 @@ func TestRpmPackage(t *testing.T) {
 		!strings.Contains(string(out), "0 errors, 0 warnings") {
 		t.Errorf("rpmlint: %v\n%s", err, out)
 	}
+}
+
+// group is the throwaway root's /etc/group.
+func group(t *testing.T, r *throwawayRoot) []byte {
+	t.Helper()
+	b, err := os.ReadFile(r.path("etc/group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
