@@ -44,7 +44,9 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"queue", "-c", e.cfg}, 2, "", `a queue command is needed`},
 		{[]string{"queue", "-c", e.cfg, "frobnicate"}, 2, "", `unknown queue command "frobnicate"`},
 		{[]string{"queue", "-c", e.cfg, "list", "--json"}, 0, `^\[\]\n$`, ""},
-		{[]string{"check-config", e.cfg}, 0, `ok, 1 account`, ""},
+		// The test's configuration leaves key_file at its default, which
+		// this machine may not have: then a warning, and exit 0.
+		{[]string{"check-config", e.cfg}, 0, `ok, 1 account`, `^(warning: key_file /etc/relayd/relayd.key does not exist: grants are stored unencrypted[^\n]*\n)?$`},
 	} {
 		cmd := exec.Command(relaydBin, tc.args...)
 		var stdout, stderr bytes.Buffer
