@@ -167,6 +167,9 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 		}
 		if rc != nil {
 			if err := waitReadable(rc); err != nil {
+				if streaming(err, idle, stop, cs) {
+					continue
+				}
 				return err
 			}
 		}
@@ -188,12 +191,23 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 			return werr
 		}
 		if err != nil {
+			if n == 0 && streaming(err, idle, stop, cs) {
+				continue
+			}
 			return err
 		}
 		if h := idleReadHook.Load(); h != nil {
 			(*h)()
 		}
 	}
+}
+
+// streaming reports whether err, the client's idle deadline passing, must
+// not end the session because the upstream is still sending to the
+// client (a long FETCH or RETR to a slow client): the client is reading,
+// not idle. Another direction's stop is never mistaken for it.
+func streaming(err error, idle time.Duration, stop *atomic.Bool, cs *clientStream) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) && (stop == nil || !stop.Load()) && cs != nil && cs.downWithin(idle)
 }
 
 // idleReadHook, when set (by tests), runs after each chunk copyIdle

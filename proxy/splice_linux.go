@@ -116,6 +116,9 @@ func spliceTCP(dst, src *net.TCPConn, wt time.Duration, cs *clientStream) error 
 		cs.lock()
 		moved, eof, err := spliceAvailable(dst, dstRC, srcRC, p, wt, int64(min(limit, math.MaxInt64)))
 		cs.lines.passed(uint64(moved))
+		if moved > 0 {
+			cs.noteDown()
+		}
 		cs.unlock()
 		if err != nil {
 			// The pipe may still hold bytes; it cannot be reused.

@@ -22,6 +22,19 @@ type clientStream struct {
 	// compressed: the client may have asked for COMPRESS.
 	compressed atomic.Bool
 	watch      wordWatch // owned by the client-to-upstream copy
+	// down is when bytes last went from the upstream to the client
+	// (Unix nanoseconds): a client that reads a long FETCH or RETR is
+	// not idle, though it sends nothing.
+	down atomic.Int64
+}
+
+// noteDown records that bytes went to the client now.
+func (s *clientStream) noteDown() { s.down.Store(time.Now().UnixNano()) }
+
+// downWithin reports whether bytes went to the client within d.
+func (s *clientStream) downWithin(d time.Duration) bool {
+	at := s.down.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < d
 }
 
 // newClientStream returns the stream of a session spliced right after
@@ -91,6 +104,7 @@ func (s *clientStream) write(dst net.Conn, b []byte, wt time.Duration) error {
 	s.lock()
 	defer s.unlock()
 	s.lines.Write(b)
+	s.noteDown()
 	return writeWithin(dst, b, wt)
 }
 

@@ -214,3 +214,35 @@ func TestCopyIdleWakeNotLost(t *testing.T) {
 		t.Fatal("copyIdle missed the other direction's end and waits for the idle timeout")
 	}
 }
+
+// A client reading a long FETCH or RETR sends nothing while it reads: its
+// idle timeout counts from the last byte either way, so a stream longer
+// than the idle timeout is not cut (a slow client would otherwise retry
+// forever). Once both directions are quiet, the timeout ends the session.
+func TestIdleTimeoutSparesAStreamingSession(t *testing.T) {
+	const idle = 150 * time.Millisecond
+	s := newSplicedSession(t)
+	_, upClient2 := tcpPair(t) // the client-to-upstream direction
+	downRelay2, _ := tcpPair(t)
+	idleDone := make(chan error, 1)
+	go func() { idleDone <- copyIdle(upClient2, downRelay2, idle, time.Minute, nil, s.cs) }()
+	// The upstream streams for 6 idle periods; the client only reads.
+	chunk := randomBytes(t, 4<<10)
+	for i := 0; i < 12; i++ {
+		s.pass(t, chunk)
+		time.Sleep(idle / 2) // the stream's own pace, not a synchronisation
+		select {
+		case err := <-idleDone:
+			t.Fatalf("the idle timeout ended the session after %d chunks while the upstream was still sending: %v", i+1, err)
+		default:
+		}
+	}
+	select {
+	case err := <-idleDone:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("copyIdle = %v, want the idle deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a quiet session outlived its idle timeout")
+	}
+}
