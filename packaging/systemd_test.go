@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/relayd/relayd/internal/realserver"
@@ -73,6 +74,26 @@ func TestManPagesBuild(t *testing.T) {
 		in.Close()
 		if err != nil || !regexp.MustCompile(`(?m)^\.TH "relayd`).Match(out) {
 			t.Errorf("scdoc %s: %v\n%.300s", page, err, out)
+		}
+	}
+}
+
+// /run/relayd lets every user through (0751) without listing it: the
+// sendmail socket (0666, submit only, peer credentials checked) must be
+// reachable by the users [sendmail] allow names, such as www-data, while
+// the status socket stays 0660. Unit, tmpfiles and image agree.
+func TestRuntimeDirectoryTraversable(t *testing.T) {
+	for file, want := range map[string]string{
+		"systemd/relayd.service": "RuntimeDirectoryMode=0751\n",
+		"tmpfiles.d/relayd.conf": "d /run/relayd 0751 relayd relayd -\n",
+		"image/build.sh":         `install -d -m 0751 -o "$uid" -g "$uid" "$root/run/relayd"`,
+	} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s does not make /run/relayd 0751 (%q)", file, strings.TrimSpace(want))
 		}
 	}
 }

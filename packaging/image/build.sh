@@ -43,7 +43,7 @@ chmod 0644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
 install -d -m 0750 -o 0 -g "$uid" "$root/etc/relayd"
 install -m 0640 -o 0 -g "$uid" "$here/../../config.example.toml" "$root/etc/relayd/relayd.toml"
 install -d -m 0700 -o "$uid" -g "$uid" "$root/var/lib/relayd" "$root/var/lib/relayd/queue"
-install -d -m 0750 -o "$uid" -g "$uid" "$root/run/relayd"
+install -d -m 0751 -o "$uid" -g "$uid" "$root/run/relayd"
 buildah umount "$ctr" >/dev/null
 
 buildah config \
