@@ -95,6 +95,31 @@ func (c *Config) SendmailSocket() string {
 	return filepath.Join(filepath.Dir(c.StatusSocket), "sendmail.sock")
 }
 
+// SendmailSocketOf reads, from the configuration file at path, only where
+// the sendmail socket is (status_socket and [sendmail] socket), ignoring
+// everything else: relayd sendmail still finds a running daemon when an
+// edit broke the file that the daemon's reload refused. ok is false when
+// the file could not be read as TOML at all.
+func SendmailSocketOf(path string) (socket string, ok bool) {
+	var raw struct {
+		StatusSocket *string `toml:"status_socket"`
+		Sendmail     struct {
+			Socket *string `toml:"socket"`
+		} `toml:"sendmail"`
+	}
+	if _, err := toml.DecodeFile(path, &raw); err != nil {
+		return "", false
+	}
+	c := Defaults()
+	if raw.StatusSocket != nil && *raw.StatusSocket != "" {
+		c.StatusSocket = *raw.StatusSocket
+	}
+	if raw.Sendmail.Socket != nil {
+		c.Sendmail.Socket = *raw.Sendmail.Socket
+	}
+	return c.SendmailSocket(), true
+}
+
 // Login configures the defence against guessed local passwords.
 type Login struct {
 	// MaxFailures failed logins of one local user within FailureWindow

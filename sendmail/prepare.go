@@ -51,6 +51,10 @@ type Prepared struct {
 
 // Submission returns p for queue.Submit, with the Received: field of a
 // local submission; hostname names relayd there.
+// MaxRecipients caps a message's recipients, as the SMTP listener does
+// (and Exchange Online: 500 per message).
+const MaxRecipients = 500
+
 func (p *Prepared) Submission(hostname string) *queue.Submission {
 	return &queue.Submission{
 		Account: p.Account, From: p.From, To: p.To, Body: io.MultiReader(bytes.NewReader(p.Header), p.Body),
@@ -82,6 +86,9 @@ func Prepare(env Env, caller Caller, req *Request, body io.Reader) (*Prepared, e
 			return errorf(ExNoUser, "recipient %q is not a full email address (user@domain): relayd does not deliver locally", addr)
 		}
 		if k := strings.ToLower(addr); !seen[k] {
+			if len(to) == MaxRecipients {
+				return errorf(ExDataErr, "more than %d recipients: split the message (relayd's SMTP listener takes %d too, as Exchange Online does)", MaxRecipients, MaxRecipients)
+			}
 			seen[k] = true
 			to = append(to, addr)
 		}
@@ -376,6 +383,11 @@ func (h *header) addresses(name string) ([]string, error) {
 		}
 		l, err := mail.ParseAddressList(v)
 		if err != nil {
+			if bare := strings.TrimSpace(v); !strings.ContainsAny(bare, "@<>,\"") {
+				// "To: root", as cron and old scripts write it: a
+				// local name relayd cannot deliver to.
+				return nil, errorf(ExNoUser, "recipient %q in the %s: field is not a full email address (user@domain): relayd does not deliver locally", clip(bare), name)
+			}
 			return nil, errorf(ExDataErr, "the %s: field is not a list of addresses (%v): %s", name, err, clip(strings.TrimSpace(v)))
 		}
 		for _, a := range l {

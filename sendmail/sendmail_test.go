@@ -2,6 +2,7 @@ package sendmail
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"reflect"
@@ -126,6 +127,8 @@ func TestPrepare(t *testing.T) {
 		{name: "local recipient", caller: root, req: Request{Recipients: []string{"root"}}, msg: "\nx\n", code: ExNoUser},
 		{name: "no recipients", caller: root, req: Request{ExtractRecipients: true}, msg: "Subject: x\n\nx\n", code: ExUsage},
 		{name: "bad To", caller: root, req: Request{ExtractRecipients: true}, msg: "To: <<<\n\nx\n", code: ExDataErr},
+		{name: "local To with -t", caller: root, req: Request{ExtractRecipients: true}, msg: "To: root\nSubject: cron\n\nx\n", code: ExNoUser},
+		{name: "too many recipients", caller: root, req: Request{Recipients: manyRecipients(MaxRecipients + 1)}, msg: "\nx\n", code: ExDataErr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := Env{Config: testConfig(t), ServiceUID: 999, Hostname: "h", Now: now}
@@ -149,6 +152,14 @@ func TestPrepare(t *testing.T) {
 			}
 		})
 	}
+}
+
+func manyRecipients(n int) []string {
+	l := make([]string, n)
+	for i := range l {
+		l[i] = fmt.Sprintf("r%d@y.org", i)
+	}
+	return l
 }
 
 func TestPrepareTooLarge(t *testing.T) {

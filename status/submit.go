@@ -152,6 +152,9 @@ func (c *Client) Submit(ctx context.Context, req *sendmail.Request, body io.Read
 			return conn, nil
 		},
 		ExpectContinueTimeout: 30 * time.Second,
+		// After the whole message went, the answer comes once it is
+		// durable: within the daemon's 10-minute slow-call limit.
+		ResponseHeaderTimeout: 11 * time.Minute,
 		DisableKeepAlives:     true,
 	}}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://relayd/v1/submit?"+q.Encode(), io.NopCloser(body))
@@ -169,7 +172,11 @@ func (c *Client) Submit(ctx context.Context, req *sendmail.Request, body io.Read
 	if resp.StatusCode != http.StatusOK {
 		var e apiError
 		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e); err != nil || e.Exit == 0 {
-			return nil, &sendmail.Error{Code: sendmail.ExTempFail, Msg: "relayd answered " + resp.Status + ": " + e.Error}
+			code := sendmail.ExTempFail
+			if resp.StatusCode == http.StatusInternalServerError {
+				code = sendmail.ExSoftware // relayd failed inside: nothing was queued
+			}
+			return nil, &sendmail.Error{Code: code, Msg: "relayd answered " + resp.Status + ": " + e.Error}
 		}
 		return nil, &sendmail.Error{Code: e.Exit, Msg: e.Error}
 	}

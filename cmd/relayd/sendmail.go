@@ -71,26 +71,43 @@ func runSendmail(args []string) error {
 	// configuration, which holds password hashes; it needs only the
 	// socket, at its default path then.
 	cfg, err := config.Load(cfgPath)
+	var cfgErr error // a configuration that does not validate: the daemon may still run
 	if err != nil && !errors.Is(err, fs.ErrPermission) && !(errors.Is(err, fs.ErrNotExist) && a.Config == "") {
-		return sendmailFail(&sendmail.Error{Code: sendmail.ExConfig, Msg: err.Error()})
+		cfgErr, cfg = err, nil
 	}
 	socket := defaultSendmailSocket
-	if cfg != nil {
+	switch {
+	case cfg != nil:
 		socket = cfg.SendmailSocket()
+	case cfgErr != nil:
+		if s, ok := config.SendmailSocketOf(cfgPath); ok {
+			socket = s
+		}
 	}
 	var in io.Reader = os.Stdin
 	if !a.IgnoreDots {
 		in = sendmail.DotReader(in)
 	}
-	res, err := status.NewClient(socket).Submit(context.Background(), &a.Request, in)
+	// The daemon answers within its slow-call limit (10 minutes) or not
+	// at all (stopped with SIGSTOP, hung): a cron job must not wait for
+	// ever.
+	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute)
+	defer cancel()
+	res, err := status.NewClient(socket).Submit(ctx, &a.Request, in)
 	switch {
 	case err == nil:
 		if a.Verbose {
 			fmt.Printf("relayd sendmail: queued as %s (account %s)\n", res.ID, res.Account)
 		}
 		return nil
+	case errors.Is(err, status.ErrNotRunning) && cfgErr != nil:
+		return sendmailFail(&sendmail.Error{Code: sendmail.ExConfig, Msg: fmt.Sprintf(
+			"relayd is not running (nothing answers on %s), and %s cannot be used to leave the message in the maildrop: %v", socket, cfgPath, cfgErr)})
 	case errors.Is(err, status.ErrNotRunning):
 		return sendmailFail(sendmailOffline(cfg, a, in, socket))
+	case errors.Is(err, context.DeadlineExceeded):
+		return sendmailFail(&sendmail.Error{Code: sendmail.ExTempFail, Msg: fmt.Sprintf(
+			"relayd did not answer on %s within 11 minutes: the message may or may not have been queued ('relayd queue list' tells); try again later", socket)})
 	}
 	return sendmailFail(err)
 }

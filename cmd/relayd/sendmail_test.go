@@ -272,3 +272,31 @@ func TestSendmailName(t *testing.T) {
 		t.Errorf("relayd-sendmail -bs: %v, want exit 64\n%s", err, out)
 	}
 }
+
+// An edit that broke the configuration file (the daemon's reload refused
+// it, so the daemon runs on) does not stop relayd sendmail: it finds the
+// socket in what it can read and hands the message over; with the daemon
+// stopped too it says both things, with EX_CONFIG.
+func TestSendmailBrokenConfigDaemonRunning(t *testing.T) {
+	requireRoot(t)
+	s := newSendmailEnv(t)
+	s.configure("127.0.0.1:9", `default_account = "support"`)
+	d := s.serve()
+	b, _ := os.ReadFile(s.cfg)
+	os.WriteFile(s.cfg, append(b, []byte("\nbroken_key = true\n")...), 0o600)
+	msg := "From: " + mbox + "\nTo: someone@example.net\nSubject: broken config\n\nstill sent\n"
+	if out, code := s.sendmail(false, msg, "-t", "-i"); code != 0 {
+		t.Fatalf("relayd sendmail with a broken configuration and a running daemon: exit %d\n%s", code, out)
+	}
+	os.WriteFile(s.cfg, b, 0o600) // for relayd queue list
+	if l := s.queued(); len(l) != 1 {
+		t.Errorf("%d messages queued, want 1", len(l))
+	}
+	os.WriteFile(s.cfg, append(b, []byte("\nbroken_key = true\n")...), 0o600)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	<-d.exited
+	out, code := s.sendmail(false, msg, "-t", "-i")
+	if code != 78 || !strings.Contains(out, "relayd is not running") || !strings.Contains(out, "broken_key") {
+		t.Errorf("with the daemon stopped too: exit %d\n%s", code, out)
+	}
+}
