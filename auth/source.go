@@ -73,6 +73,8 @@ type Source struct {
 	// a refresh for one resource starts from the refresh token another
 	// resource's refresh may just have rotated.
 	fetchMu sync.Mutex
+	// refreshing counts the token requests running (Wait).
+	refreshing sync.WaitGroup
 
 	mu        sync.Mutex
 	grant     *Grant // nil: none stored
@@ -311,6 +313,20 @@ func (s *Source) installed() <-chan struct{} {
 	return s.installCh
 }
 
+// Wait waits until the token requests running now have ended, their
+// outcomes stored, or ctx ends: a shutdown must not cut short a refresh
+// whose rotated refresh token is not stored yet.
+func (s *Source) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.refreshing.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Account returns the account the source serves.
 func (s *Source) Account() *config.Account { return s.acct }
 
@@ -367,6 +383,7 @@ func (s *Source) RefreshAhead(ahead time.Duration) (done <-chan struct{}, at tim
 	if call == nil {
 		call = &refreshCall{done: make(chan struct{})}
 		s.inflight[ResourceMail] = call
+		s.refreshing.Add(1)
 		go s.refresh(call, ResourceMail)
 	}
 	return call.done, time.Time{}
@@ -407,6 +424,7 @@ func (s *Source) token(ctx context.Context, r Resource, stale string) (string, e
 	if call == nil {
 		call = &refreshCall{done: make(chan struct{})}
 		s.inflight[r] = call
+		s.refreshing.Add(1)
 		go s.refresh(call, r)
 	}
 	s.mu.Unlock()
@@ -426,6 +444,7 @@ func (s *Source) token(ctx context.Context, r Resource, stale string) (string, e
 // rotated; an answer for a grant that Install replaced meanwhile is
 // dropped, and the request made again for the new grant.
 func (s *Source) refresh(call *refreshCall, r Resource) {
+	defer s.refreshing.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.opts.HTTPClient)

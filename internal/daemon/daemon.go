@@ -675,6 +675,15 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		deliveriesDone = false
 	}
+	// Refreshes in flight store their rotated refresh tokens before
+	// relayd exits (a refresh token spent and not stored kills the grant).
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for _, a := range d.accounts.Map() {
+		if a.Tokens != nil {
+			a.Tokens.Wait(rctx)
+		}
+	}
+	rcancel()
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	d.status.Shutdown(sctx)
