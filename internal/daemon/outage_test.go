@@ -20,7 +20,11 @@ func TestIMAPOutageThroughTheListener(t *testing.T) {
 			up.Close()
 		}
 	})
-	td := startDaemon(t)
+	// No warm connection: one dialed before the upstream went down would
+	// still be open (the fake closes its listener, not its sessions) and
+	// serve the login; this test is about dialing a server that is down.
+	noWarm := 0
+	td := startDaemon(t, func(c *testkit.Config, _ *Options) { c.Accounts[0].WarmConnections = &noWarm })
 	addr := td.imapUp.Addr
 	td.imapUp.Close()
 	err := td.imapLogin()
