@@ -38,6 +38,8 @@ type smtpRelay struct {
 	// tlsAddr is the implicit-TLS listener's, with listenerTLS.
 	tlsAddr string
 	logs    *testkit.SyncBuffer
+	// dir holds the spool, in dir/queue.
+	dir string
 }
 
 type smtpRelayOpts struct {
@@ -51,6 +53,8 @@ type smtpRelayOpts struct {
 	// listenerTLS and listen: as relayOpts'.
 	listenerTLS func() *tls.Config
 	listen      string
+	// wrapFS: as queue.Options.WrapFS.
+	wrapFS func(queue.FS) queue.FS
 }
 
 const smtpSender = testMailbox // the account's own address
@@ -58,7 +62,7 @@ const smtpSender = testMailbox // the account's own address
 func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	t.Helper()
 	b := relaytest.New(t)
-	r := &smtpRelay{t: t, idp: b.IdP, logs: b.Logs}
+	r := &smtpRelay{t: t, idp: b.IdP, logs: b.Logs, dir: b.Dir}
 	if o.upDown {
 		r.upAddr = b.DeadAddr()
 	} else {
@@ -75,7 +79,7 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 		}
 	}})
 	r.cfg, r.src = acct.Config, acct.Tokens
-	q := b.Queue(relaytest.Registry(acct), queue.Options{RetryMin: o.retryMin})
+	q := b.Queue(relaytest.Registry(acct), queue.Options{RetryMin: o.retryMin, WrapFS: o.wrapFS})
 	r.q = q
 	log := b.Log
 	srv := NewSMTPServer(SMTPOptions{Users: localauth.NewUsers([]*config.Account{r.cfg}), Queue: q, Logger: log,

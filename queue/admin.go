@@ -255,6 +255,7 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 		q.mu.Unlock()
 		return 0, notFound(target)
 	}
+	prevNext := e.NextAttempt
 	if e.State != StateFailed && e.AdminHold != hold {
 		e.AdminHold = hold
 		e.NextAttempt = q.opts.Now()
@@ -262,13 +263,21 @@ func (q *Queue) setAdminHold(target string, hold bool) (int, error) {
 	}
 	a = q.accounts[e.Account]
 	q.mu.Unlock()
-	if !hold && a != nil {
-		q.health(a).Unquarantine(target)
-	}
-	for _, e := range changed {
-		if err := q.spool.Update(e); err != nil {
+	for _, c := range changed {
+		if err := q.spool.Update(c); err != nil {
+			// Not recorded (a full or read-only disk): not applied either,
+			// or the next update of the message would record what the
+			// admin was told had failed.
+			q.mu.Lock()
+			if e.AdminHold == hold {
+				e.AdminHold, e.NextAttempt = !hold, prevNext
+			}
+			q.mu.Unlock()
 			return 0, err
 		}
+	}
+	if !hold && a != nil {
+		q.health(a).Unquarantine(target)
 	}
 	if a != nil {
 		a.wake()

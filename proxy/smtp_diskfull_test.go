@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/relayd/relayd/queue"
+)
+
+// fullFS is a spool file system whose disk fills up on demand: once full
+// holds a name part (".msg." for message bodies, ".json." for metadata),
+// writes to temporary files with that part in their name store half their
+// bytes and fail with ENOSPC, as a real full disk does.
+type fullFS struct {
+	queue.FS
+	full atomic.Value // string
+}
+
+func (f *fullFS) wrap(real queue.FS) queue.FS {
+	f.FS = real
+	f.full.Store("")
+	return f
+}
+
+func (f *fullFS) CreateTemp(prefix string) (queue.File, error) {
+	fl, err := f.FS.CreateTemp(prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &fullFile{File: fl, fs: f, prefix: prefix}, nil
+}
+
+type fullFile struct {
+	queue.File
+	fs     *fullFS
+	prefix string
+}
+
+func (w *fullFile) Write(b []byte) (int, error) {
+	if part := w.fs.full.Load().(string); part != "" && strings.Contains(w.prefix, part) {
+		n, _ := w.File.Write(b[:len(b)/2])
+		return n, &os.PathError{Op: "write", Path: w.Name(), Err: syscall.ENOSPC}
+	}
+	return w.File.Write(b)
+}
+
+// The disk fills up during DATA, then during the metadata write that
+// follows it, then during an update of a queued message's metadata: each
+// submission is answered 452 4.3.1 and leaves nothing behind, the update
+// fails and leaves the old metadata whole, every message that got a 250
+// before is intact, and once there is space again submissions get 250
+// without a restart.
+func TestSMTPDiskFull(t *testing.T) {
+	fs := &fullFS{}
+	r := newSMTPRelay(t, smtpRelayOpts{upDown: true, retryMin: time.Hour, wrapFS: fs.wrap})
+	c := r.client()
+	queueDir := filepath.Join(r.dir, "queue")
+	body := func(i int) []byte { return []byte(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i)) }
+	acked := map[string]int{} // queue ID → message number
+	send := func(i int) error {
+		before := map[string]bool{}
+		for _, e := range r.q.List() {
+			before[e.ID] = true
+		}
+		if err := r.send(c, smtpSender, []string{"x@example.net"}, body(i)); err != nil {
+			return err
+		}
+		for _, e := range r.q.List() {
+			if !before[e.ID] {
+				acked[e.ID] = i
+			}
+		}
+		return nil
+	}
+	for i := range 3 {
+		if err := send(i); err != nil {
+			t.Fatalf("message %d with space on the disk: %v", i, err)
+		}
+	}
+	meta := func(id string) []byte {
+		b, err := os.ReadFile(filepath.Join(queueDir, id+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var someID string
+	for id := range acked {
+		someID = id
+	}
+
+	for _, part := range []string{".msg.", ".json."} {
+		fs.full.Store(part)
+		err := send(100)
+		if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 452 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 1}) {
+			t.Fatalf("send with the disk full at %q = %v, want 452 4.3.1", part, err)
+		}
+	}
+	// A metadata update (here an admin's hold) on a full disk fails as a
+	// whole: the old metadata stays on disk, and the hold is not applied.
+	if _, err := r.q.Hold(someID); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("Hold() with the disk full = %v, want ENOSPC", err)
+	}
+	var onDisk queue.Entry
+	if err := json.Unmarshal(meta(someID), &onDisk); err != nil || onDisk.AdminHold {
+		t.Errorf("metadata after a failed update: %v, held %v; want the old, unheld one", err, onDisk.AdminHold)
+	}
+	if e, err := r.q.Get(someID); err != nil || e.AdminHold {
+		t.Errorf("Get() after a failed hold = %+v, %v; want the message not held", e, err)
+	}
+
+	fs.full.Store("")
+	if err := send(3); err != nil {
+		t.Fatalf("message after space came back: %v", err)
+	}
+
+	// On disk: each acknowledged message whole, with metadata that parses,
+	// and nothing else.
+	if len(acked) != 4 {
+		t.Fatalf("%d messages acknowledged, want 4", len(acked))
+	}
+	names, _ := filepath.Glob(filepath.Join(queueDir, "*"))
+	want := 1 + 1 + 2*len(acked) // lock, tmp/, and a pair per message
+	if len(names) != want {
+		t.Errorf("spool holds %v, want %d entries", names, want)
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(queueDir, "tmp")); len(tmp) != 0 {
+		t.Errorf("half-written files left in tmp/: %v", tmp)
+	}
+	for id, i := range acked {
+		var e queue.Entry
+		if err := json.Unmarshal(meta(id), &e); err != nil || e.ID != id {
+			t.Errorf("metadata of %s: %v (id %q)", id, err, e.ID)
+		}
+		msg, err := os.ReadFile(filepath.Join(queueDir, id+".msg"))
+		if err != nil || !bytes.HasSuffix(msg, body(i)) || e.Size != int64(len(msg)) {
+			t.Errorf("message %d (%s) = %q, %v; size %d, want it to end in %q", i, id, msg, err, e.Size, body(i))
+		}
+	}
+}
