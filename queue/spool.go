@@ -78,6 +78,19 @@ func (s *Spool) writeTemp(prefix string, r io.Reader) (name string, n int64, err
 // When Put returns nil the message survives a crash; when it returns an
 // error nothing of it remains.
 func (s *Spool) Put(e *Entry, body io.Reader) error {
+	err := s.put(e, body)
+	if err != nil && (s.real.top.Removed() || s.real.tmp.Removed()) {
+		return fmt.Errorf("%w: %s was deleted while relayd runs; restart relayd to make it again (the mail that was in it is gone): %v",
+			ErrSpoolRemoved, s.dir, err)
+	}
+	return err
+}
+
+// ErrSpoolRemoved means the spool directory was deleted under the running
+// relayd: nothing can be queued until a restart makes it again.
+var ErrSpoolRemoved = errors.New("spool directory removed")
+
+func (s *Spool) put(e *Entry, body io.Reader) error {
 	tmpMsg, n, err := s.writeTemp(e.ID+".msg.", body)
 	if err != nil {
 		return fmt.Errorf("writing message: %w", err)

@@ -266,6 +266,13 @@ func (d *Dir) ReadDir() ([]os.DirEntry, error) {
 	return f.ReadDir(-1)
 }
 
+// Removed reports whether the directory was deleted since it was opened
+// (it has no links left): whatever is made in it is lost.
+func (d *Dir) Removed() bool {
+	var st unix.Stat_t
+	return unix.Fstat(d.fd(), &st) == nil && st.Nlink == 0
+}
+
 // Sync fsyncs the directory, making renames and removals in it durable.
 func (d *Dir) Sync() error {
 	if err := d.f.Sync(); err != nil {
