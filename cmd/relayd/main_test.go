@@ -57,6 +57,10 @@ type env struct {
 	secrets   []string       // every secret the test knows of
 	outputs   *bytes.Buffer
 	outputsMu sync.Mutex
+	// wrap, when set, is a command that serve runs relayd under: its
+	// arguments, then relayd's path and arguments (which it must exec, so
+	// that the PID is relayd's).
+	wrap []string
 }
 
 const (
@@ -180,6 +184,9 @@ func (e *env) serve() *daemonProc {
 func (e *env) serveEnv(extraEnv []string) *daemonProc {
 	e.t.Helper()
 	cmd := exec.Command(relaydBin, "serve", "-c", e.cfg, "-grace", "2s")
+	if e.wrap != nil {
+		cmd = exec.Command(e.wrap[0], append(e.wrap[1:], cmd.Args...)...)
+	}
 	cmd.Env = append(os.Environ(), extraEnv...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
