@@ -48,6 +48,8 @@ type relayOpts struct {
 	limits          Limits
 	imapConnections int
 	writeTimeout    time.Duration
+	// upstreamTimeout: as IMAPOptions.UpstreamTimeout.
+	upstreamTimeout time.Duration
 	// listenerTLS is the downstream TLS (IMAPOptions.TLS); with it an
 	// implicit-TLS listener is served too, at testRelay.tlsAddr. listen
 	// is the plain listener's address (default 127.0.0.1:0).
@@ -127,6 +129,7 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 		IdleTimeout:      o.idleTimeout,
 		PreauthTimeout:   o.preauthTimeout,
 		WriteTimeout:     o.writeTimeout,
+		UpstreamTimeout:  o.upstreamTimeout,
 		Limits:           o.limits,
 		Recorder:         endRecorder(ended),
 		TLS:              o.listenerTLS,

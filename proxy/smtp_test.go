@@ -53,6 +53,10 @@ type smtpRelayOpts struct {
 	// listenerTLS and listen: as relayOpts'.
 	listenerTLS func() *tls.Config
 	listen      string
+	// via, when set, puts something between relayd and the fake
+	// upstream: it gets the upstream's address and returns the one relayd
+	// dials.
+	via func(upAddr string) string
 	// wrapFS: as queue.Options.WrapFS.
 	wrapFS func(queue.FS) queue.FS
 }
@@ -68,6 +72,9 @@ func newSMTPRelay(t *testing.T, o smtpRelayOpts) *smtpRelay {
 	} else {
 		r.up = b.SMTPUpstream(testkit.SMTPOptions{Style: o.style, TLS: o.tls})
 		r.upAddr = r.up.Addr
+		if o.via != nil {
+			r.upAddr = o.via(r.up.Addr)
+		}
 	}
 	acct := b.Account(testkit.Account{
 		Direction: "outgoing", LocalUser: testUser, LocalPasswordHash: testHash, SMTPServer: r.upAddr, Security: "none",
