@@ -124,13 +124,18 @@ func attempt[C Conn](ctx context.Context, a *auth.Account, src health.Source, di
 
 // open dials; a failure is the account's outage, reported.
 func open[C Conn](ctx context.Context, a *auth.Account, src health.Source, dial func(context.Context) (C, error)) (C, error) {
+	var zero C
+	if err := ctx.Err(); err != nil {
+		return zero, err // spent before the dial (a slow token endpoint): nothing about the server
+	}
 	c, err := dial(ctx)
-	if err != nil && ctx.Err() != nil {
-		var zero C
+	if err != nil && gaveUp(ctx) {
 		return zero, ctx.Err() // relayd is stopping, or the caller gave up
 	}
 	if err != nil {
-		var zero C
+		if ctx.Err() != nil {
+			err = fmt.Errorf("no answer within the time allowed (%w): %w", ctx.Err(), err)
+		}
 		he := health.Unreachable(src, serverAddr(a, src), err)
 		a.Health.Fail(src, he)
 		return zero, he
@@ -142,12 +147,20 @@ func open[C Conn](ctx context.Context, a *auth.Account, src health.Source, dial 
 // said anything about the account: an outage, as if it could not be
 // reached.
 func lost(ctx context.Context, a *auth.Account, src health.Source, host string, err error) error {
-	if ctx.Err() != nil {
+	if gaveUp(ctx) {
 		return ctx.Err() // relayd is stopping, or the caller gave up: nothing about the account
 	}
 	he := health.Unreachable(src, serverAddr(a, src), fmt.Errorf("AUTH at %s: %w", host, err))
 	a.Health.Fail(src, he)
 	return he
+}
+
+// gaveUp reports whether ctx was cancelled: relayd is stopping, or the
+// caller went away. A deadline that passed is not that: the server took
+// longer than relayd allows (an upstream answering a byte at a time),
+// which is the account's outage and is reported like one.
+func gaveUp(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.Canceled)
 }
 
 // serverAddr is the address of a's server for src.
