@@ -213,7 +213,14 @@ func Open(opts Options) (*Queue, error) {
 		q.Close()
 		return nil, err
 	}
+	latest := opts.Now().Add(opts.RetryMax)
 	for _, e := range entries {
+		// A stored retry is a wall-clock time: after the clock went back
+		// (or was fast when it was written) it may lie further ahead than
+		// any backoff relayd gives. None waits longer than RetryMax.
+		if e.NextAttempt.After(latest) {
+			e.NextAttempt = latest
+		}
 		q.add(e)
 	}
 	if len(entries) > 0 {
