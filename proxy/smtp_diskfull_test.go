@@ -118,6 +118,13 @@ func TestSMTPDiskFull(t *testing.T) {
 	if e, err := r.q.Get(someID); err != nil || e.AdminHold {
 		t.Errorf("Get() after a failed hold = %+v, %v; want the message not held", e, err)
 	}
+	before, _ := r.q.Get(someID)
+	if err := r.q.Retry(someID); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("Retry() with the disk full = %v, want ENOSPC", err)
+	}
+	if e, err := r.q.Get(someID); err != nil || !e.NextAttempt.Equal(before.NextAttempt) {
+		t.Errorf("Get() after a failed retry = %+v, %v; want the message as it was (next attempt %s)", e, err, before.NextAttempt)
+	}
 
 	fs.full.Store("")
 	if err := send(3); err != nil {

@@ -294,6 +294,7 @@ func (q *Queue) Retry(id string) error {
 		q.mu.Unlock()
 		return notFound(id)
 	}
+	prev := e.clone()
 	if e.State == StateFailed {
 		for i := range e.Recipients {
 			if e.Recipients[i].State == RcptFailed {
@@ -309,6 +310,12 @@ func (q *Queue) Retry(id string) error {
 	a := q.account(e.Account)
 	q.mu.Unlock()
 	if err := q.spool.Update(snapshot); err != nil {
+		// Not recorded, so not applied: as in setAdminHold.
+		q.mu.Lock()
+		if e.NextAttempt.Equal(snapshot.NextAttempt) && e.State == snapshot.State {
+			*e = *prev
+		}
+		q.mu.Unlock()
 		return err
 	}
 	a.wake()
