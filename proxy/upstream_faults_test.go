@@ -219,3 +219,25 @@ func TestSMTPUpstreamClosesMidData(t *testing.T) {
 		t.Errorf("no deferral logged:\n%s", r.logs.String())
 	}
 }
+
+// An upstream submission server answering one byte at a time (every 2 ms
+// here): delivery goes on as long as each reply comes within the
+// transport's per-command timeout (5 minutes, as Postfix's are per
+// command: 1 byte a second passes too, slowly), and the message arrives
+// once.
+func TestSMTPUpstreamOneByteAtATime(t *testing.T) {
+	fp := &faultProxy{trickle: 2 * time.Millisecond}
+	r := newSMTPRelay(t, smtpRelayOpts{via: func(upAddr string) string { return startFaultProxy(t, upAddr, fp) }})
+	c := r.client()
+	msg := []byte("Subject: slow\r\n\r\nthrough a slow upstream\r\n")
+	if err := r.send(c, smtpSender, []string{"x@example.net"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := r.waitMessages(1)
+	if !bytes.HasSuffix(got[0].Data, msg) {
+		t.Errorf("the upstream got %q", got[0].Data)
+	}
+	if n := len(r.up.Messages()); n != 1 {
+		t.Errorf("the upstream has %d messages, want 1", n)
+	}
+}
