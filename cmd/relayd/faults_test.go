@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -177,13 +179,30 @@ func TestSIGSTOPThenSIGCONT(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	procState := func() string {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/stat")
+		// pid (comm) STATE ...
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && len(b) > i+2 {
+			return string(b[i+2])
+		}
+		return "?"
+	}
+	// The stop takes effect as each of relayd's threads next runs: wait
+	// for the kernel to report the process stopped before the client
+	// comes.
+	for deadline := time.Now().Add(10 * time.Second); procState() != "T"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("relayd not stopped 10 s after SIGSTOP: state %s", procState())
+		}
+		runtime.Gosched()
+	}
 	during := make(chan error, 1)
 	go func() { during <- e.submit("sent during the stop") }()
 	e.smtpUp.FailData(nil)
 	time.Sleep(stop) // the fault itself: how long relayd stays stopped
 	select {
 	case err := <-during:
-		t.Fatalf("a submission finished while relayd was stopped: %v", err)
+		t.Fatalf("a submission finished while relayd was stopped (state %s): %v\n%s", procState(), err, d.stderr.String())
 	default:
 	}
 	if err := d.cmd.Process.Signal(syscall.SIGCONT); err != nil {
