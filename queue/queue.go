@@ -65,6 +65,10 @@ const (
 	EventFailed    EventKind = "failed"
 	EventHeld      EventKind = "held"     // an account's mail is held (ID empty)
 	EventReleased  EventKind = "released" // an account's hold ended (ID empty)
+	// EventNotQueued: the spool could not store a submission (a full,
+	// read-only or deleted spool directory); the client was told to try
+	// again later. The ID was never stored.
+	EventNotQueued EventKind = "not_queued"
 )
 
 // Event reports something the queue did.
@@ -378,6 +382,7 @@ func (q *Queue) Submit(s *Submission) (string, error) {
 	e.MessageID = msgID
 	body := io.MultiReader(strings.NewReader(prefix.String()), bytes.NewReader(header), br)
 	if err := q.spool.Put(e, body); err != nil {
+		q.event(EventNotQueued, e.ID, e.Account)
 		return "", err // the caller tells its client
 	}
 	q.mu.Lock()

@@ -27,6 +27,7 @@ type Metrics struct {
 	deliver  *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 	refused  *prometheus.CounterVec
+	notQd    *prometheus.CounterVec
 	commit   string
 	scrapeAt func() time.Time
 }
@@ -52,10 +53,13 @@ func NewMetrics(b Backend, version, commit string) *Metrics {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_sessions_refused_total",
 		Help: "Downstream connections and logins refused by a session limit, by protocol and limit (sessions, per_address, per_account)."},
 		[]string{"protocol", "limit"})
+	m.notQd = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_submissions_not_queued_total",
+		Help: "Submissions answered 452 because the spool could not store them (a full, read-only or deleted spool directory), by account."},
+		[]string{"account"})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "relayd_build_info",
 		Help: "relayd's version, commit and Go version; always 1."}, []string{"version", "commit", "goversion"})
 	build.WithLabelValues(version, commit, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.logins, m.upAuth, m.upFail, m.deliver, m.bytes, m.refused, build, m, prometheus.NewGoCollector())
+	m.reg.MustRegister(m.logins, m.upAuth, m.upFail, m.deliver, m.bytes, m.refused, m.notQd, build, m, prometheus.NewGoCollector())
 	return m
 }
 
@@ -83,6 +87,13 @@ func (m *Metrics) UpstreamAuth(account string, src health.Source, reason health.
 func (m *Metrics) Delivery(account, outcome string) {
 	if m != nil {
 		m.deliver.WithLabelValues(account, outcome).Inc()
+	}
+}
+
+// NotQueued counts a submission the spool could not store.
+func (m *Metrics) NotQueued(account string) {
+	if m != nil {
+		m.notQd.WithLabelValues(account).Inc()
 	}
 }
 

@@ -219,6 +219,9 @@ func (d *Daemon) openQueue(cfg *config.Config, hostname string) (*queue.Queue, e
 			if e.ID != "" && (e.Kind == queue.EventDelivered || e.Kind == queue.EventDeferred || e.Kind == queue.EventFailed) {
 				d.metrics.Delivery(e.Account, string(e.Kind))
 			}
+			if e.Kind == queue.EventNotQueued {
+				d.metrics.NotQueued(e.Account)
+			}
 			if onEvent != nil {
 				onEvent(e)
 			}

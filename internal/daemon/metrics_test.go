@@ -122,7 +122,7 @@ func TestMetrics(t *testing.T) {
 func TestAlertRules(t *testing.T) {
 	promtool := realserver.RequireBinary(t, "promtool", "prometheus")
 	out, err := exec.Command(promtool, "check", "rules", "../../packaging/prometheus/relayd.rules.yml").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "SUCCESS: 7 rules found") {
+	if err != nil || !strings.Contains(string(out), "SUCCESS: 8 rules found") {
 		t.Errorf("promtool check rules: %v\n%s", err, out)
 	}
 }
