@@ -111,6 +111,10 @@ type Queue struct {
 	accounts map[string]*account
 	ctx      context.Context // set by Run
 	wg       sync.WaitGroup
+	// leftovers are delivered messages whose files could not be removed
+	// (leftover.go); sweeping is set while a goroutine retries them.
+	leftovers map[string]bool
+	sweeping  bool
 }
 
 // account is an account's delivery state.

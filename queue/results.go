@@ -103,9 +103,7 @@ func (q *Queue) finish(a *account, fs *fallbackSend, id string, pending []int, r
 			"message_id", snapshot.MessageID, "recipients", sent, "reply", lastReply(results))
 	}
 	if kind == EventDelivered {
-		if err := q.spool.Remove(id); err != nil {
-			q.log.Error("delivered message could not be removed from the spool; it may be sent again", "id", id, "err", err)
-		}
+		q.removeDelivered(id)
 		q.log.Info("delivered", "id", id, "account", a.name, "via", via, "recipients", len(snapshot.Recipients),
 			"reply", lastReply(results), "duration", took.Round(time.Millisecond))
 	} else {
