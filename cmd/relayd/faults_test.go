@@ -95,8 +95,21 @@ func TestStateDirReadOnly(t *testing.T) {
 		t.Fatalf("submission with a writable state directory: %v", err)
 	}
 	e.arrivedOnce("before", d)
+	// A message waiting for its retry as the directory turns read-only.
+	e.smtpUp.FailData(&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "later"})
+	if err := e.submit("queued before"); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog(t, "delivery deferred", 10*time.Second)
 
 	chmodDirs(0o500)
+	// Its retry needs a new access token, whose rotated grant cannot be
+	// stored, and is delivered; its files cannot be removed yet.
+	e.idp.RevokeAccessTokens(mbox)
+	e.smtpUp.FailData(nil)
+	e.arrivedOnce("queued before", d)
+	d.waitLog(t, "could not store the refreshed grant", 10*time.Second)
+	d.waitLog(t, "delivered message could not be removed from the spool; relayd keeps trying", 10*time.Second)
 	err := e.submit("read-only")
 	if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 452 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 1}) {
 		t.Fatalf("submission with a read-only state directory = %v, want 452 4.3.1", err)
@@ -107,12 +120,13 @@ func TestStateDirReadOnly(t *testing.T) {
 	}
 
 	chmodDirs(0o700)
+	d.waitLog(t, "delivered message removed from the spool", 10*time.Second)
 	if err := e.submit("after"); err != nil {
 		t.Fatalf("submission once the state directory is writable again: %v", err)
 	}
 	e.arrivedOnce("after", d)
-	if n := len(e.smtpUp.Messages()); n != 2 {
-		t.Errorf("the upstream has %d messages, want 2", n)
+	if n := len(e.smtpUp.Messages()); n != 3 {
+		t.Errorf("the upstream has %d messages, want 3", n)
 	}
 }
 
