@@ -33,12 +33,13 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -59,16 +60,19 @@ const (
 )
 
 var (
-	mailboxMB  = flag.Int("mailbox-mb", 100, "size of the mailbox fetched in bulk, in MB")
-	msgKB      = flag.Int("message-kb", 1024, "size of each message, in KB")
-	rounds     = flag.Int("rounds", 7, "bulk FETCH rounds per path")
-	repeat     = flag.Int("repeat", 3, "whole-mailbox FETCHes per round, on one connection")
-	logins     = flag.Int("logins", 300, "login round trips per path")
-	idle       = flag.Int("idle", 0, "idle sessions to hold (default: as many as relayd's open-file limit allows, two descriptors each)")
-	relaydPath = flag.String("relayd", "", "relayd binary (default: build ./cmd/relayd)")
-	only       = flag.String("only", "fetch,login,idle", "comma-separated benchmarks to run")
-	rtts       = flag.String("rtt", "30ms,0s", "round-trip times between the clients (direct, and relayd) and Dovecot for the login benchmark, emulated by a delaying relay on loopback")
-	placement  = flag.String("placement", "split", "split: Dovecot on its own CPUs, relayd and the client on the others, as with a remote provider; shared: wherever the scheduler puts them")
+	mailboxMB   = flag.Int("mailbox-mb", 100, "size of the mailbox fetched in bulk, in MB")
+	msgKB       = flag.Int("message-kb", 1024, "size of each message, in KB")
+	rounds      = flag.Int("rounds", 7, "bulk FETCH rounds per path")
+	repeat      = flag.Int("repeat", 3, "whole-mailbox FETCHes per round, on one connection")
+	logins      = flag.Int("logins", 300, "login round trips per path")
+	idle        = flag.Int("idle", 0, "idle sessions to hold (default: as many as relayd's open-file limit allows, two descriptors each)")
+	relaydPath  = flag.String("relayd", "", "relayd binary (default: build ./cmd/relayd)")
+	settle      = flag.Duration("settle", time.Minute, "idle benchmark: how long after the last session reached IDLE relayd's memory is measured")
+	idleOpen    = flag.String("idle-open", "gradual,burst", "idle benchmark: how the sessions are opened, one after the other (gradual) or all at once (burst); run one per invocation for a fresh relayd each")
+	idleTLSOnly = flag.Bool("idle-tls-only", false, "idle benchmark: the TLS upstream only")
+	only        = flag.String("only", "fetch,login,idle", "comma-separated benchmarks to run")
+	rtts        = flag.String("rtt", "30ms,0s", "round-trip times between the clients (direct, and relayd) and Dovecot for the login benchmark, emulated by a delaying relay on loopback")
+	placement   = flag.String("placement", "split", "split: Dovecot on its own CPUs, relayd and the client on the others, as with a remote provider; shared: wherever the scheduler puts them")
 )
 
 func enabled(name string) bool { return machine.Selected(*only, name) }
@@ -87,10 +91,13 @@ type setup struct {
 	relayd  *exec.Cmd
 	pid     int
 	relayAt string
-	roots   *x509.CertPool
-	tmp     string
-	logFile *os.File
-	place   *machine.Placement // nil with -placement shared
+	// metricsAt serves relayd's metrics (Go heap and goroutines for the
+	// idle benchmark).
+	metricsAt string
+	roots     *x509.CertPool
+	tmp       string
+	logFile   *os.File
+	place     *machine.Placement // nil with -placement shared
 	// rtts are the login benchmark's round-trip times; delayed[i] is
 	// Dovecot's IMAPS address as seen RTT rtts[i] away (Dovecot's own for
 	// 0), relays the delaying relays.
@@ -132,8 +139,13 @@ func run() error {
 	if enabled("idle") {
 		fmt.Println("\n## Idle sessions (IDLE), relayd's resident memory per session")
 		for _, tlsUp := range []bool{false, true} {
-			if err := benchIdle(s, tlsUp); err != nil {
-				return err
+			for _, burst := range []bool{false, true} {
+				if !tlsUp && *idleTLSOnly || !machine.Selected(*idleOpen, map[bool]string{false: "gradual", true: "burst"}[burst]) {
+					continue
+				}
+				if err := benchIdle(s, tlsUp, burst); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -203,6 +215,9 @@ func start() (*setup, error) {
 	if s.relayAt, err = realserver.FreeAddr(); err != nil {
 		return nil, err
 	}
+	if s.metricsAt, err = realserver.FreeAddr(); err != nil {
+		return nil, err
+	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	if err != nil {
 		return nil, err
@@ -226,7 +241,10 @@ func start() (*setup, error) {
 	cfgText := testkit.Config{
 		StateDir: filepath.Join(s.tmp, "state"), StatusSocket: filepath.Join(s.tmp, "status.sock"), LogLevel: "warn",
 		IMAPListen: []string{s.relayAt},
-		Accounts:   accounts,
+		// Room for every idle session, the warm one and the pools.
+		IMAP:     []string{fmt.Sprintf("max_sessions = %d", *idle+100), fmt.Sprintf("max_sessions_per_address = %d", *idle+100)},
+		Metrics:  []string{fmt.Sprintf("listen = %q", s.metricsAt)},
+		Accounts: accounts,
 	}.TOML()
 	cfgFile := filepath.Join(s.tmp, "relayd.toml")
 	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
@@ -556,30 +574,78 @@ func benchLogin(s *setup, i int) error {
 	return nil
 }
 
-func benchIdle(s *setup, tlsUp bool) error {
+// idleStats is what the idle benchmark reads of relayd: its resident
+// memory, and from its metrics the Go heap in use, the goroutine stacks,
+// the goroutines and the warm pool's ready connections.
+type idleStats struct {
+	rssKB                 int64
+	heapKB, stackKB       float64
+	goroutines, warmReady float64
+}
+
+func (s *setup) idleStats() (idleStats, error) {
+	var st idleStats
+	var err error
+	if st.rssKB, err = rssKB(s.pid); err != nil {
+		return st, err
+	}
+	resp, err := http.Get("http://" + s.metricsAt + "/metrics")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch {
+		case f[0] == "go_memstats_heap_inuse_bytes":
+			st.heapKB = v / 1024
+		case f[0] == "go_memstats_stack_inuse_bytes":
+			st.stackKB = v / 1024
+		case f[0] == "go_goroutines":
+			st.goroutines = v
+		case strings.HasPrefix(f[0], "relayd_warm_connections{") && strings.Contains(f[0], `state="ready"`):
+			st.warmReady += v
+		}
+	}
+	return st, sc.Err()
+}
+
+// benchIdle opens -idle sessions through relayd, each logged in, SELECTed
+// and in IDLE, one after the other or (burst) all at once, waits -settle
+// after the last reached IDLE, and reports what relayd holds per session.
+func benchIdle(s *setup, tlsUp, burst bool) error {
 	// One session first, so that one-time costs (TLS roots, pools, the
 	// token) are not counted per session.
 	warm, err := s.viaRelayd(tlsUp)
 	if err != nil {
 		return err
 	}
-	before, err := rssKB(s.pid)
+	time.Sleep(*settle / 4) // the first session's garbage goes first
+	before, err := s.idleStats()
 	if err != nil {
 		return err
 	}
 	fdsBefore, socketsBefore := openFiles(s.pid)
-	conns := make([]*conn, 0, *idle)
+	conns := make([]*conn, *idle)
 	defer func() {
 		for _, c := range conns {
-			c.c.Close()
+			if c != nil {
+				c.c.Close()
+			}
 		}
 		warm.c.Close()
 	}()
-	for i := 0; i < *idle; i++ {
+	open := func(i int) error {
 		c, err := s.viaRelayd(tlsUp)
 		if err != nil {
 			return fmt.Errorf("session %d: %w", i+1, err)
 		}
+		conns[i] = c
 		if _, err := c.cmd("SELECT INBOX"); err != nil {
 			return fmt.Errorf("session %d: %w", i+1, err)
 		}
@@ -587,10 +653,43 @@ func benchIdle(s *setup, tlsUp bool) error {
 		if l, err := c.br.ReadString('\n'); err != nil || !strings.HasPrefix(l, "+") {
 			return fmt.Errorf("session %d: IDLE: %q %v", i+1, l, err)
 		}
-		conns = append(conns, c)
+		return nil
 	}
-	runtime.GC()
-	after, err := rssKB(s.pid)
+	t0 := time.Now()
+	if burst {
+		gate := make(chan struct{})
+		errs := make(chan error, *idle)
+		var wg sync.WaitGroup
+		for i := range conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				errs <- open(i)
+			}()
+		}
+		close(gate)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+	} else {
+		for i := range conns {
+			if err := open(i); err != nil {
+				return err
+			}
+		}
+	}
+	opened := time.Since(t0)
+	atIdle, err := s.idleStats()
+	if err != nil {
+		return err
+	}
+	time.Sleep(*settle)
+	after, err := s.idleStats()
 	if err != nil {
 		return err
 	}
@@ -602,15 +701,24 @@ func benchIdle(s *setup, tlsUp bool) error {
 			return fmt.Errorf("session not alive after the measurement: %w", err)
 		}
 	}
-	fmt.Printf("%-20s %d sessions: relayd VmRSS %d KB -> %d KB, %.1f KB per session; open files %d -> %d, %.2f per session\n",
-		upName(tlsUp), len(conns), before, after, float64(after-before)/float64(len(conns)),
-		fdsBefore, fdsAfter, float64(fdsAfter-fdsBefore)/float64(len(conns)))
+	n := float64(len(conns))
+	how := "one after the other"
+	if burst {
+		how = "all at once"
+	}
+	fmt.Printf("%-20s %d sessions %s in %.1f s; %v after the last reached IDLE: relayd VmRSS %d KB -> %d KB, %.1f KB per session (%.1f KB right at IDLE)\n",
+		upName(tlsUp), len(conns), how, opened.Seconds(), *settle, before.rssKB, after.rssKB,
+		float64(after.rssKB-before.rssKB)/n, float64(atIdle.rssKB-before.rssKB)/n)
+	fmt.Printf("%-20s Go heap in use %.0f KB -> %.0f KB, %.1f KB per session; goroutine stacks %.1f KB per session; goroutines %.0f -> %.0f, %.2f per session; open files %d -> %d, %.2f per session; warm pool's own ready connections %.0f (not counted: none for this account)\n",
+		"", before.heapKB, after.heapKB, (after.heapKB-before.heapKB)/n, (after.stackKB-before.stackKB)/n,
+		before.goroutines, after.goroutines, (after.goroutines-before.goroutines)/n,
+		fdsBefore, fdsAfter, float64(fdsAfter-fdsBefore)/n, after.warmReady)
 	// Let relayd close these sessions before anything else runs: the
 	// next measurement needs the descriptors.
-	for _, c := range conns {
+	for i, c := range conns {
 		c.c.Close()
+		conns[i] = nil
 	}
-	conns = nil
 	deadline := time.Now().Add(time.Minute)
 	for {
 		_, sockets := openFiles(s.pid)

@@ -313,21 +313,34 @@ func (b *bench) accept() error {
 		return err
 	}
 	fmt.Printf("\n## Acceptance: %d clients x %d messages of %d KB per round, delivery held on both sides\n", *clients, *perClient, *msgKB)
-	var rr, pr []float64
+	master := b.pf.MasterPID()
+	if master == 0 {
+		return errors.New("postfix: no master.pid")
+	}
+	n := float64(*clients * *perClient)
+	var rr, pr, rcpu, pcpu []float64
 	for round := 0; round < *rounds; round++ {
+		c0 := machine.CPUSeconds(b.relayd.Process.Pid)
 		r, err := load(b.smtpAddr, "bench", password, round)
 		if err != nil {
 			return fmt.Errorf("relayd: %w", err)
 		}
+		c1 := machine.CPUSeconds(b.relayd.Process.Pid)
+		p0 := machine.TreeCPU(master)
 		p, err := load(b.pf.SubmissionAddr, mailbox, "pf-pw", round)
 		if err != nil {
 			return fmt.Errorf("postfix: %w", err)
 		}
+		p1 := machine.TreeCPU(master)
 		rr, pr = append(rr, r), append(pr, p)
+		rcpu, pcpu = append(rcpu, (c1-c0)/n*1e6), append(pcpu, (p1-p0)/n*1e6)
 	}
 	r, p := machine.Median(rr), machine.Median(pr)
 	fmt.Printf("relayd %.0f msg/s, Postfix %.0f msg/s, ratio %.2f (median of %d; relayd %s; Postfix %s)\n",
 		r, p, r/p, *rounds, machine.All(rr), machine.All(pr))
+	rc, pc := machine.Median(rcpu), machine.Median(pcpu)
+	fmt.Printf("CPU per accepted message: relayd %.0f us, Postfix %.0f us (master and its processes), ratio %.2f (median of %d; relayd %s; Postfix %s)\n",
+		rc, pc, rc/pc, *rounds, machine.All(rcpu), machine.All(pcpu))
 	b.pf.Stop()
 	b.pf = nil
 	return nil

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -233,3 +234,14 @@ func (p *Postfix) WaitSunk(want []byte, timeout time.Duration) bool {
 // ConfDir is the instance's configuration directory, for Postfix's own
 // commands (sendmail -C DIR, postqueue -c DIR).
 func (p *Postfix) ConfDir() string { return p.confDir }
+
+// MasterPID is the process ID of this instance's master, from its pid
+// file; 0 if it cannot be read.
+func (p *Postfix) MasterPID() int {
+	b, err := os.ReadFile(filepath.Join(p.dir, "spool", "pid", "master.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
