@@ -427,20 +427,15 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 	return w.c.down.Write(b)
 }
 
+// serve runs the session until it logs in, then hands it to a new
+// goroutine (spliced).
 func (c *imapSession) serve() {
 	s := c.srv
-	defer s.wg.Done()
+	spliced := false
 	defer func() {
-		if v := recover(); v != nil {
-			health.Recovered(c.log, c.health, "serving an IMAP session", v)
+		if !spliced {
+			c.ended(recover())
 		}
-		s.count.release(c.addr) // first: the session is over for Recorder.SessionEnd
-		c.end()
-		c.closeNotify()
-		c.close()
-		s.mu.Lock()
-		delete(s.sessions, c)
-		s.mu.Unlock()
 	}()
 	c.start = time.Now()
 	c.log = s.log.With("conn", c.id, "remote", c.down.RemoteAddr().String())
@@ -495,10 +490,36 @@ func (c *imapSession) serve() {
 			return
 		}
 		if acct != nil {
-			c.splice(acct, r.br)
+			// The login grew this goroutine's stack (the upstream's
+			// TLS handshake, bcrypt) and a stack shrinks only by half
+			// per garbage collection: the session, idle for hours
+			// perhaps, waits on a new goroutine's small one.
+			spliced = true
+			br := r.br
+			go func() {
+				defer func() { c.ended(recover()) }()
+				c.splice(acct, br)
+			}()
 			return
 		}
 	}
+}
+
+// ended ends the session, after a panic v (nil: none): the goroutine
+// serving it calls it last.
+func (c *imapSession) ended(v any) {
+	s := c.srv
+	defer s.wg.Done()
+	if v != nil {
+		health.Recovered(c.log, c.health, "serving an IMAP session", v)
+	}
+	s.count.release(c.addr) // first: the session is over for Recorder.SessionEnd
+	c.end()
+	c.closeNotify()
+	c.close()
+	s.mu.Lock()
+	delete(s.sessions, c)
+	s.mu.Unlock()
 }
 
 // handle runs one pre-auth command. It returns the account once the upstream

@@ -271,6 +271,7 @@ func (p *splice) run() {
 			return
 		}
 	}
+	p.downBuf, p.upBuf = nil, nil // passed on: garbage now
 	if p.started != nil {
 		p.started()
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -98,34 +99,132 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, 256<<10); retur
 
 // copyCoalesce copies from a TLS upstream. A TLS Read yields at most one
 // record (16 KiB), and writing each record on its own wakes the client once
-// per record, which costs more CPU than the copy. So after a blocking read
-// into a small buffer it gathers what is already available, without
-// blocking (a read deadline in the past; crypto/tls keeps its state on a
-// timeout), and writes it at once. Only the small buffer is held while the
-// session waits. Writes go through cs.
+// per record, which costs more CPU than the copy. So after a read it
+// gathers what is already available, without blocking (a read deadline in
+// the past; crypto/tls keeps its state on a timeout), and writes it at
+// once. Writes go through cs.
+//
+// Once a gather ran into the deadline, crypto/tls holds no complete record
+// (at most part of one, whose rest is still to come), so the copy waits
+// for the TCP socket under it to become readable, holding no buffer: an
+// idle session keeps only a small goroutine stack. A buffer is taken from
+// the pool when bytes arrive.
 func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
+	rc := rawUnder(src)
+	if rc == nil {
+		return copyCoalesceBlocking(dst, src, wt, cs)
+	}
+	// A handshake cannot run against a deadline in the past: finish it
+	// first (a logged-in upstream's is long done).
+	if err := src.(*tls.Conn).Handshake(); err != nil {
+		return err
+	}
+	tc := src.(*tls.Conn)
+	// drained: the last gather ran into the deadline.
+	drained := false
+	for {
+		if drained {
+			releaseTLSBuffers(tc)
+			if err := waitReadable(rc); err != nil {
+				return err
+			}
+		}
+		var err, werr error
+		onFreshStack(func() {
+			bp := coalescePool.Get().(*[]byte)
+			defer coalescePool.Put(bp)
+			k := 0
+			if drained {
+				// Bytes came: a read returns at least one record's.
+				k, err = src.Read(*bp)
+			}
+			if err == nil {
+				k, drained, err = gather(src, *bp, k)
+			}
+			if k > 0 {
+				werr = cs.write(dst, (*bp)[:k], wt)
+			}
+		})
+		if werr != nil {
+			return werr
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// onFreshStack runs f on a goroutine of its own and waits for it, passing
+// on its panic. A copy loop waits for bytes on a stack that only waiting
+// needs (2 KiB) and moves them on one that dies afterwards: decrypting and
+// encrypting TLS records needs several KiB of stack, which a goroutine
+// keeps once grown (the garbage collector gives back half of a stack at a
+// time, and only of one that uses under a quarter of it), so an idle
+// session would hold it for hours.
+func onFreshStack(f func()) {
+	var p any
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { p = recover() }()
+		f()
+	}()
+	<-done
+	if p != nil {
+		panic(p)
+	}
+}
+
+// gather reads what src has available into buf[k:] without blocking. It
+// returns how much buf holds, and drained when src had no more (rather
+// than buf being full).
+func gather(src net.Conn, buf []byte, k int) (n int, drained bool, err error) {
+	src.SetReadDeadline(longAgo)
+	defer src.SetReadDeadline(time.Time{})
+	for k < len(buf) {
+		m, rerr := src.Read(buf[k:])
+		k += m
+		if rerr != nil {
+			if errors.Is(rerr, os.ErrDeadlineExceeded) {
+				return k, true, nil
+			}
+			return k, false, rerr
+		}
+	}
+	return k, false, nil
+}
+
+// rawUnder returns the socket under a TLS connection, for waiting until it
+// is readable; nil if there is none.
+func rawUnder(c net.Conn) syscall.RawConn {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	sc, ok := tc.NetConn().(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// copyCoalesceBlocking is copyCoalesce for a connection with no socket
+// to wait on (tests' pipes): it blocks in a read of a small buffer.
+func copyCoalesceBlocking(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
 	var first [2048]byte
 	for {
 		n, err := src.Read(first[:])
 		if n > 0 {
 			bp := coalescePool.Get().(*[]byte)
-			buf := *bp
-			k := copy(buf, first[:n])
+			k := copy(*bp, first[:n])
 			if err == nil {
-				src.SetReadDeadline(longAgo)
-				for k < len(buf) {
-					m, rerr := src.Read(buf[k:])
-					k += m
-					if rerr != nil {
-						if !errors.Is(rerr, os.ErrDeadlineExceeded) {
-							err = rerr
-						}
-						break
-					}
-				}
-				src.SetReadDeadline(time.Time{})
+				k, _, err = gather(src, *bp, k)
 			}
-			werr := cs.write(dst, buf[:k], wt)
+			werr := cs.write(dst, (*bp)[:k], wt)
 			coalescePool.Put(bp)
 			if werr != nil {
 				return werr
@@ -173,19 +272,27 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 				return err
 			}
 		}
-		buf, bp := own, (*[]byte)(nil)
-		if own == nil {
-			bp = bufPool.Get().(*[]byte)
-			buf = *bp
+		var n int
+		var err, werr error
+		pass := func() {
+			buf, bp := own, (*[]byte)(nil)
+			if own == nil {
+				bp = bufPool.Get().(*[]byte)
+				buf = *bp
+			}
+			n, err = src.Read(buf)
+			if n > 0 {
+				cs.fromClient(buf[:n])
+				werr = writeWithin(dst, buf[:n], wt)
+			}
+			if bp != nil {
+				bufPool.Put(bp)
+			}
 		}
-		n, err := src.Read(buf)
-		var werr error
-		if n > 0 {
-			cs.fromClient(buf[:n])
-			werr = writeWithin(dst, buf[:n], wt)
-		}
-		if bp != nil {
-			bufPool.Put(bp)
+		if rc != nil {
+			onFreshStack(pass) // a TLS upstream's Write needs a deep stack
+		} else {
+			pass()
 		}
 		if werr != nil {
 			return werr
