@@ -500,6 +500,11 @@ func (d *Daemon) Start() {
 		defer d.wg.Done()
 		d.keepRunning(ctx, nil, "picking up the maildrop", d.pickup)
 	}()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		trimMemory(ctx, trimEvery)
+	}()
 	if d.metricLn != nil {
 		d.metricSrv = status.NewMetricsServer(d.metrics, d.opts.StatusLimits, d.log)
 		go d.metricSrv.Serve(d.metricLn)
