@@ -369,7 +369,12 @@ func (q *Queue) Submit(s *Submission) (string, error) {
 	for _, to := range s.To {
 		e.Recipients = append(e.Recipients, Recipient{Addr: to, State: RcptPending})
 	}
-	br := bufio.NewReaderSize(s.Body, 32<<10)
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(s.Body)
+	defer func() {
+		br.Reset(nil) // holds no client's reader while pooled
+		headerReaders.Put(br)
+	}()
 	header, msgID, err := scanHeader(br)
 	if err != nil {
 		return "", err
@@ -396,6 +401,10 @@ func (q *Queue) Submit(s *Submission) (string, error) {
 	q.event(EventQueued, e.ID, e.Account)
 	return e.ID, nil
 }
+
+// headerReaders are Submit's readers (32 KiB each): pooled, not garbage
+// per message.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
 
 // scanHeader reads the message header (up to maxHeaderScan bytes) and
 // returns it with the value of its Message-ID field, if any.
