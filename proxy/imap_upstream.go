@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -67,7 +66,7 @@ func dialIMAP(ctx context.Context, a *auth.Account, dial func(ctx context.Contex
 	raw.SetDeadline(deadline)
 	conn := raw
 	if a.Config.IMAPSecurity == config.SecurityTLS {
-		tc := tls.Client(raw, a.TLSConfig(host))
+		tc := upstreamTLS(raw, a.TLSConfig(host))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, fail(fmt.Errorf("TLS handshake: %w", err))
@@ -94,7 +93,7 @@ func dialIMAP(ctx context.Context, a *auth.Account, dial func(ctx context.Contex
 			conn.Close()
 			return nil, fail(errors.New("data after STARTTLS response (possible injection)"))
 		}
-		tc := tls.Client(raw, a.TLSConfig(host))
+		tc := upstreamTLS(raw, a.TLSConfig(host))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, fail(fmt.Errorf("TLS handshake after STARTTLS: %w", err))

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -51,7 +50,7 @@ func dialPOP3(ctx context.Context, a *auth.Account, dial func(ctx context.Contex
 	raw.SetDeadline(deadline)
 	conn := raw
 	if a.Config.POP3Security == config.SecurityTLS {
-		tc := tls.Client(raw, a.TLSConfig(host))
+		tc := upstreamTLS(raw, a.TLSConfig(host))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, fail(fmt.Errorf("TLS handshake: %w", err))
@@ -77,7 +76,7 @@ func dialPOP3(ctx context.Context, a *auth.Account, dial func(ctx context.Contex
 			conn.Close()
 			return nil, fail(errors.New("data after the STLS response (possible injection)"))
 		}
-		tc := tls.Client(raw, a.TLSConfig(host))
+		tc := upstreamTLS(raw, a.TLSConfig(host))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
 			return nil, fail(fmt.Errorf("TLS handshake after STLS: %w", err))

@@ -179,8 +179,23 @@ func onFreshStack(f func()) {
 // returns how much buf holds, and drained when src had no more (rather
 // than buf being full).
 func gather(src net.Conn, buf []byte, k int) (n int, drained bool, err error) {
+	if tc, ok := src.(*tls.Conn); ok {
+		if gc, ok := tc.NetConn().(*gatherConn); ok {
+			// What the socket holds too, not only what crypto/tls
+			// has read: larger writes, fewer wake-ups of the client.
+			gc.nonblocking = true
+			defer func() { gc.nonblocking = false }()
+			return gatherFrom(src, buf, k)
+		}
+	}
 	src.SetReadDeadline(longAgo)
 	defer src.SetReadDeadline(time.Time{})
+	return gatherFrom(src, buf, k)
+}
+
+// gatherFrom reads src into buf[k:] until buf is full or a read fails;
+// os.ErrDeadlineExceeded means src had no more for now (drained).
+func gatherFrom(src net.Conn, buf []byte, k int) (n int, drained bool, err error) {
 	for k < len(buf) {
 		m, rerr := src.Read(buf[k:])
 		k += m

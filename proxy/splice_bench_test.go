@@ -86,7 +86,7 @@ func pipeline(b *testing.B, useTLS, relay, downTLS bool) (up io.Writer, down io.
 	}
 	if useTLS {
 		acct := &auth.Account{RootCAs: x509Pool(pemBytes)}
-		upClient = tls.Client(upClient, acct.TLSConfig("127.0.0.1"))
+		upClient = upstreamTLS(upClient, acct.TLSConfig("127.0.0.1")) // as relayd dials
 	}
 	server := <-accepted
 	b.Cleanup(func() { server.Close(); upClient.Close() })

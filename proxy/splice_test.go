@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/internal/testkit"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -244,5 +248,63 @@ func TestIdleTimeoutSparesAStreamingSession(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a quiet session outlived its idle timeout")
+	}
+}
+
+// TestCoalesceMovesBytesExactly: from a TLS upstream (as relayd dials it,
+// over a gatherConn), copyCoalesce passes every octet in order, whether
+// the records come in bursts larger than its buffer, trickle in one by one
+// (a wait for the socket between them) or stop halfway through a record,
+// and it ends with the upstream's close_notify.
+func TestCoalesceMovesBytesExactly(t *testing.T) {
+	cert, pemBytes, err := testkit.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upServer, upClient := tcpPair(t)
+	downRelay, downClient := tcpPair(t)
+	srv := tls.Server(upServer, &tls.Config{Certificates: []tls.Certificate{cert}})
+	acct := &auth.Account{RootCAs: x509Pool(pemBytes)}
+	up := upstreamTLS(upClient, acct.TLSConfig("127.0.0.1"))
+	done := make(chan error, 1)
+	go func() {
+		done <- copyCoalesce(downRelay, up, time.Minute, newClientStream())
+		downRelay.Close()
+	}()
+	var want []byte
+	writes := make(chan error, 1)
+	go func() {
+		defer close(writes)
+		send := func(b []byte) bool {
+			want = append(want, b...)
+			_, err := srv.Write(b)
+			if err != nil {
+				writes <- err
+			}
+			return err == nil
+		}
+		if !send(fetchResponse(t, 3<<20+17)) { // bursts beyond 256 KiB
+			return
+		}
+		for i := 0; i < 50; i++ { // one small record at a time
+			if !send([]byte(fmt.Sprintf("* %d EXISTS\r\n", i))) {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		srv.Close() // close_notify
+	}()
+	got, err := io.ReadAll(downClient)
+	if err != nil {
+		t.Fatalf("reading downstream: %v", err)
+	}
+	for err := range writes {
+		t.Fatalf("writing upstream: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("downstream read %d octets other than the %d the upstream wrote", len(got), len(want))
+	}
+	if err := <-done; err != nil && err != io.EOF {
+		t.Errorf("copyCoalesce at the upstream's end = %v, want nil or EOF", err)
 	}
 }

@@ -3,9 +3,12 @@ package proxy
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -109,4 +112,67 @@ func (c *lazyTLSConn) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return c.tc.Write(b)
+}
+
+// upstreamTLS is the client side of TLS to an upstream server, over raw
+// wrapped in a gatherConn so that the spliced copy can read what the
+// socket holds without waiting (gather).
+func upstreamTLS(raw net.Conn, cfg *tls.Config) *tls.Conn {
+	return tls.Client(newGatherConn(raw), cfg)
+}
+
+// A gatherConn is the TCP connection under an upstream's TLS. While
+// nonblocking is set, a read takes what the socket holds and fails with
+// os.ErrDeadlineExceeded (a temporary error, after which crypto/tls keeps
+// its state) rather than waiting. A deadline in the past would not do:
+// Go's poller then fails the read before trying the socket, so a gather
+// would only take the records crypto/tls already read. Only the goroutine
+// reading the TLS connection sets nonblocking, between its reads.
+type gatherConn struct {
+	net.Conn
+	rc          syscall.RawConn
+	nonblocking bool
+}
+
+// newGatherConn wraps c, or returns c itself when it has no socket.
+func newGatherConn(c net.Conn) net.Conn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	return &gatherConn{Conn: c, rc: rc}
+}
+
+// SyscallConn is the socket's, for waiting until it is readable.
+func (c *gatherConn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+
+func (c *gatherConn) Read(p []byte) (int, error) {
+	if !c.nonblocking || len(p) == 0 {
+		return c.Conn.Read(p)
+	}
+	var n int
+	var err error
+	if rerr := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = syscall.Read(int(fd), p)
+			if err != syscall.EINTR {
+				return true // never wait: EAGAIN is the answer
+			}
+		}
+	}); rerr != nil {
+		return 0, rerr
+	}
+	switch {
+	case err == syscall.EAGAIN:
+		return 0, os.ErrDeadlineExceeded
+	case err != nil:
+		return 0, os.NewSyscallError("read", err)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
