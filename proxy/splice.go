@@ -131,18 +131,39 @@ func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
 		}
 		var err, werr error
 		onFreshStack(func() {
-			bp := coalescePool.Get().(*[]byte)
-			defer coalescePool.Put(bp)
-			k := 0
-			if drained {
-				// Bytes came: a read returns at least one record's.
-				k, err = src.Read(*bp)
-			}
-			if err == nil {
-				k, drained, err = gather(src, *bp, k)
-			}
-			if k > 0 {
-				werr = cs.write(dst, (*bp)[:k], wt)
+			// While bytes keep coming, this goroutine moves them and
+			// waits between them; after busyLinger with none it ends,
+			// and the small one waits. A new goroutine per gather
+			// would cost a thread wake-up each.
+			for {
+				bp := coalescePool.Get().(*[]byte)
+				k := 0
+				if drained {
+					// Bytes came: a read returns at least one record's.
+					k, err = src.Read(*bp)
+				}
+				if err == nil {
+					k, drained, err = gather(src, *bp, k)
+				}
+				if k > 0 {
+					werr = cs.write(dst, (*bp)[:k], wt)
+				}
+				coalescePool.Put(bp)
+				if err != nil || werr != nil {
+					return
+				}
+				if drained {
+					src.SetReadDeadline(time.Now().Add(busyLinger))
+					rerr := waitReadable(rc)
+					src.SetReadDeadline(time.Time{})
+					if errors.Is(rerr, os.ErrDeadlineExceeded) {
+						return // quiet: the small goroutine waits
+					}
+					if rerr != nil {
+						err = rerr
+						return
+					}
+				}
 			}
 		})
 		if werr != nil {
@@ -153,6 +174,10 @@ func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
 		}
 	}
 }
+
+// busyLinger is how long the goroutine that moved a TLS upstream's bytes
+// waits for more before it leaves the waiting to the small one.
+const busyLinger = time.Second
 
 // onFreshStack runs f on a goroutine of its own and waits for it, passing
 // on its panic. A copy loop waits for bytes on a stack that only waiting
