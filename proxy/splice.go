@@ -119,12 +119,10 @@ func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
 	if err := src.(*tls.Conn).Handshake(); err != nil {
 		return err
 	}
-	tc := src.(*tls.Conn)
 	// drained: the last gather ran into the deadline.
 	drained := false
 	for {
 		if drained {
-			releaseTLSBuffers(tc)
 			if err := waitReadable(rc); err != nil {
 				return err
 			}
