@@ -32,6 +32,7 @@ type Dovecot struct {
 	Password string
 
 	dir, conf string
+	bin       string
 	doveadm   string
 	proc      *exec.Cmd
 	exited    chan struct{}
@@ -271,19 +272,32 @@ service auth {
 	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
+	d.bin = bin
+	if err := d.launch(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return d, nil
+}
+
+// launch starts the Dovecot master from d's configuration and returns
+// once it accepts IMAP connections.
+func (d *Dovecot) launch() error {
 	// -F keeps the master in the foreground, as our child.
 	var stderr bytes.Buffer
-	d.proc = exec.Command(bin, "-F", "-c", d.conf)
+	d.proc = exec.Command(d.bin, "-F", "-c", d.conf)
 	d.proc.Stderr = &stderr
 	// Should this process die without stopping it (a test binary
 	// killed at its timeout, a benchmark interrupted), so does Dovecot:
 	// its children leave with their master.
 	d.proc.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.proc.Start(); err != nil {
-		return nil, fmt.Errorf("starting dovecot: %v", err)
+		return fmt.Errorf("starting dovecot: %v", err)
 	}
-	d.exited = make(chan struct{})
-	go func() { d.proc.Wait(); close(d.exited) }()
+	exited := make(chan struct{})
+	d.exited = exited
+	proc := d.proc
+	go func() { proc.Wait(); close(exited) }()
 	// Wait until the listeners accept: Dovecot has no readiness signal
 	// outside systemd.
 	deadline := time.Now().Add(15 * time.Second)
@@ -291,25 +305,23 @@ service auth {
 		c, err := net.Dial("tcp", d.IMAPAddr)
 		if err == nil {
 			c.Close()
-			return d, nil
+			return nil
 		}
 		select {
-		case <-d.exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("dovecot exited: %s %s", stderr.String(), log)
+		case <-exited:
+			return fmt.Errorf("dovecot exited: %s %s", stderr.String(), d.Log())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
-			d.Stop()
-			return nil, fmt.Errorf("dovecot did not listen on %s: %s", d.IMAPAddr, log)
+			d.stop()
+			return fmt.Errorf("dovecot did not listen on %s: %s", d.IMAPAddr, d.Log())
 		}
 	}
 }
 
-// Stop kills Dovecot and removes its directory.
-func (d *Dovecot) Stop() {
+// stop stops the master and its children (SIGTERM, then SIGKILL after 10
+// seconds) and removes the master.pid a kill leaves behind.
+func (d *Dovecot) stop() {
 	// SIGTERM lets the master stop its children too.
 	d.proc.Process.Signal(syscall.SIGTERM)
 	select {
@@ -318,6 +330,20 @@ func (d *Dovecot) Stop() {
 		d.proc.Process.Kill()
 		<-d.exited
 	}
+	os.Remove(filepath.Join(d.dir, "run", "master.pid"))
+}
+
+// Restart stops Dovecot and starts it again from the same configuration
+// and mail, on the same ports: an upstream restart, for the soak. Sessions
+// open through it end.
+func (d *Dovecot) Restart() error {
+	d.stop()
+	return d.launch()
+}
+
+// Stop kills Dovecot and removes its directory.
+func (d *Dovecot) Stop() {
+	d.stop()
 	os.RemoveAll(d.dir)
 }
 

@@ -170,19 +170,47 @@ in_flow_delay = 0s
 	}
 	p.confDir = conf
 	p.postfix = postfix
+	if err := p.waitListening(); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitListening waits until the submission port accepts connections:
+// Postfix has no readiness signal outside systemd.
+func (p *Postfix) waitListening() error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.Dial("tcp", p.SubmissionAddr)
 		if err == nil {
 			c.Close()
-			return p, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			p.Stop()
-			return nil, fmt.Errorf("postfix did not listen on %s: %s", p.SubmissionAddr, p.Log())
+			return fmt.Errorf("postfix did not listen on %s: %s", p.SubmissionAddr, p.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Restart stops Postfix (its queue stays) and starts it again: an
+// upstream restart, for the soak. The sink keeps running. postfix stop
+// returns before the master is gone; start is tried again until it is.
+func (p *Postfix) Restart() error {
+	exec.Command(p.postfix, "-c", p.confDir, "stop").Run()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command(p.postfix, "-c", p.confDir, "start").CombinedOutput()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postfix start: %v: %s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return p.waitListening()
 }
 
 // Stop stops Postfix and the sink and removes the directory.
