@@ -9,7 +9,7 @@ BUILD   := build
 IMAGE   ?= relayd:$(subst ~,-,$(VERSION))
 LDFLAGS := -s -w -X github.com/relayd/relayd/internal/daemon.Version=$(VERSION) -X github.com/relayd/relayd/internal/daemon.Commit=$(COMMIT)
 
-.PHONY: all relayd man deb rpm image test clean
+.PHONY: all relayd man deb rpm image test fuzz soak clean
 all: relayd man
 
 relayd:
@@ -39,6 +39,22 @@ image: relayd
 
 test:
 	go test -race -shuffle=on ./...
+
+# The fuzzing campaign: every go test -fuzz target for FUZZTIME (default
+# 10m) each, least-fuzzed first; FUZZTARGETS=N runs only the N least-fuzzed.
+# Adds the time run to fuzz/hours.txt and keeps the corpus in fuzz/corpus/
+# (commit both). Not part of make test; go test runs the seeds.
+FUZZTIME ?= 10m
+fuzz:
+	FUZZTIME='$(FUZZTIME)' ./fuzz/run.sh
+
+# The soak: relayd against real Dovecot and Postfix on loopback for
+# SOAKTIME (default and at most 30m) under mixed load and faults; writes
+# bench/results/soak.txt. go test runs the same driver for 60 s.
+SOAKTIME ?= 30m
+soak:
+	RELAYD_SOAK='$(SOAKTIME)' RELAYD_SOAK_OUT=$(abspath bench/results/soak.txt) \
+		go test -run '^TestSoak$$' -count=1 -timeout 45m -v ./cmd/relayd
 
 clean:
 	rm -rf $(BUILD)
