@@ -103,7 +103,12 @@ func FuzzAdjustRecipients(f *testing.F) {
 	f.Fuzz(func(t *testing.T, fields, env string) {
 		var envelope []string
 		for _, a := range strings.Split(env, ",") {
-			if _, err := mail.ParseAddress(a); err == nil && !strings.ContainsAny(a, "<>\" ") {
+			// Envelope addresses have no white space: go-smtp's path
+			// parser stops at a space or tab, and relayd sendmail keeps
+			// what mail.ParseAddress makes of an argument. (The fuzzer
+			// found that a tab here, which ParseAddress folds away,
+			// made a false alarm: testdata/fuzz/FuzzAdjustRecipients.)
+			if _, err := mail.ParseAddress(a); err == nil && !strings.ContainsAny(a, "<>\" \t\r\n") {
 				envelope = append(envelope, a)
 			}
 		}
