@@ -199,6 +199,10 @@ func (p *Postfix) waitListening() error {
 // returns before the master is gone; start is tried again until it is.
 func (p *Postfix) Restart() error {
 	exec.Command(p.postfix, "-c", p.confDir, "stop").Run()
+	// postfix start runs postsuper as the mail owner, which logs to the
+	// maillog when it finds the remains of a message cut off by the stop;
+	// a root-owned maillog then makes it, and the start, fail.
+	exec.Command("chown", "postfix", filepath.Join(p.dir, "maillog")).Run()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		out, err := exec.Command(p.postfix, "-c", p.confDir, "start").CombinedOutput()
