@@ -18,6 +18,9 @@ import (
 //     such as "undisclosed-recipients:;", stays);
 //   - every Bcc field is removed, and one Bcc field lists the envelope
 //     recipients that To and Cc do not name.
+//   - a To or Cc field Graph might read differently than Go does (one
+//     that does not parse, or "Cc :" with white space before the colon)
+//     is removed, its envelope recipients going in Bcc.
 //
 // A message whose header recipients are already the envelope's goes as it
 // is. Graph (Exchange) delivers to Bcc recipients of a MIME message and
@@ -67,7 +70,7 @@ func adjustRecipients(br *bufio.Reader, envelope []string) (header []byte, adj *
 			continue
 		}
 		list, perr := parser.ParseList(f.value())
-		if perr != nil {
+		if perr != nil || f.obsolete {
 			// An address Graph might read differently than we do: the
 			// field goes, and its envelope recipients go in Bcc.
 			plans[i].drop, changed = true, true
@@ -185,6 +188,10 @@ func writeAddressField(w *bytes.Buffer, name string, l []*mail.Address) {
 type field struct {
 	name string
 	raw  []byte
+	// obsolete is a name with white space before the colon (RFC 5322
+	// §4.5, obs-optional): Go reads "CC :" as no Cc field at all, and
+	// Graph might too.
+	obsolete bool
 }
 
 // value is the field's unfolded value.
@@ -204,6 +211,7 @@ func readHeader(br *bufio.Reader) ([]field, []byte, error) {
 	type span struct {
 		name       string
 		start, end int
+		obsolete   bool
 	}
 	var spans []span
 	for {
@@ -236,12 +244,13 @@ func readHeader(br *bufio.Reader) ([]field, []byte, error) {
 			if !ok {
 				name = nil // not a field: kept as is, never a recipient field
 			}
-			spans = append(spans, span{string(bytes.TrimSpace(name)), start, len(raw)})
+			trimmedName := bytes.TrimSpace(name)
+			spans = append(spans, span{string(trimmedName), start, len(raw), len(trimmedName) != len(name)})
 		}
 		if done {
 			fields := make([]field, len(spans))
 			for i, sp := range spans {
-				fields[i] = field{name: sp.name, raw: raw[sp.start:sp.end]}
+				fields[i] = field{name: sp.name, raw: raw[sp.start:sp.end], obsolete: sp.obsolete}
 			}
 			return fields, raw, nil
 		}
