@@ -64,6 +64,7 @@ type Config struct {
 	Queue         Queue
 	Health        Health
 	Metrics       Metrics
+	Web           Web
 	Login         Login
 	Sendmail      Sendmail
 	Accounts      []*Account
@@ -136,6 +137,45 @@ type Metrics struct {
 	Listen      string
 	AllowRemote bool
 }
+
+// Web configures the web console, where an admin sees the accounts'
+// conditions and reauthorizes them in a browser.
+type Web struct {
+	// Listen is the host:port the console serves HTTP on; empty (the
+	// default): no console. Loopback only unless CertFile is set.
+	Listen string
+	// CertFile and KeyFile are PEM files (the certificate chain, leaf
+	// first, and its private key), absolute paths. Both or neither. With
+	// them the console serves HTTPS, and Listen may be beyond loopback.
+	CertFile, KeyFile string
+	// RedirectURI is where the identity provider sends the browser back
+	// after Reauthorize, exactly as registered with the app, e.g.
+	// "http://localhost:8025/oauth/callback": an absolute URL whose path
+	// is WebCallbackPath, http only for a loopback host. Empty (the
+	// default): no redirect; the console offers the device code
+	// (Microsoft) or pasting the address the browser ends at (Google).
+	// Needs Listen.
+	RedirectURI string
+	// SessionIdle ends a console session with no request for this long.
+	// Default 30m; from MinWebSessionIdle to MaxWebSessionIdle.
+	SessionIdle time.Duration
+}
+
+// Enabled reports whether the console is on: Listen is set.
+func (w Web) Enabled() bool { return w.Listen != "" }
+
+// TLS reports whether the console serves HTTPS.
+func (w Web) TLS() bool { return w.CertFile != "" && w.KeyFile != "" }
+
+// WebCallbackPath is the path of the console's redirect URI: the
+// identity provider sends the browser back there after a sign-in.
+const WebCallbackPath = "/oauth/callback"
+
+// Bounds of Web.SessionIdle.
+const (
+	MinWebSessionIdle = time.Minute
+	MaxWebSessionIdle = 24 * time.Hour
+)
 
 // Health configures how accounts' conditions are decided and told.
 type Health struct {
@@ -449,6 +489,7 @@ func Defaults() *Config {
 		Queue:  Queue{RetryMin: time.Minute, RetryMax: 30 * time.Minute, Lifetime: 120 * time.Hour},
 		Health: Health{RetryBudget: 8, RetryWindow: 12 * time.Minute, WarnDays: 10, HookTimeout: 30 * time.Second},
 		Login:  Login{MaxFailures: 10, FailureWindow: 10 * time.Minute, Lockout: 10 * time.Minute},
+		Web:    Web{SessionIdle: 30 * time.Minute},
 	}
 }
 

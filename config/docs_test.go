@@ -79,7 +79,7 @@ func exampleKeys(t *testing.T) documented {
 var manTables = map[string]string{
 	"TOP-LEVEL KEYS": "", "LOG TABLE": "log", "IMAP TABLE": "imap", "POP3 TABLE": "pop3", "SMTP TABLE": "smtp",
 	"LOGIN TABLE": "login", "QUEUE TABLE": "queue", "HEALTH TABLE": "health",
-	"METRICS TABLE": "metrics", "SENDMAIL TABLE": "sendmail", "ACCOUNT (once per mailbox)": "account",
+	"METRICS TABLE": "metrics", "WEB TABLE": "web", "SENDMAIL TABLE": "sendmail", "ACCOUNT (once per mailbox)": "account",
 }
 
 // manKeys reads relayd.toml(5): each "*key* = value" entry of a table's

@@ -57,29 +57,7 @@ type rawListenerTLS struct {
 // tls_cert; listen_tls needs it too.
 func (r *rawListenerTLS) convert(table string, listen []string, bad badFunc) ListenerTLS {
 	var l ListenerTLS
-	if r.TLSCert != nil {
-		if *r.TLSCert == "" {
-			bad(table+".tls_cert", "must not be empty: give the certificate's PEM file, or remove the key")
-		}
-		l.CertFile = *r.TLSCert
-	}
-	if r.TLSKey != nil {
-		if *r.TLSKey == "" {
-			bad(table+".tls_key", "must not be empty: give the private key's PEM file, or remove the key")
-		}
-		l.KeyFile = *r.TLSKey
-	}
-	switch {
-	case l.CertFile != "" && l.KeyFile == "":
-		bad(table+".tls_key", "missing: %s.tls_cert needs the private key's file beside it", table)
-	case l.CertFile == "" && l.KeyFile != "":
-		bad(table+".tls_cert", "missing: %s.tls_key needs the certificate's file beside it", table)
-	}
-	for _, f := range []struct{ key, path string }{{"tls_cert", l.CertFile}, {"tls_key", l.KeyFile}} {
-		if f.path != "" && !strings.HasPrefix(f.path, "/") {
-			bad(table+"."+f.key, "%q: give an absolute path", f.path)
-		}
-	}
+	l.CertFile, l.KeyFile = convertCertKey(table, r.TLSCert, r.TLSKey, bad)
 	hasCert := l.CertFile != "" && l.KeyFile != ""
 	for i, addr := range listen {
 		checkListen(fmt.Sprintf("%s.listen[%d]", table, i), addr, hasCert, table, bad)
@@ -111,6 +89,35 @@ func (r *rawListenerTLS) convert(table string, listen []string, bad badFunc) Lis
 		l.AllowFrom = append(l.AllowFrom, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)))
 	}
 	return l
+}
+
+// convertCertKey checks table's tls_cert and tls_key: PEM files given by
+// absolute paths, both or neither.
+func convertCertKey(table string, cert, key *string, bad badFunc) (certFile, keyFile string) {
+	if cert != nil {
+		if *cert == "" {
+			bad(table+".tls_cert", "must not be empty: give the certificate's PEM file, or remove the key")
+		}
+		certFile = *cert
+	}
+	if key != nil {
+		if *key == "" {
+			bad(table+".tls_key", "must not be empty: give the private key's PEM file, or remove the key")
+		}
+		keyFile = *key
+	}
+	switch {
+	case certFile != "" && keyFile == "":
+		bad(table+".tls_key", "missing: %s.tls_cert needs the private key's file beside it", table)
+	case certFile == "" && keyFile != "":
+		bad(table+".tls_cert", "missing: %s.tls_key needs the certificate's file beside it", table)
+	}
+	for _, f := range []struct{ key, path string }{{"tls_cert", certFile}, {"tls_key", keyFile}} {
+		if f.path != "" && !strings.HasPrefix(f.path, "/") {
+			bad(table+"."+f.key, "%q: give an absolute path", f.path)
+		}
+	}
+	return certFile, keyFile
 }
 
 // unmapBits is how many bits an IPv4-mapped prefix loses as it is unmapped.

@@ -36,6 +36,7 @@ type rawConfig struct {
 	Queue         rawQueue    `toml:"queue"`
 	Health        rawHealth   `toml:"health"`
 	Metrics       rawMetrics  `toml:"metrics"`
+	Web           rawWeb      `toml:"web"`
 	Login         rawLogin    `toml:"login"`
 	Sendmail      rawSendmail `toml:"sendmail"`
 	// OnStateChange may also stand at the top level.
@@ -87,6 +88,14 @@ type rawQueue struct {
 type rawMetrics struct {
 	Listen      *string `toml:"listen"`
 	AllowRemote *bool   `toml:"allow_remote"`
+}
+
+type rawWeb struct {
+	Listen      *string `toml:"listen"`
+	TLSCert     *string `toml:"tls_cert"`
+	TLSKey      *string `toml:"tls_key"`
+	RedirectURI *string `toml:"redirect_uri"`
+	SessionIdle *string `toml:"session_idle"`
 }
 
 type rawLogin struct {
@@ -235,6 +244,7 @@ func (r *rawConfig) convert() (*Config, []error) {
 	}
 	duration(&cfg.Login.FailureWindow, r.Login.FailureWindow, "login.failure_window", bad)
 	duration(&cfg.Login.Lockout, r.Login.Lockout, "login.lockout", bad)
+	r.convertWeb(cfg, bad)
 	checkDuplicateListen(cfg, bad)
 	if m := r.Metrics; m.Listen != nil {
 		cfg.Metrics.Listen = *m.Listen
@@ -341,6 +351,48 @@ func (r *rawConfig) convertPOP3(cfg *Config, bad badFunc) {
 	limit(&cfg.POP3.MaxSessionsPerAddress, p.MaxPerAddress, "pop3.max_sessions_per_address", bad)
 }
 
+// convertWeb reads [web], the web console: its address beyond loopback
+// only with a certificate (an admin signs in there, and the session
+// cookie crosses the network), and the redirect URI the identity
+// provider sends the browser back to.
+func (r *rawConfig) convertWeb(cfg *Config, bad badFunc) {
+	w := r.Web
+	if w.Listen != nil {
+		cfg.Web.Listen = *w.Listen
+	}
+	cfg.Web.CertFile, cfg.Web.KeyFile = convertCertKey("web", w.TLSCert, w.TLSKey, bad)
+	if cfg.Web.Listen != "" && checkHostPort("web.listen", cfg.Web.Listen, bad) && !cfg.Web.TLS() {
+		if err := CheckLoopback(cfg.Web.Listen); err != nil {
+			bad("web.listen", "%v: a console beyond loopback needs TLS, because its sign-in and session cookie would cross the network in the clear: set web.tls_cert and web.tls_key "+
+				"(it then serves HTTPS), or listen on 127.0.0.1", err)
+		}
+	}
+	if w.RedirectURI != nil {
+		cfg.Web.RedirectURI = *w.RedirectURI
+	}
+	if ru := cfg.Web.RedirectURI; ru != "" {
+		const example = "http://localhost:8025" + WebCallbackPath
+		u, err := url.Parse(ru)
+		switch {
+		case err != nil || u.Host == "" || u.Hostname() == "" || (u.Scheme != "https" && u.Scheme != "http"):
+			bad("web.redirect_uri", "%s is not an absolute http(s) URL like %q", quoteClip(ru), example)
+		case u.User != nil:
+			bad("web.redirect_uri", "must not hold a user name or password: give it as registered with the app, like %q", example)
+		case u.EscapedPath() != WebCallbackPath || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(ru, "#"):
+			bad("web.redirect_uri", "%s: the path must be %s, with no query or fragment (e.g. %q)", quoteClip(ru), WebCallbackPath, example)
+		case u.Scheme == "http" && CheckLoopback(hostPort(u)) != nil:
+			bad("web.redirect_uri", "%s: use https (plain http is allowed only for a loopback host: localhost, 127.0.0.0/8 or [::1])", quoteClip(ru))
+		}
+		if cfg.Web.Listen == "" {
+			bad("web.redirect_uri", "needs web.listen: the console is off without it")
+		}
+	}
+	duration(&cfg.Web.SessionIdle, w.SessionIdle, "web.session_idle", bad)
+	if d := cfg.Web.SessionIdle; w.SessionIdle != nil && (d < MinWebSessionIdle || d > MaxWebSessionIdle) {
+		bad("web.session_idle", "%q is out of range: give from \"1m\" to \"24h\"", *w.SessionIdle)
+	}
+}
+
 // checkPOP3Servers: while [pop3] listens, every account that serves
 // logins needs an upstream POP3 server; the presets of Microsoft and Gmail
 // have one, provider "password" and "custom" accounts must name theirs.
@@ -437,25 +489,37 @@ func checkDuplicateListen(cfg *Config, bad badFunc) {
 	if cfg.Metrics.Listen != "" {
 		use("metrics.listen", cfg.Metrics.Listen)
 	}
+	if cfg.Web.Listen != "" {
+		use("web.listen", cfg.Web.Listen)
+	}
 }
 
 // checkListen checks a listen address: host:port, and on loopback unless
 // the table has a certificate (tls_cert), because legacy clients send
 // passwords: beyond the host they must do so inside TLS.
 func checkListen(key, addr string, hasCert bool, table string, bad badFunc) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		bad(key, "%q is not host:port", addr)
-		return
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		bad(key, "%q: port %q is not a number from 1 to 65535", addr, port)
+	if !checkHostPort(key, addr, bad) {
 		return
 	}
 	if err := CheckLoopback(addr); err != nil && !hasCert {
 		bad(key, "%v: a listener beyond loopback needs TLS, because legacy clients send passwords: set %s.tls_cert and %s.tls_key "+
 			"(clients then use STARTTLS here, or implicit TLS on %s.listen_tls), or listen on 127.0.0.1", err, table, table, table)
 	}
+}
+
+// checkHostPort reports whether addr is host:port with a port number,
+// and reports it as key's error if not.
+func checkHostPort(key, addr string, bad badFunc) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		bad(key, "%q is not host:port", addr)
+		return false
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		bad(key, "%q: port %q is not a number from 1 to 65535", addr, port)
+		return false
+	}
+	return true
 }
 
 func duration(dst *time.Duration, src *string, key string, bad badFunc) {
@@ -958,26 +1022,33 @@ func (c *Config) checkSendmailUsers() []error {
 }
 
 // checkListenerFiles loads each table's certificate and key as relayd
-// would, and refuses a key others may read or anyone but its owner may
-// change.
+// would (the listeners' and the web console's), and refuses a key others
+// may read or anyone but its owner may change.
 func (c *Config) checkListenerFiles() []error {
-	var errs []error
+	type pair struct{ table, cert, key string }
+	var pairs []pair
 	for _, l := range c.Listeners() {
-		if !l.HasCert() {
-			continue
+		if l.HasCert() {
+			pairs = append(pairs, pair{l.Table, l.CertFile, l.KeyFile})
 		}
-		if _, err := tlscert.Load(l.Table, l.CertFile, l.KeyFile); err != nil {
+	}
+	if c.Web.TLS() {
+		pairs = append(pairs, pair{"web", c.Web.CertFile, c.Web.KeyFile})
+	}
+	var errs []error
+	for _, p := range pairs {
+		if _, err := tlscert.Load(p.table, p.cert, p.key); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		fi, err := os.Stat(l.KeyFile)
+		fi, err := os.Stat(p.key)
 		if err != nil {
 			continue
 		}
 		if perm := fi.Mode().Perm(); perm&0o026 != 0 {
-			errs = append(errs, &Error{Key: l.Table + ".tls_key", Msg: fmt.Sprintf(
+			errs = append(errs, &Error{Key: p.table + ".tls_key", Msg: fmt.Sprintf(
 				"%s holds a private key but others may read or change it (mode %04o): chmod o-rw,g-w %s (root:relayd 0640 is the normal layout)",
-				l.KeyFile, perm, l.KeyFile)})
+				p.key, perm, p.key)})
 		}
 	}
 	return errs
