@@ -13,9 +13,15 @@
 //     (auth.CheckIdentity, OpenID Connect Core §3.1.3.7) before a grant is
 //     returned.
 //
+// SignIn.Device and SignIn.Browser run a sign-in from a terminal. They are
+// built on the parts a caller without a terminal uses (the web console,
+// with its own redirect endpoint): SignIn.Start and Pending.Finish, with
+// ParsePasted for a pasted address; SignIn.StartDevice and DeviceCode.Wait,
+// with QRModules to draw the verification address.
+//
 // Nothing here stores a grant or talks to the running daemon: the caller
 // does ('relayd authorize' hands the grant over the status socket, where
 // package auth checks it again before storing it). Used by 'relayd
-// authorize' (cmd/relayd/authorize.go) and, later, a web console; the daemon
+// authorize' (cmd/relayd/authorize.go) and the web console; the daemon
 // (internal/daemon) does not import it.
 package signin
