@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/auth"
+	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/testkit"
 	"github.com/relayd/relayd/signin"
 )
@@ -20,7 +21,7 @@ import (
 // accepts only loopback redirect URIs (as an app registered for them
 // does), so it is one with a path; nothing listens there: the test reads
 // the redirect from the IdP's answer.
-const consoleRedirect = "http://127.0.0.1:8025/oauth/callback"
+const consoleRedirect = "http://127.0.0.1:8025" + config.WebCallbackPath
 
 // tokenCounter counts the requests to the IdP's token endpoint.
 type tokenCounter struct {
@@ -67,7 +68,7 @@ func authorize(t *testing.T, p *signin.Pending) url.Values {
 func TestStartAuthorizationRequest(t *testing.T) {
 	idp := newIdP(t)
 	s, tc := consoleSignIn(t, idp)
-	const redirect = "https://console.example.test/oauth/callback"
+	const redirect = "https://console.example.test" + config.WebCallbackPath
 	p, err := s.Start(redirect)
 	if err != nil {
 		t.Fatalf("Start() = %v", err)
