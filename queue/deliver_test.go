@@ -519,3 +519,20 @@ func TestOutageLifetimeRuns(t *testing.T) {
 		t.Fatalf("after the lifetime: %+v, want the message failed with 5.4.7 naming the outage", failed)
 	}
 }
+
+// Stats tells when the account's mail was last delivered (the console's
+// "last delivery"): nothing before the first, then the time of the last.
+func TestDeliveryLastDelivery(t *testing.T) {
+	r := newDeliveryEnv(t, envOpts{})
+	if st := r.q.Stats("support"); !st.LastDelivery.IsZero() {
+		t.Fatalf("Stats before any delivery: LastDelivery = %v, want zero", st.LastDelivery)
+	}
+	before := time.Now()
+	if err := r.submit(mailbox, []string{"r@example.net"}, []byte("Subject: last\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDelivered(1)
+	if st := r.q.Stats("support"); st.LastDelivery.Before(before) {
+		t.Errorf("Stats after a delivery: LastDelivery = %v, want at or after %v", st.LastDelivery, before)
+	}
+}

@@ -151,6 +151,9 @@ type account struct {
 	// now (logged once per hold).
 	sentViaFallback int64
 	fallbackOn      bool
+	// lastDelivered is when a message of the account last reached all
+	// its recipients.
+	lastDelivered time.Time
 
 	// holdMu makes checkHold one at a time for the account: the worker
 	// and an admin's release both call it, and a hold must end (and be
@@ -472,6 +475,9 @@ type AccountStats struct {
 	// Fallback is the account's fallback mailbox and what it does now;
 	// nil when the account has none.
 	Fallback *FallbackStats `json:"fallback,omitempty"`
+	// LastDelivery is when one of the account's messages was last
+	// delivered, since relayd started; zero: none yet.
+	LastDelivery time.Time `json:"last_delivery,omitzero"`
 }
 
 // Stats returns the queue statistics of account name.
@@ -486,6 +492,7 @@ func (q *Queue) Stats(name string) AccountStats {
 		return st
 	}
 	st.SentViaFallback = a.sentViaFallback
+	st.LastDelivery = a.lastDelivered
 	h := q.health(a)
 	held, why, _ := h.Outgoing()
 	for _, e := range a.entries {

@@ -90,6 +90,7 @@ func (q *Queue) finish(a *account, fs *fallbackSend, id string, pending []int, r
 	}
 	snapshot := e.clone()
 	if kind == EventDelivered {
+		a.lastDelivered = now
 		q.remove(e)
 	}
 	q.mu.Unlock()

@@ -76,7 +76,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 			return fmt.Errorf("%w: %s", ErrPermission, strings.TrimPrefix(e.Error, "permission denied: "))
 		}
 		if resp.StatusCode == http.StatusNotFound && e.Error != "" {
-			return &NotFoundError{Msg: e.Error, unknownAccount: e.Code == codeUnknownAccount}
+			return &NotFoundError{Msg: e.Error, unknownAccount: e.Code == codeUnknownAccount, consoleOff: e.Code == codeConsoleOff}
 		}
 		return fmt.Errorf("relayd answered %s: %s", resp.Status, e.Error)
 	}
@@ -96,13 +96,15 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 type NotFoundError struct {
 	Msg            string
 	unknownAccount bool
+	consoleOff     bool
 }
 
 func (e *NotFoundError) Error() string { return e.Msg }
 
 // Is makes errors.Is(err, ErrUnknownAccount) work for unknown accounts.
+// errors.Is(err, ErrConsoleOff) when the web console is off.
 func (e *NotFoundError) Is(target error) bool {
-	return target == ErrUnknownAccount && e.unknownAccount
+	return target == ErrUnknownAccount && e.unknownAccount || target == ErrConsoleOff && e.consoleOff
 }
 
 // QueueList returns every message in the queue.

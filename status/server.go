@@ -49,6 +49,8 @@ type Server struct {
 	// sendmailSrv serves the sendmail socket: POST /v1/submit only.
 	sendmailSrv     *http.Server
 	sendmailHandler http.Handler
+	// console is the web console, or nil when it is off (weblogin.go).
+	console Console
 }
 
 // NewServer returns a status server for b; m, when not nil, is served at
@@ -71,6 +73,7 @@ func NewServer(b Backend, log *slog.Logger, m *Metrics) *Server {
 	mux.HandleFunc("POST /v1/queue/{id}/retry", s.adminOnly("queue retry", s.handleQueueRetry))
 	mux.HandleFunc("DELETE /v1/queue/{id}", s.adminOnly("queue delete", s.handleQueueDelete))
 	mux.HandleFunc("POST /v1/submit", s.handleSubmit)
+	mux.HandleFunc("POST /v1/web/login", s.handleWebLogin)
 	s.handler = s.recovering(mux)
 	submit := http.NewServeMux()
 	submit.HandleFunc("POST /v1/submit", s.handleSubmit)

@@ -39,6 +39,7 @@ func init() {
 		{"status", "status [-c FILE | --socket PATH] [--json | --alive]", "show each mailbox's health; exits 1 (warning) or 2 (critical) when one needs attention, 3 when relayd is not running", statusMore, runStatus},
 		{"check-config", "check-config [--as USER] [FILE]", "validate a configuration file, and what would fail only later (placeholders, scopes, files the service user cannot read)", checkConfigMore, runCheckConfig},
 		{"doctor", "doctor [-c FILE | --socket PATH] [NAME] [--json] [--timeout DURATION] [--send-test]", "check each account end to end (files, DNS, TLS, token endpoint, clock, grant, scopes, logins) and say how to fix what fails; exits 1 on warnings, 2 on a failure", doctorMore, runDoctor},
+		{"web-login", "web-login [-c FILE | --socket PATH]", "print a one-time link (10 minutes, single use) to the web console, with your role on the status socket: admin or read-only", "", runWebLogin},
 		{"rotate-key", "rotate-key [-c FILE] [--new-key FILE]", "rewrite every grant under a new key (generated, or from --new-key), with relayd running or stopped, then replace key_file", rotateKeyMore, runRotateKey},
 		{"sendmail", sendmailUsage, "queue a message read on stdin, as sendmail(8) does, for scripts and cron jobs (also run as relayd-sendmail)", sendmailMore, runSendmail},
 		{"hash-password", "hash-password", "read a password from stdin or a prompt and print its bcrypt hash", "", runHashPassword},

@@ -34,6 +34,7 @@ import (
 	"github.com/relayd/relayd/transport"
 	graphtransport "github.com/relayd/relayd/transport/graph"
 	smtptransport "github.com/relayd/relayd/transport/smtp"
+	"github.com/relayd/relayd/web"
 )
 
 // Version and Commit are relayd's version and source revision, set at
@@ -72,6 +73,9 @@ type Options struct {
 	// StatusLimits bound the connections of the status socket and of
 	// [metrics] listen; zero fields take status.Limits' defaults.
 	StatusLimits status.Limits
+	// WebUpdateInterval is how often the web console's live updates look
+	// for a change; zero: web.Options' default.
+	WebUpdateInterval time.Duration
 }
 
 // Daemon is a running relayd.
@@ -113,6 +117,9 @@ type Daemon struct {
 	metrics    *status.Metrics
 	metricLn   net.Listener // [metrics] listen, or nil
 	metricSrv  *status.MetricsServer
+	webLn      net.Listener // [web] listen, or nil
+	web        *web.Server
+	webCert    *tlscert.Holder // the console's certificate, under TLS
 	wg         sync.WaitGroup
 	ctx        context.Context    // of background work; set by Start
 	cancel     context.CancelFunc // stops background work
@@ -197,6 +204,10 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 
 	if err := d.listen(cfg); err != nil {
+		return nil, err
+	}
+	if err := d.listenWeb(cfg); err != nil {
+		d.closeListeners()
 		return nil, err
 	}
 	built = true
@@ -385,6 +396,9 @@ func (d *Daemon) closeListeners() {
 	if d.metricLn != nil {
 		d.metricLn.Close()
 	}
+	if d.webLn != nil {
+		d.webLn.Close()
+	}
 	for _, lns := range [][]net.Listener{d.imapLns, d.pop3Lns, d.smtpLns, d.imapTLSLns, d.pop3TLSLns, d.smtpTLSLns} {
 		for _, ln := range lns {
 			ln.Close()
@@ -508,6 +522,13 @@ func (d *Daemon) Start() {
 	if d.metricLn != nil {
 		d.metricSrv = status.NewMetricsServer(d.metrics, d.opts.StatusLimits, d.log)
 		go d.metricSrv.Serve(d.metricLn)
+	}
+	if d.web != nil {
+		go func() {
+			if err := d.web.Serve(d.webLn); err != nil && err != web.ErrServerClosed {
+				d.log.Error("web console failed", "err", err)
+			}
+		}()
 	}
 	// Not in d.wg: the status socket answers until the end of a
 	// shutdown, after everything else stopped.
@@ -698,6 +719,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.metricSrv != nil {
 		d.metricSrv.Shutdown(sctx)
 	}
+	d.shutdownWeb(sctx)
 	if d.statusDone != nil {
 		<-d.statusDone
 	}

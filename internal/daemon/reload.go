@@ -72,6 +72,10 @@ func (d *Daemon) reload() error {
 	}
 
 	// Build everything that can fail before anything changes.
+	webPair, err := d.readWebCert(cfg)
+	if err != nil {
+		return err
+	}
 	oldAccounts := d.accounts.Map()
 	accounts, err := d.buildAccounts(cfg, oldAccounts)
 	if err != nil {
@@ -138,6 +142,7 @@ func (d *Daemon) reload() error {
 	// From here on nothing fails.
 	d.cfg.Store(cfg)
 	d.setCerts(old, cfg, pairs) // before new listeners are served
+	d.reloadWeb(old, cfg, webPair)
 	d.accounts.Swap(accounts)
 	users := localauth.NewUsers(cfg.Accounts)
 	users.Guard = d.guard

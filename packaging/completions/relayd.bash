@@ -11,7 +11,7 @@ _relayd_complete() {
 }
 _relayd() {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]} cmd=${COMP_WORDS[1]}
-	local commands="serve demo authorize queue reload status doctor check-config rotate-key sendmail hash-password version help"
+	local commands="serve demo authorize queue reload status doctor check-config web-login rotate-key sendmail hash-password version help"
 	if [ "$COMP_CWORD" -eq 1 ]; then
 		COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
 		return
@@ -42,6 +42,7 @@ _relayd() {
 	doctor) COMPREPLY=($(compgen -W "-c --socket --json --timeout --send-test $(_relayd_complete accounts)" -- "$cur")) ;;
 	reload) COMPREPLY=($(compgen -W "-c --socket" -- "$cur")) ;;
 	rotate-key) COMPREPLY=($(compgen -W "-c --new-key" -- "$cur")) ;;
+	web-login) COMPREPLY=($(compgen -W "-c --socket" -- "$cur")) ;;
 	sendmail) COMPREPLY=($(compgen -W "-t -i -oi -f -F -C -v --" -- "$cur")) ;;
 	serve) COMPREPLY=($(compgen -W "-c --grace" -- "$cur")) ;;
 	check-config) COMPREPLY=($(compgen -W "--as" -- "$cur") $(compgen -f -- "$cur")) ;;

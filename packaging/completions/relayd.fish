@@ -11,13 +11,13 @@ function __relayd_complete
     relayd __complete $argv[1] $cfg 2>/dev/null
 end
 
-set -l commands serve demo authorize queue reload status doctor check-config rotate-key sendmail hash-password version help
+set -l commands serve demo authorize queue reload status doctor check-config web-login rotate-key sendmail hash-password version help
 set -l queuecmds list show flush hold release retry delete
 complete -c relayd -f
 complete -c relayd -n "not __fish_seen_subcommand_from $commands" -a "$commands"
 complete -c relayd -n "not __fish_seen_subcommand_from $commands" -l help -l version
 complete -c relayd -n "__fish_seen_subcommand_from help" -a "$commands"
-complete -c relayd -n "__fish_seen_subcommand_from serve authorize queue reload status doctor rotate-key" -s c -r -F -d "configuration file"
+complete -c relayd -n "__fish_seen_subcommand_from serve authorize queue reload status doctor rotate-key web-login" -s c -r -F -d "configuration file"
 complete -c relayd -n "__fish_seen_subcommand_from authorize" -a "(__relayd_complete accounts)" -d account
 complete -c relayd -n "__fish_seen_subcommand_from authorize" -l device -l browser
 complete -c relayd -n "__fish_seen_subcommand_from authorize" -l refresh-token-file -r -F
@@ -26,7 +26,7 @@ complete -c relayd -n "__fish_seen_subcommand_from queue; and not __fish_seen_su
 complete -c relayd -n "__fish_seen_subcommand_from queue" -l json
 complete -c relayd -n "__fish_seen_subcommand_from flush hold release delete" -a "(__relayd_complete accounts)" -d account
 complete -c relayd -n "__fish_seen_subcommand_from show hold release retry delete" -a "(__relayd_complete ids)" -d "queue id"
-complete -c relayd -n "__fish_seen_subcommand_from status reload doctor" -l socket -r -F
+complete -c relayd -n "__fish_seen_subcommand_from status reload doctor web-login" -l socket -r -F
 complete -c relayd -n "__fish_seen_subcommand_from status doctor" -l json
 complete -c relayd -n "__fish_seen_subcommand_from status" -l alive -d "liveness check: exit 0 when the daemon answers"
 complete -c relayd -n "__fish_seen_subcommand_from doctor" -l timeout -x

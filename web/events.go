@@ -1,0 +1,79 @@
+package web
+
+import (
+	"bytes"
+	"net/http"
+	"time"
+)
+
+// handleEvents streams the main page's mailbox section as server-sent
+// events (the "mailboxes" event, whose data is the section's HTML)
+// whenever it changes, so that an open page shows a state change within
+// about UpdateInterval. The page works without it (no JavaScript: a
+// reload). The stream ends with an "expired" event when the session
+// ends, and at Shutdown; the browser reconnects on its own otherwise.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, ss *session) {
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	default:
+		http.Error(w, "too many live-update streams are open", http.StatusServiceUnavailable)
+		return
+	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(event string, data []byte) bool {
+		rc.SetWriteDeadline(time.Now().Add(s.o.RequestTimeout))
+		var b bytes.Buffer
+		b.WriteString("event: " + event + "\n")
+		for _, line := range bytes.Split(data, []byte("\n")) {
+			b.WriteString("data: ")
+			b.Write(line)
+			b.WriteByte('\n')
+		}
+		b.WriteByte('\n')
+		if _, err := w.Write(b.Bytes()); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send("hello", []byte("retry after 2000 ms")) {
+		return
+	}
+	var last []byte
+	tick := time.NewTicker(s.o.UpdateInterval)
+	defer tick.Stop()
+	// A stream ends after a while even with the session alive, so that a
+	// forgotten tab does not hold a connection for ever; the browser
+	// opens a new one.
+	end := time.NewTimer(10 * time.Minute)
+	defer end.Stop()
+	for {
+		if !s.sessions.alive(ss) {
+			send("expired", nil)
+			return
+		}
+		html, err := s.renderMailboxes(ss)
+		if err != nil {
+			s.log.Error("web console: rendering the live update failed", "err", err)
+			return
+		}
+		if !bytes.Equal(html, last) {
+			if !send("mailboxes", html) {
+				return
+			}
+			last = html
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-end.C:
+			return
+		case <-tick.C:
+		}
+	}
+}
