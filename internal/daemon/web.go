@@ -101,3 +101,7 @@ func (d *Daemon) shutdownWeb(ctx context.Context) {
 		d.web.Shutdown(ctx)
 	}
 }
+
+// Console is the web console, or nil when it is off: tests sign in
+// through it as relayd web-login would.
+func (d *Daemon) Console() *web.Server { return d.web }

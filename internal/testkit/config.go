@@ -26,9 +26,9 @@ type Config struct {
 	// IMAP and SMTP are more lines of the [imap] and [smtp] tables,
 	// verbatim (e.g. `max_sessions = 1`).
 	IMAP, SMTP []string
-	// Login and Metrics are the [login] and [metrics] tables' lines,
-	// verbatim.
-	Login, Metrics []string
+	// Login, Metrics and Web are the [login], [metrics] and [web]
+	// tables' lines, verbatim.
+	Login, Metrics, Web []string
 	// Sendmail is the [sendmail] table's lines, verbatim (e.g.
 	// `default_account = "support"`).
 	Sendmail []string
@@ -100,6 +100,10 @@ func (c Config) TOML() string {
 	if len(c.Metrics) > 0 {
 		b.WriteString("[metrics]\n")
 		lines(&b, c.Metrics)
+	}
+	if len(c.Web) > 0 {
+		b.WriteString("[web]\n")
+		lines(&b, c.Web)
 	}
 	if len(c.Health) > 0 {
 		b.WriteString("[health]\n" + strings.Join(c.Health, "\n") + "\n")

@@ -1,0 +1,618 @@
+package web_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/daemon"
+	"github.com/relayd/relayd/internal/relaytest"
+	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/queue"
+)
+
+const (
+	user     = "helpdesk"
+	password = "local-secret"
+)
+
+// console is a running relayd with its web console on loopback: account
+// "support" signed in and ok, account "sales" never authorized (its
+// outgoing mail held).
+type console struct {
+	t      *testing.T
+	d      *daemon.Daemon
+	idp    *testkit.IdP
+	smtpUp *testkit.SMTPUpstream
+	base   string // http://127.0.0.1:PORT
+	events chan queue.Event
+	logs   *testkit.SyncBuffer
+}
+
+type consoleOpts struct {
+	noRedirect bool     // no [web] redirect_uri
+	web        []string // more [web] lines
+}
+
+func startConsole(t *testing.T, o consoleOpts) *console {
+	t.Helper()
+	b := relaytest.New(t)
+	idp := b.IdP
+	smtpUp := b.SMTPUpstream(testkit.SMTPOptions{Style: testkit.Exchange})
+	webAddr := b.DeadAddr() // a free port, for the redirect URI
+	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	acct := func(name, email, local string) testkit.Account {
+		return testkit.Account{Name: name, Provider: "custom", Email: email, ClientID: "client", TokenURL: idp.TokenURL(),
+			AuthURL: idp.AuthURL(), DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(), Direction: "outgoing",
+			SMTPServer: smtpUp.Addr, Security: "none", LocalUser: local, LocalPasswordHash: string(hash)}
+	}
+	web := append([]string{`listen = "` + webAddr + `"`}, o.web...)
+	if !o.noRedirect {
+		web = append(web, `redirect_uri = "http://`+webAddr+`/oauth/callback"`)
+	}
+	tc := testkit.Config{
+		StateDir: b.Store.Dir, StatusSocket: filepath.Join(b.Dir, "status.sock"),
+		IMAPListen: []string{"127.0.0.1:0"}, SMTPListen: []string{"127.0.0.1:0"},
+		RetryMin: "20ms", RetryMax: "100ms", Web: web,
+		Accounts: []testkit.Account{acct("support", "support@example.com", user), acct("sales", "sales@example.com", "sales-desk")},
+	}
+	cfg, err := config.Parse(tc.TOML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Grant("support", "client", "support@example.com")
+	c := &console{t: t, idp: idp, smtpUp: smtpUp, base: "http://" + webAddr, events: make(chan queue.Event, 1000), logs: b.Logs}
+	c.d, err = daemon.New(cfg, daemon.Options{Logger: b.Log, AuthFailureDelay: -1, WebUpdateInterval: 10 * time.Millisecond,
+		OnQueueEvent: func(e queue.Event) { c.events <- e }})
+	if err != nil {
+		t.Fatalf("daemon.New() = %v", err)
+	}
+	c.d.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.d.Shutdown(ctx)
+	})
+	return c
+}
+
+// browser is a client with its own cookies that does not follow
+// redirects, so that each step can be checked.
+type browser struct {
+	t  *testing.T
+	c  *console
+	hc *http.Client
+}
+
+func (c *console) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: c.t, c: c, hc: &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// signIn opens a fresh one-time link of the role.
+func (c *console) signIn(admin bool) *browser {
+	c.t.Helper()
+	b := c.browser()
+	link, _ := c.d.Console().IssueLink(admin, "test")
+	resp := b.get(link)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		c.t.Fatalf("GET the link: %s, Location %q; want 303 to /", resp.Status, resp.Header.Get("Location"))
+	}
+	return b
+}
+
+type page struct {
+	*http.Response
+	body string
+}
+
+func (b *browser) do(req *http.Request) page {
+	b.t.Helper()
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return page{resp, string(body)}
+}
+
+func (b *browser) get(u string) page {
+	b.t.Helper()
+	if strings.HasPrefix(u, "/") {
+		u = b.c.base + u
+	}
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	return b.do(req)
+}
+
+func (b *browser) post(path string, form url.Values) page {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, b.c.base+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return b.do(req)
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// csrf reads the CSRF token from the main page.
+func (b *browser) csrf() string {
+	b.t.Helper()
+	p := b.get("/")
+	m := csrfRE.FindStringSubmatch(p.body)
+	if m == nil {
+		b.t.Fatalf("no CSRF token on the main page:\n%s", p.body)
+	}
+	return m[1]
+}
+
+func wantStatus(t *testing.T, what string, p page, code int) {
+	t.Helper()
+	if p.StatusCode != code {
+		t.Fatalf("%s: %s, want %d\n%s", what, p.Status, code, p.body)
+	}
+}
+
+// send submits a message as the local user of account support (local) to.
+func (c *console) send(local, from, to, body string) {
+	c.t.Helper()
+	sc, err := smtp.Dial(c.d.SMTPAddrs()[0])
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := sc.Auth(sasl.NewPlainClient("", local, password)); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := sc.SendMail(from, []string{to}, strings.NewReader("Subject: console test\r\n\r\n"+body+"\r\n")); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *console) state(name string) health.State {
+	for _, a := range c.d.Status().Accounts {
+		if a.Name == name {
+			return a.State
+		}
+	}
+	c.t.Fatalf("no account %s", name)
+	return ""
+}
+
+func TestNoSessionGetsTheLoginPage(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	b := c.browser()
+	for _, path := range []string{"/", "/accounts/support/queue", "/accounts/sales/reauthorize"} {
+		p := b.get(path)
+		wantStatus(t, "GET "+path+" without a session", p, http.StatusUnauthorized)
+		if !strings.Contains(p.body, "relayd web-login") || strings.Contains(p.body, "support@example.com") {
+			t.Errorf("GET %s without a session: want the login page and no mailbox:\n%s", path, p.body)
+		}
+	}
+	// Nothing that changes anything works without a session.
+	p := b.post("/accounts/sales/queue/flush", url.Values{"csrf": {"x"}})
+	wantStatus(t, "POST without a session", p, http.StatusForbidden)
+	// The live updates neither.
+	wantStatus(t, "GET /events without a session", b.get("/events"), http.StatusForbidden)
+}
+
+func TestSecurityHeaders(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	p := c.signIn(false).get("/")
+	wantStatus(t, "GET /", p, http.StatusOK)
+	csp := p.Header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "form-action 'self' " + c.idp.URL} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(csp, "unsafe-inline") {
+		t.Errorf("Content-Security-Policy allows inline code: %q", csp)
+	}
+	for h, want := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+		"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"} {
+		if got := p.Header.Get(h); got != want {
+			t.Errorf("%s = %q, want %q", h, got, want)
+		}
+	}
+	if strings.Contains(p.body, "<script>") || strings.Contains(p.body, " style=") || strings.Contains(p.body, "http://") && !strings.Contains(p.body, "http://localhost") {
+		t.Errorf("the page has inline script, inline style or an outside address:\n%s", p.body)
+	}
+}
+
+func TestOneTimeLink(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	b := c.browser()
+	link, expires := c.d.Console().IssueLink(true, "test")
+	if d := time.Until(expires); d < 9*time.Minute || d > 10*time.Minute {
+		t.Errorf("the link expires in %s, want 10 minutes", d)
+	}
+	p := b.get(link)
+	wantStatus(t, "GET the link", p, http.StatusSeeOther)
+	var cookie *http.Cookie
+	for _, ck := range p.Cookies() {
+		cookie = ck
+	}
+	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Path=/", cookie)
+	}
+	if strings.Contains(p.Header.Get("Location"), "t=") {
+		t.Errorf("the redirect keeps the link's token in the address: %q", p.Header.Get("Location"))
+	}
+	wantStatus(t, "GET / with the session", b.get("/"), http.StatusOK)
+
+	// A replayed link is refused, and starts nothing.
+	other := c.browser()
+	p = other.get(link)
+	wantStatus(t, "GET a used link", p, http.StatusForbidden)
+	if len(p.Cookies()) != 0 {
+		t.Errorf("a used link set a cookie: %v", p.Cookies())
+	}
+	wantStatus(t, "GET / after a refused link", other.get("/"), http.StatusUnauthorized)
+	// So is a made-up one.
+	wantStatus(t, "GET a made-up link", c.browser().get("/login?t=AAAA"), http.StatusForbidden)
+
+	// Signing out ends the session.
+	csrf := b.csrf()
+	wantStatus(t, "POST /logout", b.post("/logout", url.Values{"csrf": {csrf}}), http.StatusOK)
+	wantStatus(t, "GET / after signing out", b.get("/"), http.StatusUnauthorized)
+}
+
+func TestMainPage(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "held until sales is authorized")
+	testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" })
+	b := c.signIn(true)
+	p := b.get("/")
+	wantStatus(t, "GET /", p, http.StatusOK)
+	for _, want := range []string{
+		"1 of 2 mailboxes not authorized yet: sales", // the banner
+		"support@example.com", "sales@example.com",
+		"not authorized yet", "nobody has signed in for this mailbox yet", // state and reason in words
+		"relayd authorize sales", // the advice
+		"0 queued, 1 held, 0 failed",
+		`action="/accounts/sales/reauthorize"`,
+		"ssh -L", // the console is on loopback: how to reach it
+	} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("the main page lacks %q", want)
+		}
+	}
+	// A reader sees the same, without the buttons that change things.
+	p = c.signIn(false).get("/")
+	wantStatus(t, "GET / read-only", p, http.StatusOK)
+	if !strings.Contains(p.body, "sales@example.com") || strings.Contains(p.body, `action="/accounts/sales/reauthorize"`) {
+		t.Errorf("a read-only session's page: want the mailboxes without a Reauthorize button:\n%s", p.body)
+	}
+}
+
+func TestReadOnlyCannotChangeAnything(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "held")
+	e := testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" })
+	b := c.signIn(false)
+	csrf := b.csrf()
+	for _, path := range []string{"/accounts/sales/reauthorize", "/accounts/sales/queue/release", "/accounts/sales/queue/flush",
+		"/accounts/sales/queue/hold", "/queue/" + e.ID + "/delete", "/queue/" + e.ID + "/retry", "/queue/" + e.ID + "/hold"} {
+		wantStatus(t, "POST "+path+" read-only", b.post(path, url.Values{"csrf": {csrf}}), http.StatusForbidden)
+	}
+	if _, err := c.d.Queue().Get(e.ID); err != nil {
+		t.Errorf("the message is gone after a read-only session's requests: %v", err)
+	}
+	if c.idp.Refreshes() > 10 || len(c.d.Queue().Holds(e.ID)) == 0 {
+		t.Errorf("the read-only session changed something: holds %v", c.d.Queue().Holds(e.ID))
+	}
+	// And it is not shown the message's content.
+	p := b.get("/queue/" + e.ID)
+	wantStatus(t, "GET a message read-only", p, http.StatusOK)
+	if strings.Contains(p.body, "Subject: console test") {
+		t.Errorf("a read-only session was shown the message's headers")
+	}
+}
+
+func TestCSRF(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	b := c.signIn(true)
+	csrf := b.csrf()
+	for name, form := range map[string]url.Values{"missing": {}, "wrong": {"csrf": {csrf + "x"}}, "empty": {"csrf": {""}}} {
+		p := b.post("/accounts/support/queue/hold", form)
+		wantStatus(t, name+" CSRF token", p, http.StatusForbidden)
+	}
+	if st := c.d.Queue().Stats("support"); st.Hold != nil {
+		t.Fatalf("a form without the right CSRF token held the queue: %+v", st.Hold)
+	}
+	// Another session's token does not do either.
+	other := c.signIn(true).csrf()
+	wantStatus(t, "another session's CSRF token", b.post("/accounts/support/queue/hold", url.Values{"csrf": {other}}), http.StatusForbidden)
+	// A cross-site form is refused even with the token.
+	req, _ := http.NewRequest(http.MethodPost, c.base+"/accounts/support/queue/hold", strings.NewReader(url.Values{"csrf": {csrf}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	wantStatus(t, "a cross-site form", b.do(req), http.StatusForbidden)
+	// The right one works.
+	p := b.post("/accounts/support/queue/hold", url.Values{"csrf": {csrf}})
+	wantStatus(t, "the session's CSRF token", p, http.StatusSeeOther)
+	if st := c.d.Queue().Stats("support"); st.Hold == nil {
+		t.Errorf("the hold did not happen")
+	}
+	if !strings.Contains(c.logs.String(), "session_by=test") {
+		t.Errorf("the change was not logged with the session's origin:\n%s", c.logs.String())
+	}
+}
+
+func TestQueuePage(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "first")
+	c.send("sales-desk", "sales@example.com", "other@example.net", "second")
+	var ids []string
+	for len(ids) < 2 {
+		e := testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" && e.ID != "" })
+		if len(ids) == 0 || ids[0] != e.ID {
+			ids = append(ids, e.ID)
+		}
+	}
+	b := c.signIn(true)
+	csrf := b.csrf()
+	p := b.get("/accounts/sales/queue")
+	wantStatus(t, "GET the queue page", p, http.StatusOK)
+	for _, want := range []string{ids[0], ids[1], "customer@example.net", "other@example.net", "relayd authorize sales"} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("the queue page lacks %q", want)
+		}
+	}
+	// Headers, for an admin.
+	p = b.get("/queue/" + ids[0])
+	wantStatus(t, "GET a message", p, http.StatusOK)
+	if !strings.Contains(p.body, "Subject: console test") || strings.Contains(p.body, "first") {
+		t.Errorf("the message page: want its headers and not its body:\n%s", p.body)
+	}
+	// Hold and release one message.
+	wantStatus(t, "hold", b.post("/queue/"+ids[0]+"/hold", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	if e, _ := c.d.Queue().Get(ids[0]); e == nil || !e.AdminHold {
+		t.Errorf("after hold: %+v, want held by an admin", e)
+	}
+	p = b.get("/accounts/sales/queue")
+	if !strings.Contains(p.body, "Held message "+ids[0]) {
+		t.Errorf("no word of the hold on the next page:\n%s", p.body)
+	}
+	wantStatus(t, "release", b.post("/queue/"+ids[0]+"/release", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	if e, _ := c.d.Queue().Get(ids[0]); e == nil || e.AdminHold {
+		t.Errorf("after release: %+v, want no admin hold", e)
+	}
+	wantStatus(t, "retry", b.post("/queue/"+ids[0]+"/retry", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	p = b.get("/accounts/sales/queue")
+	if !strings.Contains(p.body, "Still held") {
+		t.Errorf("a retry of a message whose account holds it does not say it is still held:\n%s", p.body)
+	}
+	// Delete the other.
+	wantStatus(t, "delete", b.post("/queue/"+ids[1]+"/delete", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	if _, err := c.d.Queue().Get(ids[1]); err == nil {
+		t.Errorf("the deleted message is still queued")
+	}
+	wantStatus(t, "GET a deleted message", b.get("/queue/"+ids[1]), http.StatusNotFound)
+	wantStatus(t, "an unknown operation", b.post("/queue/"+ids[0]+"/bounce", url.Values{"csrf": {csrf}}), http.StatusNotFound)
+	wantStatus(t, "an unknown mailbox", b.get("/accounts/nobody/queue"), http.StatusNotFound)
+	// Each change is in the log, as the socket's are.
+	for _, op := range []string{"op=hold", "op=release", "op=retry", "op=delete"} {
+		if !strings.Contains(c.logs.String(), op) {
+			t.Errorf("no audit line with %s", op)
+		}
+	}
+}
+
+// reauthorizeRedirect starts the browser sign-in of sales from the main
+// page's button and follows the identity provider back to the callback.
+func reauthorizeRedirect(t *testing.T, c *console, b *browser) (result page, callback string) {
+	t.Helper()
+	p := b.post("/accounts/sales/reauthorize", url.Values{"csrf": {b.csrf()}})
+	wantStatus(t, "POST reauthorize", p, http.StatusSeeOther)
+	authURL := p.Header.Get("Location")
+	if !strings.HasPrefix(authURL, c.idp.AuthURL()) {
+		t.Fatalf("reauthorize sent the browser to %q, want the IdP", authURL)
+	}
+	p = b.get(authURL) // the fake IdP signs in at once and redirects
+	callback = p.Header.Get("Location")
+	if !strings.HasPrefix(callback, c.base+"/oauth/callback?") {
+		t.Fatalf("the IdP redirected to %q, want the console's callback", callback)
+	}
+	// The callback carries no cookie (SameSite=Strict): a fresh client.
+	p = c.browser().get(callback)
+	wantStatus(t, "GET the callback", p, http.StatusSeeOther)
+	done := p.Header.Get("Location")
+	if !strings.HasPrefix(done, "/signin/") || strings.Contains(done, "code") {
+		t.Fatalf("the callback redirected to %q, want the sign-in's page without the code", done)
+	}
+	return b.get(done), callback
+}
+
+func TestReauthorizeInTheBrowser(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "held until the console signs in")
+	b := c.signIn(true)
+	p, callback := reauthorizeRedirect(t, c, b)
+	wantStatus(t, "the sign-in's page", p, http.StatusOK)
+	if !strings.Contains(p.body, "Signed in as sales@example.com") {
+		t.Errorf("the sign-in's page:\n%s", p.body)
+	}
+	if s := c.state("sales"); s != health.StateOK {
+		t.Errorf("sales is %s after the sign-in, want ok", s)
+	}
+	// The held mail drains.
+	testkit.Await(t, c.events, "delivered", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" && e.Kind == queue.EventDelivered })
+	// The callback works once.
+	p = c.browser().get(callback)
+	wantStatus(t, "a replayed callback", p, http.StatusBadRequest)
+	if !strings.Contains(c.logs.String(), "web console: grant handed over") {
+		t.Errorf("no audit line for the grant")
+	}
+}
+
+func TestCallbackWithAWrongState(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	b := c.signIn(true)
+	p := b.post("/accounts/sales/reauthorize", url.Values{"csrf": {b.csrf()}})
+	authURL := p.Header.Get("Location")
+	p = b.get(authURL)
+	u, _ := url.Parse(p.Header.Get("Location"))
+	q := u.Query()
+	q.Set("state", q.Get("state")+"x")
+	u.RawQuery = q.Encode()
+	p = c.browser().get(u.String())
+	wantStatus(t, "a callback with a wrong state", p, http.StatusBadRequest)
+	if s := c.state("sales"); s == health.StateOK {
+		t.Errorf("a callback with a wrong state authorized sales")
+	}
+	// Without any state, and a made-up one.
+	wantStatus(t, "a callback without state", c.browser().get("/oauth/callback?code=abc"), http.StatusBadRequest)
+	// The right state still works after the wrong one was refused.
+	q.Set("state", strings.TrimSuffix(q.Get("state"), "x"))
+	u.RawQuery = q.Encode()
+	wantStatus(t, "the real callback", c.browser().get(u.String()), http.StatusSeeOther)
+	if s := c.state("sales"); s != health.StateOK {
+		t.Errorf("sales is %s after the real callback, want ok", s)
+	}
+}
+
+func TestReauthorizeAsTheWrongPerson(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	b := c.signIn(true)
+	// support has a grant; someone else signs in for it.
+	before := c.state("support")
+	c.idp.SignInAs("intruder@example.com")
+	p := b.post("/accounts/support/reauthorize", url.Values{"csrf": {b.csrf()}})
+	p = b.get(p.Header.Get("Location"))
+	p = c.browser().get(p.Header.Get("Location"))
+	p = b.get(p.Header.Get("Location"))
+	wantStatus(t, "the sign-in's page", p, http.StatusOK)
+	if !strings.Contains(p.body, "intruder@example.com") || !strings.Contains(p.body, "support@example.com") {
+		t.Errorf("the refusal does not say who signed in and who should have:\n%s", p.body)
+	}
+	if s := c.state("support"); s != before {
+		t.Errorf("support is %s after a refused sign-in, was %s", s, before)
+	}
+	// The old grant still works: mail goes out.
+	c.send(user, "support@example.com", "customer@example.net", "still sent with the old grant")
+	testkit.Await(t, c.events, "delivered", 10*time.Second, func(e queue.Event) bool { return e.Account == "support" && e.Kind == queue.EventDelivered })
+}
+
+func TestReauthorizeWithADeviceCode(t *testing.T) {
+	c := startConsole(t, consoleOpts{noRedirect: true})
+	b := c.signIn(true)
+	p := b.post("/accounts/sales/reauthorize", url.Values{"csrf": {b.csrf()}})
+	wantStatus(t, "POST reauthorize", p, http.StatusSeeOther)
+	page := p.Header.Get("Location")
+	p = b.get(page)
+	m := regexp.MustCompile(`<p class="code"[^>]*>([^<]+)</p>`).FindStringSubmatch(p.body)
+	if m == nil || !strings.Contains(p.body, "<svg") || !strings.Contains(p.body, `http-equiv="refresh"`) {
+		t.Fatalf("the device code page: want the code, a QR code and a refresh:\n%s", p.body)
+	}
+	// Another session does not see the code.
+	if other := c.signIn(true).get(page); strings.Contains(other.body, m[1]) {
+		t.Errorf("another session was shown the device code")
+	}
+	if err := c.idp.ApproveDevice(m[1], "sales@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Await(t, c.events, "delivered", 10*time.Second, func(e queue.Event) bool { return false || e.Account == "sales" })
+	deadline := time.Now().Add(10 * time.Second)
+	for c.state("sales") != health.StateOK && time.Now().Before(deadline) {
+		runtime_Gosched()
+	}
+	if s := c.state("sales"); s != health.StateOK {
+		t.Fatalf("sales is %s after the device code was approved", s)
+	}
+	p = b.get(page)
+	if !strings.Contains(p.body, "Signed in as sales@example.com") {
+		t.Errorf("the sign-in's page after approval:\n%s", p.body)
+	}
+}
+
+func TestReauthorizeByPastingTheAddress(t *testing.T) {
+	c := startConsole(t, consoleOpts{noRedirect: true})
+	b := c.signIn(true)
+	csrf := b.csrf()
+	p := b.post("/accounts/sales/reauthorize", url.Values{"csrf": {csrf}, "method": {"paste"}})
+	wantStatus(t, "POST reauthorize (paste)", p, http.StatusSeeOther)
+	page := p.Header.Get("Location")
+	p = b.get(page)
+	m := regexp.MustCompile(`href="(` + regexp.QuoteMeta(c.idp.AuthURL()) + `[^"]+)"`).FindStringSubmatch(p.body)
+	if m == nil {
+		t.Fatalf("the paste page has no sign-in link:\n%s", p.body)
+	}
+	authURL := strings.ReplaceAll(m[1], "&amp;", "&")
+	p = b.get(authURL)
+	final := p.Header.Get("Location")
+	if !strings.HasPrefix(final, "http://127.0.0.1:") {
+		t.Fatalf("the IdP redirected to %q, want the loopback address", final)
+	}
+	// Garbage first: a clear word, and the sign-in still waits.
+	wantStatus(t, "paste garbage", b.post(page+"/paste", url.Values{"csrf": {csrf}, "address": {"not an address"}}), http.StatusSeeOther)
+	if p = b.get(page); !strings.Contains(p.body, "Paste the whole address") {
+		t.Errorf("no word about a pasted text that is not the address:\n%s", p.body)
+	}
+	wantStatus(t, "paste", b.post(page+"/paste", url.Values{"csrf": {csrf}, "address": {final}}), http.StatusSeeOther)
+	if s := c.state("sales"); s != health.StateOK {
+		t.Errorf("sales is %s after the pasted address, want ok", s)
+	}
+}
+
+func TestListenerRefusesBeyondItsCap(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	addr := strings.TrimPrefix(c.base, "http://")
+	var conns []net.Conn
+	defer func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+	}()
+	for range 16 { // the per-address cap
+		cn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, cn)
+	}
+	cn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	cn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := cn.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Errorf("the 17th connection from one address: read = %v, want it closed at once", err)
+	}
+	// Closing one makes room.
+	conns[0].Close()
+	conns = conns[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get(c.base + "/static/console.css")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no room after closing a connection: %v", err)
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
