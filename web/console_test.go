@@ -1,7 +1,10 @@
 package web_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"html"
 	"io"
 	"net"
 	"net/http"
@@ -34,7 +37,7 @@ const (
 // "support" signed in and ok, account "sales" never authorized (its
 // outgoing mail held).
 type console struct {
-	t      *testing.T
+	t      testing.TB
 	d      *daemon.Daemon
 	idp    *testkit.IdP
 	smtpUp *testkit.SMTPUpstream
@@ -46,9 +49,13 @@ type console struct {
 type consoleOpts struct {
 	noRedirect bool     // no [web] redirect_uri
 	web        []string // more [web] lines
+	// extra more accounts, box000 and on, never authorized.
+	extra int
+	// update is the live updates' interval; default 10 ms.
+	update time.Duration
 }
 
-func startConsole(t *testing.T, o consoleOpts) *console {
+func startConsole(t testing.TB, o consoleOpts) *console {
 	t.Helper()
 	b := relaytest.New(t)
 	idp := b.IdP
@@ -70,13 +77,20 @@ func startConsole(t *testing.T, o consoleOpts) *console {
 		RetryMin: "20ms", RetryMax: "100ms", Web: web,
 		Accounts: []testkit.Account{acct("support", "support@example.com", user), acct("sales", "sales@example.com", "sales-desk")},
 	}
+	for i := range o.extra {
+		name := fmt.Sprintf("box%03d", i)
+		tc.Accounts = append(tc.Accounts, acct(name, name+"@example.com", name))
+	}
+	if o.update == 0 {
+		o.update = 10 * time.Millisecond
+	}
 	cfg, err := config.Parse(tc.TOML())
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.Grant("support", "client", "support@example.com")
 	c := &console{t: t, idp: idp, smtpUp: smtpUp, base: "http://" + webAddr, events: make(chan queue.Event, 1000), logs: b.Logs}
-	c.d, err = daemon.New(cfg, daemon.Options{Logger: b.Log, AuthFailureDelay: -1, WebUpdateInterval: 10 * time.Millisecond,
+	c.d, err = daemon.New(cfg, daemon.Options{Logger: b.Log, AuthFailureDelay: -1, WebUpdateInterval: o.update,
 		OnQueueEvent: func(e queue.Event) { c.events <- e }})
 	if err != nil {
 		t.Fatalf("daemon.New() = %v", err)
@@ -93,7 +107,7 @@ func startConsole(t *testing.T, o consoleOpts) *console {
 // browser is a client with its own cookies that does not follow
 // redirects, so that each step can be checked.
 type browser struct {
-	t  *testing.T
+	t  testing.TB
 	c  *console
 	hc *http.Client
 }
@@ -161,7 +175,7 @@ func (b *browser) csrf() string {
 	return m[1]
 }
 
-func wantStatus(t *testing.T, what string, p page, code int) {
+func wantStatus(t testing.TB, what string, p page, code int) {
 	t.Helper()
 	if p.StatusCode != code {
 		t.Fatalf("%s: %s, want %d\n%s", what, p.Status, code, p.body)
@@ -357,8 +371,8 @@ func TestCSRF(t *testing.T) {
 
 func TestQueuePage(t *testing.T) {
 	c := startConsole(t, consoleOpts{})
-	c.send("sales-desk", "sales@example.com", "customer@example.net", "first")
-	c.send("sales-desk", "sales@example.com", "other@example.net", "second")
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "body-of-the-first")
+	c.send("sales-desk", "sales@example.com", "other@example.net", "body-of-the-second")
 	var ids []string
 	for len(ids) < 2 {
 		e := testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" && e.ID != "" })
@@ -378,7 +392,7 @@ func TestQueuePage(t *testing.T) {
 	// Headers, for an admin.
 	p = b.get("/queue/" + ids[0])
 	wantStatus(t, "GET a message", p, http.StatusOK)
-	if !strings.Contains(p.body, "Subject: console test") || strings.Contains(p.body, "first") {
+	if !strings.Contains(p.body, "Subject: console test") || strings.Contains(p.body, "body-of-the-first") {
 		t.Errorf("the message page: want its headers and not its body:\n%s", p.body)
 	}
 	// Hold and release one message.
@@ -512,6 +526,7 @@ func TestReauthorizeAsTheWrongPerson(t *testing.T) {
 
 func TestReauthorizeWithADeviceCode(t *testing.T) {
 	c := startConsole(t, consoleOpts{noRedirect: true})
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "held until the device code is approved")
 	b := c.signIn(true)
 	p := b.post("/accounts/sales/reauthorize", url.Values{"csrf": {b.csrf()}})
 	wantStatus(t, "POST reauthorize", p, http.StatusSeeOther)
@@ -528,17 +543,18 @@ func TestReauthorizeWithADeviceCode(t *testing.T) {
 	if err := c.idp.ApproveDevice(m[1], "sales@example.com"); err != nil {
 		t.Fatal(err)
 	}
-	testkit.Await(t, c.events, "delivered", 10*time.Second, func(e queue.Event) bool { return false || e.Account == "sales" })
-	deadline := time.Now().Add(10 * time.Second)
-	for c.state("sales") != health.StateOK && time.Now().Before(deadline) {
-		runtime_Gosched()
-	}
+	// The held mail drains once the grant is in.
+	testkit.Await(t, c.events, "delivered", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" && e.Kind == queue.EventDelivered })
 	if s := c.state("sales"); s != health.StateOK {
 		t.Fatalf("sales is %s after the device code was approved", s)
 	}
-	p = b.get(page)
-	if !strings.Contains(p.body, "Signed in as sales@example.com") {
-		t.Errorf("the sign-in's page after approval:\n%s", p.body)
+	// The page says so once the sign-in is recorded (it reloads itself
+	// until then).
+	deadline := time.Now().Add(10 * time.Second)
+	for p = b.get(page); !strings.Contains(p.body, "Signed in as sales@example.com"); p = b.get(page) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sign-in's page after approval:\n%s", p.body)
+		}
 	}
 }
 
@@ -554,7 +570,7 @@ func TestReauthorizeByPastingTheAddress(t *testing.T) {
 	if m == nil {
 		t.Fatalf("the paste page has no sign-in link:\n%s", p.body)
 	}
-	authURL := strings.ReplaceAll(m[1], "&amp;", "&")
+	authURL := html.UnescapeString(m[1])
 	p = b.get(authURL)
 	final := p.Header.Get("Location")
 	if !strings.HasPrefix(final, "http://127.0.0.1:") {
@@ -615,4 +631,62 @@ func TestListenerRefusesBeyondItsCap(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// events opens the live updates of b's session and returns each event's
+// name and data as they come.
+func (b *browser) events(ctx context.Context) <-chan [2]string {
+	b.t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.c.base+"/events", nil)
+	hc := &http.Client{Jar: b.hc.Jar}
+	resp, err := hc.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		b.t.Fatalf("GET /events: %s %s", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	ch := make(chan [2]string, 100)
+	go func() {
+		defer resp.Body.Close()
+		defer close(ch)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		var name string
+		var data []string
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				ch <- [2]string{name, strings.Join(data, "\n")}
+				name, data = "", nil
+			case strings.HasPrefix(line, "event: "):
+				name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				data = append(data, strings.TrimPrefix(line, "data: "))
+			}
+		}
+	}()
+	return ch
+}
+
+// An open page learns of a change without a reload.
+func TestLiveUpdates(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	b := c.signIn(false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ev := b.events(ctx)
+	first := testkit.Await(t, ev, "the first update", 10*time.Second, func(e [2]string) bool { return e[0] == "mailboxes" })
+	if !strings.Contains(first[1], "0 queued, 0 held, 0 failed") || !strings.Contains(first[1], "sales@example.com") {
+		t.Fatalf("the first update:\n%s", first[1])
+	}
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "held")
+	testkit.Await(t, ev, "the update after a message was held", 10*time.Second, func(e [2]string) bool {
+		return e[0] == "mailboxes" && strings.Contains(e[1], "0 queued, 1 held, 0 failed")
+	})
+	// A read-only session's updates have no buttons that change things.
+	if strings.Contains(first[1], "reauthorize\"><input") {
+		t.Errorf("a read-only session's update has a Reauthorize form")
+	}
 }
