@@ -1,0 +1,268 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/realserver"
+	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/queue"
+)
+
+// chrome is a headless Debian chromium driven over the DevTools protocol,
+// recording every request it makes and every error its pages report.
+type chrome struct {
+	t   *testing.T
+	ctx context.Context
+
+	mu       sync.Mutex
+	requests []string // URLs
+	errors   []string // console errors, exceptions, CSP violations
+	shots    string   // the directory screenshots go to
+	n        int
+}
+
+func startChrome(t *testing.T) *chrome {
+	t.Helper()
+	bin := realserver.RequireBinary(t, "chromium", "chromium")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+
+	// Screenshots go beside the test's output, one directory per run,
+	// for a person to look at (browser-screenshots/ is not committed).
+	dir := os.Getenv("RELAYD_SCREENSHOTS")
+	if dir == "" {
+		dir = "browser-screenshots"
+	}
+	dir = filepath.Join(dir, t.Name())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := &chrome{t: t, shots: dir}
+	ctx, cancelCtx := chromedp.NewContext(actx, chromedp.WithListener(c.record))
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("starting chromium: %v", err)
+	}
+	// Every step has a deadline; the browser's context has none (it
+	// would stop the browser).
+	c.ctx = ctx
+	return c
+}
+
+// record keeps the requests and the errors of the pages. It runs in the
+// loop that reads the tab's messages: it must return at once.
+func (c *chrome) record(ev any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	{
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
+			c.requests = append(c.requests, e.Request.URL)
+		case *runtime.EventExceptionThrown:
+			c.errors = append(c.errors, "exception: "+e.ExceptionDetails.Text)
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.ConsoleAPICalledTypeError || e.Type == runtime.ConsoleAPICalledTypeWarning {
+				c.errors = append(c.errors, fmt.Sprintf("console.%s", e.Type))
+			}
+		case *log.EventEntryAdded:
+			if e.Entry.Level == log.EntryLevelError || e.Entry.Level == log.EntryLevelWarning {
+				c.errors = append(c.errors, fmt.Sprintf("%s %s: %s (%s)", e.Entry.Level, e.Entry.Source, e.Entry.Text, e.Entry.URL))
+			}
+		}
+	}
+}
+
+func (c *chrome) run(what string, actions ...chromedp.Action[chromedp.Void]) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		c.shot("failed-" + strings.ReplaceAll(what, " ", "-"))
+		c.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// shot saves a full-page screenshot of the current page.
+func (c *chrome) shot(name string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		c.t.Logf("screenshot %s: %v", name, err)
+		return
+	}
+	c.n++
+	path := filepath.Join(c.shots, fmt.Sprintf("%02d-%s.png", c.n, name))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(path)
+	c.t.Logf("screenshot: %s", abs)
+}
+
+func (c *chrome) text(sel string) string {
+	c.t.Helper()
+	return c.value("reading "+sel, chromedp.Text(chromedp.CSS(sel)))
+}
+
+func (c *chrome) location() string {
+	c.t.Helper()
+	return c.value("reading the address", chromedp.Location())
+}
+
+func (c *chrome) value(what string, a chromedp.Action[string]) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, a)
+	if err != nil {
+		c.shot("failed")
+		c.t.Fatalf("%s: %v", what, err)
+	}
+	return s
+}
+
+// poll waits until the page's expression is true.
+func (c *chrome) poll(what, expr string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		c.shot("failed")
+		c.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// The console as an admin uses it, in a real browser: the page with one
+// mailbox held and one ok, Reauthorize through the identity provider and
+// back, the row turning ok while the held mail goes out, and a sign-in as
+// the wrong person refused with the old grant kept. No page reports an
+// error, and nothing is requested outside relayd but the sign-in itself.
+func TestConsoleInABrowser(t *testing.T) {
+	br := startChrome(t)
+	c := startConsole(t, consoleOpts{update: 100 * time.Millisecond})
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "held-until-the-browser-signs-in")
+	testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" })
+	link, _ := c.d.Console().IssueLink(true, "browser test")
+
+	br.run("opening the sign-in link", chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#mailbox-sales")))
+	br.shot("mailboxes-one-held")
+	if loc := br.location(); strings.Contains(loc, "t=") {
+		t.Errorf("the link's token stayed in the address bar: %s", loc)
+	}
+	if s := br.text(`#mailbox-sales td[data-label="State"]`); !strings.Contains(s, "not authorized yet") {
+		t.Errorf("sales's state reads %q", s)
+	}
+	if s := br.text(`#mailbox-support td[data-label="State"]`); !strings.HasPrefix(strings.TrimSpace(s), "ok") {
+		t.Errorf("support's state reads %q", s)
+	}
+	if s := br.text(`#mailbox-sales td[data-label="Queue"]`); !strings.Contains(s, "1 held") {
+		t.Errorf("sales's queue reads %q", s)
+	}
+
+	// Reauthorize sales: the fake IdP signs in at once and redirects.
+	br.run("clicking Reauthorize", chromedp.Click(chromedp.CSS(`#mailbox-sales button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#signin-result")))
+	br.shot("signed-in")
+	if s := br.text("#signin-result"); !strings.Contains(s, "Signed in as sales@example.com") {
+		t.Errorf("the sign-in's page says %q", s)
+	}
+	if loc := br.location(); strings.Contains(loc, "code=") || strings.Contains(loc, "state=") {
+		t.Errorf("the code stayed in the address bar: %s", loc)
+	}
+	// The held mail reaches the upstream.
+	c.smtpUp.WaitMessages(t, 1, 10*time.Second)
+	if c.state("sales") != health.StateOK {
+		t.Errorf("sales is %s after the sign-in", c.state("sales"))
+	}
+	br.run("going back to the mailboxes", chromedp.Click(chromedp.CSS(`main a[href="/"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#mailbox-sales")))
+	br.poll("sales's row turning ok", `document.querySelector("#mailbox-sales").dataset.state === "ok" && document.querySelector('#mailbox-sales td[data-label="Queue"]').textContent.includes("0 held")`)
+	br.shot("mailboxes-all-ok")
+
+	// Someone else signs in for support: refused, the grant kept.
+	c.idp.SignInAs("intruder@example.com")
+	br.run("clicking Reauthorize as the wrong person", chromedp.Click(chromedp.CSS(`#mailbox-support button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#signin-result")))
+	br.shot("wrong-person-refused")
+	s := br.text("#signin-result")
+	if !strings.Contains(s, "intruder@example.com") || !strings.Contains(s, "support@example.com") {
+		t.Errorf("the refusal says %q, want who signed in and who should have", s)
+	}
+	if c.state("support") != health.StateOK {
+		t.Errorf("support is %s after a refused sign-in", c.state("support"))
+	}
+	c.send(user, "support@example.com", "customer@example.net", "sent-with-the-old-grant")
+	c.smtpUp.WaitMessages(t, 2, 10*time.Second)
+	br.run("going back to the mailboxes", chromedp.Click(chromedp.CSS(`main a[href="/"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#mailbox-support")))
+	br.shot("mailboxes-after-refusal")
+
+	// Live updates reach the open page: hold support's queue from
+	// outside the browser.
+	if _, err := c.d.Queue().Hold("support"); err != nil {
+		t.Fatal(err)
+	}
+	c.send(user, "support@example.com", "customer@example.net", "held-by-an-admin")
+	br.poll("the live update", `document.querySelector('#mailbox-support td[data-label="Queue"]').textContent.includes("1 held")`)
+	br.shot("live-update")
+
+	// The queue page, and a message's headers.
+	br.run("opening the queue", chromedp.Click(chromedp.CSS(`#mailbox-support td[data-label="Queue"] a`)),
+		chromedp.WaitVisible(chromedp.CSS("table.queue")))
+	br.shot("queue")
+	br.run("opening the message", chromedp.Click(chromedp.CSS(`table.queue tbody th a`)),
+		chromedp.WaitVisible(chromedp.CSS("pre.headers")))
+	br.shot("message")
+	if s := br.text("pre.headers"); !strings.Contains(s, "Subject: console test") {
+		t.Errorf("the message's headers read %q", s)
+	}
+
+	// A phone-sized window reads the same page.
+	br.run("a phone-sized window", chromedp.EmulateViewport(390, 844), chromedp.Navigate(c.base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#mailbox-support")))
+	br.shot("phone")
+
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if len(br.errors) > 0 {
+		t.Errorf("the pages reported errors:\n%s", strings.Join(br.errors, "\n"))
+	}
+	idp, _ := url.Parse(c.idp.URL)
+	for _, r := range br.requests {
+		u, err := url.Parse(r)
+		switch {
+		case err != nil:
+			t.Errorf("request to %q", r)
+		case u.Scheme == "data" || u.Scheme == "about":
+		case u.Host == strings.TrimPrefix(c.base, "http://"):
+		case u.Host == idp.Host && u.Path == "/authorize":
+			// The sign-in itself.
+		default:
+			t.Errorf("a request outside relayd: %s", r)
+		}
+	}
+	if !slices.ContainsFunc(br.requests, func(r string) bool { return strings.HasSuffix(r, "/static/console.js") }) {
+		t.Errorf("the page never loaded its script; requests: %v", br.requests)
+	}
+}
