@@ -690,3 +690,54 @@ func TestLiveUpdates(t *testing.T) {
 		t.Errorf("a read-only session's update has a Reauthorize form")
 	}
 }
+
+func TestReauthorizePage(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	p := c.signIn(true).get("/accounts/sales/reauthorize")
+	wantStatus(t, "GET the reauthorize page", p, http.StatusOK)
+	for _, want := range []string{`value="redirect"`, `value="device"`, `value="paste"`, c.base + "/oauth/callback", "http://127.0.0.1:8400"} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("the reauthorize page lacks %q", want)
+		}
+	}
+	// A reader learns the ways but gets no button.
+	p = c.signIn(false).get("/accounts/sales/reauthorize")
+	if !strings.Contains(p.body, "read-only") || strings.Contains(p.body, `value="device"`) {
+		t.Errorf("the reauthorize page of a read-only session:\n%s", p.body)
+	}
+	wantStatus(t, "an unknown mailbox", c.signIn(true).get("/accounts/nobody/reauthorize"), http.StatusNotFound)
+	// A method the account cannot use is refused.
+	b := c.signIn(true)
+	wantStatus(t, "an unknown method", b.post("/accounts/sales/reauthorize", url.Values{"csrf": {b.csrf()}, "method": {"carrier-pigeon"}}), http.StatusBadRequest)
+}
+
+// Without a redirect URI the console's preferred way is the device code
+// (the account allows it); the paste way is still offered.
+func TestReauthorizeWithoutRedirectURI(t *testing.T) {
+	c := startConsole(t, consoleOpts{noRedirect: true})
+	p := c.signIn(true).get("/accounts/sales/reauthorize")
+	if strings.Contains(p.body, `value="redirect"`) || !strings.Contains(p.body, `value="device"`) || !strings.Contains(p.body, `value="paste"`) {
+		t.Errorf("the reauthorize page without redirect_uri:\n%s", p.body)
+	}
+}
+
+func TestAccountQueueOperations(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	b := c.signIn(true)
+	csrf := b.csrf()
+	wantStatus(t, "hold all", b.post("/accounts/support/queue/hold", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	c.send(user, "support@example.com", "customer@example.net", "held by the console")
+	testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "support" && e.ID != "" })
+	p := b.get("/accounts/support/queue")
+	if !strings.Contains(p.body, "Held: 0 messages") || !strings.Contains(p.body, "1 held") {
+		t.Errorf("the queue page after hold all:\n%s", p.body)
+	}
+	wantStatus(t, "release all", b.post("/accounts/support/queue/release", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	testkit.Await(t, c.events, "delivered", 10*time.Second, func(e queue.Event) bool { return e.Account == "support" && e.Kind == queue.EventDelivered })
+	wantStatus(t, "send all now", b.post("/accounts/support/queue/flush", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	if p := b.get("/accounts/support/queue"); !strings.Contains(p.body, "Sent now: 0 messages") {
+		t.Errorf("the queue page after send all now:\n%s", p.body)
+	}
+	wantStatus(t, "an unknown mailbox", b.post("/accounts/nobody/queue/hold", url.Values{"csrf": {csrf}}), http.StatusNotFound)
+	wantStatus(t, "an unknown operation", b.post("/accounts/support/queue/bounce", url.Values{"csrf": {csrf}}), http.StatusNotFound)
+}
