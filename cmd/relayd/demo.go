@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,6 +29,7 @@ func runDemo(args []string) error {
 	fs := newFlagSet("demo")
 	listen := fs.String("listen", "127.0.0.1:1143", "IMAP listen `address`")
 	smtpListen := fs.String("smtp-listen", "127.0.0.1:1587", "SMTP listen `address`")
+	webListen := fs.String("web-listen", "127.0.0.1:8025", "web console listen `address` (\"\": none)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -70,15 +72,26 @@ func runDemo(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfgText := testkit.Config{
+	webAddr, err := demoWebAddr(*webListen)
+	if err != nil {
+		return err
+	}
+	tc := testkit.Config{
 		StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(dir, "status.sock"),
 		IMAPListen: []string{*listen}, SMTPListen: []string{*smtpListen},
 		Accounts: []testkit.Account{{
 			Name: "demo", Provider: "custom", Email: demoUser, ClientID: demoClient, TokenURL: idp.TokenURL(),
+			// The fake IdP signs in at once: Reauthorize in the console
+			// goes there and back.
+			AuthURL: idp.AuthURL(), DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(),
 			IMAPServer: up.Addr, SMTPServer: smtpUp.Addr, Security: "tls", CAFile: caFile,
 			Direction: "both", LocalUser: "demo", LocalPasswordHash: hash,
 		}},
-	}.TOML()
+	}
+	if webAddr != "" {
+		tc.Web = []string{`listen = "` + webAddr + `"`, `redirect_uri = "http://` + webAddr + `/oauth/callback"`}
+	}
+	cfgText := tc.TOML()
 	cfg, err := config.Parse(cfgText)
 	if err != nil {
 		return err
@@ -97,10 +110,15 @@ func runDemo(args []string) error {
 	os.WriteFile(filepath.Join(dir, "relayd.toml"), []byte(cfgText), 0o600)
 	d, err := daemon.New(cfg, daemon.Options{Logger: newLogger(cfg)})
 	if err != nil {
-		return fmt.Errorf("%w (choose another address with --listen)", err)
+		return fmt.Errorf("%w (choose other addresses with --listen, --smtp-listen or --web-listen)", err)
 	}
 	addr, smtpAddr := d.IMAPAddrs()[0], d.SMTPAddrs()[0]
-	fmt.Print(demoInstructions(addr, smtpAddr, len(subjects), cfg.StatusSocket, filepath.Join(dir, "relayd.toml")))
+	web := ""
+	if d.Console() != nil {
+		link, _ := d.Console().IssueLink(true, "relayd demo")
+		web = fmt.Sprintf("The web console (the link works once; %s web-login --socket %s prints another):\n  %s\n\n", self(), cfg.StatusSocket, link)
+	}
+	fmt.Print(demoInstructions(addr, smtpAddr, len(subjects), cfg.StatusSocket, filepath.Join(dir, "relayd.toml"), web))
 	go func() {
 		seen := 0
 		for range smtpUp.Arrived() {
@@ -112,6 +130,24 @@ func runDemo(args []string) error {
 		}
 	}()
 	return runUntilSignal(d, 5*time.Second, slog.Default())
+}
+
+// demoWebAddr is the console's address: addr, or with port 0 a free
+// port chosen now (the redirect URI must name it before relayd starts).
+func demoWebAddr(addr string) (string, error) {
+	if addr == "" {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port != "0" {
+		return addr, err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // self is the path of the running relayd, so that the commands the demo
@@ -127,7 +163,7 @@ func self() string {
 // The read commands fetch through URLs (RFC 5092) rather than a custom
 // FETCH: curl prints a fetched message or section as the body, but drops
 // the literals of a FETCH given with -X, which would show no subjects.
-func demoInstructions(imapAddr, smtpAddr string, messages int, socket, cfgFile string) string {
+func demoInstructions(imapAddr, smtpAddr string, messages int, socket, cfgFile, web string) string {
 	return fmt.Sprintf(`relayd demo: IMAP on %[1]s and SMTP on %[2]s, in front of XOAUTH2-only servers
 
   user:     demo
@@ -140,6 +176,6 @@ Try:
   %[6]s status --socket %[7]s
   %[6]s queue list -c %[8]s
 
-Press Ctrl-C to stop.
-`, imapAddr, smtpAddr, demoPassword, messages, demoUser, self(), socket, cfgFile)
+%[9]sPress Ctrl-C to stop.
+`, imapAddr, smtpAddr, demoPassword, messages, demoUser, self(), socket, cfgFile, web)
 }

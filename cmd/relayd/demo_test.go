@@ -15,7 +15,7 @@ import (
 // printed only the literals' sizes, since curl drops IMAP literals).
 func TestDemoReadCommandsShowMail(t *testing.T) {
 	realserver.RequireBinary(t, "curl", "curl")
-	cmd := exec.Command(relaydBin, "demo", "--listen", "127.0.0.1:0", "--smtp-listen", "127.0.0.1:0")
+	cmd := exec.Command(relaydBin, "demo", "--listen", "127.0.0.1:0", "--smtp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -78,5 +78,13 @@ func TestDemoReadCommandsShowMail(t *testing.T) {
 				t.Errorf("%s printed no %q:\n%s", c, w, out)
 			}
 		}
+	}
+	// The web console's link opens the demo's mailbox.
+	link := linkRE.FindString(printed.String())
+	if link == "" {
+		t.Fatalf("the demo prints no web console link:\n%s", printed.String())
+	}
+	if _, page := openLink(t, link); !strings.Contains(page, "demo@example.com") {
+		t.Errorf("the demo's console page:\n%s", page)
 	}
 }
