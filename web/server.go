@@ -240,9 +240,14 @@ func (s *Server) IssueLink(admin bool, origin string) (string, time.Time) {
 	return s.BaseURL() + "/login?t=" + url.QueryEscape(token), expires
 }
 
-// BaseURL is the console's address as configured: https:// under TLS,
-// and this machine's name for a wildcard listen address.
+// BaseURL is the console's address as the browser reaches it: the origin
+// of [web] redirect_uri when one is set (the session cookie then belongs
+// to the host the sign-in comes back to), else listen's, https:// under
+// TLS and this machine's name for a wildcard address.
 func (s *Server) BaseURL() string {
+	if u, err := url.Parse(s.o.RedirectURI); s.o.RedirectURI != "" && err == nil && u.Host != "" {
+		return u.Scheme + "://" + u.Host
+	}
 	scheme := "http"
 	if s.o.TLS != nil {
 		scheme = "https"
@@ -442,8 +447,8 @@ func (s *Server) listenNote() string {
 		if target == "" {
 			target = "USER@THIS-SERVER"
 		}
-		return fmt.Sprintf("This console listens on %s, on the server only. From another machine, forward it first: ssh -L %s:%s %s, then open http://localhost:%s/.",
-			s.o.Addr, port, s.o.Addr, target, port)
+		return fmt.Sprintf("This console listens on %s, on the server only. From another machine, forward its port first (ssh -L %s:%s %s), then open the link relayd web-login prints.",
+			s.o.Addr, port, s.o.Addr, target)
 	}
 	return fmt.Sprintf("This console listens on %s and is reachable from the network (HTTPS). Sessions start only from relayd web-login on the server.", s.o.Addr)
 }

@@ -109,3 +109,20 @@ func TestSignInsAreBoundedAndExpire(t *testing.T) {
 		t.Errorf("expired sign-ins still count: %v", err)
 	}
 }
+
+// The link names the host the sign-in comes back to, so that the session
+// cookie it sets is the one the callback's page finds.
+func TestBaseURL(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Addr: "127.0.0.1:8025"}, "http://127.0.0.1:8025"},
+		{Options{Addr: "127.0.0.1:8025", RedirectURI: "http://localhost:8025/oauth/callback"}, "http://localhost:8025"},
+		{Options{Addr: "[::1]:8025"}, "http://[::1]:8025"},
+	} {
+		if got := New(c.o).BaseURL(); got != c.want {
+			t.Errorf("BaseURL() of %+v = %q, want %q", c.o, got, c.want)
+		}
+	}
+}

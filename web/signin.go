@@ -319,12 +319,24 @@ func (s *Server) complete(at *attempt, g *auth.Grant, err error, remote string) 
 	if err != nil {
 		s.log.Warn("web console: sign-in refused; the current grant stays in force", "account", at.account, "method", at.method,
 			"err", err, "remote", remote, "session_by", at.origin)
-		s.signins.finish(at, false, err.Error())
+		s.signins.finish(at, false, consoleText(err))
 		return
 	}
 	s.log.Info("web console: grant handed over", "account", at.account, "signed_in_as", g.Subject, "method", at.method,
 		"remote", remote, "session_by", at.origin)
 	s.signins.finish(at, true, fmt.Sprintf("Signed in as %s. Mailbox %s is authorized; its held mail is being sent.", g.Subject, at.account))
+}
+
+// consoleText is err as the sign-in's page says it: the wrong-account
+// refusal points at the console's button rather than the command line.
+func consoleText(err error) string {
+	var wa *auth.WrongAccountError
+	if errors.As(err, &wa) {
+		return fmt.Sprintf("The sign-in was as %s, but mailbox %s signs in as %s; nothing was stored and the current sign-in stays in force. "+
+			"Sign out of %s at the sign-in page (or use a private window), then click Reauthorize again and sign in as %s.",
+			wa.SignedIn, wa.Account, wa.Expected, wa.SignedIn, wa.Expected)
+	}
+	return err.Error()
 }
 
 // handleCallback takes the identity provider's redirect. It needs no

@@ -32,7 +32,7 @@ var hidden = map[string]func(args []string) int{}
 func init() {
 	commands = []command{
 		{"serve", "serve [-c FILE] [--grace DURATION]", "run the daemon", "", runServe},
-		{"demo", "demo [--listen ADDR] [--smtp-listen ADDR]", "run relayd against built-in fake servers, no accounts needed", "", runDemo},
+		{"demo", "demo [--listen ADDR] [--smtp-listen ADDR] [--web-listen ADDR]", "run relayd against built-in fake servers, no accounts needed", "", runDemo},
 		{"authorize", "authorize [-c FILE] NAME [--device | --browser | --refresh-token-file FILE] [--progress-interval DURATION]", "sign in (or import a grant) for account NAME", "", runAuthorize},
 		{"queue", "queue [-c FILE] [--json] list|show|flush|hold|release|retry|delete [ARG]", "inspect and manage the outbound queue", queueCommands, runQueue},
 		{"reload", "reload [-c FILE | --socket PATH]", "make the running daemon reload its configuration; exits 1 with the reason when the file is refused", "", runReload},

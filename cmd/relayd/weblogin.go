@@ -45,8 +45,12 @@ func runWebLogin(args []string) error {
 		return err
 	}
 	mins := int(time.Until(wl.Expires).Round(time.Minute) / time.Minute)
-	fmt.Fprintf(os.Stdout, "Open this link within %d minutes; it works once and starts a %s session of relayd's web console:\n\n  %s\n\n",
-		mins, wl.Role, wl.URL)
+	article := "a"
+	if wl.Role == "admin" {
+		article = "an"
+	}
+	fmt.Fprintf(os.Stdout, "Open this link within %d minutes; it works once and starts %s %s session of relayd's web console:\n\n  %s\n\n",
+		mins, article, wl.Role, wl.URL)
 	if wl.LoopbackOnly {
 		_, port, _ := net.SplitHostPort(wl.Listen)
 		fmt.Fprintf(os.Stdout, "The console listens on %s, on this machine only. From another machine, forward the port first:\n\n"+

@@ -65,7 +65,7 @@ func TestWebLogin(t *testing.T) {
 	d = e.serve()
 	out, code := e.run("web-login", "-c", e.cfg)
 	link := linkRE.FindString(out)
-	if code != 0 || link == "" || !strings.Contains(out, "admin session") || !strings.Contains(out, "ssh -L") {
+	if code != 0 || link == "" || !strings.Contains(out, "starts an admin session") || !strings.Contains(out, "ssh -L") {
 		t.Fatalf("web-login as root: exit %d\n%s", code, out)
 	}
 	if !strings.HasPrefix(link, "http://"+addr+"/login?t=") {
