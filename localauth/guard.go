@@ -1,6 +1,8 @@
 package localauth
 
 import (
+	"github.com/relayd/relayd/internal/safetext"
+
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -309,7 +311,9 @@ func (g *Guard) LockedOut() []Locked {
 	var ended []endedLockout
 	for name, lo := range g.locked {
 		if now.Before(lo.until) {
-			l = append(l, Locked{User: name, Until: lo.until})
+			// The name is what a client sent: shown on one line, its
+			// control characters escaped (a terminal, the console).
+			l = append(l, Locked{User: safetext.Clip(name, 200), Until: lo.until})
 		} else if e := g.expire(name, now); e != nil {
 			ended = append(ended, endedLockout{name, e})
 		}

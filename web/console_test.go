@@ -53,6 +53,8 @@ type consoleOpts struct {
 	extra int
 	// update is the live updates' interval; default 10 ms.
 	update time.Duration
+	// authURL, when set, replaces the accounts' auth_url (review).
+	authURL string
 }
 
 func startConsole(t testing.TB, o consoleOpts) *console {
@@ -62,9 +64,13 @@ func startConsole(t testing.TB, o consoleOpts) *console {
 	smtpUp := b.SMTPUpstream(testkit.SMTPOptions{Style: testkit.Exchange})
 	webAddr := b.DeadAddr() // a free port, for the redirect URI
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	authURL := idp.AuthURL()
+	if o.authURL != "" {
+		authURL = o.authURL
+	}
 	acct := func(name, email, local string) testkit.Account {
 		return testkit.Account{Name: name, Provider: "custom", Email: email, ClientID: "client", TokenURL: idp.TokenURL(),
-			AuthURL: idp.AuthURL(), DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(), Direction: "outgoing",
+			AuthURL: authURL, DeviceAuthURL: idp.DeviceAuthURL(), Issuer: idp.IssuerURL(), Direction: "outgoing",
 			SMTPServer: smtpUp.Addr, Security: "none", LocalUser: local, LocalPasswordHash: string(hash)}
 	}
 	web := append([]string{`listen = "` + webAddr + `"`}, o.web...)
@@ -123,11 +129,42 @@ func (c *console) signIn(admin bool) *browser {
 	c.t.Helper()
 	b := c.browser()
 	link, _ := c.d.Console().IssueLink(admin, "test")
-	resp := b.get(link)
+	resp := b.open(link)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
-		c.t.Fatalf("GET the link: %s, Location %q; want 303 to /", resp.Status, resp.Header.Get("Location"))
+		c.t.Fatalf("using the link: %s, Location %q; want 303 to /", resp.Status, resp.Header.Get("Location"))
 	}
 	return b
+}
+
+var tokenRE = regexp.MustCompile(`name="t" value="([^"]+)"`)
+
+// open opens a relayd web-login link as a person does: its page, then
+// its button.
+func (b *browser) open(link string) page {
+	b.t.Helper()
+	p := b.get(link)
+	m := tokenRE.FindStringSubmatch(p.body)
+	if p.StatusCode != http.StatusOK || m == nil {
+		return p
+	}
+	return b.post("/login", url.Values{"t": {html.UnescapeString(m[1])}})
+}
+
+var continueRE = regexp.MustCompile(`id="continue"[^>]*href="([^"]+)"|href="([^"]+)" id="continue"`)
+
+// continueTo is where a page that moves on to the identity provider
+// sends the browser.
+func continueTo(t testing.TB, p page) string {
+	t.Helper()
+	m := continueRE.FindStringSubmatch(p.body)
+	if p.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("no page moving on to the sign-in: %s\n%s", p.Status, p.body)
+	}
+	u := m[1] + m[2]
+	if !strings.Contains(p.body, `http-equiv="refresh" content="0;url=`) {
+		t.Errorf("the page does not move on by itself:\n%s", p.body)
+	}
+	return html.UnescapeString(u)
 }
 
 type page struct {
@@ -230,7 +267,7 @@ func TestSecurityHeaders(t *testing.T) {
 	p := c.signIn(false).get("/")
 	wantStatus(t, "GET /", p, http.StatusOK)
 	csp := p.Header.Get("Content-Security-Policy")
-	for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "form-action 'self' " + c.idp.URL} {
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "form-action 'self';"} {
 		if !strings.Contains(csp, want) {
 			t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
 		}
@@ -256,8 +293,16 @@ func TestOneTimeLink(t *testing.T) {
 	if d := time.Until(expires); d < 9*time.Minute || d > 10*time.Minute {
 		t.Errorf("the link expires in %s, want 10 minutes", d)
 	}
-	p := b.get(link)
-	wantStatus(t, "GET the link", p, http.StatusSeeOther)
+	// Looking at the link uses nothing up (a link previewer).
+	for range 2 {
+		p := c.browser().get(link)
+		wantStatus(t, "GET the link", p, http.StatusOK)
+		if len(p.Cookies()) != 0 {
+			t.Fatalf("GET the link set a cookie")
+		}
+	}
+	p := b.open(link)
+	wantStatus(t, "using the link", p, http.StatusSeeOther)
 	var cookie *http.Cookie
 	for _, ck := range p.Cookies() {
 		cookie = ck
@@ -274,12 +319,16 @@ func TestOneTimeLink(t *testing.T) {
 	other := c.browser()
 	p = other.get(link)
 	wantStatus(t, "GET a used link", p, http.StatusForbidden)
+	u, _ := url.Parse(link)
+	p = other.post("/login", url.Values{"t": {u.Query().Get("t")}})
+	wantStatus(t, "POST a used link", p, http.StatusForbidden)
 	if len(p.Cookies()) != 0 {
 		t.Errorf("a used link set a cookie: %v", p.Cookies())
 	}
 	wantStatus(t, "GET / after a refused link", other.get("/"), http.StatusUnauthorized)
 	// So is a made-up one.
 	wantStatus(t, "GET a made-up link", c.browser().get("/login?t=AAAA"), http.StatusForbidden)
+	wantStatus(t, "POST a made-up link", c.browser().post("/login", url.Values{"t": {"AAAA"}}), http.StatusForbidden)
 
 	// Signing out ends the session.
 	csrf := b.csrf()
@@ -434,8 +483,7 @@ func TestQueuePage(t *testing.T) {
 func reauthorizeRedirect(t *testing.T, c *console, b *browser) (result page, callback string) {
 	t.Helper()
 	p := b.post("/accounts/sales/reauthorize", url.Values{"csrf": {b.csrf()}})
-	wantStatus(t, "POST reauthorize", p, http.StatusSeeOther)
-	authURL := p.Header.Get("Location")
+	authURL := continueTo(t, p)
 	if !strings.HasPrefix(authURL, c.idp.AuthURL()) {
 		t.Fatalf("reauthorize sent the browser to %q, want the IdP", authURL)
 	}
@@ -480,7 +528,7 @@ func TestCallbackWithAWrongState(t *testing.T) {
 	c := startConsole(t, consoleOpts{})
 	b := c.signIn(true)
 	p := b.post("/accounts/sales/reauthorize", url.Values{"csrf": {b.csrf()}})
-	authURL := p.Header.Get("Location")
+	authURL := continueTo(t, p)
 	p = b.get(authURL)
 	u, _ := url.Parse(p.Header.Get("Location"))
 	q := u.Query()
@@ -509,7 +557,7 @@ func TestReauthorizeAsTheWrongPerson(t *testing.T) {
 	before := c.state("support")
 	c.idp.SignInAs("intruder@example.com")
 	p := b.post("/accounts/support/reauthorize", url.Values{"csrf": {b.csrf()}})
-	p = b.get(p.Header.Get("Location"))
+	p = b.get(continueTo(t, p))
 	p = c.browser().get(p.Header.Get("Location"))
 	p = b.get(p.Header.Get("Location"))
 	wantStatus(t, "the sign-in's page", p, http.StatusOK)

@@ -30,6 +30,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, ss *sessio
 		rc.SetWriteDeadline(time.Now().Add(s.o.RequestTimeout))
 		var b bytes.Buffer
 		b.WriteString("event: " + event + "\n")
+		// An event stream ends a line at CR, LF or CRLF (HTML, "Server-sent
+		// events", 9.2.5): every one of them must start a new data:
+		// field, or text in the page (a user name a client sent) could
+		// start an event of its own.
+		data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
+		data = bytes.ReplaceAll(data, []byte("\r"), []byte("\n"))
 		for _, line := range bytes.Split(data, []byte("\n")) {
 			b.WriteString("data: ")
 			b.Write(line)

@@ -22,7 +22,7 @@ type pages struct {
 	byName map[string]*template.Template
 }
 
-var pageNames = []string{"login", "index", "queue", "message", "reauthorize", "signin", "error"}
+var pageNames = []string{"login", "open", "index", "queue", "message", "reauthorize", "signin", "continue", "error"}
 
 func mustParsePages() *pages {
 	p := &pages{byName: map[string]*template.Template{}}
@@ -51,6 +51,9 @@ type base struct {
 	ListenNote string
 	Live       bool // the page subscribes to live updates
 	Refresh    int  // seconds; the page reloads itself (a sign-in in progress)
+	// MoveTo, when set, is where the page sends the browser at once (the
+	// identity provider's sign-in page).
+	MoveTo string
 }
 
 func (s *Server) base(title string, ss *session) base {

@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -152,7 +150,8 @@ func New(o Options) *Server {
 	static, _ := fs.Sub(staticFS, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /{$}", s.session(s.handleIndex))
-	mux.HandleFunc("GET /login", s.handleLogin)
+	mux.HandleFunc("GET /login", s.handleLoginPage)
+	mux.HandleFunc("POST /login", s.handleLogin)
 	mux.HandleFunc("POST /logout", s.session(s.form(s.handleLogout)))
 	mux.HandleFunc("GET /events", s.session(s.handleEvents))
 	mux.HandleFunc("GET /accounts/{name}/queue", s.session(s.handleQueue))
@@ -289,14 +288,16 @@ func setDeadline(w http.ResponseWriter, d time.Duration) {
 }
 
 // headers sets the security headers every answer carries. The
-// Content-Security-Policy allows no inline script or style and no
-// request outside relayd; forms may post to relayd and be redirected to
-// the identity providers of the configured accounts (the sign-in).
+// Content-Security-Policy allows no inline script or style, no request
+// outside relayd, and forms that post to relayd only: the way to the
+// identity provider is a page of relayd's that moves on (a form's
+// redirect would have to pass form-action at every hop, and an IdP may
+// redirect to another origin of its own).
 func (s *Server) headers(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "+
-			"connect-src 'self'; form-action 'self'"+s.idpOrigins()+"; frame-ancestors 'none'; base-uri 'none'")
+			"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")
@@ -305,32 +306,6 @@ func (s *Server) headers(h http.Handler) http.Handler {
 		hd.Set("Cache-Control", "no-store")
 		h.ServeHTTP(w, r)
 	})
-}
-
-// idpOrigins lists, each after a space, the origins of the accounts'
-// authorization endpoints: a form relayd answers with a redirect to one
-// of them (Reauthorize) needs it in form-action.
-func (s *Server) idpOrigins() string {
-	var out []string
-	st := s.o.Backend.Status()
-	for _, a := range st.Accounts {
-		c := s.o.Backend.AccountConfig(a.Name)
-		if c == nil || c.AuthURL == "" {
-			continue
-		}
-		u, err := url.Parse(c.AuthURL)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			continue
-		}
-		o := u.Scheme + "://" + u.Host
-		if !slices.Contains(out, o) {
-			out = append(out, o)
-		}
-	}
-	if len(out) == 0 {
-		return ""
-	}
-	return " " + strings.Join(out, " ")
 }
 
 // recovering answers 500 for a request whose handler panicked, after
@@ -412,8 +387,29 @@ func (s *Server) admin(what string, h sessionHandler) sessionHandler {
 	}
 }
 
-func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+// handleLoginPage shows the button that uses a link: a GET changes
+// nothing, so a link previewer or a mail scanner does not use it up, and
+// the POST it makes comes from relayd's own page (the cookie it sets then
+// comes back on the redirect that follows; a link clicked on another site
+// would start a cross-site chain, where a SameSite=Strict cookie is not
+// sent). The token leaves the address bar once it is used.
+func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 	token := r.URL.Query().Get("t")
+	if !s.sessions.valid(token) {
+		s.log.Warn("web console: refused a sign-in link", "remote", r.RemoteAddr, "err", errLinkUsed)
+		s.loginPage(w, r, http.StatusForbidden, "That sign-in link was already used, has expired, or is not one relayd issued. Run relayd web-login on the server for a new one.")
+		return
+	}
+	s.render(w, http.StatusOK, "open", openData{base: s.base("Open the console", nil), Token: token})
+}
+
+type openData struct {
+	base
+	Token string
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	token := r.PostFormValue("t")
 	ss, err := s.sessions.redeem(token)
 	if err != nil {
 		s.log.Warn("web console: refused a sign-in link", "remote", r.RemoteAddr, "err", err)

@@ -100,6 +100,16 @@ func (s *sessions) issue(role Role, origin string) (token string, expires time.T
 	return token, expires
 }
 
+// valid reports whether token is a link that still works, without using
+// it.
+func (s *sessions) valid(token string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.links[key(token)]
+	return ok && now.Before(l.expires)
+}
+
 var errLinkUsed = errors.New("this sign-in link was already used, has expired, or is not one relayd issued")
 
 // redeem turns a link token into a new session, once: the link is gone

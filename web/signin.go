@@ -283,7 +283,10 @@ func (s *Server) handleReauthorize(w http.ResponseWriter, r *http.Request, ss *s
 	s.log.Info("web console: sign-in started", "account", name, "method", method, "remote", r.RemoteAddr, "session_by", ss.origin)
 	switch method {
 	case methodRedirect:
-		http.Redirect(w, r, at.pending.AuthURL, http.StatusSeeOther)
+		// A page that moves on, not a redirect: see headers.
+		d := continueData{base: s.base("Reauthorize "+name, ss), Account: name, Login: a.Login}
+		d.MoveTo = at.pending.AuthURL
+		s.render(w, http.StatusOK, "continue", d)
 	case methodDevice:
 		s.wg.Add(1)
 		go s.waitDevice(at, a)
@@ -392,6 +395,11 @@ func (s *Server) handlePaste(w http.ResponseWriter, r *http.Request, ss *session
 	}
 	s.complete(at, g, err, r.RemoteAddr)
 	http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
+}
+
+type continueData struct {
+	base
+	Account, Login string
 }
 
 type signinData struct {
