@@ -3,12 +3,16 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"html"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -265,4 +269,84 @@ func TestConsoleInABrowser(t *testing.T) {
 	if !slices.ContainsFunc(br.requests, func(r string) bool { return strings.HasSuffix(r, "/static/console.js") }) {
 		t.Errorf("the page never loaded its script; requests: %v", br.requests)
 	}
+}
+
+// openLink opens a relayd web-login link and its button, as a person does.
+func (c *chrome) openLink(link string) {
+	c.t.Helper()
+	c.run("opening the sign-in link", chromedp.Navigate(link), chromedp.Click(chromedp.CSS(`form[action="/login"] button`)),
+		chromedp.WaitVisible(chromedp.CSS("#mailboxes")))
+}
+
+// The link clicked on another site (a chat, a webmail) starts a session
+// all the same: the page that uses it is relayd's own.
+func TestBrowserLinkFromAnotherSite(t *testing.T) {
+	br := startChrome(t)
+	c := startConsole(t, consoleOpts{})
+	link, _ := c.d.Console().IssueLink(true, "browser test")
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><title>chat</title><a id="l" href="%s">the link</a>`, html.EscapeString(link))
+	}))
+	defer other.Close()
+	chat := strings.Replace(other.URL, "127.0.0.1", "localhost", 1) // another site
+	br.run("opening the chat", chromedp.Navigate(chat), chromedp.WaitVisible(chromedp.CSS("#l")))
+	br.run("clicking the link", chromedp.Click(chromedp.CSS("#l")), chromedp.WaitVisible(chromedp.CSS(`form[action="/login"] button`)),
+		chromedp.Click(chromedp.CSS(`form[action="/login"] button`)), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	br.shot("after-a-link-from-another-site")
+	if h := br.text("main h1"); h != "Mailboxes" {
+		t.Errorf("after a link from another site the page is %q", h)
+	}
+}
+
+// An identity provider whose sign-in page redirects to another origin
+// of its own (login.microsoftonline.com/consumers to login.live.com):
+// Reauthorize still gets there and back.
+func TestBrowserIdPOnTwoOrigins(t *testing.T) {
+	br := startChrome(t)
+	var idpAuth atomic.Value
+	first := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, idpAuth.Load().(string)+"?"+r.URL.RawQuery, http.StatusFound)
+	}))
+	defer first.Close()
+	c := startConsole(t, consoleOpts{authURL: first.URL + "/authorize"})
+	idpAuth.Store(c.idp.AuthURL())
+	link, _ := c.d.Console().IssueLink(true, "browser test")
+	br.openLink(link)
+	br.run("clicking Reauthorize", chromedp.Click(chromedp.CSS(`#mailbox-sales button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#signin-result")))
+	br.shot("signed-in-through-two-origins")
+	if s := c.state("sales"); s != health.StateOK {
+		t.Errorf("sales is %s after Reauthorize through two origins", s)
+	}
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if len(br.errors) > 0 {
+		t.Errorf("the pages reported errors:\n%s", strings.Join(br.errors, "\n"))
+	}
+}
+
+// A live update leaves keyboard focus (a screen reader's place) where
+// it was: only the rows that changed are replaced.
+func TestBrowserLiveUpdateKeepsFocus(t *testing.T) {
+	br := startChrome(t)
+	c := startConsole(t, consoleOpts{update: 50 * time.Millisecond})
+	link, _ := c.d.Console().IssueLink(true, "browser test")
+	br.openLink(link)
+	br.run("focusing support's Reauthorize", chromedp.Focus(chromedp.CSS(`#mailbox-support button[type="submit"]`)))
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "held")
+	br.poll("sales's row updating", `document.querySelector('#mailbox-sales td[data-label="Queue"]').textContent.includes("1 held")`)
+	// The focused row changes too: its last error and relative times
+	// are re-rendered. Hold support's queue, then send, so that its row
+	// changes as well.
+	if _, err := c.d.Queue().Hold("support"); err != nil {
+		t.Fatal(err)
+	}
+	c.send(user, "support@example.com", "customer@example.net", "held by an admin")
+	br.poll("support's row updating", `document.querySelector('#mailbox-support td[data-label="Queue"]').textContent.includes("1 held")`)
+	focused := br.value("reading the focus", chromedp.Evaluate[string](
+		`(document.activeElement.closest("form") || {}).getAttribute ? document.activeElement.closest("form").getAttribute("action") : document.activeElement.tagName`))
+	if focused != "/accounts/support/reauthorize" {
+		t.Errorf("after live updates the focus is on %q, want support's Reauthorize button", focused)
+	}
+	br.shot("focus-kept")
 }

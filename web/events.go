@@ -8,11 +8,16 @@ import (
 
 // handleEvents streams the main page's mailbox section as server-sent
 // events (the "mailboxes" event, whose data is the section's HTML)
-// whenever it changes, so that an open page shows a state change within
-// about UpdateInterval. The page works without it (no JavaScript: a
+// whenever it changes (watch), so that an open page shows a state change
+// within about UpdateInterval; nothing is sent while nothing changes. The page works without it (no JavaScript: a
 // reload). The stream ends with an "expired" event when the session
 // ends, and at Shutdown; the browser reconnects on its own otherwise.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, ss *session) {
+	if !s.sessions.openStream(ss) {
+		http.Error(w, "this session has too many live-update streams open (close other console tabs)", http.StatusTooManyRequests)
+		return
+	}
+	defer s.sessions.closeStream(ss)
 	select {
 	case s.streams <- struct{}{}:
 		defer func() { <-s.streams }()
@@ -50,19 +55,19 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, ss *sessio
 	if !send("hello", []byte("retry after 2000 ms")) {
 		return
 	}
+	unsubscribe := s.watch.subscribe()
+	defer unsubscribe()
 	var last []byte
-	tick := time.NewTicker(s.o.UpdateInterval)
-	defer tick.Stop()
 	// A stream ends after a while even with the session alive, so that a
 	// forgotten tab does not hold a connection for ever; the browser
 	// opens a new one.
 	end := time.NewTimer(10 * time.Minute)
 	defer end.Stop()
+	// Sessions end without telling: look now and then.
+	alive := time.NewTicker(time.Second)
+	defer alive.Stop()
 	for {
-		if !s.sessions.alive(ss) {
-			send("expired", nil)
-			return
-		}
+		_, changed := s.watch.next()
 		html, err := s.renderMailboxes(ss)
 		if err != nil {
 			s.log.Error("web console: rendering the live update failed", "err", err)
@@ -74,12 +79,20 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, ss *sessio
 			}
 			last = html
 		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-end.C:
-			return
-		case <-tick.C:
+		for waiting := true; waiting; {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-end.C:
+				return
+			case <-alive.C:
+				if !s.sessions.alive(ss) {
+					send("expired", nil)
+					return
+				}
+			case <-changed:
+				waiting = false
+			}
 		}
 	}
 }

@@ -11,6 +11,9 @@ import (
 // limitListener closes, as soon as they are accepted, the connections
 // beyond its caps: max in all and perAddr from one client address, so
 // that idle or slow clients cannot take the descriptors mail needs.
+// Loopback clients have no per-address cap: every user of an ssh -L
+// tunnel comes from 127.0.0.1, and one of them must not shut the others
+// out.
 type limitListener struct {
 	net.Listener
 	max, perAddr int
@@ -53,7 +56,7 @@ func addrOf(a net.Addr) netip.Addr {
 func (l *limitListener) take(addr netip.Addr) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.open < l.max && l.byAddr[addr] < l.perAddr {
+	if l.open < l.max && (addr.IsLoopback() || l.byAddr[addr] < l.perAddr) {
 		l.open++
 		l.byAddr[addr]++
 		return true

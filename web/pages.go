@@ -196,13 +196,16 @@ type mailboxesData struct {
 	Banner   string
 	Warnings []string
 	Rows     []mailbox
-	Updated  when
 }
 
+// mailboxes is the main page's mailbox section for ss (nil: without the
+// session's role and CSRF token, for watch's fingerprint).
 func (s *Server) mailboxes(ss *session) mailboxesData {
 	st := s.o.Backend.Status()
-	d := mailboxesData{base: s.base("Mailboxes", nil), Banner: st.Banner, Updated: s.when(s.o.Now())}
-	d.SignedIn, d.Admin, d.Role, d.CSRF = true, ss.role == Admin, ss.role.String(), ss.csrf
+	d := mailboxesData{base: s.base("Mailboxes", nil), Banner: st.Banner}
+	if ss != nil {
+		d.SignedIn, d.Admin, d.Role, d.CSRF = true, ss.role == Admin, ss.role.String(), ss.csrf
+	}
 	if w := st.Encryption.Warning; w != "" {
 		d.Warnings = append(d.Warnings, w)
 	}

@@ -122,6 +122,7 @@ type Server struct {
 	sessions *sessions
 	signins  *signins
 	pages    *pages
+	watch    *watch
 	srv      *http.Server
 	handler  http.Handler
 	streams  chan struct{} // a token per open live-update stream
@@ -145,6 +146,7 @@ func New(o Options) *Server {
 	s.sessions = newSessions(o.SessionIdle, o.LinkTTL, o.Now)
 	s.signins = newSignins(o.SignInTTL, o.Now)
 	s.pages = mustParsePages()
+	s.watch = &watch{s: s}
 
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
@@ -259,6 +261,15 @@ func (s *Server) BaseURL() string {
 		host, _ = os.Hostname()
 	}
 	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// EndSessions ends every console session and unused link: a reload
+// changed who is an admin, and a session keeps the role it started with.
+// Safe from any goroutine.
+func (s *Server) EndSessions(why string) {
+	if n := s.sessions.endAll(); n > 0 {
+		s.log.Warn("web console: every session ended; sign in again with relayd web-login", "sessions", n, "why", why)
+	}
 }
 
 // Addr is [web] listen, as configured.
@@ -425,6 +436,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request, ss *session) {
 	s.sessions.end(ss.id)
+	s.signins.endOwner(ss)
 	s.log.Info("web console: session ended by its user", "remote", r.RemoteAddr, "session_by", ss.origin)
 	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		Secure: s.o.TLS != nil, SameSite: http.SameSiteStrictMode})

@@ -28,11 +28,15 @@ func (r Role) String() string {
 	return "read-only"
 }
 
-// Caps on what sessions may accumulate in memory: a link not used and a
-// session not ended are pruned oldest first beyond these.
+// Caps on what sessions may accumulate in memory, per role: beyond them a
+// new link or session replaces the oldest of its own role, so that
+// readers (any member of group relayd may run relayd web-login) never
+// push out an admin's. A session also ends maxAge after it started,
+// whatever its use.
 const (
-	maxLinks    = 32
-	maxSessions = 64
+	maxLinks    = 16
+	maxSessions = 32
+	maxAge      = 12 * time.Hour
 )
 
 // session is a signed-in browser.
@@ -43,7 +47,30 @@ type session struct {
 	csrf   string // the token every form of the session carries
 	seen   time.Time
 
-	flash string // a line to show once, on the next page
+	flash   string // a line to show once, on the next page
+	streams int    // live-update streams open (at most maxStreamsPerSession)
+	created time.Time
+}
+
+// maxStreamsPerSession bounds one session's live-update streams (a tab
+// each): a session cannot take the console's whole share.
+const maxStreamsPerSession = 4
+
+// openStream counts a stream of ss, unless it has as many as it may.
+func (s *sessions) openStream(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss.streams >= maxStreamsPerSession {
+		return false
+	}
+	ss.streams++
+	return true
+}
+
+func (s *sessions) closeStream(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss.streams--
 }
 
 // link is a one-time sign-in link relayd web-login printed.
@@ -86,13 +113,21 @@ func (s *sessions) issue(role Role, origin string) (token string, expires time.T
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pruneLocked(now)
-	for len(s.links) >= maxLinks {
+	for {
 		var oldest [32]byte
 		var at time.Time
+		n := 0
 		for k, l := range s.links {
+			if l.role != role {
+				continue
+			}
+			n++
 			if at.IsZero() || l.expires.Before(at) {
 				oldest, at = k, l.expires
 			}
+		}
+		if n < maxLinks {
+			break
 		}
 		delete(s.links, oldest)
 	}
@@ -125,17 +160,25 @@ func (s *sessions) redeem(token string) (*session, error) {
 		return nil, errLinkUsed
 	}
 	s.pruneLocked(now)
-	for len(s.byID) >= maxSessions {
+	for {
 		var oldest [32]byte
 		var at time.Time
+		n := 0
 		for k, ss := range s.byID {
+			if ss.role != l.role {
+				continue
+			}
+			n++
 			if at.IsZero() || ss.seen.Before(at) {
 				oldest, at = k, ss.seen
 			}
 		}
+		if n < maxSessions {
+			break
+		}
 		delete(s.byID, oldest)
 	}
-	ss := &session{id: newToken(), role: l.role, origin: l.origin, csrf: newToken(), seen: now}
+	ss := &session{id: newToken(), role: l.role, origin: l.origin, csrf: newToken(), seen: now, created: now}
 	s.byID[key(ss.id)] = ss
 	return ss, nil
 }
@@ -154,7 +197,7 @@ func (s *sessions) get(id string, touch bool) *session {
 	if ss == nil {
 		return nil
 	}
-	if now.Sub(ss.seen) >= s.idle {
+	if s.expired(ss, now) {
 		delete(s.byID, k)
 		return nil
 	}
@@ -197,10 +240,26 @@ func (s *sessions) pruneLocked(now time.Time) {
 		}
 	}
 	for k, ss := range s.byID {
-		if now.Sub(ss.seen) >= s.idle {
+		if s.expired(ss, now) {
 			delete(s.byID, k)
 		}
 	}
+}
+
+// expired reports whether ss has been idle too long or lived too long.
+func (s *sessions) expired(ss *session, now time.Time) bool {
+	return now.Sub(ss.seen) >= s.idle || now.Sub(ss.created) >= maxAge
+}
+
+// endAll ends every session and forgets every link (the admin group
+// changed: roles are decided again at the next relayd web-login).
+func (s *sessions) endAll() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.byID)
+	clear(s.byID)
+	clear(s.links)
+	return n
 }
 
 // checkCSRF reports whether r's form carries ss's token.

@@ -1,6 +1,9 @@
 package web
 
 import (
+	"fmt"
+	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -81,6 +84,11 @@ func TestSessionsAreBounded(t *testing.T) {
 	if _, err := s.redeem(first); err == nil {
 		t.Errorf("the oldest link survived the cap")
 	}
+	token, _ := s.issue(Admin, "root")
+	admin, err := s.redeem(token)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 3 * maxSessions {
 		token, _ := s.issue(Reader, "x")
 		if _, err := s.redeem(token); err != nil {
@@ -88,24 +96,40 @@ func TestSessionsAreBounded(t *testing.T) {
 		}
 		c.add(time.Millisecond)
 	}
-	if len(s.byID) > maxSessions {
-		t.Errorf("%d sessions kept, want at most %d", len(s.byID), maxSessions)
+	if len(s.byID) > 2*maxSessions {
+		t.Errorf("%d sessions kept, want at most %d", len(s.byID), 2*maxSessions)
+	}
+	if s.get(admin.id, false) == nil {
+		t.Errorf("readers pushed the admin's session out")
+	}
+	// A session ends 12 hours after it started, however busy.
+	for range 12 {
+		c.add(time.Hour - time.Millisecond)
+		s.get(admin.id, true)
+	}
+	if s.get(admin.id, true) != nil {
+		t.Errorf("a session outlived 12 hours")
 	}
 }
 
 func TestSignInsAreBoundedAndExpire(t *testing.T) {
 	c := newClock()
 	si := newSignins(10*time.Minute, c.now)
+	owner := &session{}
 	for i := range maxAttempts {
-		if err := si.add(&attempt{id: newToken(), method: methodDevice, created: c.now()}); err != nil {
+		if err := si.add(&attempt{id: newToken(), owner: owner, account: fmt.Sprint(i), method: methodPaste, created: c.now()}); err != nil {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 	}
-	if err := si.add(&attempt{id: newToken(), method: methodDevice, created: c.now()}); err == nil {
+	if err := si.add(&attempt{id: newToken(), owner: owner, account: "one more", method: methodPaste, created: c.now()}); err == nil {
 		t.Fatalf("more than %d sign-ins at once", maxAttempts)
 	}
+	// The same session and account: the new one replaces the old.
+	if err := si.add(&attempt{id: newToken(), owner: owner, account: "0", method: methodPaste, created: c.now()}); err != nil {
+		t.Fatalf("a new sign-in of the same session and account: %v", err)
+	}
 	c.add(10 * time.Minute)
-	if err := si.add(&attempt{id: newToken(), method: methodDevice, created: c.now()}); err != nil {
+	if err := si.add(&attempt{id: newToken(), owner: owner, account: "later", method: methodPaste, created: c.now()}); err != nil {
 		t.Errorf("expired sign-ins still count: %v", err)
 	}
 }
@@ -124,5 +148,31 @@ func TestBaseURL(t *testing.T) {
 		if got := New(c.o).BaseURL(); got != c.want {
 			t.Errorf("BaseURL() of %+v = %q, want %q", c.o, got, c.want)
 		}
+	}
+}
+
+// One client address beyond loopback gets its share of the connections;
+// loopback (every user of an ssh -L tunnel) only the total.
+func TestLimitPerAddress(t *testing.T) {
+	l := newLimitListener(nil, 10, 2, slog.New(slog.DiscardHandler))
+	far := netip.MustParseAddr("192.0.2.7")
+	if !l.take(far) || !l.take(far) || l.take(far) {
+		t.Errorf("a remote address: want 2 connections, not a third")
+	}
+	if !l.take(netip.MustParseAddr("192.0.2.8")) {
+		t.Errorf("another remote address was refused")
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	for i := range 7 {
+		if !l.take(lo) {
+			t.Fatalf("loopback connection %d refused below the total", i)
+		}
+	}
+	if l.take(lo) {
+		t.Errorf("the total cap does not hold")
+	}
+	l.release(far)
+	if !l.take(far) {
+		t.Errorf("a released place was not given back")
 	}
 }

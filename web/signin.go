@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,8 +30,13 @@ const (
 	methodPaste = "paste"
 )
 
-// maxAttempts bounds the sign-ins in progress at once.
-const maxAttempts = 16
+// maxAttempts bounds the sign-ins in progress at once (a session has one
+// per account: a new one replaces it), maxOutcomes the finished ones kept
+// for their pages.
+const (
+	maxAttempts = 16
+	maxOutcomes = 64
+)
 
 // attempt is one reauthorization started from the console.
 type attempt struct {
@@ -43,6 +49,11 @@ type attempt struct {
 
 	pending *signin.Pending    // redirect and paste
 	device  *signin.DeviceCode // device
+	// waitCtx is the device code's polling, which stop ends (a newer
+	// sign-in of the same session and account replaced this one, or the
+	// session ended).
+	waitCtx context.Context
+	stop    context.CancelFunc
 
 	// claimed: a request or the device wait is finishing it; done: its
 	// outcome is known. Guarded by signins.mu.
@@ -71,12 +82,25 @@ func newSignins(ttl time.Duration, now func() time.Time) *signins {
 
 var errTooManySignIns = errors.New("too many sign-ins are in progress; finish or wait for one, then try again")
 
-// add records a new attempt, refusing one beyond maxAttempts.
+// add records a new attempt. It replaces the unfinished sign-in of the
+// same session and account (a person who clicks Reauthorize again wants
+// the new one), and refuses one beyond maxAttempts unfinished.
 func (s *signins) add(at *attempt) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pruneLocked()
-	if len(s.byID) >= maxAttempts {
+	pending := 0
+	for _, o := range s.byID {
+		if o.done {
+			continue
+		}
+		if o.owner == at.owner && o.account == at.account && !o.claimed {
+			s.dropLocked(o)
+			continue
+		}
+		pending++
+	}
+	if pending >= maxAttempts {
 		return errTooManySignIns
 	}
 	s.byID[at.id] = at
@@ -84,6 +108,26 @@ func (s *signins) add(at *attempt) error {
 		s.byState[at.pending.State] = at
 	}
 	return nil
+}
+
+// dropLocked forgets at and stops its polling.
+func (s *signins) dropLocked(at *attempt) {
+	delete(s.byID, at.id)
+	delete(s.byState, stateOf(at))
+	if at.stop != nil {
+		at.stop()
+	}
+}
+
+// endOwner forgets the unfinished sign-ins ss started (it signed out).
+func (s *signins) endOwner(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, at := range s.byID {
+		if at.owner == ss && !at.done && !at.claimed {
+			s.dropLocked(at)
+		}
+	}
 }
 
 // takeState returns the redirect sign-in whose state is state, once: the
@@ -145,18 +189,29 @@ func (s *signins) outcome(at *attempt) (claimed, done, ok bool, result string) {
 	return at.claimed, at.done, at.ok, at.result
 }
 
-// pruneLocked forgets attempts older than ttl (twice that once done, so
-// their outcome can still be read).
+// pruneLocked forgets unfinished attempts past their time (ttl, or the
+// device code's own expiry when later) and finished ones ttl after they
+// started, or the oldest beyond maxOutcomes.
 func (s *signins) pruneLocked() {
 	now := s.now()
-	for id, at := range s.byID {
-		limit := s.ttl
-		if at.done {
-			limit = 2 * s.ttl
+	var done []*attempt
+	for _, at := range s.byID {
+		end := at.created.Add(s.ttl)
+		if at.device != nil && at.device.Expiry.After(end) {
+			end = at.device.Expiry
 		}
-		if now.Sub(at.created) >= limit {
-			delete(s.byID, id)
-			delete(s.byState, stateOf(at))
+		if at.done {
+			end = at.created.Add(2 * s.ttl)
+			done = append(done, at)
+		}
+		if !now.Before(end) {
+			s.dropLocked(at)
+		}
+	}
+	if len(done) > maxOutcomes {
+		slices.SortFunc(done, func(a, b *attempt) int { return a.created.Compare(b.created) })
+		for _, at := range done[:len(done)-maxOutcomes] {
+			s.dropLocked(at)
 		}
 	}
 }
@@ -271,13 +326,22 @@ func (s *Server) handleReauthorize(w http.ResponseWriter, r *http.Request, ss *s
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		at.device, err = s.signIn(a).StartDevice(ctx)
 		cancel()
+		if err == nil {
+			at.waitCtx, at.stop = context.WithDeadline(s.ctx, at.device.Expiry)
+		}
 	}
+	status := http.StatusBadGateway // the identity provider's part failed
 	if err == nil {
-		err = s.signins.add(at)
+		if err = s.signins.add(at); err != nil {
+			status = http.StatusServiceUnavailable
+		}
 	}
 	if err != nil {
+		if at.stop != nil {
+			at.stop()
+		}
 		s.log.Warn("web console: could not start a sign-in", "account", name, "method", method, "err", err, "session_by", ss.origin)
-		s.errorPage(w, r, http.StatusBadGateway, err.Error())
+		s.errorPage(w, r, status, consoleText(err))
 		return
 	}
 	s.log.Info("web console: sign-in started", "account", name, "method", method, "remote", r.RemoteAddr, "session_by", ss.origin)
@@ -289,7 +353,7 @@ func (s *Server) handleReauthorize(w http.ResponseWriter, r *http.Request, ss *s
 		s.render(w, http.StatusOK, "continue", d)
 	case methodDevice:
 		s.wg.Add(1)
-		go s.waitDevice(at, a)
+		go s.waitDevice(at)
 		http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
 	default:
 		http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
@@ -298,13 +362,15 @@ func (s *Server) handleReauthorize(w http.ResponseWriter, r *http.Request, ss *s
 
 // waitDevice waits for the person to approve a device code, then hands
 // the grant to the account.
-func (s *Server) waitDevice(at *attempt, a *config.Account) {
+func (s *Server) waitDevice(at *attempt) {
 	defer s.wg.Done()
-	ctx, cancel := context.WithDeadline(s.ctx, at.device.Expiry)
-	defer cancel()
+	defer at.stop()
+	ctx := at.waitCtx
 	g, err := at.device.Wait(ctx)
-	if s.ctx.Err() != nil {
-		s.signins.finish(at, false, "relayd stopped before the sign-in ended; nothing was stored. Start again.")
+	if ctx.Err() != nil && err != nil {
+		// relayd stops, the code expired, or the sign-in was replaced
+		// or its session ended (then nobody reads the outcome).
+		s.signins.finish(at, false, "The code expired, or relayd stopped, before the sign-in ended; nothing was stored. Start again with Reauthorize.")
 		return
 	}
 	if !s.signins.claim(at) {
@@ -316,6 +382,11 @@ func (s *Server) waitDevice(at *attempt, a *config.Account) {
 // complete hands g (when err is nil) to the account and records the
 // outcome for the sign-in's page.
 func (s *Server) complete(at *attempt, g *auth.Grant, err error, remote string) {
+	if err == nil && (!s.sessions.alive(at.owner) || at.owner.role != Admin) {
+		// The sign-in acts for the admin session that started it, and
+		// for no longer than it lives.
+		err = errors.New("the console session that started this sign-in has ended; nothing was stored. Sign in to the console again (relayd web-login) and click Reauthorize")
+	}
 	if err == nil {
 		err = s.o.Backend.InstallGrant(at.account, g)
 	}
@@ -380,6 +451,13 @@ func (s *Server) handlePaste(w http.ResponseWriter, r *http.Request, ss *session
 	query, err := signin.ParsePasted(r.PostFormValue("address"))
 	if err != nil {
 		s.sessions.setFlash(ss, err.Error()+". Paste the whole address from the browser's address bar.")
+		http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(query.Get("state")), []byte(at.pending.State)) != 1 {
+		// An older attempt's address, or another's: this sign-in goes on
+		// waiting for its own.
+		s.sessions.setFlash(ss, "That address belongs to another sign-in (its state differs): use the link on this page, then paste the address the browser ends at.")
 		http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
 		return
 	}

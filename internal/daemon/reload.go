@@ -151,6 +151,9 @@ func (d *Daemon) reload() error {
 	d.smtp.SetUsers(users)
 	d.guard.Set(cfg.Login.MaxFailures, cfg.Login.FailureWindow, cfg.Login.Lockout)
 	d.status.SetAdminGID(adminGID)
+	if d.web != nil && cfg.AdminGroup != old.AdminGroup {
+		d.web.EndSessions("admin_group changed")
+	}
 	d.imap.SetLimits(imapLimits(cfg))
 	d.pop3.SetLimits(pop3Limits(cfg))
 	d.smtp.SetLimits(smtpLimits(cfg))
