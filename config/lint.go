@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -45,7 +47,43 @@ func (c *Config) Lint() []Problem {
 			lintScopes(key, a, c.POP3.Listening(), add)
 		}
 	}
+	lintWeb(c.Web, add)
 	return ps
+}
+
+// lintWeb warns when [web] redirect_uri does not reach the console as
+// listen serves it: another scheme than its TLS gives, or another port.
+// A reverse proxy in front of the console may make either right, so
+// these are warnings. relayd web-login's links use redirect_uri's
+// origin, so a mismatch breaks them too.
+func lintWeb(w Web, add addFunc) {
+	if w.RedirectURI == "" || w.Listen == "" {
+		return
+	}
+	u, err := url.Parse(w.RedirectURI)
+	if err != nil {
+		return
+	}
+	scheme := "http"
+	if w.TLS() {
+		scheme = "https"
+	}
+	if u.Scheme != scheme {
+		add(true, "web.redirect_uri", "%q is %s, but the console serves %s (listen %s%s): the sign-in would come back to an address nothing answers, and relayd web-login's links use it too. Use %s://, unless a proxy in front of the console serves %s",
+			w.RedirectURI, u.Scheme, scheme, w.Listen, map[bool]string{true: " with tls_cert", false: " without tls_cert"}[w.TLS()], scheme, u.Scheme)
+	}
+	_, lport, err := net.SplitHostPort(w.Listen)
+	if err != nil {
+		return
+	}
+	rport := u.Port()
+	if rport == "" {
+		rport = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	if lport != "0" && rport != lport {
+		add(true, "web.redirect_uri", "%q names port %s, but the console listens on %s: use port %s (through ssh -L, forward that port), unless a proxy in front of the console listens on %s",
+			w.RedirectURI, rport, w.Listen, lport, rport)
+	}
 }
 
 type addFunc func(warning bool, key, format string, args ...any)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -135,6 +136,32 @@ func TestIsPlaceholder(t *testing.T) {
 	} {
 		if got := isPlaceholder(s); got != want {
 			t.Errorf("isPlaceholder(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+// A redirect_uri that does not reach the console as listen serves it is
+// a warning: another scheme or port than the console's.
+func TestLintWebRedirect(t *testing.T) {
+	for _, c := range []struct {
+		web  Web
+		want string
+	}{
+		{Web{Listen: "127.0.0.1:8025", RedirectURI: "http://localhost:8025/oauth/callback"}, ""},
+		{Web{Listen: "127.0.0.1:8025", RedirectURI: "http://localhost:9000/oauth/callback"}, "names port 9000"},
+		{Web{Listen: "0.0.0.0:8443", CertFile: "/c", KeyFile: "/k", RedirectURI: "https://relay.example.net:8443/oauth/callback"}, ""},
+		{Web{Listen: "0.0.0.0:8443", CertFile: "/c", KeyFile: "/k", RedirectURI: "http://localhost:8443/oauth/callback"}, "is http, but the console serves https"},
+		{Web{Listen: "0.0.0.0:443", RedirectURI: "https://relay.example.net/oauth/callback"}, "is https, but the console serves http"},
+	} {
+		var got []Problem
+		lintWeb(c.web, func(warning bool, key, format string, args ...any) {
+			got = append(got, Problem{Key: key, Msg: fmt.Sprintf(format, args...), Warning: warning})
+		})
+		switch {
+		case c.want == "" && len(got) > 0:
+			t.Errorf("%+v: %v, want nothing", c.web, got)
+		case c.want != "" && (len(got) != 1 || !strings.Contains(got[0].Msg, c.want) || !got[0].Warning):
+			t.Errorf("%+v: %v, want a warning with %q", c.web, got, c.want)
 		}
 	}
 }

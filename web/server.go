@@ -197,7 +197,12 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Serve(ln net.Listener) error {
 	ln = newLimitListener(ln, s.o.MaxConns, s.o.MaxConnsPerAddress, s.log)
 	if s.o.TLS != nil {
-		ln = tls.NewListener(ln, s.o.TLS)
+		// HTTP/2 under TLS: a browser keeps one connection to the
+		// console however many tabs hold a live-update stream (HTTP/1.1
+		// allows 6 per host).
+		cfg := s.o.TLS.Clone()
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+		ln = tls.NewListener(ln, cfg)
 	}
 	return s.srv.Serve(ln)
 }

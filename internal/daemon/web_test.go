@@ -3,7 +3,11 @@ package daemon
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"html"
+	"io"
 	"net"
+	"net/url"
+	"regexp"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -39,7 +43,7 @@ func TestWebConsoleTLS(t *testing.T) {
 		pool.AddCert(trusted)
 		jar, _ := cookiejar.New(nil)
 		return &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: pool}}}
+			TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	}
 	link, _ := td.d.Console().IssueLink(true, "test")
 	if !strings.HasPrefix(link, "https://") {
@@ -48,6 +52,18 @@ func TestWebConsoleTLS(t *testing.T) {
 	hc := client(first)
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := hc.Get("https://" + addr + link[strings.Index(link, "/login"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Errorf("the console under TLS answered over %s, want HTTP/2", resp.Proto)
+	}
+	m := regexp.MustCompile(`name="t" value="([^"]+)"`).FindStringSubmatch(readAll(t, hc, "https://"+addr+link[strings.Index(link, "/login"):]))
+	if m == nil {
+		t.Fatal("no button on the link's page")
+	}
+	resp, err = hc.PostForm("https://"+addr+"/login", url.Values{"t": {html.UnescapeString(m[1])}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,4 +87,15 @@ func TestWebConsoleTLS(t *testing.T) {
 		t.Fatalf("after reload, a client trusting only the new certificate: %v", err)
 	}
 	resp.Body.Close()
+}
+
+func readAll(t *testing.T, hc *http.Client, u string) string {
+	t.Helper()
+	resp, err := hc.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
