@@ -38,7 +38,7 @@ doctor never changes the queue.`
 func runDoctor(args []string) error {
 	fs := newFlagSet("doctor")
 	cfgPath := configFlag(fs)
-	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
+	socket := socketFlag(fs)
 	asJSON := fs.Bool("json", false, "print a JSON array of {account, check, ok, detail, fix} (and warn, skipped when so)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up each check after `duration`")
 	sendTest := fs.Bool("send-test", false, "also send a test message from each sending account's mailbox to itself, through its transport (SMTP or Microsoft Graph)")

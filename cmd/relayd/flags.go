@@ -95,6 +95,25 @@ func configFlag(fs *flag.FlagSet) *string {
 	return fs.String("c", defaultConfig, "configuration `file`")
 }
 
+// socketFlag is --socket, the status socket of the commands that talk to
+// the running daemon.
+func socketFlag(fs *flag.FlagSet) *string {
+	return fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
+}
+
+// socketPath is socket when given, else the configuration's
+// status_socket.
+func socketPath(cfgPath, socket string) (string, error) {
+	if socket != "" {
+		return socket, nil
+	}
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return "", err
+	}
+	return cfg.StatusSocket, nil
+}
+
 func loadConfig(path string) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {

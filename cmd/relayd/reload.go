@@ -15,20 +15,16 @@ import (
 func runReload(args []string) error {
 	fs := newFlagSet("reload")
 	cfgPath := configFlag(fs)
-	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
+	socket := socketFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("reload takes no arguments")
 	}
-	path := *socket
-	if path == "" {
-		cfg, err := loadConfig(*cfgPath)
-		if err != nil {
-			return err
-		}
-		path = cfg.StatusSocket
+	path, err := socketPath(*cfgPath, *socket)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

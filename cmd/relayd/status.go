@@ -25,7 +25,7 @@ const (
 func runStatus(args []string) error {
 	fs := newFlagSet("status")
 	cfgPath := configFlag(fs)
-	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
+	socket := socketFlag(fs)
 	asJSON := fs.Bool("json", false, "print the status document as JSON")
 	alive := fs.Bool("alive", false, "liveness check: exit 0 when the daemon answers, whatever its mailboxes' states, else 1")
 	// A Nagios check's usage error is UNKNOWN (3), not CRITICAL (2).

@@ -18,20 +18,16 @@ import (
 func runWebLogin(args []string) error {
 	fs := newFlagSet("web-login")
 	cfgPath := configFlag(fs)
-	socket := fs.String("socket", "", "status socket `path` (default: status_socket from the configuration)")
+	socket := socketFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("web-login takes no arguments")
 	}
-	path := *socket
-	if path == "" {
-		cfg, err := loadConfig(*cfgPath)
-		if err != nil {
-			return err
-		}
-		path = cfg.StatusSocket
+	path, err := socketPath(*cfgPath, *socket)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
