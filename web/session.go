@@ -113,26 +113,33 @@ func (s *sessions) issue(role Role, origin string) (token string, expires time.T
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pruneLocked(now)
+	makeRoom(s.links, maxLinks, func(l link) (bool, time.Time) { return l.role == role, l.expires })
+	s.links[key(token)] = link{role: role, origin: origin, expires: expires}
+	return token, expires
+}
+
+// makeRoom deletes from m the oldest entries of those that of picks (of
+// says whether an entry counts and its age) until fewer than max count.
+func makeRoom[V any](m map[[32]byte]V, max int, of func(V) (bool, time.Time)) {
 	for {
 		var oldest [32]byte
 		var at time.Time
 		n := 0
-		for k, l := range s.links {
-			if l.role != role {
+		for k, v := range m {
+			counts, t := of(v)
+			if !counts {
 				continue
 			}
 			n++
-			if at.IsZero() || l.expires.Before(at) {
-				oldest, at = k, l.expires
+			if at.IsZero() || t.Before(at) {
+				oldest, at = k, t
 			}
 		}
-		if n < maxLinks {
-			break
+		if n < max {
+			return
 		}
-		delete(s.links, oldest)
+		delete(m, oldest)
 	}
-	s.links[key(token)] = link{role: role, origin: origin, expires: expires}
-	return token, expires
 }
 
 // valid reports whether token is a link that still works, without using
@@ -160,24 +167,7 @@ func (s *sessions) redeem(token string) (*session, error) {
 		return nil, errLinkUsed
 	}
 	s.pruneLocked(now)
-	for {
-		var oldest [32]byte
-		var at time.Time
-		n := 0
-		for k, ss := range s.byID {
-			if ss.role != l.role {
-				continue
-			}
-			n++
-			if at.IsZero() || ss.seen.Before(at) {
-				oldest, at = k, ss.seen
-			}
-		}
-		if n < maxSessions {
-			break
-		}
-		delete(s.byID, oldest)
-	}
+	makeRoom(s.byID, maxSessions, func(ss *session) (bool, time.Time) { return ss.role == l.role, ss.seen })
 	ss := &session{id: newToken(), role: l.role, origin: l.origin, csrf: newToken(), seen: now, created: now}
 	s.byID[key(ss.id)] = ss
 	return ss, nil
