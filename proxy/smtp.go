@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -435,8 +437,54 @@ func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 	if !strings.Contains(to, "@") {
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Recipient must be a full email address"}
 	}
+	if !validPath(to) {
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	}
 	s.to = append(s.to, to)
 	return nil
+}
+
+// validPath reports whether addr, a RCPT TO path as go-smtp hands it over
+// (a quoted local part already unquoted), is a mailbox (RFC 5321 §4.1.2):
+// a local part without control characters, "@", and a domain of
+// letter-digit-hyphen labels (any non-ASCII letter too, for SMTPUTF8 and
+// IDN, RFC 6531) or an address literal. What it refuses, such as a
+// comment after the domain (0@0()), would make a header field that does
+// not parse when the copy for Microsoft Graph names the recipients.
+func validPath(addr string) bool {
+	at := strings.LastIndexByte(addr, '@')
+	local, domain := addr[:at], addr[at+1:]
+	if local == "" || len(addr) > 320 {
+		return false
+	}
+	for _, r := range local {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	if strings.HasPrefix(domain, "[") && strings.HasSuffix(domain, "]") {
+		lit := domain[1 : len(domain)-1]
+		if v6, ok := strings.CutPrefix(lit, "IPv6:"); ok {
+			ip, err := netip.ParseAddr(v6)
+			return err == nil && ip.Is6()
+		}
+		ip, err := netip.ParseAddr(lit)
+		return err == nil && ip.Is4()
+	}
+	if domain == "" || len(domain) > 255 {
+		return false
+	}
+	for _, label := range strings.Split(domain, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r > 0x7f && unicode.IsPrint(r)) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (s *smtpSession) Data(r io.Reader) (err error) {

@@ -252,6 +252,17 @@ func TestSMTPEnvelopePolicy(t *testing.T) {
 	if err := c.Mail("Helpdesk@Example.com", nil); err != nil {
 		t.Errorf("MAIL FROM a send_as address = %v", err)
 	}
+	// A recipient that is not a mailbox: 501 5.1.3, and the envelope
+	// goes on.
+	for _, bad := range []string{"0@0()", "x@-bad.example.net"} {
+		err = c.Rcpt(bad, nil)
+		if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 501 || se.EnhancedCode != (smtp.EnhancedCode{5, 1, 3}) {
+			t.Errorf("RCPT TO:<%s> = %v, want 501 5.1.3", bad, err)
+		}
+	}
+	if err := c.Rcpt("ok@example.net", nil); err != nil {
+		t.Errorf("RCPT TO a mailbox after a refused one = %v", err)
+	}
 	c.Reset()
 	err = r.send(c, smtpSender, []string{"x@example.net"}, bytes.Repeat([]byte("0123456789\r\n"), 800))
 	if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 552 {
@@ -377,5 +388,39 @@ func TestSMTPLineTooLong(t *testing.T) {
 	}
 	if n := len(r.q.List()); n != 0 {
 		t.Errorf("%d messages queued", n)
+	}
+}
+
+// RCPT TO takes a mailbox (RFC 5321 §4.1.2) and refuses other paths with
+// 501 5.1.3, such as a comment after the domain, which made a header
+// field that does not parse in the copy for Microsoft Graph (found by
+// FuzzAdjustRecipients).
+func TestValidPath(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"someone@example.net", true},
+		{"first.last+tag@sub.example.co.uk", true},
+		{"a b@example.net", true}, // "a b"@example.net, unquoted by go-smtp
+		{"user@[192.0.2.1]", true},
+		{"user@[IPv6:2001:db8::1]", true},
+		{"josé@exämple.de", true},
+		{"0@0", true},
+		{"0@0()", false},
+		{"@example.net", false},
+		{"user@", false},
+		{"user@-example.net", false},
+		{"user@example-.net", false},
+		{"user@example..net", false},
+		{"user@exa mple.net", false},
+		{"user@[999.1.1.1]", false},
+		{"user@[IPv6:192.0.2.1]", false},
+		{"us\x00er@example.net", false},
+		{"user@example.net\r", false},
+	} {
+		if got := validPath(c.addr); got != c.ok {
+			t.Errorf("validPath(%q) = %v, want %v", c.addr, got, c.ok)
+		}
 	}
 }
