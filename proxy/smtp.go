@@ -448,7 +448,8 @@ func (s *smtpSession) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 // (a quoted local part already unquoted), is a mailbox (RFC 5321 §4.1.2):
 // a local part without control characters, "@", and a domain of
 // letter-digit-hyphen labels (any non-ASCII letter too, for SMTPUTF8 and
-// IDN, RFC 6531) or an address literal. What it refuses, such as a
+// IDN, RFC 6531; and "_", which RFC 5321 does not allow but internal
+// names have and Postfix takes) or an address literal. What it refuses, such as a
 // comment after the domain (0@0()), would make a header field that does
 // not parse when the copy for Microsoft Graph names the recipients.
 func validPath(addr string) bool {
@@ -479,7 +480,7 @@ func validPath(addr string) bool {
 			return false
 		}
 		for _, r := range label {
-			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r > 0x7f && unicode.IsPrint(r)) {
+			if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r > 0x7f && unicode.IsPrint(r)) {
 				return false
 			}
 		}

@@ -407,6 +407,7 @@ func TestValidPath(t *testing.T) {
 		{"user@[IPv6:2001:db8::1]", true},
 		{"josé@exämple.de", true},
 		{"0@0", true},
+		{"user@my_host.example", true}, // not RFC 5321, but Postfix takes it
 		{"0@0()", false},
 		{"@example.net", false},
 		{"user@", false},
