@@ -174,7 +174,7 @@ const WebCallbackPath = "/oauth/callback"
 // Bounds of Web.SessionIdle.
 const (
 	MinWebSessionIdle = time.Minute
-	MaxWebSessionIdle = 24 * time.Hour
+	MaxWebSessionIdle = 12 * time.Hour // a session ends 12 hours after it started anyway
 )
 
 // Health configures how accounts' conditions are decided and told.

@@ -389,7 +389,7 @@ func (r *rawConfig) convertWeb(cfg *Config, bad badFunc) {
 	}
 	duration(&cfg.Web.SessionIdle, w.SessionIdle, "web.session_idle", bad)
 	if d := cfg.Web.SessionIdle; w.SessionIdle != nil && (d < MinWebSessionIdle || d > MaxWebSessionIdle) {
-		bad("web.session_idle", "%q is out of range: give from \"1m\" to \"24h\"", *w.SessionIdle)
+		bad("web.session_idle", "%q is out of range: give from \"1m\" to \"12h\"", *w.SessionIdle)
 	}
 }
 

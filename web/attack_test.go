@@ -1,9 +1,18 @@
 package web_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"html"
+	"io"
+	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +22,7 @@ import (
 
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/web"
 )
 
 // A name a client sends in SMTP AUTH reaches the page (a locked-out
@@ -157,4 +167,167 @@ func TestPasteOfAnotherSignInsAddress(t *testing.T) {
 	if c.idp.Refreshes() != 0 {
 		t.Errorf("another sign-in's code was sent to the IdP")
 	}
+}
+
+// A live-update stream with nothing to send stays open past the request
+// timeout, over HTTP/1.1 and over HTTP/2 (the console under TLS), where a
+// write deadline left pending resets the stream even without a write.
+func TestLiveUpdateStreamStaysOpenWhenQuiet(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		name := "http1"
+		if useTLS {
+			name = "h2"
+		}
+		t.Run(name, func(t *testing.T) {
+			c := startConsole(t, consoleOpts{})
+			ts := httptest.NewUnstartedServer(http.NotFoundHandler())
+			ts.EnableHTTP2 = true
+			ts.StartTLS()
+			hc := ts.Client()
+			certs := ts.TLS.Certificates
+			ts.Close()
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			o := web.Options{Backend: c.d, Addr: ln.Addr().String(), RequestTimeout: time.Second, UpdateInterval: 10 * time.Millisecond}
+			scheme := "http"
+			if useTLS {
+				o.TLS = &tls.Config{Certificates: certs}
+				scheme = "https"
+				hc.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+			} else {
+				hc = &http.Client{}
+			}
+			s := web.New(o)
+			go s.Serve(ln)
+			defer s.Close()
+			jar, _ := cookiejar.New(nil)
+			hc.Jar = jar
+			hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			link, _ := s.IssueLink(false, "test")
+			link = scheme + "://" + ln.Addr().String() + link[strings.Index(link, "/login"):]
+			resp, err := hc.Get(link)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			m := regexp.MustCompile(`name="t" value="([^"]+)"`).FindStringSubmatch(string(b))
+			resp, err = hc.PostForm(scheme+"://"+ln.Addr().String()+"/login", url.Values{"t": {html.UnescapeString(m[1])}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+ln.Addr().String()+"/events", nil)
+			resp, err = hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("events over %s: %s", resp.Proto, resp.Status)
+			start := time.Now()
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 1<<20), 1<<22)
+			for sc.Scan() {
+			}
+			if ctx.Err() == nil {
+				t.Errorf("over %s the stream ended after %v without a change (err %v); want it open for 3 s (the request timeout is 1 s)", resp.Proto, time.Since(start).Round(time.Millisecond), sc.Err())
+			}
+		})
+	}
+}
+
+// Login CSRF: a page on another site posts the attacker's link to
+// /login; the victim's browser must not get the attacker's session.
+func TestLoginFromAnotherSiteRefused(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	link, _ := c.d.Console().IssueLink(true, "attacker")
+	tok := link[strings.Index(link, "t=")+2:]
+	tok, _ = url.QueryUnescape(tok)
+	for name, h := range map[string][2]string{
+		"sec-fetch-site cross-site": {"Sec-Fetch-Site", "cross-site"},
+		"sec-fetch-site same-site":  {"Sec-Fetch-Site", "same-site"},
+		"origin only":               {"Origin", "http://evil.example"},
+		"origin null":               {"Origin", "null"},
+	} {
+		b := c.browser()
+		req, _ := http.NewRequest(http.MethodPost, c.base+"/login", strings.NewReader(url.Values{"t": {tok}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set(h[0], h[1])
+		p := b.do(req)
+		if p.StatusCode != http.StatusForbidden || len(p.Cookies()) != 0 {
+			t.Errorf("%s: %s, cookies %v; want 403 and no cookie", name, p.Status, p.Cookies())
+		}
+	}
+	// The link still works from relayd's own page.
+	if p := c.browser().open(link); p.StatusCode != http.StatusSeeOther {
+		t.Errorf("the link after the refused cross-site posts: %s", p.Status)
+	}
+}
+
+func watchers() int {
+	buf := make([]byte, 1<<22)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "web.(*watch).run(")
+}
+
+// One watcher goroutine serves every open stream, and none is left when
+// they end or the console shuts down.
+func TestWatcherLifecycle(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	waitWatchers := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for watchers() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d watchers, want %d", watchers(), want)
+			}
+			runtime.Gosched()
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	for range 3 {
+		b := c.signIn(false)
+		for range 4 {
+			testkit.Await(t, b.events(ctx), "hello", 10*time.Second, func(e [2]string) bool { return e[0] == "hello" })
+		}
+	}
+	waitWatchers(1)
+	cancel()
+	waitWatchers(0)
+	// Shut down with a stream open: the stream ends, and the watcher.
+	ch := c.signIn(true).events(context.Background())
+	<-ch
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	c.d.Shutdown(sctx)
+	for range ch {
+	}
+	waitWatchers(0)
+}
+
+// Readers (any member of group relayd) get half of the live-update
+// streams at most: an admin's page still gets its own.
+func TestReadersCannotTakeEveryStream(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	refused := 0
+	for range 8 {
+		b := c.signIn(false)
+		for range 4 {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/events", nil)
+			resp, err := (&http.Client{Jar: b.hc.Jar}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				refused++
+				resp.Body.Close()
+			}
+		}
+	}
+	if refused != 16 {
+		t.Errorf("%d of 32 reader streams refused, want 16", refused)
+	}
+	testkit.Await(t, c.signIn(true).events(ctx), "an admin's update", 10*time.Second, func(e [2]string) bool { return e[0] == "mailboxes" })
 }

@@ -724,10 +724,13 @@ func (b *browser) events(ctx context.Context) <-chan [2]string {
 			line := sc.Text()
 			switch {
 			case line == "":
-				if name == "" {
-					name = "message"
+				// An event without data is not dispatched.
+				if data != nil {
+					if name == "" {
+						name = "message"
+					}
+					ch <- [2]string{name, strings.Join(data, "\n")}
 				}
-				ch <- [2]string{name, strings.Join(data, "\n")}
 				name, data = "", nil
 			case strings.HasPrefix(line, "event:"):
 				name = strings.TrimSpace(strings.TrimPrefix(line, "event:"))

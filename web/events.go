@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"time"
 )
@@ -18,13 +19,13 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, ss *sessio
 		return
 	}
 	defer s.sessions.closeStream(ss)
-	select {
-	case s.streams <- struct{}{}:
-		defer func() { <-s.streams }()
-	default:
+	// Readers get half of the streams at most, so that they cannot take
+	// every one from the admins.
+	if !s.takeStream(ss.role) {
 		http.Error(w, "too many live-update streams are open", http.StatusServiceUnavailable)
 		return
 	}
+	defer s.releaseStream(ss.role)
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Time{})
 	h := w.Header()
@@ -50,9 +51,21 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, ss *sessio
 		if _, err := w.Write(b.Bytes()); err != nil {
 			return false
 		}
-		return rc.Flush() == nil
+		if rc.Flush() != nil {
+			return false
+		}
+		// No deadline while waiting: over HTTP/2 a pending write
+		// deadline resets the stream even when nothing is written.
+		rc.SetWriteDeadline(time.Time{})
+		return true
 	}
-	if !send("hello", []byte("retry after 2000 ms")) {
+	// retry: the browser reconnects after 2 s if the stream breaks.
+	rc.SetWriteDeadline(time.Now().Add(s.o.RequestTimeout))
+	if _, err := io.WriteString(w, "retry: 2000\n\n"); err != nil || rc.Flush() != nil {
+		return
+	}
+	rc.SetWriteDeadline(time.Time{})
+	if !send("hello", nil) {
 		return
 	}
 	unsubscribe := s.watch.subscribe()

@@ -65,16 +65,17 @@ type Options struct {
 	Now func() time.Time
 
 	// MaxConns bounds the console's open connections, and
-	// MaxConnsPerAddress those from one client address; further ones are
-	// closed at once. Defaults 64 and 16.
+	// MaxConnsPerAddress those from one client address beyond loopback
+	// (every ssh -L user is 127.0.0.1); further ones are closed at once.
+	// Defaults 64 and 16.
 	MaxConns, MaxConnsPerAddress int
 	// ReadHeaderTimeout (default 10 s), RequestTimeout (reading a body
 	// and writing an answer, default 30 s) and IdleTimeout (a keep-alive
 	// connection without a request, default 60 s).
 	ReadHeaderTimeout, RequestTimeout, IdleTimeout time.Duration
 	// MaxStreams bounds the live-update streams open at once (default
-	// 32); UpdateInterval is how often a stream looks for a change
-	// (default 250 ms).
+	// 32, read-only sessions half of them); UpdateInterval is how often
+	// the watcher reads the status for a change (default 250 ms).
 	MaxStreams     int
 	UpdateInterval time.Duration
 }
@@ -125,7 +126,13 @@ type Server struct {
 	watch    *watch
 	srv      *http.Server
 	handler  http.Handler
-	streams  chan struct{} // a token per open live-update stream
+	// streamsMu guards the live-update streams open: in all and of
+	// read-only sessions.
+	streamsMu            sync.Mutex
+	streams, readStreams int
+	// bgMu guards starting background work (wg.Add) against Shutdown.
+	bgMu   sync.Mutex
+	closed bool
 
 	ctx    context.Context // ends at Shutdown: streams and sign-ins stop
 	cancel context.CancelFunc
@@ -141,7 +148,7 @@ var staticFS embed.FS
 // New returns a console serving o.Backend.
 func New(o Options) *Server {
 	o.defaults()
-	s := &Server{o: o, log: o.Logger, streams: make(chan struct{}, o.MaxStreams)}
+	s := &Server{o: o, log: o.Logger}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.sessions = newSessions(o.SessionIdle, o.LinkTTL, o.Now)
 	s.signins = newSignins(o.SignInTTL, o.Now)
@@ -207,11 +214,58 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.srv.Serve(ln)
 }
 
+// takeStream counts a live-update stream of a session of role, unless
+// the streams are all taken (readers: half of them).
+func (s *Server) takeStream(role Role) bool {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.streams >= s.o.MaxStreams || role != Admin && s.readStreams >= s.o.MaxStreams/2 {
+		return false
+	}
+	s.streams++
+	if role != Admin {
+		s.readStreams++
+	}
+	return true
+}
+
+func (s *Server) releaseStream(role Role) {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	s.streams--
+	if role != Admin {
+		s.readStreams--
+	}
+}
+
+// background runs f in a goroutine Shutdown waits for, unless the server
+// is shutting down (then it reports false and f does not run).
+func (s *Server) background(f func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+func (s *Server) stopBackground() {
+	s.bgMu.Lock()
+	s.closed = true
+	s.bgMu.Unlock()
+	s.cancel()
+}
+
 // Shutdown stops accepting, ends the live-update streams and the
 // sign-ins waiting for a device code, and waits for requests in
 // progress until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.cancel()
+	s.stopBackground()
 	err := s.srv.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -225,7 +279,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes the listeners and connections at once.
 func (s *Server) Close() error {
-	s.cancel()
+	s.stopBackground()
 	err := s.srv.Close()
 	s.wg.Wait()
 	return err
@@ -411,17 +465,22 @@ func (s *Server) admin(what string, h sessionHandler) sessionHandler {
 // sent). The token leaves the address bar once it is used.
 func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 	token := r.URL.Query().Get("t")
-	if !s.sessions.valid(token) {
+	l, ok := s.sessions.peek(token)
+	if !ok {
 		s.log.Warn("web console: refused a sign-in link", "remote", r.RemoteAddr, "err", errLinkUsed)
 		s.loginPage(w, r, http.StatusForbidden, "That sign-in link was already used, has expired, or is not one relayd issued. Run relayd web-login on the server for a new one.")
 		return
 	}
-	s.render(w, http.StatusOK, "open", openData{base: s.base("Open the console", nil), Token: token})
+	// Whose link it is and what it may do, so that nobody opens a
+	// session someone else's link started without knowing.
+	s.render(w, http.StatusOK, "open", openData{base: s.base("Open the console", nil), Token: token,
+		Role: l.role.String(), By: l.origin, Expires: s.when(l.expires)})
 }
 
 type openData struct {
 	base
-	Token string
+	Token, Role, By string
+	Expires         when
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {

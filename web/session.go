@@ -142,14 +142,14 @@ func makeRoom[V any](m map[[32]byte]V, max int, of func(V) (bool, time.Time)) {
 	}
 }
 
-// valid reports whether token is a link that still works, without using
+// peek returns the link token names while it still works, without using
 // it.
-func (s *sessions) valid(token string) bool {
+func (s *sessions) peek(token string) (link, bool) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l, ok := s.links[key(token)]
-	return ok && now.Before(l.expires)
+	return l, ok && now.Before(l.expires)
 }
 
 var errLinkUsed = errors.New("this sign-in link was already used, has expired, or is not one relayd issued")

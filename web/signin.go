@@ -352,8 +352,10 @@ func (s *Server) handleReauthorize(w http.ResponseWriter, r *http.Request, ss *s
 		d.MoveTo = at.pending.AuthURL
 		s.render(w, http.StatusOK, "continue", d)
 	case methodDevice:
-		s.wg.Add(1)
-		go s.waitDevice(at)
+		if !s.background(func() { s.waitDevice(at) }) {
+			s.errorPage(w, r, http.StatusServiceUnavailable, "relayd is stopping; try again once it runs.")
+			return
+		}
 		http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
 	default:
 		http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
@@ -363,7 +365,6 @@ func (s *Server) handleReauthorize(w http.ResponseWriter, r *http.Request, ss *s
 // waitDevice waits for the person to approve a device code, then hands
 // the grant to the account.
 func (s *Server) waitDevice(at *attempt) {
-	defer s.wg.Done()
 	defer at.stop()
 	ctx := at.waitCtx
 	g, err := at.device.Wait(ctx)

@@ -30,17 +30,18 @@ func (w *watch) subscribe() (unsubscribe func()) {
 	defer w.mu.Unlock()
 	w.subs++
 	if w.stop == nil {
-		w.stop = make(chan struct{})
+		stop := make(chan struct{})
 		if w.changed == nil {
 			w.changed = make(chan struct{})
 		}
-		w.s.wg.Add(1)
-		go w.run(w.stop)
+		if w.s.background(func() { w.run(stop) }) {
+			w.stop = stop
+		}
 	}
 	return func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if w.subs--; w.subs == 0 {
+		if w.subs--; w.subs == 0 && w.stop != nil {
 			close(w.stop)
 			w.stop = nil
 		}
@@ -66,7 +67,6 @@ func (w *watch) announce() {
 }
 
 func (w *watch) run(stop chan struct{}) {
-	defer w.s.wg.Done()
 	tick := time.NewTicker(w.s.o.UpdateInterval)
 	defer tick.Stop()
 	minute := time.NewTicker(time.Minute)

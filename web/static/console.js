@@ -90,4 +90,22 @@
     source.close();
     window.location.reload();
   });
+  // The browser retries a broken stream by itself; one it gave up on (the
+  // session ended, relayd restarted, too many streams) is said on the
+  // page, which would otherwise look live and be stale.
+  source.onerror = function () {
+    if (source.readyState !== EventSource.CLOSED || document.getElementById("live-stopped")) {
+      return;
+    }
+    var p = document.createElement("p");
+    p.id = "live-stopped";
+    p.className = "warning";
+    p.setAttribute("role", "alert");
+    p.appendChild(document.createTextNode("Live updates stopped: the session may have ended or relayd restarted. "));
+    var a = document.createElement("a");
+    a.href = "/";
+    a.textContent = "Reload the page";
+    p.appendChild(a);
+    section.insertBefore(p, section.firstChild);
+  };
 })();
