@@ -132,9 +132,27 @@ func (g *Guard) log() *slog.Logger {
 func guardKeys(name, addr string, perAddr bool) []string {
 	u := "u\x00" + name
 	if perAddr && addr != "" && !loopback(addr) {
-		return []string{u, "a\x00" + addr + "\x00" + name}
+		return []string{u, "a\x00" + addr + "\x00" + name, sprayPrefix + addr}
 	}
 	return []string{u}
+}
+
+// sprayPrefix keys the failures of one address beyond loopback whatever
+// the user: a password spray (a few guesses at each of many users) stays
+// under every user's count, so an address is refused too after
+// sprayFactor times Failures, for any user but with the password that
+// last succeeded for that user.
+const (
+	sprayPrefix = "s\x00"
+	sprayFactor = 3
+)
+
+// limit is how many failures of key in the window refuse it.
+func (g *Guard) limit(key string) int {
+	if strings.HasPrefix(key, sprayPrefix) {
+		return sprayFactor * g.Failures
+	}
+	return g.Failures
 }
 
 // loopback reports whether addr is a loopback address: every local
@@ -162,7 +180,7 @@ func (g *Guard) admit(name, addr string, key [32]byte, hash string) (v verdict, 
 	l := g.locked[name]
 	locked := l != nil
 	for _, k := range guardKeys(name, addr, g.PerAddress) {
-		locked = locked || g.recent(k, now) >= g.Failures
+		locked = locked || g.recent(k, now) >= g.limit(k)
 	}
 	switch {
 	case !locked:
@@ -202,6 +220,7 @@ func (g *Guard) checked(name, addr string, key [32]byte, hash string, ok, rememb
 		g.good[name] = goodLogin{key: key, hash: hash}
 	}
 	var started *lockout
+	sprayed := false
 	failures := g.Failures
 	for _, k := range guardKeys(name, addr, g.PerAddress) {
 		if ok {
@@ -212,6 +231,9 @@ func (g *Guard) checked(name, addr string, key [32]byte, hash string, ok, rememb
 			continue
 		}
 		g.fails[k] = append(g.fails[k], now)
+		if strings.HasPrefix(k, sprayPrefix) && g.recent(k, now) == g.limit(k) {
+			sprayed = true
+		}
 		if strings.HasPrefix(k, "u\x00") && g.recent(k, now) >= g.Failures && g.locked[name] == nil {
 			started = &lockout{since: now, until: now.Add(g.CoolOff)}
 			g.locked[name] = started
@@ -225,6 +247,10 @@ func (g *Guard) checked(name, addr string, key [32]byte, hash string, ok, rememb
 	g.mu.Unlock()
 	for _, e := range ended {
 		g.logEnded(e.name, e.l)
+	}
+	if sprayed {
+		g.log().Warn("client address refused after repeated failed logins for several users (a password spray?): it gets in only with the password that last succeeded for a user, until its failures leave the window",
+			"remote", addr, "failures", sprayFactor*failures, "window", g.Window.String())
 	}
 	if started != nil {
 		g.log().Warn("local user locked out after repeated failed logins: until the lockout ends relayd refuses it without checking passwords, except the password that last succeeded for it; find the client with the wrong password",

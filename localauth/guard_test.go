@@ -341,3 +341,50 @@ func TestSuccessesDoNotResetGuesses(t *testing.T) {
 		t.Errorf("the poller during the lockout = %v, %v; want admitted", a, err)
 	}
 }
+
+// A password spray from one address beyond loopback (a few guesses at each
+// of many users, under every user's count) gets the address refused after
+// three times Failures, for every user; a user's own client there still
+// gets in with the password that last succeeded, and loopback, which every
+// local client shares, is never refused as an address.
+func TestPasswordSprayRefusesTheAddress(t *testing.T) {
+	gd := newGuarded(t, 5)
+	gd.g.PerAddress = true
+	u := gd.u
+	if _, err := u.CheckFrom("tool", "tool-pw", "192.0.2.9"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 15 { // 15 made-up users, one guess each: no user's count grows
+		if _, err := u.CheckFrom(fmt.Sprint("user", i), "guess", "192.0.2.9"); err != ErrBadCredentials {
+			t.Fatalf("guess %d = %v", i, err)
+		}
+	}
+	checks := gd.checks()
+	if _, err := u.CheckFrom("cron", "cron-pw", "192.0.2.9"); err != ErrLockedOut {
+		t.Errorf("the spraying address, a right password never seen to succeed = %v, want ErrLockedOut", err)
+	}
+	if gd.checks() != checks {
+		t.Error("a password was checked for the refused address")
+	}
+	if a, err := u.CheckFrom("tool", "tool-pw", "192.0.2.9"); err != nil || a.Name != "tool" {
+		t.Errorf("the password that last succeeded, from the spraying address = %v, %v", a, err)
+	}
+	if a, err := u.CheckFrom("cron", "cron-pw", "192.0.2.10"); err != nil || a.Name != "cron" {
+		t.Errorf("another address = %v, %v", a, err)
+	}
+	if !strings.Contains(gd.logs.String(), "password spray") {
+		t.Errorf("the refused address was not logged:\n%s", gd.logs.String())
+	}
+	// Loopback: the same spray refuses no address.
+	for i := range 15 {
+		u.CheckFrom(fmt.Sprint("local", i), "guess", "127.0.0.1")
+	}
+	if a, err := u.CheckFrom("cron", "cron-pw", "127.0.0.1"); err != nil || a.Name != "cron" {
+		t.Errorf("loopback after a spray = %v, %v", a, err)
+	}
+	// The address's failures leave the window.
+	gd.pass(11 * time.Minute)
+	if a, err := u.CheckFrom("cron", "cron-pw", "192.0.2.9"); err != nil || a.Name != "cron" {
+		t.Errorf("the spraying address after the window = %v, %v", a, err)
+	}
+}
