@@ -145,7 +145,7 @@ func TestDebPackage(t *testing.T) {
 		"./usr/lib/systemd/system/relayd-smtp.socket", "./usr/lib/sysusers.d/relayd.conf", "./usr/lib/tmpfiles.d/relayd.conf",
 		"./etc/relayd/relayd.toml", "./usr/share/man/man8/relayd.8.gz", "./usr/share/man/man5/relayd.toml.5.gz",
 		"./usr/share/bash-completion/completions/relayd", "./usr/share/zsh/vendor-completions/_relayd",
-		"./usr/share/man/man7/relayd-setup.7.gz", "./usr/share/doc/relayd/README.md.gz",
+		"./usr/share/man/man7/relayd-setup.7.gz", "./usr/share/doc/relayd/README.md.gz", "./usr/share/doc/relayd/examples/relayd.toml",
 		"./usr/share/doc/relayd/copyright", "./usr/share/doc/relayd/changelog.gz"} {
 		if !strings.Contains(string(listing), " "+f+"\n") {
 			t.Errorf("the package lacks %s", f)
@@ -340,7 +340,7 @@ func TestRpmPackage(t *testing.T) {
 	out, err := exec.Command(rpm, "-qlp", rpms[0]).CombinedOutput()
 	for _, f := range []string{"/usr/bin/relayd", "/usr/lib/systemd/system/relayd.service", "/etc/relayd/relayd.toml",
 		"/usr/lib/sysusers.d/relayd.conf", "/usr/share/man/man8/relayd.8.gz", "/usr/share/man/man7/relayd-setup.7.gz",
-		"/usr/share/doc/relayd/README.md.gz"} {
+		"/usr/share/doc/relayd/README.md.gz", "/usr/share/doc/relayd/examples/relayd.toml"} {
 		if err != nil || !strings.Contains(string(out), f+"\n") {
 			t.Errorf("rpm -qlp lacks %s: %v\n%s", f, err, out)
 		}
