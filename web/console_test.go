@@ -833,3 +833,16 @@ func sseLines(data []byte, atEOF bool) (int, []byte, error) {
 	}
 	return 0, nil, nil
 }
+
+// The embedded assets are served one by one, with no listing, and
+// nothing outside them.
+func TestStaticFiles(t *testing.T) {
+	c := startConsole(t, consoleOpts{})
+	b := c.browser()
+	for path, want := range map[string]int{"/static/console.css": 200, "/static/console.js": 200, "/static/icon.svg": 200,
+		"/static/": 404, "/static/../server.go": 307 /* to /server.go: 404 */, "/static/nothing.js": 404, "/static/%2e%2e/doc.go": 404} {
+		if p := b.get(path); p.StatusCode != want {
+			t.Errorf("GET %s: %s, want %d", path, p.Status, want)
+		}
+	}
+}
