@@ -163,6 +163,7 @@ func (s *SMTPServer) serve(ln net.Listener, implicitTLS bool) error {
 	} else {
 		srv.AllowInsecureAuth = plainAuth
 		srv.TLSConfig = tlsCfg
+		inner = plaintextListener{Listener: inner, log: s.log}
 	}
 	s.mu.Lock()
 	if s.closed {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -175,4 +176,48 @@ func (c *gatherConn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// plaintextListener wraps each connection of a plaintext SMTP port so that
+// a client starting a TLS handshake there (set up for port 465, pointed at
+// the STARTTLS port) is closed at its first read with a line in the log
+// that says what to change, rather than whatever go-smtp makes of a
+// ClientHello read as a command line. A TLS client reads no plaintext
+// reply, so none is sent. (The IMAP and POP3 sessions look at their first bytes
+// themselves: their connections must stay *net.TCPConn for splicing.)
+type plaintextListener struct {
+	net.Listener
+	log *slog.Logger
+}
+
+func (l plaintextListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &firstReadConn{Conn: c, log: l.log}, nil
+}
+
+// errTLSOnPlaintext ends a session whose client sent a TLS handshake to a
+// plaintext port.
+var errTLSOnPlaintext = errors.New("the client started a TLS handshake on a plaintext port")
+
+type firstReadConn struct {
+	net.Conn
+	log     *slog.Logger
+	checked bool // the first bytes were looked at; only the reading goroutine uses it
+}
+
+func (c *firstReadConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if !c.checked && n > 0 {
+		c.checked = true
+		if b[0] == 0x16 && (n < 2 || b[1] == 0x03) {
+			c.log.Info("SMTP client started a TLS handshake on a plaintext port: point it at an implicit-TLS address (smtp.listen_tls) or make it use STARTTLS",
+				"remote", c.RemoteAddr().String())
+			c.Conn.Close()
+			return 0, errTLSOnPlaintext
+		}
+	}
+	return n, err
 }

@@ -390,6 +390,25 @@ func TestSMTPTLS(t *testing.T) {
 	if _, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", r.addr, c.client("127.0.0.1")); err == nil {
 		t.Error("a TLS handshake on the plaintext SMTP port succeeded")
 	}
+	// A client that sends its ClientHello and waits (set up for port
+	// 465): relayd closes the connection at once and says why, rather
+	// than waiting for a line end until the timeout.
+	conn2, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	conn2.SetDeadline(time.Now().Add(10 * time.Second))
+	hello := tls.Client(&writeOnly{conn2}, c.client("127.0.0.1"))
+	go hello.Handshake()
+	b, err := io.ReadAll(conn2) // the greeting, then the end
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("a ClientHello on the plaintext SMTP port: the connection stayed open (read %q)", b)
+	}
+	if !strings.Contains(r.logs.String(), "started a TLS handshake on a plaintext port") {
+		t.Errorf("no log line for the ClientHello on the plaintext port:\n%s", r.logs.String())
+	}
 }
 
 // On an SMTP listener beyond loopback AUTH waits for STARTTLS: no AUTH in
