@@ -126,9 +126,17 @@ func TestSMTPDiskFull(t *testing.T) {
 		t.Errorf("Get() after a failed retry = %+v, %v; want the message as it was (next attempt %s)", e, err, before.NextAttempt)
 	}
 
+	// The queue says the spool is failing (relayd status shows it)...
+	if f := r.q.StoreFailing(); f == nil || f.Refused != 2 || !strings.Contains(f.LastError, "no space left") {
+		t.Errorf("StoreFailing() with the disk full = %+v, want 2 refused with ENOSPC", f)
+	}
 	fs.full.Store("")
 	if err := send(3); err != nil {
 		t.Fatalf("message after space came back: %v", err)
+	}
+	// ...until a submission is stored again.
+	if f := r.q.StoreFailing(); f != nil {
+		t.Errorf("StoreFailing() after a stored message = %+v, want nil", f)
 	}
 
 	// On disk: each acknowledged message whole, with metadata that parses,

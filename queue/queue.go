@@ -87,7 +87,9 @@ type Queue struct {
 	opts  Options
 	log   *slog.Logger
 	spool *Spool
-	lock  *os.File // held until Close: see lockSpool
+	// storeFailing is set while submissions cannot be stored (under mu).
+	storeFailing *StoreFailure
+	lock         *os.File // held until Close: see lockSpool
 
 	// held records the accounts an admin held, as the spool keeps them
 	// (held-accounts.list); the hold itself is the account's (health).
@@ -394,15 +396,49 @@ func (q *Queue) Submit(s *Submission) (string, error) {
 	e.MessageID = msgID
 	body := io.MultiReader(strings.NewReader(prefix.String()), bytes.NewReader(header), br)
 	if err := q.spool.Put(e, body); err != nil {
+		q.storeFailed(err)
 		q.event(EventNotQueued, e.ID, e.Account)
 		return "", err // the caller tells its client
 	}
 	q.mu.Lock()
 	a := q.add(e)
+	q.storeFailing = nil
 	q.mu.Unlock()
 	a.wake()
 	q.event(EventQueued, e.ID, e.Account)
 	return e.ID, nil
+}
+
+// StoreFailure is the spool failing to store submissions: since when,
+// how many were refused, and the last error. It lasts until a submission
+// is stored again.
+type StoreFailure struct {
+	Since     time.Time `json:"since"`
+	Refused   int       `json:"refused"`
+	LastError string    `json:"last_error"`
+}
+
+func (q *Queue) storeFailed(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.storeFailing == nil {
+		q.storeFailing = &StoreFailure{Since: q.opts.Now()}
+	}
+	q.storeFailing.Refused++
+	q.storeFailing.LastError = err.Error()
+}
+
+// StoreFailing reports the spool failing to store submissions (a full
+// disk, a read-only or deleted state directory), or nil when the last
+// submission was stored. Safe from any goroutine.
+func (q *Queue) StoreFailing() *StoreFailure {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.storeFailing == nil {
+		return nil
+	}
+	f := *q.storeFailing
+	return &f
 }
 
 // headerReaders are Submit's readers (32 KiB each): pooled, not garbage

@@ -21,6 +21,10 @@ func Render(w io.Writer, st *Status, now time.Time) {
 	if st.Encryption.Warning != "" {
 		fmt.Fprintf(w, "warning: %s\n", st.Encryption.Warning)
 	}
+	if f := st.SpoolFailing; f != nil {
+		fmt.Fprintf(w, "the spool cannot store mail: %d submissions refused with 452 since %s, the last with: %s; free space or make state_dir writable (relayd's log says which)\n",
+			f.Refused, f.Since.Local().Format("2006-01-02 15:04:05"), safetext.Line(f.LastError))
+	}
 	for _, l := range st.LockedOut {
 		fmt.Fprintf(w, "local user %s is locked out after repeated failed logins until %s: find the client with the wrong password\n",
 			l.User, l.Until.Local().Format("15:04:05"))

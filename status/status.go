@@ -40,6 +40,21 @@ type Status struct {
 	// Encryption says whether grant files are encrypted at rest, under
 	// which key, and what is wrong when they are not.
 	Encryption Encryption `json:"encryption"`
+	// SpoolFailing is set while the spool cannot store submissions
+	// (clients get 452 4.3.1): since when, how many were refused, the
+	// last error. It clears at the next stored message.
+	SpoolFailing *queue.StoreFailure `json:"spool_failing,omitempty"`
+}
+
+// SetSpoolFailing records the spool's store failure, if any, and adds it
+// to the banner.
+func (st *Status) SetSpoolFailing(f *queue.StoreFailure) {
+	st.SpoolFailing = f
+	if f == nil {
+		return
+	}
+	st.Banner += fmt.Sprintf("; the spool cannot store mail (%d %s refused with 452 since %s): %s",
+		f.Refused, plural(f.Refused, "submission", "submissions"), f.Since.Local().Format("15:04:05"), f.LastError)
 }
 
 // Certificate is one protocol's listener certificate.

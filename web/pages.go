@@ -209,6 +209,10 @@ func (s *Server) mailboxes(ss *session) mailboxesData {
 	if w := st.Encryption.Warning; w != "" {
 		d.Warnings = append(d.Warnings, w)
 	}
+	if f := st.SpoolFailing; f != nil {
+		d.Warnings = append(d.Warnings, fmt.Sprintf("The spool cannot store mail: %d %s refused since %s (clients were told to try again later), the last with: %s. Free space or make the state directory writable.",
+			f.Refused, plural(f.Refused, "submission was", "submissions were"), f.Since.Local().Format("2006-01-02 15:04:05"), f.LastError))
+	}
 	for _, l := range st.LockedOut {
 		d.Warnings = append(d.Warnings, fmt.Sprintf("Local user %s is locked out after repeated failed logins until %s: find the client with the wrong password.",
 			l.User, l.Until.Local().Format("15:04:05")))

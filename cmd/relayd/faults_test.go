@@ -62,9 +62,9 @@ func (e *smtpEnv) arrivedOnce(subject string, d *daemonProc) {
 
 // The state directory turns read-only under the running daemon (a file
 // system remounted read-only after an error, a mistaken chmod): relayd
-// answers submissions 452 4.3.1 and says why in its log, keeps running and
-// reporting OK for its accounts, and takes mail again as soon as the
-// directory is writable, with no restart.
+// answers submissions 452 4.3.1 and says why in its log and in relayd
+// status (CRITICAL: the spool cannot store mail), keeps running, and takes
+// mail again as soon as the directory is writable, with no restart.
 //
 // CI runs as root, whom permissions do not stop: relayd then runs as an
 // unprivileged user (setpriv) owning the state directory, and the test
@@ -115,7 +115,9 @@ func TestStateDirReadOnly(t *testing.T) {
 		t.Fatalf("submission with a read-only state directory = %v, want 452 4.3.1", err)
 	}
 	d.waitLog(t, "permission denied", 10*time.Second)
-	if out, code := e.run("status", "--socket", e.socket); code != nagiosOK {
+	// relayd status: CRITICAL, saying the spool cannot store mail (the
+	// accounts themselves are ok).
+	if out, code := e.run("status", "--socket", e.socket); code != nagiosCritical || !strings.Contains(out, "the spool cannot store mail") {
 		t.Errorf("status with a read-only state directory: exit %d\n%s", code, out)
 	}
 
@@ -127,6 +129,9 @@ func TestStateDirReadOnly(t *testing.T) {
 	e.arrivedOnce("after", d)
 	if n := len(e.smtpUp.Messages()); n != 3 {
 		t.Errorf("the upstream has %d messages, want 3", n)
+	}
+	if out, code := e.run("status", "--socket", e.socket); code != nagiosOK {
+		t.Errorf("status once a message was stored again: exit %d\n%s", code, out)
 	}
 }
 

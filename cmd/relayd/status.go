@@ -85,10 +85,14 @@ func runStatus(args []string) error {
 }
 
 // nagiosCode is the plugin exit code for st: CRITICAL when an admin must
-// act on a mailbox, WARNING when one is degraded or warned about, or when
-// mail of a removed account is still queued.
+// act on a mailbox or the spool cannot store mail, WARNING when a mailbox
+// is degraded or warned about, or when mail of a removed account is still
+// queued.
 func nagiosCode(st *status.Status) int {
 	code := nagiosOK
+	if st.SpoolFailing != nil {
+		code = nagiosCritical
+	}
 	for _, a := range st.Accounts {
 		switch {
 		case a.NeedsAttention():

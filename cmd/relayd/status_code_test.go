@@ -1,7 +1,9 @@
 package main
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/queue"
@@ -30,5 +32,22 @@ func TestNagiosCode(t *testing.T) {
 		if got := nagiosCode(tc.st); got != tc.want {
 			t.Errorf("%s: exit %d, want %d", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A spool that cannot store mail makes relayd status CRITICAL, whatever
+// the mailboxes.
+func TestNagiosCodeSpoolFailing(t *testing.T) {
+	st := &status.Status{Accounts: []status.Account{{Name: "ok"}}}
+	st.Accounts[0].State = health.StateOK
+	if c := nagiosCode(st); c != nagiosOK {
+		t.Fatalf("all ok: %d", c)
+	}
+	st.SetSpoolFailing(&queue.StoreFailure{Since: time.Now(), Refused: 3, LastError: "no space left on device"})
+	if c := nagiosCode(st); c != nagiosCritical {
+		t.Errorf("spool failing: %d, want CRITICAL", c)
+	}
+	if !strings.Contains(st.Banner, "the spool cannot store mail (3 submissions refused") {
+		t.Errorf("banner %q", st.Banner)
 	}
 }

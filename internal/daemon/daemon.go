@@ -803,6 +803,7 @@ func (d *Daemon) Status() *status.Status {
 		}
 	}
 	st.SetOrphans(d.queue.Orphans())
+	st.SetSpoolFailing(d.queue.StoreFailing())
 	st.Encryption = d.encryption()
 	return st
 }

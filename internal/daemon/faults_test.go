@@ -29,6 +29,13 @@ func TestSpoolFailureCounted(t *testing.T) {
 	if v := metricValue(m, `relayd_submissions_not_queued_total{account="support"}`); v != 2 {
 		t.Errorf("relayd_submissions_not_queued_total = %v, want 2\n%s", v, grepLines(m, "not_queued"))
 	}
+	// And in relayd status: its banner, its JSON, and (cmd/relayd) a
+	// CRITICAL exit.
+	st := td.d.Status()
+	if f := st.SpoolFailing; f == nil || f.Refused != 2 || !strings.Contains(f.LastError, "deleted") ||
+		!strings.Contains(st.Banner, "the spool cannot store mail (2 submissions refused") {
+		t.Errorf("status: spool_failing %+v, banner %q", st.SpoolFailing, st.Banner)
+	}
 }
 
 func grepLines(text, s string) string {
