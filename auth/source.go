@@ -52,6 +52,11 @@ type SourceOptions struct {
 	// Health is the account's condition, which the source reports to.
 	// Default: a new one.
 	Health *health.Account
+	// SaveRetry: after a refreshed grant could not be stored (a full or
+	// read-only state directory), Run tries again this often until it
+	// is, so that its rotated refresh token survives the next restart.
+	// Default 1 minute.
+	SaveRetry time.Duration
 }
 
 // Source hands out access tokens for one account. All connections of the
@@ -78,6 +83,11 @@ type Source struct {
 
 	mu        sync.Mutex
 	grant     *Grant // nil: none stored
+	// unsaved: grant is newer than the one in the store (its Save
+	// failed); Run saves it again every SaveRetry, and a use of a token
+	// at most every 5 s (saveTried).
+	unsaved   bool
+	saveTried time.Time
 	gen       uint64 // bumped by Install; a refresh started before is discarded
 	inflight  [numResources]*refreshCall
 	health    *health.Account
@@ -148,6 +158,9 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	}
 	if opts.KeepAlive == 0 {
 		opts.KeepAlive = 24 * time.Hour
+	}
+	if opts.SaveRetry <= 0 {
+		opts.SaveRetry = time.Minute
 	}
 	a := opts.Account
 	if opts.Health == nil {
@@ -233,6 +246,9 @@ func (s *Source) Run(ctx context.Context) {
 		if probing {
 			wait = max(s.nextProbe().Sub(s.opts.Now()), 0)
 		}
+		if s.isUnsaved() {
+			wait = min(wait, s.opts.SaveRetry)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -248,6 +264,7 @@ func (s *Source) Run(ctx context.Context) {
 			continue
 		case <-t.C:
 		}
+		s.saveUnsaved()
 		st = s.tokenState()
 		if st == health.StateNeedsReauth || st == health.StateNeedsAdmin {
 			continue // waits for installed()
@@ -270,6 +287,12 @@ func (s *Source) Run(ctx context.Context) {
 			s.Refresh(ctx, stale)
 		}
 	}
+}
+
+func (s *Source) isUnsaved() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unsaved
 }
 
 // nextProbe is when Run probes the token endpoint next during an outage:
@@ -416,6 +439,16 @@ func (s *Source) token(ctx context.Context, r Resource, stale string) (string, e
 		s.mu.Unlock()
 		return "", he
 	}
+	if now := s.opts.Now(); s.unsaved && now.Sub(s.saveTried) >= 5*time.Second {
+		// A grant that could not be stored: each use tries again (at
+		// most every 5 s, off the caller's path), besides Run's timer.
+		s.saveTried = now
+		s.refreshing.Add(1)
+		go func() {
+			defer s.refreshing.Done()
+			s.saveUnsaved()
+		}()
+	}
 	if tok, exp := s.cached(r); tok != "" && tok != stale && exp.Sub(s.opts.Now()) > s.opts.RefreshMargin {
 		s.mu.Unlock()
 		return tok, nil
@@ -505,9 +538,7 @@ func (s *Source) refresh(call *refreshCall, r Resource) {
 		if tok.RefreshToken != "" {
 			g.RefreshToken = tok.RefreshToken
 		}
-		if err := s.opts.Store.Save(s.acct.Name, g); err != nil {
-			s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
-		}
+		s.stored(s.opts.Store.Save(s.acct.Name, g))
 		s.grant = g
 		call.token = tok.AccessToken
 		f := s.forecast() // the grant was used: its idle lifetime starts again
@@ -524,11 +555,10 @@ func (s *Source) refresh(call *refreshCall, r Resource) {
 	if tok.RefreshToken != "" {
 		g.RefreshToken = tok.RefreshToken
 	}
-	if err := s.opts.Store.Save(s.acct.Name, g); err != nil {
-		// The rotated refresh token could not be kept: the old one may be
-		// dead already. Use the token, but say loudly what is at stake.
-		s.log.Error("could not store the refreshed grant; the account will need 'relayd authorize' after a restart", "err", err)
-	}
+	// The rotated refresh token may be the only one that works now:
+	// when it cannot be kept, the token is used all the same and Run
+	// tries to store it again.
+	s.stored(s.opts.Store.Save(s.acct.Name, g))
 	s.grant = g
 	s.probes, s.downSince = 0, time.Time{}
 	f := s.forecast()
@@ -537,6 +567,35 @@ func (s *Source) refresh(call *refreshCall, r Resource) {
 		s.health.Succeed(health.SourceToken)
 	}
 	call.token = g.AccessToken
+}
+
+// stored records the outcome of storing a refreshed grant. s.mu is held.
+func (s *Source) stored(err error) {
+	if err != nil {
+		s.log.Error("could not store the refreshed grant: relayd uses it and tries to store it again every "+s.opts.SaveRetry.String()+
+			"; until then, after a restart the account needs 'relayd authorize'. Free space or make state_dir writable", "err", err)
+		s.unsaved = true
+		return
+	}
+	if s.unsaved {
+		s.log.Info("the refreshed grant is stored now")
+	}
+	s.unsaved = false
+}
+
+// saveUnsaved stores the grant in memory if a refresh could not.
+func (s *Source) saveUnsaved() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.unsaved || s.grant == nil {
+		return
+	}
+	s.saveTried = s.opts.Now()
+	if err := s.opts.Store.Save(s.acct.Name, s.grant); err != nil {
+		s.log.Debug("the refreshed grant still cannot be stored", "err", err)
+		return
+	}
+	s.stored(nil)
 }
 
 // safeFetch is fetch, with a panic in it (the OAuth library, a provider's
@@ -686,6 +745,7 @@ func (s *Source) Install(g *Grant) error {
 	}
 	s.mu.Lock()
 	s.undecryptable = nil
+	s.unsaved = false // g is stored
 	if g.SignInFrequency == 0 && s.grant != nil {
 		g.SignInFrequency = s.grant.SignInFrequency // the tenant's policy still holds
 	}

@@ -133,6 +133,21 @@ func TestStateDirReadOnly(t *testing.T) {
 	if out, code := e.run("status", "--socket", e.socket); code != nagiosOK {
 		t.Errorf("status once a message was stored again: exit %d\n%s", code, out)
 	}
+	// The grant refreshed while the directory was read-only is stored now
+	// that it is writable (the delivery's token use tried again): its
+	// rotated refresh token survives a restart.
+	d.waitLog(t, "the refreshed grant is stored now", 30*time.Second)
+	// Restart (SIGKILL, as a crash would): with every access token
+	// revoked, the next delivery needs the stored refresh token, which
+	// must be the rotated one.
+	d.cmd.Process.Kill()
+	<-d.exited
+	e.idp.RevokeAccessTokens(mbox)
+	d = e.start()
+	if err := e.submit("after a restart"); err != nil {
+		t.Fatal(err)
+	}
+	e.arrivedOnce("after a restart", d)
 }
 
 // unprivileged gives dir (the test's directory: configuration, secrets,
