@@ -72,7 +72,7 @@ func runDemo(args []string) error {
 	if err != nil {
 		return err
 	}
-	webAddr, err := demoWebAddr(*webListen)
+	webAddr, err := demoWebAddr(*webListen, !flagSet(fs, "web-listen"))
 	if err != nil {
 		return err
 	}
@@ -134,13 +134,25 @@ func runDemo(args []string) error {
 
 // demoWebAddr is the console's address: addr, or with port 0 a free
 // port chosen now (the redirect URI must name it before relayd starts).
-func demoWebAddr(addr string) (string, error) {
+// The console is a side show of the demo: when the default address is
+// taken, another port is chosen rather than the demo refused.
+func demoWebAddr(addr string, isDefault bool) (string, error) {
 	if addr == "" {
 		return "", nil
 	}
 	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port != "0" {
-		return addr, err
+	if err != nil {
+		return "", err
+	}
+	if port != "0" {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			ln.Close()
+			return addr, nil
+		}
+		if !isDefault {
+			return "", fmt.Errorf("web console %s: %w (choose another address with --web-listen, or none with --web-listen \"\")", addr, err)
+		}
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
