@@ -22,6 +22,7 @@ import (
 
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/testkit"
+	"github.com/relayd/relayd/queue"
 	"github.com/relayd/relayd/web"
 )
 
@@ -330,4 +331,34 @@ func TestReadersCannotTakeEveryStream(t *testing.T) {
 		t.Errorf("%d of 32 reader streams refused, want 16", refused)
 	}
 	testkit.Await(t, c.signIn(true).events(ctx), "an admin's update", 10*time.Second, func(e [2]string) bool { return e[0] == "mailboxes" })
+}
+
+// Every form of the console refuses a POST without the session's CSRF
+// token, or with another session's, and changes nothing.
+func TestEveryFormNeedsTheCSRFToken(t *testing.T) {
+	c := startConsole(t, consoleOpts{noRedirect: true})
+	c.send("sales-desk", "sales@example.com", "customer@example.net", "held")
+	e := testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" && e.ID != "" })
+	b := c.signIn(true)
+	own := b.csrf()
+	// A paste sign-in in progress, for its form.
+	page := b.post("/accounts/sales/reauthorize", url.Values{"csrf": {own}, "method": {"paste"}}).Header.Get("Location")
+	other := c.signIn(true).csrf()
+	forms := []string{"/logout", "/accounts/sales/reauthorize", "/accounts/sales/queue/hold", "/accounts/sales/queue/release",
+		"/accounts/sales/queue/flush", "/queue/" + e.ID + "/hold", "/queue/" + e.ID + "/release", "/queue/" + e.ID + "/retry",
+		"/queue/" + e.ID + "/delete", page + "/paste"}
+	for _, path := range forms {
+		for name, form := range map[string]url.Values{"no token": {}, "another session's token": {"csrf": {other}}} {
+			form.Set("address", "http://127.0.0.1:8400/?code=x&state=y")
+			form.Set("method", "device")
+			wantStatus(t, path+" with "+name, b.post(path, form), http.StatusForbidden)
+		}
+	}
+	if _, err := c.d.Queue().Get(e.ID); err != nil {
+		t.Errorf("the message after the refused forms: %v", err)
+	}
+	wantStatus(t, "the session after a refused logout", b.get("/"), http.StatusOK)
+	if c.idp.Refreshes() != 0 {
+		t.Errorf("a refused form reached the identity provider")
+	}
 }
