@@ -311,7 +311,7 @@ func (s *Server) handleReauthorize(w http.ResponseWriter, r *http.Request, ss *s
 	if method == "" {
 		method = methods[0]
 	}
-	if !contains(methods, method) {
+	if !slices.Contains(methods, method) {
 		s.errorPage(w, r, http.StatusBadRequest, fmt.Sprintf("Mailbox %s cannot be signed in that way from the console; the reauthorize page lists the ways it can.", name))
 		return
 	}
@@ -551,13 +551,4 @@ func qrSVG(text string) template.HTML {
 	}
 	b.WriteString(`"/></svg>`)
 	return template.HTML(b.String()) // built here from numbers only
-}
-
-func contains(l []string, s string) bool {
-	for _, v := range l {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
