@@ -35,6 +35,7 @@ func mustParsePages() *pages {
 }
 
 var funcs = template.FuncMap{
+	"messages": func(n int) string { return fmt.Sprintf("%d %s", n, plural(n, "message", "messages")) },
 	"datetime": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"date":     func(t time.Time) string { return t.Local().Format("2006-01-02 15:04 MST") },
 	"size":     humanSize,
@@ -259,8 +260,10 @@ type entry struct {
 }
 
 func (s *Server) entry(e *queue.Entry) entry {
+	// Held: an admin held the message itself, so Release undoes it (a
+	// hold of the whole account is released on the queue page).
 	v := entry{Entry: e, Age: relative(s.o.Now(), e.Created), Next: s.when(e.NextAttempt), Last: s.when(e.LastAttempt),
-		Held: e.AdminHold || e.State == queue.StateHeld}
+		Held: e.AdminHold}
 	for _, r := range e.Recipients {
 		t := r.Addr
 		if r.State != queue.RcptPending {
