@@ -399,7 +399,7 @@ func (s *Server) complete(at *attempt, g *auth.Grant, err error, remote string) 
 	}
 	s.log.Info("web console: grant handed over", "account", at.account, "signed_in_as", g.Subject, "method", at.method,
 		"remote", remote, "session_by", at.origin)
-	s.signins.finish(at, true, fmt.Sprintf("Signed in as %s. Mailbox %s is authorized; its held mail is being sent.", g.Subject, at.account))
+	s.signins.finish(at, true, fmt.Sprintf("Signed in as %s. Mailbox %s is authorized; mail held for it goes out now.", g.Subject, at.account))
 }
 
 // consoleText is err as the sign-in's page says it: the wrong-account
