@@ -70,7 +70,8 @@ func (p *Prepared) Submission(hostname string) *queue.Submission {
 // the envelope for caller as the configuration says, and returns the
 // message to queue. Its Body reads the rest of body, with line endings
 // made CRLF, and fails with ErrTooLarge beyond [smtp] max_message_size.
-// A refusal is an *Error with sendmail's exit status.
+// A refusal is an *Error with sendmail's exit status, or ErrTooLarge when
+// the header alone is beyond max_message_size.
 func Prepare(env Env, caller Caller, req *Request, body io.Reader) (*Prepared, error) {
 	cfg := env.Config
 	lim := &limitReader{r: body, left: cfg.SMTP.MaxMessageSize}

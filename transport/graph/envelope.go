@@ -194,11 +194,14 @@ type field struct {
 	obsolete bool
 }
 
-// value is the field's unfolded value.
+// value is the field's unfolded value, less the white space (space and
+// tab, RFC 5322 WSP) around it. A bare CR stays: Go's mail package, and
+// perhaps Graph, does not take it for white space, and a value that
+// starts with one does not parse (found by FuzzAdjustRecipients).
 func (f field) value() string {
 	v := string(f.raw[bytes.IndexByte(f.raw, ':')+1:])
 	v = strings.NewReplacer("\r\n", "", "\n", "").Replace(v)
-	return strings.TrimSpace(v)
+	return strings.Trim(v, " \t")
 }
 
 // maxHeader bounds the header block read.
