@@ -81,8 +81,8 @@ type Source struct {
 	// refreshing counts the token requests running (Wait).
 	refreshing sync.WaitGroup
 
-	mu        sync.Mutex
-	grant     *Grant // nil: none stored
+	mu    sync.Mutex
+	grant *Grant // nil: none stored
 	// unsaved: grant is newer than the one in the store (its Save
 	// failed); Run saves it again every SaveRetry, and a use of a token
 	// at most every 5 s (saveTried).
