@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -429,15 +430,20 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusBadRequest, "This sign-in was already used; nothing more was stored.")
 		return
 	}
+	s.finishPending(w, r, at, q)
+}
+
+// finishPending finishes a claimed redirect or paste sign-in with the
+// query the redirect carried, records its outcome and sends the browser
+// to the sign-in's page (so that the code leaves the address bar).
+func (s *Server) finishPending(w http.ResponseWriter, r *http.Request, at *attempt, q url.Values) {
 	setDeadline(w, 3*time.Minute) // the code's exchange, then a refresh with the new grant
-	a := s.o.Backend.AccountConfig(at.account)
 	var g *auth.Grant
 	err := fmt.Errorf("account %q is not configured any more; nothing was stored", at.account)
-	if a != nil {
+	if s.o.Backend.AccountConfig(at.account) != nil {
 		g, err = at.pending.Finish(r.Context(), q)
 	}
 	s.complete(at, g, err, r.RemoteAddr)
-	// The code leaves the address bar.
 	http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
 }
 
@@ -466,14 +472,7 @@ func (s *Server) handlePaste(w http.ResponseWriter, r *http.Request, ss *session
 		http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
 		return
 	}
-	setDeadline(w, 3*time.Minute)
-	var g *auth.Grant
-	err = fmt.Errorf("account %q is not configured any more; nothing was stored", at.account)
-	if a := s.o.Backend.AccountConfig(at.account); a != nil {
-		g, err = at.pending.Finish(r.Context(), query)
-	}
-	s.complete(at, g, err, r.RemoteAddr)
-	http.Redirect(w, r, "/signin/"+at.id, http.StatusSeeOther)
+	s.finishPending(w, r, at, query)
 }
 
 type continueData struct {
