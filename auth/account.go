@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
@@ -27,6 +28,10 @@ type Account struct {
 	// tlsSessions lets upstream TLS handshakes resume (RFC 8446 §2.2),
 	// skipping certificate verification and a round of key exchange.
 	tlsSessions tls.ClientSessionCache
+	// tlsConfigs are TLSConfig's, by host: shared by every connection
+	// to that host, so that an idle upstream connection does not hold
+	// one of its own.
+	tlsConfigs sync.Map // host → *tls.Config
 }
 
 // NewAccount reads the password file and the private CA bundle the
@@ -60,7 +65,16 @@ func NewAccount(a *config.Account, tokens *Source) (*Account, error) {
 }
 
 // TLSConfig is the configuration for a TLS connection to an upstream host.
+// It is shared by the account's connections to host: callers must not
+// change it.
 func (a *Account) TLSConfig(host string) *tls.Config {
-	return &tls.Config{ServerName: host, RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12,
+	if v, ok := a.tlsConfigs.Load(host); ok {
+		if c := v.(*tls.Config); c.RootCAs == a.RootCAs {
+			return c
+		}
+	}
+	c := &tls.Config{ServerName: host, RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12,
 		ClientSessionCache: a.tlsSessions}
+	a.tlsConfigs.Store(host, c)
+	return c
 }

@@ -44,6 +44,7 @@ func TestIdleSessionHeap(t *testing.T) {
 		}
 		rw.c.SetDeadline(time.Time{})
 	}
+	waitParked(t, 2*n)
 	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&ms1)

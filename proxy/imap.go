@@ -495,11 +495,7 @@ func (c *imapSession) serve() {
 			// per garbage collection: the session, idle for hours
 			// perhaps, waits on a new goroutine's small one.
 			spliced = true
-			br := r.br
-			go func() {
-				defer func() { c.ended(recover()) }()
-				c.splice(acct, br)
-			}()
+			go c.splice(acct, r.br) // it ends the session
 			return
 		}
 	}

@@ -160,6 +160,8 @@ type conns struct {
 	down net.Conn
 	raw  net.Conn
 	up   net.Conn
+	// closed, when set, is called after close closed the connections.
+	closed func()
 }
 
 // newConns returns the conns of a client connected on c.
@@ -174,6 +176,17 @@ func (c *conns) close() {
 	if c.up != nil {
 		c.up.Close()
 	}
+	if c.closed != nil {
+		c.closed()
+	}
+}
+
+// onClose has f called whenever close closes the connections: a spliced
+// session's parked directions must hear of it.
+func (c *conns) onClose(f func()) {
+	c.closeMu.Lock()
+	c.closed = f
+	c.closeMu.Unlock()
 }
 
 // closeNotify ends a TLS client's connection with a close_notify alert
@@ -242,77 +255,161 @@ type splice struct {
 	log            *slog.Logger
 	health         *health.Account
 	// started, when set, is called once the buffered bytes are passed on
-	// and the copies begin.
+	// and the copies begin; it is let go of then.
 	started func()
 	// end is called with the outcome ("" = the client closed) once the
 	// client-to-upstream copy stopped, before the connections close.
 	end func(outcome string)
+	// finally, when set, is called once the session is over, by whichever
+	// goroutine ends it: run then returns as soon as the copies started.
+	finally  func()
+	finished sync.Once
+
+	// upEnded: the upstream-to-client copy ended. downStalled: because
+	// the client took nothing for wt.
+	upEnded, downStalled atomic.Bool
+	bulkDone             chan struct{} // closed when the upstream-to-client copy ended
+	parked               struct {
+		sync.Mutex
+		client, bulk *parking // each direction's parking, while parked
+		closing      bool     // the connections are closed: nothing parks
+		// idleFrom is when the client direction's idle time began,
+		// kept while it is parked.
+		idleFrom time.Time
+	}
 }
 
 // run flushes whatever either reader had buffered (a client may pipeline
 // commands right after its login), then copies bytes both ways without
 // parsing them: upstream to client with copyBulk, client to upstream with
-// copyIdle. It returns when either side closed, with both connections
-// closed (a TLS client told close_notify once the upstream ended); if the
-// flush fails, it returns at once without calling end.
+// copyIdle, each on its own goroutine while bytes move and parked while
+// its source is quiet (park.go). The session is over when either side
+// closed, with both connections closed (a TLS client told close_notify
+// once the upstream ended); if the flush fails, it is over at once,
+// without end being called. Without finally, run returns when the session
+// is over; with it, at once, and finally is called when it is.
 func (p *splice) run() {
+	if p.finally == nil {
+		done := make(chan struct{})
+		p.finally = func() { close(done) }
+		p.start()
+		<-done
+		return
+	}
+	p.start()
+}
+
+// start begins the session and continues it in the client-to-upstream
+// direction until that parks or the session is over.
+func (p *splice) start() {
 	p.up.SetDeadline(time.Time{})
 	p.down.SetDeadline(time.Time{})
 	cs := p.cs
 	if b := buffered(p.downBuf); len(b) > 0 {
 		cs.fromClient(b)
 		if _, err := p.up.Write(b); err != nil {
+			p.finish()
 			return
 		}
 	}
 	if b := buffered(p.upBuf); len(b) > 0 {
 		cs.lines.Write(b)
 		if _, err := p.down.Write(b); err != nil {
+			p.finish()
 			return
 		}
 	}
 	p.downBuf, p.upBuf = nil, nil // passed on: garbage now
 	if p.started != nil {
 		p.started()
+		p.started = nil
 	}
-	wt := p.wt
-	done := make(chan struct{})
-	var upEnded, downStalled atomic.Bool
-	go func() {
-		defer close(done)
+	p.bulkDone = make(chan struct{})
+	p.parked.idleFrom = time.Now()
+	p.conns.onClose(p.closing)
+	go p.bulk()
+	p.client()
+}
+
+// finish calls finally, once.
+func (p *splice) finish() { p.finished.Do(p.finally) }
+
+// errPanicked ends a direction that panicked (the panic is logged).
+var errPanicked = errors.New("panicked")
+
+// bulk copies upstream to client until the upstream ends or the copy
+// parks. Its end wakes the client-to-upstream direction, which ends the
+// session.
+func (p *splice) bulk() {
+	parked := false
+	defer func() {
+		if v := recover(); v != nil {
+			health.Recovered(p.log, p.health, "copying an "+p.proto+" session's bytes", v)
+		} else if parked {
+			return
+		}
+		// Wake the other direction without closing, so that the
+		// session's end is counted and logged before the client sees
+		// it.
+		p.upEnded.Store(true)
+		p.down.SetReadDeadline(time.Now())
+		p.unpark(&p.parked.client, p.client)
+		close(p.bulkDone)
+	}()
+	err := copyBulk(p.down, p.up, p.wt, p.cs, &dirWait{p: p, slot: &p.parked.bulk, resume: p.bulk})
+	switch {
+	case errors.Is(err, errParked):
+		parked = true
+	case errors.Is(err, errStalled):
+		p.downStalled.Store(true)
+	}
+}
+
+// client copies client to upstream until the copy parks or the session
+// is over, and then ends it.
+func (p *splice) client() {
+	defer func() {
+		// A panic ending the session: it still ends, once.
+		if v := recover(); v != nil {
+			health.Recovered(p.log, p.health, "ending an "+p.proto+" session", v)
+			p.conns.close()
+			p.finish()
+		}
+	}()
+	var err error
+	func() {
 		defer func() {
 			if v := recover(); v != nil {
 				health.Recovered(p.log, p.health, "copying an "+p.proto+" session's bytes", v)
+				err = errPanicked
 			}
-			// Wake the other direction without closing, so that the
-			// session's end is counted and logged before the client
-			// sees it.
-			upEnded.Store(true)
-			p.down.SetReadDeadline(time.Now())
 		}()
-		if errors.Is(copyBulk(p.down, p.up, wt, cs), errStalled) {
-			downStalled.Store(true)
-		}
+		err = copyIdle(p.up, p.down, p.idle, p.wt, &p.upEnded, p.cs,
+			&dirWait{p: p, slot: &p.parked.client, resume: p.client})
 	}()
-	err := copyIdle(p.up, p.down, p.idle, wt, &upEnded, cs)
+	if errors.Is(err, errParked) {
+		return
+	}
+	wt := p.wt
 	var outcome string
 	switch {
-	case downStalled.Load():
+	case p.downStalled.Load():
 		outcome = "client stopped reading"
 		p.log.Warn(p.proto+" session closed: the client took nothing relayd wrote for "+wt.String(), "write_timeout", wt)
 	case errors.Is(err, errStalled):
 		outcome = "upstream stopped reading"
 		p.log.Warn(p.proto+" session closed: the upstream server took nothing relayd wrote for "+wt.String(), "write_timeout", wt)
-	case upEnded.Load():
+	case p.upEnded.Load():
 		outcome = "upstream closed"
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		outcome = "idle timeout"
 	}
 	p.end(outcome)
-	if upEnded.Load() {
-		<-done // nothing writes to the client any more
+	if p.upEnded.Load() {
+		<-p.bulkDone // nothing writes to the client any more
 		p.conns.closeNotify()
 	}
-	p.conns.close()
-	<-done
+	p.conns.close() // wakes a parked upstream-to-client copy
+	<-p.bulkDone
+	p.finish()
 }

@@ -22,35 +22,40 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // splice connects the logged-in downstream and upstream connections. Bytes
 // either reader had already buffered (a client may pipeline commands right
 // after LOGIN) are flushed first; then relayd copies, following no more
-// than where the upstream's lines and literals end (clientStream). It
-// returns when either side closes.
+// than where the upstream's lines and literals end (clientStream). The
+// session ends (c.ended) when either side closes; splice may return
+// before, once its directions parked.
 func (c *imapSession) splice(l *upstreamLogin, downBuf *bufio.Reader) {
-	up := l.up
-	c.setUp(up.conn)
+	// Neither l nor up is kept: an idle session holds only what it needs.
+	up, acct := l.up, l.acct
 	// The account's place is given back before the session's end is
 	// told (c.end), so that whoever hears of the end may log in again.
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			l.acct.ReleaseIMAP()
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(acct.ReleaseIMAP) }
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+			c.ended(recover())
 		}
-	}
-	defer release()
+	}()
+	c.setUp(up.conn)
 	cs := newClientStream()
 	p := &splice{proto: "IMAP", conns: &c.conns, down: c.down, up: up.conn, downBuf: downBuf, upBuf: up.br, cs: cs,
 		idle: c.srv.opts.IdleTimeout, wt: c.srv.opts.WriteTimeout, log: c.log, health: c.health,
-		started: func() {
-			up.br = nil // the pre-auth buffers are not needed any more
-			c.stream.Store(cs)
-		},
+		started: func() { c.stream.Store(cs) },
 		end: func(outcome string) {
 			if outcome != "" {
 				c.outcome = outcome
 			}
 			release()
 			c.end()
+		},
+		finally: func() {
+			release()
+			c.ended(nil)
 		}}
+	handedOff = true
 	p.run()
 }
 
@@ -84,14 +89,14 @@ func stalled(err error) error {
 // Every write goes through cs, which follows where lines and literals end.
 // Between two TCP sockets it splices the literals' octets (spliceTCP),
 // with no user-space buffer. A write that makes no progress for wt ends it
-// with errStalled.
-func copyBulk(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
+// with errStalled. It waits for src at w.
+func copyBulk(dst, src net.Conn, wt time.Duration, cs *clientStream, w *dirWait) error {
 	if s, ok := src.(*net.TCPConn); ok {
 		if d, ok := dst.(*net.TCPConn); ok {
-			return spliceTCP(d, s, wt, cs)
+			return spliceTCP(d, s, wt, cs, w)
 		}
 	}
-	return copyCoalesce(dst, src, wt, cs)
+	return copyCoalesce(dst, src, wt, cs, w)
 }
 
 // coalescePool holds the buffers copyCoalesce gathers records in.
@@ -108,8 +113,8 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, 256<<10); retur
 // (at most part of one, whose rest is still to come), so the copy waits
 // for the TCP socket under it to become readable, holding no buffer: an
 // idle session keeps only a small goroutine stack. A buffer is taken from
-// the pool when bytes arrive.
-func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
+// the pool when bytes arrive. It waits at w, where it may park.
+func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream, w *dirWait) error {
 	rc := rawUnder(src)
 	if rc == nil {
 		return copyCoalesceBlocking(dst, src, wt, cs)
@@ -123,7 +128,7 @@ func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
 	drained := false
 	for {
 		if drained {
-			if err := waitReadable(rc); err != nil {
+			if err := w.wait(src, rc); err != nil {
 				return err
 			}
 		}
@@ -281,15 +286,18 @@ var longAgo = time.Unix(1, 0)
 // copyIdle copies downstream to upstream, ending with
 // os.ErrDeadlineExceeded when the client sends nothing for idle, and with
 // errStalled when the upstream takes nothing for wt. On a TCP socket it
-// waits for readability before taking a buffer from the pool. It shows
-// cs the client's bytes before passing them on. From a TLS client,
-// whose bytes may wait decrypted inside crypto/tls where a socket poll
-// cannot see them, it reads into a small buffer of its own instead.
+// waits for readability before taking a buffer from the pool, at w,
+// where it may park (the idle deadline then goes with it). It shows cs
+// the client's bytes before passing them on. From a TLS client, whose
+// bytes may wait decrypted inside crypto/tls where a socket poll cannot
+// see them, it reads into a small buffer of its own instead, and never
+// parks.
 //
 // The other direction ends it by setting stop and then src's read
-// deadline to now. Because the loop sets its own deadline before it
-// looks at stop, that wake-up cannot be lost between two reads.
-func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *clientStream) error {
+// deadline to now (and waking it if parked). Because the loop sets its
+// own deadline before it looks at stop, and parks only after looking at
+// stop under the splice's lock, that wake-up cannot be lost.
+func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *clientStream, w *dirWait) error {
 	var rc syscall.RawConn
 	var own []byte
 	if tc, ok := src.(*net.TCPConn); ok {
@@ -297,14 +305,44 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 	} else {
 		own = make([]byte, 4<<10)
 	}
+	parks := rc != nil && w.parks()
+	stopped := func() bool { return stop != nil && stop.Load() }
+	// from is when the idle time began: the last bytes from the client,
+	// or the last time the upstream was seen still sending.
+	from := time.Now()
+	if parks {
+		w.p.parked.Lock()
+		from = w.p.parked.idleFrom
+		w.p.parked.Unlock()
+	}
 	for {
-		src.SetReadDeadline(time.Now().Add(idle))
-		if stop != nil && stop.Load() {
+		idleAt := from.Add(idle)
+		deadline := idleAt
+		if t := time.Now().Add(parkAfter); parks && t.Before(idleAt) {
+			deadline = t
+		}
+		src.SetReadDeadline(deadline)
+		if stopped() {
 			return io.EOF
 		}
 		if rc != nil {
 			if err := waitReadable(rc); err != nil {
+				if parks && errors.Is(err, os.ErrDeadlineExceeded) && !stopped() && time.Now().Before(idleAt) {
+					// Quiet, not idle yet: park until the client
+					// sends or its idle time ends.
+					if w.park(rc, idleAt, func() bool {
+						if stopped() {
+							return false
+						}
+						w.p.parked.idleFrom = from
+						return true
+					}) {
+						return errParked
+					}
+					continue
+				}
 				if streaming(err, idle, stop, cs) {
+					from = time.Now()
 					continue
 				}
 				return err
@@ -337,10 +375,12 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 		}
 		if err != nil {
 			if n == 0 && streaming(err, idle, stop, cs) {
+				from = time.Now()
 				continue
 			}
 			return err
 		}
+		from = time.Now()
 		if h := idleReadHook.Load(); h != nil {
 			(*h)()
 		}

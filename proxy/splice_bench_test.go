@@ -103,7 +103,7 @@ func pipeline(b *testing.B, useTLS, relay, downTLS bool) (up io.Writer, down io.
 		if downTLS { // relayd's implicit-TLS listener
 			c = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		}
-		copyBulk(c, upClient, time.Minute, newClientStream())
+		copyBulk(c, upClient, time.Minute, newClientStream(), nil)
 		c.Close()
 	}()
 	dc, err := net.Dial("tcp", ln2.Addr().String())

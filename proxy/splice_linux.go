@@ -81,8 +81,9 @@ func (p *splicePipe) close() {
 // literal it announces. Such a read takes a small buffer, so that little of
 // the literal a line announces goes through it, and a large one while a
 // line runs on for more than a small buffer. While src has nothing to read
-// it holds no pipe and no buffer. It returns nil at src's end.
-func spliceTCP(dst, src *net.TCPConn, wt time.Duration, cs *clientStream) error {
+// it holds no pipe and no buffer, and may park at w. It returns nil at
+// src's end.
+func spliceTCP(dst, src *net.TCPConn, wt time.Duration, cs *clientStream, w *dirWait) error {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return err
@@ -95,7 +96,7 @@ func spliceTCP(dst, src *net.TCPConn, wt time.Duration, cs *clientStream) error 
 	// since.
 	long := false
 	for {
-		if err := waitReadable(srcRC); err != nil {
+		if err := w.wait(src, srcRC); err != nil {
 			return err
 		}
 		limit := cs.unseenLimit()

@@ -59,7 +59,7 @@ func newSplicedSession(t *testing.T) *splicedSession {
 	upServer, upClient := tcpPair(t)
 	downRelay, downClient := tcpPair(t)
 	s := &splicedSession{upServer: upServer, downClient: downClient, cs: newClientStream(), done: make(chan error, 1)}
-	go func() { s.done <- spliceTCP(downRelay, upClient, time.Minute, s.cs) }()
+	go func() { s.done <- spliceTCP(downRelay, upClient, time.Minute, s.cs, nil) }()
 	return s
 }
 
@@ -172,13 +172,13 @@ func TestSpliceEndsWhenDownstreamIsGone(t *testing.T) {
 func TestCopyEndsWhenClientStopsReading(t *testing.T) {
 	for name, copyFn := range map[string]func(dst, src *net.TCPConn, wt time.Duration) error{
 		"splice": func(dst, src *net.TCPConn, wt time.Duration) error {
-			return spliceTCP(dst, src, wt, newClientStream())
+			return spliceTCP(dst, src, wt, newClientStream(), nil)
 		},
 		"coalesce": func(dst, src *net.TCPConn, wt time.Duration) error {
-			return copyCoalesce(dst, src, wt, newClientStream())
+			return copyCoalesce(dst, src, wt, newClientStream(), nil)
 		},
 		"idle": func(dst, src *net.TCPConn, wt time.Duration) error {
-			return copyIdle(dst, src, time.Hour, wt, nil, newClientStream())
+			return copyIdle(dst, src, time.Hour, wt, nil, newClientStream(), nil)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -210,7 +210,7 @@ func TestCopyIdleWakeNotLost(t *testing.T) {
 	idleReadHook.Store(&hook)
 	defer idleReadHook.Store(nil)
 	done := make(chan error, 1)
-	go func() { done <- copyIdle(upRelay, downRelay, time.Hour, time.Minute, &stop, newClientStream()) }()
+	go func() { done <- copyIdle(upRelay, downRelay, time.Hour, time.Minute, &stop, newClientStream(), nil) }()
 	downClient.Write([]byte("a NOOP\r\n"))
 	select {
 	case <-done:
@@ -229,7 +229,7 @@ func TestIdleTimeoutSparesAStreamingSession(t *testing.T) {
 	_, upClient2 := tcpPair(t) // the client-to-upstream direction
 	downRelay2, _ := tcpPair(t)
 	idleDone := make(chan error, 1)
-	go func() { idleDone <- copyIdle(upClient2, downRelay2, idle, time.Minute, nil, s.cs) }()
+	go func() { idleDone <- copyIdle(upClient2, downRelay2, idle, time.Minute, nil, s.cs, nil) }()
 	// The upstream streams for 3 idle periods; the client only reads.
 	chunk := randomBytes(t, 4<<10)
 	for i := 0; i < 18; i++ {
@@ -268,7 +268,7 @@ func TestCoalesceMovesBytesExactly(t *testing.T) {
 	up := upstreamTLS(upClient, acct.TLSConfig("127.0.0.1"))
 	done := make(chan error, 1)
 	go func() {
-		done <- copyCoalesce(downRelay, up, time.Minute, newClientStream())
+		done <- copyCoalesce(downRelay, up, time.Minute, newClientStream(), nil)
 		downRelay.Close()
 	}()
 	var want []byte

@@ -581,6 +581,11 @@ type idleStats struct {
 	rssKB                 int64
 	heapKB, stackKB       float64
 	goroutines, warmReady float64
+	// The rest of the runtime's memory, for where RSS goes beyond the
+	// heap and stacks: span structures, GC metadata, other runtime
+	// memory, free heap not yet given back, and OS threads.
+	spanKB, gcKB, otherKB, unreleasedKB, threads float64
+	heapIdle, heapReleased                       float64
 }
 
 func (s *setup) idleStats() (idleStats, error) {
@@ -608,10 +613,23 @@ func (s *setup) idleStats() (idleStats, error) {
 			st.stackKB = v / 1024
 		case f[0] == "go_goroutines":
 			st.goroutines = v
+		case f[0] == "go_memstats_mspan_inuse_bytes":
+			st.spanKB = v / 1024
+		case f[0] == "go_memstats_gc_sys_bytes":
+			st.gcKB = v / 1024
+		case f[0] == "go_memstats_other_sys_bytes":
+			st.otherKB = v / 1024
+		case f[0] == "go_memstats_heap_idle_bytes":
+			st.heapIdle = v / 1024
+		case f[0] == "go_memstats_heap_released_bytes":
+			st.heapReleased = v / 1024
+		case f[0] == "go_threads":
+			st.threads = v
 		case strings.HasPrefix(f[0], "relayd_warm_connections{") && strings.Contains(f[0], `state="ready"`):
 			st.warmReady += v
 		}
 	}
+	st.unreleasedKB = st.heapIdle - st.heapReleased
 	return st, sc.Err()
 }
 
@@ -713,6 +731,9 @@ func benchIdle(s *setup, tlsUp, burst bool) error {
 		"", before.heapKB, after.heapKB, (after.heapKB-before.heapKB)/n, (after.stackKB-before.stackKB)/n,
 		before.goroutines, after.goroutines, (after.goroutines-before.goroutines)/n,
 		fdsBefore, fdsAfter, float64(fdsAfter-fdsBefore)/n, after.warmReady)
+	fmt.Printf("%-20s per session: span structures %.2f KB, GC metadata %.2f KB, other runtime %.2f KB, free heap not given back %.2f KB; OS threads %.0f -> %.0f\n",
+		"", (after.spanKB-before.spanKB)/n, (after.gcKB-before.gcKB)/n, (after.otherKB-before.otherKB)/n,
+		(after.unreleasedKB-before.unreleasedKB)/n, before.threads, after.threads)
 	// Let relayd close these sessions before anything else runs: the
 	// next measurement needs the descriptors.
 	for i, c := range conns {

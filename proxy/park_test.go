@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitParked waits until n directions are parked and no copy loop of a
+// session is left waiting in a goroutine.
+func waitParked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, loops := parkedNow(), copyLoops()
+		if got == n && loops == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d directions parked and %d copy loops in goroutines; want %d and 0", got, loops, n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// copyLoops counts the goroutines serving a session: in a copy loop, the
+// splice, or the session's own code.
+func copyLoops() int {
+	buf := make([]byte, 4<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		for _, f := range []string{"proxy.copyIdle", "proxy.copyCoalesce", "proxy.spliceTCP", "proxy.(*splice)", "proxy.(*imapSession)", "proxy.onFreshStack"} {
+			if bytes.Contains(g, []byte(f)) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// A quiet session holds no goroutine: both directions park, and each
+// wakes when its side sends, as often as it sends, whichever way the
+// upstream is reached.
+func TestParkedSessionWakes(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		name := map[bool]string{false: "plaintext upstream", true: "TLS upstream"}[useTLS]
+		t.Run(name, func(t *testing.T) {
+			u := newRawUpstream(t, useTLS)
+			r := newTestRelay(t, relayOpts{upstream: u.start, tls: useTLS})
+			rw, up := u.session(r)
+			for range 3 {
+				waitParked(t, 2)
+				// The client's side wakes.
+				rw.send("b NOOP\r\n")
+				if got, err := up.br.ReadString('\n'); err != nil || got != "b NOOP\r\n" {
+					t.Fatalf("upstream read %q, %v", got, err)
+				}
+				waitParked(t, 2)
+				// The upstream's side wakes, with the bytes whole.
+				relay(t, up, rw, []byte("* 4 EXISTS\r\nb OK NOOP completed\r\n"))
+				// Both at once.
+				rw.send("c IDLE\r\n")
+				relay(t, up, rw, []byte("+ idling\r\n"))
+				if got, err := up.br.ReadString('\n'); err != nil || got != "c IDLE\r\n" {
+					t.Fatalf("upstream read %q, %v", got, err)
+				}
+			}
+		})
+	}
+}
+
+// A parked session still ends every way a waiting one does.
+func TestParkedSessionEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		idle    time.Duration
+		end     func(r *testRelay, up *upstreamEnd)
+		outcome string
+		client  string // what the client reads before the end
+	}{
+		{"client idle timeout", 3 * time.Second, nil, "idle timeout", ""},
+		{"upstream closes", 0, func(_ *testRelay, up *upstreamEnd) { up.Close() }, "upstream closed", ""},
+		{"server closes", 0, func(r *testRelay, _ *upstreamEnd) { r.srv.Close() }, "", ""},
+		{"shutdown's grace period ends", 0, func(r *testRelay, _ *upstreamEnd) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			r.srv.Shutdown(ctx)
+		}, "shutdown", shutdownBye},
+		{"account removed", 0, func(r *testRelay, _ *upstreamEnd) { r.srv.EndAccount(r.acct.Config.Name, "gone") }, "account removed", "* BYE gone\r\n"},
+	} {
+		for _, useTLS := range []bool{false, true} {
+			t.Run(tc.name+map[bool]string{false: "/plaintext upstream", true: "/TLS upstream"}[useTLS], func(t *testing.T) {
+				u := newRawUpstream(t, useTLS)
+				r := newTestRelay(t, relayOpts{upstream: u.start, tls: useTLS, idleTimeout: tc.idle})
+				rw, up := u.session(r)
+				waitParked(t, 2)
+				if tc.end != nil {
+					go tc.end(r, up)
+				}
+				rw.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if got := rw.rest(); got != tc.client {
+					t.Errorf("the client read %q before the end, want %q", got, tc.client)
+				}
+				select {
+				case <-r.ended:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the session's end was not counted")
+				}
+				if tc.outcome != "" && tc.outcome != "shutdown" && !strings.Contains(r.logs.String(), `outcome="`+tc.outcome+`"`) {
+					t.Errorf("log has no outcome=%q:\n%s", tc.outcome, r.logs.String())
+				}
+				waitParked(t, 0) // and no goroutine of the session left
+				// The upstream's end is closed too.
+				up.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.Copy(io.Discard, up); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "closed") {
+					t.Errorf("upstream's end: %v, want it closed", err)
+				}
+			})
+		}
+	}
+}
