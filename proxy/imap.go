@@ -491,11 +491,10 @@ func (c *imapSession) serve() {
 		}
 		if acct != nil {
 			// The login grew this goroutine's stack (the upstream's
-			// TLS handshake, bcrypt) and a stack shrinks only by half
-			// per garbage collection: the session, idle for hours
-			// perhaps, waits on a new goroutine's small one.
+			// TLS handshake, bcrypt); it ends once the session is
+			// quiet and parks, and the stack with it.
 			spliced = true
-			go c.splice(acct, r.br) // it ends the session
+			c.splice(acct, r.br) // it ends the session
 			return
 		}
 	}

@@ -35,7 +35,7 @@ func copyLoops() int {
 	buf = buf[:runtime.Stack(buf, true)]
 	n := 0
 	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		for _, f := range []string{"proxy.copyIdle", "proxy.copyCoalesce", "proxy.spliceTCP", "proxy.(*splice)", "proxy.(*imapSession)", "proxy.onFreshStack"} {
+		for _, f := range []string{"proxy.copyIdle", "proxy.copyCoalesce", "proxy.spliceTCP", "proxy.(*splice)", "proxy.(*imapSession)"} {
 			if bytes.Contains(g, []byte(f)) {
 				n++
 				break

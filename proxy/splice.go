@@ -105,15 +105,14 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, 256<<10); retur
 // copyCoalesce copies from a TLS upstream. A TLS Read yields at most one
 // record (16 KiB), and writing each record on its own wakes the client once
 // per record, which costs more CPU than the copy. So after a read it
-// gathers what is already available, without blocking (a read deadline in
-// the past; crypto/tls keeps its state on a timeout), and writes it at
-// once. Writes go through cs.
+// gathers what is already available, without blocking (gather), and
+// writes it at once. Writes go through cs.
 //
-// Once a gather ran into the deadline, crypto/tls holds no complete record
-// (at most part of one, whose rest is still to come), so the copy waits
-// for the TCP socket under it to become readable, holding no buffer: an
-// idle session keeps only a small goroutine stack. A buffer is taken from
-// the pool when bytes arrive. It waits at w, where it may park.
+// Once a gather ran into the end of what the socket had, crypto/tls holds
+// no complete record (at most part of one, whose rest is still to come),
+// so the copy waits for the TCP socket under it to become readable,
+// holding no buffer, at w, where it may park. A buffer is taken from the
+// pool when bytes arrive.
 func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream, w *dirWait) error {
 	rc := rawUnder(src)
 	if rc == nil {
@@ -124,7 +123,7 @@ func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream, w *dirW
 	if err := src.(*tls.Conn).Handshake(); err != nil {
 		return err
 	}
-	// drained: the last gather ran into the deadline.
+	// drained: the last gather ran into the end of what there was.
 	drained := false
 	for {
 		if drained {
@@ -132,74 +131,26 @@ func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream, w *dirW
 				return err
 			}
 		}
+		bp := coalescePool.Get().(*[]byte)
+		k := 0
 		var err, werr error
-		onFreshStack(func() {
-			// While bytes keep coming, this goroutine moves them and
-			// waits between them; after busyLinger with none it ends,
-			// and the small one waits. A new goroutine per gather
-			// would cost a thread wake-up each.
-			for {
-				bp := coalescePool.Get().(*[]byte)
-				k := 0
-				if drained {
-					// Bytes came: a read returns at least one record's.
-					k, err = src.Read(*bp)
-				}
-				if err == nil {
-					k, drained, err = gather(src, *bp, k)
-				}
-				if k > 0 {
-					werr = cs.write(dst, (*bp)[:k], wt)
-				}
-				coalescePool.Put(bp)
-				if err != nil || werr != nil {
-					return
-				}
-				if drained {
-					src.SetReadDeadline(time.Now().Add(busyLinger))
-					rerr := waitReadable(rc)
-					src.SetReadDeadline(time.Time{})
-					if errors.Is(rerr, os.ErrDeadlineExceeded) {
-						return // quiet: the small goroutine waits
-					}
-					if rerr != nil {
-						err = rerr
-						return
-					}
-				}
-			}
-		})
+		if drained {
+			// Bytes came: a read returns at least one record's.
+			k, err = src.Read(*bp)
+		}
+		if err == nil {
+			k, drained, err = gather(src, *bp, k)
+		}
+		if k > 0 {
+			werr = cs.write(dst, (*bp)[:k], wt)
+		}
+		coalescePool.Put(bp)
 		if werr != nil {
 			return werr
 		}
 		if err != nil {
 			return err
 		}
-	}
-}
-
-// busyLinger is how long the goroutine that moved a TLS upstream's bytes
-// waits for more before it leaves the waiting to the small one.
-const busyLinger = time.Second
-
-// onFreshStack runs f on a goroutine of its own and waits for it, passing
-// on its panic. A copy loop waits for bytes on a stack that only waiting
-// needs (2 KiB) and moves them on one that dies afterwards: decrypting and
-// encrypting TLS records needs several KiB of stack, which a goroutine
-// keeps once grown (the garbage collector gives back half of a stack at a
-// time, and only of one that uses under a quarter of it), so an idle
-// session would hold it for hours.
-func onFreshStack(f func()) {
-	var p any
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() { p = recover() }()
-		f()
-	}()
-	<-done
-	if p != nil {
-		panic(p)
 	}
 }
 
@@ -365,11 +316,7 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 				bufPool.Put(bp)
 			}
 		}
-		if rc != nil {
-			onFreshStack(pass) // a TLS upstream's Write needs a deep stack
-		} else {
-			pass()
-		}
+		pass()
 		if werr != nil {
 			return werr
 		}

@@ -70,6 +70,7 @@ var (
 	settle      = flag.Duration("settle", time.Minute, "idle benchmark: how long after the last session reached IDLE relayd's memory is measured")
 	idleOpen    = flag.String("idle-open", "gradual,burst", "idle benchmark: how the sessions are opened, one after the other (gradual) or all at once (burst); run one per invocation for a fresh relayd each")
 	idleTLSOnly = flag.Bool("idle-tls-only", false, "idle benchmark: the TLS upstream only")
+	idleSmaps   = flag.String("idle-smaps", "", "idle benchmark: copy relayd's /proc/PID/smaps here when its memory is measured")
 	only        = flag.String("only", "fetch,login,idle", "comma-separated benchmarks to run")
 	rtts        = flag.String("rtt", "30ms,0s", "round-trip times between the clients (direct, and relayd) and Dovecot for the login benchmark, emulated by a delaying relay on loopback")
 	placement   = flag.String("placement", "split", "split: Dovecot on its own CPUs, relayd and the client on the others, as with a remote provider; shared: wherever the scheduler puts them")
@@ -712,6 +713,11 @@ func benchIdle(s *setup, tlsUp, burst bool) error {
 		return err
 	}
 	fdsAfter, _ := openFiles(s.pid)
+	if *idleSmaps != "" {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", s.pid)); err == nil {
+			os.WriteFile(*idleSmaps, b, 0o644)
+		}
+	}
 	// Prove the sessions are alive: end IDLE on a sample.
 	for _, c := range []*conn{conns[0], conns[len(conns)/2], conns[len(conns)-1]} {
 		io.WriteString(c.c, "DONE\r\n")

@@ -17,31 +17,43 @@ import (
 // much relayd allocates; once a busy stretch is followed by a quiet
 // interval, it collects and returns the free memory at once
 // (debug.FreeOSMemory): one collection per burst, none while relayd is busy
-// or stays idle.
+// or stays idle. Many goroutines ending counts as a burst too: idle
+// sessions park (proxy/park.go) a few seconds after their last bytes, and
+// the stacks of their goroutines are garbage only the next collection
+// frees, which an idle daemon runs every two minutes.
 
 // trimDefaults are the trimmer's thresholds: a stretch that allocated at
 // least busy bytes, then an interval that allocated less than quiet.
+// A drop of trimGoroutines goroutines from the most since the last trim
+// counts as busy.
 const (
-	trimEvery = 5 * time.Second
-	trimBusy  = 8 << 20
-	trimQuiet = 1 << 20
+	trimEvery      = 5 * time.Second
+	trimBusy       = 8 << 20
+	trimQuiet      = 1 << 20
+	trimGoroutines = 256
 )
 
-// trimmer decides when to trim, from the bytes allocated so far.
+// trimmer decides when to trim, from the bytes allocated so far and the
+// goroutines there are.
 type trimmer struct {
 	busy, quiet uint64
+	goroutines  uint64 // a drop from peak this large counts as busy
 	last        uint64 // allocated at the previous tick
 	since       uint64 // allocated since the last trim
+	peak        uint64 // the most goroutines seen since the last trim
 }
 
-// tick is called every interval with the bytes allocated so far; it
-// reports whether to trim now.
-func (t *trimmer) tick(allocated uint64) bool {
+// tick is called every interval with the bytes allocated so far and the
+// goroutines now; it reports whether to trim now.
+func (t *trimmer) tick(allocated, goroutines uint64) bool {
 	d := allocated - t.last
 	t.last = allocated
 	t.since += d
-	if d < t.quiet && t.since >= t.busy {
+	t.peak = max(t.peak, goroutines)
+	ended := t.goroutines > 0 && goroutines+t.goroutines <= t.peak
+	if d < t.quiet && (t.since >= t.busy || ended) {
 		t.since = 0
+		t.peak = goroutines
 		return true
 	}
 	return false
@@ -49,12 +61,13 @@ func (t *trimmer) tick(allocated uint64) bool {
 
 // trimMemory runs the trimmer every interval until ctx is done.
 func trimMemory(ctx context.Context, every time.Duration) {
-	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-	allocated := func() uint64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/sched/goroutines:goroutines"}}
+	read := func() (allocated, goroutines uint64) {
 		metrics.Read(sample)
-		return sample[0].Value.Uint64()
+		return sample[0].Value.Uint64(), sample[1].Value.Uint64()
 	}
-	t := &trimmer{busy: trimBusy, quiet: trimQuiet, last: allocated()}
+	a, g := read()
+	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, last: a, peak: g}
 	tk := time.NewTicker(every)
 	defer tk.Stop()
 	for {
@@ -63,13 +76,13 @@ func trimMemory(ctx context.Context, every time.Duration) {
 			return
 		case <-tk.C:
 		}
-		if t.tick(allocated()) {
+		if t.tick(read()) {
 			// Two collections: the burst's sessions wait on stacks
 			// their logins grew, and a collection gives back at most
 			// half of each goroutine's stack.
 			runtime.GC()
 			debug.FreeOSMemory()
-			t.last = allocated()
+			t.last, _ = read()
 		}
 	}
 }
