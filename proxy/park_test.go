@@ -15,14 +15,21 @@ import (
 // session is left waiting in a goroutine.
 func waitParked(t *testing.T, n int) {
 	t.Helper()
+	waitParkedWith(t, n, 0)
+}
+
+// waitParkedWith waits until n directions are parked and loops
+// goroutines serve sessions.
+func waitParkedWith(t *testing.T, n, loops int) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got, loops := parkedNow(), copyLoops()
-		if got == n && loops == 0 {
+		got, l := parkedNow(), copyLoops()
+		if got == n && l == loops {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d directions parked and %d copy loops in goroutines; want %d and 0", got, loops, n)
+			t.Fatalf("%d directions parked and %d goroutines serving sessions; want %d and %d", got, l, n, loops)
 		}
 		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
 	}
@@ -124,5 +131,34 @@ func TestParkedSessionEnds(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// With a TLS client, the client's direction keeps its goroutine (bytes
+// may wait decrypted inside crypto/tls), and the upstream's still parks,
+// from a plaintext upstream and from a TLS one.
+func TestParkedTLSClient(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		name := map[bool]string{false: "plaintext upstream", true: "TLS upstream"}[useTLS]
+		t.Run(name, func(t *testing.T) {
+			c := newTestCert(t, "127.0.0.1")
+			u := newRawUpstream(t, useTLS)
+			r := newTestRelay(t, relayOpts{upstream: u.start, tls: useTLS, listenerTLS: c.holder.Config})
+			rw, _ := tlsRaw(t, r.tlsAddr, c.client("127.0.0.1"))
+			rw.line() // the greeting
+			rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
+			if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
+				t.Fatalf("LOGIN reply = %q, want a OK", got)
+			}
+			up := <-u.conns
+			for range 2 {
+				waitParkedWith(t, 1, 1)
+				relay(t, up, rw, []byte("* 5 EXISTS\r\n"))
+				rw.send("b NOOP\r\n")
+				if got, err := up.br.ReadString('\n'); err != nil || got != "b NOOP\r\n" {
+					t.Fatalf("upstream read %q, %v", got, err)
+				}
+			}
+		})
 	}
 }

@@ -116,7 +116,7 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, 256<<10); retur
 func copyCoalesce(dst, src net.Conn, wt time.Duration, cs *clientStream, w *dirWait) error {
 	rc := rawUnder(src)
 	if rc == nil {
-		return copyCoalesceBlocking(dst, src, wt, cs)
+		return copyCoalesceBlocking(dst, src, wt, cs, w)
 	}
 	// A handshake cannot run against a deadline in the past: finish it
 	// first (a logged-in upstream's is long done).
@@ -206,11 +206,22 @@ func rawUnder(c net.Conn) syscall.RawConn {
 	return rc
 }
 
-// copyCoalesceBlocking is copyCoalesce for a connection with no socket
-// to wait on (tests' pipes): it blocks in a read of a small buffer.
-func copyCoalesceBlocking(dst, src net.Conn, wt time.Duration, cs *clientStream) error {
+// copyCoalesceBlocking is copyCoalesce for a source that is not a TLS
+// connection over a socket: a plaintext upstream copied to a TLS client,
+// which waits at w (it holds nothing in user space, so it may park), or a
+// test's pipe, which blocks in a read of a small buffer.
+func copyCoalesceBlocking(dst, src net.Conn, wt time.Duration, cs *clientStream, w *dirWait) error {
+	var rc syscall.RawConn
+	if tc, ok := src.(*net.TCPConn); ok {
+		rc, _ = tc.SyscallConn()
+	}
 	var first [2048]byte
 	for {
+		if rc != nil {
+			if err := w.wait(src, rc); err != nil {
+				return err
+			}
+		}
 		n, err := src.Read(first[:])
 		if n > 0 {
 			bp := coalescePool.Get().(*[]byte)
