@@ -25,12 +25,14 @@ import (
 // trimDefaults are the trimmer's thresholds: a stretch that allocated at
 // least busy bytes, then an interval that allocated less than quiet.
 // A drop of trimGoroutines goroutines from the most since the last trim
-// counts as busy.
+// counts as busy, and so do trimFree bytes of free heap the runtime has
+// not given back yet (memory a collection freed after the last trim).
 const (
 	trimEvery      = 5 * time.Second
 	trimBusy       = 8 << 20
 	trimQuiet      = 1 << 20
 	trimGoroutines = 256
+	trimFree       = 4 << 20
 )
 
 // trimmer decides when to trim, from the bytes allocated so far and the
@@ -38,20 +40,23 @@ const (
 type trimmer struct {
 	busy, quiet uint64
 	goroutines  uint64 // a drop from peak this large counts as busy
+	free        uint64 // this much free heap not given back counts as busy
 	last        uint64 // allocated at the previous tick
 	since       uint64 // allocated since the last trim
 	peak        uint64 // the most goroutines seen since the last trim
 }
 
-// tick is called every interval with the bytes allocated so far and the
-// goroutines now; it reports whether to trim now.
-func (t *trimmer) tick(allocated, goroutines uint64) bool {
+// tick is called every interval with the bytes allocated so far, the
+// goroutines now and the free heap not given back; it reports whether to
+// trim now.
+func (t *trimmer) tick(allocated, goroutines, free uint64) bool {
 	d := allocated - t.last
 	t.last = allocated
 	t.since += d
 	t.peak = max(t.peak, goroutines)
 	ended := t.goroutines > 0 && goroutines+t.goroutines <= t.peak
-	if d < t.quiet && (t.since >= t.busy || ended) {
+	unreleased := t.free > 0 && free >= t.free
+	if d < t.quiet && (t.since >= t.busy || ended || unreleased) {
 		t.since = 0
 		t.peak = goroutines
 		return true
@@ -61,13 +66,14 @@ func (t *trimmer) tick(allocated, goroutines uint64) bool {
 
 // trimMemory runs the trimmer every interval until ctx is done.
 func trimMemory(ctx context.Context, every time.Duration) {
-	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/sched/goroutines:goroutines"}}
-	read := func() (allocated, goroutines uint64) {
+	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/sched/goroutines:goroutines"},
+		{Name: "/memory/classes/heap/free:bytes"}}
+	read := func() (allocated, goroutines, free uint64) {
 		metrics.Read(sample)
-		return sample[0].Value.Uint64(), sample[1].Value.Uint64()
+		return sample[0].Value.Uint64(), sample[1].Value.Uint64(), sample[2].Value.Uint64()
 	}
-	a, g := read()
-	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, last: a, peak: g}
+	a, g, _ := read()
+	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, last: a, peak: g}
 	tk := time.NewTicker(every)
 	defer tk.Stop()
 	for {
@@ -82,7 +88,7 @@ func trimMemory(ctx context.Context, every time.Duration) {
 			// half of each goroutine's stack.
 			runtime.GC()
 			debug.FreeOSMemory()
-			t.last, _ = read()
+			t.last, _, _ = read()
 		}
 	}
 }
