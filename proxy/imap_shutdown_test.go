@@ -20,6 +20,10 @@ type rawUpstream struct {
 	t     *testing.T
 	tls   bool
 	conns chan *upstreamEnd
+	// afterLogin is sent right behind the login's tagged OK, in the same
+	// write: relayd's login reads it along, and the splice passes it on
+	// first.
+	afterLogin string
 }
 
 // upstreamEnd is the upstream's end of a logged-in session.
@@ -75,7 +79,7 @@ func (u *rawUpstream) start(*testkit.IdP) (addr string, caPEM []byte) {
 				continue
 			}
 			tag, _, _ := strings.Cut(line, " ")
-			io.WriteString(c, tag+" OK [CAPABILITY IMAP4rev1 IDLE COMPRESS=DEFLATE] logged in\r\n")
+			io.WriteString(c, tag+" OK [CAPABILITY IMAP4rev1 IDLE COMPRESS=DEFLATE] logged in\r\n"+u.afterLogin)
 			u.conns <- &upstreamEnd{Conn: c, br: br}
 		}
 	}()

@@ -57,6 +57,8 @@ type relayOpts struct {
 	listen      string
 	// warm, when set, keeps that many warm upstream connections.
 	warm int
+	// panics is how many panics the test has sessions recover.
+	panics int64
 }
 
 type testRelay struct {
@@ -163,8 +165,8 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 				t.Errorf("Serve() = %v, want ErrServerClosed", err)
 			}
 		}
-		if n := health.Panics() - panics; n != 0 {
-			t.Errorf("%d panics in sessions", n)
+		if n := health.Panics() - panics; n != o.panics {
+			t.Errorf("%d panics in sessions, want %d", n, o.panics)
 		}
 	})
 	return &testRelay{t: t, idp: idp, up: up, srv: srv, addr: ln.Addr().String(), tlsAddr: tlsAddr, acct: acct, logs: logs, ended: ended}

@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -160,5 +162,75 @@ func TestParkedTLSClient(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// panicWriteConn is a client's connection whose Write panics when what is
+// written holds marker: a stand-in for a panic anywhere in a splice's
+// first flush (the line tracker reading the upstream's bytes, the watch
+// over the client's, a TLS write).
+type panicWriteConn struct {
+	net.Conn
+	marker []byte
+}
+
+func (c panicWriteConn) Write(b []byte) (int, error) {
+	if bytes.Contains(b, c.marker) {
+		panic("a write of the splice's first flush panicked")
+	}
+	return c.Conn.Write(b)
+}
+
+// panicWriteListener hands out panicWriteConns.
+type panicWriteListener struct {
+	net.Listener
+	marker []byte
+}
+
+func (l *panicWriteListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return panicWriteConn{c, l.marker}, nil
+}
+
+// A panic while the splice passes on what the logins left buffered is
+// recovered like a panic anywhere else in a session: it ends the session
+// (counted, its connections closed) and not relayd.
+func TestSpliceFlushPanicIsRecovered(t *testing.T) {
+	const marker = "PANIC-IN-FLUSH"
+	u := newRawUpstream(t, false)
+	u.afterLogin = "* 1 EXISTS " + marker + "\r\n" // in the login's read: flushed first
+	r := newTestRelay(t, relayOpts{upstream: u.start, panics: 1})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- r.srv.Serve(&panicWriteListener{ln, []byte(marker)}) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	rw := &raw{t: t, c: c, br: bufio.NewReader(c)}
+	rw.line() // the greeting
+	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
+	if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
+		t.Fatalf("LOGIN reply = %q, want a OK", got)
+	}
+	select {
+	case <-r.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session's end was not counted")
+	}
+	if got := rw.rest(); got != "" {
+		t.Errorf("the client read %q after its login, want the connection closed", got)
+	}
+	r.srv.Close()
+	if err := <-served; err != ErrServerClosed {
+		t.Errorf("Serve() = %v, want ErrServerClosed", err)
 	}
 }

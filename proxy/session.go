@@ -302,6 +302,17 @@ func (p *splice) run() {
 // start begins the session and continues it in the client-to-upstream
 // direction until that parks or the session is over.
 func (p *splice) start() {
+	defer func() {
+		// A panic before the copies begin (client recovers its own):
+		// the session still ends, once. The goroutine that logged in
+		// runs this and recovers nothing once the session is handed
+		// over, so without this relayd would go down.
+		if v := recover(); v != nil {
+			health.Recovered(p.log, p.health, "starting an "+p.proto+" session's copies", v)
+			p.conns.close()
+			p.finish()
+		}
+	}()
 	p.up.SetDeadline(time.Time{})
 	p.down.SetDeadline(time.Time{})
 	cs := p.cs
