@@ -115,11 +115,8 @@ func spliceTCP(dst, src *net.TCPConn, wt time.Duration, cs *clientStream, w *dir
 			continue
 		}
 		cs.lock()
-		moved, eof, err := spliceAvailable(dst, dstRC, srcRC, p, wt, int64(min(limit, math.MaxInt64)))
+		moved, eof, err := spliceAvailable(dst, dstRC, srcRC, p, wt, int64(min(limit, math.MaxInt64)), cs.noteDown)
 		cs.lines.passed(uint64(moved))
-		if moved > 0 {
-			cs.noteDown()
-		}
 		cs.unlock()
 		if err != nil {
 			// The pipe may still hold bytes; it cannot be reused.
@@ -136,8 +133,10 @@ func spliceTCP(dst, src *net.TCPConn, wt time.Duration, cs *clientStream, w *dir
 // spliceAvailable moves what src has to dst through p, at most limit
 // octets, until src has nothing more to read for now or has ended (eof).
 // It returns how many octets it moved. p is empty when it returns without
-// an error.
-func spliceAvailable(dst net.Conn, dstRC, srcRC syscall.RawConn, p *splicePipe, wt time.Duration, limit int64) (moved int64, eof bool, err error) {
+// an error. moving is called whenever octets went to dst: a slow client
+// keeps the upstream's bytes waiting, so one call may move a long literal
+// for longer than the client's idle timeout, and the client is not idle.
+func spliceAvailable(dst net.Conn, dstRC, srcRC syscall.RawConn, p *splicePipe, wt time.Duration, limit int64, moving func()) (moved int64, eof bool, err error) {
 	for moved < limit {
 		var n int64
 		var serr error
@@ -175,6 +174,7 @@ func spliceAvailable(dst net.Conn, dstRC, srcRC syscall.RawConn, p *splicePipe, 
 			}
 			n -= m
 			moved += m
+			moving()
 		}
 	}
 	return moved, false, nil

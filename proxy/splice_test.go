@@ -251,6 +251,61 @@ func TestIdleTimeoutSparesAStreamingSession(t *testing.T) {
 	}
 }
 
+// A client reading one literal longer than its idle timeout (a large
+// attachment, a RETR) is not idle either, although splice(2) then never
+// finds the upstream's socket empty until the literal's end: the client
+// reads slowly, so the upstream's bytes always wait for it.
+func TestIdleTimeoutSparesALongLiteral(t *testing.T) {
+	const idle = 600 * time.Millisecond
+	upServer, upClient := tcpPair(t)
+	downRelay, downClient := tcpPair(t)
+	for _, c := range []*net.TCPConn{upServer, upClient, downRelay, downClient} {
+		// Small buffers: the upstream's bytes back up behind the
+		// client at once.
+		c.SetReadBuffer(64 << 10)
+		c.SetWriteBuffer(64 << 10)
+	}
+	cs := newClientStream()
+	go spliceTCP(downRelay, upClient, time.Minute, cs, nil)
+	_, upClient2 := tcpPair(t) // the client-to-upstream direction
+	downRelay2, _ := tcpPair(t)
+	idleDone := make(chan error, 1)
+	go func() { idleDone <- copyIdle(upClient2, downRelay2, idle, time.Minute, nil, cs, nil) }()
+	resp := fetchResponse(t, 4<<20)
+	go upServer.Write(resp)
+	// The client takes 16 KiB every 10 ms: the literal lasts some 4
+	// idle periods.
+	got := make([]byte, 0, len(resp))
+	buf := make([]byte, 16<<10)
+	downClient.SetReadDeadline(time.Now().Add(time.Minute))
+	start := time.Now()
+	for len(got) < len(resp) {
+		n, err := io.ReadFull(downClient, buf[:min(len(buf), len(resp)-len(got))])
+		if err != nil {
+			t.Fatalf("client reading: %v", err)
+		}
+		got = append(got, buf[:n]...)
+		select {
+		case err := <-idleDone:
+			t.Fatalf("the idle timeout ended the session %v into the literal, %d of %d octets read, while the client was reading it: %v",
+				time.Since(start).Round(time.Millisecond), len(got), len(resp), err)
+		default:
+		}
+		time.Sleep(10 * time.Millisecond) // the client's own pace, not a synchronisation
+	}
+	if !bytes.Equal(got, resp) {
+		t.Fatal("the client read other bytes than the upstream sent")
+	}
+	select {
+	case err := <-idleDone:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("copyIdle = %v, want the idle deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a quiet session outlived its idle timeout")
+	}
+}
+
 // TestCoalesceMovesBytesExactly: from a TLS upstream (as relayd dials it,
 // over a gatherConn), copyCoalesce passes every octet in order, whether
 // the records come in bursts larger than its buffer, trickle in one by one
