@@ -122,8 +122,17 @@ func TestParkedSessionEnds(t *testing.T) {
 				case <-time.After(10 * time.Second):
 					t.Fatal("the session's end was not counted")
 				}
-				if tc.outcome != "" && tc.outcome != "shutdown" && !strings.Contains(r.logs.String(), `outcome="`+tc.outcome+`"`) {
-					t.Errorf("log has no outcome=%q:\n%s", tc.outcome, r.logs.String())
+				if tc.outcome != "" && tc.outcome != "shutdown" {
+					// The Recorder hears of the end just before
+					// the line is logged.
+					want := `outcome="` + tc.outcome + `"`
+					deadline := time.Now().Add(10 * time.Second)
+					for !strings.Contains(r.logs.String(), want) && time.Now().Before(deadline) {
+						time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
+					}
+					if !strings.Contains(r.logs.String(), want) {
+						t.Errorf("log has no outcome=%q:\n%s", tc.outcome, r.logs.String())
+					}
 				}
 				waitParked(t, 0) // and no goroutine of the session left
 				// The upstream's end is closed too.
