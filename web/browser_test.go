@@ -23,8 +23,6 @@ import (
 
 	"github.com/relayd/relayd/health"
 	"github.com/relayd/relayd/internal/realserver"
-	"github.com/relayd/relayd/internal/testkit"
-	"github.com/relayd/relayd/queue"
 )
 
 // chrome is a headless Debian chromium driven over the DevTools protocol,
@@ -168,7 +166,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	br := startChrome(t)
 	c := startConsole(t, consoleOpts{update: 100 * time.Millisecond})
 	c.send("sales-desk", "sales@example.com", "customer@example.net", "held-until-the-browser-signs-in")
-	testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" })
+	awaitQueuedAndHeld(t, c.events, "sales")
 	link, _ := c.d.Console().IssueLink(true, "browser test")
 
 	br.run("opening the sign-in link", chromedp.Navigate(link), chromedp.Click(chromedp.CSS(`form[action="/login"] button`)), chromedp.WaitVisible(chromedp.CSS("#mailbox-sales")))

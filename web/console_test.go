@@ -337,10 +337,25 @@ func TestOneTimeLink(t *testing.T) {
 	wantStatus(t, "GET / after signing out", b.get("/"), http.StatusUnauthorized)
 }
 
+// awaitQueuedAndHeld waits until a message of account was queued and the
+// account's mail held, in either order: only then do the pages count it
+// held.
+func awaitQueuedAndHeld(t *testing.T, events <-chan queue.Event, account string) {
+	t.Helper()
+	var queued, held bool
+	testkit.Await(t, events, "a message queued and held", 10*time.Second, func(e queue.Event) bool {
+		if e.Account == account {
+			queued = queued || e.Kind == queue.EventQueued
+			held = held || e.Kind == queue.EventHeld
+		}
+		return queued && held
+	})
+}
+
 func TestMainPage(t *testing.T) {
 	c := startConsole(t, consoleOpts{})
 	c.send("sales-desk", "sales@example.com", "customer@example.net", "held until sales is authorized")
-	testkit.Await(t, c.events, "queued", 10*time.Second, func(e queue.Event) bool { return e.Account == "sales" })
+	awaitQueuedAndHeld(t, c.events, "sales")
 	b := c.signIn(true)
 	p := b.get("/")
 	wantStatus(t, "GET /", p, http.StatusOK)
