@@ -302,17 +302,11 @@ func (p *splice) run() {
 // start begins the session and continues it in the client-to-upstream
 // direction until that parks or the session is over.
 func (p *splice) start() {
-	defer func() {
-		// A panic before the copies begin (client recovers its own):
-		// the session still ends, once. The goroutine that logged in
-		// runs this and recovers nothing once the session is handed
-		// over, so without this relayd would go down.
-		if v := recover(); v != nil {
-			health.Recovered(p.log, p.health, "starting an "+p.proto+" session's copies", v)
-			p.conns.close()
-			p.finish()
-		}
-	}()
+	// A panic before the copies begin (client recovers its own): the
+	// session still ends, once. The goroutine that logged in runs this
+	// and recovers nothing once the session is handed over, so without
+	// this relayd would go down.
+	defer p.endOnPanic("starting an " + p.proto + " session's copies")
 	p.up.SetDeadline(time.Time{})
 	p.down.SetDeadline(time.Time{})
 	cs := p.cs
@@ -340,6 +334,17 @@ func (p *splice) start() {
 	p.conns.onClose(p.closing)
 	go p.bulk()
 	p.client()
+}
+
+// endOnPanic, deferred, recovers a panic (logged as happening while
+// doing what) and ends the session: its connections closed, finally
+// called once.
+func (p *splice) endOnPanic(what string) {
+	if v := recover(); v != nil {
+		health.Recovered(p.log, p.health, what, v)
+		p.conns.close()
+		p.finish()
+	}
 }
 
 // finish calls finally, once.
@@ -379,14 +384,7 @@ func (p *splice) bulk() {
 // client copies client to upstream until the copy parks or the session
 // is over, and then ends it.
 func (p *splice) client() {
-	defer func() {
-		// A panic ending the session: it still ends, once.
-		if v := recover(); v != nil {
-			health.Recovered(p.log, p.health, "ending an "+p.proto+" session", v)
-			p.conns.close()
-			p.finish()
-		}
-	}()
+	defer p.endOnPanic("ending an " + p.proto + " session") // it still ends, once
 	var err error
 	func() {
 		defer func() {
