@@ -492,15 +492,9 @@ func (c *imapSession) serve() {
 		if acct != nil {
 			// The login grew this goroutine's stack (the upstream's
 			// TLS handshake, bcrypt); it ends once the session is
-			// quiet and parks, and the stack with it. A TLS client's
-			// direction never parks (crypto/tls may hold its decrypted
-			// bytes): it waits on a new goroutine's small stack.
+			// quiet and parks, and the stack with it.
 			spliced = true
-			if c.tlsOn {
-				go c.splice(acct, r.br) // it ends the session
-			} else {
-				c.splice(acct, r.br) // it ends the session
-			}
+			c.splice(acct, r.br) // it ends the session
 			return
 		}
 	}

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -145,32 +147,59 @@ func TestParkedSessionEnds(t *testing.T) {
 	}
 }
 
-// With a TLS client, the client's direction keeps its goroutine (bytes
-// may wait decrypted inside crypto/tls), and the upstream's still parks,
-// from a plaintext upstream and from a TLS one.
+// A TLS client's session parks too, both directions, with a plaintext
+// upstream and a TLS one, implicit TLS and STARTTLS; bytes crypto/tls
+// decrypted ahead are passed on before the client's direction waits.
 func TestParkedTLSClient(t *testing.T) {
 	for _, useTLS := range []bool{false, true} {
-		name := map[bool]string{false: "plaintext upstream", true: "TLS upstream"}[useTLS]
-		t.Run(name, func(t *testing.T) {
-			c := newTestCert(t, "127.0.0.1")
-			u := newRawUpstream(t, useTLS)
-			r := newTestRelay(t, relayOpts{upstream: u.start, tls: useTLS, listenerTLS: c.holder.Config})
-			rw, _ := tlsRaw(t, r.tlsAddr, c.client("127.0.0.1"))
-			rw.line() // the greeting
-			rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
-			if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
-				t.Fatalf("LOGIN reply = %q, want a OK", got)
-			}
-			up := <-u.conns
-			for range 2 {
-				waitParkedWith(t, 1, 1)
-				relay(t, up, rw, []byte("* 5 EXISTS\r\n"))
-				rw.send("b NOOP\r\n")
-				if got, err := up.br.ReadString('\n'); err != nil || got != "b NOOP\r\n" {
-					t.Fatalf("upstream read %q, %v", got, err)
+		for _, starttls := range []bool{false, true} {
+			name := map[bool]string{false: "plaintext upstream", true: "TLS upstream"}[useTLS] +
+				map[bool]string{false: "/implicit TLS", true: "/STARTTLS"}[starttls]
+			t.Run(name, func(t *testing.T) {
+				c := newTestCert(t, "127.0.0.1")
+				u := newRawUpstream(t, useTLS)
+				r := newTestRelay(t, relayOpts{upstream: u.start, tls: useTLS, listenerTLS: c.holder.Config})
+				var rw *raw
+				if starttls {
+					rw = r.rawTLSAware()
+					rw.send("s STARTTLS\r\n")
+					if got := rw.line(); !strings.HasPrefix(got, "s OK") {
+						t.Fatalf("STARTTLS reply = %q", got)
+					}
+					tc := tls.Client(rw.c, c.client("127.0.0.1"))
+					rw = &raw{t: t, c: tc, br: bufio.NewReader(tc)}
+				} else {
+					rw, _ = tlsRaw(t, r.tlsAddr, c.client("127.0.0.1"))
+					rw.line() // the greeting
 				}
-			}
-		})
+				rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
+				if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
+					t.Fatalf("LOGIN reply = %q, want a OK", got)
+				}
+				up := <-u.conns
+				for range 2 {
+					waitParked(t, 2)
+					relay(t, up, rw, []byte("* 5 EXISTS\r\n"))
+					rw.send("b NOOP\r\n")
+					if got, err := up.br.ReadString('\n'); err != nil || got != "b NOOP\r\n" {
+						t.Fatalf("upstream read %q, %v", got, err)
+					}
+					// Several records in one go: crypto/tls reads
+					// ahead, and each must reach the upstream.
+					want := ""
+					for i := range 20 {
+						l := fmt.Sprintf("c%d NOOP\r\n", i)
+						want += l
+						rw.send(l)
+					}
+					got := make([]byte, len(want))
+					up.SetReadDeadline(time.Now().Add(10 * time.Second))
+					if _, err := io.ReadFull(up.br, got); err != nil || string(got) != want {
+						t.Fatalf("upstream read %q, %v; want %q", got, err, want)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -241,5 +270,42 @@ func TestSpliceFlushPanicIsRecovered(t *testing.T) {
 	r.srv.Close()
 	if err := <-served; err != ErrServerClosed {
 		t.Errorf("Serve() = %v, want ErrServerClosed", err)
+	}
+}
+
+// A parked TLS client's session still ends at its idle timeout, and the
+// upstream's end too.
+func TestParkedTLSClientIdleTimeout(t *testing.T) {
+	c := newTestCert(t, "127.0.0.1")
+	u := newRawUpstream(t, true)
+	r := newTestRelay(t, relayOpts{upstream: u.start, tls: true, listenerTLS: c.holder.Config, idleTimeout: 2 * time.Second})
+	rw, _ := tlsRaw(t, r.tlsAddr, c.client("127.0.0.1"))
+	rw.line() // the greeting
+	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
+	if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
+		t.Fatalf("LOGIN reply = %q, want a OK", got)
+	}
+	up := <-u.conns
+	waitParked(t, 2)
+	rw.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got := rw.rest(); got != "" {
+		t.Errorf("the client read %q before the end, want nothing", got)
+	}
+	select {
+	case <-r.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session's end was not counted")
+	}
+	waitParked(t, 0)
+	up.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, up); err != nil && !strings.Contains(err.Error(), "closed") {
+		t.Errorf("upstream's end: %v, want it closed", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(r.logs.String(), `outcome="idle timeout"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no idle timeout logged:\n%s", r.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the log, with a deadline
 	}
 }

@@ -247,13 +247,15 @@ var longAgo = time.Unix(1, 0)
 
 // copyIdle copies downstream to upstream, ending with
 // os.ErrDeadlineExceeded when the client sends nothing for idle, and with
-// errStalled when the upstream takes nothing for wt. On a TCP socket it
-// waits for readability before taking a buffer from the pool, at w,
-// where it may park (the idle deadline then goes with it). It shows cs
-// the client's bytes before passing them on. From a TLS client, whose
-// bytes may wait decrypted inside crypto/tls where a socket poll cannot
-// see them, it reads into a small buffer of its own instead, and never
-// parks.
+// errStalled when the upstream takes nothing for wt. It waits for the
+// client's socket to be readable before taking a buffer from the pool, at
+// w, where it may park (the idle deadline then goes with it). It shows cs
+// the client's bytes before passing them on. A TLS client's bytes may wait
+// decrypted inside crypto/tls, where a socket poll cannot see them: it
+// reads those without waiting (through the gatherConn under the TLS
+// connection) until crypto/tls needs the socket again, and only then
+// waits. A connection with neither (tests' pipes) is read into a small
+// buffer of its own, blocking, and never parks.
 //
 // The other direction ends it by setting stop and then src's read
 // deadline to now (and waking it if parked). Because the loop sets its
@@ -261,9 +263,12 @@ var longAgo = time.Unix(1, 0)
 // stop under the splice's lock, that wake-up cannot be lost.
 func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *clientStream, w *dirWait) error {
 	var rc syscall.RawConn
+	var gc *gatherConn // a TLS client's socket
 	var own []byte
 	if tc, ok := src.(*net.TCPConn); ok {
 		rc, _ = tc.SyscallConn()
+	} else if gc = gatherUnder(src); gc != nil {
+		rc = gc.rc
 	} else {
 		own = make([]byte, 4<<10)
 	}
@@ -277,6 +282,10 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 		from = w.p.parked.idleFrom
 		w.p.parked.Unlock()
 	}
+	// drained: src holds nothing in user space, so the socket's
+	// readiness tells whether bytes came. A TLS client may start with
+	// records crypto/tls read ahead.
+	drained := gc == nil
 	for {
 		idleAt := from.Add(idle)
 		deadline := idleAt
@@ -287,7 +296,7 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 		if stopped() {
 			return io.EOF
 		}
-		if rc != nil {
+		if rc != nil && drained {
 			if err := waitReadable(rc); err != nil {
 				if parks && errors.Is(err, os.ErrDeadlineExceeded) && !stopped() && time.Now().Before(idleAt) {
 					// Quiet, not idle yet: park until the client
@@ -312,22 +321,31 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 		}
 		var n int
 		var err, werr error
-		pass := func() {
-			buf, bp := own, (*[]byte)(nil)
-			if own == nil {
-				bp = bufPool.Get().(*[]byte)
-				buf = *bp
-			}
-			n, err = src.Read(buf)
-			if n > 0 {
-				cs.fromClient(buf[:n])
-				werr = writeWithin(dst, buf[:n], wt)
-			}
-			if bp != nil {
-				bufPool.Put(bp)
+		buf, bp := own, (*[]byte)(nil)
+		if own == nil {
+			bp = bufPool.Get().(*[]byte)
+			buf = *bp
+		}
+		if gc != nil {
+			gc.nonblocking = true
+		}
+		n, err = src.Read(buf)
+		if gc != nil {
+			gc.nonblocking = false
+			// Nothing more without the socket (or the deadline,
+			// which the wait sees again): wait.
+			drained = n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+			if drained {
+				err = nil
 			}
 		}
-		pass()
+		if n > 0 {
+			cs.fromClient(buf[:n])
+			werr = writeWithin(dst, buf[:n], wt)
+		}
+		if bp != nil {
+			bufPool.Put(bp)
+		}
 		if werr != nil {
 			return werr
 		}
@@ -338,9 +356,11 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 			}
 			return err
 		}
-		from = time.Now()
-		if h := idleReadHook.Load(); h != nil {
-			(*h)()
+		if n > 0 {
+			from = time.Now()
+			if h := idleReadHook.Load(); h != nil {
+				(*h)()
+			}
 		}
 	}
 }

@@ -43,8 +43,12 @@ func plaintextAuthAllowed(addr net.Addr) bool {
 // timeout. A client that sent plaintext instead of a ClientHello (it
 // expected a plaintext port) is told refusal in plaintext, as net/http
 // tells an HTTP client on an HTTPS port, before the error returns.
+//
+// The TLS connection reads raw through a gatherConn, so that a spliced
+// session's client direction can read what the socket holds without
+// waiting and then park (copyIdle).
 func handshakeTLS(raw net.Conn, cfg *tls.Config, timeout time.Duration, refusal string) (*tls.Conn, error) {
-	tc := tls.Server(raw, cfg)
+	tc := tls.Server(newGatherConn(raw), cfg)
 	raw.SetDeadline(time.Now().Add(timeout))
 	err := tc.Handshake()
 	var rhe tls.RecordHeaderError
@@ -133,6 +137,26 @@ type gatherConn struct {
 	net.Conn
 	rc          syscall.RawConn
 	nonblocking bool
+}
+
+// gatherUnder returns the gatherConn under c, a TLS connection relayd made
+// (a client's, or an upstream's), or nil.
+func gatherUnder(c net.Conn) *gatherConn {
+	var tc *tls.Conn
+	switch v := c.(type) {
+	case *tls.Conn:
+		tc = v
+	case *lazyTLSConn:
+		if v.handshake() != nil {
+			return nil
+		}
+		tc = v.tc
+	}
+	if tc == nil {
+		return nil
+	}
+	gc, _ := tc.NetConn().(*gatherConn)
+	return gc
 }
 
 // newGatherConn wraps c, or returns c itself when it has no socket.
