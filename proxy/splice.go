@@ -333,8 +333,11 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 		if gc != nil {
 			gc.nonblocking = false
 			// Nothing more without the socket (or the deadline,
-			// which the wait sees again): wait.
-			drained = n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+			// which the wait sees again): wait. It may come with
+			// data: crypto/tls, having returned a record's, looks
+			// at a TLS 1.2 alert record behind it (to report a
+			// close_notify along) that has only begun to arrive.
+			drained = errors.Is(err, os.ErrDeadlineExceeded)
 			if drained {
 				err = nil
 			}
