@@ -70,10 +70,15 @@ func buffered(br *bufio.Reader) []byte {
 var errStalled = errors.New("the peer took nothing written to it for the write timeout")
 
 // writeWithin writes b to dst, failing with errStalled when dst takes
-// nothing for wt.
+// nothing for wt. The deadline is this write's alone: crypto/tls writes
+// from the reading side too (the reply a TLS 1.3 KeyUpdate asks for), and
+// a deadline left behind, long past, would fail that write, after which
+// crypto/tls fails every write and, not having moved to the peer's next
+// key, every read (bad record MAC).
 func writeWithin(dst net.Conn, b []byte, wt time.Duration) error {
 	dst.SetWriteDeadline(time.Now().Add(wt))
 	_, err := dst.Write(b)
+	dst.SetWriteDeadline(time.Time{})
 	return stalled(err)
 }
 
