@@ -91,11 +91,18 @@ func (u *rawUpstream) start(*testkit.IdP) (addr string, caPEM []byte) {
 func (u *rawUpstream) session(r *testRelay) (*raw, *upstreamEnd) {
 	r.t.Helper()
 	rw := r.raw()
+	return rw, u.loginThrough(rw)
+}
+
+// loginThrough logs rw, a client past relayd's greeting, in through relayd
+// and returns the upstream's end of its session.
+func (u *rawUpstream) loginThrough(rw *raw) *upstreamEnd {
+	rw.t.Helper()
 	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
 	if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
-		r.t.Fatalf("LOGIN reply = %q, want a OK", got)
+		rw.t.Fatalf("LOGIN reply = %q, want a OK", got)
 	}
-	return rw, <-u.conns
+	return <-u.conns
 }
 
 // relay has the upstream send b and the client read exactly b.

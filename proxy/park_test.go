@@ -172,11 +172,7 @@ func TestParkedTLSClient(t *testing.T) {
 					rw, _ = tlsRaw(t, r.tlsAddr, c.client("127.0.0.1"))
 					rw.line() // the greeting
 				}
-				rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
-				if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
-					t.Fatalf("LOGIN reply = %q, want a OK", got)
-				}
-				up := <-u.conns
+				up := u.loginThrough(rw)
 				for range 2 {
 					waitParked(t, 2)
 					relay(t, up, rw, []byte("* 5 EXISTS\r\n"))
@@ -281,11 +277,7 @@ func TestParkedTLSClientIdleTimeout(t *testing.T) {
 	r := newTestRelay(t, relayOpts{upstream: u.start, tls: true, listenerTLS: c.holder.Config, idleTimeout: 2 * time.Second})
 	rw, _ := tlsRaw(t, r.tlsAddr, c.client("127.0.0.1"))
 	rw.line() // the greeting
-	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
-	if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
-		t.Fatalf("LOGIN reply = %q, want a OK", got)
-	}
-	up := <-u.conns
+	up := u.loginThrough(rw)
 	waitParked(t, 2)
 	rw.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if got := rw.rest(); got != "" {

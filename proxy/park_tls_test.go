@@ -68,11 +68,7 @@ func TestParkedTLS12ClientSplitAlert(t *testing.T) {
 	tc.SetDeadline(time.Now().Add(10 * time.Second))
 	rw := &raw{t: t, c: tc, br: bufio.NewReader(tc)}
 	rw.line() // the greeting
-	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
-	if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
-		t.Fatalf("LOGIN reply = %q, want a OK", got)
-	}
-	up := <-u.conns
+	up := u.loginThrough(rw)
 	waitParked(t, 2)
 
 	cc.mu.Lock()
