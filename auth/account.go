@@ -30,15 +30,16 @@ type Account struct {
 	tlsSessions tls.ClientSessionCache
 	// tlsConfigs are TLSConfig's, by host: shared by every connection
 	// to that host, so that an idle upstream connection does not hold
-	// one of its own.
-	tlsConfigs sync.Map // host → *tls.Config
+	// one of its own. A pointer, so that a copy of the Account (doctor's)
+	// shares it; nil in an Account not made by NewAccount: none kept.
+	tlsConfigs *sync.Map // host → *tls.Config
 }
 
 // NewAccount reads the password file and the private CA bundle the
 // configuration names. The account's condition is the token source's, or
 // a new one for a password account.
 func NewAccount(a *config.Account, tokens *Source) (*Account, error) {
-	acct := &Account{Config: a, Tokens: tokens, tlsSessions: tls.NewLRUClientSessionCache(16)}
+	acct := &Account{Config: a, Tokens: tokens, tlsSessions: tls.NewLRUClientSessionCache(16), tlsConfigs: new(sync.Map)}
 	if tokens != nil {
 		acct.Health = tokens.Health()
 	} else {
@@ -68,13 +69,17 @@ func NewAccount(a *config.Account, tokens *Source) (*Account, error) {
 // It is shared by the account's connections to host: callers must not
 // change it.
 func (a *Account) TLSConfig(host string) *tls.Config {
-	if v, ok := a.tlsConfigs.Load(host); ok {
-		if c := v.(*tls.Config); c.RootCAs == a.RootCAs {
-			return c
+	if a.tlsConfigs != nil {
+		if v, ok := a.tlsConfigs.Load(host); ok {
+			if c := v.(*tls.Config); c.RootCAs == a.RootCAs {
+				return c
+			}
 		}
 	}
 	c := &tls.Config{ServerName: host, RootCAs: a.RootCAs, MinVersion: tls.VersionTLS12,
 		ClientSessionCache: a.tlsSessions}
-	a.tlsConfigs.Store(host, c)
+	if a.tlsConfigs != nil {
+		a.tlsConfigs.Store(host, c)
+	}
 	return c
 }
