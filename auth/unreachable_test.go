@@ -3,13 +3,13 @@ package auth
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/health"
+	"github.com/relayd/relayd/internal/testkit"
 )
 
 // A refresh that gets no answer (no DNS, a dead port) is the token
@@ -19,12 +19,7 @@ func TestUnreachableTokenEndpoint(t *testing.T) {
 	for _, v := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
 		t.Setenv(v, "")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String() + "/token"
-	ln.Close()
+	dead := "http://" + testkit.RefusingAddr(t) + "/token"
 	for _, tc := range []struct{ url, host, why string }{
 		{"https://login.invalid/token", "login.invalid", "its name does not resolve"},
 		{dead, "127.0.0.1", "the connection was refused"},

@@ -172,6 +172,11 @@ func newTestRelay(t *testing.T, o relayOpts) *testRelay {
 	return &testRelay{t: t, idp: idp, up: up, srv: srv, addr: ln.Addr().String(), tlsAddr: tlsAddr, acct: acct, logs: logs, ended: ended}
 }
 
+// refusing is a relayOpts.upstream where every connection is refused.
+func refusing(t *testing.T) func(*testkit.IdP) (string, []byte) {
+	return func(*testkit.IdP) (string, []byte) { return testkit.RefusingAddr(t), nil }
+}
+
 // dial returns an imapclient connected to relayd.
 func (r *testRelay) dial(opts *imapclient.Options) *imapclient.Client {
 	r.t.Helper()
@@ -415,8 +420,7 @@ func TestRevokedGrantActionableNO(t *testing.T) {
 }
 
 func TestUpstreamDown(t *testing.T) {
-	r := newTestRelay(t, relayOpts{})
-	r.up.Close()
+	r := newTestRelay(t, relayOpts{upstream: refusing(t)})
 	rw := r.raw()
 	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
 	// The client is told to come back; the upstream's address is a

@@ -89,8 +89,7 @@ func TestIMAPSessionLimitPerAccount(t *testing.T) {
 
 // A failed upstream login gives its reservation back.
 func TestIMAPSessionLimitFailedLoginReleases(t *testing.T) {
-	r := newTestRelay(t, relayOpts{imapConnections: 1})
-	r.up.Close()
+	r := newTestRelay(t, relayOpts{imapConnections: 1, upstream: refusing(t)})
 	rw := r.raw()
 	for _, tag := range []string{"a", "b"} {
 		rw.send(tag + " LOGIN " + testUser + " " + testPassword + "\r\n")

@@ -427,9 +427,7 @@ func FuzzPOP3Session(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := testkit.RefusingAddr(f)
 	cfg := testkit.Account{Name: "support", Provider: "password", Email: testMailbox, PasswordFile: "unread",
 		LocalUser: testUser, LocalPasswordHash: testHash, Direction: "incoming",
 		IMAPServer: deadAddr, POP3Server: deadAddr, Security: "none"}.Parsed(f)

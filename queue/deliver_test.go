@@ -32,6 +32,8 @@ type env struct {
 	idp    *testkit.IdP
 	up     *testkit.SMTPUpstream
 	upAddr string
+	// revive lets a listener take upAddr (upDown).
+	revive func()
 	cfg    *config.Account
 	src    *auth.Source
 	q      *Queue
@@ -54,6 +56,7 @@ func newDeliveryEnv(t *testing.T, o envOpts) *env {
 	r := &env{t: t, idp: b.IdP, events: make(chan Event, 1000), logs: b.Logs}
 	if o.upDown {
 		r.upAddr = b.DeadAddr()
+		r.revive = func() { b.Revive(r.upAddr) }
 	} else {
 		r.up = b.SMTPUpstream(testkit.SMTPOptions{Style: o.style, TLS: o.tls})
 		r.upAddr = r.up.Addr
@@ -148,6 +151,7 @@ func TestDeliveryOutage(t *testing.T) {
 		!strings.Contains(h.Advice, r.upAddr) || h.LastError == "" || !h.HeldSince.IsZero() {
 		t.Errorf("account during the outage = %+v; want degraded, smtp_unreachable, naming %s, not held", h, r.upAddr)
 	}
+	r.revive()
 	up, err := testkit.NewSMTPUpstream(r.idp, testkit.SMTPOptions{Addr: r.upAddr})
 	if err != nil {
 		t.Fatal(err)

@@ -63,7 +63,7 @@ func startConsole(t testing.TB, o consoleOpts) *console {
 	b := relaytest.New(t)
 	idp := b.IdP
 	smtpUp := b.SMTPUpstream(testkit.SMTPOptions{Style: testkit.Exchange})
-	webAddr := b.DeadAddr() // a free port, for the redirect URI
+	webAddr := b.FreeAddr() // for the redirect URI
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	authURL := idp.AuthURL()
 	if o.authURL != "" {

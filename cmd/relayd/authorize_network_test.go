@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relayd/relayd/internal/testkit"
 )
 
 // An authorize whose identity provider cannot be reached says which
@@ -19,12 +21,7 @@ func TestAuthorizeUnreachableTokenEndpoint(t *testing.T) {
 	for _, v := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
 		t.Setenv(v, "") // the relayd started here connects directly
 	}
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadURL := "http://" + dead.Addr().String() + "/token"
-	dead.Close() // nothing listens there any more: connection refused
+	deadURL := "http://" + testkit.RefusingAddr(t) + "/token" // connection refused
 
 	for _, tc := range []struct {
 		name      string

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,9 @@ type Env struct {
 	Log  *slog.Logger
 	// Store keeps the accounts' grants, in Dir/state.
 	Store *auth.Store
+
+	deadMu sync.Mutex
+	dead   map[string]*testkit.Refuser
 }
 
 // New starts a fake IdP (client "client", no secret) and returns the
@@ -96,9 +100,39 @@ func (e *Env) SMTPUpstream(o testkit.SMTPOptions) *testkit.SMTPUpstream {
 	return up
 }
 
-// DeadAddr is a loopback address where nothing listens (an upstream that
-// cannot be reached).
+// DeadAddr is a loopback address where every connection is refused (an
+// upstream that cannot be reached), until the test ends or Revive.
 func (e *Env) DeadAddr() string {
+	e.T.Helper()
+	r, err := testkit.NewRefuser()
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(r.Close)
+	e.deadMu.Lock()
+	defer e.deadMu.Unlock()
+	if e.dead == nil {
+		e.dead = map[string]*testkit.Refuser{}
+	}
+	e.dead[r.Addr] = r
+	return r.Addr
+}
+
+// Revive gives up a DeadAddr's port so that the test can start the
+// upstream there.
+func (e *Env) Revive(addr string) {
+	e.deadMu.Lock()
+	defer e.deadMu.Unlock()
+	if r := e.dead[addr]; r != nil {
+		r.Close()
+		delete(e.dead, addr)
+	}
+}
+
+// FreeAddr is a loopback address where nothing listens now, for a server
+// the test starts later (whose address must be known before, as in a
+// redirect URI).
+func (e *Env) FreeAddr() string {
 	e.T.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
