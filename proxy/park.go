@@ -168,6 +168,7 @@ func (w *dirWait) wait(conn net.Conn, rc syscall.RawConn) error {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
 		}
+		releaseTLSBuffers(conn)
 		if w.park(rc, time.Time{}, nil) {
 			return errParked
 		}

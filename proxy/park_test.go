@@ -65,9 +65,15 @@ func TestParkedSessionWakes(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			u := newRawUpstream(t, useTLS)
 			r := newTestRelay(t, relayOpts{upstream: u.start, tls: useTLS})
+			released := tlsReleases.Load()
 			rw, up := u.session(r)
 			for range 3 {
 				waitParked(t, 2)
+				// A parked TLS upstream holds no read buffer.
+				if useTLS && tlsReleases.Load() == released {
+					t.Fatal("the TLS upstream parked with its read buffers")
+				}
+				released = tlsReleases.Load()
 				// The client's side wakes.
 				rw.send("b NOOP\r\n")
 				if got, err := up.br.ReadString('\n'); err != nil || got != "b NOOP\r\n" {
@@ -172,9 +178,14 @@ func TestParkedTLSClient(t *testing.T) {
 					rw, _ = tlsRaw(t, r.tlsAddr, c.client("127.0.0.1"))
 					rw.line() // the greeting
 				}
+				released := tlsReleases.Load()
 				up := u.loginThrough(rw)
 				for range 2 {
 					waitParked(t, 2)
+					if n := tlsReleases.Load() - released; n < 1 {
+						t.Fatal("the TLS client parked with its read buffers")
+					}
+					released = tlsReleases.Load()
 					relay(t, up, rw, []byte("* 5 EXISTS\r\n"))
 					rw.send("b NOOP\r\n")
 					if got, err := up.br.ReadString('\n'); err != nil || got != "b NOOP\r\n" {

@@ -306,6 +306,7 @@ func copyIdle(dst, src net.Conn, idle, wt time.Duration, stop *atomic.Bool, cs *
 				if parks && errors.Is(err, os.ErrDeadlineExceeded) && !stopped() && time.Now().Before(idleAt) {
 					// Quiet, not idle yet: park until the client
 					// sends or its idle time ends.
+					releaseTLSBuffers(src)
 					if w.park(rc, idleAt, func() bool {
 						if stopped() {
 							return false
