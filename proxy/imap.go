@@ -108,6 +108,7 @@ type IMAPServer struct {
 
 	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 	count    *sessionCount
+	logins   *loginGate
 	warm     *warmPool[*upstreamConn]
 }
 
@@ -145,6 +146,7 @@ func NewIMAPServer(opts IMAPOptions) *IMAPServer {
 	s := &IMAPServer{
 		opts: opts, log: opts.Logger,
 		count:     newSessionCount("IMAP", opts.Logger, opts.Limits, opts.Recorder),
+		logins:    newLoginGate(opts.Limits.Logins),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*imapSession]struct{}{},
 	}

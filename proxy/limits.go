@@ -22,6 +22,10 @@ type Limits struct {
 	// AllowFrom, when not empty, are the only client networks admitted;
 	// a connection from elsewhere is closed before the greeting.
 	AllowFrom []netip.Prefix
+	// Logins is the most upstream logins in progress at once; the rest
+	// wait their turn. 0 means DefaultLogins. It is read when the server
+	// is made: SetLimits does not change it.
+	Logins int
 }
 
 // allowed reports whether AllowFrom admits addr.

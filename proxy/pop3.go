@@ -74,6 +74,7 @@ type POP3Server struct {
 
 	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 	count    *sessionCount
+	logins   *loginGate
 	warm     *warmPool[*pop3Conn]
 }
 
@@ -107,6 +108,7 @@ func NewPOP3Server(opts POP3Options) *POP3Server {
 	s := &POP3Server{
 		opts: opts, log: opts.Logger,
 		count:     newSessionCount("POP3", opts.Logger, opts.Limits, opts.Recorder),
+		logins:    newLoginGate(opts.Limits.Logins),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*pop3Session]struct{}{},
 	}

@@ -142,6 +142,10 @@ func upstreamFailure(log *slog.Logger, proto string, a *registry.Account, err er
 		}
 		return text, he.Temporary()
 	}
+	if errors.Is(err, errLoginsBusy) {
+		log.Warn(proto + " login gave up waiting for its turn: " + errLoginsBusy.Error() + "; the upstream is slow to answer logins, or a crowd of clients logs in at once: see 'relayd status' for the account's upstream")
+		return "too many logins in progress; try again later", true
+	}
 	if errors.As(err, &ue) {
 		log.Warn(proto+" login failed: upstream unavailable", "upstream", ue.host, "err", ue.err)
 		return "the mail server is unreachable; try again later", true
