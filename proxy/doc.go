@@ -9,7 +9,9 @@
 // then on copies bytes in both directions without parsing them, so every
 // extension the upstream has works at full speed. A direction quiet for a
 // few seconds parks (park.go): its goroutine ends and one epoll set for
-// the process waits for its socket, so an idle session holds no goroutine.
+// the process waits for its socket, so an idle session holds no goroutine;
+// a parked TLS connection gives crypto/tls's empty read buffers back
+// (tlsidle.go). Upstream logins in progress are bounded (gate.go).
 //
 // The POP3 proxy (pop3*.go) does the same for POP3 (RFC 1939; CAPA per
 // RFC 2449, AUTH per RFC 5034, STLS per RFC 2595, response codes per RFC

@@ -80,6 +80,8 @@ func TestTLSBuffersReleased(t *testing.T) {
 	if raw, _ := tlsBufferCaps(client); raw < 16<<10 {
 		t.Fatalf("raw input buffer %d bytes after a full record, want at least 16 KB", raw)
 	}
+	raw, hand := tlsBufferCaps(client)
+	t.Logf("given back: raw input %d bytes, handshake %d bytes", raw, hand)
 	if !releaseTLSBuffers(client) {
 		t.Fatal("an idle connection's buffers were not given back")
 	}
