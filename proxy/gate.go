@@ -3,11 +3,13 @@ package proxy
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultLogins is how many upstream logins an IMAP or POP3 server runs at
-// once when Limits.Logins is 0.
+// once to one upstream server when Limits.Logins is 0.
 //
 // An upstream login is a TCP and TLS handshake, a greeting and an
 // AUTHENTICATE: a few milliseconds of CPU and tens of kilobytes of
@@ -15,48 +17,124 @@ import (
 // When every helpdesk reconnects at once (relayd restarted, a network
 // came back), a thousand of them at a time would leave the heap's peak and
 // its fragmentation behind for as long as those sessions stay open (issue
-// 20: 13.5 KB per idle session after a burst, 11.8 with the gate), and
-// would look to the provider like a flood from one address. Sixty-four at
-// once still starts about 400 logins a second at 30 ms from the provider,
-// and on loopback the CPU is the limit anyway.
+// 20: 13.5 KB per idle session after a burst, 11.0–11.5 with the gate),
+// and would look to the provider like a flood from one address.
+// Sixty-four at once still start about 400 logins a second at 30 ms from
+// the provider, and on loopback the CPU is the limit anyway.
 const DefaultLogins = 64
 
-// errLoginsBusy ends a login that waited its whole upstream timeout for a
-// place among the logins in progress.
-var errLoginsBusy = errors.New("as many upstream logins as relayd runs at once were in progress for the whole upstream timeout")
+var (
+	// errLoginsBusy ends a login that waited its whole upstream timeout
+	// for a place among the logins in progress.
+	errLoginsBusy = errors.New("as many upstream logins to this server as relayd runs at once were in progress for the whole upstream timeout")
+	// errGatesClosed ends a login that was waiting when the server shut
+	// down.
+	errGatesClosed = errors.New("relayd is shutting down")
+)
 
-// A loginGate bounds the upstream logins in progress: each takes a place
-// before it dials (or takes a warm connection) and gives it back once the
-// upstream answered its AUTHENTICATE. The rest wait their turn, in no
-// particular order, up to their login's deadline.
+// loginGates bound the upstream logins in progress, per upstream server
+// (host:port), so that an upstream that stopped answering holds up only
+// its own logins. A login takes a place before it dials (or takes a warm
+// connection) and gives it back once the upstream answered its
+// AUTHENTICATE; the rest wait their turn, in no particular order, for up
+// to the upstream timeout. The login's own timeout starts once it has a
+// place: time spent waiting is not taken from the upstream, which did
+// nothing wrong.
+type loginGates struct {
+	n    int
+	done chan struct{} // closed when the server shuts down
+	stop sync.Once
+
+	mu     sync.Mutex
+	byHost map[string]*loginGate
+
+	// lastWarn (Unix nanoseconds) and gaveUp keep the log to a line a
+	// minute while logins keep giving up.
+	lastWarn atomic.Int64
+	gaveUp   atomic.Int64
+}
+
+// A loginGate is one upstream server's places.
 type loginGate struct {
 	places chan struct{}
 	// waiting counts the logins waiting for a place (tests).
 	waiting atomic.Int32
 }
 
-func newLoginGate(n int) *loginGate {
+func newLoginGates(n int) *loginGates {
 	if n <= 0 {
 		n = DefaultLogins
 	}
-	return &loginGate{places: make(chan struct{}, n)}
+	return &loginGates{n: n, done: make(chan struct{}), byHost: map[string]*loginGate{}}
 }
 
-// enter takes a place, waiting until ctx ends for one; leave gives it back.
-func (g *loginGate) enter(ctx context.Context) error {
+// gate returns host's gate. Gates are never removed: there is one per
+// upstream server the configuration ever named, a handful.
+func (g *loginGates) gate(host string) *loginGate {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	lg := g.byHost[host]
+	if lg == nil {
+		lg = &loginGate{places: make(chan struct{}, g.n)}
+		g.byHost[host] = lg
+	}
+	return lg
+}
+
+// run calls login with a place at host's gate, waiting up to timeout for
+// one, and with a context that ends timeout after the place was taken.
+// The place is given back when login returns (or panics).
+func (g *loginGates) run(host string, timeout time.Duration, login func(ctx context.Context) error) error {
+	lg := g.gate(host)
+	if err := lg.enter(timeout, g.done); err != nil {
+		if errors.Is(err, errLoginsBusy) {
+			g.gaveUp.Add(1)
+		}
+		return err
+	}
+	defer lg.leave()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return login(ctx)
+}
+
+// warnNow reports whether a login that gave up waiting is to be logged
+// now, at most once a minute, and how many gave up since the last line.
+func (g *loginGates) warnNow(now time.Time) (bool, int64) {
+	last := g.lastWarn.Load()
+	if now.UnixNano()-last < int64(time.Minute) || !g.lastWarn.CompareAndSwap(last, now.UnixNano()) {
+		return false, 0
+	}
+	return true, g.gaveUp.Swap(0)
+}
+
+// close wakes every waiting login with errGatesClosed.
+func (g *loginGates) close() { g.stop.Do(func() { close(g.done) }) }
+
+// enter takes a place, waiting up to timeout (none: as long as it takes)
+// or until done is closed; leave gives it back.
+func (lg *loginGate) enter(timeout time.Duration, done <-chan struct{}) error {
 	select {
-	case g.places <- struct{}{}:
+	case lg.places <- struct{}{}:
 		return nil
 	default:
 	}
-	g.waiting.Add(1)
-	defer g.waiting.Add(-1)
+	lg.waiting.Add(1)
+	defer lg.waiting.Add(-1)
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
-	case g.places <- struct{}{}:
+	case lg.places <- struct{}{}:
 		return nil
-	case <-ctx.Done():
+	case <-expired:
 		return errLoginsBusy
+	case <-done:
+		return errGatesClosed
 	}
 }
 
-func (g *loginGate) leave() { <-g.places }
+func (lg *loginGate) leave() { <-lg.places }

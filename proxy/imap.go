@@ -108,7 +108,7 @@ type IMAPServer struct {
 
 	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 	count    *sessionCount
-	logins   *loginGate
+	logins   *loginGates
 	warm     *warmPool[*upstreamConn]
 }
 
@@ -146,7 +146,7 @@ func NewIMAPServer(opts IMAPOptions) *IMAPServer {
 	s := &IMAPServer{
 		opts: opts, log: opts.Logger,
 		count:     newSessionCount("IMAP", opts.Logger, opts.Limits, opts.Recorder),
-		logins:    newLoginGate(opts.Limits.Logins),
+		logins:    newLoginGates(opts.Limits.Logins),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*imapSession]struct{}{},
 	}
@@ -268,6 +268,7 @@ func (s *IMAPServer) OpenSessions() int {
 // Close closes the listeners and every session at once.
 func (s *IMAPServer) Close() error {
 	s.warm.close()
+	s.logins.close()
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {
@@ -286,6 +287,7 @@ func (s *IMAPServer) Close() error {
 // rest are closed.
 func (s *IMAPServer) Shutdown(ctx context.Context) error {
 	s.warm.close()
+	s.logins.close()
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {
@@ -689,9 +691,13 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 		}
 	}()
 	c.down.SetDeadline(time.Time{})
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UpstreamTimeout)
-	defer cancel()
-	up, text, caps, err := s.loginUpstream(ctx, acct)
+	var up *upstreamConn
+	var text string
+	var caps []string
+	err := s.logins.run(cfgAcct.IMAPServer, s.opts.UpstreamTimeout, func(ctx context.Context) (err error) {
+		up, text, caps, err = s.loginUpstream(ctx, acct)
+		return err
+	})
 	if err != nil {
 		handedOff = true
 		acct.ReleaseIMAP() // before the reply: the client may try again at once
@@ -700,7 +706,7 @@ func (c *imapSession) login(tag, user, pass string) (*upstreamLogin, bool) {
 		if temporary {
 			reply = "NO [UNAVAILABLE] " + text
 		}
-		s.loginOutcome(cfgAcct.Name, "upstream_failed")
+		s.loginOutcome(cfgAcct.Name, failedLogin(err, s.logins, s.opts.Recorder, "imap", log))
 		c.writeLine(tag + " " + reply)
 		c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
 		return nil, false

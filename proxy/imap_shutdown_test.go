@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relayd/relayd/internal/testkit"
 )
@@ -24,6 +25,8 @@ type rawUpstream struct {
 	// write: relayd's login reads it along, and the splice passes it on
 	// first.
 	afterLogin string
+	// greetAfter delays each greeting: a slow server.
+	greetAfter time.Duration
 }
 
 // upstreamEnd is the upstream's end of a logged-in session.
@@ -72,6 +75,7 @@ func (u *rawUpstream) start(*testkit.IdP) (addr string, caPEM []byte) {
 			if cfg != nil {
 				c = tls.Server(c, cfg)
 			}
+			time.Sleep(u.greetAfter) // a slow server, not synchronization
 			io.WriteString(c, "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] raw upstream ready\r\n")
 			br := bufio.NewReader(c)
 			line, err := br.ReadString('\n')

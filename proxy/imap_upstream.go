@@ -273,10 +273,6 @@ func truncate(s string) string {
 // with the account's password. It returns the upstream's tagged OK text
 // and post-login capabilities for the client.
 func (s *IMAPServer) loginUpstream(ctx context.Context, a *registry.Account) (*upstreamConn, string, []string, error) {
-	if err := s.logins.enter(ctx); err != nil {
-		return nil, "", nil, err
-	}
-	defer s.logins.leave()
 	host, _, _ := net.SplitHostPort(a.Config.IMAPServer)
 	u, err := upstream.Login(ctx, a.Account, health.SourceIMAP, host, func(ctx context.Context) (*upstreamConn, error) {
 		if u, ok := s.warm.take(a); ok {

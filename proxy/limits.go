@@ -49,6 +49,10 @@ const (
 	// LimitAllowFrom refuses a client outside allow_from: the connection
 	// is closed without a word.
 	LimitAllowFrom = "allow_from"
+	// LimitLogins refuses a login that waited the whole upstream
+	// timeout for a place among the upstream logins in progress
+	// (gate.go); the session stays open.
+	LimitLogins = "logins"
 )
 
 // limitKey is the configuration key behind each server-wide limit.

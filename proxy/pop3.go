@@ -74,7 +74,7 @@ type POP3Server struct {
 
 	usersNow atomic.Pointer[localauth.Users] // set by SetUsers
 	count    *sessionCount
-	logins   *loginGate
+	logins   *loginGates
 	warm     *warmPool[*pop3Conn]
 }
 
@@ -108,7 +108,7 @@ func NewPOP3Server(opts POP3Options) *POP3Server {
 	s := &POP3Server{
 		opts: opts, log: opts.Logger,
 		count:     newSessionCount("POP3", opts.Logger, opts.Limits, opts.Recorder),
-		logins:    newLoginGate(opts.Limits.Logins),
+		logins:    newLoginGates(opts.Limits.Logins),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*pop3Session]struct{}{},
 	}
@@ -220,6 +220,7 @@ func (s *POP3Server) OpenSessions() int {
 // Close closes the listeners and every session at once.
 func (s *POP3Server) Close() error {
 	s.warm.close()
+	s.logins.close()
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {
@@ -238,6 +239,7 @@ func (s *POP3Server) Close() error {
 // end until ctx is done, when the rest are closed.
 func (s *POP3Server) Shutdown(ctx context.Context) error {
 	s.warm.close()
+	s.logins.close()
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {
@@ -448,14 +450,16 @@ func (c *pop3Session) login(user, pass string) (*pop3Conn, *registry.Account, st
 		}
 	}()
 	c.down.SetDeadline(time.Time{})
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.UpstreamTimeout)
-	defer cancel()
-	up, err := s.loginUpstream(ctx, acct)
+	var up *pop3Conn
+	err := s.logins.run(acct.Config.POP3Server, s.opts.UpstreamTimeout, func(ctx context.Context) (err error) {
+		up, err = s.loginUpstream(ctx, acct)
+		return err
+	})
 	if err != nil {
 		handedOff = true
 		acct.ClosePOP3()
 		text, temporary := upstreamFailure(log, "POP3", acct, err)
-		s.opts.Recorder.Login("pop3", name, "upstream_failed")
+		s.opts.Recorder.Login("pop3", name, failedLogin(err, s.logins, s.opts.Recorder, "pop3", log))
 		c.down.SetDeadline(time.Now().Add(s.opts.PreauthTimeout))
 		// RFC 3206: [SYS/TEMP] may pass; [AUTH] needs a person.
 		if temporary {

@@ -37,6 +37,8 @@ type pop3Opts struct {
 	// is the plain listener's address (default 127.0.0.1:0).
 	listenerTLS func() *tls.Config
 	listen      string
+	// upstreamTimeout: as POP3Options.UpstreamTimeout.
+	upstreamTimeout time.Duration
 }
 
 type pop3Relay struct {
@@ -96,6 +98,7 @@ func newPOP3Relay(t *testing.T, o pop3Opts) *pop3Relay {
 		Accounts:         relaytest.Registry(acct),
 		Logger:           b.Log,
 		AuthFailureDelay: -1,
+		UpstreamTimeout:  o.upstreamTimeout,
 		Recorder:         endRecorder(ended),
 	}
 	if o.downTLS != nil {

@@ -266,10 +266,6 @@ func (u *pop3Conn) readLine() (string, error) {
 // tried again on a new connection when the server refuses it), or PLAIN
 // (or USER and PASS) with the account's password.
 func (s *POP3Server) loginUpstream(ctx context.Context, a *registry.Account) (*pop3Conn, error) {
-	if err := s.logins.enter(ctx); err != nil {
-		return nil, err
-	}
-	defer s.logins.leave()
 	host, _, _ := net.SplitHostPort(a.Config.POP3Server)
 	u, err := upstream.Login(ctx, a.Account, health.SourcePOP3, host, func(ctx context.Context) (*pop3Conn, error) {
 		if u, ok := s.warm.take(a); ok {

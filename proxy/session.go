@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,8 +144,11 @@ func upstreamFailure(log *slog.Logger, proto string, a *registry.Account, err er
 		return text, he.Temporary()
 	}
 	if errors.Is(err, errLoginsBusy) {
-		log.Warn(proto + " login gave up waiting for its turn: " + errLoginsBusy.Error() + "; the upstream is slow to answer logins, or a crowd of clients logs in at once: see 'relayd status' for the account's upstream")
-		return "too many logins in progress; try again later", true
+		return "too many logins in progress; try again later", true // logged by failedLogin
+	}
+	if errors.Is(err, errGatesClosed) {
+		log.Info(proto + " login ended: relayd is shutting down")
+		return "the server is shutting down; try again later", true
 	}
 	if errors.As(err, &ue) {
 		log.Warn(proto+" login failed: upstream unavailable", "upstream", ue.host, "err", ue.err)
@@ -152,6 +156,23 @@ func upstreamFailure(log *slog.Logger, proto string, a *registry.Account, err er
 	}
 	log.Error(proto+" login failed", "err", err)
 	return "internal error, try again", true
+}
+
+// failedLogin returns the outcome to record for an upstream login that
+// failed with err. One that gave up waiting for a place at gates is
+// "limited": it is counted as refused by LimitLogins and logged, at most
+// once a minute with how many gave up since.
+func failedLogin(err error, gates *loginGates, rec Recorder, proto string, log *slog.Logger) string {
+	if !errors.Is(err, errLoginsBusy) {
+		return "upstream_failed"
+	}
+	rec.Refused(proto, LimitLogins)
+	if ok, n := gates.warnNow(time.Now()); ok {
+		log.Warn(strings.ToUpper(proto)+" login gave up waiting for its turn: "+errLoginsBusy.Error()+
+			"; the upstream server is slow to answer logins, or a crowd of clients logs in at once: see 'relayd status' for the account's upstream",
+			"gave_up_since_last_line", n)
+	}
+	return "limited"
 }
 
 // conns are a session's downstream connection and, once logged in, its

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"unsafe"
 
@@ -111,5 +113,90 @@ func TestTLSBuffersReleased(t *testing.T) {
 	}
 	if releaseTLSBuffers(&lazyTLSConn{}) {
 		t.Error("a TLS client that never handshook was released")
+	}
+}
+
+// stallConn passes at most limit bytes on, then fails reads as a read
+// deadline would (a temporary error, after which crypto/tls keeps its
+// state), until limit is set back to 0.
+type stallConn struct {
+	net.Conn
+	limit, passed int
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	if c.limit == 0 {
+		return c.Conn.Read(p)
+	}
+	if c.passed >= c.limit {
+		return 0, os.ErrDeadlineExceeded
+	}
+	p = p[:min(len(p), c.limit-c.passed)]
+	n, err := c.Conn.Read(p)
+	c.passed += n
+	return n, err
+}
+
+// A record that has only begun to arrive is kept: crypto/tls holds its
+// first bytes in the raw-input buffer, and they are not given back.
+func TestTLSBuffersKeepAPartialRecord(t *testing.T) {
+	cert, pemBytes, err := testkit.SelfSigned("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan *tls.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		sc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+		sc.Handshake()
+		accepted <- sc
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	sc := &stallConn{Conn: raw}
+	client := tls.Client(sc, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	defer client.Close()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	server := <-accepted
+	if server == nil {
+		t.Fatal("no server end")
+	}
+	defer server.Close()
+
+	const msg = "0123456789abcdefghij"
+	if _, err := io.WriteString(server, msg); err != nil {
+		t.Fatal(err)
+	}
+	sc.limit = 10 // the record's header and a few bytes
+	buf := make([]byte, 64)
+	if n, err := client.Read(buf); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read of a partial record = %d, %v; want 0, deadline exceeded", n, err)
+	}
+	if releaseTLSBuffers(client) {
+		t.Fatal("the first bytes of a record were given back")
+	}
+	sc.limit = 0
+	n, err := client.Read(buf)
+	if err != nil || string(buf[:n]) != msg {
+		t.Fatalf("read %q, %v; want %q", buf[:n], err, msg)
+	}
+	// A lazy TLS client that did its handshake is released too.
+	if !releaseTLSBuffers(&lazyTLSConn{tc: client}) {
+		t.Error("a lazy TLS client's buffers were not given back")
 	}
 }
