@@ -14,19 +14,13 @@ import (
 // reason imap_unreachable, naming the address, in status and in metrics;
 // the next session that reaches the upstream makes it ok again.
 func TestIMAPOutageThroughTheListener(t *testing.T) {
-	var up *testkit.IMAPUpstream
-	t.Cleanup(func() { // after the daemon's shutdown (cleanups run last first)
-		if up != nil {
-			up.Close()
-		}
-	})
 	// No warm connection: one dialed before the upstream went down would
-	// still be open (the fake closes its listener, not its sessions) and
-	// serve the login; this test is about dialing a server that is down.
+	// still be open (a fake taken down keeps its sessions) and serve the
+	// login; this test is about dialing a server that is down.
 	noWarm := 0
 	td := startDaemon(t, func(c *testkit.Config, _ *Options) { c.Accounts[0].WarmConnections = &noWarm })
 	addr := td.imapUp.Addr
-	td.imapUp.Close()
+	td.imapUp.SetDown(true)
 	err := td.imapLogin()
 	if err == nil || !strings.Contains(err.Error(), "UNAVAILABLE") {
 		t.Fatalf("login with the upstream down = %v, want NO [UNAVAILABLE]", err)
@@ -47,11 +41,7 @@ func TestIMAPOutageThroughTheListener(t *testing.T) {
 		t.Errorf("upstream failures by reason imap_unreachable = %v, want counted", v)
 	}
 
-	up, err = testkit.NewIMAPUpstream(td.idp, testkit.IMAPOptions{Style: testkit.Google, Addr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.AddUser(mailbox)
+	td.imapUp.SetDown(false)
 	if err := td.imapLogin(); err != nil {
 		t.Fatalf("login with the upstream back = %v", err)
 	}
@@ -64,17 +54,10 @@ func TestIMAPOutageThroughTheListener(t *testing.T) {
 // account disconnected: monitoring goes CRITICAL, and the mail is still
 // deferred, not held; the server's return makes it ok and sends the mail.
 func TestSMTPOutageTurnsDisconnected(t *testing.T) {
-	var up *testkit.SMTPUpstream
-	t.Cleanup(func() { // after the daemon's shutdown (cleanups run last first)
-		if up != nil {
-			up.Close()
-		}
-	})
 	td := startDaemon(t, func(c *testkit.Config, o *Options) {
 		c.Health = []string{`retry_window = "150ms"`}
 	})
-	addr := td.smtpUp.Addr
-	td.smtpUp.Close()
+	td.smtpUp.SetDown(true)
 	if err := td.send("x@example.net", "sent after the outage"); err != nil {
 		t.Fatal(err)
 	}
@@ -91,12 +74,7 @@ func TestSMTPOutageTurnsDisconnected(t *testing.T) {
 	if !strings.Contains(st.Banner, "disconnected (relayd keeps trying): support") {
 		t.Errorf("banner = %q", st.Banner)
 	}
-	var err error
-	up, err = testkit.NewSMTPUpstream(td.idp, testkit.SMTPOptions{Style: testkit.Exchange, Addr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	td.smtpUp = up
+	td.smtpUp.SetDown(false)
 	td.waitEvent(queue.EventDelivered)
 	if !td.delivered("sent after the outage") {
 		t.Error("the message did not reach the upstream once it was back")

@@ -64,6 +64,7 @@ type IMAPUpstream struct {
 
 	Logins   atomic.Int64 // successful XOAUTH2 logins
 	Failures atomic.Int64 // rejected XOAUTH2 logins
+	down     atomic.Bool  // SetDown
 	// Commands counts commands received per name after login, such as
 	// "NOOP" or "SELECT"; for tests that check what reached the upstream.
 	cmdMu    sync.Mutex
@@ -111,9 +112,14 @@ func NewIMAPUpstream(idp *IdP, opts IMAPOptions) (*IMAPUpstream, error) {
 		InsecureAuth: true,
 		Logger:       discardLogger{},
 	})
-	go u.srv.Serve(filterListener{ln, opts.NoSASLIR, u})
+	go u.srv.Serve(filterListener{downListener{ln, &u.down}, opts.NoSASLIR, u})
 	return u, nil
 }
+
+// SetDown takes the server down (every new connection is reset before the
+// greeting; sessions already open go on) or brings it back, on the same
+// port.
+func (u *IMAPUpstream) SetDown(down bool) { u.down.Store(down) }
 
 // Close stops the server and closes every session.
 func (u *IMAPUpstream) Close() error { return u.srv.Close() }

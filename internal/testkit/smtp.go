@@ -50,6 +50,7 @@ type SMTPUpstream struct {
 	conns    atomic.Int64
 	Logins   atomic.Int64
 	Failures atomic.Int64
+	down     atomic.Bool // SetDown
 
 	mu       sync.Mutex
 	messages []Message
@@ -95,9 +96,14 @@ func NewSMTPUpstream(idp *IdP, opts SMTPOptions) (*SMTPUpstream, error) {
 		}
 	}
 	u.Addr = ln.Addr().String()
-	go u.srv.Serve(ln)
+	go u.srv.Serve(downListener{ln, &u.down})
 	return u, nil
 }
+
+// SetDown takes the server down (every new connection is reset before the
+// greeting; sessions already open go on) or brings it back, on the same
+// port.
+func (u *SMTPUpstream) SetDown(down bool) { u.down.Store(down) }
 
 type nopLogger struct{}
 
