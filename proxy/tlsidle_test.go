@@ -21,9 +21,9 @@ func tlsBufferCaps(c *tls.Conn) (raw, hand int) {
 	return (*bytes.Buffer)(unsafe.Add(p, tlsFields.raw)).Cap(), (*bytes.Buffer)(unsafe.Add(p, tlsFields.hand)).Cap()
 }
 
-// tlsPair is a TLS 1.3 connection on loopback: relayd's client end and
-// the server's.
-func tlsPair(t *testing.T) (client, server *tls.Conn) {
+// tlsPair is a TLS 1.3 connection on loopback: relayd's client end, over
+// wrap(the socket), and the server's.
+func tlsPair(t *testing.T, wrap func(net.Conn) net.Conn) (client, server *tls.Conn) {
 	t.Helper()
 	cert, pemBytes, err := testkit.SelfSigned("127.0.0.1")
 	if err != nil {
@@ -51,8 +51,7 @@ func tlsPair(t *testing.T) (client, server *tls.Conn) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pemBytes)
-	cfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
-	client = upstreamTLS(raw, cfg)
+	client = tls.Client(wrap(raw), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 	if err := client.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +71,7 @@ func TestTLSBuffersReleased(t *testing.T) {
 	if !tlsFields.ok {
 		t.Fatal("crypto/tls's read buffers were not found in tls.Conn: see releaseTLSBuffers")
 	}
-	client, server := tlsPair(t)
+	client, server := tlsPair(t, newGatherConn)
 	big := bytes.Repeat([]byte("x"), 128<<10) // full records, past Go's dynamic record sizing
 	go server.Write(big)
 	got := make([]byte, len(big))
@@ -140,43 +139,8 @@ func (c *stallConn) Read(p []byte) (int, error) {
 // A record that has only begun to arrive is kept: crypto/tls holds its
 // first bytes in the raw-input buffer, and they are not given back.
 func TestTLSBuffersKeepAPartialRecord(t *testing.T) {
-	cert, pemBytes, err := testkit.SelfSigned("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan *tls.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			accepted <- nil
-			return
-		}
-		sc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
-		sc.Handshake()
-		accepted <- sc
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemBytes)
-	sc := &stallConn{Conn: raw}
-	client := tls.Client(sc, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
-	defer client.Close()
-	if err := client.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	server := <-accepted
-	if server == nil {
-		t.Fatal("no server end")
-	}
-	defer server.Close()
+	var sc *stallConn
+	client, server := tlsPair(t, func(c net.Conn) net.Conn { sc = &stallConn{Conn: c}; return sc })
 
 	const msg = "0123456789abcdefghij"
 	if _, err := io.WriteString(server, msg); err != nil {
