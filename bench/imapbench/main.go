@@ -737,7 +737,7 @@ func benchIdle(s *setup, tlsUp, burst bool) error {
 		"", before.heapKB, after.heapKB, (after.heapKB-before.heapKB)/n, (after.stackKB-before.stackKB)/n,
 		before.goroutines, after.goroutines, (after.goroutines-before.goroutines)/n,
 		fdsBefore, fdsAfter, float64(fdsAfter-fdsBefore)/n, after.warmReady)
-	fmt.Printf("%-20s per session: span structures %.2f KB, GC metadata %.2f KB, other runtime %.2f KB, free heap not given back %.2f KB; OS threads %.0f -> %.0f\n",
+	fmt.Printf("%-20s per session: span structures %.2f KB, GC metadata %.2f KB (address space the runtime mapped, much of it never touched), other runtime (poll descriptors among it) %.2f KB, free heap not given back %.2f KB; OS threads %.0f -> %.0f\n",
 		"", (after.spanKB-before.spanKB)/n, (after.gcKB-before.gcKB)/n, (after.otherKB-before.otherKB)/n,
 		(after.unreleasedKB-before.unreleasedKB)/n, before.threads, after.threads)
 	// Let relayd close these sessions before anything else runs: the
