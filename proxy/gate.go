@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,15 +42,18 @@ var (
 // place: time spent waiting is not taken from the upstream, which did
 // nothing wrong.
 type loginGates struct {
-	n    int
-	done chan struct{} // closed when the server shuts down
-	stop sync.Once
+	n int
+	// ctx ends when the server shuts down: waiting logins give up, and
+	// logins in progress are cancelled.
+	ctx  context.Context
+	stop context.CancelFunc
 
 	mu     sync.Mutex
 	byHost map[string]*loginGate
 
-	// lastWarn (Unix nanoseconds) and gaveUp keep the log to a line a
-	// minute while logins keep giving up.
+	// lastWarn (nanoseconds since epoch, a monotonic reading) and gaveUp
+	// keep the log to a line a minute while logins keep giving up.
+	epoch    time.Time
 	lastWarn atomic.Int64
 	gaveUp   atomic.Int64
 }
@@ -65,12 +69,15 @@ func newLoginGates(n int) *loginGates {
 	if n <= 0 {
 		n = DefaultLogins
 	}
-	return &loginGates{n: n, done: make(chan struct{}), byHost: map[string]*loginGate{}}
+	ctx, stop := context.WithCancel(context.Background())
+	return &loginGates{n: n, ctx: ctx, stop: stop, epoch: time.Now(), byHost: map[string]*loginGate{}}
 }
 
-// gate returns host's gate. Gates are never removed: there is one per
-// upstream server the configuration ever named, a handful.
+// gate returns host's gate (host:port, as configured; names are not case
+// sensitive). Gates are never removed: there is one per upstream server
+// the configuration ever named, a handful.
 func (g *loginGates) gate(host string) *loginGate {
+	host = strings.ToLower(host)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	lg := g.byHost[host]
@@ -82,38 +89,50 @@ func (g *loginGates) gate(host string) *loginGate {
 }
 
 // run calls login with a place at host's gate, waiting up to timeout for
-// one, and with a context that ends timeout after the place was taken.
+// one, and with a context that ends timeout after the place was taken, or
+// when the server shuts down (the login then fails with errGatesClosed).
 // The place is given back when login returns (or panics).
 func (g *loginGates) run(host string, timeout time.Duration, login func(ctx context.Context) error) error {
 	lg := g.gate(host)
-	if err := lg.enter(timeout, g.done); err != nil {
+	if err := lg.enter(timeout, g.ctx.Done()); err != nil {
 		if errors.Is(err, errLoginsBusy) {
 			g.gaveUp.Add(1)
 		}
 		return err
 	}
 	defer lg.leave()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(g.ctx, timeout)
 	defer cancel()
-	return login(ctx)
+	err := login(ctx)
+	if err != nil && g.ctx.Err() != nil {
+		return errGatesClosed
+	}
+	return err
 }
 
 // warnNow reports whether a login that gave up waiting is to be logged
 // now, at most once a minute, and how many gave up since the last line.
-func (g *loginGates) warnNow(now time.Time) (bool, int64) {
+func (g *loginGates) warnNow() (bool, int64) {
+	now := int64(time.Since(g.epoch)) + int64(time.Minute) // the first give-up is logged
 	last := g.lastWarn.Load()
-	if now.UnixNano()-last < int64(time.Minute) || !g.lastWarn.CompareAndSwap(last, now.UnixNano()) {
+	if now-last < int64(time.Minute) || !g.lastWarn.CompareAndSwap(last, now) {
 		return false, 0
 	}
 	return true, g.gaveUp.Swap(0)
 }
 
-// close wakes every waiting login with errGatesClosed.
-func (g *loginGates) close() { g.stop.Do(func() { close(g.done) }) }
+// close ends every login waiting or in progress with errGatesClosed, and
+// every later one.
+func (g *loginGates) close() { g.stop() }
 
 // enter takes a place, waiting up to timeout (none: as long as it takes)
 // or until done is closed; leave gives it back.
 func (lg *loginGate) enter(timeout time.Duration, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return errGatesClosed
+	default:
+	}
 	select {
 	case lg.places <- struct{}{}:
 		return nil

@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -54,14 +58,14 @@ func TestIMAPLoginWaitsItsTurn(t *testing.T) {
 // upstream, which is not taken for unreachable.
 func TestIMAPLoginTimeoutStartsWithItsPlace(t *testing.T) {
 	u := newRawUpstream(t, false)
-	u.greetAfter = 200 * time.Millisecond
-	r := newTestRelay(t, relayOpts{upstream: u.start, limits: Limits{Logins: 1}, upstreamTimeout: 500 * time.Millisecond})
+	u.greetAfter = 800 * time.Millisecond
+	r := newTestRelay(t, relayOpts{upstream: u.start, limits: Limits{Logins: 1}, upstreamTimeout: 2 * time.Second})
 	g := r.srv.logins.gate(r.acct.Config.IMAPServer)
 	g.places <- struct{}{}
 	rw := r.raw()
 	rw.send("a LOGIN " + testUser + " " + testPassword + "\r\n")
 	waitWaiting(t, g, 1)
-	time.Sleep(400 * time.Millisecond) // the login waits its turn this long
+	time.Sleep(1400 * time.Millisecond) // the login waits its turn this long
 	g.leave()
 	if got := rw.line(); !strings.HasPrefix(got, "a OK ") {
 		t.Fatalf("LOGIN = %q, want OK\nlog:\n%s", got, r.logs.String())
@@ -173,5 +177,69 @@ func TestPOP3LoginGivesUpWaiting(t *testing.T) {
 	}
 	if st := r.acct.Health.State(); st != health.StateOK {
 		t.Errorf("account state = %s, want ok", st)
+	}
+}
+
+// refusals records the limits a Recorder is told refused something.
+type refusals struct {
+	nopRecorder
+	limits []string
+}
+
+func (r *refusals) Refused(proto, limit string) { r.limits = append(r.limits, proto+" "+limit) }
+
+// What a failed login is recorded as: a give-up at the gate is a refusal
+// by the logins limit, a shutdown is no failure of the upstream's.
+func TestFailedLoginOutcome(t *testing.T) {
+	g := newLoginGates(1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		err     error
+		outcome string
+		refused string
+	}{
+		{errLoginsBusy, "limited", "imap logins"},
+		{errGatesClosed, "refused", ""},
+		{errors.New("dial tcp: refused"), "upstream_failed", ""},
+	} {
+		rec := &refusals{}
+		if got := failedLogin(tc.err, g, rec, "imap", log); got != tc.outcome {
+			t.Errorf("%v: outcome %q, want %q", tc.err, got, tc.outcome)
+		}
+		if got := strings.Join(rec.limits, ","); got != tc.refused {
+			t.Errorf("%v: refused %q, want %q", tc.err, got, tc.refused)
+		}
+	}
+}
+
+// Shutting down ends a login in progress, and a later one never starts.
+func TestLoginGatesClose(t *testing.T) {
+	g := newLoginGates(1)
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- g.run("imap.example:993", time.Hour, func(ctx context.Context) error {
+			close(started)
+			<-ctx.Done()
+			return ctx.Err()
+		})
+	}()
+	<-started
+	g.close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errGatesClosed) {
+			t.Errorf("login in progress at shutdown = %v, want errGatesClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutting down did not end the login in progress")
+	}
+	called := false
+	err := g.run("IMAP.example:993", time.Hour, func(context.Context) error { called = true; return nil })
+	if called || !errors.Is(err, errGatesClosed) {
+		t.Errorf("login after shutdown: called %v, %v; want not called, errGatesClosed", called, err)
+	}
+	if g.gate("IMAP.EXAMPLE:993") != g.gate("imap.example:993") {
+		t.Error("two spellings of one server have two gates")
 	}
 }

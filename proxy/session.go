@@ -161,13 +161,17 @@ func upstreamFailure(log *slog.Logger, proto string, a *registry.Account, err er
 // failedLogin returns the outcome to record for an upstream login that
 // failed with err. One that gave up waiting for a place at gates is
 // "limited": it is counted as refused by LimitLogins and logged, at most
-// once a minute with how many gave up since.
+// once a minute with how many gave up since. One ended by a shutdown is
+// "refused": the upstream did not fail.
 func failedLogin(err error, gates *loginGates, rec Recorder, proto string, log *slog.Logger) string {
+	if errors.Is(err, errGatesClosed) {
+		return "refused"
+	}
 	if !errors.Is(err, errLoginsBusy) {
 		return "upstream_failed"
 	}
 	rec.Refused(proto, LimitLogins)
-	if ok, n := gates.warnNow(time.Now()); ok {
+	if ok, n := gates.warnNow(); ok {
 		log.Warn(strings.ToUpper(proto)+" login gave up waiting for its turn: "+errLoginsBusy.Error()+
 			"; the upstream server is slow to answer logins, or a crowd of clients logs in at once: see 'relayd status' for the account's upstream",
 			"gave_up_since_last_line", n)

@@ -51,7 +51,7 @@ func NewMetrics(b Backend, version, commit string) *Metrics {
 		Help: "Bytes relayed between downstream clients and relayd, by protocol and direction (in: from clients)."},
 		[]string{"protocol", "direction"})
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_sessions_refused_total",
-		Help: "Downstream connections and logins refused by a session limit, by protocol and limit (sessions, per_address, per_account)."},
+		Help: "Downstream connections and logins refused by a session limit, by protocol and limit (sessions, per_address, per_account, allow_from, logins)."},
 		[]string{"protocol", "limit"})
 	m.notQd = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "relayd_submissions_not_queued_total",
 		Help: "Submissions answered 452 because the spool could not store them (a full, read-only or deleted spool directory), by account."},

@@ -22,7 +22,7 @@ func (l downListener) Accept() (net.Conn, error) {
 			return c, err
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) // a reset, as a port nobody listens on answers
+			tc.SetLinger(0) // a reset rather than an orderly end
 		}
 		c.Close()
 	}

@@ -82,10 +82,11 @@ func NewIMAPUpstream(idp *IdP, opts IMAPOptions) (*IMAPUpstream, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", addr)
+	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	var ln net.Listener = downListener{tcp, &u.down} // under TLS: a reset, not a failed handshake
 	var tlsCfg *tls.Config
 	if opts.TLS {
 		cert, pemBytes, err := SelfSigned("127.0.0.1")
@@ -112,7 +113,7 @@ func NewIMAPUpstream(idp *IdP, opts IMAPOptions) (*IMAPUpstream, error) {
 		InsecureAuth: true,
 		Logger:       discardLogger{},
 	})
-	go u.srv.Serve(filterListener{downListener{ln, &u.down}, opts.NoSASLIR, u})
+	go u.srv.Serve(filterListener{ln, opts.NoSASLIR, u})
 	return u, nil
 }
 

@@ -71,10 +71,11 @@ func NewSMTPUpstream(idp *IdP, opts SMTPOptions) (*SMTPUpstream, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", addr)
+	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	var ln net.Listener = downListener{tcp, &u.down} // under TLS: a reset, not a failed handshake
 	u.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &upSMTPSession{u: u, conn: u.conns.Add(1)}, nil
 	}))
@@ -96,7 +97,7 @@ func NewSMTPUpstream(idp *IdP, opts SMTPOptions) (*SMTPUpstream, error) {
 		}
 	}
 	u.Addr = ln.Addr().String()
-	go u.srv.Serve(downListener{ln, &u.down})
+	go u.srv.Serve(ln)
 	return u, nil
 }
 
