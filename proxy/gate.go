@@ -28,8 +28,8 @@ var (
 	// errLoginsBusy ends a login that waited its whole upstream timeout
 	// for a place among the logins in progress.
 	errLoginsBusy = errors.New("as many upstream logins to this server as relayd runs at once were in progress for the whole upstream timeout")
-	// errGatesClosed ends a login that was waiting when the server shut
-	// down.
+	// errGatesClosed ends a login that was waiting or in progress when
+	// the server shut down, and any login after.
 	errGatesClosed = errors.New("relayd is shutting down")
 )
 
