@@ -514,6 +514,7 @@ func (d *Daemon) Start() {
 		defer d.wg.Done()
 		d.keepRunning(ctx, nil, "picking up the maildrop", d.pickup)
 	}()
+	d.log.Debug("garbage collection target", "gogc", tuneGC())
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
