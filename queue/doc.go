@@ -25,8 +25,9 @@
 // reauthorized (fallback.go), DIR/lock, which the one process using the spool holds
 // (flock), and DIR/tmp/ for files being written.
 //
-// A message is written to a temporary file, fsynced and renamed to ID.msg; then its metadata likewise to
-// ID.json; then DIR is fsynced. Only after that does the client get
+// A message and its metadata are written to temporary files, fsynced
+// (both at once) and renamed to ID.msg, then to ID.json; then DIR is
+// fsynced. Only after that does the client get
 // "250 2.0.0 queued as ID" (as Postfix does). Concurrent submissions share
 // the directory fsync (group commit). On start, every ID with both files is
 // recovered; a lone ID.msg or ID.json, and everything in tmp/, is the

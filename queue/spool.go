@@ -54,23 +54,39 @@ func metaName(id string) string { return id + ".json" }
 
 // writeTemp writes r to a new file in tmp/ and fsyncs it.
 func (s *Spool) writeTemp(prefix string, r io.Reader) (name string, n int64, err error) {
-	f, err := s.fs.CreateTemp(prefix)
+	f, n, err := s.createTemp(prefix, r)
 	if err != nil {
 		return "", 0, err
 	}
-	name = f.Name()
-	n, err = copyPooled(f, r)
-	if err == nil {
-		err = f.Sync()
+	return f.Name(), n, s.closeTemp(f, f.Sync())
+}
+
+// createTemp writes r to a new file in tmp/, not yet synced; the caller
+// syncs and closes it (closeTemp).
+func (s *Spool) createTemp(prefix string, r io.Reader) (File, int64, error) {
+	f, err := s.fs.CreateTemp(prefix)
+	if err != nil {
+		return nil, 0, err
 	}
+	n, err := copyPooled(f, r)
+	if err != nil {
+		f.Close()
+		s.fs.Remove(f.Name())
+		return nil, 0, err
+	}
+	return f, n, nil
+}
+
+// closeTemp closes f, a file createTemp made, and removes it when err (its
+// sync's) or the close failed.
+func (s *Spool) closeTemp(f File, err error) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		s.fs.Remove(name)
-		return "", 0, err
+		s.fs.Remove(f.Name())
 	}
-	return name, n, nil
+	return err
 }
 
 // copyBufs are writeTemp's copy buffers: io.Copy would allocate 32 KiB
@@ -105,19 +121,47 @@ func (s *Spool) Put(e *Entry, body io.Reader) error {
 var ErrSpoolRemoved = errors.New("spool directory removed")
 
 func (s *Spool) put(e *Entry, body io.Reader) error {
-	tmpMsg, n, err := s.writeTemp(e.ID+".msg.", body)
+	msg, n, err := s.createTemp(e.ID+".msg.", body)
 	if err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
+	e.Size = n
+	b, err := json.Marshal(e)
+	if err != nil {
+		s.closeTemp(msg, err)
+		return err
+	}
+	meta, _, err := s.createTemp(e.ID+".json.", bytes.NewReader(b))
+	if err != nil {
+		s.closeTemp(msg, err)
+		return fmt.Errorf("writing metadata: %w", err)
+	}
+	// Both files are synced at once: the file system commits them in one
+	// journal transaction where one after the other took two, and a
+	// transaction's commit is most of what a message costs on a disk
+	// whose fsync is fast.
+	metaSynced := make(chan error, 1)
+	go func() { metaSynced <- meta.Sync() }()
+	msgErr := s.closeTemp(msg, msg.Sync())
+	metaErr := s.closeTemp(meta, <-metaSynced)
+	if msgErr != nil || metaErr != nil {
+		s.fs.Remove(msg.Name())
+		s.fs.Remove(meta.Name())
+		if msgErr != nil {
+			return fmt.Errorf("writing message: %w", msgErr)
+		}
+		return fmt.Errorf("writing metadata: %w", metaErr)
+	}
 	fault.Hit("after-temp-write")
-	if err := s.fs.Rename(tmpMsg, msgName(e.ID)); err != nil {
-		s.fs.Remove(tmpMsg)
+	if err := s.fs.Rename(msg.Name(), msgName(e.ID)); err != nil {
+		s.fs.Remove(msg.Name())
+		s.fs.Remove(meta.Name())
 		return fmt.Errorf("writing message: %w", err)
 	}
-	e.Size = n
-	if err := s.writeMeta(e, false); err != nil {
+	if err := s.fs.Rename(meta.Name(), metaName(e.ID)); err != nil {
+		s.fs.Remove(meta.Name())
 		s.fs.Remove(msgName(e.ID))
-		return err
+		return fmt.Errorf("writing metadata: %w", err)
 	}
 	fault.Hit("after-rename")
 	if err := s.syncDir(); err != nil {

@@ -11,7 +11,7 @@
 // The points, in the order a message meets them:
 //
 //	smtp-data           the SMTP session, before a message is queued
-//	after-temp-write    the spool, after the message's temporary file is written
+//	after-temp-write    the spool, after the message's and its metadata's temporary files are written and synced
 //	after-rename        the spool, after the message and metadata are renamed
 //	deliver             the scheduler, before each message's delivery
 //	after-upstream-250  the SMTP transport, after the upstream accepted the message
