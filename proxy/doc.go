@@ -8,7 +8,7 @@
 // client the upstream's tagged OK with its post-login capabilities, and from
 // then on copies bytes in both directions without parsing them, so every
 // extension the upstream has works at full speed. A direction quiet for a
-// few seconds parks (park.go): its goroutine ends and one epoll set for
+// second parks (park.go): its goroutine ends and one epoll set for
 // the process waits for its socket, so an idle session holds no goroutine;
 // a parked TLS connection gives crypto/tls's empty read buffers back
 // (tlsidle.go). Upstream logins in progress are bounded (gate.go).

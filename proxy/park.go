@@ -29,12 +29,14 @@ import (
 // parkAfter is how long a direction's source must stay quiet before the
 // direction parks; 0 never parks. A park and a wake-up cost two epoll_ctl
 // calls and a goroutine, a few microseconds, nothing beside a round trip
-// to a provider; a goroutine that waits longer than it must costs its g
-// for good (Go reuses g's but never frees them), so the most goroutines
-// relayd had at once, during a burst of logins, stays in its memory. One
-// second is past the pause between a client's pipelined commands and
-// between a server's chunks of a reply. Tests set it lower, so that their
-// sessions park between commands.
+// to a provider; a TLS source also gives back crypto/tls's read buffers
+// when it parks (tlsidle.go), which its next record takes again (a few KB
+// of garbage). A goroutine that waits longer than it must costs its g for
+// good (Go reuses g's but never frees them), so the most goroutines relayd
+// had at once, during a burst of logins, stays in its memory. One second
+// is past the pause between a client's pipelined commands and between a
+// server's chunks of a reply. Tests set it lower, so that their sessions
+// park between commands.
 var parkAfter = 1 * time.Second
 
 // errParked is returned by a copy loop that parked: its goroutine ends

@@ -3,8 +3,9 @@ package queue
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,17 +75,26 @@ func BenchmarkSpoolPut(b *testing.B) {
 	}
 	defer sp.Close()
 	body := strings.Repeat(strings.Repeat("x", 78)+"\r\n", 128)
-	b.SetParallelism(max(1, 8/runtime.GOMAXPROCS(0)))
+	const writers = 8
 	b.SetBytes(int64(len(body)))
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			now := time.Now()
-			e := &Entry{ID: newID(now), Account: "a", From: "a@example.com", Created: now, State: StateQueued,
-				Recipients: []Recipient{{Addr: "b@example.net", State: RcptPending}}}
-			if err := sp.Put(e, strings.NewReader(body)); err != nil {
-				b.Fatal(err)
+	b.ResetTimer()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				now := time.Now()
+				e := &Entry{ID: newID(now), Account: "a", From: "a@example.com", Created: now, State: StateQueued,
+					Recipients: []Recipient{{Addr: "b@example.net", State: RcptPending}}}
+				if err := sp.Put(e, strings.NewReader(body)); err != nil {
+					b.Error(err)
+					return
+				}
 			}
-		}
-	})
+		}()
+	}
+	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 }

@@ -89,7 +89,7 @@ func (s *Spool) closeTemp(f File, err error) error {
 	return err
 }
 
-// copyBufs are writeTemp's copy buffers: io.Copy would allocate 32 KiB
+// copyBufs are createTemp's copy buffers: io.Copy would allocate 32 KiB
 // per message (in io.MultiReader's WriteTo, then in os.File's ReadFrom),
 // whose collection costs more CPU than the copy at a thousand messages a
 // second.
@@ -103,8 +103,8 @@ func copyPooled(w io.Writer, r io.Reader) (int64, error) {
 	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, *bp)
 }
 
-// Put stores a new message: body, then e's metadata (with e.Size set),
-// each written, fsynced and renamed into place, then the directory fsynced.
+// Put stores a new message: body and e's metadata (with e.Size set) are
+// written and fsynced, then renamed into place, then the directory fsynced.
 // When Put returns nil the message survives a crash; when it returns an
 // error nothing of it remains.
 func (s *Spool) Put(e *Entry, body io.Reader) error {
@@ -144,12 +144,14 @@ func (s *Spool) put(e *Entry, body io.Reader) error {
 	go func() { metaSynced <- meta.Sync() }()
 	msgErr := s.closeTemp(msg, msg.Sync())
 	metaErr := s.closeTemp(meta, <-metaSynced)
-	if msgErr != nil || metaErr != nil {
-		s.fs.Remove(msg.Name())
-		s.fs.Remove(meta.Name())
-		if msgErr != nil {
-			return fmt.Errorf("writing message: %w", msgErr)
+	switch { // closeTemp removed the file that failed
+	case msgErr != nil:
+		if metaErr == nil {
+			s.fs.Remove(meta.Name())
 		}
+		return fmt.Errorf("writing message: %w", msgErr)
+	case metaErr != nil:
+		s.fs.Remove(msg.Name())
 		return fmt.Errorf("writing metadata: %w", metaErr)
 	}
 	fault.Hit("after-temp-write")
@@ -174,10 +176,12 @@ func (s *Spool) put(e *Entry, body io.Reader) error {
 
 // Update rewrites e's metadata durably.
 func (s *Spool) Update(e *Entry) error {
-	return s.writeMeta(e, true)
+	return s.writeMeta(e)
 }
 
-func (s *Spool) writeMeta(e *Entry, sync bool) error {
+// writeMeta writes e's metadata durably: written, fsynced, renamed into
+// place, the directory fsynced.
+func (s *Spool) writeMeta(e *Entry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -190,10 +194,7 @@ func (s *Spool) writeMeta(e *Entry, sync bool) error {
 		s.fs.Remove(tmp)
 		return fmt.Errorf("writing metadata: %w", err)
 	}
-	if sync {
-		return s.syncDir()
-	}
-	return nil
+	return s.syncDir()
 }
 
 // syncDir fsyncs the spool directory. Callers that arrive while an fsync

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -17,9 +18,9 @@ import (
 // resident memory would stay at the burst's peak. The trimmer watches how
 // much relayd allocates; once a busy stretch is followed by a quiet
 // interval, it collects and returns the free memory at once
-// (debug.FreeOSMemory): one collection per burst, none while relayd is busy
-// or stays idle. Many goroutines ending counts as a burst too: idle
-// sessions park (proxy/park.go) a few seconds after their last bytes, and
+// (debug.FreeOSMemory): one collection per burst, none while relayd is busy,
+// at most one a minute while it stays idle. Many goroutines ending counts as a burst too: idle
+// sessions park (proxy/park.go) a second after their last bytes, and
 // the stacks of their goroutines are garbage only the next collection
 // frees, which an idle daemon runs every two minutes.
 
@@ -28,22 +29,26 @@ import (
 // collections, where Go's default lets it double. relayd's live heap is
 // mostly sessions that wait for weeks, and whatever the heap reaches while
 // they open (a burst of logins, their TLS handshakes' garbage) the runtime
-// keeps for good in metadata and fragmentation: at 50, 1,000 idle sessions
-// behind a TLS upstream measured 8.9 KB each opened one after the other
-// and 9.7 KB opened at once, against 9.8-10.5 and 10.6-11.2 KB at 100
-// (docs/decisions.md). The price is more collections per allocated byte,
-// which at relayd's small heaps are cheap: SMTP acceptance's CPU per
-// message did not move beyond the noise. Prometheus made the same choice
-// (75) for the same reason.
+// keeps for good in its metadata and in fragmentation: at 50 an idle
+// session behind a TLS upstream holds about 1 KB less (docs/decisions.md,
+// "GOGC=50"). The price is more collections per allocated byte, which at
+// relayd's small heaps are cheap: SMTP acceptance's CPU per message did
+// not move beyond the noise. Prometheus made the same choice (75) for the
+// same reason.
 const gcPercent = 50
 
 // tuneGC sets the collector's target to gcPercent unless the environment
-// sets GOGC, and reports the target in effect.
+// sets GOGC, and reports the target in effect (-1: off).
 func tuneGC() int {
 	if os.Getenv("GOGC") != "" {
-		p := debug.SetGCPercent(100)
-		debug.SetGCPercent(p)
-		return p
+		// Read without setting: setting even for a moment would turn
+		// a GOGC=off collector on.
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		if v := s[0].Value.Uint64(); v <= math.MaxInt32 {
+			return int(v)
+		}
+		return -1 // off: the runtime's -1, as a uint64
 	}
 	debug.SetGCPercent(gcPercent)
 	return gcPercent
@@ -52,17 +57,21 @@ func tuneGC() int {
 // trimDefaults are the trimmer's thresholds: a stretch that allocated at
 // least busy bytes, then an interval that allocated less than quiet.
 // A drop of trimGoroutines goroutines from the most since the last trim
-// counts as busy, and so does free heap the runtime has not given back yet
-// (memory a collection freed after the last trim) of at least trimFree
-// bytes and a quarter of the live heap: the runtime keeps free memory up to
-// the heap's goal, twice the live heap, so after a burst that freed a few
-// MB it would keep them for good.
+// counts as busy. So does free heap the runtime has not given back (memory
+// a collection freed after the last trim) of at least trimFree bytes and a
+// quarter of the live heap, at most once per trimFreeTicks intervals: the
+// runtime keeps free memory up to the heap's goal, one and a half times
+// the live heap, for the next cycle, so after sessions that opened and
+// parked it would keep a third more than they need for good; and every
+// collection of an idle daemon's small garbage leaves some, which is worth
+// giving back now and then, not after every collection.
 const (
 	trimEvery      = 5 * time.Second
 	trimBusy       = 8 << 20
 	trimQuiet      = 1 << 20
 	trimGoroutines = 256
 	trimFree       = 1 << 20
+	trimFreeTicks  = 12 // a minute
 )
 
 // trimmer decides when to trim, from the bytes allocated so far and the
@@ -71,9 +80,11 @@ type trimmer struct {
 	busy, quiet uint64
 	goroutines  uint64 // a drop from peak this large counts as busy
 	free        uint64 // this much free heap not given back, and a quarter of the live heap, counts as busy
+	freeTicks   int    // but only this many ticks after the last trim
 	last        uint64 // allocated at the previous tick
 	since       uint64 // allocated since the last trim
 	peak        uint64 // the most goroutines seen since the last trim
+	ticks       int    // ticks since the last trim
 }
 
 // tick is called every interval with the bytes allocated so far, the
@@ -84,11 +95,13 @@ func (t *trimmer) tick(allocated, goroutines, free, live uint64) bool {
 	t.last = allocated
 	t.since += d
 	t.peak = max(t.peak, goroutines)
+	t.ticks++
 	ended := t.goroutines > 0 && goroutines+t.goroutines <= t.peak
-	unreleased := t.free > 0 && free >= t.free && free >= live/4
+	unreleased := t.free > 0 && free >= t.free && free >= live/4 && t.ticks >= t.freeTicks
 	if d < t.quiet && (t.since >= t.busy || ended || unreleased) {
 		t.since = 0
 		t.peak = goroutines
+		t.ticks = 0
 		return true
 	}
 	return false
@@ -103,7 +116,7 @@ func trimMemory(ctx context.Context, every time.Duration) {
 		return sample[0].Value.Uint64(), sample[1].Value.Uint64(), sample[2].Value.Uint64(), sample[3].Value.Uint64()
 	}
 	a, g, _, _ := read()
-	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, last: a, peak: g}
+	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: trimFreeTicks, last: a, peak: g}
 	tk := time.NewTicker(every)
 	defer tk.Stop()
 	for {

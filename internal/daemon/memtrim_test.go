@@ -18,6 +18,11 @@ func TestTuneGC(t *testing.T) {
 	if p := tuneGC(); p != 200 || debug.SetGCPercent(100) != 200 {
 		t.Errorf("with GOGC=200: target %d, want 200 left alone", p)
 	}
+	t.Setenv("GOGC", "off")
+	debug.SetGCPercent(-1)
+	if p := tuneGC(); p != -1 || debug.SetGCPercent(100) != -1 {
+		t.Errorf("with GOGC=off: target %d, want -1 (off) left alone", p)
+	}
 }
 
 func TestTrimmer(t *testing.T) {
@@ -46,10 +51,12 @@ func TestTrimmer(t *testing.T) {
 		{"free heap left after a collection, quiet: trimmed", []uint64{0, 0, 0}, []int{1}, nil, []uint64{0, 6, 0}, 0},
 		{"free heap left while busy: once quiet", []uint64{2, 4, 4}, []int{2}, nil, []uint64{6, 6, 6}, 0},
 		{"a few MB free of a small heap: trimmed", []uint64{0, 0, 0}, []int{1}, nil, []uint64{0, 3, 0}, 8},
+		{"free heap after every collection while idle: not more often than freeTicks", []uint64{0, 0, 0, 0, 0, 0}, []int{1, 3, 5}, nil, []uint64{3, 3, 3, 3, 3, 3}, 4},
 		{"free heap small beside the live heap: not", []uint64{0, 0, 0}, nil, nil, []uint64{3, 3, 3}, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree}
+			// The test's minute is two ticks.
+			tr := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: 2}
 			var got []int
 			for i, a := range tc.allocated {
 				g := uint64(10)
