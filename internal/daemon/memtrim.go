@@ -18,11 +18,11 @@ import (
 // resident memory would stay at the burst's peak. The trimmer watches how
 // much relayd allocates; once a busy stretch is followed by a quiet
 // interval, it collects and returns the free memory at once
-// (debug.FreeOSMemory): one collection per burst, none while relayd is busy,
-// at most one a minute while it stays idle. Many goroutines ending counts as a burst too: idle
-// sessions park (proxy/park.go) a second after their last bytes, and
-// the stacks of their goroutines are garbage only the next collection
-// frees, which an idle daemon runs every two minutes.
+// (debug.FreeOSMemory): one collection per burst, none while relayd is
+// busy. Many goroutines ending counts as a burst too: idle sessions park
+// (proxy/park.go) a second after their last bytes, and wake for an
+// upstream's keepalive, and the stacks of their goroutines go back to the
+// heap, where the runtime keeps them.
 
 // gcPercent is the collector's target (GOGC) relayd sets unless GOGC is
 // in its environment: the heap may grow by half its live size between
@@ -56,8 +56,8 @@ func tuneGC() int {
 
 // trimDefaults are the trimmer's thresholds: a stretch that allocated at
 // least busy bytes, then an interval that allocated less than quiet.
-// A drop of trimGoroutines goroutines from the most since the last trim
-// counts as busy. So does free heap the runtime has not given back (memory
+// trimGoroutines goroutines that ended since the last trim count as busy
+// (their stacks are free). So does free heap the runtime has not given back (memory
 // a collection freed after the last trim) of at least trimFree bytes and a
 // quarter of the live heap, at most once per trimFreeTicks intervals: the
 // runtime keeps free memory up to the heap's goal, one and a half times
@@ -74,34 +74,61 @@ const (
 	trimFreeTicks  = 12 // a minute
 )
 
-// trimmer decides when to trim, from the bytes allocated so far and the
-// goroutines there are.
+// trimSample is what the trimmer reads every interval (runtime/metrics).
+type trimSample struct {
+	allocated  uint64 // bytes allocated so far
+	goroutines uint64 // goroutines now
+	created    uint64 // goroutines created so far
+	free       uint64 // free heap not given back to the system
+	live       uint64 // the live heap, as of the last collection
+}
+
+// readTrimSample reads a trimSample.
+func readTrimSample(s []metrics.Sample) trimSample {
+	metrics.Read(s)
+	return trimSample{allocated: s[0].Value.Uint64(), goroutines: s[1].Value.Uint64(), created: s[2].Value.Uint64(),
+		free: s[3].Value.Uint64(), live: s[4].Value.Uint64()}
+}
+
+// trimMetrics are the runtime/metrics names readTrimSample reads, in order.
+var trimMetrics = []string{"/gc/heap/allocs:bytes", "/sched/goroutines:goroutines",
+	"/sched/goroutines-created:goroutines", "/memory/classes/heap/free:bytes", "/gc/heap/live:bytes"}
+
+// trimmer decides when to trim, from what relayd allocated and the
+// goroutines it created and ended since the last trim.
 type trimmer struct {
 	busy, quiet uint64
-	goroutines  uint64 // a drop from peak this large counts as busy
+	goroutines  uint64 // this many goroutines ended since the last trim count as busy
 	free        uint64 // this much free heap not given back, and a quarter of the live heap, counts as busy
 	freeTicks   int    // but only this many ticks after the last trim
 	last        uint64 // allocated at the previous tick
 	since       uint64 // allocated since the last trim
-	peak        uint64 // the most goroutines seen since the last trim
+	created     uint64 // goroutines created, at the last trim
+	running     uint64 // goroutines there were at the last trim
 	ticks       int    // ticks since the last trim
 }
 
-// tick is called every interval with the bytes allocated so far, the
-// goroutines now, the free heap not given back and the live heap; it
-// reports whether to trim now.
-func (t *trimmer) tick(allocated, goroutines, free, live uint64) bool {
-	d := allocated - t.last
-	t.last = allocated
+// start makes the trimmer count from s.
+func (t *trimmer) start(s trimSample) {
+	t.last, t.since, t.created, t.running, t.ticks = s.allocated, 0, s.created, s.goroutines, 0
+}
+
+// tick is called every interval with a new sample; it reports whether to
+// trim now.
+func (t *trimmer) tick(s trimSample) bool {
+	d := s.allocated - t.last
+	t.last = s.allocated
 	t.since += d
-	t.peak = max(t.peak, goroutines)
 	t.ticks++
-	ended := t.goroutines > 0 && goroutines+t.goroutines <= t.peak
-	unreleased := t.free > 0 && free >= t.free && free >= live/4 && t.ticks >= t.freeTicks
-	if d < t.quiet && (t.since >= t.busy || ended || unreleased) {
-		t.since = 0
-		t.peak = goroutines
-		t.ticks = 0
+	// Goroutines that ended since the last trim: those created since,
+	// less how many more there are now. Counted, not sampled: a thousand
+	// parked sessions woken by their upstreams' keepalives start and end
+	// a goroutine each within a second, between two ticks.
+	ended := int64(s.created-t.created) - (int64(s.goroutines) - int64(t.running))
+	churned := t.goroutines > 0 && ended >= int64(t.goroutines)
+	unreleased := t.free > 0 && s.free >= t.free && s.free >= s.live/4 && t.ticks >= t.freeTicks
+	if d < t.quiet && (t.since >= t.busy || churned || unreleased) {
+		t.start(s)
 		return true
 	}
 	return false
@@ -109,14 +136,12 @@ func (t *trimmer) tick(allocated, goroutines, free, live uint64) bool {
 
 // trimMemory runs the trimmer every interval until ctx is done.
 func trimMemory(ctx context.Context, every time.Duration) {
-	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/sched/goroutines:goroutines"},
-		{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/live:bytes"}}
-	read := func() (allocated, goroutines, free, live uint64) {
-		metrics.Read(sample)
-		return sample[0].Value.Uint64(), sample[1].Value.Uint64(), sample[2].Value.Uint64(), sample[3].Value.Uint64()
+	sample := make([]metrics.Sample, len(trimMetrics))
+	for i, name := range trimMetrics {
+		sample[i].Name = name
 	}
-	a, g, _, _ := read()
-	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: trimFreeTicks, last: a, peak: g}
+	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: trimFreeTicks}
+	t.start(readTrimSample(sample))
 	tk := time.NewTicker(every)
 	defer tk.Stop()
 	for {
@@ -125,13 +150,13 @@ func trimMemory(ctx context.Context, every time.Duration) {
 			return
 		case <-tk.C:
 		}
-		if t.tick(read()) {
+		if t.tick(readTrimSample(sample)) {
 			// Two collections: the burst's sessions wait on stacks
 			// their logins grew, and a collection gives back at most
 			// half of each goroutine's stack.
 			runtime.GC()
 			debug.FreeOSMemory()
-			t.last, _, _, _ = read()
+			t.start(readTrimSample(sample))
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"fmt"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
 )
 
@@ -27,62 +29,70 @@ func TestTuneGC(t *testing.T) {
 
 func TestTrimmer(t *testing.T) {
 	const mb = 1 << 20
+	// at is one tick's sample: allocated so far (MB), goroutines now,
+	// goroutines created so far, free heap not given back (MB); the
+	// live heap is 4 MB unless live is set.
+	type at struct{ alloc, g, created, free uint64 }
+	quiet := func(n int) []at { return make([]at, n) }
 	for _, tc := range []struct {
-		name string
-		// allocated so far at each tick, in MB; want the ticks that trim.
-		allocated []uint64
-		want      []int
-		// goroutines at each tick; none: 10 throughout.
-		goroutines []uint64
-		// free heap not given back at each tick, in MB; none: 0.
-		free []uint64
-		// the live heap, in MB; 0: 4.
-		live uint64
+		name  string
+		ticks []at
+		want  []int // the ticks that trim
+		live  uint64
 	}{
-		{"idle: never", []uint64{0, 0, 0, 0}, nil, nil, nil, 0},
-		{"a burst, then quiet: once", []uint64{20, 20, 20, 20}, []int{1}, nil, nil, 0},
-		{"busy throughout: not while busy", []uint64{10, 20, 30, 40, 40}, []int{4}, nil, nil, 0},
-		{"a trickle below busy: not", []uint64{0, 0, 0, 0, 0, 0, 0}, nil, nil, nil, 0},
-		{"a trickle adds up: once it passes busy", []uint64{3, 6, 9, 9}, []int{3}, nil, nil, 0},
-		{"two bursts: twice", []uint64{30, 30, 60, 60}, []int{1, 3}, nil, nil, 0},
-		{"sessions park (goroutines end), quiet: once", []uint64{0, 0, 0, 0, 0}, []int{2}, []uint64{1000, 1100, 30, 30, 30}, nil, 0},
-		{"goroutines end while busy: once quiet", []uint64{0, 10, 20, 20}, []int{3}, []uint64{1000, 30, 30, 30}, nil, 0},
-		{"a few goroutines come and go: not", []uint64{0, 0, 0, 0}, nil, []uint64{300, 100, 300, 100}, nil, 0},
-		{"free heap left after a collection, quiet: trimmed", []uint64{0, 0, 0}, []int{1}, nil, []uint64{0, 6, 0}, 0},
-		{"free heap left while busy: once quiet", []uint64{2, 4, 4}, []int{2}, nil, []uint64{6, 6, 6}, 0},
-		{"a few MB free of a small heap: trimmed", []uint64{0, 0, 0}, []int{1}, nil, []uint64{0, 3, 0}, 8},
-		{"free heap after every collection while idle: not more often than freeTicks", []uint64{0, 0, 0, 0, 0, 0}, []int{1, 3, 5}, nil, []uint64{3, 3, 3, 3, 3, 3}, 4},
-		{"free heap small beside the live heap: not", []uint64{0, 0, 0}, nil, nil, []uint64{3, 3, 3}, 100},
+		{"idle: never", quiet(4), nil, 0},
+		{"a burst, then quiet: once", []at{{alloc: 20}, {alloc: 20}, {alloc: 20}, {alloc: 20}}, []int{1}, 0},
+		{"busy throughout: not while busy", []at{{alloc: 10}, {alloc: 20}, {alloc: 30}, {alloc: 40}, {alloc: 40}}, []int{4}, 0},
+		{"a trickle adds up: once it passes busy", []at{{alloc: 3}, {alloc: 6}, {alloc: 9}, {alloc: 9}}, []int{3}, 0},
+		{"two bursts: twice", []at{{alloc: 30}, {alloc: 30}, {alloc: 60}, {alloc: 60}}, []int{1, 3}, 0},
+		{"sessions open and park (goroutines end), quiet: once",
+			[]at{{g: 1000, created: 1000}, {g: 1100, created: 1200}, {g: 30, created: 1200}, {g: 30, created: 1200}, {g: 30, created: 1200}}, []int{2}, 0},
+		{"goroutines end while busy: once quiet",
+			[]at{{g: 1000, created: 1000}, {alloc: 10, g: 30, created: 1000}, {alloc: 20, g: 30, created: 1000}, {alloc: 20, g: 30, created: 1000}}, []int{3}, 0},
+		{"a wave between two ticks (keepalives wake parked sessions): once",
+			[]at{{}, {created: 1000}, {created: 1000}, {created: 1000}}, []int{1}, 0},
+		{"sessions opened and still open: not",
+			[]at{{g: 1000, created: 1000}, {g: 1000, created: 1000}, {g: 1000, created: 1000}}, nil, 0},
+		{"a few goroutines come and go: not",
+			[]at{{g: 100, created: 100}, {g: 10, created: 100}, {g: 100, created: 190}, {g: 10, created: 190}}, nil, 0},
+		{"free heap left after a collection, quiet: trimmed", []at{{}, {free: 6}, {}}, []int{1}, 0},
+		{"free heap left while busy: once quiet", []at{{alloc: 2, free: 6}, {alloc: 4, free: 6}, {alloc: 4, free: 6}}, []int{2}, 0},
+		{"a few MB free of a small heap: trimmed", []at{{}, {free: 3}, {}}, []int{1}, 8},
+		{"free heap small beside the live heap: not", []at{{free: 3}, {free: 3}, {free: 3}}, nil, 100},
+		{"free heap after every collection while idle: not more often than freeTicks",
+			[]at{{free: 3}, {free: 3}, {free: 3}, {free: 3}, {free: 3}, {free: 3}}, []int{1, 3, 5}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The test's minute is two ticks.
 			tr := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: 2}
+			live := tc.live
+			if live == 0 {
+				live = 4
+			}
+			tr.start(trimSample{live: live * mb})
 			var got []int
-			for i, a := range tc.allocated {
-				g := uint64(10)
-				if tc.goroutines != nil {
-					g = tc.goroutines[i]
-				}
-				var free uint64
-				if tc.free != nil {
-					free = tc.free[i] * mb
-				}
-				live := tc.live
-				if live == 0 {
-					live = 4
-				}
-				if tr.tick(a*mb, g, free, live*mb) {
+			for i, a := range tc.ticks {
+				if tr.tick(trimSample{allocated: a.alloc * mb, goroutines: a.g, created: a.created, free: a.free * mb, live: live * mb}) {
 					got = append(got, i)
 				}
 			}
-			if len(got) != len(tc.want) {
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Fatalf("trimmed at ticks %v, want %v", got, tc.want)
 			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Fatalf("trimmed at ticks %v, want %v", got, tc.want)
-				}
-			}
 		})
+	}
+}
+
+// The trimmer's metrics exist in this Go: a missing one reads as zero and
+// would quietly disable its rule.
+func TestTrimMetrics(t *testing.T) {
+	known := map[string]bool{}
+	for _, d := range metrics.All() {
+		known[d.Name] = d.Kind == metrics.KindUint64
+	}
+	for _, name := range trimMetrics {
+		if !known[name] {
+			t.Errorf("runtime/metrics has no uint64 %s", name)
+		}
 	}
 }
