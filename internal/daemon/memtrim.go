@@ -57,7 +57,10 @@ func tuneGC() int {
 // trimDefaults are the trimmer's thresholds: a stretch that allocated at
 // least busy bytes, then an interval that allocated less than quiet.
 // trimGoroutines goroutines that ended since the last trim count as busy
-// (their stacks are free). So does free heap the runtime has not given back (memory
+// (their stacks are free), at most once per trimEndedTicks intervals: a
+// daemon with thousands of idle sessions wakes some every second, and a
+// collection of its heap every five seconds would cost more than it gives
+// back. So does free heap the runtime has not given back (memory
 // a collection freed after the last trim) of at least trimFree bytes and a
 // quarter of the live heap, at most once per trimFreeTicks intervals: the
 // runtime keeps free memory up to the heap's goal, one and a half times
@@ -72,6 +75,7 @@ const (
 	trimGoroutines = 256
 	trimFree       = 1 << 20
 	trimFreeTicks  = 12 // a minute
+	trimEndedTicks = 6  // half a minute
 )
 
 // trimSample is what the trimmer reads every interval (runtime/metrics).
@@ -101,6 +105,7 @@ type trimmer struct {
 	goroutines  uint64 // this many goroutines ended since the last trim count as busy
 	free        uint64 // this much free heap not given back, and a quarter of the live heap, counts as busy
 	freeTicks   int    // but only this many ticks after the last trim
+	endedTicks  int    // and ended goroutines only this many
 	last        uint64 // allocated at the previous tick
 	since       uint64 // allocated since the last trim
 	created     uint64 // goroutines created, at the last trim
@@ -125,7 +130,7 @@ func (t *trimmer) tick(s trimSample) bool {
 	// parked sessions woken by their upstreams' keepalives start and end
 	// a goroutine each within a second, between two ticks.
 	ended := int64(s.created-t.created) - (int64(s.goroutines) - int64(t.running))
-	churned := t.goroutines > 0 && ended >= int64(t.goroutines)
+	churned := t.goroutines > 0 && ended >= int64(t.goroutines) && t.ticks >= t.endedTicks
 	unreleased := t.free > 0 && s.free >= t.free && s.free >= s.live/4 && t.ticks >= t.freeTicks
 	if d < t.quiet && (t.since >= t.busy || churned || unreleased) {
 		t.start(s)
@@ -140,7 +145,7 @@ func trimMemory(ctx context.Context, every time.Duration) {
 	for i, name := range trimMetrics {
 		sample[i].Name = name
 	}
-	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: trimFreeTicks}
+	t := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: trimFreeTicks, endedTicks: trimEndedTicks}
 	t.start(readTrimSample(sample))
 	tk := time.NewTicker(every)
 	defer tk.Stop()

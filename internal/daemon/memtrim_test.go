@@ -51,6 +51,8 @@ func TestTrimmer(t *testing.T) {
 			[]at{{g: 1000, created: 1000}, {alloc: 10, g: 30, created: 1000}, {alloc: 20, g: 30, created: 1000}, {alloc: 20, g: 30, created: 1000}}, []int{3}, 0},
 		{"a wave between two ticks (keepalives wake parked sessions): once",
 			[]at{{}, {created: 1000}, {created: 1000}, {created: 1000}}, []int{1}, 0},
+		{"goroutines end at every tick (many idle sessions wake): not more often than endedTicks",
+			[]at{{created: 300}, {created: 600}, {created: 900}, {created: 1200}, {created: 1500}}, []int{1, 3}, 0},
 		{"sessions opened and still open: not",
 			[]at{{g: 1000, created: 1000}, {g: 1000, created: 1000}, {g: 1000, created: 1000}}, nil, 0},
 		{"a few goroutines come and go: not",
@@ -63,8 +65,8 @@ func TestTrimmer(t *testing.T) {
 			[]at{{free: 3}, {free: 3}, {free: 3}, {free: 3}, {free: 3}, {free: 3}}, []int{1, 3, 5}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// The test's minute is two ticks.
-			tr := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: 2}
+			// The test's minute is two ticks, and its half minute too.
+			tr := &trimmer{busy: trimBusy, quiet: trimQuiet, goroutines: trimGoroutines, free: trimFree, freeTicks: 2, endedTicks: 2}
 			live := tc.live
 			if live == 0 {
 				live = 4
