@@ -67,7 +67,10 @@ func tuneGC() int {
 // the live heap, for the next cycle, so after sessions that opened and
 // parked it would keep a third more than they need for good; and every
 // collection of an idle daemon's small garbage leaves some, which is worth
-// giving back now and then, not after every collection.
+// giving back now and then, not after every collection. And a heap (in use
+// and free) larger than the goal by trimFree and an eighth of the goal
+// counts at once: a wave of goroutines (parked sessions woken together)
+// takes stacks and leaves them free, beyond anything the next cycle needs.
 const (
 	trimEvery      = 5 * time.Second
 	trimBusy       = 8 << 20
@@ -85,18 +88,22 @@ type trimSample struct {
 	created    uint64 // goroutines created so far
 	free       uint64 // free heap not given back to the system
 	live       uint64 // the live heap, as of the last collection
+	inUse      uint64 // the heap's objects, live or not yet collected, and their spans' unused room
+	goal       uint64 // the heap's size at which the next collection starts
 }
 
 // readTrimSample reads a trimSample.
 func readTrimSample(s []metrics.Sample) trimSample {
 	metrics.Read(s)
 	return trimSample{allocated: s[0].Value.Uint64(), goroutines: s[1].Value.Uint64(), created: s[2].Value.Uint64(),
-		free: s[3].Value.Uint64(), live: s[4].Value.Uint64()}
+		free: s[3].Value.Uint64(), live: s[4].Value.Uint64(), inUse: s[5].Value.Uint64() + s[6].Value.Uint64(),
+		goal: s[7].Value.Uint64()}
 }
 
 // trimMetrics are the runtime/metrics names readTrimSample reads, in order.
 var trimMetrics = []string{"/gc/heap/allocs:bytes", "/sched/goroutines:goroutines",
-	"/sched/goroutines-created:goroutines", "/memory/classes/heap/free:bytes", "/gc/heap/live:bytes"}
+	"/sched/goroutines-created:goroutines", "/memory/classes/heap/free:bytes", "/gc/heap/live:bytes",
+	"/memory/classes/heap/objects:bytes", "/memory/classes/heap/unused:bytes", "/gc/heap/goal:bytes"}
 
 // trimmer decides when to trim, from what relayd allocated and the
 // goroutines it created and ended since the last trim.
@@ -132,7 +139,11 @@ func (t *trimmer) tick(s trimSample) bool {
 	ended := int64(s.created-t.created) - (int64(s.goroutines) - int64(t.running))
 	churned := t.goroutines > 0 && ended >= int64(t.goroutines) && t.ticks >= t.endedTicks
 	unreleased := t.free > 0 && s.free >= t.free && s.free >= s.live/4 && t.ticks >= t.freeTicks
-	if d < t.quiet && (t.since >= t.busy || churned || unreleased) {
+	// Heap kept beyond what the next cycle may use: the runtime would
+	// keep it until a collection, which an idle daemon runs every two
+	// minutes, and then keep the free part for good.
+	beyond := t.free > 0 && s.inUse+s.free >= s.goal+max(t.free, s.goal/8)
+	if d < t.quiet && (t.since >= t.busy || churned || unreleased || beyond) {
 		t.start(s)
 		return true
 	}

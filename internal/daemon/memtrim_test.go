@@ -30,9 +30,10 @@ func TestTuneGC(t *testing.T) {
 func TestTrimmer(t *testing.T) {
 	const mb = 1 << 20
 	// at is one tick's sample: allocated so far (MB), goroutines now,
-	// goroutines created so far, free heap not given back (MB); the
-	// live heap is 4 MB unless live is set.
-	type at struct{ alloc, g, created, free uint64 }
+	// goroutines created so far, free heap not given back (MB), heap in
+	// use (MB; 0: the live heap); the live heap is 4 MB unless live is
+	// set, the goal one and a half times that.
+	type at struct{ alloc, g, created, free, inUse uint64 }
 	quiet := func(n int) []at { return make([]at, n) }
 	for _, tc := range []struct {
 		name  string
@@ -61,8 +62,12 @@ func TestTrimmer(t *testing.T) {
 		{"free heap left while busy: once quiet", []at{{alloc: 2, free: 6}, {alloc: 4, free: 6}, {alloc: 4, free: 6}}, []int{2}, 0},
 		{"a few MB free of a small heap: trimmed", []at{{}, {free: 3}, {}}, []int{1}, 8},
 		{"free heap small beside the live heap: not", []at{{free: 3}, {free: 3}, {free: 3}}, nil, 100},
+		{"heap beyond the goal (a wave took stacks and left them): at once",
+			[]at{{free: 3, inUse: 5}, {}}, []int{0}, 4},
+		{"free heap within the goal after a collection: not at once",
+			[]at{{free: 2}}, nil, 4},
 		{"free heap after every collection while idle: not more often than freeTicks",
-			[]at{{free: 3}, {free: 3}, {free: 3}, {free: 3}, {free: 3}, {free: 3}}, []int{1, 3, 5}, 0},
+			[]at{{free: 2}, {free: 2}, {free: 2}, {free: 2}, {free: 2}, {free: 2}}, []int{1, 3, 5}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The test's minute is two ticks, and its half minute too.
@@ -74,7 +79,12 @@ func TestTrimmer(t *testing.T) {
 			tr.start(trimSample{live: live * mb})
 			var got []int
 			for i, a := range tc.ticks {
-				if tr.tick(trimSample{allocated: a.alloc * mb, goroutines: a.g, created: a.created, free: a.free * mb, live: live * mb}) {
+				inUse := a.inUse
+				if inUse == 0 {
+					inUse = live
+				}
+				if tr.tick(trimSample{allocated: a.alloc * mb, goroutines: a.g, created: a.created, free: a.free * mb, live: live * mb,
+					inUse: inUse * mb, goal: live * mb * 3 / 2}) {
 					got = append(got, i)
 				}
 			}
