@@ -20,8 +20,8 @@ import (
 // interval, it collects and returns the free memory at once
 // (debug.FreeOSMemory): one collection per burst, none while relayd is
 // busy. Many goroutines ending counts as a burst too: idle sessions park
-// (proxy/park.go) a second after their last bytes, and wake for an
-// upstream's keepalive, and the stacks of their goroutines go back to the
+// (proxy/park.go) a second after their last bytes, and wake when their
+// upstream sends something, and the stacks of their goroutines go back to the
 // heap, where the runtime keeps them.
 
 // gcPercent is the collector's target (GOGC) relayd sets unless GOGC is
@@ -134,8 +134,9 @@ func (t *trimmer) tick(s trimSample) bool {
 	t.ticks++
 	// Goroutines that ended since the last trim: those created since,
 	// less how many more there are now. Counted, not sampled: a thousand
-	// parked sessions woken by their upstreams' keepalives start and end
-	// a goroutine each within a second, between two ticks.
+	// parked sessions woken together (by their upstream, in the
+	// benchmark; what Dovecot sends then is not known) start and end a
+	// goroutine each within a second, between two ticks.
 	ended := int64(s.created-t.created) - (int64(s.goroutines) - int64(t.running))
 	churned := t.goroutines > 0 && ended >= int64(t.goroutines) && t.ticks >= t.endedTicks
 	unreleased := t.free > 0 && s.free >= t.free && s.free >= s.live/4 && t.ticks >= t.freeTicks
