@@ -2,8 +2,9 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,9 +19,10 @@ import (
 )
 
 // fullFS is a spool file system whose disk fills up on demand: once full
-// holds a name part (".msg." for message bodies, ".json." for metadata),
-// writes to temporary files with that part in their name store half their
-// bytes and fail with ENOSPC, as a real full disk does.
+// holds "message" (a new message file's message), "metadata" (a new
+// message file's metadata) or ".json." (a temporary file for a metadata
+// update), those writes store half their bytes and fail with ENOSPC, as a
+// real full disk does.
 type fullFS struct {
 	queue.FS
 	full atomic.Value // string
@@ -30,6 +32,14 @@ func (f *fullFS) wrap(real queue.FS) queue.FS {
 	f.FS = real
 	f.full.Store("")
 	return f
+}
+
+func (f *fullFS) Create(name string) (queue.File, error) {
+	fl, err := f.FS.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return &fullFile{File: fl, fs: f, prefix: name}, nil
 }
 
 func (f *fullFS) CreateTemp(prefix string) (queue.File, error) {
@@ -47,11 +57,27 @@ type fullFile struct {
 }
 
 func (w *fullFile) Write(b []byte) (int, error) {
-	if part := w.fs.full.Load().(string); part != "" && strings.Contains(w.prefix, part) {
+	if w.full(b) {
 		n, _ := w.File.Write(b[:len(b)/2])
 		return n, &os.PathError{Op: "write", Path: w.Name(), Err: syscall.ENOSPC}
 	}
 	return w.File.Write(b)
+}
+
+// full reports whether writing b runs out of space.
+func (w *fullFile) full(b []byte) bool {
+	switch part := w.fs.full.Load().(string); {
+	case part == "":
+		return false
+	case strings.HasSuffix(w.prefix, ".msg"): // header line, message, metadata
+		if bytes.HasPrefix(b, []byte("relayd-spool ")) {
+			return false
+		}
+		meta := bytes.HasPrefix(b, []byte(`{"id":`))
+		return part == "metadata" && meta || part == "message" && !meta
+	default:
+		return strings.Contains(w.prefix, part)
+	}
 }
 
 // The disk fills up during DATA, then during the metadata write that
@@ -87,8 +113,8 @@ func TestSMTPDiskFull(t *testing.T) {
 			t.Fatalf("message %d with space on the disk: %v", i, err)
 		}
 	}
-	meta := func(id string) []byte {
-		b, err := os.ReadFile(filepath.Join(queueDir, id+".json"))
+	file := func(id string) []byte {
+		b, err := os.ReadFile(filepath.Join(queueDir, id+".msg"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +125,7 @@ func TestSMTPDiskFull(t *testing.T) {
 		someID = id
 	}
 
-	for _, part := range []string{".msg.", ".json."} {
+	for _, part := range []string{"message", "metadata"} {
 		fs.full.Store(part)
 		err := send(100)
 		if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 452 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 1}) {
@@ -108,12 +134,13 @@ func TestSMTPDiskFull(t *testing.T) {
 	}
 	// A metadata update (here an admin's hold) on a full disk fails as a
 	// whole: the old metadata stays on disk, and the hold is not applied.
+	fs.full.Store(".json.")
+	stored := file(someID)
 	if _, err := r.q.Hold(someID); err == nil || !strings.Contains(err.Error(), "no space left") {
 		t.Errorf("Hold() with the disk full = %v, want ENOSPC", err)
 	}
-	var onDisk queue.Entry
-	if err := json.Unmarshal(meta(someID), &onDisk); err != nil || onDisk.AdminHold {
-		t.Errorf("metadata after a failed update: %v, held %v; want the old, unheld one", err, onDisk.AdminHold)
+	if _, err := os.Stat(filepath.Join(queueDir, someID+".json")); !errors.Is(err, os.ErrNotExist) || !bytes.Equal(file(someID), stored) {
+		t.Errorf("after a failed update: %s.json %v, message file changed %v; want the metadata Put stored, alone", someID, err, !bytes.Equal(file(someID), stored))
 	}
 	if e, err := r.q.Get(someID); err != nil || e.AdminHold {
 		t.Errorf("Get() after a failed hold = %+v, %v; want the message not held", e, err)
@@ -145,21 +172,33 @@ func TestSMTPDiskFull(t *testing.T) {
 		t.Fatalf("%d messages acknowledged, want 4", len(acked))
 	}
 	names, _ := filepath.Glob(filepath.Join(queueDir, "*"))
-	want := 1 + 1 + 2*len(acked) // lock, tmp/, and a pair per message
+	want := 1 + 1 + len(acked) // lock, tmp/, and a file per message
 	if len(names) != want {
 		t.Errorf("spool holds %v, want %d entries", names, want)
 	}
 	if tmp, _ := os.ReadDir(filepath.Join(queueDir, "tmp")); len(tmp) != 0 {
 		t.Errorf("half-written files left in tmp/: %v", tmp)
 	}
-	for id, i := range acked {
-		var e queue.Entry
-		if err := json.Unmarshal(meta(id), &e); err != nil || e.ID != id {
-			t.Errorf("metadata of %s: %v (id %q)", id, err, e.ID)
+	sp, err := queue.OpenSpool(queueDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	entries, err := sp.Recover()
+	if err != nil || len(entries) != len(acked) {
+		t.Fatalf("Recover() = %d entries, %v; want the %d acknowledged", len(entries), err, len(acked))
+	}
+	for _, e := range entries {
+		i, ok := acked[e.ID]
+		f, err := sp.Open(e.ID)
+		if !ok || err != nil {
+			t.Errorf("entry %s: acknowledged %v, %v", e.ID, ok, err)
+			continue
 		}
-		msg, err := os.ReadFile(filepath.Join(queueDir, id+".msg"))
+		msg, err := io.ReadAll(f)
+		f.Close()
 		if err != nil || !bytes.HasSuffix(msg, body(i)) || e.Size != int64(len(msg)) {
-			t.Errorf("message %d (%s) = %q, %v; size %d, want it to end in %q", i, id, msg, err, e.Size, body(i))
+			t.Errorf("message %d (%s) = %q, %v; size %d, want it to end in %q", i, e.ID, msg, err, e.Size, body(i))
 		}
 	}
 }

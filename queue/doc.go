@@ -10,12 +10,15 @@
 //
 // # On-disk layout
 //
-// The spool is one directory, DIR, with two kinds of files per message:
+// The spool is one directory, DIR, with one or two files per message:
 //
-//	DIR/ID.msg   the message as received plus relayd's Received: header
-//	             (and a Message-ID: when the client sent none)
-//	DIR/ID.json  the metadata: account, envelope, per-recipient state,
-//	             attempts, timestamps, last error, state
+//	DIR/ID.msg   a header line with two lengths, the message as received
+//	             plus relayd's Received: header (and a Message-ID: when
+//	             the client sent none), then the metadata it was queued
+//	             with (spool.go, fileHeader)
+//	DIR/ID.json  the metadata once it changed: account, envelope,
+//	             per-recipient state, attempts, timestamps, last error,
+//	             state
 //
 // DIR/held-accounts.list for the accounts an admin held (relayd queue hold
 // ACCOUNT), DIR/condition-holds.list for when each account's hold for its
@@ -23,18 +26,20 @@
 // lifetimes), DIR/fallback-rewrite.list for the accounts whose fallback
 // mailbox was refused Send As and rewrites From until they are
 // reauthorized (fallback.go), DIR/lock, which the one process using the spool holds
-// (flock), and DIR/tmp/ for files being written.
+// (flock), and DIR/tmp/ for metadata being written.
 //
-// A message and its metadata are written to temporary files, fsynced
-// (both at once) and renamed to ID.msg, then to ID.json; then DIR is
-// fsynced. Only after that does the client get
-// "250 2.0.0 queued as ID" (as Postfix does). Concurrent submissions share
-// the directory fsync (group commit). On start, every ID with both files is
-// recovered; a lone ID.msg or ID.json, and everything in tmp/, is the
-// remains of an unacknowledged submission and is deleted.
+// A new message's file is written in place, its header line last with
+// the lengths that say it is finished, and fsynced; then DIR is fsynced.
+// Only after that does the client get "250 2.0.0 queued as ID" (as
+// Postfix does). Concurrent submissions share the directory fsync (group
+// commit). On start, every finished ID.msg is recovered, with ID.json's
+// metadata when there is one; an unfinished ID.msg, a lone ID.json, and
+// everything in tmp/, is the remains of an unacknowledged submission or
+// of a removal and is deleted.
 //
-// Metadata changes (attempts, recipient results, holds) rewrite ID.json
-// the same way, so a crash leaves either the old or the new metadata.
+// Metadata changes (attempts, recipient results, holds) are written to
+// tmp/, fsynced and renamed over ID.json, so a crash leaves either the
+// old or the new metadata.
 //
 // # States
 //

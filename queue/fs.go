@@ -12,17 +12,20 @@ import (
 
 // FS is the file-system layer of the spool. Names are relative to the
 // spool directory: "ID.msg", "ID.json", or "tmp/NAME" for the directory
-// where files are written before they are renamed into place. Tests wrap
+// where metadata is written before it is renamed into place. Tests wrap
 // it (Options.WrapFS) to check the order of writes, syncs and renames and
 // to fail any step.
 type FS interface {
+	// Create makes the new file name in the spool directory; it fails
+	// when name exists.
+	Create(name string) (File, error)
 	// CreateTemp makes a new file in tmp/ whose name starts with prefix.
 	CreateTemp(prefix string) (File, error)
 	Rename(oldname, newname string) error
 	Remove(name string) error
 	// SyncDir fsyncs the spool directory, making renames in it durable.
 	SyncDir() error
-	Open(name string) (io.ReadCloser, error)
+	Open(name string) (Reader, error)
 	ReadFile(name string) ([]byte, error)
 	// ReadDir lists "." (the spool) or "tmp".
 	ReadDir(dir string) ([]os.DirEntry, error)
@@ -31,6 +34,7 @@ type FS interface {
 // File is a file being written. Name is relative to the spool directory.
 type File interface {
 	io.Writer
+	io.WriterAt
 	Name() string
 	Sync() error
 	Close() error
@@ -77,6 +81,14 @@ func (f *dirFS) at(name string) (*statedir.Dir, string) {
 	return f.top, name
 }
 
+// Reader is a stored file opened for reading.
+type Reader interface {
+	io.Reader
+	io.ReaderAt
+	io.Closer
+	Stat() (os.FileInfo, error)
+}
+
 type tmpFile struct {
 	*os.File
 	name string
@@ -92,6 +104,15 @@ func (f *dirFS) CreateTemp(prefix string) (File, error) {
 	return tmpFile{File: fl, name: "tmp/" + filepath.Base(fl.Name())}, nil
 }
 
+func (f *dirFS) Create(name string) (File, error) {
+	d, n := f.at(name)
+	fl, err := d.OpenFile(n, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return tmpFile{File: fl, name: name}, nil
+}
+
 func (f *dirFS) Rename(oldname, newname string) error {
 	od, o := f.at(oldname)
 	nd, n := f.at(newname)
@@ -105,9 +126,13 @@ func (f *dirFS) Remove(name string) error {
 
 func (f *dirFS) SyncDir() error { return f.top.Sync() }
 
-func (f *dirFS) Open(name string) (io.ReadCloser, error) {
+func (f *dirFS) Open(name string) (Reader, error) {
 	d, n := f.at(name)
-	return d.OpenFile(n, os.O_RDONLY, 0)
+	fl, err := d.OpenFile(n, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err // not a nil *os.File in an interface
+	}
+	return fl, nil
 }
 
 func (f *dirFS) ReadFile(name string) ([]byte, error) {

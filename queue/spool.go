@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -103,8 +104,42 @@ func copyPooled(w io.Writer, r io.Reader) (int64, error) {
 	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, *bp)
 }
 
-// Put stores a new message: body and e's metadata (with e.Size set) are
-// written and fsynced, then renamed into place, then the directory fsynced.
+// A message file as Put writes it is its header line, the message, then
+// its metadata as Put stored it:
+//
+//	relayd-spool 1 BBBBBBBBBBBBBBBB MMMMMMMM\n
+//
+// where B is the message's length and M the metadata's, in hex. Put writes
+// the line with both lengths zero first and the real one last, so a file
+// whose lengths do not add up to its size was never finished. A file
+// without the line was written by an older relayd and is the message
+// alone, with its metadata in ID.json.
+const (
+	fileMagic = "relayd-spool 1 "
+	headerLen = len(fileMagic) + 16 + 1 + 8 + 1
+)
+
+// fileHeader is the header line of a message file.
+func fileHeader(body, meta int64) []byte {
+	return fmt.Appendf(make([]byte, 0, headerLen), "%s%016x %08x\n", fileMagic, body, meta)
+}
+
+// parseHeader returns the lengths a message file's header line gives.
+func parseHeader(h []byte) (body, meta int64, ok bool) {
+	if len(h) != headerLen || string(h[:len(fileMagic)]) != fileMagic || h[headerLen-1] != '\n' {
+		return 0, 0, false
+	}
+	rest := h[len(fileMagic) : headerLen-1]
+	b, err1 := strconv.ParseUint(string(rest[:16]), 16, 63)
+	m, err2 := strconv.ParseUint(string(rest[17:]), 16, 32)
+	if err1 != nil || err2 != nil || rest[16] != ' ' {
+		return 0, 0, false
+	}
+	return int64(b), int64(m), true
+}
+
+// Put stores a new message: one new file, ID.msg, holding the message and
+// e's metadata (with e.Size set), fsynced, then the directory fsynced.
 // When Put returns nil the message survives a crash; when it returns an
 // error nothing of it remains.
 func (s *Spool) Put(e *Entry, body io.Reader) error {
@@ -120,56 +155,56 @@ func (s *Spool) Put(e *Entry, body io.Reader) error {
 // relayd: nothing can be queued until a restart makes it again.
 var ErrSpoolRemoved = errors.New("spool directory removed")
 
+// put writes the message in place rather than in tmp/ and renaming it: a
+// rename after the file's fsync made the file system commit twice before
+// the client could have its 250, where now it commits once (the
+// directory's fsync finds the new name already committed with the file on
+// a journalling file system). Recover tells a finished file from the
+// remains of a crash by its header line.
 func (s *Spool) put(e *Entry, body io.Reader) error {
-	msg, n, err := s.createTemp(e.ID+".msg.", body)
+	f, err := s.fs.Create(msgName(e.ID))
+	if err != nil {
+		return fmt.Errorf("writing message: %w", err)
+	}
+	err = writeMessage(f, e, body)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("writing message: %w", cerr)
+	}
+	if err != nil {
+		s.fs.Remove(msgName(e.ID))
+		return err
+	}
+	fault.Hit("after-sync")
+	if err := s.syncDir(); err != nil {
+		s.fs.Remove(msgName(e.ID))
+		return fmt.Errorf("syncing spool directory: %w", err)
+	}
+	return nil
+}
+
+// writeMessage writes a message file (see fileHeader) to f and fsyncs it.
+func writeMessage(f File, e *Entry, body io.Reader) error {
+	if _, err := f.Write(fileHeader(0, 0)); err != nil {
+		return fmt.Errorf("writing message: %w", err)
+	}
+	n, err := copyPooled(f, body)
 	if err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
 	e.Size = n
 	b, err := json.Marshal(e)
 	if err != nil {
-		s.closeTemp(msg, err)
 		return err
 	}
-	meta, _, err := s.createTemp(e.ID+".json.", bytes.NewReader(b))
-	if err != nil {
-		s.closeTemp(msg, err)
+	if _, err := f.Write(b); err != nil {
 		return fmt.Errorf("writing metadata: %w", err)
 	}
-	// Both files are synced at once: the file system commits them in one
-	// journal transaction where one after the other took two, and a
-	// transaction's commit is most of what a message costs on a disk
-	// whose fsync is fast.
-	metaSynced := make(chan error, 1)
-	go func() { metaSynced <- meta.Sync() }()
-	msgErr := s.closeTemp(msg, msg.Sync())
-	metaErr := s.closeTemp(meta, <-metaSynced)
-	switch { // closeTemp removed the file that failed
-	case msgErr != nil:
-		if metaErr == nil {
-			s.fs.Remove(meta.Name())
-		}
-		return fmt.Errorf("writing message: %w", msgErr)
-	case metaErr != nil:
-		s.fs.Remove(msg.Name())
-		return fmt.Errorf("writing metadata: %w", metaErr)
-	}
-	fault.Hit("after-temp-write")
-	if err := s.fs.Rename(msg.Name(), msgName(e.ID)); err != nil {
-		s.fs.Remove(msg.Name())
-		s.fs.Remove(meta.Name())
+	if _, err := f.WriteAt(fileHeader(n, int64(len(b))), 0); err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
-	if err := s.fs.Rename(meta.Name(), metaName(e.ID)); err != nil {
-		s.fs.Remove(meta.Name())
-		s.fs.Remove(msgName(e.ID))
-		return fmt.Errorf("writing metadata: %w", err)
-	}
-	fault.Hit("after-rename")
-	if err := s.syncDir(); err != nil {
-		s.fs.Remove(metaName(e.ID))
-		s.fs.Remove(msgName(e.ID))
-		return fmt.Errorf("syncing spool directory: %w", err)
+	fault.Hit("after-write")
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("writing message: %w", err)
 	}
 	return nil
 }
@@ -231,13 +266,15 @@ func (s *Spool) syncLoop() {
 	}
 }
 
-// Remove deletes a message: metadata first, so that a crash in between
-// leaves a lone message file, which recovery removes.
+// Remove deletes a message: the message file first, so that a crash in
+// between leaves a lone ID.json, which recovery removes. (A lone message
+// file holds the metadata it was put with, and recovery would queue it
+// again.)
 func (s *Spool) Remove(id string) error {
-	if err := s.fs.Remove(metaName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.fs.Remove(msgName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := s.fs.Remove(msgName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.fs.Remove(metaName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
@@ -245,11 +282,72 @@ func (s *Spool) Remove(id string) error {
 
 // Open returns the stored message.
 func (s *Spool) Open(id string) (io.ReadCloser, error) {
-	return s.fs.Open(msgName(id))
+	f, err := s.fs.Open(msgName(id))
+	if err != nil {
+		return nil, err
+	}
+	var h [headerLen]byte
+	n, err := io.ReadFull(f, h[:])
+	if err == nil {
+		if size, _, ok := parseHeader(h[:]); ok {
+			return struct {
+				io.Reader
+				io.Closer
+			}{io.LimitReader(f, size), f}, nil
+		}
+	} else if err != io.EOF && err != io.ErrUnexpectedEOF {
+		f.Close()
+		return nil, err
+	}
+	// An older relayd's file: the message alone.
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(h[:n]), f), f}, nil
+}
+
+// readPut returns the metadata a message file holds, as Put wrote it; ok
+// is false when the file is not one Put finished: the remains of a
+// submission a crash interrupted, never acknowledged, or an older
+// relayd's message file (whose metadata is in ID.json).
+func (s *Spool) readPut(id string) (e *Entry, ok bool, err error) {
+	f, err := s.fs.Open(msgName(id))
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	var h [headerLen]byte
+	if _, err := io.ReadFull(f, h[:]); err == io.EOF || err == io.ErrUnexpectedEOF {
+		return nil, false, nil
+	} else if err != nil {
+		return nil, false, err
+	}
+	size, metaLen, ok := parseHeader(h[:])
+	if !ok || metaLen == 0 {
+		return nil, false, nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	if fi.Size() != int64(headerLen)+size+metaLen {
+		return nil, false, nil
+	}
+	b := make([]byte, metaLen)
+	if _, err := f.ReadAt(b, int64(headerLen)+size); err != nil {
+		return nil, false, err
+	}
+	e = new(Entry)
+	if err := json.Unmarshal(b, e); err != nil || e.ID != id || e.Size != size {
+		return nil, false, nil
+	}
+	return e, true, nil
 }
 
 // Recover returns every complete entry and deletes the remains of
-// submissions that were never acknowledged.
+// submissions that were never acknowledged. An entry's metadata is its
+// ID.json when there is one (the metadata changed since Put), else what
+// Put wrote into ID.msg.
 func (s *Spool) Recover() ([]*Entry, error) {
 	if des, err := s.fs.ReadDir("tmp"); err == nil {
 		for _, de := range des {
@@ -288,9 +386,19 @@ func (s *Spool) Recover() ([]*Entry, error) {
 		entries = append(entries, &e)
 	}
 	for id := range msgs {
-		if !metas[id] {
-			s.fs.Remove(msgName(id))
+		if metas[id] {
+			continue
 		}
+		e, ok, err := s.readPut(id)
+		if err != nil {
+			return nil, fmt.Errorf("reading spool entry %s: %w", id, err)
+		}
+		if !ok {
+			s.fs.Remove(msgName(id))
+			continue
+		}
+		e.upgrade()
+		entries = append(entries, e)
 	}
 	return entries, nil
 }

@@ -1,12 +1,15 @@
 package queue
 
 import (
+	"encoding/json"
 	"errors"
 
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -57,6 +60,22 @@ func (r *recordingFS) wrap(real FS) FS {
 	return r
 }
 
+func (r *recordingFS) Create(name string) (File, error) {
+	if err := r.do("create " + kind(name)); err != nil {
+		return nil, err
+	}
+	f, err := r.FS.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return &recordingFile{File: f, fs: r, kind: kind(name)}, nil
+}
+
+func (r *recordingFS) Remove(name string) error {
+	r.do("remove " + kind(name))
+	return r.FS.Remove(name)
+}
+
 func (r *recordingFS) CreateTemp(prefix string) (File, error) {
 	f, err := r.FS.CreateTemp(prefix)
 	if err != nil {
@@ -92,6 +111,13 @@ func (f *recordingFile) Write(b []byte) (int, error) {
 	return f.File.Write(b)
 }
 
+func (f *recordingFile) WriteAt(b []byte, off int64) (int, error) {
+	if err := f.fs.do("writeat " + f.kind); err != nil {
+		return 0, err
+	}
+	return f.File.WriteAt(b, off)
+}
+
 func (f *recordingFile) Sync() error {
 	if err := f.fs.do("sync " + f.kind); err != nil {
 		return err
@@ -122,11 +148,10 @@ func newEntry() *Entry {
 		Recipients: []Recipient{{Addr: "b@example.net", State: RcptPending}}}
 }
 
-// The acknowledgement may only come after write → fsync → rename of the
-// message and of its metadata, and the directory fsync. The two files are
-// synced at once, so the order between them is open, but neither is
-// renamed before both are synced: a message whose metadata is in place is
-// complete.
+// The acknowledgement may only come after the message file is written
+// whole (its header line last, with the lengths that say it is finished),
+// fsynced and closed, and the directory fsynced. Nothing is renamed:
+// that would take the file system a second commit.
 func TestPutDurabilityOrder(t *testing.T) {
 	fs := &recordingFS{}
 	sp, err := OpenSpool(t.TempDir(), fs.wrap)
@@ -136,39 +161,16 @@ func TestPutDurabilityOrder(t *testing.T) {
 	if err := sp.Put(newEntry(), strings.NewReader("Subject: x\r\n\r\nbody\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	got := dedupe(fs.ops)
-	at := map[string]int{}
-	for i, op := range got {
-		if _, dup := at[op]; dup {
-			t.Fatalf("%q twice in %v", op, got)
-		}
-		at[op] = i
-	}
-	before := func(a, b string) {
-		t.Helper()
-		ia, oka := at[a]
-		ib, okb := at[b]
-		if !oka || !okb || ia >= ib {
-			t.Errorf("%q must come before %q: %v", a, b, got)
-		}
-	}
-	for _, k := range []string{"msg", "json"} {
-		before("write "+k, "sync "+k)
-		before("sync "+k, "close "+k)
-		before("close "+k, "rename msg")
-		before("rename "+k, "syncdir")
-	}
-	before("write msg", "write json") // the metadata holds the message's size
-	before("rename msg", "rename json")
-	if len(got) != 9 || got[len(got)-1] != "syncdir" {
-		t.Errorf("operations %v: want the 9 of two files and the directory's fsync last", got)
+	want := []string{"create msg", "write msg", "writeat msg", "sync msg", "close msg", "syncdir"}
+	if got := dedupe(fs.ops); !slices.Equal(got, want) {
+		t.Errorf("operations %v, want %v", got, want)
 	}
 }
 
 // A failure at any step is an error, and nothing of the message remains,
 // now or after a restart.
 func TestPutFailureLeavesNothing(t *testing.T) {
-	for _, op := range []string{"write msg", "sync msg", "rename msg", "write json", "sync json", "rename json", "syncdir"} {
+	for _, op := range []string{"create msg", "write msg", "writeat msg", "sync msg", "syncdir"} {
 		t.Run(op, func(t *testing.T) {
 			fs := &recordingFS{failOp: op}
 			dir := t.TempDir()
@@ -202,42 +204,133 @@ func assertEmpty(t *testing.T, dir string) {
 	}
 }
 
-// Recovery keeps complete entries and removes the remains of unacknowledged
-// submissions: temporary files and a message or metadata without its
+// Recovery keeps complete entries: a message file as Put left it, one
+// whose metadata changed since (ID.json), and an older relayd's pair of
+// files. It removes the remains of unacknowledged submissions: temporary
+// files, a message file that was never finished, and a file without its
 // partner.
 func TestRecover(t *testing.T) {
 	dir := t.TempDir()
 	sp, _ := OpenSpool(dir, nil)
-	good := newEntry()
-	if err := sp.Put(good, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+	const body = "Subject: x\r\n\r\nx\r\n"
+	put := newEntry()
+	if err := sp.Put(put, strings.NewReader(body)); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "tmp", "x.msg.123"), []byte("partial"), 0o600)
-	os.WriteFile(filepath.Join(dir, "lonely.msg"), []byte("no metadata"), 0o600)
+	updated := newEntry()
+	if err := sp.Put(updated, strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	updated.Attempts = 3
+	if err := sp.Update(updated); err != nil {
+		t.Fatal(err)
+	}
+	old := newEntry()
+	old.ID += "-old"
+	old.Size = int64(len(body))
+	oldMeta, _ := json.Marshal(old)
+	os.WriteFile(filepath.Join(dir, old.ID+".msg"), []byte(body), 0o600)
+	os.WriteFile(filepath.Join(dir, old.ID+".json"), oldMeta, 0o600)
+
+	// Unfinished message files, as a crash leaves them.
+	whole, _ := os.ReadFile(filepath.Join(dir, put.ID+".msg"))
+	unfinished := map[string][]byte{
+		"header-not-rewritten.msg": append(fileHeader(0, 0), whole[headerLen:]...),
+		"cut-short.msg":            whole[:len(whole)-5],
+		"empty.msg":                nil,
+		"header-only.msg":          whole[:headerLen-3],
+		"other-id.msg":             whole, // metadata of another ID
+		"garbled.msg":              append(whole[:len(whole)-4:len(whole)-4], "\x00\x00\x00\x00"...),
+		"lonely.msg":               []byte("an older relayd's message without metadata"),
+	}
+	for name, b := range unfinished {
+		os.WriteFile(filepath.Join(dir, name), b, 0o600)
+	}
+	os.WriteFile(filepath.Join(dir, "tmp", "x.json.123"), []byte("partial"), 0o600)
 	os.WriteFile(filepath.Join(dir, "orphan.json"), []byte(`{"id":"orphan"}`), 0o600)
+
 	entries, err := sp.Recover()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].ID != good.ID || entries[0].Size != int64(len("Subject: x\r\n\r\nx\r\n")) {
-		t.Fatalf("Recover() = %+v", entries)
+	got := map[string]*Entry{}
+	for _, e := range entries {
+		got[e.ID] = e
+	}
+	if len(got) != 3 || got[put.ID] == nil || got[updated.ID] == nil || got[old.ID] == nil {
+		t.Fatalf("Recover() = %v, want %s, %s and %s", slices.Collect(maps.Keys(got)), put.ID, updated.ID, old.ID)
+	}
+	if got[updated.ID].Attempts != 3 {
+		t.Errorf("recovered %s with %d attempts: its ID.json was not preferred to what Put stored", updated.ID, got[updated.ID].Attempts)
+	}
+	for id, e := range got {
+		if e.Size != int64(len(body)) || e.Account != "a" || len(e.Recipients) != 1 {
+			t.Errorf("recovered %+v", e)
+		}
+		f, err := sp.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(f)
+		f.Close()
+		if string(b) != body {
+			t.Errorf("message %s = %q, want %q", id, b, body)
+		}
 	}
 	des, _ := os.ReadDir(dir)
 	var names []string
 	for _, de := range des {
 		names = append(names, de.Name())
 	}
-	if strings.Join(names, " ") != good.ID+".json "+good.ID+".msg tmp" {
-		t.Errorf("spool after recovery: %v", names)
+	want := []string{put.ID + ".msg", updated.ID + ".json", updated.ID + ".msg", old.ID + ".json", old.ID + ".msg", "tmp"}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Errorf("spool after recovery: %v, want %v", names, want)
 	}
 	if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
 		t.Errorf("tmp not emptied: %v", tmp)
 	}
-	f, _ := sp.Open(good.ID)
-	b, _ := io.ReadAll(f)
-	f.Close()
-	if string(b) != "Subject: x\r\n\r\nx\r\n" {
-		t.Errorf("message = %q", b)
+}
+
+// Remove takes the message file first: a crash after it leaves a lone
+// ID.json, which recovery removes, where a lone message file would hold
+// the metadata Put stored and be queued again.
+func TestRemoveOrder(t *testing.T) {
+	fs := &recordingFS{}
+	dir := t.TempDir()
+	sp, _ := OpenSpool(dir, fs.wrap)
+	e := newEntry()
+	sp.Put(e, strings.NewReader("Subject: x\r\n\r\n"))
+	sp.Update(e)
+	fs.ops = nil
+	if err := sp.Remove(e.ID); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"remove msg", "remove json"}; !slices.Equal(fs.ops, want) {
+		t.Errorf("Remove: %v, want %v", fs.ops, want)
+	}
+}
+
+// A message file's header line is fixed in length and checked whole.
+func TestFileHeader(t *testing.T) {
+	h := fileHeader(10240, 412)
+	if len(h) != headerLen {
+		t.Fatalf("header %q is %d bytes, want %d", h, len(h), headerLen)
+	}
+	if b, m, ok := parseHeader(h); !ok || b != 10240 || m != 412 {
+		t.Errorf("parseHeader(%q) = %d, %d, %v", h, b, m, ok)
+	}
+	for _, bad := range []string{
+		"relayd-spool 2 0000000000002800 0000019c\n",
+		"relayd-spool 1 0000000000002800 0000019c ",
+		"relayd-spool 1 000000000000280x 0000019c\n",
+		"relayd-spool 1 0000000000002800-0000019c\n",
+		"relayd-spool 1 8000000000002800 0000019c\n",
+		"Received: from x by y; 1 Dec 2026 0:0:0\n",
+	} {
+		if _, _, ok := parseHeader([]byte(bad)); ok {
+			t.Errorf("parseHeader(%q) accepted", bad)
+		}
 	}
 }
 

@@ -401,6 +401,10 @@ func (b *bench) drain() error {
 // noSyncFS writes the recovery fixture without fsyncs: it is test data.
 type noSyncFS struct{ queue.FS }
 
+func (n noSyncFS) Create(name string) (queue.File, error) {
+	f, err := n.FS.Create(name)
+	return noSyncFile{f}, err
+}
 func (n noSyncFS) CreateTemp(prefix string) (queue.File, error) {
 	f, err := n.FS.CreateTemp(prefix)
 	return noSyncFile{f}, err

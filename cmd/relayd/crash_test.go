@@ -131,7 +131,7 @@ func crashRounds(t *testing.T, e *smtpEnv, rounds, maxDups int, arrived <-chan s
 
 	var mu sync.Mutex
 	acked := map[string]bool{} // Message-IDs that got a 250
-	failpoints := []string{"after-temp-write", "after-rename", "after-upstream-250"}
+	failpoints := []string{"after-write", "after-sync", "after-upstream-250"}
 	kills := 0
 	for round := 0; round < rounds; round++ {
 		var fp string

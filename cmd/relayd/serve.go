@@ -190,8 +190,8 @@ func reload(d *daemon.Daemon, log *slog.Logger) {
 
 // armFailpointFromEnv arms the fault registry (package internal/fault)
 // from RELAYD_FAILPOINT=NAME[:N]: the process kills itself with SIGKILL the
-// Nth time it passes the fault point NAME ("after-temp-write",
-// "after-rename", "after-upstream-250", ...). For the crash test only.
+// Nth time it passes the fault point NAME ("after-write",
+// "after-sync", "after-upstream-250", ...). For the crash test only.
 func armFailpointFromEnv(log *slog.Logger) {
 	spec := os.Getenv("RELAYD_FAILPOINT")
 	if spec == "" {

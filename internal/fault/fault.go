@@ -11,8 +11,8 @@
 // The points, in the order a message meets them:
 //
 //	smtp-data           the SMTP session, before a message is queued
-//	after-temp-write    the spool, after the message's and its metadata's temporary files are written and synced
-//	after-rename        the spool, after the message and metadata are renamed
+//	after-write         the spool, after a new message file is written whole, before its fsync
+//	after-sync          the spool, after the message file's fsync, before the directory's
 //	deliver             the scheduler, before each message's delivery
 //	after-upstream-250  the SMTP transport, after the upstream accepted the message
 //	dsn                 the queue, while building a bounce
