@@ -254,6 +254,51 @@ func TestDebPackage(t *testing.T) {
 		}
 	})
 
+	// Mail and no grant (password accounts): the purge keeps the state
+	// directory and counts each message once, whether relayd wrote it as
+	// one spool file, as one with changed metadata beside it, or (before
+	// December 2026) as a message and a metadata file.
+	t.Run("purge keeps mail without grants", func(t *testing.T) {
+		r := newThrowawayRoot(t, dpkg)
+		if out, err := r.run("-i", deb); err != nil {
+			t.Fatalf("dpkg --root -i: %v\n%s", err, out)
+		}
+		state := r.path("var/lib/relayd")
+		spool, err := queue.OpenSpool(filepath.Join(state, "queue"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, id := range []string{"new1", "new2"} {
+			e := &queue.Entry{ID: id, Account: "support", From: "support@example.com", Created: time.Now(), State: queue.StateQueued,
+				Recipients: []queue.Recipient{{Addr: "customer@example.net", State: queue.RcptPending}}}
+			if err := spool.Put(e, strings.NewReader("Subject: ticket\r\n\r\nhello\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			if i == 1 {
+				e.Attempts = 1
+				if err := spool.Update(e); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		spool.Close()
+		for name, content := range map[string]string{"old1.msg": "Subject: old\r\n\r\n", "old1.json": `{"id":"old1"}`} {
+			if err := os.WriteFile(filepath.Join(state, "queue", name), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := r.run("--purge", "relayd")
+		if err != nil {
+			t.Fatalf("dpkg --purge: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "0 grant(s) and 3 message(s) not sent") {
+			t.Errorf("purge does not count the 3 messages:\n%s", out)
+		}
+		if _, err := os.Stat(filepath.Join(state, "queue", "new1.spool")); err != nil {
+			t.Errorf("the purge removed queued mail: %v", err)
+		}
+	})
+
 	// With neither grants nor mail, a purge removes /etc/relayd (a client
 	// secret and a key included) and /var/lib/relayd.
 	t.Run("purge with nothing to keep", func(t *testing.T) {

@@ -69,7 +69,7 @@ func (w *fullFile) full(b []byte) bool {
 	switch part := w.fs.full.Load().(string); {
 	case part == "":
 		return false
-	case strings.HasSuffix(w.prefix, ".msg"): // header line, message, metadata
+	case strings.HasSuffix(w.prefix, ".spool"): // header line, message, metadata
 		if bytes.HasPrefix(b, []byte("relayd-spool ")) {
 			return false
 		}
@@ -114,7 +114,7 @@ func TestSMTPDiskFull(t *testing.T) {
 		}
 	}
 	file := func(id string) []byte {
-		b, err := os.ReadFile(filepath.Join(queueDir, id+".msg"))
+		b, err := os.ReadFile(filepath.Join(queueDir, id+".spool"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +172,7 @@ func TestSMTPDiskFull(t *testing.T) {
 		t.Fatalf("%d messages acknowledged, want 4", len(acked))
 	}
 	names, _ := filepath.Glob(filepath.Join(queueDir, "*"))
-	want := 1 + 1 + len(acked) // lock, tmp/, and a file per message
+	want := 3 + len(acked) // lock, recovered-boot.id, tmp/, and a file per message
 	if len(names) != want {
 		t.Errorf("spool holds %v, want %d entries", names, want)
 	}

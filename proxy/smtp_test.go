@@ -329,10 +329,12 @@ func TestSMTPSpoolFailureIs452(t *testing.T) {
 	if l := q.List(); len(l) != 0 {
 		t.Errorf("queue after the failure: %+v", l)
 	}
-	msgs, _ := filepath.Glob(filepath.Join(b.Dir, "queue", "*.msg"))
-	metas, _ := filepath.Glob(filepath.Join(b.Dir, "queue", "*.json"))
-	temps, _ := filepath.Glob(filepath.Join(b.Dir, "queue", "tmp", "*"))
-	if files := append(append(msgs, metas...), temps...); len(files) != 0 {
+	var files []string
+	for _, pattern := range []string{"*.spool", "*.msg", "*.json", "tmp/*"} {
+		l, _ := filepath.Glob(filepath.Join(b.Dir, "queue", pattern))
+		files = append(files, l...)
+	}
+	if len(files) != 0 {
 		t.Errorf("spool after the failure: %v", files)
 	}
 }

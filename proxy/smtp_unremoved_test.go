@@ -32,7 +32,7 @@ func (f *removeFailFS) Remove(name string) error {
 		return &os.PathError{Op: "unlinkat", Path: name, Err: syscall.EROFS}
 	}
 	err := f.FS.Remove(name)
-	if err == nil && strings.HasSuffix(name, ".msg") {
+	if err == nil && strings.HasSuffix(name, ".spool") {
 		f.removed <- name
 	}
 	return err
@@ -63,7 +63,11 @@ func TestSMTPDeliveredButNotRemoved(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("the delivered message was never removed once the spool allowed it:\n%s", r.logs.String())
 	}
-	left, _ := filepath.Glob(filepath.Join(r.dir, "queue", "*.*"))
+	var left []string
+	for _, pattern := range []string{"*.spool", "*.msg", "*.json"} {
+		l, _ := filepath.Glob(filepath.Join(r.dir, "queue", pattern))
+		left = append(left, l...)
+	}
 	if len(left) != 0 {
 		t.Errorf("the spool still holds %v: the next start would send it again", left)
 	}

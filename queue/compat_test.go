@@ -1,7 +1,9 @@
 package queue
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -69,7 +71,22 @@ func TestSpoolV1Loads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Message = %v", err)
 	}
+	got, err := io.ReadAll(rc)
 	rc.Close()
+	want, _ := os.ReadFile(filepath.Join("testdata/spool-v1", queued.ID+".msg"))
+	if err != nil || len(want) == 0 || !bytes.Equal(got, want) {
+		t.Errorf("Message(%s) = %q, %v; want the file as the older relayd wrote it, %q", queued.ID, got, err, want)
+	}
+	// Its files keep their names: a newer relayd writes ID.spool for new
+	// mail only.
+	if err := q.Delete(queued.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, ext := range []string{".msg", ".json"} {
+		if _, err := os.Stat(filepath.Join(dir, queued.ID+ext)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("after Delete(%s): %s%s %v", queued.ID, queued.ID, ext, err)
+		}
+	}
 }
 
 // An unknown operation changes nothing (it once fell through to release).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -22,6 +23,9 @@ type Spool struct {
 	dir  string // for messages
 	fs   FS
 	real *dirFS
+	// bootIDFile is where the kernel gives the boot's ID (tests change
+	// it; see verifyAfterBoot).
+	bootIDFile string
 
 	smu     sync.Mutex
 	pending *syncBatch // renames waiting for the next directory fsync
@@ -44,14 +48,15 @@ func OpenSpool(dir string, wrap func(FS) FS) (*Spool, error) {
 	if wrap != nil {
 		fs = wrap(real)
 	}
-	return &Spool{dir: dir, fs: fs, real: real}, nil
+	return &Spool{dir: dir, fs: fs, real: real, bootIDFile: "/proc/sys/kernel/random/boot_id"}, nil
 }
 
 // Close closes the spool's directories.
 func (s *Spool) Close() { s.real.close() }
 
-func msgName(id string) string  { return id + ".msg" }
-func metaName(id string) string { return id + ".json" }
+func spoolName(id string) string { return id + ".spool" }
+func msgName(id string) string   { return id + ".msg" } // an older relayd's
+func metaName(id string) string  { return id + ".json" }
 
 // writeTemp writes r to a new file in tmp/ and fsyncs it.
 func (s *Spool) writeTemp(prefix string, r io.Reader) (name string, n int64, err error) {
@@ -104,42 +109,66 @@ func copyPooled(w io.Writer, r io.Reader) (int64, error) {
 	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, *bp)
 }
 
-// A message file as Put writes it is its header line, the message, then
-// its metadata as Put stored it:
+// A spool file, ID.spool, is what Put writes: its header line, the
+// message, then its metadata as Put stored it:
 //
-//	relayd-spool 1 BBBBBBBBBBBBBBBB MMMMMMMM\n
+//	relayd-spool 1 BBBBBBBBBBBBBBBB MMMMMMMM CCCCCCCC\n
 //
-// where B is the message's length and M the metadata's, in hex. Put writes
-// the line with both lengths zero first and the real one last, so a file
-// whose lengths do not add up to its size was never finished. A file
-// without the line was written by an older relayd and is the message
-// alone, with its metadata in ID.json.
+// where B is the message's length and M the metadata's, and C the CRC-32C
+// of both, in hex. Put writes the line with zeros first and the real one
+// last, then fsyncs. A file whose lengths do not add up to its size was
+// never finished. Only a power cut can leave one that looks finished and
+// is not (the file system may write its blocks in any order before the
+// fsync): after a boot, recovery checks the sum too (verifyAfterBoot).
+//
+// An older relayd wrote ID.msg, the message alone, with its metadata in
+// ID.json; its files are read as they are. It ignores ID.spool, so a
+// downgrade leaves new messages on disk, unsent, rather than losing them.
 const (
 	fileMagic = "relayd-spool 1 "
-	headerLen = len(fileMagic) + 16 + 1 + 8 + 1
+	headerLen = len(fileMagic) + 16 + 1 + 8 + 1 + 8 + 1
 )
 
-// fileHeader is the header line of a message file.
-func fileHeader(body, meta int64) []byte {
-	return fmt.Appendf(make([]byte, 0, headerLen), "%s%016x %08x\n", fileMagic, body, meta)
+// fileHeader is the header line of a spool file.
+func fileHeader(body, meta int64, sum uint32) []byte {
+	return fmt.Appendf(make([]byte, 0, headerLen), "%s%016x %08x %08x\n", fileMagic, body, meta, sum)
 }
 
-// parseHeader returns the lengths a message file's header line gives.
-func parseHeader(h []byte) (body, meta int64, ok bool) {
+// parseHeader returns the lengths and the sum a spool file's header line
+// gives.
+func parseHeader(h []byte) (body, meta int64, sum uint32, ok bool) {
 	if len(h) != headerLen || string(h[:len(fileMagic)]) != fileMagic || h[headerLen-1] != '\n' {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	rest := h[len(fileMagic) : headerLen-1]
-	b, err1 := strconv.ParseUint(string(rest[:16]), 16, 63)
-	m, err2 := strconv.ParseUint(string(rest[17:]), 16, 32)
-	if err1 != nil || err2 != nil || rest[16] != ' ' {
-		return 0, 0, false
+	f := strings.Split(string(h[len(fileMagic):headerLen-1]), " ")
+	if len(f) != 3 || len(f[0]) != 16 || len(f[1]) != 8 || len(f[2]) != 8 {
+		return 0, 0, 0, false
 	}
-	return int64(b), int64(m), true
+	b, err1 := strconv.ParseUint(f[0], 16, 63)
+	m, err2 := strconv.ParseUint(f[1], 16, 31)
+	c, err3 := strconv.ParseUint(f[2], 16, 32)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return 0, 0, 0, false
+	}
+	return int64(b), int64(m), uint32(c), true
 }
 
-// Put stores a new message: one new file, ID.msg, holding the message and
-// e's metadata (with e.Size set), fsynced, then the directory fsynced.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// crcWriter writes to w and sums what it wrote.
+type crcWriter struct {
+	w   io.Writer
+	sum uint32
+}
+
+func (c *crcWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.sum = crc32.Update(c.sum, castagnoli, p[:n])
+	return n, err
+}
+
+// Put stores a new message: one new file, ID.spool, holding the message
+// and e's metadata (with e.Size set), fsynced, then the directory fsynced.
 // When Put returns nil the message survives a crash; when it returns an
 // error nothing of it remains.
 func (s *Spool) Put(e *Entry, body io.Reader) error {
@@ -162,7 +191,7 @@ var ErrSpoolRemoved = errors.New("spool directory removed")
 // a journalling file system). Recover tells a finished file from the
 // remains of a crash by its header line.
 func (s *Spool) put(e *Entry, body io.Reader) error {
-	f, err := s.fs.Create(msgName(e.ID))
+	f, err := s.fs.Create(spoolName(e.ID))
 	if err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
@@ -171,23 +200,24 @@ func (s *Spool) put(e *Entry, body io.Reader) error {
 		err = fmt.Errorf("writing message: %w", cerr)
 	}
 	if err != nil {
-		s.fs.Remove(msgName(e.ID))
+		s.fs.Remove(spoolName(e.ID))
 		return err
 	}
 	fault.Hit("after-sync")
 	if err := s.syncDir(); err != nil {
-		s.fs.Remove(msgName(e.ID))
+		s.fs.Remove(spoolName(e.ID))
 		return fmt.Errorf("syncing spool directory: %w", err)
 	}
 	return nil
 }
 
-// writeMessage writes a message file (see fileHeader) to f and fsyncs it.
+// writeMessage writes a spool file (see fileHeader) to f and fsyncs it.
 func writeMessage(f File, e *Entry, body io.Reader) error {
-	if _, err := f.Write(fileHeader(0, 0)); err != nil {
+	if _, err := f.Write(fileHeader(0, 0, 0)); err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
-	n, err := copyPooled(f, body)
+	w := &crcWriter{w: f}
+	n, err := copyPooled(w, body)
 	if err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
@@ -196,10 +226,10 @@ func writeMessage(f File, e *Entry, body io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	if _, err := w.Write(b); err != nil {
 		return fmt.Errorf("writing metadata: %w", err)
 	}
-	if _, err := f.WriteAt(fileHeader(n, int64(len(b))), 0); err != nil {
+	if _, err := f.WriteAt(fileHeader(n, int64(len(b)), w.sum), 0); err != nil {
 		return fmt.Errorf("writing message: %w", err)
 	}
 	fault.Hit("after-write")
@@ -266,52 +296,49 @@ func (s *Spool) syncLoop() {
 	}
 }
 
-// Remove deletes a message: the message file first, so that a crash in
-// between leaves a lone ID.json, which recovery removes. (A lone message
+// Remove deletes a message: its spool file first, so that a crash in
+// between leaves a lone ID.json, which recovery removes. (A lone spool
 // file holds the metadata it was put with, and recovery would queue it
 // again.)
 func (s *Spool) Remove(id string) error {
-	if err := s.fs.Remove(msgName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := s.fs.Remove(metaName(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	for _, name := range []string{spoolName(id), msgName(id), metaName(id)} {
+		if err := s.fs.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	return nil
 }
 
 // Open returns the stored message.
 func (s *Spool) Open(id string) (io.ReadCloser, error) {
-	f, err := s.fs.Open(msgName(id))
-	if err != nil {
+	f, err := s.fs.Open(spoolName(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return s.fs.Open(msgName(id)) // an older relayd's: the message alone
+	} else if err != nil {
 		return nil, err
 	}
 	var h [headerLen]byte
-	n, err := io.ReadFull(f, h[:])
-	if err == nil {
-		if size, _, ok := parseHeader(h[:]); ok {
-			return struct {
-				io.Reader
-				io.Closer
-			}{io.LimitReader(f, size), f}, nil
-		}
-	} else if err != io.EOF && err != io.ErrUnexpectedEOF {
-		f.Close()
-		return nil, err
+	_, err = io.ReadFull(f, h[:])
+	size, _, _, ok := parseHeader(h[:])
+	if err == nil && !ok {
+		err = errors.New("its header line is damaged")
 	}
-	// An older relayd's file: the message alone.
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(s.dir, spoolName(id)), err)
+	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{io.MultiReader(bytes.NewReader(h[:n]), f), f}, nil
+	}{io.LimitReader(f, size), f}, nil
 }
 
-// readPut returns the metadata a message file holds, as Put wrote it; ok
-// is false when the file is not one Put finished: the remains of a
-// submission a crash interrupted, never acknowledged, or an older
-// relayd's message file (whose metadata is in ID.json).
-func (s *Spool) readPut(id string) (e *Entry, ok bool, err error) {
-	f, err := s.fs.Open(msgName(id))
+// readPut returns the metadata a spool file holds, as Put wrote it; ok is
+// false when the file is not one Put finished: the remains of a
+// submission a crash interrupted, never acknowledged. With verify, the
+// sum of the message and metadata must match too.
+func (s *Spool) readPut(id string, verify bool) (e *Entry, ok bool, err error) {
+	f, err := s.fs.Open(spoolName(id))
 	if err != nil {
 		return nil, false, err
 	}
@@ -322,7 +349,7 @@ func (s *Spool) readPut(id string) (e *Entry, ok bool, err error) {
 	} else if err != nil {
 		return nil, false, err
 	}
-	size, metaLen, ok := parseHeader(h[:])
+	size, metaLen, sum, ok := parseHeader(h[:])
 	if !ok || metaLen == 0 {
 		return nil, false, nil
 	}
@@ -332,6 +359,15 @@ func (s *Spool) readPut(id string) (e *Entry, ok bool, err error) {
 	}
 	if fi.Size() != int64(headerLen)+size+metaLen {
 		return nil, false, nil
+	}
+	if verify {
+		w := &crcWriter{w: io.Discard}
+		if _, err := copyPooled(w, io.NewSectionReader(f, int64(headerLen), size+metaLen)); err != nil {
+			return nil, false, err
+		}
+		if w.sum != sum {
+			return nil, false, nil
+		}
 	}
 	b := make([]byte, metaLen)
 	if _, err := f.ReadAt(b, int64(headerLen)+size); err != nil {
@@ -344,10 +380,32 @@ func (s *Spool) readPut(id string) (e *Entry, ok bool, err error) {
 	return e, true, nil
 }
 
+// bootFile records the boot (the kernel's boot_id) in which a relayd last
+// recovered the spool. Within one boot the page cache is what every
+// reader sees, and a spool file whose header line says it is finished is
+// finished; after a boot (a power cut may have come between) recovery
+// checks each spool file's sum as well: it reads every queued message
+// once.
+const bootFile = "recovered-boot.id"
+
+// verifyAfterBoot reports whether recovery must check sums, and the
+// current boot's ID ("" when the kernel does not say).
+func (s *Spool) verifyAfterBoot() (verify bool, boot string) {
+	b, err := os.ReadFile(s.bootIDFile)
+	if boot = strings.TrimSpace(string(b)); err != nil || boot == "" {
+		return true, ""
+	}
+	var last string
+	if err := s.loadRecord(bootFile, &last); err != nil || last != boot {
+		return true, boot
+	}
+	return false, boot
+}
+
 // Recover returns every complete entry and deletes the remains of
 // submissions that were never acknowledged. An entry's metadata is its
 // ID.json when there is one (the metadata changed since Put), else what
-// Put wrote into ID.msg.
+// Put wrote into ID.spool.
 func (s *Spool) Recover() ([]*Entry, error) {
 	if des, err := s.fs.ReadDir("tmp"); err == nil {
 		for _, de := range des {
@@ -358,11 +416,15 @@ func (s *Spool) Recover() ([]*Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading spool: %w", err)
 	}
+	verify, boot := s.verifyAfterBoot()
+	spools := map[string]bool{}
 	msgs := map[string]bool{}
 	metas := map[string]bool{}
 	for _, de := range des {
 		name := de.Name()
-		if id, ok := strings.CutSuffix(name, ".msg"); ok {
+		if id, ok := strings.CutSuffix(name, ".spool"); ok {
+			spools[id] = true
+		} else if id, ok := strings.CutSuffix(name, ".msg"); ok {
 			msgs[id] = true
 		} else if id, ok := strings.CutSuffix(name, ".json"); ok {
 			metas[id] = true
@@ -370,7 +432,7 @@ func (s *Spool) Recover() ([]*Entry, error) {
 	}
 	var entries []*Entry
 	for id := range metas {
-		if !msgs[id] {
+		if !spools[id] && !msgs[id] {
 			s.fs.Remove(metaName(id))
 			continue
 		}
@@ -380,25 +442,38 @@ func (s *Spool) Recover() ([]*Entry, error) {
 		}
 		var e Entry
 		if err := json.Unmarshal(b, &e); err != nil || e.ID != id {
-			return nil, fmt.Errorf("spool entry %s is corrupt (%v): move %s and %s aside and restart", id, err, filepath.Join(s.dir, metaName(id)), filepath.Join(s.dir, msgName(id)))
+			file := msgName(id)
+			if spools[id] {
+				file = spoolName(id)
+			}
+			return nil, fmt.Errorf("spool entry %s is corrupt (%v): move %s and %s aside and restart", id, err, filepath.Join(s.dir, metaName(id)), filepath.Join(s.dir, file))
 		}
 		e.upgrade()
 		entries = append(entries, &e)
 	}
-	for id := range msgs {
+	for id := range spools {
 		if metas[id] {
 			continue
 		}
-		e, ok, err := s.readPut(id)
+		e, ok, err := s.readPut(id, verify)
 		if err != nil {
 			return nil, fmt.Errorf("reading spool entry %s: %w", id, err)
 		}
 		if !ok {
-			s.fs.Remove(msgName(id))
+			s.fs.Remove(spoolName(id))
 			continue
 		}
 		e.upgrade()
 		entries = append(entries, e)
+	}
+	for id := range msgs {
+		if !metas[id] {
+			s.fs.Remove(msgName(id))
+		}
+	}
+	if verify && boot != "" {
+		// Not an error when it fails: the next start checks sums again.
+		s.saveRecord(bootFile, boot, "the boot recovered")
 	}
 	return entries, nil
 }

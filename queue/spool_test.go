@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 
@@ -42,9 +43,11 @@ func (r *recordingFS) do(op string) error {
 	return nil
 }
 
-// kind names a path by what it is: msg, json, dir.
+// kind names a path by what it is: spool, msg, json, dir.
 func kind(name string) string {
 	switch {
+	case strings.Contains(filepath.Base(name), ".spool"):
+		return "spool"
 	case strings.Contains(filepath.Base(name), ".msg"):
 		return "msg"
 	case strings.Contains(filepath.Base(name), ".json"):
@@ -161,7 +164,7 @@ func TestPutDurabilityOrder(t *testing.T) {
 	if err := sp.Put(newEntry(), strings.NewReader("Subject: x\r\n\r\nbody\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"create msg", "write msg", "writeat msg", "sync msg", "close msg", "syncdir"}
+	want := []string{"create spool", "write spool", "writeat spool", "sync spool", "close spool", "syncdir"}
 	if got := dedupe(fs.ops); !slices.Equal(got, want) {
 		t.Errorf("operations %v, want %v", got, want)
 	}
@@ -170,7 +173,7 @@ func TestPutDurabilityOrder(t *testing.T) {
 // A failure at any step is an error, and nothing of the message remains,
 // now or after a restart.
 func TestPutFailureLeavesNothing(t *testing.T) {
-	for _, op := range []string{"create msg", "write msg", "writeat msg", "sync msg", "syncdir"} {
+	for _, op := range []string{"create spool", "write spool", "writeat spool", "sync spool", "syncdir"} {
 		t.Run(op, func(t *testing.T) {
 			fs := &recordingFS{failOp: op}
 			dir := t.TempDir()
@@ -204,14 +207,27 @@ func assertEmpty(t *testing.T, dir string) {
 	}
 }
 
-// Recovery keeps complete entries: a message file as Put left it, one
-// whose metadata changed since (ID.json), and an older relayd's pair of
-// files. It removes the remains of unacknowledged submissions: temporary
-// files, a message file that was never finished, and a file without its
-// partner.
+// openTestSpool opens a spool in dir whose boot ID is read from a file
+// the test writes (setBoot).
+func openTestSpool(t *testing.T, dir string) (sp *Spool, setBoot func(id string)) {
+	t.Helper()
+	sp, err := OpenSpool(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sp.Close)
+	sp.bootIDFile = filepath.Join(t.TempDir(), "boot_id")
+	return sp, func(id string) { os.WriteFile(sp.bootIDFile, []byte(id+"\n"), 0o600) }
+}
+
+// Recovery keeps complete entries: a spool file as Put left it, one whose
+// metadata changed since (ID.json), and an older relayd's pair of files.
+// It removes the remains of unacknowledged submissions: temporary files,
+// a spool file that was never finished, and a file without its partner.
 func TestRecover(t *testing.T) {
 	dir := t.TempDir()
-	sp, _ := OpenSpool(dir, nil)
+	sp, setBoot := openTestSpool(t, dir)
+	setBoot("boot-1")
 	const body = "Subject: x\r\n\r\nx\r\n"
 	put := newEntry()
 	if err := sp.Put(put, strings.NewReader(body)); err != nil {
@@ -232,22 +248,36 @@ func TestRecover(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, old.ID+".msg"), []byte(body), 0o600)
 	os.WriteFile(filepath.Join(dir, old.ID+".json"), oldMeta, 0o600)
 
-	// Unfinished message files, as a crash leaves them.
-	whole, _ := os.ReadFile(filepath.Join(dir, put.ID+".msg"))
+	// Unfinished spool files, as a crash leaves them.
+	whole, _ := os.ReadFile(filepath.Join(dir, put.ID+".spool"))
+	damaged := func(off int, b string) []byte {
+		c := slices.Clone(whole)
+		copy(c[off:], b)
+		return c
+	}
 	unfinished := map[string][]byte{
-		"header-not-rewritten.msg": append(fileHeader(0, 0), whole[headerLen:]...),
-		"cut-short.msg":            whole[:len(whole)-5],
-		"empty.msg":                nil,
-		"header-only.msg":          whole[:headerLen-3],
-		"other-id.msg":             whole, // metadata of another ID
-		"garbled.msg":              append(whole[:len(whole)-4:len(whole)-4], "\x00\x00\x00\x00"...),
-		"lonely.msg":               []byte("an older relayd's message without metadata"),
+		"header-not-rewritten.spool": append(fileHeader(0, 0, 0), whole[headerLen:]...),
+		"cut-short.spool":            whole[:len(whole)-5],
+		"empty.spool":                nil,
+		"header-only.spool":          whole[:headerLen-3],
+		"other-id.spool":             whole, // metadata of another ID
+		"garbled-metadata.spool":     damaged(len(whole)-4, "\x00\x00\x00\x00"),
+		// Lengths right, metadata right, the message not: what a power
+		// cut can leave when the header's block reached the disk and
+		// one of the message's did not.
+		"zeroed-message.spool": damaged(headerLen, "\x00\x00\x00\x00"),
 	}
 	for name, b := range unfinished {
 		os.WriteFile(filepath.Join(dir, name), b, 0o600)
 	}
+	os.WriteFile(filepath.Join(dir, "lonely.msg"), []byte("an older relayd's message without metadata"), 0o600)
 	os.WriteFile(filepath.Join(dir, "tmp", "x.json.123"), []byte("partial"), 0o600)
 	os.WriteFile(filepath.Join(dir, "orphan.json"), []byte(`{"id":"orphan"}`), 0o600)
+	// A copy of a finished file under its own name, whose metadata is
+	// rewritten to that name: it differs from a finished file only in
+	// its sum, which this boot's first recovery checks.
+	copyID := put.ID[:len(put.ID)-1] + "x"
+	os.WriteFile(filepath.Join(dir, copyID+".spool"), reID(t, whole, put.ID, copyID), 0o600)
 
 	entries, err := sp.Recover()
 	if err != nil {
@@ -282,7 +312,7 @@ func TestRecover(t *testing.T) {
 	for _, de := range des {
 		names = append(names, de.Name())
 	}
-	want := []string{put.ID + ".msg", updated.ID + ".json", updated.ID + ".msg", old.ID + ".json", old.ID + ".msg", "tmp"}
+	want := []string{put.ID + ".spool", updated.ID + ".json", updated.ID + ".spool", old.ID + ".json", old.ID + ".msg", bootFile, "tmp"}
 	slices.Sort(want)
 	if !slices.Equal(names, want) {
 		t.Errorf("spool after recovery: %v, want %v", names, want)
@@ -292,43 +322,101 @@ func TestRecover(t *testing.T) {
 	}
 }
 
-// Remove takes the message file first: a crash after it leaves a lone
-// ID.json, which recovery removes, where a lone message file would hold
-// the metadata Put stored and be queued again.
+// reID returns a spool file's bytes with its ID in the metadata replaced
+// by to (of the same length), the header line unchanged.
+func reID(t *testing.T, file []byte, from, to string) []byte {
+	t.Helper()
+	if len(from) != len(to) {
+		t.Fatal("IDs of different lengths")
+	}
+	b := slices.Clone(file)
+	size, _, _, _ := parseHeader(b[:headerLen])
+	meta := b[int64(headerLen)+size:]
+	copy(meta, bytes.Replace(meta, []byte(`"id":"`+from), []byte(`"id":"`+to), 1))
+	return b
+}
+
+// The sums are checked once per boot: a start in the boot that recovered
+// last trusts finished header lines (only a power cut can make one lie,
+// and that means a new boot); a start after a boot checks them again.
+func TestRecoverChecksSumsAfterBoot(t *testing.T) {
+	dir := t.TempDir()
+	sp, setBoot := openTestSpool(t, dir)
+	setBoot("boot-1")
+	e := newEntry()
+	if err := sp.Put(e, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := sp.Recover(); err != nil || len(l) != 1 {
+		t.Fatalf("Recover() = %v, %v", l, err)
+	}
+	// As a power cut could leave it: the message's first bytes zero.
+	path := filepath.Join(dir, e.ID+".spool")
+	b, _ := os.ReadFile(path)
+	copy(b[headerLen:], "\x00\x00")
+	os.WriteFile(path, b, 0o600)
+	if l, err := sp.Recover(); err != nil || len(l) != 1 {
+		t.Fatalf("Recover() in the same boot = %v, %v; want the file trusted", l, err)
+	}
+	setBoot("boot-2")
+	if l, err := sp.Recover(); err != nil || len(l) != 0 {
+		t.Fatalf("Recover() after a boot = %v, %v; want the damaged file removed", l, err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("damaged file still there: %v", err)
+	}
+	var last string
+	if err := sp.loadRecord(bootFile, &last); err != nil || last != "boot-2" {
+		t.Errorf("boot recorded: %q, %v", last, err)
+	}
+}
+
+// Remove takes the spool file first: a crash after it leaves a lone
+// ID.json, which recovery removes, where a lone spool file would hold the
+// metadata Put stored and be queued again.
 func TestRemoveOrder(t *testing.T) {
 	fs := &recordingFS{}
 	dir := t.TempDir()
 	sp, _ := OpenSpool(dir, fs.wrap)
 	e := newEntry()
-	sp.Put(e, strings.NewReader("Subject: x\r\n\r\n"))
-	sp.Update(e)
+	if err := sp.Put(e, strings.NewReader("Subject: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Update(e); err != nil {
+		t.Fatal(err)
+	}
 	fs.ops = nil
 	if err := sp.Remove(e.ID); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"remove msg", "remove json"}; !slices.Equal(fs.ops, want) {
+	if want := []string{"remove spool", "remove msg", "remove json"}; !slices.Equal(fs.ops, want) {
 		t.Errorf("Remove: %v, want %v", fs.ops, want)
+	}
+	if des, _ := os.ReadDir(dir); len(des) != 1 || des[0].Name() != "tmp" {
+		t.Errorf("after Remove the spool holds %v", des)
 	}
 }
 
-// A message file's header line is fixed in length and checked whole.
+// A spool file's header line is fixed in length and checked whole.
 func TestFileHeader(t *testing.T) {
-	h := fileHeader(10240, 412)
+	h := fileHeader(10240, 412, 0xdeadbeef)
 	if len(h) != headerLen {
 		t.Fatalf("header %q is %d bytes, want %d", h, len(h), headerLen)
 	}
-	if b, m, ok := parseHeader(h); !ok || b != 10240 || m != 412 {
-		t.Errorf("parseHeader(%q) = %d, %d, %v", h, b, m, ok)
+	if b, m, c, ok := parseHeader(h); !ok || b != 10240 || m != 412 || c != 0xdeadbeef {
+		t.Errorf("parseHeader(%q) = %d, %d, %x, %v", h, b, m, c, ok)
 	}
 	for _, bad := range []string{
-		"relayd-spool 2 0000000000002800 0000019c\n",
-		"relayd-spool 1 0000000000002800 0000019c ",
-		"relayd-spool 1 000000000000280x 0000019c\n",
-		"relayd-spool 1 0000000000002800-0000019c\n",
-		"relayd-spool 1 8000000000002800 0000019c\n",
-		"Received: from x by y; 1 Dec 2026 0:0:0\n",
+		"relayd-spool 2 0000000000002800 0000019c deadbeef\n",
+		"relayd-spool 1 0000000000002800 0000019c deadbeef ",
+		"relayd-spool 1 000000000000280x 0000019c deadbeef\n",
+		"relayd-spool 1 0000000000002800-0000019c deadbeef\n",
+		"relayd-spool 1 8000000000002800 0000019c deadbeef\n",
+		"relayd-spool 1 0000000000002800 8000019c deadbeef\n",
+		"relayd-spool 1 +000000000002800 0000019c deadbeef\n",
+		"Received: from x by y; Tue, 1 Dec 2026 00:00:00 +0000\n",
 	} {
-		if _, _, ok := parseHeader([]byte(bad)); ok {
+		if _, _, _, ok := parseHeader([]byte(bad)); ok {
 			t.Errorf("parseHeader(%q) accepted", bad)
 		}
 	}
