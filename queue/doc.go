@@ -12,13 +12,15 @@
 //
 // The spool is one directory, DIR, with one or two files per message:
 //
-//	DIR/ID.msg   a header line with two lengths, the message as received
-//	             plus relayd's Received: header (and a Message-ID: when
-//	             the client sent none), then the metadata it was queued
-//	             with (spool.go, fileHeader)
-//	DIR/ID.json  the metadata once it changed: account, envelope,
-//	             per-recipient state, attempts, timestamps, last error,
-//	             state
+//	DIR/ID.spool  a header line with two lengths and a sum, the message as
+//	              received plus relayd's Received: header (and a
+//	              Message-ID: when the client sent none), then the
+//	              metadata it was queued with (spool.go, fileHeader)
+//	DIR/ID.json   the metadata once it changed: account, envelope,
+//	              per-recipient state, attempts, timestamps, last error,
+//	              state
+//	DIR/ID.msg    from relayd before December 2026 only: the message
+//	              alone, its metadata in ID.json
 //
 // DIR/held-accounts.list for the accounts an admin held (relayd queue hold
 // ACCOUNT), DIR/condition-holds.list for when each account's hold for its
@@ -29,13 +31,16 @@
 // (flock), and DIR/tmp/ for metadata being written.
 //
 // A new message's file is written in place, its header line last with
-// the lengths that say it is finished, and fsynced; then DIR is fsynced.
-// Only after that does the client get "250 2.0.0 queued as ID" (as
-// Postfix does). Concurrent submissions share the directory fsync (group
-// commit). On start, every finished ID.msg is recovered, with ID.json's
-// metadata when there is one; an unfinished ID.msg, a lone ID.json, and
-// everything in tmp/, is the remains of an unacknowledged submission or
-// of a removal and is deleted.
+// the lengths and sum that say it is finished, and fsynced; then DIR is
+// fsynced. Only after that does the client get "250 2.0.0 queued as ID"
+// (as Postfix does). Concurrent submissions share the directory fsync
+// (group commit). On start, every finished ID.spool is recovered, with
+// ID.json's metadata when there is one; the first start after a boot
+// also checks each lone ID.spool's sum, in case a power cut tore it
+// (DIR/recovered-boot.id names the boot checked). An unfinished
+// ID.spool, a lone ID.msg or ID.json, and everything in tmp/, is the
+// remains of an unacknowledged submission or of a removal and is
+// deleted.
 //
 // Metadata changes (attempts, recipient results, holds) are written to
 // tmp/, fsynced and renamed over ID.json, so a crash leaves either the
