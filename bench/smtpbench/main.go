@@ -443,8 +443,16 @@ func (b *bench) recovery() error {
 	if err != nil {
 		return err
 	}
+	b.stopRelayd()
+	// The first start after a boot also reads every message to check its
+	// sum: forgetting the boot recorded makes this start one.
+	os.Remove(filepath.Join(state, "queue", "recovered-boot.id"))
+	afterBoot, err := b.spawnTimed()
+	if err != nil {
+		return err
+	}
 	fmt.Printf("\n## Startup recovery of a %d-message queue\n", *recoverN)
-	fmt.Printf("relayd start to listening, queue recovered: %.2f s\n", startup.Seconds())
+	fmt.Printf("relayd start to listening, queue recovered: %.2f s (the first start after a boot, sums checked: %.2f s)\n", startup.Seconds(), afterBoot.Seconds())
 	for _, args := range [][]string{{"list"}, {"list", "--json"}} {
 		t0 := time.Now()
 		cmd := exec.Command(b.bin, append([]string{"queue", "-c", b.cfgFile}, args...)...)
