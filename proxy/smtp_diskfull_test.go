@@ -172,7 +172,7 @@ func TestSMTPDiskFull(t *testing.T) {
 		t.Fatalf("%d messages acknowledged, want 4", len(acked))
 	}
 	names, _ := filepath.Glob(filepath.Join(queueDir, "*"))
-	want := 3 + len(acked) // lock, recovered-boot.id, tmp/, and a file per message
+	want := 3 + len(acked) // lock, recovered-boot.list, tmp/, and a file per message
 	if len(names) != want {
 		t.Errorf("spool holds %v, want %d entries", names, want)
 	}

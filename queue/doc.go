@@ -37,7 +37,7 @@
 // (group commit). On start, every finished ID.spool is recovered, with
 // ID.json's metadata when there is one; the first start after a boot
 // also checks each lone ID.spool's sum, in case a power cut tore it
-// (DIR/recovered-boot.id names the boot checked). An unfinished
+// (DIR/recovered-boot.list names the boot checked). An unfinished
 // ID.spool, a lone ID.msg or ID.json, and everything in tmp/, is the
 // remains of an unacknowledged submission or of a removal and is
 // deleted.

@@ -386,7 +386,10 @@ func (s *Spool) readPut(id string, verify bool) (e *Entry, ok bool, err error) {
 // finished; after a boot (a power cut may have come between) recovery
 // checks each spool file's sum as well: it reads every queued message
 // once.
-const bootFile = "recovered-boot.id"
+//
+// Not .json (a message's metadata): .list like relayd's other bookkeeping
+// files in the spool, which tools that look for leftover mail skip.
+const bootFile = "recovered-boot.list"
 
 // verifyAfterBoot reports whether recovery must check sums, and the
 // current boot's ID ("" when the kernel does not say).

@@ -446,7 +446,7 @@ func (b *bench) recovery() error {
 	b.stopRelayd()
 	// The first start after a boot also reads every message to check its
 	// sum: forgetting the boot recorded makes this start one.
-	os.Remove(filepath.Join(state, "queue", "recovered-boot.id"))
+	os.Remove(filepath.Join(state, "queue", "recovered-boot.list"))
 	afterBoot, err := b.spawnTimed()
 	if err != nil {
 		return err
