@@ -141,9 +141,9 @@ func logHandler(w io.Writer, format string, level slog.Leveler, journal bool) sl
 		}
 	}
 	if format == "json" {
-		return slog.NewJSONHandler(w, opts)
+		return &lazyAttrs{h: slog.NewJSONHandler(w, opts)}
 	}
-	return slog.NewTextHandler(w, opts)
+	return &lazyAttrs{h: slog.NewTextHandler(w, opts)}
 }
 
 // journalStream reports whether f is the stream systemd's journal reads:
