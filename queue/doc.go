@@ -40,7 +40,8 @@
 // (DIR/recovered-boot.list names the boot checked). An unfinished
 // ID.spool, a lone ID.msg or ID.json, and everything in tmp/, is the
 // remains of an unacknowledged submission or of a removal and is
-// deleted.
+// deleted; a finished-looking ID.spool that fails its checks is set
+// aside as DIR/ID.damaged, and one of a newer relayd left alone.
 //
 // Metadata changes (attempts, recipient results, holds) are written to
 // tmp/, fsynced and renamed over ID.json, so a crash leaves either the

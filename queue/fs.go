@@ -11,8 +11,9 @@ import (
 )
 
 // FS is the file-system layer of the spool. Names are relative to the
-// spool directory: "ID.msg", "ID.json", or "tmp/NAME" for the directory
-// where metadata is written before it is renamed into place. Tests wrap
+// spool directory: "ID.spool", "ID.json", "ID.damaged", an older relayd's
+// "ID.msg", or "tmp/NAME" for the directory where metadata is written
+// before it is renamed into place. Tests wrap
 // it (Options.WrapFS) to check the order of writes, syncs and renames and
 // to fail any step.
 type FS interface {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,8 +77,9 @@ func FuzzSpoolMetadata(f *testing.F) {
 // FuzzSpoolFile recovers a spool whose one spool file holds arbitrary
 // bytes (torn by a power cut, or damaged), as the first start after a
 // boot does: Recover never panics and never fails on the file's content;
-// it keeps the file only when it is one Put finished — lengths, sum and
-// metadata agree — and a kept message opens to exactly its length.
+// it queues the file only when it is one Put finished — lengths, sum and
+// metadata agree — and a queued message opens to exactly its length.
+// Anything else is removed or set aside, except a newer relayd's file.
 func FuzzSpoolFile(f *testing.F) {
 	const id = "20261201T090000000000-2c42d16a42"
 	seedDir := f.TempDir()
@@ -96,6 +98,7 @@ func FuzzSpoolFile(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(whole)
+	f.Add(append(slices.Clone(whole), "more"...))
 	f.Add(whole[:len(whole)/2])
 	f.Add(whole[:headerLen])
 	f.Add(append(fileHeader(0, 0, 0), whole[headerLen:]...))
@@ -114,9 +117,13 @@ func FuzzSpoolFile(f *testing.F) {
 			t.Fatalf("Recover: %v", err)
 		}
 		if len(entries) == 0 {
-			if _, err := os.Stat(filepath.Join(dir, spoolName(id))); err == nil {
-				t.Fatal("an unfinished spool file was left in place")
+			rec := s.LastRecovery()
+			_, err := os.Stat(filepath.Join(dir, spoolName(id)))
+			if err == nil && len(rec.Newer) == 0 {
+				t.Fatalf("a spool file that is not finished was left in place (%+v)", rec)
 			}
+			os.Remove(filepath.Join(dir, spoolName(id)))
+			os.Remove(filepath.Join(dir, damagedName(id)))
 			return
 		}
 		size, metaLen, sum, ok := parseHeader(file[:min(len(file), headerLen)])

@@ -239,6 +239,16 @@ func Open(opts Options) (*Queue, error) {
 	if len(entries) > 0 {
 		q.log.Info("queue recovered", "messages", len(entries))
 	}
+	rec := sp.LastRecovery()
+	if rec.Torn > 0 {
+		q.log.Info("queue: removed the remains of submissions a crash interrupted before their 250 (their clients were told nothing and send again)", "files", rec.Torn)
+	}
+	for _, f := range rec.Damaged {
+		q.log.Warn("queue: a spool file failed its check after a boot (its sum, metadata or ID is wrong: torn by a power cut, or damaged on the disk): set aside and not sent; if it holds a message that was acknowledged, look at it and send it again, else remove it", "file", f)
+	}
+	for _, f := range rec.Newer {
+		q.log.Warn("queue: a spool file was written by a newer relayd: left as it is and not sent; run that version again to send it", "file", f)
+	}
 	held, err := sp.HeldAccounts()
 	if err != nil {
 		q.Close()

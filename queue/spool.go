@@ -26,6 +26,7 @@ type Spool struct {
 	// bootIDFile is where the kernel gives the boot's ID (tests change
 	// it; see verifyAfterBoot).
 	bootIDFile string
+	recovery   Recovery // what the last Recover set aside
 
 	smu     sync.Mutex
 	pending *syncBatch // renames waiting for the next directory fsync
@@ -319,9 +320,15 @@ func (s *Spool) Open(id string) (io.ReadCloser, error) {
 	}
 	var h [headerLen]byte
 	_, err = io.ReadFull(f, h[:])
-	size, _, _, ok := parseHeader(h[:])
-	if err == nil && !ok {
+	size, metaLen, _, ok := parseHeader(h[:])
+	if err == nil && (!ok || metaLen == 0) {
 		err = errors.New("its header line is damaged")
+	}
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil && fi.Size() != int64(headerLen)+size+metaLen {
+			err = fmt.Errorf("it is %d bytes long where its header line says %d", fi.Size(), int64(headerLen)+size+metaLen)
+		}
 	}
 	if err != nil {
 		f.Close()
@@ -333,52 +340,89 @@ func (s *Spool) Open(id string) (io.ReadCloser, error) {
 	}{io.LimitReader(f, size), f}, nil
 }
 
-// readPut returns the metadata a spool file holds, as Put wrote it; ok is
-// false when the file is not one Put finished: the remains of a
-// submission a crash interrupted, never acknowledged. With verify, the
-// sum of the message and metadata must match too.
-func (s *Spool) readPut(id string, verify bool) (e *Entry, ok bool, err error) {
+// fileState is what recovery makes of a spool file without ID.json.
+type fileState int
+
+const (
+	fileFinished fileState = iota
+	// fileTorn was never finished: its header line still zeros, or the
+	// file shorter or longer than the lengths it gives. The remains of a
+	// submission a crash interrupted, never acknowledged.
+	fileTorn
+	// fileDamaged looks finished, but its sum (checked after a boot),
+	// metadata or ID is wrong: torn by a power cut, or damaged on the
+	// disk since. It may have been acknowledged.
+	fileDamaged
+	// fileNewer was written by a newer relayd, in a layout this one does
+	// not know.
+	fileNewer
+)
+
+// readPut returns the metadata a spool file holds, as Put wrote it, and
+// what the file is. With verify, the sum of the message and metadata is
+// checked too.
+func (s *Spool) readPut(id string, verify bool) (*Entry, fileState, error) {
 	f, err := s.fs.Open(spoolName(id))
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	defer f.Close()
 	var h [headerLen]byte
 	if _, err := io.ReadFull(f, h[:]); err == io.EOF || err == io.ErrUnexpectedEOF {
-		return nil, false, nil
+		return nil, fileTorn, nil
 	} else if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	size, metaLen, sum, ok := parseHeader(h[:])
-	if !ok || metaLen == 0 {
-		return nil, false, nil
+	switch {
+	case !ok && bytes.HasPrefix(h[:], []byte("relayd-spool ")) && !bytes.HasPrefix(h[:], []byte(fileMagic)):
+		return nil, fileNewer, nil
+	case !ok:
+		return nil, fileDamaged, nil
+	case size == 0 && metaLen == 0 && sum == 0:
+		return nil, fileTorn, nil
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	if fi.Size() != int64(headerLen)+size+metaLen {
-		return nil, false, nil
+		return nil, fileTorn, nil
 	}
 	if verify {
 		w := &crcWriter{w: io.Discard}
 		if _, err := copyPooled(w, io.NewSectionReader(f, int64(headerLen), size+metaLen)); err != nil {
-			return nil, false, err
+			return nil, 0, err
 		}
 		if w.sum != sum {
-			return nil, false, nil
+			return nil, fileDamaged, nil
 		}
 	}
 	b := make([]byte, metaLen)
 	if _, err := f.ReadAt(b, int64(headerLen)+size); err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
-	e = new(Entry)
+	e := new(Entry)
 	if err := json.Unmarshal(b, e); err != nil || e.ID != id || e.Size != size {
-		return nil, false, nil
+		return nil, fileDamaged, nil
 	}
-	return e, true, nil
+	return e, fileFinished, nil
 }
+
+// damagedName is where recovery sets a damaged spool file aside: no
+// longer a message relayd sends, kept for an admin to look at.
+func damagedName(id string) string { return id + ".damaged" }
+
+// Recovery is what the last Recover found besides the entries it
+// returned, for the queue to log.
+type Recovery struct {
+	Torn    int      // unfinished spool files removed
+	Damaged []string // spool files set aside as ID.damaged (their paths now)
+	Newer   []string // spool files of a newer relayd, left as they are
+}
+
+// LastRecovery returns what the last Recover set aside.
+func (s *Spool) LastRecovery() Recovery { return s.recovery }
 
 // bootFile records the boot (the kernel's boot_id) in which a relayd last
 // recovered the spool. Within one boot the page cache is what every
@@ -391,13 +435,21 @@ func (s *Spool) readPut(id string, verify bool) (e *Entry, ok bool, err error) {
 // files in the spool, which tools that look for leftover mail skip.
 const bootFile = "recovered-boot.list"
 
-// verifyAfterBoot reports whether recovery must check sums, and the
-// current boot's ID ("" when the kernel does not say).
+// verifyAfterBoot reports whether recovery must check sums, and what
+// identifies this boot and this mount of the spool's file system ("" when
+// the kernel does not say): a file system mounted again within a boot
+// (after its disk went away, or a snapshot restored) may hold torn files
+// too.
 func (s *Spool) verifyAfterBoot() (verify bool, boot string) {
 	b, err := os.ReadFile(s.bootIDFile)
 	if boot = strings.TrimSpace(string(b)); err != nil || boot == "" {
 		return true, ""
 	}
+	mnt, err := s.real.top.MountID()
+	if err != nil {
+		return true, ""
+	}
+	boot += " mount " + strconv.FormatUint(mnt, 10)
 	var last string
 	if err := s.loadRecord(bootFile, &last); err != nil || last != boot {
 		return true, boot
@@ -454,27 +506,45 @@ func (s *Spool) Recover() ([]*Entry, error) {
 		e.upgrade()
 		entries = append(entries, &e)
 	}
+	s.recovery = Recovery{}
+	clean := true // every file that is not a message is gone or set aside
 	for id := range spools {
 		if metas[id] {
 			continue
 		}
-		e, ok, err := s.readPut(id, verify)
+		e, state, err := s.readPut(id, verify)
 		if err != nil {
 			return nil, fmt.Errorf("reading spool entry %s: %w", id, err)
 		}
-		if !ok {
-			s.fs.Remove(spoolName(id))
-			continue
+		switch state {
+		case fileFinished:
+			e.upgrade()
+			entries = append(entries, e)
+		case fileTorn:
+			if s.fs.Remove(spoolName(id)) != nil {
+				clean = false
+			}
+			s.recovery.Torn++
+		case fileDamaged:
+			if err := s.fs.Rename(spoolName(id), damagedName(id)); err != nil {
+				return nil, fmt.Errorf("setting damaged spool file %s aside: %w", filepath.Join(s.dir, spoolName(id)), err)
+			}
+			s.recovery.Damaged = append(s.recovery.Damaged, filepath.Join(s.dir, damagedName(id)))
+		case fileNewer:
+			s.recovery.Newer = append(s.recovery.Newer, filepath.Join(s.dir, spoolName(id)))
 		}
-		e.upgrade()
-		entries = append(entries, e)
 	}
 	for id := range msgs {
 		if !metas[id] {
 			s.fs.Remove(msgName(id))
 		}
 	}
-	if verify && boot != "" {
+	if len(s.recovery.Damaged) > 0 {
+		if err := s.syncDir(); err != nil {
+			return nil, fmt.Errorf("setting damaged spool files aside: %w", err)
+		}
+	}
+	if verify && boot != "" && clean {
 		// Not an error when it fails: the next start checks sums again.
 		s.saveRecord(bootFile, boot, "the boot recovered")
 	}

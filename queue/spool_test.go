@@ -6,6 +6,7 @@ import (
 	"errors"
 
 	"fmt"
+	"hash/crc32"
 	"io"
 	"maps"
 	"os"
@@ -75,7 +76,9 @@ func (r *recordingFS) Create(name string) (File, error) {
 }
 
 func (r *recordingFS) Remove(name string) error {
-	r.do("remove " + kind(name))
+	if err := r.do("remove " + kind(name)); err != nil {
+		return err
+	}
 	return r.FS.Remove(name)
 }
 
@@ -222,8 +225,11 @@ func openTestSpool(t *testing.T, dir string) (sp *Spool, setBoot func(id string)
 
 // Recovery keeps complete entries: a spool file as Put left it, one whose
 // metadata changed since (ID.json), and an older relayd's pair of files.
-// It removes the remains of unacknowledged submissions: temporary files,
-// a spool file that was never finished, and a file without its partner.
+// It removes the remains of unacknowledged submissions (temporary files,
+// a spool file that was never finished, a file without its partner), sets
+// a damaged spool file aside as ID.damaged, and leaves a newer relayd's
+// alone. Each case has an ID of its own, so that only the check it is
+// about can turn it away.
 func TestRecover(t *testing.T) {
 	dir := t.TempDir()
 	sp, setBoot := openTestSpool(t, dir)
@@ -247,37 +253,41 @@ func TestRecover(t *testing.T) {
 	oldMeta, _ := json.Marshal(old)
 	os.WriteFile(filepath.Join(dir, old.ID+".msg"), []byte(body), 0o600)
 	os.WriteFile(filepath.Join(dir, old.ID+".json"), oldMeta, 0o600)
-
-	// Unfinished spool files, as a crash leaves them.
-	whole, _ := os.ReadFile(filepath.Join(dir, put.ID+".spool"))
-	damaged := func(off int, b string) []byte {
-		c := slices.Clone(whole)
-		copy(c[off:], b)
-		return c
-	}
-	unfinished := map[string][]byte{
-		"header-not-rewritten.spool": append(fileHeader(0, 0, 0), whole[headerLen:]...),
-		"cut-short.spool":            whole[:len(whole)-5],
-		"empty.spool":                nil,
-		"header-only.spool":          whole[:headerLen-3],
-		"other-id.spool":             whole, // metadata of another ID
-		"garbled-metadata.spool":     damaged(len(whole)-4, "\x00\x00\x00\x00"),
-		// Lengths right, metadata right, the message not: what a power
-		// cut can leave when the header's block reached the disk and
-		// one of the message's did not.
-		"zeroed-message.spool": damaged(headerLen, "\x00\x00\x00\x00"),
-	}
-	for name, b := range unfinished {
-		os.WriteFile(filepath.Join(dir, name), b, 0o600)
-	}
 	os.WriteFile(filepath.Join(dir, "lonely.msg"), []byte("an older relayd's message without metadata"), 0o600)
 	os.WriteFile(filepath.Join(dir, "tmp", "x.json.123"), []byte("partial"), 0o600)
 	os.WriteFile(filepath.Join(dir, "orphan.json"), []byte(`{"id":"orphan"}`), 0o600)
-	// A copy of a finished file under its own name, whose metadata is
-	// rewritten to that name: it differs from a finished file only in
-	// its sum, which this boot's first recovery checks.
-	copyID := put.ID[:len(put.ID)-1] + "x"
-	os.WriteFile(filepath.Join(dir, copyID+".spool"), reID(t, whole, put.ID, copyID), 0o600)
+
+	whole, _ := os.ReadFile(filepath.Join(dir, put.ID+".spool"))
+	n := 0
+	file := func(make func(id string) []byte) string { // a case's spool file, under an ID of its own
+		n++
+		id := fmt.Sprintf("%s%02d", put.ID[:len(put.ID)-2], n)
+		os.WriteFile(filepath.Join(dir, id+".spool"), make(id), 0o600)
+		return id
+	}
+	mine := func(id string) []byte { return reID(t, whole, put.ID, id) } // finished, under id
+	torn := []string{
+		file(func(id string) []byte { return append(fileHeader(0, 0, 0), mine(id)[headerLen:]...) }), // header not rewritten
+		file(func(id string) []byte { return mine(id)[:len(whole)-5] }),                              // cut short
+		file(func(id string) []byte { return nil }),                                                  // empty
+		file(func(id string) []byte { return mine(id)[:headerLen-3] }),                               // not even the header
+		file(func(id string) []byte { return append(mine(id), "more"...) }),                          // longer than it says
+	}
+	damaged := []string{
+		file(func(id string) []byte { b := mine(id); b[headerLen] = 0; return b }), // the message's first byte: the sum
+		file(func(string) []byte { return whole }),                                 // another ID's file (its sum is right)
+		file(func(id string) []byte { // metadata that does not parse, with a right sum
+			b := mine(id)
+			b[len(b)-1] = '!'
+			return resum(b)
+		}),
+		file(func(id string) []byte { // metadata whose size is not the message's
+			return resum(bytes.Replace(mine(id), fmt.Appendf(nil, `"size":%d,`, len(body)), fmt.Appendf(nil, `"size":%d,`, len(body)+1), 1))
+		}),
+		file(func(id string) []byte { b := mine(id); b[len(fileMagic)+3] = 'x'; return b }), // a header line that does not parse
+	}
+	newer := file(func(id string) []byte { b := mine(id); b[len(fileMagic)-2] = '2'; return b })
+	finished := file(mine)
 
 	entries, err := sp.Recover()
 	if err != nil {
@@ -287,15 +297,18 @@ func TestRecover(t *testing.T) {
 	for _, e := range entries {
 		got[e.ID] = e
 	}
-	if len(got) != 3 || got[put.ID] == nil || got[updated.ID] == nil || got[old.ID] == nil {
-		t.Fatalf("Recover() = %v, want %s, %s and %s", slices.Collect(maps.Keys(got)), put.ID, updated.ID, old.ID)
+	want := []string{put.ID, updated.ID, old.ID, finished}
+	if len(got) != len(want) {
+		t.Errorf("Recover() = %v, want %v", slices.Sorted(maps.Keys(got)), want)
 	}
-	if got[updated.ID].Attempts != 3 {
-		t.Errorf("recovered %s with %d attempts: its ID.json was not preferred to what Put stored", updated.ID, got[updated.ID].Attempts)
+	if got[updated.ID] == nil || got[updated.ID].Attempts != 3 {
+		t.Errorf("recovered %+v: its ID.json was not preferred to what Put stored", got[updated.ID])
 	}
-	for id, e := range got {
-		if e.Size != int64(len(body)) || e.Account != "a" || len(e.Recipients) != 1 {
-			t.Errorf("recovered %+v", e)
+	for _, id := range want {
+		e := got[id]
+		if e == nil || e.Size != int64(len(body)) || e.Account != "a" || len(e.Recipients) != 1 {
+			t.Errorf("recovered %s: %+v", id, e)
+			continue
 		}
 		f, err := sp.Open(id)
 		if err != nil {
@@ -307,23 +320,31 @@ func TestRecover(t *testing.T) {
 			t.Errorf("message %s = %q, want %q", id, b, body)
 		}
 	}
-	des, _ := os.ReadDir(dir)
 	var names []string
+	des, _ := os.ReadDir(dir)
 	for _, de := range des {
 		names = append(names, de.Name())
 	}
-	want := []string{put.ID + ".spool", updated.ID + ".json", updated.ID + ".spool", old.ID + ".json", old.ID + ".msg", bootFile, "tmp"}
-	slices.Sort(want)
-	if !slices.Equal(names, want) {
-		t.Errorf("spool after recovery: %v, want %v", names, want)
+	wantNames := []string{put.ID + ".spool", updated.ID + ".json", updated.ID + ".spool", old.ID + ".json", old.ID + ".msg",
+		finished + ".spool", newer + ".spool", bootFile, "tmp"}
+	for _, id := range damaged {
+		wantNames = append(wantNames, id+".damaged")
+	}
+	slices.Sort(wantNames)
+	if !slices.Equal(names, wantNames) {
+		t.Errorf("spool after recovery:\n%v\nwant\n%v", names, wantNames)
 	}
 	if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
 		t.Errorf("tmp not emptied: %v", tmp)
 	}
+	rec := sp.LastRecovery()
+	if rec.Torn != len(torn) || len(rec.Damaged) != len(damaged) || len(rec.Newer) != 1 {
+		t.Errorf("LastRecovery() = %+v, want %d torn, %d damaged and %s newer", rec, len(torn), len(damaged), newer)
+	}
 }
 
 // reID returns a spool file's bytes with its ID in the metadata replaced
-// by to (of the same length), the header line unchanged.
+// by to (of the same length) and the sum made right.
 func reID(t *testing.T, file []byte, from, to string) []byte {
 	t.Helper()
 	if len(from) != len(to) {
@@ -333,12 +354,47 @@ func reID(t *testing.T, file []byte, from, to string) []byte {
 	size, _, _, _ := parseHeader(b[:headerLen])
 	meta := b[int64(headerLen)+size:]
 	copy(meta, bytes.Replace(meta, []byte(`"id":"`+from), []byte(`"id":"`+to), 1))
+	return resum(b)
+}
+
+// resum makes a spool file's sum match its bytes, keeping its lengths.
+func resum(b []byte) []byte {
+	size, metaLen, _, _ := parseHeader(b[:headerLen])
+	copy(b, fileHeader(size, metaLen, crc32.Checksum(b[headerLen:], castagnoli)))
 	return b
 }
 
-// The sums are checked once per boot: a start in the boot that recovered
-// last trusts finished header lines (only a power cut can make one lie,
-// and that means a new boot); a start after a boot checks them again.
+// A message whose spool file changed after recovery accepted it is an
+// error naming the file when it is opened, not a message sent short.
+func TestOpenChecksTheFile(t *testing.T) {
+	dir := t.TempDir()
+	sp, _ := openTestSpool(t, dir)
+	e := newEntry()
+	if err := sp.Put(e, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, e.ID+".spool")
+	whole, _ := os.ReadFile(path)
+	for name, b := range map[string][]byte{
+		"cut short":       whole[:len(whole)-3],
+		"header zeros":    append(fileHeader(0, 0, 0), whole[headerLen:]...),
+		"header unparsed": append([]byte("Received: x"), whole[11:]...),
+	} {
+		os.WriteFile(path, b, 0o600)
+		if f, err := sp.Open(e.ID); err == nil || !strings.Contains(err.Error(), path) {
+			if f != nil {
+				f.Close()
+			}
+			t.Errorf("%s: Open() = %v, want an error naming %s", name, err, path)
+		}
+	}
+}
+
+// The sums are checked once per boot and mount: a start in the boot that
+// recovered last trusts finished header lines (only a power cut can make
+// one lie, and that means a new boot); a start after a boot checks them
+// again. No boot is recorded when the kernel does not say which, or when
+// recovery could not remove what it had to.
 func TestRecoverChecksSumsAfterBoot(t *testing.T) {
 	dir := t.TempDir()
 	sp, setBoot := openTestSpool(t, dir)
@@ -350,6 +406,10 @@ func TestRecoverChecksSumsAfterBoot(t *testing.T) {
 	if l, err := sp.Recover(); err != nil || len(l) != 1 {
 		t.Fatalf("Recover() = %v, %v", l, err)
 	}
+	var last string
+	if err := sp.loadRecord(bootFile, &last); err != nil || !strings.HasPrefix(last, "boot-1 mount ") {
+		t.Errorf("boot recorded: %q, %v", last, err)
+	}
 	// As a power cut could leave it: the message's first bytes zero.
 	path := filepath.Join(dir, e.ID+".spool")
 	b, _ := os.ReadFile(path)
@@ -360,14 +420,38 @@ func TestRecoverChecksSumsAfterBoot(t *testing.T) {
 	}
 	setBoot("boot-2")
 	if l, err := sp.Recover(); err != nil || len(l) != 0 {
-		t.Fatalf("Recover() after a boot = %v, %v; want the damaged file removed", l, err)
+		t.Fatalf("Recover() after a boot = %v, %v; want the damaged file set aside", l, err)
 	}
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("damaged file still there: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, e.ID+".damaged")); err != nil {
+		t.Errorf("damaged file not set aside: %v", err)
 	}
-	var last string
-	if err := sp.loadRecord(bootFile, &last); err != nil || last != "boot-2" {
+	if err := sp.loadRecord(bootFile, &last); err != nil || !strings.HasPrefix(last, "boot-2 mount ") {
 		t.Errorf("boot recorded: %q, %v", last, err)
+	}
+
+	// The kernel does not say: every start checks, nothing is recorded.
+	os.Remove(filepath.Join(dir, bootFile))
+	os.Remove(sp.bootIDFile)
+	sp.Recover()
+	if _, err := os.Stat(filepath.Join(dir, bootFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a boot was recorded without a boot ID: %v", err)
+	}
+
+	// A torn file that could not be removed keeps the next start checking.
+	fs := &recordingFS{failOp: "remove spool"}
+	sp2, err := OpenSpool(dir, fs.wrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp2.Close()
+	sp2.bootIDFile = sp.bootIDFile
+	setBoot("boot-3")
+	os.WriteFile(filepath.Join(dir, "torn.spool"), nil, 0o600)
+	if _, err := sp2.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, bootFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a boot was recorded though a torn file stayed: %v", err)
 	}
 }
 

@@ -92,6 +92,19 @@ func (d *Dir) Close() error { return d.f.Close() }
 
 func (d *Dir) fd() int { return int(d.f.Fd()) }
 
+// MountID identifies the mount d is on: a new number each time a file
+// system is mounted, even the same one again (statx(2), STATX_MNT_ID).
+func (d *Dir) MountID() (uint64, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(d.fd(), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st); err != nil {
+		return 0, &os.PathError{Op: "statx", Path: d.path, Err: err}
+	}
+	if st.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, &os.PathError{Op: "statx", Path: d.path, Err: errors.ErrUnsupported}
+	}
+	return st.Mnt_id, nil
+}
+
 func checkName(name string) error {
 	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') || strings.ContainsRune(name, 0) {
 		return fmt.Errorf("%q is not a file name", name)

@@ -210,3 +210,26 @@ func TestStateDirLink(t *testing.T) {
 		t.Errorf("CheckPerms(link to a 0777 directory) = %v, want the chmod for %s", err, real)
 	}
 }
+
+// MountID names the mount a directory is on: the same for two directories
+// of one file system, another for /proc.
+func TestMountID(t *testing.T) {
+	open := func(path string) *Dir {
+		d, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	base := t.TempDir()
+	os.Mkdir(filepath.Join(base, "sub"), 0o700)
+	a, err1 := open(base).MountID()
+	b, err2 := open(filepath.Join(base, "sub")).MountID()
+	if err1 != nil || err2 != nil || a == 0 || a != b {
+		t.Errorf("MountID() = %d, %v and %d, %v; want one non-zero ID", a, err1, b, err2)
+	}
+	if p, err := open("/proc").MountID(); err != nil || p == a {
+		t.Errorf("MountID(/proc) = %d, %v; want another mount than %d", p, err, a)
+	}
+}
