@@ -21,11 +21,19 @@ func (l *lazyAttrs) Enabled(ctx context.Context, level slog.Level) bool {
 	return l.h.Enabled(ctx, level)
 }
 
+// WithAttrs resolves the attributes' values now, as slog's handlers do
+// (a LogValuer is asked once, at With); a value that refers to memory the
+// caller changes later (a slice, a map) shows it as it is when a record
+// is written.
 func (l *lazyAttrs) WithAttrs(as []slog.Attr) slog.Handler {
 	if len(as) == 0 {
 		return l
 	}
-	return &lazyAttrs{h: l.h, attrs: slices.Concat(l.attrs, as)}
+	all := slices.Concat(l.attrs, as)
+	for i := len(l.attrs); i < len(all); i++ {
+		all[i].Value = all[i].Value.Resolve()
+	}
+	return &lazyAttrs{h: l.h, attrs: all}
 }
 
 // WithGroup hands the attributes so far to the handler below: they

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"log/slog"
 	"testing"
+	"testing/slogtest"
 )
 
 // A logger through lazyAttrs writes exactly what slog's own handlers
@@ -24,6 +26,10 @@ func TestLazyAttrsWritesTheSame(t *testing.T) {
 		a.WithGroup("upstream").With("server", "outlook.office365.com").Error("dial", "err", "refused")
 		l.WithGroup("empty").Info("no attrs")
 		l.With().Info("with nothing")
+		v := &changing{"at With"}
+		w := l.With("v", v)
+		v.s = "later"
+		w.Info("a LogValuer is asked at With")
 	}
 	for _, format := range []string{"text", "json"} {
 		var direct, lazy bytes.Buffer
@@ -38,5 +44,33 @@ func TestLazyAttrsWritesTheSame(t *testing.T) {
 		if direct.String() != lazy.String() || direct.Len() == 0 {
 			t.Errorf("%s: through lazyAttrs\n%s\nwant\n%s", format, lazy.String(), direct.String())
 		}
+	}
+}
+
+// changing is a LogValuer whose value changes after With.
+type changing struct{ s string }
+
+func (c *changing) LogValue() slog.Value { return slog.StringValue(c.s) }
+
+// lazyAttrs keeps slog's handler contract (testing/slogtest).
+func TestLazyAttrsSlogtest(t *testing.T) {
+	var buf bytes.Buffer
+	h := &lazyAttrs{h: slog.NewJSONHandler(&buf, nil)}
+	results := func() []map[string]any {
+		var ms []map[string]any
+		for _, line := range bytes.Split(buf.Bytes(), []byte{'\n'}) {
+			if len(line) == 0 {
+				continue
+			}
+			var m map[string]any
+			if err := json.Unmarshal(line, &m); err != nil {
+				t.Fatal(err)
+			}
+			ms = append(ms, m)
+		}
+		return ms
+	}
+	if err := slogtest.TestHandler(h, results); err != nil {
+		t.Error(err)
 	}
 }
