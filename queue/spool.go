@@ -197,6 +197,12 @@ func (s *Spool) put(e *Entry, body io.Reader) error {
 		return fmt.Errorf("writing message: %w", err)
 	}
 	err = writeMessage(f, e, body)
+	if err != nil {
+		// Should the removal below fail too, what is left is a torn
+		// file, which recovery deletes, and not a finished one whose
+		// client was told 452.
+		f.WriteAt(fileHeader(0, 0, 0), 0)
+	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("writing message: %w", cerr)
 	}

@@ -196,6 +196,58 @@ func TestPutFailureLeavesNothing(t *testing.T) {
 	}
 }
 
+// A message whose fsync failed, and whose file could not be removed
+// either, is left torn: recovery deletes it instead of queueing a message
+// whose client was told 452.
+func TestPutFailureThatCannotBeRemoved(t *testing.T) {
+	dir := t.TempDir()
+	fs := &stuckFS{recordingFS: &recordingFS{failOp: "sync spool"}}
+	sp, err := OpenSpool(dir, fs.wrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	sp.bootIDFile = filepath.Join(t.TempDir(), "boot_id")
+	os.WriteFile(sp.bootIDFile, []byte("boot-1\n"), 0o600)
+	if err := sp.Put(newEntry(), strings.NewReader("Subject: x\r\n\r\nbody\r\n")); !errors.Is(err, errInjected) {
+		t.Fatalf("Put() = %v, want the injected error", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "*.spool"))
+	if len(left) != 1 {
+		t.Fatalf("spool files left: %v; want the one that could not be removed", left)
+	}
+	// The same boot and mount as the last checked recovery: only the
+	// header line decides.
+	_, record := sp.verifyAfterBoot()
+	if err := sp.saveRecord(bootFile, record, "test"); err != nil {
+		t.Fatal(err)
+	}
+	fs.stuck = false
+	entries, err := sp.Recover()
+	if err != nil || len(entries) != 0 || sp.LastRecovery().Torn != 1 {
+		t.Errorf("Recover() = %v, %v, %+v; want the file deleted as torn", entries, err, sp.LastRecovery())
+	}
+}
+
+// stuckFS cannot remove spool files while stuck.
+type stuckFS struct {
+	*recordingFS
+	stuck bool
+}
+
+func (s *stuckFS) wrap(real FS) FS {
+	s.recordingFS.FS = real
+	s.stuck = true
+	return s
+}
+
+func (s *stuckFS) Remove(name string) error {
+	if s.stuck && strings.HasSuffix(name, ".spool") {
+		return errInjected
+	}
+	return s.recordingFS.Remove(name)
+}
+
 func assertEmpty(t *testing.T, dir string) {
 	t.Helper()
 	var files []string
