@@ -29,7 +29,7 @@ type Spool struct {
 	recovery   Recovery // what the last Recover set aside
 
 	smu     sync.Mutex
-	pending *syncBatch // renames waiting for the next directory fsync
+	pending *syncBatch // new names waiting for the next directory fsync
 	syncing bool
 }
 
@@ -61,42 +61,26 @@ func metaName(id string) string  { return id + ".json" }
 
 // writeTemp writes r to a new file in tmp/ and fsyncs it.
 func (s *Spool) writeTemp(prefix string, r io.Reader) (name string, n int64, err error) {
-	f, n, err := s.createTemp(prefix, r)
+	f, err := s.fs.CreateTemp(prefix)
 	if err != nil {
 		return "", 0, err
 	}
-	return f.Name(), n, s.closeTemp(f, f.Sync())
-}
-
-// createTemp writes r to a new file in tmp/, not yet synced; the caller
-// syncs and closes it (closeTemp).
-func (s *Spool) createTemp(prefix string, r io.Reader) (File, int64, error) {
-	f, err := s.fs.CreateTemp(prefix)
-	if err != nil {
-		return nil, 0, err
+	name = f.Name()
+	n, err = copyPooled(f, r)
+	if err == nil {
+		err = f.Sync()
 	}
-	n, err := copyPooled(f, r)
-	if err != nil {
-		f.Close()
-		s.fs.Remove(f.Name())
-		return nil, 0, err
-	}
-	return f, n, nil
-}
-
-// closeTemp closes f, a file createTemp made, and removes it when err (its
-// sync's) or the close failed.
-func (s *Spool) closeTemp(f File, err error) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		s.fs.Remove(f.Name())
+		s.fs.Remove(name)
+		return "", 0, err
 	}
-	return err
+	return name, n, nil
 }
 
-// copyBufs are createTemp's copy buffers: io.Copy would allocate 32 KiB
+// copyBufs are the spool's copy buffers: io.Copy would allocate 32 KiB
 // per message (in io.MultiReader's WriteTo, then in os.File's ReadFrom),
 // whose collection costs more CPU than the copy at a thousand messages a
 // second.
